@@ -1,0 +1,75 @@
+// aji — one binary for every stage of building a chat model. This file only wires the
+// front end: each stage's subcommands live in src/aji/cli/<stage>_cmd.cpp.
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <vector>
+
+#include "aji/base/error.h"
+#include "aji/base/threads.h"
+#include "aji/cli/command.h"
+
+namespace aji::cli {
+
+namespace {
+struct Entry {
+  int order;
+  RegisterFn fn;
+};
+std::vector<Entry>& registry() {
+  static std::vector<Entry> entries;
+  return entries;
+}
+}  // namespace
+
+CommandRegistrar::CommandRegistrar(int order, RegisterFn fn) { registry().push_back({order, std::move(fn)}); }
+
+void register_all_commands(CLI::App& app) {
+  auto entries = registry();
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.order < b.order; });
+  for (auto& e : entries) e.fn(app);
+}
+
+GlobalOptions& global_options() {
+  static GlobalOptions options;
+  return options;
+}
+
+}  // namespace aji::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "aji (아지) — build a ChatGPT-style language model from raw text, end to end, on your own machine.\n"
+      "Stages: data → tokenizer → pretrain → sft → align → eval/chat. Run `aji <command> --help` for each."};
+  app.set_version_flag("--version", std::string("aji ") + AJI_VERSION);
+  app.require_subcommand(1);
+  auto& opts = aji::cli::global_options();
+  // Global options may also follow the subcommand (`aji tokenizer train --threads 2`).
+  app.fallthrough();
+  app.add_option_function<int>(
+         "--threads",
+         [&](int n) {
+           opts.threads = n;
+           aji::set_num_threads(n);
+         },
+         "Worker threads (default: all cores, or $AJI_THREADS)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("-q,--quiet", opts.quiet, "No progress output");
+  aji::cli::register_all_commands(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const aji::Error& e) {
+    std::fflush(stdout);
+    std::cerr << e.describe() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+  return 0;
+}

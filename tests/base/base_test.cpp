@@ -1,0 +1,158 @@
+#include <gtest/gtest.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/base/progress.h"
+#include "aji/base/rng.h"
+#include "aji/base/threads.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using aji::test::TempDir;
+
+TEST(Error, DescribeNamesFileLineAndFix) {
+  aji::Error e = aji::Error("bad merge line").at("tok.json", 12).fix("each merge is 'A B'");
+  EXPECT_EQ(e.location(), "tok.json:12");
+  EXPECT_EQ(e.describe(), "error: bad merge line\n  at:  tok.json:12\n  fix: each merge is 'A B'");
+  aji::Error off = aji::Error("bad record").at_offset("x.warc.gz", 4096);
+  EXPECT_EQ(off.location(), "x.warc.gz (byte offset 4096)");
+}
+
+TEST(AtomicFile, CommitReplacesAndAbortLeavesOldFile) {
+  TempDir dir;
+  fs::path p = dir.path() / "sub" / "f.txt";
+  aji::write_file_atomic(p, "first");
+  EXPECT_EQ(aji::read_file(p), "first");
+  {
+    aji::AtomicFileWriter w(p);
+    w.write("second, never committed");
+  }  // destroyed without commit: e.g. an exception midway
+  EXPECT_EQ(aji::read_file(p), "first");
+  for (auto& e : fs::directory_iterator(p.parent_path())) EXPECT_EQ(e.path().filename(), "f.txt");
+  aji::write_file_atomic(p, "third");
+  EXPECT_EQ(aji::read_file(p), "third");
+}
+
+TEST(Rng, DeterministicAndUniform) {
+  aji::Rng a(42), b(42), c(43);
+  for (int i = 0; i < 100; ++i) {
+    uint64_t x = a.next_u64();
+    EXPECT_EQ(x, b.next_u64());
+    EXPECT_NE(x, c.next_u64());
+  }
+  // Mean of uniform() over many draws is close to 1/2; normal() has mean ~0, var ~1.
+  aji::Rng r(7);
+  double sum = 0, s1 = 0, s2 = 0;
+  const int n = 200000;
+  for (int i = 0; i < n; ++i) {
+    double u = r.uniform();
+    ASSERT_GE(u, 0.0);
+    ASSERT_LT(u, 1.0);
+    sum += u;
+    double z = r.normal();
+    s1 += z;
+    s2 += z * z;
+  }
+  EXPECT_NEAR(sum / n, 0.5, 0.005);
+  EXPECT_NEAR(s1 / n, 0.0, 0.01);
+  EXPECT_NEAR(s2 / n, 1.0, 0.02);
+  for (int i = 0; i < 1000; ++i) EXPECT_LT(r.below(7), 7u);
+}
+
+TEST(Threads, ParallelForVisitsEveryIndexOnceAndRethrows) {
+  aji::set_num_threads(2);
+  std::vector<int> seen(1000, 0);
+  aji::parallel_for(1000, [&](int64_t i) { seen[i]++; });
+  for (int v : seen) EXPECT_EQ(v, 1);
+  EXPECT_THROW(aji::parallel_for(10, [](int64_t i) { if (i == 3) throw aji::Error("boom"); }), aji::Error);
+  aji::set_num_threads(0);
+}
+
+TEST(Progress, FormatsCountsAndDurations) {
+  EXPECT_EQ(aji::Progress::format_count(999, "docs"), "999 docs");
+  EXPECT_EQ(aji::Progress::format_count(1234567, "tok"), "1.23M tok");
+  EXPECT_EQ(aji::Progress::format_count(2.5e9, "B"), "2.50GB");
+  EXPECT_EQ(aji::Progress::format_duration(5), "5s");
+  EXPECT_EQ(aji::Progress::format_duration(185), "3m05s");
+  EXPECT_EQ(aji::Progress::format_duration(3725), "1h02m");
+  aji::Progress p("work", 100, "items", /*enabled=*/false);
+  p.add(50);
+  std::string line = p.render_line();
+  EXPECT_NE(line.find("50 items / 100 (50.0%)"), std::string::npos) << line;
+}
+
+static std::string gzip(const std::string& s) {
+  z_stream zs{};
+  deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(compressBound(s.size()) + 64, '\0');
+  zs.next_in = (Bytef*)s.data();
+  zs.avail_in = s.size();
+  zs.next_out = (Bytef*)out.data();
+  zs.avail_out = out.size();
+  deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  return out;
+}
+
+TEST(Io, LineReaderPlainGzipMultiMemberAndZstd) {
+  TempDir dir;
+  std::string text = "alpha\nbeta\r\n\nlast-no-newline";
+  std::ofstream(dir.path() / "a.txt", std::ios::binary) << text;
+  // Two gzip members back to back, as Common Crawl writes WARC files.
+  std::ofstream(dir.path() / "a.gz", std::ios::binary) << gzip("alpha\nbeta\r\n") << gzip("\nlast-no-newline");
+  std::string z(ZSTD_compressBound(text.size()), '\0');
+  z.resize(ZSTD_compress(z.data(), z.size(), text.data(), text.size(), 3));
+  std::ofstream(dir.path() / "a.zst", std::ios::binary) << z;
+  for (const char* name : {"a.txt", "a.gz", "a.zst"}) {
+    aji::LineReader r(dir.path() / name);
+    std::vector<std::string> lines;
+    std::string_view line;
+    while (r.next(line)) lines.emplace_back(line);
+    ASSERT_EQ(lines.size(), 4u) << name;
+    EXPECT_EQ(lines[0], "alpha");
+    EXPECT_EQ(lines[1], "beta\r");
+    EXPECT_EQ(lines[2], "");
+    EXPECT_EQ(lines[3], "last-no-newline");
+    EXPECT_EQ(r.line_number(), 4);
+    EXPECT_EQ(aji::read_file(dir.path() / name), text) << name;
+  }
+}
+
+TEST(Io, TruncatedGzipIsAnErrorNamingTheFile) {
+  TempDir dir;
+  std::string big;
+  for (int i = 0; i < 20000; ++i) big += "line " + std::to_string(i * 7919) + "\n";
+  std::string gz = gzip(big);
+  std::ofstream(dir.path() / "cut.gz", std::ios::binary) << gz.substr(0, gz.size() / 2);
+  try {
+    aji::read_file(dir.path() / "cut.gz");
+    FAIL() << "expected an error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.file().find("cut.gz"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Io, ExpandInputsGlobsDirectoriesAndMissing) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "d" / "e");
+  std::ofstream(dir.path() / "d" / "b.txt") << "b";
+  std::ofstream(dir.path() / "d" / "a.txt") << "a";
+  std::ofstream(dir.path() / "d" / "e" / "c.jsonl") << "c";
+  auto all = aji::expand_inputs({(dir.path() / "d").string()});
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].filename(), "a.txt");
+  auto txt = aji::expand_inputs({(dir.path() / "d" / "*.txt").string()});
+  ASSERT_EQ(txt.size(), 2u);
+  EXPECT_THROW(aji::expand_inputs({(dir.path() / "nope.txt").string()}), aji::Error);
+  EXPECT_THROW(aji::expand_inputs({(dir.path() / "*.none").string()}), aji::Error);
+}
