@@ -19,6 +19,10 @@ struct CommandRegistrar {
   CommandRegistrar(int order, RegisterFn fn);
 };
 
+// Finds the subcommand group `name` (e.g. "tokenizer", "data") or creates it, so that
+// several *_cmd.cpp files can add commands under one group.
+CLI::App* subcommand_group(CLI::App& app, const std::string& name, const std::string& description);
+
 // Called by main(): attaches every registered command, in order.
 void register_all_commands(CLI::App& app);
 

@@ -32,6 +32,14 @@ void register_all_commands(CLI::App& app) {
   for (auto& e : entries) e.fn(app);
 }
 
+CLI::App* subcommand_group(CLI::App& app, const std::string& name, const std::string& description) {
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    if (sub->get_name() == name) return sub;
+  CLI::App* group = app.add_subcommand(name, description);
+  group->require_subcommand(1);
+  return group;
+}
+
 GlobalOptions& global_options() {
   static GlobalOptions options;
   return options;

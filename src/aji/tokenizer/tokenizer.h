@@ -37,12 +37,15 @@ enum class SpecialPolicy {
 class Tokenizer {
  public:
   // --- construction -------------------------------------------------------------
-  // From ordinary token byte strings in rank order (index = id) plus specials.
+  // From ordinary token byte strings indexed by id, plus specials. By default a token's
+  // merge priority is its id (tiktoken's model: rank == id). Hugging Face files whose
+  // merge order differs from id order pass merge_priority[id] (lower merges first).
   static Tokenizer from_ranks(std::vector<std::string> token_bytes, SplitPattern pattern,
-                              std::vector<SpecialToken> specials);
-  // Loads any supported file: aji's own (.aji-tok JSON), tiktoken rank files
-  // (.tiktoken: "base64 rank" lines), Hugging Face tokenizer.json. Detects the kind from
-  // the content. Errors name the file and line and say how to fix.
+                              std::vector<SpecialToken> specials,
+                              std::vector<uint32_t> merge_priority = {});
+  // Loads any supported file: aji's own (JSON, "format": "aji-tokenizer"), tiktoken rank
+  // files (.tiktoken: "base64 rank" lines), Hugging Face tokenizer.json. Detects the kind
+  // from the content and dispatches to tokenizer_files.h. Errors name the file and line.
   static Tokenizer load(const std::filesystem::path& path);
 
   // --- encoding -----------------------------------------------------------------
