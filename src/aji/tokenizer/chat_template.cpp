@@ -29,10 +29,8 @@ ChatTokens render_chat(const Tokenizer& tok, const std::vector<ChatMessage>& mes
   const TokenId im_end = require_special(tok, kImEnd);
   ChatTokens out;
   auto append = [&](std::string_view text, uint8_t mask) {
-    const size_t before = out.ids.size();
     tok.encode_ordinary(text, out.ids);
     out.mask.resize(out.ids.size(), mask);
-    (void)before;
   };
   auto append_id = [&](TokenId id, uint8_t mask) {
     out.ids.push_back(id);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -86,26 +87,33 @@ bool base64_decode(std::string_view in, std::string& out) {
   return true;
 }
 
-// FNV-1a 64 over the vocabulary (lengths included), to catch edits and bit rot.
-uint64_t vocab_checksum(const Tokenizer& tok) {
+// FNV-1a 64 over the vocabulary (lengths and priorities included), to catch edits and bit rot.
+uint64_t vocab_checksum(size_t n, const std::function<std::string_view(size_t)>& bytes_of,
+                        const std::function<uint32_t(size_t)>& priority_of, const std::vector<SpecialToken>& specials) {
   uint64_t h = 0xcbf29ce484222325ULL;
-  auto feed = [&](const void* p, size_t n) {
+  auto feed = [&](const void* p, size_t len) {
     const auto* b = static_cast<const uint8_t*>(p);
-    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ULL;
+    for (size_t i = 0; i < len; ++i) h = (h ^ b[i]) * 0x100000001b3ULL;
   };
-  for (size_t id = 0; id < tok.n_ranks(); ++id) {
-    const std::string_view t = tok.token_bytes(static_cast<TokenId>(id));
-    const uint32_t n = static_cast<uint32_t>(t.size());
-    feed(&n, 4);
+  for (size_t id = 0; id < n; ++id) {
+    const std::string_view t = bytes_of(id);
+    const uint32_t len = static_cast<uint32_t>(t.size());
+    feed(&len, 4);
     feed(t.data(), t.size());
-    const uint32_t prio = tok.merge_priority(static_cast<TokenId>(id));
+    const uint32_t prio = priority_of(id);
     feed(&prio, 4);
   }
-  for (const SpecialToken& s : tok.specials()) {
+  for (const SpecialToken& s : specials) {
     feed(s.text.data(), s.text.size());
     feed(&s.id, 4);
   }
   return h;
+}
+
+uint64_t vocab_checksum(const Tokenizer& tok) {
+  return vocab_checksum(
+      tok.n_ranks(), [&](size_t id) { return tok.token_bytes(static_cast<TokenId>(id)); },
+      [&](size_t id) { return tok.merge_priority(static_cast<TokenId>(id)); }, tok.specials());
 }
 
 std::string hex64(uint64_t v) {
@@ -370,6 +378,19 @@ Tokenizer load_aji_tokenizer_file(const fs::path& path) {
       priority.push_back(p.get<uint32_t>());
     }
   }
+  if (auto it = j.find("checksum"); it != j.end()) {
+    const std::string want = it->is_string() ? it->get<std::string>() : "";
+    const std::string got =
+        "fnv1a64:" +
+        hex64(vocab_checksum(
+            n_ranks, [&](size_t id) { return std::string_view(token_bytes[id]); },
+            [&](size_t id) { return priority.empty() ? static_cast<uint32_t>(id) : priority[id]; }, specials));
+    if (want != got)
+      throw Error("the tokenizer file's checksum does not match its contents (" + want + " in the file, " + got +
+                  " computed): the file was damaged or edited by hand")
+          .at(path.string())
+          .fix(fix + "; if you edited it on purpose, delete the \"checksum\" line");
+  }
   Tokenizer tok;
   try {
     tok = Tokenizer::from_ranks(std::move(token_bytes), *pattern, std::move(specials), std::move(priority));
@@ -378,15 +399,6 @@ Tokenizer load_aji_tokenizer_file(const fs::path& path) {
   }
   if (auto it = j.find("metadata"); it != j.end() && it->is_object())
     for (auto& [k, v] : it->items()) tok.metadata[k] = v.is_string() ? v.get<std::string>() : v.dump();
-  if (auto it = j.find("checksum"); it != j.end()) {
-    const std::string want = it->is_string() ? it->get<std::string>() : "";
-    const std::string got = "fnv1a64:" + hex64(vocab_checksum(tok));
-    if (want != got)
-      throw Error("the tokenizer file's checksum does not match its contents (" + want + " in the file, " + got +
-                  " computed): the file was damaged or edited by hand")
-          .at(path.string())
-          .fix(fix);
-  }
   return tok;
 }
 
@@ -633,8 +645,17 @@ void save_hf_tokenizer_json(const Tokenizer& tok, const fs::path& path) {
   j["post_processor"] = nullptr;
   j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
 
-  ordered_json vocab = ordered_json::object();
-  for (uint32_t id = 0; id < n; ++id) vocab[to_byte_level(tok.token_bytes(id))] = id;
+  // The vocab object is written by hand, in id order: ordered_json's object insert is a
+  // linear search (quadratic for 200k tokens) and json's std::map would sort by key.
+  std::string vocab_text = "{";
+  for (uint32_t id = 0; id < n; ++id) {
+    if (id) vocab_text += ",\n";
+    vocab_text += json(to_byte_level(tok.token_bytes(id))).dump();
+    vocab_text += ':';
+    vocab_text += std::to_string(id);
+  }
+  vocab_text += "}";
+  const std::string kVocabPlaceholder = "\"@@aji-vocab@@\"";
   ordered_json merges = ordered_json::array();
   for (auto& [prio, id] : order) {
     const std::string_view t = tok.token_bytes(id);
@@ -655,9 +676,13 @@ void save_hf_tokenizer_json(const Tokenizer& tok, const fs::path& path) {
                 {"fuse_unk", false},
                 {"byte_fallback", false},
                 {"ignore_merges", tok.merge_priorities().empty()},
-                {"vocab", vocab},
+                {"vocab", "@@aji-vocab@@"},
                 {"merges", merges}};
-  write_file_atomic(path, j.dump(1, ' ', /*ensure_ascii=*/false));
+  std::string text = j.dump(1, ' ', /*ensure_ascii=*/false);
+  const size_t at = text.find(kVocabPlaceholder);
+  AJI_CHECK(at != std::string::npos, "vocab placeholder");
+  text.replace(at, kVocabPlaceholder.size(), vocab_text);
+  write_file_atomic(path, text);
 }
 
 }  // namespace aji::tokenizer
