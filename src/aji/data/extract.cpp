@@ -3,6 +3,8 @@
 #include <gumbo.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -105,7 +107,7 @@ bool is_boilerplate_token(std::string_view tok) {
       "pagination", "pager", "toolbar", "topbar", "toc", "sphinxsidebar", "copyright", "disclaimer",
       "tags", "tagcloud", "login", "signup", "search", "searchbox", "consent", "gdpr", "promo",
       "sponsored", "outbrain", "taboola", "footnav", "topnav", "sitemap", "header-nav", "site-header",
-      "navigation", "relatedposts", "printfooter", "catlinks", "mw-navigation", "jump"};
+      "navigation", "relatedposts", "printfooter", "catlinks", "mw-navigation", "jump", "headerlink"};
   if (kExact.count(tok)) return true;
   static const char* const kPrefixes[] = {"nav", "menu", "footer", "sidebar", "breadcrumb", "cookie",
                                           "advert", "social", "share", "popup", "pagination", "skiplink"};
@@ -138,6 +140,12 @@ bool has_boilerplate_hint(const GumboElement& el) {
       return true;
   }
   return false;
+}
+
+// Sphinx / Docutils permalink anchors ("¶") next to headings.
+bool is_headerlink(const GumboElement& el) {
+  const char* c = attr(el, "class");
+  return c && std::strstr(c, "headerlink") != nullptr;
 }
 
 bool is_hidden(const GumboElement& el) {
@@ -175,6 +183,7 @@ struct Extractor {
   std::string pending_prefix;
   int blocks_kept = 0, blocks_dropped = 0;
 
+  bool debug = std::getenv("AJI_EXTRACT_DEBUG") != nullptr;  // prints what is pruned and why
   explicit Extractor(const ExtractConfig& c) : cfg(c) {}
 
   // Pass 1: visible-text statistics per element; marks boilerplate subtrees as pruned.
@@ -193,15 +202,24 @@ struct Extractor {
     const GumboElement& el = node->v.element;
     GumboTag tag = el.tag;
     bool article = in_article || tag == GUMBO_TAG_ARTICLE || tag == GUMBO_TAG_MAIN;
-    if (tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY &&
-        (is_skipped_tag(tag) || is_hidden(el) || (tag == GUMBO_TAG_HEADER && !in_article) ||
+    if (debug && tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY && !is_skipped_tag(tag) &&
+        (is_hidden(el) ||
          (tag != GUMBO_TAG_MAIN && tag != GUMBO_TAG_ARTICLE && has_boilerplate_hint(el) &&
-          !is_inline_hint_exempt(tag)))) {
+          (!is_inline_hint_exempt(tag) || is_headerlink(el)))))
+      std::fprintf(stderr, "[extract] prune <%s class=%s id=%s>\n", gumbo_normalized_tagname(tag),
+                   attr(el, "class") ? attr(el, "class") : "", attr(el, "id") ? attr(el, "id") : "");
+    if (tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY &&
+        (is_skipped_tag(tag) || is_hidden(el) ||
+         (tag != GUMBO_TAG_MAIN && tag != GUMBO_TAG_ARTICLE && has_boilerplate_hint(el) &&
+          (!is_inline_hint_exempt(tag) || is_headerlink(el))))) {
       pruned.insert(node);
       return s;
     }
-    bool link = in_link || tag == GUMBO_TAG_A;
-    if (tag == GUMBO_TAG_A && attr(el, "href")) s.links = 1;
+    // Only <a href> is a link: XHTML pages write anchors as <a id="x"/>, which HTML5
+    // parsing leaves open around the following text.
+    bool is_link = tag == GUMBO_TAG_A && attr(el, "href");
+    bool link = in_link || is_link;
+    if (is_link) s.links = 1;
     for (unsigned i = 0; i < el.children.length; ++i) {
       NodeStats c = measure(static_cast<const GumboNode*>(el.children.data[i]), link, article, depth + 1);
       s.text += c.text;
@@ -212,6 +230,9 @@ struct Extractor {
     if ((tag == GUMBO_TAG_UL || tag == GUMBO_TAG_OL || tag == GUMBO_TAG_DIV || tag == GUMBO_TAG_TABLE ||
          tag == GUMBO_TAG_DL || tag == GUMBO_TAG_SECTION) &&
         s.links >= 3 && s.text > 0 && s.link > cfg.container_link_density * s.text) {
+      if (debug)
+        std::fprintf(stderr, "[extract] link list <%s class=%s> text=%u link=%u\n", gumbo_normalized_tagname(tag),
+                     attr(el, "class") ? attr(el, "class") : "", s.text, s.link);
       pruned.insert(node);
       return NodeStats{};
     }
@@ -281,7 +302,7 @@ struct Extractor {
     }
     if (node->type != GUMBO_NODE_ELEMENT || pruned.count(node)) return;
     const GumboElement& el = node->v.element;
-    bool l = in_link || el.tag == GUMBO_TAG_A;
+    bool l = in_link || (el.tag == GUMBO_TAG_A && attr(el, "href"));
     for (unsigned i = 0; i < el.children.length; ++i) {
       if (el.tag == GUMBO_TAG_BR || is_block_tag(el.tag)) {
         if (!out.empty() && out.back() != ' ') out += ' ';
@@ -397,9 +418,10 @@ struct Extractor {
     bool block = is_block_tag(tag);
     if (block) flush();
     if (tag == GUMBO_TAG_LI && cfg.list_markers) pending_prefix = "- ";
-    if (tag == GUMBO_TAG_A) ++link_depth;
+    bool is_link = tag == GUMBO_TAG_A && attr(el, "href");
+    if (is_link) ++link_depth;
     for (unsigned i = 0; i < el.children.length; ++i) emit(static_cast<const GumboNode*>(el.children.data[i]));
-    if (tag == GUMBO_TAG_A) --link_depth;
+    if (is_link) --link_depth;
     if (block) {
       flush();
       if (tag == GUMBO_TAG_LI) pending_prefix.clear();
