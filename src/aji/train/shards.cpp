@@ -210,7 +210,7 @@ DataManifest DataManifest::from_json(const nlohmann::json& j, const std::string&
       throw Error("not an aji token-shard manifest (format is not \"aji-token-shards\")").at(where);
     m.vocab_size = j.at("vocab_size").get<uint32_t>();
     m.bos_id = j.at("bos_id").get<uint32_t>();
-    m.tokenizer_file = j.value("tokenizer_file", "tokenizer.json");
+    m.tokenizer_file = j.value("tokenizer_file", "aji_tokenizer.json");
     m.tokenizer_hash = j.value("tokenizer_hash", "");
     m.val_fraction = j.value("val_fraction", 0.0);
     m.seed = j.value("seed", uint64_t(0));

@@ -19,7 +19,7 @@
 //
 // A data directory (written by `aji data tokenize`) holds train-NNNNN.ajitok and
 // val-NNNNN.ajitok shards, manifest.json (counts, tokenizer hash, split) and
-// tokenizer.json (the aji tokenizer file the ids came from).
+// aji_tokenizer.json (the aji tokenizer file the ids came from).
 #pragma once
 
 #include <cstdint>
@@ -96,7 +96,7 @@ struct ShardInfo {
 struct DataManifest {
   uint32_t vocab_size = 0;
   uint32_t bos_id = 0;
-  std::string tokenizer_file = "tokenizer.json";
+  std::string tokenizer_file = "aji_tokenizer.json";
   std::string tokenizer_hash;  // hex checksum of the tokenizer file's bytes
   double val_fraction = 0.0;
   uint64_t seed = 0;
