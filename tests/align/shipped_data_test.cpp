@@ -2,6 +2,7 @@
 // documented in its LICENSE-NOTE.txt.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "aji/align/classify_data.h"
