@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "aji/align/classify_data.h"
@@ -195,4 +196,38 @@ TEST(ClassifyData, WriteJsonlRoundTrip) {
   EXPECT_EQ(back[0].text, "bye\nnow");
   EXPECT_EQ(back[1].text, "안녕 \"hi\"");
   EXPECT_EQ(back[1].label, "pos");
+}
+
+TEST(ClassifyCli, SplitThenMetrics) {
+  TempDir dir;
+  std::string data = "label\ttext\n";
+  for (int i = 0; i < 40; ++i) data += std::string(i % 4 == 0 ? "spam" : "ham") + "\tmessage " + std::to_string(i) + "\n";
+  auto in = write(dir, "d.tsv", data);
+  std::string out;
+  std::string cmd = std::string(AJI_BINARY) + " classify split --input " + in.string() + " --out-dir " +
+                    (dir.path() / "s").string() + " --val 0.1 --test 0.2 2>&1";
+  ASSERT_EQ(aji::test::run_command(cmd, &out), 0) << out;
+  auto test = read_labeled(dir.path() / "s" / "test.jsonl", {}, nullptr);
+  EXPECT_EQ(test.size(), 8u);  // round(30 * 0.2) ham + round(10 * 0.2) spam
+  EXPECT_EQ(LabelSet::load(dir.path() / "s" / "labels.json").names, (std::vector<std::string>{"ham", "spam"}));
+
+  // Predictions: flip the first test example's label.
+  std::string pred;
+  for (size_t i = 0; i < test.size(); ++i)
+    pred += "{\"text\":\"x\",\"label\":\"" + std::string((i == 0) == (test[i].label == "ham") ? "spam" : "ham") + "\"}\n";
+  auto pred_path = write(dir, "pred.jsonl", pred);
+  cmd = std::string(AJI_BINARY) + " classify metrics --gold " + (dir.path() / "s" / "test.jsonl").string() +
+        " --pred " + pred_path.string() + " --json " + (dir.path() / "m.json").string() + " 2>&1";
+  ASSERT_EQ(aji::test::run_command(cmd, &out), 0) << out;
+  EXPECT_NE(out.find("0.8750"), std::string::npos) << out;  // 7 of 8
+  EXPECT_NE(out.find("confusion matrix"), std::string::npos);
+  auto j = nlohmann::json::parse(aji::read_file(dir.path() / "m.json"));
+  EXPECT_DOUBLE_EQ(j["accuracy"].get<double>(), 7.0 / 8);
+
+  auto bad = write(dir, "bad.jsonl", "{\"text\":\"x\",\"label\":\"promo\"}\n" + pred.substr(pred.find('\n') + 1));
+  cmd = std::string(AJI_BINARY) + " classify metrics --gold " + (dir.path() / "s" / "test.jsonl").string() +
+        " --pred " + bad.string() + " 2>&1";
+  EXPECT_EQ(aji::test::run_command(cmd, &out), 1);
+  EXPECT_NE(out.find(bad.string() + ":1"), std::string::npos) << out;
+  EXPECT_NE(out.find("'promo'"), std::string::npos) << out;
 }
