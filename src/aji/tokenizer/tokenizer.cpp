@@ -237,10 +237,14 @@ inline void encode_piece(const Vocab& v, bool shortcut, const uint8_t* p, size_t
       return;
     }
   }
-  if (n < kLargePiece)
+  if (n < kLargePiece) {
     merge_small(v, p, n, out);
-  else
+  } else {
+    if (n > 0x7FFFFFFFu)  // positions are 32-bit; ~48 bytes of scratch per input byte
+      throw Error("one pre-tokenizer piece is " + std::to_string(n) + " bytes (a single 2 GB+ word)")
+          .fix("split the input into smaller documents");
     merge_large(v, p, n, out);
+  }
 }
 
 template <SplitPattern kPattern>
