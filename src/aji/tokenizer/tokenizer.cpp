@@ -12,6 +12,8 @@
 #include <fstream>
 #include <functional>
 
+#include <omp.h>
+
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/tokenizer/pretokenizer_scan.h"
@@ -463,6 +465,45 @@ std::string_view Tokenizer::token_bytes(TokenId id) const {
 // --- encoding -----------------------------------------------------------------------
 
 void Tokenizer::encode_ordinary(std::string_view text, std::vector<TokenId>& out) const {
+  constexpr size_t kParallelMin = size_t(8) << 20;
+  if (text.size() >= kParallelMin && num_threads() > 1 && !omp_in_parallel())
+    encode_ordinary_chunked(text, std::max<size_t>(size_t(1) << 20, text.size() / size_t(8 * num_threads())), out);
+  else
+    encode_ordinary_serial(text, out);
+}
+
+void Tokenizer::encode_ordinary_chunked(std::string_view text, size_t chunk_bytes, std::vector<TokenId>& out) const {
+  // A position k where text[k-2], text[k-1], text[k] are (ASCII non-space, '\n',
+  // ASCII non-space other than '/') always starts a piece, and the piece before it ends
+  // the same way whether or not text[k..] follows: the lone "\n" is a piece by itself
+  // (\s*[\r\n]+, or \s+ since a one-unit run cannot give up a unit for (?!\S)) or the
+  // tail of ` ?[^\s\p{L}\p{N}]+[\r\n]*` ([\r\n/]* in o200k, hence no '/'); letter and
+  // digit runs stop at '\n'; and no pattern looks behind. So the chunks encode
+  // independently to the same ids.
+  auto safe_cut = [&](size_t k) {
+    auto ascii_non_space = [&](size_t i) {
+      uint8_t c = uint8_t(text[i]);
+      return c < 0x80 && !(unicode::kAsciiClass[c] & unicode::kWS);
+    };
+    return k >= 2 && text[k - 1] == '\n' && ascii_non_space(k - 2) && ascii_non_space(k) && text[k] != '/';
+  };
+  std::vector<std::string_view> chunks;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t k = std::min(text.size(), start + std::max<size_t>(chunk_bytes, 1));
+    while (k < text.size() && !safe_cut(k)) ++k;
+    chunks.push_back(text.substr(start, k - start));
+    start = k;
+  }
+  std::vector<std::vector<TokenId>> parts(chunks.size());
+  parallel_for(int64_t(chunks.size()), [&](int64_t i) { encode_ordinary_serial(chunks[size_t(i)], parts[size_t(i)]); });
+  size_t total = out.size();
+  for (const auto& p : parts) total += p.size();
+  out.reserve(total);
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+}
+
+void Tokenizer::encode_ordinary_serial(std::string_view text, std::vector<TokenId>& out) const {
   if (text.empty()) return;
   if (!index_ || n_ranks() == 0) throw Error("the tokenizer has no vocabulary").fix("load or train a tokenizer first");
   Vocab v{index_->slots.data(), index_->mask, reinterpret_cast<const uint8_t*>(bytes_.data()), offsets_.data(),
