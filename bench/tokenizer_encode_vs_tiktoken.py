@@ -5,7 +5,9 @@
         [--repeat 1] [--aji-bench build/bench/tokenizer_encode_bench]
 
 The corpus defaults to ../shared/reference/tokenizer/bench/corpus_100mb.txt.xz (unpacked
-once into /tmp/aji-bench/). Chunking follows corpus_manifest.json: from offset i, up to the
+once into /tmp/aji-bench/); --corpus /tmp/aji-bench/slice_ko.txt (unpack slice_ko.txt.xz)
+gives the Korean-heavy slice. For these two the ids are also checked against the SHA-256
+in corpus_manifest.json. Chunking follows corpus_manifest.json: from offset i, up to the
 first "\\n\\n" at or after i+16384. tiktoken runs encode_ordinary over the chunks (1 thread)
 and encode_ordinary_batch(num_threads=2); aji runs encode_batch with 1 and 2 threads
 (build/bench/tokenizer_encode_bench --corpus). Both hash all ids (uint32 LE, in order) with
@@ -127,9 +129,11 @@ def main():
     shas = {r[4] for r in results}
     print("ids sha256:", "all equal" if len(shas) == 1 else "MISMATCH " + str(shas), results[0][4][:16])
     manifest = json.load(open(os.path.join(SHARED_BENCH, "corpus_manifest.json")))
-    full = manifest["end_to_end_check"]["corpus_100mb.txt"].get(args.encoding)
-    if len(data) == manifest["corpus_100mb.txt"]["bytes"] and full:
-        print("manifest check:", "OK" if results[0][4] == full["ids_sha256"] else "MISMATCH")
+    name = os.path.basename(path)
+    full = manifest["end_to_end_check"].get(name, {}).get(args.encoding)
+    if full and name in manifest and len(data) == manifest[name]["bytes"]:
+        ok = results[0][4] == full["ids_sha256"] and results[0][5] == full["tokens"]
+        print(f"manifest check ({name}, {full['tokens']} tokens):", "OK" if ok else "MISMATCH")
     tk1, tk2 = results[0], results[1]
     aji = {r[1]: r for r in results[2:]}
     print(f"ratio aji/tiktoken, 1 thread, wall: {tk1[2] / aji[1][2]:.2f}x   cpu: {tk1[3] / aji[1][3]:.2f}x")

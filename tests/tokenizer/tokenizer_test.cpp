@@ -8,6 +8,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/base/io.h"
 #include "aji/base/threads.h"
 #include "tokenizer_test_util.h"
 
@@ -173,6 +174,53 @@ TEST(Tokenizer, ConstructionErrors) {
   Tokenizer ok = Tokenizer::from_ranks(toks, SplitPattern::kGpt2, {{"<s>", 300}});
   EXPECT_EQ(ok.vocab_size(), 301u);
   EXPECT_EQ(ok.encode("hi<s>", SpecialPolicy::kAllow), (std::vector<TokenId>{'h', 'i', 300}));
+}
+
+}  // namespace
+}  // namespace aji::test
+
+namespace aji::test {
+namespace {
+
+// Big inputs are cut at "\n" + ASCII non-space (not '/') and encoded in parallel: the ids
+// must equal one serial pass, for every split pattern, on text made of the characters
+// that could break that rule (spaces and newlines of all kinds, '/', punctuation, marks).
+TEST(Tokenizer, ChunkedParallelEncodeEqualsSerial) {
+  std::vector<std::string> cl_tokens;
+  for (size_t id = 0; id < cl100k().n_ranks(); ++id) cl_tokens.emplace_back(cl100k().token_bytes(TokenId(id)));
+  std::vector<Tokenizer> toks;
+  toks.push_back(cl100k());
+  toks.push_back(o200k());
+  toks.push_back(Tokenizer::from_ranks(cl_tokens, SplitPattern::kGpt2, {}));
+  toks.push_back(Tokenizer::from_ranks(cl_tokens, SplitPattern::kQwen2, {}));
+  const char* pool[] = {"\n", "\n", "\n", "\r", " ", "  ", "\t", "/", ".", "a", "B", "7", "'s", "\xC2\xA0", "\xC2\x85",
+                        "\xCC\x81", "\xEA\xB0\x80", "x", "\n\n", "//", "-", "\xFF"};
+  Rng rng(11);
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += pool[rng.next_u64() % (sizeof pool / sizeof pool[0])];
+  text += read_file(source_path("tests/fixtures/tokenizer/parity/korean_chatbot.csv.gz")).substr(0, 100000);
+  set_num_threads(2);
+  for (const Tokenizer& tok : toks) {
+    std::vector<TokenId> serial, chunked;
+    set_num_threads(1);  // the reference: one serial pass
+    tok.encode_ordinary(text, serial);
+    set_num_threads(2);
+    for (size_t chunk : {1u, 7u, 64u, 1000u}) {
+      chunked.clear();
+      tok.encode_ordinary_chunked(text, chunk, chunked);
+      if (chunked != serial) {
+        size_t d = 0;
+        while (d < std::min(chunked.size(), serial.size()) && chunked[d] == serial[d]) ++d;
+        std::string before = tok.decode(serial.data(), d);
+        std::string ctx = text.substr(before.size() >= 20 ? before.size() - 20 : 0, 40);
+        std::string hex;
+        for (unsigned char c : ctx) hex += std::to_string(c) + " ";
+        FAIL() << split_pattern_name(tok.pattern()) << " chunk " << chunk << " differs at token " << d << " byte "
+               << before.size() << ": " << hex;
+      }
+    }
+  }
+  set_num_threads(0);
 }
 
 }  // namespace

@@ -109,10 +109,13 @@ void run_encode(const CommonOptions& o, bool allow_special, const std::string& j
       if (e.file().empty()) e.at(name);
       throw;
     }
-    out.reserve(ids.size() * 6 + 1);
-    for (size_t i = 0; i < ids.size(); ++i) {
+    for (size_t i = 0; i < ids.size(); ++i) {  // streamed in 1 MB blocks (huge inputs)
       if (i) out += ' ';
       append_id(out, ids[i]);
+      if (out.size() > (1 << 20)) {
+        write_stdout(out);
+        out.clear();
+      }
     }
     out += '\n';
     write_stdout(out);

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <functional>
 
+#include <omp.h>
+
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/tokenizer/pretokenizer_scan.h"
@@ -22,7 +24,6 @@ namespace aji::tokenizer {
 namespace {
 constexpr uint32_t kNoToken = 0xFFFFFFFFu;
 constexpr uint32_t kMaxRank = 0xFFFFFFFFu;
-constexpr uint64_t kEmptySlot = ~uint64_t(0);
 // Pieces at least this long use the heap merge; shorter ones the cache-friendly scan.
 constexpr size_t kLargePiece = 128;
 
@@ -58,6 +59,30 @@ inline uint64_t hash_bytes(const uint8_t* p, size_t n) {
   }
   return mix64(h);
 }
+// The first min(n, 8) bytes of p as a zero-padded little-endian word.
+inline uint64_t load_head(const uint8_t* p, size_t n) {
+  uint64_t w = 0;
+  if (n >= 8) {
+    std::memcpy(&w, p, 8);
+  } else if (n >= 4) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    w = uint64_t(lo) | (uint64_t(hi) << ((n - 4) * 8));
+  } else {
+    for (size_t i = 0; i < n; ++i) w |= uint64_t(p[i]) << (8 * i);
+  }
+  return w;
+}
+
+// A hash slot carries the token's first 8 bytes and length, so a lookup touches one
+// cache line: tokens of up to 8 bytes (most of them) are verified inside the slot.
+struct Slot {
+  uint64_t head;
+  uint32_t id;   // kNoToken: empty
+  uint32_t len;
+};
+
 // a[0..n) == b[0..n) without a libc call for the short strings tokens are: overlapping
 // loads, never reading outside either span.
 inline bool bytes_equal(const uint8_t* a, const uint8_t* b, size_t n) {
@@ -86,7 +111,7 @@ inline bool bytes_equal(const uint8_t* a, const uint8_t* b, size_t n) {
 
 // The encoder's lookup structures (immutable once built, shared by copies).
 struct Tokenizer::Index {
-  std::vector<uint64_t> slots;  // (tag << 32) | id; kEmptySlot when free
+  std::vector<Slot> slots;  // open addressing, linear probing, load <= 0.5
   uint64_t mask = 0;
   uint32_t byte_id[256];
   std::vector<uint32_t> pair_id;  // 65536: id of the 2-byte token b0 b1 (kNoToken if none)
@@ -100,7 +125,7 @@ namespace {
 
 // A read-only view over the tokenizer's arrays, used by the hot loops.
 struct Vocab {
-  const uint64_t* slots;
+  const Slot* slots;
   uint64_t mask;
   const uint8_t* bytes;
   const uint32_t* offsets;
@@ -110,15 +135,13 @@ struct Vocab {
 
   uint32_t find(const uint8_t* p, size_t n) const {
     uint64_t h = hash_bytes(p, n);
-    uint32_t tag = uint32_t(h >> 32);
+    uint64_t head = load_head(p, n);
     for (uint64_t i = h & mask;; i = (i + 1) & mask) {
-      uint64_t slot = slots[i];
-      if (slot == kEmptySlot) return kNoToken;
-      if (uint32_t(slot >> 32) == tag) {
-        uint32_t id = uint32_t(slot);
-        uint32_t off = offsets[id];
-        if (offsets[id + 1] - off == n && bytes_equal(bytes + off, p, n)) return id;
-      }
+      const Slot& slot = slots[i];
+      if (slot.id == kNoToken) return kNoToken;
+      if (slot.head == head && slot.len == n &&
+          (n <= 8 || bytes_equal(bytes + offsets[slot.id] + 8, p + 8, n - 8)))
+        return slot.id;
     }
   }
   uint32_t priority_of(const uint8_t* p, size_t n) const {
@@ -237,10 +260,14 @@ inline void encode_piece(const Vocab& v, bool shortcut, const uint8_t* p, size_t
       return;
     }
   }
-  if (n < kLargePiece)
+  if (n < kLargePiece) {
     merge_small(v, p, n, out);
-  else
+  } else {
+    if (n > 0x7FFFFFFFu)  // positions are 32-bit; ~48 bytes of scratch per input byte
+      throw Error("one pre-tokenizer piece is " + std::to_string(n) + " bytes (a single 2 GB+ word)")
+          .fix("split the input into smaller documents");
     merge_large(v, p, n, out);
+  }
 }
 
 template <SplitPattern kPattern>
@@ -306,7 +333,7 @@ void Tokenizer::finalize() {
   const size_t n = n_ranks();
   size_t cap = 16;
   while (cap < n * 2) cap <<= 1;
-  index->slots.assign(cap, kEmptySlot);
+  index->slots.assign(cap, Slot{0, kNoToken, 0});
   index->mask = cap - 1;
   std::fill(std::begin(index->byte_id), std::end(index->byte_id), kNoToken);
   index->pair_id.assign(65536, kNoToken);
@@ -318,16 +345,15 @@ void Tokenizer::finalize() {
     if (len == 1) index->byte_id[p[0]] = id;
     if (len == 2) index->pair_id[p[0] << 8 | p[1]] = id;
     uint64_t h = hash_bytes(p, len);
-    uint32_t tag = uint32_t(h >> 32);
+    uint64_t head = load_head(p, len);
     for (uint64_t i = h & index->mask;; i = (i + 1) & index->mask) {
-      uint64_t slot = index->slots[i];
-      if (slot == kEmptySlot) {
-        index->slots[i] = uint64_t(tag) << 32 | id;
+      Slot& slot = index->slots[i];
+      if (slot.id == kNoToken) {
+        slot = Slot{head, id, uint32_t(len)};
         break;
       }
-      uint32_t other = uint32_t(slot);
-      if (uint32_t(slot >> 32) == tag && offsets_[other + 1] - offsets_[other] == len &&
-          std::memcmp(bytes + offsets_[other], p, len) == 0)
+      uint32_t other = slot.id;
+      if (slot.head == head && slot.len == len && std::memcmp(bytes + offsets_[other], p, len) == 0)
         throw Error("tokens " + std::to_string(other) + " and " + std::to_string(id) + " have the same bytes \"" +
                     printable(std::string_view(reinterpret_cast<const char*>(p), len)) + "\"")
             .fix("each ordinary token must be a distinct byte string");
@@ -439,6 +465,45 @@ std::string_view Tokenizer::token_bytes(TokenId id) const {
 // --- encoding -----------------------------------------------------------------------
 
 void Tokenizer::encode_ordinary(std::string_view text, std::vector<TokenId>& out) const {
+  constexpr size_t kParallelMin = size_t(8) << 20;
+  if (text.size() >= kParallelMin && num_threads() > 1 && !omp_in_parallel())
+    encode_ordinary_chunked(text, std::max<size_t>(size_t(1) << 20, text.size() / size_t(8 * num_threads())), out);
+  else
+    encode_ordinary_serial(text, out);
+}
+
+void Tokenizer::encode_ordinary_chunked(std::string_view text, size_t chunk_bytes, std::vector<TokenId>& out) const {
+  // A position k where text[k-2], text[k-1], text[k] are (ASCII non-space, '\n',
+  // ASCII non-space other than '/') always starts a piece, and the piece before it ends
+  // the same way whether or not text[k..] follows: the lone "\n" is a piece by itself
+  // (\s*[\r\n]+, or \s+ since a one-unit run cannot give up a unit for (?!\S)) or the
+  // tail of ` ?[^\s\p{L}\p{N}]+[\r\n]*` ([\r\n/]* in o200k, hence no '/'); letter and
+  // digit runs stop at '\n'; and no pattern looks behind. So the chunks encode
+  // independently to the same ids.
+  auto safe_cut = [&](size_t k) {
+    auto ascii_non_space = [&](size_t i) {
+      uint8_t c = uint8_t(text[i]);
+      return c < 0x80 && !(unicode::kAsciiClass[c] & unicode::kWS);
+    };
+    return k >= 2 && text[k - 1] == '\n' && ascii_non_space(k - 2) && ascii_non_space(k) && text[k] != '/';
+  };
+  std::vector<std::string_view> chunks;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t k = std::min(text.size(), start + std::max<size_t>(chunk_bytes, 1));
+    while (k < text.size() && !safe_cut(k)) ++k;
+    chunks.push_back(text.substr(start, k - start));
+    start = k;
+  }
+  std::vector<std::vector<TokenId>> parts(chunks.size());
+  parallel_for(int64_t(chunks.size()), [&](int64_t i) { encode_ordinary_serial(chunks[size_t(i)], parts[size_t(i)]); });
+  size_t total = out.size();
+  for (const auto& p : parts) total += p.size();
+  out.reserve(total);
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+}
+
+void Tokenizer::encode_ordinary_serial(std::string_view text, std::vector<TokenId>& out) const {
   if (text.empty()) return;
   if (!index_ || n_ranks() == 0) throw Error("the tokenizer has no vocabulary").fix("load or train a tokenizer first");
   Vocab v{index_->slots.data(), index_->mask, reinterpret_cast<const uint8_t*>(bytes_.data()), offsets_.data(),

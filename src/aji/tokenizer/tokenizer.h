@@ -55,7 +55,14 @@ class Tokenizer {
   // Encodes with only the listed specials allowed (others follow kDisallow).
   std::vector<TokenId> encode_allowing(std::string_view text, const std::unordered_set<std::string>& allowed) const;
   // Appends the ids of text that contains no specials (the hot path).
+  // Texts of 8 MB and more are cut at safe piece boundaries and encoded over the threads
+  // (same ids as one pass), unless called from inside a parallel region.
   void encode_ordinary(std::string_view text, std::vector<TokenId>& out) const;
+  // The chunked path itself: chunks of about chunk_bytes, cut only between "x\n" and "y"
+  // with x, y ASCII non-space and y != '/' (no split pattern lets a piece cross there, or
+  // behave differently at a chunk's end), encoded in parallel. Public so tests can use
+  // tiny chunks.
+  void encode_ordinary_chunked(std::string_view text, size_t chunk_bytes, std::vector<TokenId>& out) const;
   // Many texts in parallel over the configured threads (aji::num_threads()).
   std::vector<std::vector<TokenId>> encode_batch(const std::vector<std::string_view>& texts,
                                                  SpecialPolicy policy = SpecialPolicy::kDisallow) const;
@@ -92,6 +99,7 @@ class Tokenizer {
   struct Index;
   std::shared_ptr<const Index> index_;
   void finalize();
+  void encode_ordinary_serial(std::string_view text, std::vector<TokenId>& out) const;
   friend class TokenizerFiles;
 };
 
