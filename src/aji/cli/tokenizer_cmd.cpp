@@ -118,7 +118,9 @@ void run_encode(const CommonOptions& o, bool allow_special, const std::string& j
     write_stdout(out);
     return;
   }
-  aji::Progress progress("encode", int64_t(data.size()), "B", !aji::cli::global_options().quiet);
+  // Progress only for inputs that take a while (it goes to stderr).
+  aji::Progress progress("encode", int64_t(data.size()), "B",
+                         !aji::cli::global_options().quiet && data.size() > (size_t(16) << 20));
   int64_t skipped_blank = 0;
   for_each_line(data, [&](std::string_view line, int64_t line_no) {
     progress.add(int64_t(line.size()) + 1);
@@ -159,7 +161,7 @@ void run_encode(const CommonOptions& o, bool allow_special, const std::string& j
   });
   write_stdout(out);
   progress.finish();
-  if (skipped_blank && !aji::cli::global_options().quiet)
+  if (skipped_blank && !aji::cli::global_options().quiet)  // a counted skip, never silent
     std::fprintf(stderr, "skipped %lld blank line(s)\n", static_cast<long long>(skipped_blank));
 }
 

@@ -58,6 +58,30 @@ inline uint64_t hash_bytes(const uint8_t* p, size_t n) {
   }
   return mix64(h);
 }
+// a[0..n) == b[0..n) without a libc call for the short strings tokens are: overlapping
+// loads, never reading outside either span.
+inline bool bytes_equal(const uint8_t* a, const uint8_t* b, size_t n) {
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    uint64_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 8);
+    std::memcpy(&b0, b, 8);
+    std::memcpy(&a1, a + n - 8, 8);
+    std::memcpy(&b1, b + n - 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t a0, a1, b0, b1;
+    std::memcpy(&a0, a, 4);
+    std::memcpy(&b0, b, 4);
+    std::memcpy(&a1, a + n - 4, 4);
+    std::memcpy(&b1, b + n - 4, 4);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
 }  // namespace
 
 // The encoder's lookup structures (immutable once built, shared by copies).
@@ -65,6 +89,7 @@ struct Tokenizer::Index {
   std::vector<uint64_t> slots;  // (tag << 32) | id; kEmptySlot when free
   uint64_t mask = 0;
   uint32_t byte_id[256];
+  std::vector<uint32_t> pair_id;  // 65536: id of the 2-byte token b0 b1 (kNoToken if none)
   bool whole_piece_shortcut = true;
   // Specials: id -> index into specials_ for decode; first-byte filter for the scan.
   std::vector<int32_t> special_at;  // indexed by id - n_ranks
@@ -81,6 +106,7 @@ struct Vocab {
   const uint32_t* offsets;
   const uint32_t* priority;  // null: priority == id
   const uint32_t* byte_id;
+  const uint32_t* pair_id;
 
   uint32_t find(const uint8_t* p, size_t n) const {
     uint64_t h = hash_bytes(p, n);
@@ -91,12 +117,12 @@ struct Vocab {
       if (uint32_t(slot >> 32) == tag) {
         uint32_t id = uint32_t(slot);
         uint32_t off = offsets[id];
-        if (offsets[id + 1] - off == n && std::memcmp(bytes + off, p, n) == 0) return id;
+        if (offsets[id + 1] - off == n && bytes_equal(bytes + off, p, n)) return id;
       }
     }
   }
   uint32_t priority_of(const uint8_t* p, size_t n) const {
-    uint32_t id = find(p, n);
+    uint32_t id = n == 2 ? pair_id[p[0] << 8 | p[1]] : find(p, n);
     if (id == kNoToken) return kMaxRank;
     return priority ? priority[id] : id;
   }
@@ -108,7 +134,7 @@ void merge_small(const Vocab& v, const uint8_t* p, size_t n, std::vector<TokenId
   size_t m = n + 1;  // parts: starts 0..n
   for (size_t i = 0; i + 1 < n; ++i) {
     start[i] = uint32_t(i);
-    rank[i] = v.priority_of(p + i, 2);
+    rank[i] = v.priority_of(p + i, 2);  // the direct 2-byte table
   }
   start[n - 1] = uint32_t(n - 1);
   rank[n - 1] = kMaxRank;
@@ -136,7 +162,8 @@ void merge_small(const Vocab& v, const uint8_t* p, size_t n, std::vector<TokenId
   }
   for (size_t i = 0; i + 1 < m; ++i) {
     size_t len = start[i + 1] - start[i];
-    out.push_back(len == 1 ? v.byte_id[p[start[i]]] : v.find(p + start[i], len));
+    const uint8_t* q = p + start[i];
+    out.push_back(len == 1 ? v.byte_id[q[0]] : len == 2 ? v.pair_id[q[0] << 8 | q[1]] : v.find(q, len));
   }
 }
 
@@ -194,7 +221,7 @@ void merge_large(const Vocab& v, const uint8_t* p, size_t n, std::vector<TokenId
   }
   for (uint32_t i = 0; i < n; i = state[i].end) {
     size_t len = state[i].end - i;
-    out.push_back(len == 1 ? v.byte_id[p[i]] : v.find(p + i, len));
+    out.push_back(len == 1 ? v.byte_id[p[i]] : len == 2 ? v.pair_id[p[i] << 8 | p[i + 1]] : v.find(p + i, len));
   }
 }
 
@@ -282,12 +309,14 @@ void Tokenizer::finalize() {
   index->slots.assign(cap, kEmptySlot);
   index->mask = cap - 1;
   std::fill(std::begin(index->byte_id), std::end(index->byte_id), kNoToken);
+  index->pair_id.assign(65536, kNoToken);
   const auto* bytes = reinterpret_cast<const uint8_t*>(bytes_.data());
   for (uint32_t id = 0; id < n; ++id) {
     const uint8_t* p = bytes + offsets_[id];
     size_t len = offsets_[id + 1] - offsets_[id];
     if (len == 0) throw Error("token " + std::to_string(id) + " is empty").fix("every ordinary token needs at least one byte");
     if (len == 1) index->byte_id[p[0]] = id;
+    if (len == 2) index->pair_id[p[0] << 8 | p[1]] = id;
     uint64_t h = hash_bytes(p, len);
     uint32_t tag = uint32_t(h >> 32);
     for (uint64_t i = h & index->mask;; i = (i + 1) & index->mask) {
@@ -371,7 +400,7 @@ std::optional<TokenId> Tokenizer::special_id(std::string_view text) const {
 std::optional<TokenId> Tokenizer::rank_of(std::string_view bytes) const {
   if (!index_ || bytes.empty()) return std::nullopt;
   Vocab v{index_->slots.data(), index_->mask, reinterpret_cast<const uint8_t*>(bytes_.data()),
-          offsets_.data(), nullptr, index_->byte_id};
+          offsets_.data(), nullptr, index_->byte_id, index_->pair_id.data()};
   uint32_t id = v.find(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (id == kNoToken) return std::nullopt;
   return id;
@@ -413,7 +442,7 @@ void Tokenizer::encode_ordinary(std::string_view text, std::vector<TokenId>& out
   if (text.empty()) return;
   if (!index_ || n_ranks() == 0) throw Error("the tokenizer has no vocabulary").fix("load or train a tokenizer first");
   Vocab v{index_->slots.data(), index_->mask, reinterpret_cast<const uint8_t*>(bytes_.data()), offsets_.data(),
-          merge_priority_.empty() ? nullptr : merge_priority_.data(), index_->byte_id};
+          merge_priority_.empty() ? nullptr : merge_priority_.data(), index_->byte_id, index_->pair_id.data()};
   const auto* s = reinterpret_cast<const uint8_t*>(text.data());
   bool shortcut = index_->whole_piece_shortcut;
   switch (pattern_) {

@@ -1,0 +1,620 @@
+#include "aji/kernels/cpu/ops.h"
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "aji/base/error.h"
+#include "aji/kernels/cpu/vec_math.h"
+
+namespace aji::kernels::cpu {
+
+// ---- profiling -----------------------------------------------------------------------
+
+namespace {
+bool g_profile = false;
+OpStats g_stats;
+std::vector<GemmShape>* g_gemm_sink = nullptr;
+thread_local int t_depth = 0;
+
+struct Prof {
+  OpKind kind;
+  bool on;
+  std::chrono::steady_clock::time_point t0;
+  explicit Prof(OpKind k) : kind(k), on(g_profile && t_depth == 0 && omp_get_level() == 0) {
+    ++t_depth;
+    if (on) t0 = std::chrono::steady_clock::now();
+  }
+  ~Prof() {
+    --t_depth;
+    if (on) {
+      g_stats.seconds[(int)kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      g_stats.calls[(int)kind] += 1;
+    }
+  }
+};
+}  // namespace
+
+const char* op_kind_name(OpKind k) {
+  static const char* names[] = {"gemm", "attention fwd", "attention bwd", "norms", "activations",
+                                "rope", "embedding", "softmax-CE", "other"};
+  return names[(int)k];
+}
+void profile_enable(bool on) { g_profile = on; }
+void profile_reset() { g_stats = OpStats(); }
+OpStats profile_stats() { return g_stats; }
+void record_gemm_shapes(std::vector<GemmShape>* sink) { g_gemm_sink = sink; }
+
+// ---- matrix products ------------------------------------------------------------------
+
+void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // C = beta * C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  if (g_gemm_sink && omp_get_level() == 0) g_gemm_sink->push_back(GemmShape{trans_a, trans_b, M, N, K, beta});
+  Prof prof(OpKind::kGemm);
+  dnnl_status_t st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (st != dnnl_success)
+    throw Error("dnnl_sgemm failed (status " + std::to_string((int)st) + ") for M=" + std::to_string(M) +
+                " N=" + std::to_string(N) + " K=" + std::to_string(K));
+}
+
+namespace {
+// Per-thread partial sums of a (C) vector over rows, reduced into acc at the end.
+template <typename RowFn>
+void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
+#pragma omp parallel
+  {
+    std::vector<float> local(C, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) fn(r, local.data());
+#pragma omp critical
+    for (int i = 0; i < C; ++i) acc[i] += local[i];
+  }
+}
+}  // namespace
+
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
+                    WeightLayout layout, bool accumulate) {
+  Prof prof(OpKind::kGemm);
+  float beta = accumulate ? 1.0f : 0.0f;
+  if (bias && !accumulate) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N; ++r) std::memcpy(out + r * OC, bias, sizeof(float) * OC);
+    beta = 1.0f;
+  }
+  if (layout == WeightLayout::kOutIn)
+    sgemm('N', 'T', N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
+  else
+    sgemm('N', 'N', N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
+  if (bias && accumulate) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N; ++r)
+      for (int j = 0; j < OC; ++j) out[r * OC + j] += bias[j];
+  }
+}
+
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+                     int64_t N, int IC, int OC, WeightLayout layout) {
+  Prof prof(OpKind::kGemm);
+  if (layout == WeightLayout::kOutIn) {
+    if (dinp) sgemm('N', 'N', N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
+    if (dweight) sgemm('T', 'N', OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+  } else {
+    if (dinp) sgemm('N', 'T', N, IC, OC, 1.0f, dout, OC, weight, OC, 0.0f, dinp, IC);
+    if (dweight) sgemm('T', 'N', IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dweight, OC);
+  }
+  if (dbias) {
+    reduce_rows(dbias, OC, N, [&](int64_t r, float* acc) {
+      const float* d = dout + r * OC;
+      for (int j = 0; j < OC; ++j) acc[j] += d[j];
+    });
+  }
+}
+
+// ---- embeddings ----------------------------------------------------------------------
+
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
+                       int pos0) {
+  Prof prof(OpKind::kEmbedding);
+  const int64_t N = (int64_t)B * T;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    float* o = out + r * C;
+    const float* e = wte + (int64_t)tokens[r] * C;
+    if (wpe) {
+      const float* p = wpe + (int64_t)(pos0 + r % T) * C;
+      for (int i = 0; i < C; ++i) o[i] = e[i] + p[i];
+    } else {
+      std::memcpy(o, e, sizeof(float) * C);
+    }
+  }
+}
+
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+  Prof prof(OpKind::kEmbedding);
+  const int64_t N = (int64_t)B * T;
+  // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
+  const int block = 64;
+  const int n_blocks = (C + block - 1) / block;
+#pragma omp parallel for schedule(static)
+  for (int cb = 0; cb < n_blocks; ++cb) {
+    const int c0 = cb * block, c1 = std::min(C, c0 + block);
+    for (int64_t r = 0; r < N; ++r) {
+      const float* d = dout + r * C;
+      float* e = dwte + (int64_t)tokens[r] * C;
+      for (int i = c0; i < c1; ++i) e[i] += d[i];
+      if (dwpe) {
+        float* p = dwpe + (int64_t)(r % T) * C;
+        for (int i = c0; i < c1; ++i) p[i] += d[i];
+      }
+    }
+  }
+}
+
+// ---- norms ---------------------------------------------------------------------------
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
+                       int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* x = inp + r * C;
+    float s = 0.0f;
+    for (int i = 0; i < C; ++i) s += x[i];
+    const float m = s / C;
+    float v = 0.0f;
+    for (int i = 0; i < C; ++i) {
+      float d = x[i] - m;
+      v += d * d;
+    }
+    const float rs = 1.0f / std::sqrt(v / C + eps);
+    float* o = out + r * C;
+    for (int i = 0; i < C; ++i) o[i] = (x[i] - m) * rs * weight[i] + (bias ? bias[i] : 0.0f);
+    if (mean) mean[r] = m;
+    if (rstd) rstd[r] = rs;
+  }
+}
+
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel
+  {
+    std::vector<float> dw(C, 0.0f), db(C, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float* x = inp + r * C;
+      const float* dy = dout + r * C;
+      const float m = mean[r], rs = rstd[r];
+      float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+      for (int i = 0; i < C; ++i) {
+        const float nrm = (x[i] - m) * rs;
+        const float dn = weight[i] * dy[i];
+        dnorm_mean += dn;
+        dnorm_norm_mean += dn * nrm;
+      }
+      dnorm_mean /= C;
+      dnorm_norm_mean /= C;
+      float* dx = dinp + r * C;
+      for (int i = 0; i < C; ++i) {
+        const float nrm = (x[i] - m) * rs;
+        const float dn = weight[i] * dy[i];
+        db[i] += dy[i];
+        dw[i] += nrm * dy[i];
+        dx[i] += (dn - dnorm_mean - nrm * dnorm_norm_mean) * rs;
+      }
+    }
+#pragma omp critical
+    for (int i = 0; i < C; ++i) {
+      if (dweight) dweight[i] += dw[i];
+      if (dbias) dbias[i] += db[i];
+    }
+  }
+}
+
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* x = inp + r * C;
+    const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
+    float* o = out + r * C;
+    for (int i = 0; i < C; ++i) o[i] = x[i] * rs * weight[i];
+    if (rstd) rstd[r] = rs;
+  }
+}
+
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                      const float* rstd, int64_t N, int C) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel
+  {
+    std::vector<float> dw(C, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float* x = inp + r * C;
+      const float* dy = dout + r * C;
+      const float rs = rstd[r];
+      float dot = 0.0f;  // sum_i dy_i w_i x_i
+      for (int i = 0; i < C; ++i) dot += dy[i] * weight[i] * x[i];
+      const float k = dot * rs * rs * rs / C;
+      float* dx = dinp + r * C;
+      for (int i = 0; i < C; ++i) {
+        dx[i] += dy[i] * weight[i] * rs - x[i] * k;
+        dw[i] += dy[i] * x[i] * rs;
+      }
+    }
+#pragma omp critical
+    for (int i = 0; i < C; ++i) dweight[i] += dw[i];
+  }
+}
+
+void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
+                          float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + r * stride + col + (int64_t)h * hd;
+      const float rs = 1.0f / std::sqrt(vm::dot(v, v, hd) / hd + eps);
+      for (int i = 0; i < hd; ++i) v[i] = v[i] * rs * weight[i];
+    }
+  }
+}
+
+void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
+                           int col, int n_heads, int hd, float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel
+  {
+    std::vector<float> dw(hd, 0.0f);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      for (int h = 0; h < n_heads; ++h) {
+        const int64_t off = r * stride + col + (int64_t)h * hd;
+        const float* x = x_in + off;
+        float* dy = d + off;
+        const float rs = 1.0f / std::sqrt(vm::dot(x, x, hd) / hd + eps);
+        float dot = 0.0f;
+        for (int i = 0; i < hd; ++i) dot += dy[i] * weight[i] * x[i];
+        const float k = dot * rs * rs * rs / hd;
+        for (int i = 0; i < hd; ++i) {
+          dw[i] += dy[i] * x[i] * rs;
+          dy[i] = dy[i] * weight[i] * rs - x[i] * k;  // in place: dy[i] read before written
+        }
+      }
+    }
+#pragma omp critical
+    for (int i = 0; i < hd; ++i) dweight[i] += dw[i];
+  }
+}
+
+// ---- activations ---------------------------------------------------------------------
+
+namespace {
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2/pi)
+constexpr float kGeluC = 0.044715f;
+
+inline float gelu_scalar(float x) {
+  const float u = kGeluK * (x + kGeluC * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(u));
+}
+inline float gelu_grad_scalar(float x) {
+  const float u = kGeluK * (x + kGeluC * x * x * x);
+  const float t = std::tanh(u);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluK * (1.0f + 3.0f * kGeluC * x * x);
+}
+#if AJI_VEC_AVX2
+// tanh(u) = 2 / (1 + exp(-2u)) - 1: exact limits ±1, no overflow trouble (exp clamps).
+inline __m256 tanh8(__m256 u) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  __m256 e = vm::exp8(_mm256_mul_ps(u, _mm256_set1_ps(-2.0f)));
+  return _mm256_sub_ps(_mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(one, e)), one);
+}
+#endif
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, int64_t n) {
+  Prof prof(OpKind::kActivation);
+  const int64_t chunk = 4096;
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    int64_t i = c * chunk;
+    const int64_t end = std::min(n, i + chunk);
+#if AJI_VEC_AVX2
+    const __m256 k = _mm256_set1_ps(kGeluK), cc = _mm256_set1_ps(kGeluC), half = _mm256_set1_ps(0.5f),
+                 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= end; i += 8) {
+      __m256 x = _mm256_loadu_ps(inp + i);
+      __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+      __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(cc, x3, x));
+      __m256 t = tanh8(u);
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t)));
+    }
+#endif
+    for (; i < end; ++i) out[i] = gelu_scalar(inp[i]);
+  }
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  Prof prof(OpKind::kActivation);
+  const int64_t chunk = 4096;
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    int64_t i = c * chunk;
+    const int64_t end = std::min(n, i + chunk);
+#if AJI_VEC_AVX2
+    const __m256 k = _mm256_set1_ps(kGeluK), cc = _mm256_set1_ps(kGeluC), half = _mm256_set1_ps(0.5f),
+                 one = _mm256_set1_ps(1.0f), c3 = _mm256_set1_ps(3.0f * kGeluC);
+    for (; i + 8 <= end; i += 8) {
+      __m256 x = _mm256_loadu_ps(inp + i);
+      __m256 x2 = _mm256_mul_ps(x, x);
+      __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(cc, _mm256_mul_ps(x2, x), x));
+      __m256 t = tanh8(u);
+      __m256 sech2 = _mm256_fnmadd_ps(t, t, one);
+      __m256 g = _mm256_fmadd_ps(half, _mm256_add_ps(one, t),
+                                 _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, x), sech2),
+                                               _mm256_mul_ps(k, _mm256_fmadd_ps(c3, x2, one))));
+      _mm256_storeu_ps(dinp + i, _mm256_mul_ps(g, _mm256_loadu_ps(dout + i)));
+    }
+#endif
+    for (; i < end; ++i) dinp[i] = gelu_grad_scalar(inp[i]) * dout[i];
+  }
+}
+
+void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
+  Prof prof(OpKind::kActivation);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* g = gate_up + r * 2 * F;
+    const float* u = g + F;
+    float* o = out + r * F;
+    int i = 0;
+#if AJI_VEC_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= F; i += 8) {
+      __m256 x = _mm256_loadu_ps(g + i);
+      __m256 e = vm::exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+      __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+      _mm256_storeu_ps(o + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+#endif
+    for (; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }
+}
+
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
+  Prof prof(OpKind::kActivation);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const float* g = gate_up + r * 2 * F;
+    const float* u = g + F;
+    const float* dy = dout + r * F;
+    float* dg = dgate_up + r * 2 * F;
+    float* du = dg + F;
+    int i = 0;
+#if AJI_VEC_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= F; i += 8) {
+      __m256 x = _mm256_loadu_ps(g + i);
+      __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, vm::exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+      __m256 silu = _mm256_mul_ps(x, s);
+      __m256 d = _mm256_loadu_ps(dy + i);
+      // d silu/dx = s * (1 + x * (1 - s))
+      __m256 dsilu = _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
+      _mm256_storeu_ps(dg + i, _mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(u + i)), dsilu));
+      _mm256_storeu_ps(du + i, _mm256_mul_ps(d, silu));
+    }
+#endif
+    for (; i < F; ++i) {
+      const float x = g[i];
+      const float s = 1.0f / (1.0f + std::exp(-x));
+      dg[i] = dy[i] * u[i] * s * (1.0f + x * (1.0f - s));
+      du[i] = dy[i] * x * s;
+    }
+  }
+}
+
+// ---- RoPE ----------------------------------------------------------------------------
+
+void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta) {
+  const int half = hd / 2;
+  std::vector<float> inv_freq(half);
+  for (int i = 0; i < half; ++i) {
+    // transformers: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all in fp32
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(hd);
+    inv_freq[i] = 1.0f / std::pow(theta, expo);
+  }
+  for (int p = 0; p < max_pos; ++p)
+    for (int i = 0; i < half; ++i) {
+      const float angle = static_cast<float>(p) * inv_freq[i];
+      cos_out[(int64_t)p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin_out[(int64_t)p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+}
+
+void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
+                int hd, int pos0, bool inverse) {
+  Prof prof(OpKind::kRope);
+  const int half = hd / 2;
+  const int64_t N = (int64_t)B * T;
+  const float sgn = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < N; ++r) {
+    const int64_t pos = pos0 + r % T;
+    const float* c = cos_t + pos * half;
+    const float* s = sin_t + pos * half;
+    for (int h = 0; h < n_heads; ++h) {
+      float* v = x + r * stride + col + (int64_t)h * hd;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        const float si = sgn * s[i];
+        v[i] = a * c[i] - b * si;
+        v[i + half] = b * c[i] + a * si;
+      }
+    }
+  }
+}
+
+// ---- attention -----------------------------------------------------------------------
+
+namespace {
+constexpr int kQueryTile = 32;
+}
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionFwd);
+  const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
+  const int group = d.H / d.KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  const int64_t units = (int64_t)d.B * d.H * n_tiles;
+#pragma omp parallel
+  {
+    std::vector<float> S((size_t)kQueryTile * d.Tk);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      // Last tiles first: they are the largest, so dynamic scheduling balances better.
+      const int tile = n_tiles - 1 - (int)(u % n_tiles);
+      const int h = (int)((u / n_tiles) % d.H);
+      const int b = (int)(u / ((int64_t)n_tiles * d.H));
+      const int kvh = h / group;
+      const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
+      const int kn = std::min(d.Tk, d.q_pos0 + i1);  // keys visible to the tile's last row
+      const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+      const float* kp = k + b * d.k_bs + (int64_t)kvh * d.hd;
+      const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
+      float* op = out + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+      sgemm('N', 'T', nq, kn, d.hd, scale, qp, d.q_ts, kp, d.k_ts, 0.0f, S.data(), kn);
+      for (int r = 0; r < nq; ++r) {
+        float* row = S.data() + (int64_t)r * kn;
+        const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
+        const float m = vm::max_of(row, visible);
+        const float sum = vm::exp_shift_sum(row, row, visible, m);
+        vm::scale(row, visible, 1.0f / sum);
+        for (int j = visible; j < kn; ++j) row[j] = 0.0f;
+        if (lse) lse[((int64_t)b * d.H + h) * d.Tq + i0 + r] = m + std::log(sum);
+      }
+      sgemm('N', 'N', nq, d.hd, kn, 1.0f, S.data(), kn, vp, d.v_ts, 0.0f, op, d.o_ts);
+    }
+  }
+}
+
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionBwd);
+  const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
+  const int group = d.H / d.KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  const int64_t units = (int64_t)d.B * d.KV;  // dk, dv of one kv head are written by one thread
+#pragma omp parallel
+  {
+    std::vector<float> P((size_t)kQueryTile * d.Tk), dP((size_t)kQueryTile * d.Tk);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int b = (int)(u / d.KV), kvh = (int)(u % d.KV);
+      const float* kp = k + b * d.k_bs + (int64_t)kvh * d.hd;
+      const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
+      float* dkp = dk + b * d.k_bs + (int64_t)kvh * d.hd;
+      float* dvp = dv + b * d.v_bs + (int64_t)kvh * d.hd;
+      for (int j = 0; j < d.Tk; ++j) {
+        std::memset(dkp + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
+        std::memset(dvp + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
+      }
+      for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+        for (int tile = 0; tile < n_tiles; ++tile) {
+          const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
+          const int kn = std::min(d.Tk, d.q_pos0 + i1);
+          const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+          float* dqp = dq + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+          const float* op = out + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+          const float* dop = dout + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+          const float* lrow = lse + ((int64_t)b * d.H + h) * d.Tq + i0;
+          // P = exp(scale q k^T - lse), recomputed
+          sgemm('N', 'T', nq, kn, d.hd, scale, qp, d.q_ts, kp, d.k_ts, 0.0f, P.data(), kn);
+          // dP = dO V^T
+          sgemm('N', 'T', nq, kn, d.hd, 1.0f, dop, d.o_ts, vp, d.v_ts, 0.0f, dP.data(), kn);
+          for (int r = 0; r < nq; ++r) {
+            float* prow = P.data() + (int64_t)r * kn;
+            float* dprow = dP.data() + (int64_t)r * kn;
+            const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
+            vm::exp_shift_sum(prow, prow, visible, lrow[r]);
+            for (int j = visible; j < kn; ++j) prow[j] = 0.0f;
+            // dS = P * (dP - sum_j P_j dP_j); sum_j P_j dP_j = dO . O
+            const float D = vm::dot(dop + (int64_t)r * d.o_ts, op + (int64_t)r * d.o_ts, d.hd);
+            for (int j = 0; j < kn; ++j) dprow[j] = prow[j] * (dprow[j] - D);
+          }
+          sgemm('N', 'N', nq, d.hd, kn, scale, dP.data(), kn, kp, d.k_ts, 0.0f, dqp, d.q_ts);
+          sgemm('T', 'N', kn, d.hd, nq, scale, dP.data(), kn, qp, d.q_ts, 1.0f, dkp, d.k_ts);
+          sgemm('T', 'N', kn, d.hd, nq, 1.0f, P.data(), kn, dop, d.o_ts, 1.0f, dvp, d.v_ts);
+        }
+      }
+    }
+  }
+}
+
+// ---- residual ------------------------------------------------------------------------
+
+void add_inplace(float* a, const float* b, int64_t n) {
+  Prof prof(OpKind::kOther);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+}
+
+// ---- losses --------------------------------------------------------------------------
+
+double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                     float grad_scale, int64_t n, int V) {
+  Prof prof(OpKind::kLoss);
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (int64_t r = 0; r < n; ++r) {
+    float* row = logits + r * V;
+    const int32_t t = targets[r];
+    const float w = weights ? weights[r] : 1.0f;
+    if (t < 0 || w == 0.0f) {
+      std::memset(row, 0, sizeof(float) * V);
+      if (losses) losses[r] = 0.0f;
+      continue;
+    }
+    const float target_logit = row[t];
+    const float m = vm::max_of(row, V);
+    const float sum = vm::exp_shift_sum(row, row, V, m);
+    const float loss = m + std::log(sum) - target_logit;
+    const float k = w * grad_scale / sum;
+    vm::scale(row, V, k);
+    row[t] -= w * grad_scale;
+    if (losses) losses[r] = loss;
+    total += (double)w * loss;
+  }
+  return total;
+}
+
+void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
+  Prof prof(OpKind::kLoss);
+#pragma omp parallel
+  {
+    std::vector<float> scratch(V);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      const float* row = logits + r * V;
+      const float m = vm::max_of(row, V);
+      const float sum = vm::exp_shift_sum(scratch.data(), row, V, m);
+      out[r] = row[targets[r]] - m - std::log(sum);
+    }
+  }
+}
+
+}  // namespace aji::kernels::cpu

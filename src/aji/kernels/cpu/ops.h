@@ -1,0 +1,138 @@
+// The CPU op layer of the transformer engine: plain functions over float buffers.
+// Each op has a shape comment; the model calls these and nothing else touches the
+// numbers. A CUDA backend provides the same names in aji/kernels/cuda/.
+//
+// Conventions
+//   N = number of token rows (B*T). Row-major everywhere.
+//   Backward functions ACCUMULATE (+=) into parameter gradients. For input gradients
+//   each function says whether it overwrites (=) or accumulates (+=): norms accumulate
+//   into the residual-stream gradient, everything else overwrites.
+//   Threads: OpenMP over rows / (batch, head) with the count set by aji::set_num_threads;
+//   matrix products go through oneDNN's dnnl_sgemm.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace aji::kernels::cpu {
+
+// ---- matrix products ------------------------------------------------------------------
+// How a weight matrix is stored. kOutIn is torch.nn.Linear (OC,IC): y = x W^T.
+// kInOut is GPT-2's Conv1D (IC,OC): y = x W. Both are Hugging Face layouts as-is.
+enum class WeightLayout { kOutIn, kInOut };
+
+// C (M,N) = alpha * op(A) op(B) + beta * C, row-major, op = transpose when 'T'.
+void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += instead of =.
+void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
+                    WeightLayout layout, bool accumulate = false);
+// dinp (N,IC) = dout W^T (overwrite; skipped if null); dweight += ; dbias (OC) += (if not null).
+void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
+                     int64_t N, int IC, int OC, WeightLayout layout);
+
+// ---- embeddings ----------------------------------------------------------------------
+// out (B*T,C) = wte[tokens] (+ wpe[pos0 + t] when wpe is not null).
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
+                       int pos0 = 0);
+// dwte[tokens] += dout; dwpe[t] += sum over b of dout (when dwpe is not null). Scatter-add.
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C);
+
+// ---- norms ---------------------------------------------------------------------------
+// LayerNorm over the last dim: out (N,C); mean, rstd (N) saved for backward (may be null).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
+                       int64_t N, int C, float eps);
+// dinp (N,C) += ; dweight (C) += ; dbias (C) += .
+void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                        const float* weight, const float* mean, const float* rstd, int64_t N, int C);
+// RMSNorm (Llama): out = inp * rsqrt(mean(inp^2) + eps) * weight. rstd (N) may be null.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps);
+// dinp (N,C) += ; dweight (C) += .
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                      const float* rstd, int64_t N, int C);
+// QK-norm: RMSNorm of each head (hd) of the n_heads heads that start at column `col` of
+// every row of x (N rows, row stride `stride`), in place, weight (hd) shared by heads.
+void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
+                          float eps);
+// Backward of head_rmsnorm_forward given its input x_in (same layout): d (in place) from
+// d(out) to d(in); dweight (hd) += .
+void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
+                           int col, int n_heads, int hd, float eps);
+
+// ---- activations ---------------------------------------------------------------------
+// GELU, tanh approximation (GPT-2's gelu_new): out (n) from inp (n).
+void gelu_forward(float* out, const float* inp, int64_t n);
+// dinp (n) = dout * gelu'(inp) (overwrite).
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+// SwiGLU: gate_up (N, 2F) = [gate | up]; out (N,F) = silu(gate) * up.
+void swiglu_forward(float* out, const float* gate_up, int64_t N, int F);
+// dgate_up (N,2F) from dout (N,F) (overwrite).
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F);
+
+// ---- rotary position embedding (Hugging Face Llama: rotate_half) ------------------------
+// Table of cos/sin (max_pos, hd/2) computed as transformers does (fp32 inv_freq, fp32 angle).
+void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta);
+// Rotates, in place, the n_heads heads at column `col` of x (B*T rows, row stride `stride`);
+// token t of each sequence sits at position pos0 + t. inverse = true applies the
+// transposed rotation (the backward pass of RoPE).
+void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
+                int hd, int pos0, bool inverse);
+
+// ---- causal attention with grouped-query heads ------------------------------------------
+// Strides are in floats. Head h of a token row starts at h*hd. q head h reads kv head
+// h / (H/KV). Query i sits at absolute position q_pos0 + i and sees keys 0..q_pos0+i.
+struct AttnDims {
+  int B = 0, Tq = 0, Tk = 0, H = 0, KV = 0, hd = 0;
+  int q_pos0 = 0;
+  int64_t q_bs = 0, q_ts = 0;  // q: batch stride, token stride
+  int64_t k_bs = 0, k_ts = 0;
+  int64_t v_bs = 0, v_ts = 0;
+  int64_t o_bs = 0, o_ts = 0;
+};
+// out (same layout as q, H heads) = softmax(q k^T / sqrt(hd)) v; lse (B,H,Tq) gets the
+// log-sum-exp of each score row (for backward; may be null). Computed in query tiles:
+// nothing larger than (tile, Tk) per thread is ever held.
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d);
+// dq, dk, dv (overwrite; same layouts as q, k, v) from dout (layout of out), recomputing
+// the probabilities tile by tile from q, k and lse.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, const AttnDims& d);
+
+// ---- residual ------------------------------------------------------------------------
+void add_inplace(float* a, const float* b, int64_t n);  // a += b
+
+// ---- losses --------------------------------------------------------------------------
+// Fused softmax + cross-entropy over n rows of V logits, in place: logits (n,V) become
+// d(loss)/d(logits) * weight * grad_scale, where loss_i = -log softmax(logits_i)[target_i].
+// target < 0 or weight 0 → ignored row (gradient 0, loss 0). weights may be null (= 1).
+// losses (n) receives loss_i (unweighted). Returns sum_i weight_i * loss_i (double).
+double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                     float grad_scale, int64_t n, int V);
+// out (n) = log softmax(logits_i)[target_i] (no gradient; logits untouched).
+void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V);
+
+// ---- profiling -----------------------------------------------------------------------
+// Per-op-kind wall time of top-level op calls (not those nested in another op or in a
+// parallel region), for the time breakdown of `aji bench train-step`. Off by default;
+// the cost when off is one branch per op call.
+enum class OpKind { kGemm, kAttentionFwd, kAttentionBwd, kNorm, kActivation, kRope, kEmbedding, kLoss, kOther, kCount };
+const char* op_kind_name(OpKind k);
+struct OpStats {
+  double seconds[(int)OpKind::kCount] = {};
+  int64_t calls[(int)OpKind::kCount] = {};
+};
+void profile_enable(bool on);
+void profile_reset();
+OpStats profile_stats();
+// Records the shape of every top-level sgemm into *sink (nullptr stops): the GEMM floor
+// of a training step is these shapes replayed alone.
+struct GemmShape {
+  char trans_a, trans_b;
+  int64_t M, N, K;
+  float beta;
+};
+void record_gemm_shapes(std::vector<GemmShape>* sink);
+
+}  // namespace aji::kernels::cpu

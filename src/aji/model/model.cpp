@@ -1,0 +1,611 @@
+#include "aji/model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "aji/base/error.h"
+#include "aji/base/rng.h"
+#include "aji/base/threads.h"
+#include "aji/kernels/cpu/ops.h"
+
+namespace aji::model {
+
+namespace ops = aji::kernels::cpu;
+using ops::WeightLayout;
+
+namespace {
+constexpr size_t kNone = std::numeric_limits<size_t>::max();
+
+// A float arena carved into aligned slices; sizes depend on N = B*T only.
+struct Bump {
+  size_t used = 0;
+  float* base = nullptr;
+  float* take(size_t n) {
+    float* p = base ? base + used : nullptr;
+    used += (n + 15) / 16 * 16;  // 64-byte alignment of every slice
+    return p;
+  }
+};
+}  // namespace
+
+struct LayerOffsets {
+  size_t ln1_w = kNone, ln1_b = kNone, qkv_w = kNone, qkv_b = kNone, q_norm = kNone, k_norm = kNone;
+  size_t o_w = kNone, o_b = kNone, ln2_w = kNone, ln2_b = kNone, fc_w = kNone, fc_b = kNone;
+  size_t proj_w = kNone, proj_b = kNone;
+};
+
+struct LayerActs {  // saved by forward for backward, (N = B*T)
+  float* resid_in;   // (N,C) input of the layer
+  float* ln1;        // (N,C)
+  float* ln1_mean;   // (N) gpt2 only
+  float* ln1_rstd;   // (N)
+  float* qkv;        // (N,QKV) projection output (before QK-norm / RoPE)
+  float* atty;       // (N,H*hd) attention output
+  float* lse;        // (B,H,T) log-sum-exp of attention rows
+  float* resid_mid;  // (N,C) after the attention residual
+  float* ln2;        // (N,C)
+  float* ln2_mean;
+  float* ln2_rstd;
+  float* fc;         // (N,F) gpt2 pre-GELU, (N,2F) llama [gate|up]
+};
+
+struct Model::Impl {
+  std::vector<LayerOffsets> layers;
+  size_t wte = kNone, wpe = kNone, lnf_w = kNone, lnf_b = kNone, lm_head = kNone;
+  std::vector<float> rope_cos, rope_sin;  // (max_seq_len, hd/2)
+
+  // training arena
+  std::vector<float> arena;
+  int64_t cap_N = 0;
+  std::vector<LayerActs> la;
+  float *resid_final = nullptr, *hidden = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr;
+  float *qkv_work = nullptr, *act = nullptr, *d_resid = nullptr, *d_tmp = nullptr, *d_qkv = nullptr;
+  float *d_fc = nullptr, *d_act = nullptr, *d_atty = nullptr, *d_hidden = nullptr, *logits = nullptr;
+  int64_t logits_rows = 0;
+  std::vector<int32_t> tokens;
+  bool have_forward = false;
+
+  // inference arena
+  std::vector<float> infer;
+  int64_t infer_cap_N = 0;
+  int infer_cap_batch = 0;
+};
+
+// ---- construction -----------------------------------------------------------------------
+
+Model::Model(const ModelConfig& config) : config_(config) {
+  config_.validate();
+  (void)aji::num_threads();  // settle the OpenMP thread count before the first parallel op
+  impl_ = new Impl();
+  const ModelConfig& c = config_;
+  const int64_t C = c.d_model, V = c.vocab_size, F = c.ff(), hd = c.hd();
+  size_t off = 0;
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool decay) {
+    size_t n = 1;
+    for (int64_t s : shape) n *= (size_t)s;
+    tensors_.push_back(ParamTensor{std::move(name), std::move(shape), off, n, decay});
+    size_t at = off;
+    off += n;
+    return at;
+  };
+  impl_->layers.resize(c.n_layer);
+  if (c.is_gpt2()) {
+    impl_->wte = add("transformer.wte.weight", {V, C}, false);
+    impl_->wpe = add("transformer.wpe.weight", {c.max_seq_len, C}, false);
+    for (int l = 0; l < c.n_layer; ++l) {
+      LayerOffsets& L = impl_->layers[l];
+      const std::string p = "transformer.h." + std::to_string(l) + ".";
+      L.ln1_w = add(p + "ln_1.weight", {C}, false);
+      L.ln1_b = add(p + "ln_1.bias", {C}, false);
+      L.qkv_w = add(p + "attn.c_attn.weight", {C, 3 * C}, true);
+      L.qkv_b = add(p + "attn.c_attn.bias", {3 * C}, false);
+      L.o_w = add(p + "attn.c_proj.weight", {C, C}, true);
+      L.o_b = add(p + "attn.c_proj.bias", {C}, false);
+      L.ln2_w = add(p + "ln_2.weight", {C}, false);
+      L.ln2_b = add(p + "ln_2.bias", {C}, false);
+      L.fc_w = add(p + "mlp.c_fc.weight", {C, F}, true);
+      L.fc_b = add(p + "mlp.c_fc.bias", {F}, false);
+      L.proj_w = add(p + "mlp.c_proj.weight", {F, C}, true);
+      L.proj_b = add(p + "mlp.c_proj.bias", {C}, false);
+    }
+    impl_->lnf_w = add("transformer.ln_f.weight", {C}, false);
+    impl_->lnf_b = add("transformer.ln_f.bias", {C}, false);
+    impl_->lm_head = impl_->wte;
+  } else {
+    impl_->wte = add("model.embed_tokens.weight", {V, C}, false);
+    for (int l = 0; l < c.n_layer; ++l) {
+      LayerOffsets& L = impl_->layers[l];
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      L.ln1_w = add(p + "input_layernorm.weight", {C}, false);
+      // q, k, v adjacent: together one (H+2KV)*hd x C matrix, one GEMM.
+      L.qkv_w = add(p + "self_attn.q_proj.weight", {(int64_t)c.q_width(), C}, true);
+      add(p + "self_attn.k_proj.weight", {(int64_t)c.kv_width(), C}, true);
+      add(p + "self_attn.v_proj.weight", {(int64_t)c.kv_width(), C}, true);
+      if (c.qk_norm) {
+        L.q_norm = add(p + "self_attn.q_norm.weight", {hd}, false);
+        L.k_norm = add(p + "self_attn.k_norm.weight", {hd}, false);
+      }
+      L.o_w = add(p + "self_attn.o_proj.weight", {C, (int64_t)c.q_width()}, true);
+      L.ln2_w = add(p + "post_attention_layernorm.weight", {C}, false);
+      // gate, up adjacent: one (2F) x C matrix.
+      L.fc_w = add(p + "mlp.gate_proj.weight", {F, C}, true);
+      add(p + "mlp.up_proj.weight", {F, C}, true);
+      L.proj_w = add(p + "mlp.down_proj.weight", {C, F}, true);
+    }
+    impl_->lnf_w = add("model.norm.weight", {C}, false);
+    impl_->lm_head = c.tied_embeddings ? impl_->wte : add("lm_head.weight", {V, C}, true);
+    impl_->rope_cos.resize((size_t)c.max_seq_len * (hd / 2));
+    impl_->rope_sin.resize((size_t)c.max_seq_len * (hd / 2));
+    ops::rope_table(impl_->rope_cos.data(), impl_->rope_sin.data(), c.max_seq_len, (int)hd, c.rope_theta);
+  }
+  params_.assign(off, 0.0f);
+  // Norm gains default to 1 so a freshly built model is usable even before init_weights.
+  for (const auto& t : tensors_)
+    if (t.name.find("norm") != std::string::npos || t.name.find("ln_") != std::string::npos)
+      if (t.name.find(".bias") == std::string::npos) std::fill_n(params_.data() + t.offset, t.numel, 1.0f);
+}
+
+Model::~Model() { delete impl_; }
+Model::Model(Model&& o) noexcept
+    : config_(o.config_), params_(std::move(o.params_)), grads_(std::move(o.grads_)),
+      tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_) {
+  o.impl_ = nullptr;
+}
+Model& Model::operator=(Model&& o) noexcept {
+  if (this != &o) {
+    delete impl_;
+    config_ = o.config_;
+    params_ = std::move(o.params_);
+    grads_ = std::move(o.grads_);
+    tensors_ = std::move(o.tensors_);
+    impl_ = o.impl_;
+    B_ = o.B_;
+    T_ = o.T_;
+    o.impl_ = nullptr;
+  }
+  return *this;
+}
+
+float* Model::grads() {
+  if (grads_.empty()) grads_.assign(params_.size(), 0.0f);
+  return grads_.data();
+}
+
+const ParamTensor* Model::find_tensor(const std::string& name) const {
+  for (const auto& t : tensors_)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+float* Model::param(const std::string& name) {
+  const ParamTensor* t = find_tensor(name);
+  if (!t) throw Error("model has no tensor \"" + name + "\"").fix("tensor names follow the Hugging Face layout of " + std::string(arch_name(config_.arch)));
+  return params_.data() + t->offset;
+}
+
+void Model::init_weights(uint64_t seed) {
+  const float std_dev = config_.init_std;
+  const float resid_std = std_dev / std::sqrt(2.0f * config_.n_layer);
+  for (size_t ti = 0; ti < tensors_.size(); ++ti) {
+    const ParamTensor& t = tensors_[ti];
+    float* p = params_.data() + t.offset;
+    const bool is_bias = t.name.size() >= 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
+    const bool is_norm = !is_bias && t.shape.size() == 1;
+    if (is_bias) {
+      std::fill_n(p, t.numel, 0.0f);
+      continue;
+    }
+    if (is_norm) {
+      std::fill_n(p, t.numel, 1.0f);
+      continue;
+    }
+    const bool resid_proj = t.name.find("c_proj.weight") != std::string::npos ||
+                            t.name.find("o_proj.weight") != std::string::npos ||
+                            t.name.find("down_proj.weight") != std::string::npos;
+    const float s = resid_proj ? resid_std : std_dev;
+    // Blocks of 64K values with their own stream: deterministic for any thread count.
+    const int64_t block = 1 << 16;
+    const int64_t n_blocks = ((int64_t)t.numel + block - 1) / block;
+    parallel_for(n_blocks, [&](int64_t bi) {
+      uint64_t mix = seed ^ (0x9E3779B97F4A7C15ULL * (ti + 1));
+      mix = splitmix64(mix) ^ (uint64_t)bi;
+      Rng rng(splitmix64(mix));
+      const int64_t b0 = bi * block, b1 = std::min<int64_t>(t.numel, b0 + block);
+      for (int64_t i = b0; i < b1; ++i) p[i] = static_cast<float>(rng.normal()) * s;
+    });
+  }
+}
+
+void Model::zero_grads() { std::fill(grads(), grads() + params_.size(), 0.0f); }
+
+size_t Model::activation_bytes() const {
+  if (!impl_) return 0;
+  return (impl_->arena.capacity() + impl_->infer.capacity()) * sizeof(float);
+}
+
+// ---- training forward -----------------------------------------------------------------------
+
+namespace {
+void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      throw Error(std::string(what) + " id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(V) + ")")
+          .fix("the tokenizer and the model disagree: use a model whose vocab_size covers the tokenizer");
+}
+}  // namespace
+
+void Model::forward(const int32_t* tokens, int B, int T) {
+  const ModelConfig& c = config_;
+  if (B <= 0 || T <= 0) throw Error("forward: batch and sequence length must be positive");
+  if (T > c.max_seq_len)
+    throw Error("sequence length " + std::to_string(T) + " is longer than the model's context (" +
+                std::to_string(c.max_seq_len) + ")")
+        .fix("use --seq-len <= " + std::to_string(c.max_seq_len) + " or a config with a larger max_seq_len");
+  const int64_t N = (int64_t)B * T;
+  check_tokens(tokens, N, c.vocab_size, "token");
+  Impl& I = *impl_;
+  const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
+  const int64_t FF = c.is_gpt2() ? F : 2 * F;
+  // (re)carve the arena when N grows; slices depend on N only
+  I.logits_rows = std::max<int64_t>(16, std::min<int64_t>(N, (8 << 20) / c.vocab_size));
+  auto carve = [&](Bump& a) {
+    I.la.resize(c.n_layer);
+    for (int l = 0; l < c.n_layer; ++l) {
+      LayerActs& L = I.la[l];
+      L.resid_in = a.take(N * C);
+      L.ln1 = a.take(N * C);
+      L.ln1_mean = a.take(N);
+      L.ln1_rstd = a.take(N);
+      L.qkv = a.take(N * QKV);
+      L.atty = a.take(N * QW);
+      L.lse = a.take(N * c.n_head);
+      L.resid_mid = a.take(N * C);
+      L.ln2 = a.take(N * C);
+      L.ln2_mean = a.take(N);
+      L.ln2_rstd = a.take(N);
+      L.fc = a.take(N * FF);
+    }
+    I.resid_final = a.take(N * C);
+    I.hidden = a.take(N * C);
+    I.lnf_mean = a.take(N);
+    I.lnf_rstd = a.take(N);
+    I.qkv_work = c.is_gpt2() ? nullptr : a.take(N * QKV);
+    I.act = a.take(N * F);
+    I.d_resid = a.take(N * C);
+    I.d_tmp = a.take(N * C);
+    I.d_qkv = a.take(N * QKV);
+    I.d_fc = a.take(N * FF);
+    I.d_act = a.take(N * F);
+    I.d_atty = a.take(N * QW);
+    I.d_hidden = a.take(N * C);
+    I.logits = a.take(I.logits_rows * c.vocab_size);
+  };
+  // Every slice grows with N, so a buffer carved for a larger N serves a smaller one.
+  Bump count;
+  carve(count);
+  if (count.used > I.arena.size()) {
+    I.arena.clear();
+    I.arena.shrink_to_fit();
+    I.arena.resize(count.used);
+    I.cap_N = N;
+  }
+  Bump real{0, I.arena.data()};
+  carve(real);
+  B_ = B;
+  T_ = T;
+  I.tokens.assign(tokens, tokens + N);
+
+  float* P = params_.data();
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+
+  ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C);
+  ops::AttnDims dims;
+  dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
+  dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
+  dims.q_ts = dims.k_ts = dims.v_ts = QKV;
+  dims.o_bs = T * QW;
+  dims.o_ts = QW;
+
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& Lw = I.layers[l];
+    LayerActs& A = I.la[l];
+    float* out = (l + 1 < c.n_layer) ? I.la[l + 1].resid_in : I.resid_final;
+    if (c.is_gpt2())
+      ops::layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
+    ops::matmul_forward(A.qkv, A.ln1, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay);
+    const float* qkv = A.qkv;
+    if (!c.is_gpt2()) {
+      std::memcpy(I.qkv_work, A.qkv, sizeof(float) * N * QKV);
+      if (c.qk_norm) {
+        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+      }
+      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
+      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0,
+                      false);
+      qkv = I.qkv_work;
+    }
+    ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, qkv + QW + c.kv_width(), dims);
+    std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
+    ops::matmul_forward(A.resid_mid, A.atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
+    if (c.is_gpt2())
+      ops::layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(A.ln2, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
+    ops::matmul_forward(A.fc, A.ln2, P + Lw.fc_w, W(Lw.fc_b), N, (int)C, (int)FF, lay);
+    if (c.is_gpt2())
+      ops::gelu_forward(I.act, A.fc, N * F);
+    else
+      ops::swiglu_forward(I.act, A.fc, N, (int)F);
+    std::memcpy(out, A.resid_mid, sizeof(float) * N * C);
+    ops::matmul_forward(out, I.act, P + Lw.proj_w, W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+  }
+  if (c.is_gpt2())
+    ops::layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
+  else
+    ops::rmsnorm_forward(I.hidden, I.lnf_rstd, I.resid_final, P + I.lnf_w, N, (int)C, c.norm_eps);
+  I.have_forward = true;
+}
+
+const float* Model::hidden() const { return impl_->have_forward ? impl_->hidden : nullptr; }
+
+float* Model::d_hidden_buffer() {
+  if (!impl_->have_forward) throw Error("d_hidden_buffer() before forward()");
+  return impl_->d_hidden;
+}
+
+void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const {
+  const ModelConfig& c = config_;
+  ops::matmul_forward(logits_out, hidden_rows, params_.data() + impl_->lm_head, nullptr, n, c.d_model, c.vocab_size,
+                      WeightLayout::kOutIn);
+}
+
+// ---- LM head loss -----------------------------------------------------------------------------
+
+float Model::lm_head_loss(const int32_t* targets, const float* loss_weights, float grad_scale, float* per_token_loss) {
+  Impl& I = *impl_;
+  if (!I.have_forward) throw Error("lm_head_loss() before forward()");
+  const ModelConfig& c = config_;
+  const int64_t N = (int64_t)B_ * T_, C = c.d_model, V = c.vocab_size;
+  double sum_w = 0.0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (targets[i] >= V)
+      throw Error("target id " + std::to_string(targets[i]) + " at index " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(V) + ")")
+          .fix("the tokenizer and the model disagree: use a model whose vocab_size covers the tokenizer");
+    if (targets[i] >= 0) sum_w += loss_weights ? loss_weights[i] : 1.0;
+  }
+  float* dW = grads() + I.lm_head;
+  const float* Wlm = params_.data() + I.lm_head;
+  if (sum_w <= 0.0) {
+    std::fill_n(I.d_hidden, N * C, 0.0f);
+    if (per_token_loss) std::fill_n(per_token_loss, N, 0.0f);
+    return 0.0f;
+  }
+  const float dscale = static_cast<float>(grad_scale / sum_w);
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < N; r0 += I.logits_rows) {
+    const int64_t R = std::min(I.logits_rows, N - r0);
+    const float* h = I.hidden + r0 * C;
+    ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
+    total += ops::softmax_xent_backward_inplace(I.logits, per_token_loss ? per_token_loss + r0 : nullptr, targets + r0,
+                                                loss_weights ? loss_weights + r0 : nullptr, dscale, R, (int)V);
+    ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V, WeightLayout::kOutIn);
+  }
+  return static_cast<float>(total / sum_w);
+}
+
+// ---- backward ---------------------------------------------------------------------------------
+
+void Model::backward(const float* d_hidden) {
+  Impl& I = *impl_;
+  if (!I.have_forward) throw Error("backward() before forward()");
+  const ModelConfig& c = config_;
+  const int B = B_, T = T_;
+  const int64_t N = (int64_t)B * T, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
+  const int64_t FF = c.is_gpt2() ? F : 2 * F;
+  const float* P = params_.data();
+  float* G = grads();
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto Gb = [&](size_t o) -> float* { return o == kNone ? nullptr : G + o; };
+
+  std::fill_n(I.d_resid, N * C, 0.0f);
+  if (c.is_gpt2())
+    ops::layernorm_backward(I.d_resid, G + I.lnf_w, G + I.lnf_b, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_mean,
+                            I.lnf_rstd, N, (int)C);
+  else
+    ops::rmsnorm_backward(I.d_resid, G + I.lnf_w, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_rstd, N, (int)C);
+
+  ops::AttnDims dims;
+  dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
+  dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
+  dims.q_ts = dims.k_ts = dims.v_ts = QKV;
+  dims.o_bs = T * QW;
+  dims.o_ts = QW;
+
+  for (int l = c.n_layer - 1; l >= 0; --l) {
+    const LayerOffsets& Lw = I.layers[l];
+    const LayerActs& A = I.la[l];
+    // MLP: out = resid_mid + proj(act(fc(norm2(resid_mid))))
+    if (c.is_gpt2())
+      ops::gelu_forward(I.act, A.fc, N * F);  // recomputed instead of stored per layer
+    else
+      ops::swiglu_forward(I.act, A.fc, N, (int)F);
+    ops::matmul_backward(I.d_act, G + Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, P + Lw.proj_w, N, (int)F, (int)C, lay);
+    if (c.is_gpt2())
+      ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
+    else
+      ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
+    ops::matmul_backward(I.d_tmp, G + Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, P + Lw.fc_w, N, (int)C, (int)FF, lay);
+    if (c.is_gpt2())
+      ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
+                              A.ln2_rstd, N, (int)C);
+    else
+      ops::rmsnorm_backward(I.d_resid, G + Lw.ln2_w, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_rstd, N, (int)C);
+    // attention: resid_mid = resid_in + o_proj(attn(qkv(norm1(resid_in))))
+    ops::matmul_backward(I.d_atty, G + Lw.o_w, Gb(Lw.o_b), I.d_resid, A.atty, P + Lw.o_w, N, (int)QW, (int)C, lay);
+    const float* qkv = A.qkv;
+    if (!c.is_gpt2()) {  // recompute the normed + rotated q, k
+      std::memcpy(I.qkv_work, A.qkv, sizeof(float) * N * QKV);
+      if (c.qk_norm) {
+        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+      }
+      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
+      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0,
+                      false);
+      qkv = I.qkv_work;
+    }
+    const int64_t KVW = c.kv_width();
+    ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, qkv + QW + KVW, A.atty,
+                            A.lse, dims);
+    if (!c.is_gpt2()) {
+      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, true);
+      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, true);
+      if (c.qk_norm) {
+        ops::head_rmsnorm_backward(I.d_qkv, G + Lw.q_norm, A.qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        ops::head_rmsnorm_backward(I.d_qkv, G + Lw.k_norm, A.qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(),
+                                   c.norm_eps);
+      }
+    }
+    ops::matmul_backward(I.d_tmp, G + Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, P + Lw.qkv_w, N, (int)C, (int)QKV, lay);
+    if (c.is_gpt2())
+      ops::layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
+                              A.ln1_rstd, N, (int)C);
+    else
+      ops::rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
+  }
+  ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C);
+}
+
+// ---- inference ----------------------------------------------------------------------------------
+
+KVCache Model::make_cache(int batch, int max_len) const {
+  if (batch <= 0) throw Error("KV cache batch must be positive");
+  if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
+  KVCache kv;
+  kv.batch = batch;
+  kv.max_len = max_len;
+  kv.n_layer = config_.n_layer;
+  kv.kv_width = config_.kv_width();
+  const size_t n = (size_t)kv.n_layer * batch * max_len * kv.kv_width;
+  kv.k.assign(n, 0.0f);
+  kv.v.assign(n, 0.0f);
+  return kv;
+}
+
+void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out) {
+  const ModelConfig& c = config_;
+  if (batch != cache.batch || cache.n_layer != c.n_layer || cache.kv_width != c.kv_width())
+    throw Error("forward_infer: the KV cache was made for another batch size or model").fix("make the cache with make_cache(batch)");
+  if (n_new <= 0) throw Error("forward_infer: no new tokens");
+  if (cache.length + n_new > cache.max_len)
+    throw Error("the context is full: " + std::to_string(cache.length) + " + " + std::to_string(n_new) +
+                " tokens > " + std::to_string(cache.max_len))
+        .fix("shorten the prompt or --max-tokens (the model's context is " + std::to_string(c.max_seq_len) + ")");
+  const int64_t N = (int64_t)batch * n_new;
+  check_tokens(tokens, N, c.vocab_size, "token");
+  Impl& I = *impl_;
+  const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
+  const int64_t FF = c.is_gpt2() ? F : 2 * F;
+  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act, float** last,
+                   float** lastn) {
+    *x = a.take(N * C);
+    *ln = a.take(N * C);
+    *qkv = a.take(N * QKV);
+    *atty = a.take(N * QW);
+    *fc = a.take(N * FF);
+    *act = a.take(N * F);
+    *last = a.take((int64_t)batch * C);
+    *lastn = a.take((int64_t)batch * C);
+  };
+  float *x, *ln, *qkv, *atty, *fc, *act, *last, *lastn;
+  Bump count;
+  carve(count, &x, &ln, &qkv, &atty, &fc, &act, &last, &lastn);
+  if (I.infer.size() < count.used) I.infer.resize(count.used);
+  Bump real{0, I.infer.data()};
+  carve(real, &x, &ln, &qkv, &atty, &fc, &act, &last, &lastn);
+
+  const float* P = params_.data();
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+  const int pos0 = cache.length;
+  ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, batch, n_new, (int)C, pos0);
+
+  ops::AttnDims dims;
+  dims.B = batch, dims.Tq = n_new, dims.Tk = pos0 + n_new, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
+  dims.q_pos0 = pos0;
+  dims.q_bs = n_new * QKV;
+  dims.q_ts = QKV;
+  dims.k_bs = dims.v_bs = (int64_t)cache.max_len * KVW;
+  dims.k_ts = dims.v_ts = KVW;
+  dims.o_bs = n_new * QW;
+  dims.o_ts = QW;
+
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& Lw = I.layers[l];
+    if (c.is_gpt2())
+      ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln1_w, N, (int)C, c.norm_eps);
+    ops::matmul_forward(qkv, ln, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay);
+    if (!c.is_gpt2()) {
+      if (c.qk_norm) {
+        ops::head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        ops::head_rmsnorm_forward(qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+      }
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), batch, n_new, QKV, 0, c.n_head, c.hd(), pos0, false);
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), batch, n_new, QKV, (int)QW, c.n_kv_head, c.hd(), pos0,
+                      false);
+    }
+    for (int b = 0; b < batch; ++b)
+      for (int t = 0; t < n_new; ++t) {
+        const float* row = qkv + ((int64_t)b * n_new + t) * QKV;
+        std::memcpy(cache.k_at(l, b) + (int64_t)(pos0 + t) * KVW, row + QW, sizeof(float) * KVW);
+        std::memcpy(cache.v_at(l, b) + (int64_t)(pos0 + t) * KVW, row + QW + KVW, sizeof(float) * KVW);
+      }
+    ops::attention_forward(atty, nullptr, qkv, cache.k_at(l, 0), cache.v_at(l, 0), dims);
+    ops::matmul_forward(x, atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
+    if (c.is_gpt2())
+      ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln2_w, N, (int)C, c.norm_eps);
+    ops::matmul_forward(fc, ln, P + Lw.fc_w, W(Lw.fc_b), N, (int)C, (int)FF, lay);
+    if (c.is_gpt2())
+      ops::gelu_forward(act, fc, N * F);
+    else
+      ops::swiglu_forward(act, fc, N, (int)F);
+    ops::matmul_forward(x, act, P + Lw.proj_w, W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+  }
+  for (int b = 0; b < batch; ++b)
+    std::memcpy(last + (int64_t)b * C, x + ((int64_t)b * n_new + n_new - 1) * C, sizeof(float) * C);
+  if (c.is_gpt2())
+    ops::layernorm_forward(lastn, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, batch, (int)C, c.norm_eps);
+  else
+    ops::rmsnorm_forward(lastn, nullptr, last, P + I.lnf_w, batch, (int)C, c.norm_eps);
+  lm_logits(lastn, batch, logits_out);
+  cache.length += n_new;
+}
+
+std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
+  if (T < 2) return {};
+  forward(tokens, 1, T);
+  Impl& I = *impl_;
+  const int64_t C = config_.d_model;
+  const int64_t n = T - 1;
+  std::vector<float> out(n);
+  for (int64_t r0 = 0; r0 < n; r0 += I.logits_rows) {
+    const int64_t R = std::min(I.logits_rows, n - r0);
+    lm_logits(I.hidden + r0 * C, (int)R, I.logits);
+    ops::log_softmax_pick(out.data() + r0, I.logits, tokens + 1 + r0, R, config_.vocab_size);
+  }
+  return out;
+}
+
+}  // namespace aji::model

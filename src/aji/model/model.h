@@ -1,0 +1,141 @@
+// Model: a decoder-only transformer (gpt2 or llama family, see config.h) with explicit
+// forward and backward passes over the op layer in aji/kernels/cpu (llm.c style).
+//
+// Memory layout
+//   params(): ONE contiguous float buffer holding every parameter; grads(): another of
+//   the same size. tensors() describes it in the Hugging Face layout *exactly* (names,
+//   shapes, row-major), so a checkpoint is the buffer sliced by the table:
+//     gpt2:  transformer.wte.weight (V,C), transformer.wpe.weight (Tmax,C),
+//            transformer.h.N.{ln_1,ln_2}.{weight,bias} (C),
+//            transformer.h.N.attn.c_attn.weight (C,3C)   <- Conv1D: stored (in,out)
+//            transformer.h.N.attn.c_attn.bias (3C), attn.c_proj.weight (C,C) + bias,
+//            transformer.h.N.mlp.c_fc.weight (C,F) + bias (F), mlp.c_proj.weight (F,C) + bias,
+//            transformer.ln_f.{weight,bias}; lm_head is tied (not in the table).
+//     llama: model.embed_tokens.weight (V,C),
+//            model.layers.N.input_layernorm.weight (C),
+//            model.layers.N.self_attn.{q,k,v}_proj.weight (H*hd,C),(KV*hd,C),(KV*hd,C)
+//              <- nn.Linear: stored (out,in); q,k,v adjacent so they form one (H+2KV)*hd x C matrix
+//            [model.layers.N.self_attn.{q,k}_norm.weight (hd) when qk_norm]
+//            model.layers.N.self_attn.o_proj.weight (C,H*hd),
+//            model.layers.N.post_attention_layernorm.weight (C),
+//            model.layers.N.mlp.{gate,up}_proj.weight (F,C) <- adjacent: one (2F,C) matrix,
+//            model.layers.N.mlp.down_proj.weight (C,F), model.norm.weight (C),
+//            lm_head.weight (V,C) unless tied.
+//   Activations live in an arena sized from (B, T, config), grown on demand and reused.
+//
+// Heads and losses are separate from the trunk:
+//   forward(tokens, B, T)         -> hidden() (B,T,C), the output of the final norm
+//   any head: read hidden(), write d_hidden (B,T,C), accumulate its own parameter grads
+//   backward(d_hidden)            -> accumulates into grads()
+// The LM head is one such head: lm_head_loss() computes a fused, vocabulary-chunked
+// softmax-cross-entropy (never a full (B,T,V) tensor) and fills d_hidden_buffer().
+// A scalar (reward/value) or class head plugs in the same way.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "aji/model/config.h"
+
+namespace aji::model {
+
+struct ParamTensor {
+  std::string name;            // Hugging Face name
+  std::vector<int64_t> shape;  // Hugging Face shape (row-major)
+  size_t offset = 0;           // into params() / grads(), in floats
+  size_t numel = 0;
+  bool decay = false;          // AdamW weight decay applies (matrices only; not norms, biases, embeddings)
+};
+
+// Per-layer keys and values of past positions for incremental decoding.
+// Layout per layer: k, v each (batch, max_len, KV*hd); `length` positions are filled
+// (all sequences in a batch advance together).
+struct KVCache {
+  int batch = 0;
+  int max_len = 0;
+  int n_layer = 0;
+  int kv_width = 0;
+  int length = 0;  // positions already stored
+  std::vector<float> k, v;  // (n_layer, batch, max_len, kv_width)
+
+  float* k_at(int layer, int b) { return k.data() + ((size_t)layer * batch + b) * max_len * kv_width; }
+  float* v_at(int layer, int b) { return v.data() + ((size_t)layer * batch + b) * max_len * kv_width; }
+  void reset() { length = 0; }
+};
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& config);  // validates; parameters zero until init_weights/load
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  const ModelConfig& config() const { return config_; }
+
+  // --- parameters ------------------------------------------------------------------
+  size_t num_params() const { return params_.size(); }
+  float* params() { return params_.data(); }
+  const float* params() const { return params_.data(); }
+  // Gradients are allocated (zeroed) on first use, so inference never pays for them.
+  float* grads();
+  const float* grads() const { return grads_.empty() ? nullptr : grads_.data(); }
+  const std::vector<ParamTensor>& tensors() const { return tensors_; }
+  const ParamTensor* find_tensor(const std::string& name) const;  // nullptr if absent
+  float* param(const std::string& name);  // throws if absent
+
+  // GPT-2 / nanochat style: N(0, init_std) for matrices and embeddings, residual output
+  // projections scaled by 1/sqrt(2*n_layer), biases 0, norm gains 1. Deterministic.
+  void init_weights(uint64_t seed);
+  void zero_grads();
+
+  // --- training --------------------------------------------------------------------
+  // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).
+  void forward(const int32_t* tokens, int B, int T);
+  const float* hidden() const;  // (B,T,C) after the final norm, valid after forward()
+  int batch() const { return B_; }
+  int seq_len() const { return T_; }
+
+  // LM head + fused softmax-cross-entropy. targets (B,T): next-token ids, or < 0 to
+  // ignore a position. loss_weights (B,T) or nullptr (= 1). Returns
+  //   loss = sum_i w_i * CE_i / sum_i w_i   (0 if no weight)
+  // writes d(loss * grad_scale)/d(hidden) into d_hidden_buffer() and accumulates the
+  // LM-head (= tied embedding) gradient. Call backward(d_hidden_buffer()) next.
+  // per_token_loss (B,T) if not null receives CE_i (0 where ignored).
+  float lm_head_loss(const int32_t* targets, const float* loss_weights = nullptr, float grad_scale = 1.0f,
+                     float* per_token_loss = nullptr);
+  // Scratch (B,T,C) for heads to write d(hidden) into; sized by forward().
+  float* d_hidden_buffer();
+  // Backpropagates d_hidden (B,T,C) through the trunk; accumulates into grads().
+  void backward(const float* d_hidden);
+
+  // LM-head logits of n rows of hidden states (n,C) -> (n,V). For heads and tests.
+  void lm_logits(const float* hidden_rows, int n, float* logits_out) const;
+
+  // --- inference -------------------------------------------------------------------
+  KVCache make_cache(int batch, int max_len = 0) const;  // max_len 0 = max_seq_len
+  // Appends n_new tokens per sequence (tokens (batch, n_new)) at cache.length, advances
+  // it, and writes the logits of each sequence's last new position: (batch, V).
+  void forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out);
+  // log p(tokens[i] | tokens[<i]) for i = 1..T-1 (T-1 values), chunked over the vocab
+  // (no (T,V) buffer). T <= max_seq_len.
+  std::vector<float> token_logprobs(const int32_t* tokens, int T);
+
+  // Bytes held by the activation arena now (for memory reports).
+  size_t activation_bytes() const;
+
+  struct Impl;  // layer offsets and the activation arena (model.cpp)
+
+ private:
+  ModelConfig config_;
+  std::vector<float> params_;
+  std::vector<float> grads_;
+  std::vector<ParamTensor> tensors_;
+  Impl* impl_ = nullptr;
+  int B_ = 0, T_ = 0;
+};
+
+}  // namespace aji::model

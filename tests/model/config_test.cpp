@@ -1,0 +1,135 @@
+#include "aji/model/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "test_util.h"
+
+using aji::model::Arch;
+using aji::model::ModelConfig;
+using nlohmann::json;
+
+namespace {
+
+std::string error_of(const json& j) {
+  try {
+    ModelConfig::from_json(j);
+  } catch (const aji::Error& e) {
+    return e.describe();
+  }
+  return "";
+}
+
+TEST(ModelConfig, PresetsLoadAndValidate) {
+  for (const char* name : {"tiny", "tiny-gpt2", "gpt2-124m", "llama-small"}) {
+    ModelConfig c = ModelConfig::load(aji::test::source_path(std::string("configs/") + name + ".json"));
+    EXPECT_NO_THROW(c.validate()) << name;
+  }
+  ModelConfig g = ModelConfig::load(aji::test::source_path("configs/gpt2-124m.json"));
+  EXPECT_EQ(g.arch, Arch::kGpt2);
+  // GPT-2 small has 124,439,808 parameters (Hugging Face gpt2, tied lm_head).
+  EXPECT_EQ(g.num_params(), 124439808);
+  ModelConfig t = ModelConfig::load(aji::test::source_path("configs/tiny.json"));
+  EXPECT_EQ(t.arch, Arch::kLlama);
+  EXPECT_EQ(t.n_layer, 6);
+  EXPECT_EQ(t.d_model, 384);
+  EXPECT_EQ(t.max_seq_len, 256);
+  EXPECT_EQ(t.vocab_size, 8192);
+}
+
+TEST(ModelConfig, JsonRoundTrip) {
+  for (const char* name : {"tiny", "tiny-gpt2", "gpt2-124m", "llama-small"}) {
+    ModelConfig c = ModelConfig::load(aji::test::source_path(std::string("configs/") + name + ".json"));
+    ModelConfig a = ModelConfig::from_json(c.to_json());
+    EXPECT_EQ(a.to_json(), c.to_json()) << name;
+    ModelConfig h = ModelConfig::from_hf_config_json(c.to_hf_config_json());
+    EXPECT_EQ(h.arch, c.arch);
+    EXPECT_EQ(h.vocab_size, c.vocab_size);
+    EXPECT_EQ(h.n_layer, c.n_layer);
+    EXPECT_EQ(h.n_head, c.n_head);
+    EXPECT_EQ(h.n_kv_head, c.n_kv_head);
+    EXPECT_EQ(h.d_model, c.d_model);
+    EXPECT_EQ(h.ff(), c.ff());
+    EXPECT_EQ(h.max_seq_len, c.max_seq_len);
+    EXPECT_EQ(h.tied_embeddings, c.tied_embeddings);
+    EXPECT_EQ(h.num_params(), c.num_params());
+  }
+}
+
+TEST(ModelConfig, ReadsHuggingFaceGpt2Config) {
+  // The fields of openai-community/gpt2's config.json that matter.
+  json j = json::parse(R"({"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+    "bos_token_id": 50256, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+    "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_inner": null, "n_layer": 12,
+    "n_positions": 1024, "vocab_size": 50257})");
+  ModelConfig c = ModelConfig::from_hf_config_json(j);
+  EXPECT_EQ(c.arch, Arch::kGpt2);
+  EXPECT_EQ(c.ff(), 3072);
+  EXPECT_EQ(c.eos_token_id, 50256);
+  EXPECT_EQ(c.num_params(), 124439808);
+}
+
+TEST(ModelConfig, ReadsHuggingFaceLlamaConfig) {
+  // TinyLlama-1.1B's config.json (GQA 32/4): 1,100,048,384 parameters.
+  json j = json::parse(R"({"architectures": ["LlamaForCausalLM"], "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 5632,
+    "max_position_embeddings": 2048, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 22,
+    "num_key_value_heads": 4, "rms_norm_eps": 1e-05, "rope_scaling": null, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16", "vocab_size": 32000})");
+  ModelConfig c = ModelConfig::from_hf_config_json(j);
+  EXPECT_EQ(c.arch, Arch::kLlama);
+  EXPECT_EQ(c.n_kv_head, 4);
+  EXPECT_EQ(c.hd(), 64);
+  EXPECT_EQ(c.num_params(), 1100048384);
+}
+
+TEST(ModelConfig, BadSizesSayWhatToChange) {
+  json base = {{"arch", "llama"}, {"vocab_size", 100}, {"n_layer", 2}, {"n_head", 4}, {"n_kv_head", 2},
+               {"d_model", 64},   {"d_ff", 128},       {"max_seq_len", 16}};
+  EXPECT_EQ(error_of(base), "");
+  json j = base;
+  j["n_head"] = 5;
+  j["n_kv_head"] = 5;
+  EXPECT_THAT(error_of(j), testing::HasSubstr("does not divide d_model"));
+  j = base;
+  j["n_kv_head"] = 3;
+  EXPECT_THAT(error_of(j), testing::HasSubstr("n_kv_head (3) does not divide n_head (4)"));
+  j = base;
+  j.erase("d_ff");
+  EXPECT_THAT(error_of(j), testing::HasSubstr("d_ff"));
+  j = base;
+  j["n_layr"] = 3;
+  EXPECT_THAT(error_of(j), testing::HasSubstr("unknown key \"n_layr\""));
+  j = base;
+  j["arch"] = "bert";
+  EXPECT_THAT(error_of(j), testing::HasSubstr("unknown arch"));
+  j = base;
+  j["n_layer"] = 0;
+  EXPECT_THAT(error_of(j), testing::HasSubstr("n_layer must be positive"));
+  j = base;
+  j["d_model"] = "64";
+  EXPECT_THAT(error_of(j), testing::HasSubstr("must be a number"));
+  j = base;
+  j["arch"] = "gpt2";
+  EXPECT_THAT(error_of(j), testing::HasSubstr("n_kv_head"));
+}
+
+TEST(ModelConfig, LoadErrors) {
+  aji::test::TempDir dir;
+  auto p = dir.path() / "bad.json";
+  aji::write_file_atomic(p, "{\"arch\": \"llama\",");
+  try {
+    ModelConfig::load(p);
+    FAIL() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_THAT(e.describe(), testing::HasSubstr("not valid JSON"));
+    EXPECT_THAT(e.describe(), testing::HasSubstr("bad.json"));
+  }
+  EXPECT_THROW(ModelConfig::load(dir.path() / "missing.json"), aji::Error);
+}
+
+}  // namespace
