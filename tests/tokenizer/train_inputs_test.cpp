@@ -8,6 +8,7 @@
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/base/rng.h"
 #include "aji/tokenizer/tokenizer_files.h"
 #include "aji/tokenizer/trainer.h"
 #include "test_util.h"
@@ -76,6 +77,23 @@ TEST(TrainInputs, InvalidUtf8AndNulBytesTrainByteLevel) {
   const auto ids = tok.encode(text, SpecialPolicy::kAsText);
   EXPECT_EQ(tok.decode(ids), text);
   EXPECT_LT(ids.size(), text.size() / 3);  // 26 bytes/line -> 8 tokens: every piece learned whole
+}
+
+TEST(TrainInputs, HugeLineWithoutSafePointsIsCutAndTrained) {
+  // Stands in for a 1 GB single-word line: no "\n" and no " " to cut at.
+  TempDir dir;
+  std::string line;
+  Rng rng(3);
+  while (line.size() < 600000) line += "abcdefgh"[rng.below(8)];
+  write_file_atomic(dir.path() / "line.txt", line);
+  TrainOptions o = small_options(256 + 20 + 3);
+  o.max_run_bytes = 200000;
+  TrainStats stats;
+  Tokenizer tok = train_tokenizer({dir.path() / "line.txt"}, o, &stats);
+  EXPECT_GE(stats.forced_cuts, 2);
+  EXPECT_EQ(stats.input_bytes, 600000);
+  EXPECT_EQ(tok.n_ranks(), 276u);
+  EXPECT_EQ(tok.decode(tok.encode(line.substr(0, 1000))), line.substr(0, 1000));
 }
 
 TEST(TrainInputs, GzipInputEqualsPlain) {

@@ -52,29 +52,33 @@ inline uint64_t hash_bytes(const char* p, size_t n) {
   return mix64(h);
 }
 
-// piece bytes -> count. Pieces are copied into one arena; the table stores indices.
+// piece bytes -> count. Pieces are copied into one arena; each slot holds the upper 32
+// bits of the hash next to the entry index, so a probe rarely touches an entry that
+// cannot match (the table is much bigger than the cache on real corpora).
 class PieceCounter {
  public:
   PieceCounter() { rehash(1 << 12); }
 
   void add(std::string_view piece, int64_t n = 1) {
     const uint64_t h = hash_bytes(piece.data(), piece.size());
-    size_t mask = slots_.size() - 1;
+    const uint64_t tag = h & 0xFFFFFFFF00000000ULL;
+    const size_t mask = slots_.size() - 1;
     size_t s = h & mask;
     while (true) {
-      const uint32_t e = slots_[s];
-      if (e == 0) break;
-      Entry& en = entries_[e - 1];
-      if (en.hash == h && en.len == piece.size() &&
-          std::memcmp(arena_.data() + en.off, piece.data(), piece.size()) == 0) {
-        en.count += n;
-        return;
+      const uint64_t slot = slots_[s];
+      if (slot == 0) break;
+      if ((slot & 0xFFFFFFFF00000000ULL) == tag) {
+        Entry& en = entries_[(slot & 0xFFFFFFFFu) - 1];
+        if (en.len == piece.size() && std::memcmp(arena_.data() + en.off, piece.data(), piece.size()) == 0) {
+          en.count += n;
+          return;
+        }
       }
       s = (s + 1) & mask;
     }
     entries_.push_back({h, arena_.size(), static_cast<uint32_t>(piece.size()), n});
     arena_.append(piece);
-    slots_[s] = static_cast<uint32_t>(entries_.size());
+    slots_[s] = tag | entries_.size();
     if (entries_.size() * 2 > slots_.size()) rehash(slots_.size() * 2);
   }
 
@@ -87,20 +91,33 @@ class PieceCounter {
 
   // Unique pieces sorted by bytes, into `out` (deterministic regardless of insertion order).
   void export_sorted(PieceCounts& out) const {
-    std::vector<uint32_t> order(entries_.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<uint32_t>(i);
+    // Sort on (first 8 bytes big-endian, then the rest): one integer compare decides most pairs.
+    struct Key {
+      uint64_t prefix;
+      uint32_t index;
+    };
+    std::vector<Key> order(entries_.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const Entry& e = entries_[i];
+      uint64_t p = 0;
+      for (uint32_t k = 0; k < 8; ++k) p = (p << 8) | (k < e.len ? uint8_t(arena_[e.off + k]) : 0);
+      order[i] = {p, static_cast<uint32_t>(i)};
+    }
     auto view = [&](uint32_t i) { return std::string_view(arena_).substr(entries_[i].off, entries_[i].len); };
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return view(a) < view(b); });
+    std::sort(order.begin(), order.end(), [&](const Key& a, const Key& b) {
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      return view(a.index) < view(b.index);
+    });
     out.arena.clear();
     out.arena.reserve(arena_.size());
     out.offsets.assign(1, 0);
     out.offsets.reserve(order.size() + 1);
     out.counts.clear();
     out.counts.reserve(order.size());
-    for (uint32_t i : order) {
-      out.arena.append(view(i));
+    for (const Key& k : order) {
+      out.arena.append(view(k.index));
       out.offsets.push_back(out.arena.size());
-      out.counts.push_back(entries_[i].count);
+      out.counts.push_back(entries_[k.index].count);
     }
   }
 
@@ -117,10 +134,10 @@ class PieceCounter {
     for (size_t i = 0; i < entries_.size(); ++i) {
       size_t s = entries_[i].hash & mask;
       while (slots_[s] != 0) s = (s + 1) & mask;
-      slots_[s] = static_cast<uint32_t>(i + 1);
+      slots_[s] = (entries_[i].hash & 0xFFFFFFFF00000000ULL) | (i + 1);
     }
   }
-  std::vector<uint32_t> slots_;  // 0 = empty, else entry index + 1
+  std::vector<uint64_t> slots_;  // 0 = empty, else hash tag (high 32 bits) | entry index + 1
   std::vector<Entry> entries_;
   std::string arena_;
 };
@@ -214,8 +231,8 @@ void finish_counts(ThreadCounters& tc, PieceCounts& out) {
 }
 
 constexpr size_t kChunkBytes = size_t(1) << 20;       // target chunk (one task)
-constexpr size_t kMaxUncutBytes = size_t(64) << 20;   // longest run without a safe cut
 constexpr size_t kBatchBytesPerThread = size_t(8) << 20;
+constexpr size_t kMaxJsonlLineBytes = size_t(1) << 30;  // one JSON document per line, at most 1 GB
 
 uint64_t file_size_or_zero(const fs::path& p) {
   std::error_code ec;
@@ -253,9 +270,9 @@ void count_plain(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
       size_t cut = 0;
       if (eof) {
         cut = buf.size();
-      } else if (buf.size() >= kChunkBytes) {
+      } else if (buf.size() >= std::min(kChunkBytes, opt.max_run_bytes)) {
         cut = detail::last_safe_cut(buf);
-        if (cut == 0 && buf.size() >= kMaxUncutBytes) {
+        if (cut == 0 && buf.size() >= std::max(opt.max_run_bytes, size_t(16))) {
           cut = forced_cut(buf, buf.size() - 1);
           ++out.forced_cuts;
         }
@@ -367,7 +384,7 @@ void count_jsonl(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
   };
   const size_t batch_limit = kBatchBytesPerThread * threads;
   for (size_t fi = 0; fi < files.size(); ++fi) {
-    LineReader reader(files[fi]);
+    LineReader reader(files[fi], kMaxJsonlLineBytes);
     std::string_view line;
     while (reader.next(line)) {
       batch.data.append(line);

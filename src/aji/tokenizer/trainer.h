@@ -33,6 +33,9 @@ struct TrainOptions {
   // JSONL: skip (and count) malformed lines instead of stopping at the first one.
   bool skip_bad_lines = false;
   bool progress = true;
+  // Plain text is cut into chunks at safe points; a run longer than this without one (a
+  // 1 GB line of one "word") is cut anyway at a UTF-8 boundary (counted as forced_cuts).
+  size_t max_run_bytes = size_t(64) << 20;
 };
 
 // The unique pieces of a corpus with their counts, sorted by bytes (deterministic).
