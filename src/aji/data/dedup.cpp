@@ -672,9 +672,15 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
                             budget / size_t(B + 1));
 
   std::vector<fs::path> files = shard_files(inputs, shard);
+  // Progress counts decompressed JSONL bytes; the total is known only for plain files.
   int64_t total_bytes = 0;
   for (const fs::path& f : files) {
     std::error_code ec;
+    std::string ext = f.extension().string();
+    if (ext == ".gz" || ext == ".zst") {
+      total_bytes = -1;
+      break;
+    }
     total_bytes += int64_t(fs::file_size(f, ec));
   }
   Progress progress("dedup signatures " + std::to_string(shard.index) + "/" + std::to_string(shard.count),
