@@ -625,20 +625,28 @@ struct DocumentReader::Impl {
   bool next_whole_file(Document& doc) {
     if (done) return false;
     done = true;
-    std::string bytes;
+    std::string bytes = buf.substr(pos);  // what format sniffing already read
+    buf.clear();
+    pos = 0;
     uint64_t limit = opt.max_document_bytes;
     std::vector<char> chunk(1 << 20);
+    uint64_t total = bytes.size();
     for (;;) {
+      if (total > limit) {  // keep counting, stop buffering
+        size_t got = src.read(chunk.data(), chunk.size());
+        if (got == 0) break;
+        total += got;
+        continue;
+      }
       size_t got = src.read(chunk.data(), chunk.size());
       if (got == 0) break;
-      if (bytes.size() + got > limit) {
-        uint64_t total = bytes.size() + got;
-        while ((got = src.read(chunk.data(), chunk.size())) > 0) total += got;
-        error(0, "document_too_large",
-              "document of " + std::to_string(total) + " bytes is over max_document_bytes=" + std::to_string(limit));
-        return false;
-      }
-      bytes.append(chunk.data(), got);
+      total += got;
+      if (total <= limit) bytes.append(chunk.data(), got);
+    }
+    if (total > limit) {
+      error(0, "document_too_large",
+            "document of " + std::to_string(total) + " bytes is over max_document_bytes=" + std::to_string(limit));
+      return false;
     }
     if (bytes.empty()) {
       ++skips.empty;
@@ -1109,6 +1117,12 @@ DocumentReader::DocumentReader(const fs::path& path, const ReaderOptions& option
   s.opt = options;
   s.format = options.format == InputFormat::kAuto ? detect_input_format(path) : options.format;
   s.src.open(path, &s.errors);
+  // A name that says nothing ("part-00000.gz"): look at the content.
+  if (options.format == InputFormat::kAuto && s.format == InputFormat::kText) {
+    s.ensure(8);
+    std::string_view head(s.buf.data() + s.pos, s.buf.size() - s.pos);
+    if (head.substr(0, 5) == "WARC/") s.format = InputFormat::kWarc;
+  }
 }
 
 DocumentReader::~DocumentReader() = default;
