@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <unordered_map>
 
 #include "aji/base/error.h"
 
@@ -126,15 +127,74 @@ bool equals_ascii_ci(const std::vector<Cp>& cps, size_t b, size_t e, const char*
   return true;
 }
 
-// Abbreviations spaCy keeps with their period.
-bool is_abbreviation(const std::vector<Cp>& cps, size_t b, size_t e) {
-  static const char* kAbbrev[] = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "e.g.", "i.e.", "jr.",
-                                  "sr.", "inc.", "ltd.", "co.", "corp.", "jan.", "feb.", "mar.", "apr.",
-                                  "jun.", "jul.", "aug.", "sep.", "sept.", "oct.", "nov.", "dec.", "no.",
-                                  "mt.", "gen.", "gov.", "rev.", "prof.", "a.m.", "p.m.", "ave."};
-  for (const char* a : kAbbrev)
-    if (equals_ascii_ci(cps, b, e, a)) return true;
-  return false;
+// spaCy's English special cases ("cannot" → can|not, "Mr." stays whole, ":)" ...).
+struct SpecialCase {
+  const char* text;
+  uint8_t lens[4];  // byte length of each piece, 0-terminated
+};
+constexpr SpecialCase kSpecialCases[] = {
+#include "aji/data/spacy_en_exceptions.inc"
+};
+
+const SpecialCase* find_special(std::string_view s) {
+  static const std::unordered_map<std::string_view, const SpecialCase*> table = [] {
+    std::unordered_map<std::string_view, const SpecialCase*> t;
+    for (const SpecialCase& sc : kSpecialCases) t.emplace(sc.text, &sc);
+    return t;
+  }();
+  // Cheap pre-filter on (length, first byte, last byte) before hashing: most words are
+  // not special cases.
+  static const auto maybe = [] {
+    std::vector<std::array<uint64_t, 4>> m(17 * 256);  // [len*256 + first] → bitset of last byte
+    for (const SpecialCase& sc : kSpecialCases) {
+      std::string_view t(sc.text);
+      if (t.size() > 16 || t.empty()) continue;
+      auto last = static_cast<unsigned char>(t.back());
+      m[t.size() * 256 + static_cast<unsigned char>(t[0])][last >> 6] |= uint64_t(1) << (last & 63);
+    }
+    return m;
+  }();
+  if (s.size() > 16 || s.empty()) return nullptr;
+  auto last = static_cast<unsigned char>(s.back());
+  if (!(maybe[s.size() * 256 + static_cast<unsigned char>(s[0])][last >> 6] >> (last & 63) & 1)) return nullptr;
+  auto it = table.find(s);
+  return it == table.end() ? nullptr : it->second;
+}
+
+void emit_special(const SpecialCase* sc, std::string_view s, std::vector<std::string_view>& out) {
+  size_t off = 0;
+  for (int k = 0; k < 4 && sc->lens[k]; ++k) {
+    out.push_back(s.substr(off, sc->lens[k]));
+    off += sc->lens[k];
+  }
+}
+
+// spaCy's UNITS, split off a number ("10km" → 10 km), longest first.
+size_t unit_suffix_length(const std::vector<Cp>& cps, size_t b, size_t e, std::string_view text) {
+  static constexpr std::string_view kUnits[] = {"km\xc2\xb2", "km\xc2\xb3", "dm\xc2\xb2", "dm\xc2\xb3", "cm\xc2\xb2", "cm\xc2\xb3", "mm\xc2\xb2",
+                                 "mm\xc2\xb3", "m\xc2\xb2", "m\xc2\xb3", "km/h", "mbar", "m/s", "kmh", "mph", "hPa", "\xc2\xb5m",
+                                 "\xc2\xb5g", "km", "dm", "cm", "mm", "ha", "nm", "yd", "in", "ft", "kg", "mg", "lb",
+                                 "oz", "Pa", "mb", "MB", "kb", "KB", "gb", "GB", "tb", "TB", "m", "g", "t", "T",
+                                 "G", "M", "K", "%"};
+  std::string_view tail = text.substr(cps[b].begin, cps[e - 1].end - cps[b].begin);
+  if (tail.empty() || !is_digit(cps[b].c)) {
+    // A unit needs a digit somewhere before it; skip the scan for digit-free chunks.
+    bool any_digit = false;
+    for (char ch : tail) any_digit = any_digit || (ch >= '0' && ch <= '9');
+    if (!any_digit) return 0;
+  }
+  for (std::string_view us : kUnits) {
+    if (tail.size() <= us.size() || tail.substr(tail.size() - us.size()) != us) continue;
+    // The character before the unit must be a digit.
+    size_t before = tail.size() - us.size();
+    char c = tail[before - 1];
+    if (c >= '0' && c <= '9') {
+      size_t n = 0;  // unit length in code points
+      for (size_t i = 0; i < us.size(); ++i) n += (static_cast<unsigned char>(us[i]) & 0xC0) != 0x80;
+      return n;
+    }
+  }
+  return 0;
 }
 
 bool looks_like_url_or_email(std::string_view chunk) {
@@ -149,8 +209,16 @@ bool looks_like_url_or_email(std::string_view chunk) {
 void split_english_chunk(std::string_view text, const std::vector<Cp>& cps, size_t b, size_t e,
                          std::vector<std::string_view>& out) {
   auto view = [&](size_t x, size_t y) { return text.substr(cps[x].begin, cps[y - 1].end - cps[x].begin); };
+  auto finish_special = [&](const std::vector<std::string_view>& sufs) {
+    const SpecialCase* sc = find_special(view(b, e));
+    if (!sc) return false;
+    emit_special(sc, view(b, e), out);
+    for (auto it = sufs.rbegin(); it != sufs.rend(); ++it) out.push_back(*it);
+    return true;
+  };
   // Prefixes.
   while (e - b > 1) {
+    if (finish_special({})) return;
     if (e - b >= 3 && cps[b].c == '.' && cps[b + 1].c == '.' && cps[b + 2].c == '.') {
       size_t k = b;
       while (k < e && cps[k].c == '.') ++k;
@@ -169,6 +237,12 @@ void split_english_chunk(std::string_view text, const std::vector<Cp>& cps, size
   // Suffixes, collected back to front.
   std::vector<std::string_view> suffixes;
   while (e - b > 1) {
+    if (finish_special(suffixes)) return;
+    if (size_t u = unit_suffix_length(cps, b, e, text); u > 0 && u < e - b) {
+      suffixes.push_back(view(e - u, e));
+      e -= u;
+      continue;
+    }
     // Ellipsis "..." as one token.
     if (e - b >= 3 && cps[e - 1].c == '.' && cps[e - 2].c == '.' && cps[e - 3].c == '.') {
       size_t k = e;
@@ -198,7 +272,6 @@ void split_english_chunk(std::string_view text, const std::vector<Cp>& cps, size
     char32_t last = cps[e - 1].c;
     char32_t prev = cps[e - 2].c;
     if (last == '.') {
-      if (is_abbreviation(cps, b, e)) break;
       // (?<=[0-9{al}{e}{p}{q}])\.  and  (?<=[{au}][{au}])\.
       bool split = is_lower(prev) || is_digit(prev) || is_spacy_punct_or_quote(prev) ||
                    (is_upper(prev) && e - b >= 3 && is_upper(cps[e - 3].c));
@@ -219,6 +292,7 @@ void split_english_chunk(std::string_view text, const std::vector<Cp>& cps, size
     }
     break;
   }
+  if (e > b && finish_special(suffixes)) return;
   if (e > b && looks_like_url_or_email(view(b, e))) {
     out.push_back(view(b, e));
     for (auto it = suffixes.rbegin(); it != suffixes.rend(); ++it) out.push_back(*it);
@@ -408,6 +482,7 @@ bool is_python_space(char32_t c) {
 
 bool is_datatrove_punctuation(char32_t c) { return in_sorted(kPunctuation, c) || in_sorted(kTerminal, c); }
 bool is_terminal_punctuation(char32_t c) { return in_sorted(kTerminal, c); }
+bool is_simplify_punctuation(char32_t c) { return in_sorted(kPunctuation, c); }
 bool is_hangul(char32_t c) {
   return (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0x1100 && c <= 0x11FF) || (c >= 0x3130 && c <= 0x318F);
 }
@@ -440,8 +515,9 @@ std::vector<std::string_view> split_words(std::string_view text, WordSplitter sp
     for (unsigned char c : chunk) {
       if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) { ascii_word = false; break; }
     }
-    if (ascii_word) {  // the common case: nothing to split
-      out.push_back(chunk);
+    if (ascii_word) {  // the common case: nothing to split, unless a special case ("cannot")
+      if (const SpecialCase* sc = find_special(chunk)) emit_special(sc, chunk, out);
+      else out.push_back(chunk);
       continue;
     }
     cps = decode(chunk);

@@ -43,6 +43,7 @@ bool is_python_alpha(char32_t c);   // str.isalpha: categories L* (Lu Ll Lt Lm L
 bool is_python_space(char32_t c);   // str.isspace / str.split() separators
 bool is_datatrove_punctuation(char32_t c);  // datatrove PUNCTUATION_SET (incl. TERMINAL_PUNCTUATION)
 bool is_terminal_punctuation(char32_t c);   // datatrove TERMINAL_PUNCTUATION (159 symbols)
+bool is_simplify_punctuation(char32_t c);   // datatrove PUNCTUATION only (what simplify_text removes)
 bool is_hangul(char32_t c);
 
 // Words of the text (views into it).
