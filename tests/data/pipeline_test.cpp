@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <unistd.h>
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -254,6 +255,19 @@ TEST(Pipeline, RealWarcFilesEndToEnd) {
   for (auto it = ref.begin(); it != ref.end(); ++it)
     if (it.key().find(".wet") == std::string::npos) records += it.value().size();
   EXPECT_EQ(r.total.stages["read"].docs_out, records);
+}
+
+TEST(Pipeline, UnreadableInputIsCountedAndRetriedNextTime) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root can read any file";
+  Corpus c;
+  fs::permissions(c.in / "docs.jsonl", fs::perms::none);
+  fs::path out = c.tmp.path() / "out";
+  RunReport r = run_pipeline(test_config(), opts(c, out));
+  fs::permissions(c.in / "docs.jsonl", fs::perms::owner_read | fs::perms::owner_write);
+  EXPECT_EQ(r.total.error_kinds["input_unreadable"], 1u);
+  EXPECT_EQ(r.units_run, 3);
+  RunReport again = run_pipeline(test_config(), opts(c, out));
+  EXPECT_EQ(again.units_run, 1);
 }
 
 TEST(Pipeline, ConfigRoundTripOverridesAndErrors) {
