@@ -1,0 +1,571 @@
+#include "aji/data/pipeline.h"
+
+#include <omp.h>
+#include <utf8proc.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/base/progress.h"
+#include "aji/base/threads.h"
+
+namespace aji::data {
+
+namespace fs = std::filesystem;
+
+// ------------------------------------------------------------------------------------
+// Config
+
+PipelineConfig PipelineConfig::fineweb_default() {
+  PipelineConfig c;
+  c.quality["en"] = QualityFilterConfig::english();
+  c.quality["ko"] = QualityFilterConfig::korean();
+  return c;
+}
+
+const QualityFilterConfig& PipelineConfig::quality_for(const std::string& language) const {
+  auto it = quality.find(language.empty() ? "default" : language);
+  if (it != quality.end()) return it->second;
+  static const QualityFilterConfig english = QualityFilterConfig::english();
+  static const QualityFilterConfig korean = QualityFilterConfig::korean();
+  static const QualityFilterConfig other = QualityFilterConfig::for_language("xx");
+  if (language == "ko") return korean;
+  if (language == "en" || language.empty()) return english;
+  return other;
+}
+
+namespace {
+
+void check_keys(const nlohmann::json& j, std::initializer_list<const char*> keys, const char* where) {
+  if (!j.is_object()) throw Error(std::string(where) + " must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool ok = false;
+    for (const char* k : keys) ok = ok || it.key() == k;
+    if (!ok)
+      throw Error("unknown key '" + it.key() + "' in " + where).fix("see `aji data config` for the valid keys");
+  }
+}
+
+nlohmann::json reader_json(const ReaderOptions& r) {
+  return {{"format", input_format_name(r.format)},
+          {"jsonl_text_field", r.jsonl_text_field},
+          {"jsonl_id_field", r.jsonl_id_field},
+          {"jsonl_url_field", r.jsonl_url_field},
+          {"max_document_bytes", r.max_document_bytes},
+          {"warc_payload_types", r.warc_payload_types}};
+}
+
+void reader_from_json(const nlohmann::json& j, ReaderOptions& r) {
+  check_keys(j, {"format", "jsonl_text_field", "jsonl_id_field", "jsonl_url_field", "max_document_bytes", "warc_payload_types"},
+             "reader");
+  if (j.contains("format")) r.format = parse_input_format(j["format"].get<std::string>());
+  r.jsonl_text_field = j.value("jsonl_text_field", r.jsonl_text_field);
+  r.jsonl_id_field = j.value("jsonl_id_field", r.jsonl_id_field);
+  r.jsonl_url_field = j.value("jsonl_url_field", r.jsonl_url_field);
+  r.max_document_bytes = j.value("max_document_bytes", r.max_document_bytes);
+  r.warc_payload_types = j.value("warc_payload_types", r.warc_payload_types);
+}
+
+}  // namespace
+
+void to_json(nlohmann::json& j, const PipelineConfig& c) {
+  nlohmann::json quality = nlohmann::json::object();
+  for (const auto& [lang, q] : c.quality) quality[lang] = q;
+  j = nlohmann::json{
+      {"reader", reader_json(c.reader)},
+      {"url_filter", c.url_filter},
+      {"extract", c.extract},
+      {"normalize_nfc", c.normalize_nfc},
+      {"language_id", c.language_id},
+      {"quality_enabled", c.quality_enabled},
+      {"quality", quality},
+      {"pii_enabled", c.pii_enabled},
+      {"pii", c.pii},
+      {"output",
+       {{"zstd_level", c.output.zstd_level},
+        {"batch_size", c.output.batch_size},
+        {"dropped_samples_per_reason", c.output.dropped_samples_per_reason},
+        {"sample_max_bytes", c.output.sample_max_bytes},
+        {"write_dropped_samples", c.output.write_dropped_samples}}}};
+}
+
+void from_json(const nlohmann::json& j, PipelineConfig& c) {
+  c = PipelineConfig::fineweb_default();
+  check_keys(j,
+             {"reader", "url_filter", "extract", "normalize_nfc", "language_id", "quality_enabled", "quality",
+              "pii_enabled", "pii", "output"},
+             "the pipeline config");
+  if (j.contains("reader")) reader_from_json(j["reader"], c.reader);
+  if (j.contains("url_filter")) from_json(j["url_filter"], c.url_filter);
+  if (j.contains("extract")) from_json(j["extract"], c.extract);
+  c.normalize_nfc = j.value("normalize_nfc", c.normalize_nfc);
+  if (j.contains("language_id")) from_json(j["language_id"], c.language_id);
+  c.quality_enabled = j.value("quality_enabled", c.quality_enabled);
+  if (j.contains("quality")) {
+    const auto& q = j["quality"];
+    if (!q.is_object()) throw Error("quality must be an object {\"en\": {...}, \"ko\": {...}}");
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      nlohmann::json entry = it.value();
+      // A language entry starts from that language's preset unless it names another.
+      if (!entry.contains("language")) entry["language"] = it.key() == "default" ? "en" : it.key();
+      QualityFilterConfig qc;
+      from_json(entry, qc);
+      c.quality[it.key()] = qc;
+    }
+  }
+  c.pii_enabled = j.value("pii_enabled", c.pii_enabled);
+  if (j.contains("pii")) from_json(j["pii"], c.pii);
+  if (j.contains("output")) {
+    const auto& o = j["output"];
+    check_keys(o, {"zstd_level", "batch_size", "dropped_samples_per_reason", "sample_max_bytes", "write_dropped_samples"},
+               "output");
+    c.output.zstd_level = o.value("zstd_level", c.output.zstd_level);
+    c.output.batch_size = std::max(1, o.value("batch_size", c.output.batch_size));
+    c.output.dropped_samples_per_reason = o.value("dropped_samples_per_reason", c.output.dropped_samples_per_reason);
+    c.output.sample_max_bytes = o.value("sample_max_bytes", c.output.sample_max_bytes);
+    c.output.write_dropped_samples = o.value("write_dropped_samples", c.output.write_dropped_samples);
+  }
+}
+
+PipelineConfig load_pipeline_config(const fs::path& path) {
+  std::string text = read_file(path);
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false, true);
+  if (j.is_discarded()) throw Error("the pipeline config is not valid JSON").at(path.string()).fix("check it with `aji data config` as a template");
+  PipelineConfig c;
+  try {
+    from_json(j, c);
+  } catch (Error& e) {
+    if (e.file().empty()) e.at(path.string());
+    throw;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("bad value in the pipeline config: ") + e.what()).at(path.string()).fix("compare with `aji data config`");
+  }
+  return c;
+}
+
+void parse_shard(const std::string& spec, int& index, int& count) {
+  size_t slash = spec.find('/');
+  auto bad = [&] {
+    return Error("bad --shard '" + spec + "'").fix("write I/N with 0 <= I < N, e.g. --shard 0/8 or --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT");
+  };
+  if (slash == std::string::npos) throw bad();
+  try {
+    size_t p1 = 0, p2 = 0;
+    index = std::stoi(spec.substr(0, slash), &p1);
+    count = std::stoi(spec.substr(slash + 1), &p2);
+    if (p1 != slash || p2 != spec.size() - slash - 1) throw bad();
+  } catch (const std::logic_error&) {
+    throw bad();
+  }
+  if (count < 1 || index < 0 || index >= count) throw bad();
+}
+
+std::string unit_name(const std::string& input_path) {
+  std::string name = fs::path(input_path).filename().string();
+  for (const char* ext : {".gz", ".zst", ".zstd", ".jsonl", ".json", ".warc", ".wet", ".html", ".htm", ".txt"}) {
+    size_t n = std::strlen(ext);
+    if (name.size() > n && name.compare(name.size() - n, n, ext) == 0) name.resize(name.size() - n);
+  }
+  for (char& c : name)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a of the full path
+  for (unsigned char c : input_path) h = (h ^ c) * 1099511628211ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%08llx", static_cast<unsigned long long>(h & 0xffffffffULL));
+  return name + "-" + hex;
+}
+
+// ------------------------------------------------------------------------------------
+// Output: JSONL compressed with zstd, written atomically.
+
+namespace {
+
+class ZstdJsonlWriter {
+ public:
+  ZstdJsonlWriter(const fs::path& path, int level) : file_(path), cctx_(ZSTD_createCCtx()) {
+    ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
+    out_.resize(ZSTD_CStreamOutSize());
+  }
+  ~ZstdJsonlWriter() { ZSTD_freeCCtx(cctx_); }
+  void write(std::string_view data) { compress(data, ZSTD_e_continue); }
+  void commit() {
+    compress({}, ZSTD_e_end);
+    file_.commit();
+  }
+
+ private:
+  void compress(std::string_view data, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer o{out_.data(), out_.size(), 0};
+      size_t left = ZSTD_compressStream2(cctx_, &o, &in, mode);
+      if (ZSTD_isError(left)) throw Error(std::string("zstd compression failed: ") + ZSTD_getErrorName(left));
+      if (o.pos) file_.write(out_.data(), o.pos);
+      if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) break;
+    }
+  }
+  AtomicFileWriter file_;
+  ZSTD_CCtx* cctx_;
+  std::string out_;
+};
+
+enum Stage { kUrl = 0, kExtract, kLangId, kQuality, kPii, kNumStages };
+const char* const kStageNames[kNumStages] = {"url_filter", "extract", "language_id", "quality", "pii"};
+
+struct DocResult {
+  uint64_t entry_bytes[kNumStages + 1] = {};  // text bytes entering each stage; [kNumStages] = written
+  int drop_stage = -1;  // stage that dropped it, -1 if kept
+  std::string reason;
+  std::string route;    // output language directory when kept
+  std::string error;    // an unexpected failure while processing (counted, doc dropped)
+};
+
+bool has_non_ascii(std::string_view s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) return true;
+  return false;
+}
+
+void normalize_nfc(std::string& text) {
+  if (!has_non_ascii(text)) return;
+  utf8proc_uint8_t* out = nullptr;
+  utf8proc_ssize_t n = utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(text.data()),
+                                    static_cast<utf8proc_ssize_t>(text.size()), &out,
+                                    static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  if (n >= 0 && out) text.assign(reinterpret_cast<const char*>(out), static_cast<size_t>(n));
+  std::free(out);  // on error (invalid UTF-8) the text is kept as is
+}
+
+struct Context {
+  const PipelineConfig& cfg;
+  std::unique_ptr<UrlFilter> url_filter;
+  std::vector<PiiScrubber> scrubbers;  // one per thread (round-robin state)
+};
+
+void process_document(Document& doc, DocResult& r, Context& ctx, int thread) {
+  const PipelineConfig& cfg = ctx.cfg;
+  auto drop = [&](Stage s, std::string reason) {
+    r.drop_stage = s;
+    r.reason = std::move(reason);
+  };
+  // URL filter
+  r.entry_bytes[kUrl] = doc.text.size();
+  if (ctx.url_filter) {
+    Verdict v = (*ctx.url_filter)(doc);
+    if (!v.keep) return drop(kUrl, v.reason);
+  }
+  // Extraction
+  r.entry_bytes[kExtract] = doc.text.size();
+  if (doc.html) {
+    if (cfg.extract.enabled) {
+      ExtractResult ex = extract_main_text(doc.text, cfg.extract);
+      doc.text = std::move(ex.text);
+      doc.html = false;
+      if (!ex.title.empty()) doc.metadata["title"] = ex.title;
+      if (static_cast<int64_t>(doc.text.size()) < cfg.extract.min_text_bytes) return drop(kExtract, "extract_too_short");
+    }
+  }
+  if (cfg.normalize_nfc) normalize_nfc(doc.text);
+  // Language ID and routing
+  r.entry_bytes[kLangId] = doc.text.size();
+  std::string route = "all";
+  if (cfg.language_id.enabled) {
+    LangIdResult lid = identify_language(doc.text, cfg.language_id.max_bytes);
+    doc.language = lid.language;
+    doc.language_score = lid.score;
+    auto it = cfg.language_id.languages.find(lid.language);
+    if (it == cfg.language_id.languages.end()) {
+      if (!cfg.language_id.keep_other_languages) return drop(kLangId, "language_not_kept");
+      route = "other/" + lid.language;
+    } else if (lid.score < it->second) {
+      return drop(kLangId, "language_score_low");
+    } else {
+      route = lid.language;
+    }
+  }
+  // Quality filters, with this language's settings
+  r.entry_bytes[kQuality] = doc.text.size();
+  bool other = route.rfind("other/", 0) == 0;
+  if (cfg.quality_enabled && !other) {
+    std::string failed;
+    Verdict v = apply_quality_filters(doc, cfg.quality_for(doc.language), &failed);
+    if (!v.keep) return drop(kQuality, failed.empty() ? v.reason : failed + ":" + v.reason);
+  }
+  // PII
+  r.entry_bytes[kPii] = doc.text.size();
+  if (cfg.pii_enabled) ctx.scrubbers[static_cast<size_t>(thread)].scrub(doc);
+  r.entry_bytes[kNumStages] = doc.text.size();
+  r.route = route;
+}
+
+std::string output_record(const Document& doc) {
+  nlohmann::json meta = doc.metadata;
+  if (!doc.url.empty()) meta["url"] = doc.url;
+  if (!doc.language.empty()) {
+    meta["language"] = doc.language;
+    meta["language_score"] = std::round(doc.language_score * 10000.0) / 10000.0;
+  }
+  meta["source"] = doc.source_file;
+  meta["source_offset"] = doc.source_offset;
+  nlohmann::json j = {{"id", doc.id}, {"text", doc.text}, {"metadata", std::move(meta)}};
+  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  line += '\n';
+  return line;
+}
+
+nlohmann::json sample_record(const Document& doc, const std::string& reason, size_t max_bytes) {
+  std::string text = doc.text.substr(0, max_bytes);
+  // Do not cut a UTF-8 sequence in half.
+  while (!text.empty() && (static_cast<unsigned char>(text.back()) & 0xC0) == 0x80) text.pop_back();
+  if (!text.empty() && static_cast<unsigned char>(text.back()) >= 0xC0) text.pop_back();
+  return {{"reason", reason},
+          {"id", doc.id},
+          {"url", doc.url},
+          {"source", doc.source_file},
+          {"source_offset", doc.source_offset},
+          {"language", doc.language},
+          {"language_score", doc.language_score},
+          {"truncated", doc.text.size() > max_bytes},
+          {"text", text},
+          {"metadata", doc.metadata}};
+}
+
+uint64_t file_size_or_zero(const std::string& p) {
+  std::error_code ec;
+  auto n = fs::file_size(p, ec);
+  return ec ? 0 : static_cast<uint64_t>(n);
+}
+
+// Runs one input file through the pipeline; returns its stats. Outputs are committed
+// only when the whole file went through.
+UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& ctx, Progress* progress) {
+  const PipelineConfig& cfg = ctx.cfg;
+  auto t0 = std::chrono::steady_clock::now();
+  UnitStats st;
+  st.inputs = {input};
+  st.input_bytes = file_size_or_zero(input);
+  const std::string name = unit_name(input);
+  std::map<std::string, std::unique_ptr<ZstdJsonlWriter>> writers;
+
+  DocumentReader reader(input, cfg.reader);
+  StageCounts& read_stage = st.stages["read"];
+  read_stage.bytes_in = st.input_bytes;
+  std::vector<StageCounts*> stage(kNumStages);
+  for (int s = 0; s < kNumStages; ++s) stage[s] = &st.stages[kStageNames[s]];
+  StageCounts& written = st.stages["output"];
+
+  const size_t batch_size = static_cast<size_t>(cfg.output.batch_size);
+  std::vector<Document> batch(batch_size);
+  std::vector<DocResult> results(batch_size);
+  uint64_t consumed_reported = 0;
+  bool more = true;
+  while (more) {
+    size_t n = 0;
+    while (n < batch_size && (more = reader.next(batch[n]))) ++n;
+    for (size_t i = 0; i < n; ++i) results[i] = DocResult{};
+    // (B docs) processed over the threads; each touches only its own slot.
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+      DocResult& r = results[static_cast<size_t>(i)];
+      try {
+        process_document(batch[static_cast<size_t>(i)], r, ctx, omp_get_thread_num());
+      } catch (const std::exception& e) {
+        r.error = e.what();
+      }
+    }
+    // Serial: counts, samples, writing in input order.
+    for (size_t i = 0; i < n; ++i) {
+      Document& doc = batch[i];
+      DocResult& r = results[i];
+      ++read_stage.docs_out;
+      read_stage.bytes_out += r.entry_bytes[kUrl];
+      if (!r.error.empty()) {
+        st.add_error(ReadError{doc.source_file, doc.source_offset, reader.format() == InputFormat::kJsonl,
+                               "processing_failed", r.error});
+        continue;
+      }
+      int last = r.drop_stage < 0 ? kNumStages - 1 : r.drop_stage;
+      for (int s = 0; s <= last; ++s) {
+        ++stage[s]->docs_in;
+        stage[s]->bytes_in += r.entry_bytes[s];
+        if (s < last || r.drop_stage < 0) {
+          ++stage[s]->docs_out;
+          stage[s]->bytes_out += r.entry_bytes[s + 1];
+        }
+      }
+      if (r.drop_stage >= 0) {
+        ++st.drops[r.reason];
+        st.drop_bytes[r.reason] += doc.text.size();
+        if (r.drop_stage == kLangId) ++st.dropped_languages[doc.language.empty() ? "un" : doc.language];
+        auto& samples = st.samples[r.reason];
+        if (!samples.is_array()) samples = nlohmann::json::array();
+        if (cfg.output.write_dropped_samples && samples.size() < cfg.output.dropped_samples_per_reason)
+          samples.push_back(sample_record(doc, r.reason, cfg.output.sample_max_bytes));
+        continue;
+      }
+      auto& w = writers[r.route];
+      if (!w) {
+        fs::path dir = out_dir / r.route;
+        fs::create_directories(dir);
+        w = std::make_unique<ZstdJsonlWriter>(dir / (name + ".jsonl.zst"), cfg.output.zstd_level);
+      }
+      w->write(output_record(doc));
+      ++written.docs_in;
+      ++written.docs_out;
+      written.bytes_in += doc.text.size();
+      written.bytes_out += doc.text.size();
+      ++st.kept_docs[r.route];
+      st.kept_bytes[r.route] += doc.text.size();
+    }
+    if (progress) {
+      uint64_t c = reader.bytes_consumed();
+      if (c > consumed_reported) progress->add(static_cast<int64_t>(c - consumed_reported));
+      consumed_reported = c;
+    }
+  }
+  if (progress && st.input_bytes > consumed_reported) progress->add(static_cast<int64_t>(st.input_bytes - consumed_reported));
+  for (const auto& e : reader.errors()) st.add_error(e);
+  st.skips = reader.skips();
+  read_stage.docs_in = read_stage.docs_out + st.skips.warc_non_response + st.skips.warc_payload_type + st.skips.empty +
+                       reader.errors().size();
+  for (auto& [route, w] : writers) w->commit();
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return st;
+}
+
+fs::path marker_path(const fs::path& out_dir, const std::string& input) {
+  return out_dir / ".done" / (unit_name(input) + ".json");
+}
+
+void write_report_files(const fs::path& out_dir, const RunReport& report, const std::string& suffix, bool samples,
+                        size_t samples_per_reason) {
+  nlohmann::json j = report;
+  write_file_atomic(out_dir / ("report" + suffix + ".json"), j.dump(2) + "\n");
+  write_file_atomic(out_dir / ("report" + suffix + ".txt"), format_report(report));
+  if (!samples) return;
+  fs::path dir = out_dir / "dropped_samples";
+  fs::create_directories(dir);
+  for (auto it = report.total.samples.begin(); it != report.total.samples.end(); ++it) {
+    std::string body;
+    size_t k = 0;
+    for (const auto& s : it.value()) {
+      if (k++ >= samples_per_reason) break;
+      body += s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      body += '\n';
+    }
+    std::string file = it.key();
+    for (char& c : file)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') c = '_';
+    write_file_atomic(dir / (file + suffix + ".jsonl"), body);
+  }
+}
+
+UnitStats load_marker(const fs::path& p) {
+  nlohmann::json j = nlohmann::json::parse(read_file(p), nullptr, false);
+  if (j.is_discarded()) throw Error("damaged done-marker").at(p.string()).fix("delete it to redo that input file");
+  UnitStats s;
+  from_json(j, s);
+  return s;
+}
+
+}  // namespace
+
+RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) {
+  if (options.out_dir.empty()) throw Error("no output directory").fix("pass --out DIR");
+  if (options.inputs.empty()) throw Error("no input").fix("pass --input FILE|DIR|GLOB (repeatable)");
+  std::vector<fs::path> all = expand_inputs(options.inputs);
+  std::vector<std::string> files;
+  for (const auto& p : all) files.push_back(p.string());
+  std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
+  std::vector<std::string> mine;
+  for (size_t i = 0; i < files.size(); ++i)
+    if (static_cast<int>(i % static_cast<size_t>(options.shard_count)) == options.shard_index) mine.push_back(files[i]);
+
+  fs::create_directories(options.out_dir / ".done");
+  RunReport report;
+  report.units_total = static_cast<int>(mine.size());
+  report.threads = num_threads();
+  report.shard = std::to_string(options.shard_index) + "/" + std::to_string(options.shard_count);
+
+  Context ctx{config, nullptr, {}};
+  if (config.url_filter.enabled) ctx.url_filter = std::make_unique<UrlFilter>(config.url_filter);
+  int slots = std::max({1, num_threads(), omp_get_max_threads()});
+  for (int t = 0; t < slots; ++t) ctx.scrubbers.emplace_back(config.pii);
+
+  std::vector<std::string> todo;
+  uint64_t todo_bytes = 0;
+  for (const auto& f : mine) {
+    fs::path m = marker_path(options.out_dir, f);
+    if (fs::exists(m)) {
+      report.total.merge(load_marker(m), config.output.dropped_samples_per_reason);
+      ++report.units_skipped;
+    } else {
+      todo.push_back(f);
+      todo_bytes += file_size_or_zero(f);
+    }
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  Progress progress("data run", static_cast<int64_t>(todo_bytes), "B", options.progress);
+  for (const auto& f : todo) {
+    UnitStats st;
+    try {
+      st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr);
+    } catch (const Error& e) {
+      if (e.file() != f) throw;  // not about this input (e.g. the output disk is full): stop
+      // The input cannot be read at all (vanished, unreadable): count it, go on, and leave
+      // no done-marker so that a rerun tries it again.
+      UnitStats failed;
+      failed.inputs = {f};
+      failed.add_error(ReadError{f, 0, false, "input_unreadable", e.what()});
+      report.total.merge(failed, config.output.dropped_samples_per_reason);
+      continue;
+    }
+    nlohmann::json j = st;
+    write_file_atomic(marker_path(options.out_dir, f), j.dump(1) + "\n");
+    report.total.merge(st, config.output.dropped_samples_per_reason);
+    ++report.units_run;
+    report.bytes_run += st.input_bytes;
+  }
+  progress.finish();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (options.write_report) {
+    std::string suffix = options.shard_count > 1 ? ".shard-" + std::to_string(options.shard_index) + "-of-" +
+                                                       std::to_string(options.shard_count)
+                                                 : "";
+    write_report_files(options.out_dir, report, suffix, config.output.write_dropped_samples,
+                       config.output.dropped_samples_per_reason);
+  }
+  return report;
+}
+
+RunReport merge_reports(const fs::path& out_dir, size_t samples_per_reason) {
+  fs::path done = out_dir / ".done";
+  if (!fs::is_directory(done))
+    throw Error("no finished pipeline output here (no .done/ folder)").at(out_dir.string()).fix("run `aji data run --out DIR` first");
+  std::vector<fs::path> markers;
+  for (const auto& e : fs::directory_iterator(done))
+    if (e.is_regular_file() && e.path().extension() == ".json") markers.push_back(e.path());
+  std::sort(markers.begin(), markers.end());
+  RunReport report;
+  for (const auto& m : markers) {
+    UnitStats s = load_marker(m);
+    report.total.merge(s, samples_per_reason);
+    report.seconds += s.seconds;
+    report.bytes_run += s.input_bytes;
+  }
+  report.units_total = static_cast<int>(markers.size());
+  report.units_run = 0;
+  report.units_skipped = static_cast<int>(markers.size());
+  report.threads = 1;  // seconds here is the sum over units, i.e. per-thread-ish time
+  write_report_files(out_dir, report, "", true, samples_per_reason);
+  return report;
+}
+
+}  // namespace aji::data
