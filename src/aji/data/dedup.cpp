@@ -24,6 +24,7 @@ namespace aji::data {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
 
 namespace {
 
@@ -431,7 +432,7 @@ struct DocReader {
   DocReader(std::vector<fs::path> f, DedupStats* s) : files(std::move(f)), stats(s) {}
 
   // Returns false at the end. `line` stays valid until the next call.
-  bool next(std::string_view& line, json& doc) {
+  bool next(std::string_view& line, ordered_json& doc) {
     for (;;) {
       if (!reader) {
         if (file_i >= files.size()) return false;
@@ -442,7 +443,7 @@ struct DocReader {
         continue;
       }
       if (strip_python(line).empty()) continue;
-      doc = json::parse(line.begin(), line.end(), nullptr, false);
+      doc = ordered_json::parse(line.begin(), line.end(), nullptr, false);
       if (doc.is_discarded() || !doc.is_object() || !doc.contains("text") || !doc["text"].is_string()) {
         stats->bad_lines++;
         if (warned++ < 5)
@@ -700,7 +701,7 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
   std::vector<char> has_exact(kBatch);
   uint32_t doc_index = 0;
   std::string_view line;
-  json doc;
+  ordered_json doc;  // keeps the input's key order in the output
   bool more = true;
   std::vector<uint8_t> rec(sig_record);
   while (more) {
@@ -953,7 +954,7 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
   std::vector<fs::path> files = shard_files(inputs, shard);
   DocReader reader(files, &st);
   std::string_view line;
-  json doc;
+  ordered_json doc;  // keeps the input's key order in the output
   uint32_t doc_index = 0;
   size_t ri = 0;
   std::string buf;
@@ -965,10 +966,10 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
       continue;
     }
     auto it = cluster_size.find(doc_index);
-    json& meta = doc["metadata"];
-    if (!meta.is_object()) meta = json::object();
+    ordered_json& meta = doc["metadata"];
+    if (!meta.is_object()) meta = ordered_json::object();
     meta["minhash_cluster_size"] = it == cluster_size.end() ? 1u : it->second;
-    buf = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+    buf = doc.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
     buf.push_back('\n');
     out.write(buf);
     st.kept++;
