@@ -276,3 +276,24 @@ TEST(DedupCli, StepsAndRunFromTheCommandLine) {
   EXPECT_EQ(aji::test::run_command(bin + " data dedup signatures -i " + in + " --out " + m + "/s2 --shard 2/2 2>&1", &out), 1);
   EXPECT_NE(out.find("fix:"), std::string::npos);
 }
+
+TEST(DedupPipeline, ExternalSortSpillsGiveTheSameResult) {
+  aji::test::TempDir tmp;
+  aji::Rng rng(21);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 150; ++i) texts.push_back(random_doc(rng, 40));
+  for (int i = 0; i < 30; ++i) texts.push_back(texts[size_t(i * 3)]);
+  write_jsonl(tmp.path() / "in.jsonl", texts);
+  MinhashConfig in_memory, spilling;
+  spilling.sort_buffer_mb = 0;  // runs of 16 records, merged from disk
+  DedupStats a = dedup_run({tmp.path() / "in.jsonl"}, tmp.path() / "a", in_memory);
+  DedupStats b = dedup_run({tmp.path() / "in.jsonl"}, tmp.path() / "b", spilling);
+  EXPECT_EQ(a.removed, 30);
+  EXPECT_EQ(b.removed, 30);
+  EXPECT_EQ(aji::read_file(tmp.path() / "a" / "sigs" / "bucket_003" / "00000.minhash.sig"),
+            aji::read_file(tmp.path() / "b" / "sigs" / "bucket_003" / "00000.minhash.sig"));
+  EXPECT_EQ(read_out(tmp.path() / "a" / "out"), read_out(tmp.path() / "b" / "out"));
+  // No run files are left behind.
+  for (const auto& e : std::filesystem::recursive_directory_iterator(tmp.path() / "b"))
+    EXPECT_EQ(e.path().string().find(".run"), std::string::npos) << e.path();
+}

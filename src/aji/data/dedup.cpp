@@ -343,15 +343,16 @@ void to_json(json& j, const MinhashConfig& c) {
            {"hashes_per_bucket", c.hashes_per_bucket},
            {"seed", c.seed},
            {"hash", c.hash == ShingleHash::kSha1 ? "sha1" : "xxhash"},
-           {"exact_dedup", c.exact_dedup}};
+           {"exact_dedup", c.exact_dedup},
+           {"sort_buffer_mb", c.sort_buffer_mb}};
 }
 void from_json(const json& j, MinhashConfig& c) {
   if (!j.is_object()) throw Error("MinHash config must be a JSON object");
   for (const auto& [k, v] : j.items()) {
     if (k != "n_grams" && k != "num_buckets" && k != "hashes_per_bucket" && k != "seed" && k != "hash" &&
-        k != "exact_dedup")
+        k != "exact_dedup" && k != "sort_buffer_mb")
       throw Error("unknown key '" + k + "' in MinHash config")
-          .fix("known keys: n_grams, num_buckets, hashes_per_bucket, seed, hash, exact_dedup");
+          .fix("known keys: n_grams, num_buckets, hashes_per_bucket, seed, hash, exact_dedup, sort_buffer_mb");
   }
   try {
     c.n_grams = j.value("n_grams", c.n_grams);
@@ -359,6 +360,7 @@ void from_json(const json& j, MinhashConfig& c) {
     c.hashes_per_bucket = j.value("hashes_per_bucket", c.hashes_per_bucket);
     c.seed = j.value("seed", c.seed);
     c.exact_dedup = j.value("exact_dedup", c.exact_dedup);
+    c.sort_buffer_mb = j.value("sort_buffer_mb", c.sort_buffer_mb);
     std::string h = j.value("hash", std::string(c.hash == ShingleHash::kSha1 ? "sha1" : "xxhash"));
     if (h == "sha1") c.hash = ShingleHash::kSha1;
     else if (h == "xxhash" || h == "xxh64") c.hash = ShingleHash::kXxh64;
@@ -462,7 +464,7 @@ struct DocReader {
 class RecordSorter {
  public:
   RecordSorter(fs::path out, size_t record_size, size_t max_buffer_bytes)
-      : out_(std::move(out)), rs_(record_size), max_records_(std::max<size_t>(1024, max_buffer_bytes / record_size)) {}
+      : out_(std::move(out)), rs_(record_size), max_records_(std::max<size_t>(16, max_buffer_bytes / record_size)) {}
   ~RecordSorter() {
     std::error_code ec;
     for (const fs::path& r : runs_) fs::remove(r, ec);
@@ -668,8 +670,9 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
   const size_t sig_record = size_t(R) * 8 + 4;
   for (int b = 0; b < B; ++b) fs::create_directories(sigs_dir / ("bucket_" + band_name(b)));
   fs::create_directories(sigs_dir / "exact");
-  // Memory bound: ~256 MB of buffered records per shard, split over the bands.
-  const size_t budget = size_t(256) << 20;
+  // Memory bound: sort_buffer_mb of buffered records per shard, split over the bands.
+  // (0 = spill every 16 records: exercises the external merge in tests.)
+  const size_t budget = size_t(std::max<int64_t>(0, config.sort_buffer_mb)) << 20;
   std::vector<std::unique_ptr<RecordSorter>> sorters;
   for (int b = 0; b < B; ++b)
     sorters.push_back(std::make_unique<RecordSorter>(
