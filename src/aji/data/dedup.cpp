@@ -513,12 +513,18 @@ class RecordSorter {
   }
   void spill() {
     if (buf_.empty()) return;
+    // Runs are scratch files (removed after the merge): plain buffered writes, no fsync.
     fs::path run = out_;
     run += ".run" + std::to_string(runs_.size());
-    AtomicFileWriter w(run);
-    write_sorted(w);
-    w.commit();
+    struct PlainWriter {
+      std::ofstream f;
+      void write(const void* p, size_t n) { f.write(static_cast<const char*>(p), std::streamsize(n)); }
+    } w{std::ofstream(run, std::ios::binary | std::ios::trunc)};
+    if (!w.f) throw Error("cannot write " + run.string()).fix("check free disk space and permissions");
     runs_.push_back(run);
+    write_sorted(w);
+    w.f.close();
+    if (!w.f) throw Error("write failed: " + run.string()).fix("check free disk space");
   }
   void merge_runs() {
     struct Src {
