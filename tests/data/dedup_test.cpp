@@ -247,3 +247,53 @@ TEST(DedupPipeline, ErrorsNameTheProblem) {
     EXPECT_NE(e.file().find("00000.minhash.sig"), std::string::npos);
   }
 }
+
+TEST(DedupCli, StepsAndRunFromTheCommandLine) {
+  aji::test::TempDir tmp;
+  aji::Rng rng(11);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 20; ++i) texts.push_back(random_doc(rng, 100));
+  texts.push_back(texts[3]);
+  texts.push_back(texts[5] + " and one more sentence here");
+  std::filesystem::create_directories(tmp.path() / "in");
+  write_jsonl(tmp.path() / "in" / "x.jsonl", texts);
+  std::string bin = AJI_BINARY, in = (tmp.path() / "in").string(), w = (tmp.path() / "w").string(), out;
+  ASSERT_EQ(aji::test::run_command(bin + " data dedup run --input " + in + " --out " + w + " 2>/dev/null", &out), 0);
+  EXPECT_NE(out.find("\"removed\":2"), std::string::npos) << out;
+  EXPECT_EQ(read_out(tmp.path() / "w" / "out").size(), 20u);
+  // Step by step with two shards of one file: shard 1 is empty, nothing breaks.
+  std::string m = (tmp.path() / "m").string();
+  for (int s = 0; s < 2; ++s)
+    ASSERT_EQ(aji::test::run_command(bin + " data dedup signatures -i " + in + " --out " + m + "/sigs --shard " +
+                                         std::to_string(s) + "/2 2>/dev/null", &out), 0);
+  ASSERT_EQ(aji::test::run_command(bin + " data dedup buckets --sigs " + m + "/sigs --out " + m + "/buckets", &out), 0);
+  ASSERT_EQ(aji::test::run_command(bin + " data dedup clusters --buckets " + m + "/buckets --out " + m + "/clusters", &out), 0);
+  for (int s = 0; s < 2; ++s)
+    ASSERT_EQ(aji::test::run_command(bin + " data dedup filter -i " + in + " --clusters " + m + "/clusters --out " + m +
+                                         "/out --shard " + std::to_string(s) + "/2", &out), 0);
+  EXPECT_EQ(read_out(tmp.path() / "m" / "out").size(), 20u);
+  // Bad usage is an error with a fix, exit code 1.
+  EXPECT_EQ(aji::test::run_command(bin + " data dedup signatures -i " + in + " --out " + m + "/s2 --shard 2/2 2>&1", &out), 1);
+  EXPECT_NE(out.find("fix:"), std::string::npos);
+}
+
+TEST(DedupPipeline, ExternalSortSpillsGiveTheSameResult) {
+  aji::test::TempDir tmp;
+  aji::Rng rng(21);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 150; ++i) texts.push_back(random_doc(rng, 40));
+  for (int i = 0; i < 30; ++i) texts.push_back(texts[size_t(i * 3)]);
+  write_jsonl(tmp.path() / "in.jsonl", texts);
+  MinhashConfig in_memory, spilling;
+  spilling.sort_buffer_mb = 0;  // runs of 16 records, merged from disk
+  DedupStats a = dedup_run({tmp.path() / "in.jsonl"}, tmp.path() / "a", in_memory);
+  DedupStats b = dedup_run({tmp.path() / "in.jsonl"}, tmp.path() / "b", spilling);
+  EXPECT_EQ(a.removed, 30);
+  EXPECT_EQ(b.removed, 30);
+  EXPECT_EQ(aji::read_file(tmp.path() / "a" / "sigs" / "bucket_003" / "00000.minhash.sig"),
+            aji::read_file(tmp.path() / "b" / "sigs" / "bucket_003" / "00000.minhash.sig"));
+  EXPECT_EQ(read_out(tmp.path() / "a" / "out"), read_out(tmp.path() / "b" / "out"));
+  // No run files are left behind.
+  for (const auto& e : std::filesystem::recursive_directory_iterator(tmp.path() / "b"))
+    EXPECT_EQ(e.path().string().find(".run"), std::string::npos) << e.path();
+}

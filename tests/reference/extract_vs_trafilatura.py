@@ -112,6 +112,10 @@ def main():
     if rows:
         print(f"{'ALL':34s} {len(rows):5d} {statistics.mean(r['f1'] for r in rows):8.3f} "
               f"{statistics.median(r['f1'] for r in rows):7.3f} {min(r['f1'] for r in rows):6.3f}")
+        ne = [r for r in rows if r["traf_tokens"] > 0]
+        if ne:
+            print(f"{'ALL where trafilatura kept text':34s} {len(ne):5d} {statistics.mean(r['f1'] for r in ne):8.3f} "
+                  f"{statistics.median(r['f1'] for r in ne):7.3f}   ({len(rows) - len(ne)} pages: trafilatura returned nothing)")
         print(f"(trafilatura took {t_traf:.1f} s for {len(rows)} pages)")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1, ensure_ascii=False))

@@ -24,6 +24,7 @@ namespace aji::data {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
 
 namespace {
 
@@ -60,6 +61,12 @@ std::string simplify(std::string_view text, bool numbers) {
   a.reserve(lower.size());
   size_t i = 0;
   while (i < lower.size()) {
+    unsigned char c0 = static_cast<unsigned char>(lower[i]);
+    if (c0 < 0x80 && !(c0 >= '0' && c0 <= '9')) {  // ASCII fast path
+      a.push_back(is_simplify_punct(c0) ? ' ' : char(c0));
+      ++i;
+      continue;
+    }
     size_t b = i;
     char32_t c = next_code_point(lower, i);
     if (numbers && is_nd(c)) {
@@ -336,15 +343,16 @@ void to_json(json& j, const MinhashConfig& c) {
            {"hashes_per_bucket", c.hashes_per_bucket},
            {"seed", c.seed},
            {"hash", c.hash == ShingleHash::kSha1 ? "sha1" : "xxhash"},
-           {"exact_dedup", c.exact_dedup}};
+           {"exact_dedup", c.exact_dedup},
+           {"sort_buffer_mb", c.sort_buffer_mb}};
 }
 void from_json(const json& j, MinhashConfig& c) {
   if (!j.is_object()) throw Error("MinHash config must be a JSON object");
   for (const auto& [k, v] : j.items()) {
     if (k != "n_grams" && k != "num_buckets" && k != "hashes_per_bucket" && k != "seed" && k != "hash" &&
-        k != "exact_dedup")
+        k != "exact_dedup" && k != "sort_buffer_mb")
       throw Error("unknown key '" + k + "' in MinHash config")
-          .fix("known keys: n_grams, num_buckets, hashes_per_bucket, seed, hash, exact_dedup");
+          .fix("known keys: n_grams, num_buckets, hashes_per_bucket, seed, hash, exact_dedup, sort_buffer_mb");
   }
   try {
     c.n_grams = j.value("n_grams", c.n_grams);
@@ -352,6 +360,7 @@ void from_json(const json& j, MinhashConfig& c) {
     c.hashes_per_bucket = j.value("hashes_per_bucket", c.hashes_per_bucket);
     c.seed = j.value("seed", c.seed);
     c.exact_dedup = j.value("exact_dedup", c.exact_dedup);
+    c.sort_buffer_mb = j.value("sort_buffer_mb", c.sort_buffer_mb);
     std::string h = j.value("hash", std::string(c.hash == ShingleHash::kSha1 ? "sha1" : "xxhash"));
     if (h == "sha1") c.hash = ShingleHash::kSha1;
     else if (h == "xxhash" || h == "xxh64") c.hash = ShingleHash::kXxh64;
@@ -425,7 +434,7 @@ struct DocReader {
   DocReader(std::vector<fs::path> f, DedupStats* s) : files(std::move(f)), stats(s) {}
 
   // Returns false at the end. `line` stays valid until the next call.
-  bool next(std::string_view& line, json& doc) {
+  bool next(std::string_view& line, ordered_json& doc) {
     for (;;) {
       if (!reader) {
         if (file_i >= files.size()) return false;
@@ -436,7 +445,7 @@ struct DocReader {
         continue;
       }
       if (strip_python(line).empty()) continue;
-      doc = json::parse(line.begin(), line.end(), nullptr, false);
+      doc = ordered_json::parse(line.begin(), line.end(), nullptr, false);
       if (doc.is_discarded() || !doc.is_object() || !doc.contains("text") || !doc["text"].is_string()) {
         stats->bad_lines++;
         if (warned++ < 5)
@@ -455,7 +464,7 @@ struct DocReader {
 class RecordSorter {
  public:
   RecordSorter(fs::path out, size_t record_size, size_t max_buffer_bytes)
-      : out_(std::move(out)), rs_(record_size), max_records_(std::max<size_t>(1024, max_buffer_bytes / record_size)) {}
+      : out_(std::move(out)), rs_(record_size), max_records_(std::max<size_t>(16, max_buffer_bytes / record_size)) {}
   ~RecordSorter() {
     std::error_code ec;
     for (const fs::path& r : runs_) fs::remove(r, ec);
@@ -504,12 +513,18 @@ class RecordSorter {
   }
   void spill() {
     if (buf_.empty()) return;
+    // Runs are scratch files (removed after the merge): plain buffered writes, no fsync.
     fs::path run = out_;
     run += ".run" + std::to_string(runs_.size());
-    AtomicFileWriter w(run);
-    write_sorted(w);
-    w.commit();
+    struct PlainWriter {
+      std::ofstream f;
+      void write(const void* p, size_t n) { f.write(static_cast<const char*>(p), std::streamsize(n)); }
+    } w{std::ofstream(run, std::ios::binary | std::ios::trunc)};
+    if (!w.f) throw Error("cannot write " + run.string()).fix("check free disk space and permissions");
     runs_.push_back(run);
+    write_sorted(w);
+    w.f.close();
+    if (!w.f) throw Error("write failed: " + run.string()).fix("check free disk space");
   }
   void merge_runs() {
     struct Src {
@@ -661,8 +676,9 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
   const size_t sig_record = size_t(R) * 8 + 4;
   for (int b = 0; b < B; ++b) fs::create_directories(sigs_dir / ("bucket_" + band_name(b)));
   fs::create_directories(sigs_dir / "exact");
-  // Memory bound: ~256 MB of buffered records per shard, split over the bands.
-  const size_t budget = size_t(256) << 20;
+  // Memory bound: sort_buffer_mb of buffered records per shard, split over the bands.
+  // (0 = spill every 16 records: exercises the external merge in tests.)
+  const size_t budget = size_t(std::max<int64_t>(0, config.sort_buffer_mb)) << 20;
   std::vector<std::unique_ptr<RecordSorter>> sorters;
   for (int b = 0; b < B; ++b)
     sorters.push_back(std::make_unique<RecordSorter>(
@@ -672,9 +688,15 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
                             budget / size_t(B + 1));
 
   std::vector<fs::path> files = shard_files(inputs, shard);
+  // Progress counts decompressed JSONL bytes; the total is known only for plain files.
   int64_t total_bytes = 0;
   for (const fs::path& f : files) {
     std::error_code ec;
+    std::string ext = f.extension().string();
+    if (ext == ".gz" || ext == ".zst") {
+      total_bytes = -1;
+      break;
+    }
     total_bytes += int64_t(fs::file_size(f, ec));
   }
   Progress progress("dedup signatures " + std::to_string(shard.index) + "/" + std::to_string(shard.count),
@@ -688,7 +710,7 @@ DedupStats dedup_signatures(const std::vector<fs::path>& inputs, ShardSpec shard
   std::vector<char> has_exact(kBatch);
   uint32_t doc_index = 0;
   std::string_view line;
-  json doc;
+  ordered_json doc;  // keeps the input's key order in the output
   bool more = true;
   std::vector<uint8_t> rec(sig_record);
   while (more) {
@@ -941,7 +963,7 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
   std::vector<fs::path> files = shard_files(inputs, shard);
   DocReader reader(files, &st);
   std::string_view line;
-  json doc;
+  ordered_json doc;  // keeps the input's key order in the output
   uint32_t doc_index = 0;
   size_t ri = 0;
   std::string buf;
@@ -953,10 +975,10 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
       continue;
     }
     auto it = cluster_size.find(doc_index);
-    json& meta = doc["metadata"];
-    if (!meta.is_object()) meta = json::object();
+    ordered_json& meta = doc["metadata"];
+    if (!meta.is_object()) meta = ordered_json::object();
     meta["minhash_cluster_size"] = it == cluster_size.end() ? 1u : it->second;
-    buf = doc.dump(-1, ' ', false, json::error_handler_t::replace);
+    buf = doc.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
     buf.push_back('\n');
     out.write(buf);
     st.kept++;

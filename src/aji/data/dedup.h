@@ -41,6 +41,8 @@ struct MinhashConfig {
   uint64_t seed = 1;
   ShingleHash hash = ShingleHash::kSha1;  // FineWeb used sha1; FineWeb-2 xxhash64
   bool exact_dedup = true;  // also drop documents whose normalised text is identical
+  // Memory for sorting one shard's signatures before spilling sorted runs to disk.
+  int64_t sort_buffer_mb = 256;
   int num_hashes() const { return num_buckets * hashes_per_bucket; }
 };
 void to_json(nlohmann::json& j, const MinhashConfig& c);

@@ -475,10 +475,58 @@ const GumboNode* find_tag(const GumboNode* node, GumboTag tag) {
   return nullptr;
 }
 
+// Pages with tens of thousands of unclosed elements would make gumbo (whose tree code is
+// recursive) overflow the stack; they are never real content, so a plain tag stripper
+// is enough for them.
+bool pathologically_nested(std::string_view html) {
+  int64_t opens = 0, closes = 0;
+  for (size_t i = 0; i + 1 < html.size(); ++i) {
+    if (html[i] != '<') continue;
+    if (html[i + 1] == '/') ++closes;
+    else if (std::isalpha(static_cast<unsigned char>(html[i + 1]))) ++opens;
+  }
+  return opens - closes > 20000;
+}
+
+std::string strip_tags(std::string_view html) {
+  std::string out;
+  size_t i = 0;
+  while (i < html.size()) {
+    if (html[i] == '<') {
+      size_t e = html.find('>', i);
+      if (e == std::string_view::npos) break;
+      std::string tag = lower_ascii(std::string(html.substr(i + 1, std::min<size_t>(e - i - 1, 10))).c_str());
+      for (const char* skip : {"script", "style"}) {
+        if (tag.rfind(skip, 0) == 0) {
+          size_t close = html.find(std::string("</") + skip, e);
+          e = close == std::string_view::npos ? html.size() - 1 : html.find('>', close);
+          if (e == std::string_view::npos) e = html.size() - 1;
+        }
+      }
+      if (!out.empty() && out.back() != ' ') out += ' ';
+      i = e + 1;
+      continue;
+    }
+    char c = html[i++];
+    if (is_space(c)) {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (!out.empty() && out.front() == ' ') out.erase(0, 1);
+  return out;
+}
+
 }  // namespace
 
 ExtractResult extract_main_text(std::string_view html, const ExtractConfig& config) {
   ExtractResult result;
+  if (pathologically_nested(html)) {
+    result.text = strip_tags(html);
+    return result;
+  }
   GumboOptions options = kGumboDefaultOptions;
   options.max_errors = 0;  // we never look at parse errors; recording them costs time
   // gumbo's tree depth is bounded by its own limits; deep nesting is flattened by the

@@ -84,11 +84,14 @@ char32_t last_code_point(std::string_view s) {
 }
 
 // Words joined with a separator in one buffer, so that any run of n consecutive words
-// joined is a contiguous view (an n-gram key without copying).
+// joined is a contiguous view (an n-gram key without copying), with polynomial prefix
+// hashes so that each n-gram's hash costs O(1) instead of O(its length).
 struct JoinedWords {
+  static constexpr uint64_t kBase = 0x100000001B3ULL;
   std::string buf;
-  std::vector<size_t> begin;   // (n_words + 1) byte offsets of each word in buf
+  std::vector<size_t> begin;       // (n_words + 1) byte offsets of each word in buf
   std::vector<int64_t> cp_prefix;  // (n_words + 1) prefix sums of code-point lengths
+  std::vector<uint64_t> pre, pw;   // (bytes + 1) prefix hashes and powers of kBase (mod 2^64)
   size_t sep = 0;
   JoinedWords(const std::vector<std::string_view>& words, std::string_view separator) {
     sep = separator.size();
@@ -102,29 +105,67 @@ struct JoinedWords {
       cp_prefix.push_back(cp_prefix.back() + int64_t(utf8_length(words[i])));
     }
     begin.push_back(buf.size() + sep);
+    pre.resize(buf.size() + 1);
+    pw.resize(buf.size() + 1);
+    pre[0] = 0;
+    pw[0] = 1;
+    for (size_t i = 0; i < buf.size(); ++i) {
+      pre[i + 1] = pre[i] * kBase + static_cast<unsigned char>(buf[i]) + 1;
+      pw[i + 1] = pw[i] * kBase;
+    }
   }
   std::string_view ngram(size_t i, size_t n) const { return std::string_view(buf).substr(begin[i], begin[i + n] - sep - begin[i]); }
+  uint64_t ngram_hash(size_t i, size_t n) const {
+    size_t b = begin[i], e = begin[i + n] - sep;
+    uint64_t h = pre[e] - pre[b] * pw[e - b];
+    return h ^ (h >> 29);
+  }
   int64_t ngram_len(size_t i, size_t n) const { return cp_prefix[i + n] - cp_prefix[i] + int64_t(sep) * int64_t(n - 1); }
+};
+
+// Open-addressing table of n-grams (start word index + precomputed hash); equality is
+// decided on the joined text, so results are exactly Python's set/Counter semantics.
+struct NgramTable {
+  std::vector<uint64_t> hashes;
+  std::vector<uint32_t> slot;  // word index + 1; 0 = empty
+  std::vector<uint32_t> count;
+  size_t mask = 0;
+  explicit NgramTable(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    hashes.assign(cap, 0);
+    slot.assign(cap, 0);
+    count.assign(cap, 0);
+    mask = cap - 1;
+  }
+  // Returns the table position of n-gram i (inserting it if new) and whether it existed.
+  std::pair<size_t, bool> find_or_insert(const JoinedWords& jw, size_t i, size_t n) {
+    uint64_t h = jw.ngram_hash(i, n);
+    std::string_view g = jw.ngram(i, n);
+    size_t p = size_t(h * 0x9E3779B97F4A7C15ULL >> 20) & mask;
+    while (slot[p] != 0) {
+      if (hashes[p] == h && jw.ngram(slot[p] - 1, n) == g) return {p, true};
+      p = (p + 1) & mask;
+    }
+    slot[p] = uint32_t(i + 1);
+    hashes[p] = h;
+    return {p, false};
+  }
 };
 
 // find_top_duplicate: count × len of the most common n-gram (first inserted on ties).
 int64_t top_ngram_chars(const JoinedWords& jw, size_t n_words, size_t n) {
-  struct Entry {
-    int64_t count;
-    size_t first;
-  };
-  std::unordered_map<std::string_view, Entry> counts;
-  counts.reserve(n_words * 2);
-  for (size_t i = 0; i + n <= n_words; ++i) {
-    auto [it, inserted] = counts.try_emplace(jw.ngram(i, n), Entry{0, i});
-    it->second.count++;
-  }
+  NgramTable t(n_words);
   int64_t best_count = -1;
   size_t best_first = 0;
-  for (const auto& [k, e] : counts) {
-    if (e.count > best_count || (e.count == best_count && e.first < best_first)) {
-      best_count = e.count;
-      best_first = e.first;
+  for (size_t i = 0; i + n <= n_words; ++i) {
+    auto [p, existed] = t.find_or_insert(jw, i, n);
+    (void)existed;
+    int64_t c = ++t.count[p];
+    size_t first = t.slot[p] - 1;
+    if (c > best_count || (c == best_count && first < best_first)) {
+      best_count = c;
+      best_first = first;
     }
   }
   return best_count * jw.ngram_len(best_first, n);
@@ -132,17 +173,14 @@ int64_t top_ngram_chars(const JoinedWords& jw, size_t n_words, size_t n) {
 
 // find_all_duplicate: characters of n-grams ("".join) seen before, jumping n words.
 int64_t all_duplicate_chars(const JoinedWords& jw, size_t n_words, size_t n) {
-  std::unordered_set<std::string_view> unique;
-  unique.reserve(n_words * 2);
+  NgramTable t(n_words);
   int64_t repeated = 0;
   size_t idx = 0;
   while (n_words >= n && idx < n_words - n + 1) {
-    std::string_view g = jw.ngram(idx, n);
-    if (unique.count(g)) {
+    if (t.find_or_insert(jw, idx, n).second) {
       repeated += jw.ngram_len(idx, n);
       idx += n;
     } else {
-      unique.insert(g);
       idx += 1;
     }
   }

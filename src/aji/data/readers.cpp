@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -234,6 +235,7 @@ DecodeResult decode_to_utf8(std::string_view bytes, std::string_view declared_ch
   if (bytes.size() >= 3 && std::memcmp(bytes.data(), "\xEF\xBB\xBF", 3) == 0) {
     bytes.remove_prefix(3);
     r.charset = "utf-8";
+    r.bom = true;
     r.replaced = repair_utf8(bytes, r.text);
     return r;
   }
@@ -390,6 +392,7 @@ struct ByteSource {
     return best;
   }
   void prune(uint64_t dpos) {
+    while (!gaps.empty() && gaps.front() + 1 < dpos) gaps.erase(gaps.begin());
     size_t keep = 0;
     while (keep + 1 < members.size() && members[keep + 1].first <= dpos) ++keep;
     if (keep > 0) members.erase(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(keep));
@@ -454,9 +457,18 @@ struct ByteSource {
     }
   }
 
+  // Decompressed offsets where damaged data ends and good data resumes.
+  std::vector<uint64_t> gaps;
   void mark_gap() {
     ++gap_count;
     last_gap_at = produced;
+    gaps.push_back(produced);
+  }
+  // First gap strictly inside (from, to), or 0 if none.
+  uint64_t gap_within(uint64_t from, uint64_t to) const {
+    for (uint64_t g : gaps)
+      if (g > from && g < to) return g;
+    return 0;
   }
 
   size_t read(char* out, size_t n) {
@@ -613,20 +625,28 @@ struct DocumentReader::Impl {
   bool next_whole_file(Document& doc) {
     if (done) return false;
     done = true;
-    std::string bytes;
+    std::string bytes = buf.substr(pos);  // what format sniffing already read
+    buf.clear();
+    pos = 0;
     uint64_t limit = opt.max_document_bytes;
     std::vector<char> chunk(1 << 20);
+    uint64_t total = bytes.size();
     for (;;) {
+      if (total > limit) {  // keep counting, stop buffering
+        size_t got = src.read(chunk.data(), chunk.size());
+        if (got == 0) break;
+        total += got;
+        continue;
+      }
       size_t got = src.read(chunk.data(), chunk.size());
       if (got == 0) break;
-      if (bytes.size() + got > limit) {
-        uint64_t total = bytes.size() + got;
-        while ((got = src.read(chunk.data(), chunk.size())) > 0) total += got;
-        error(0, "document_too_large",
-              "document of " + std::to_string(total) + " bytes is over max_document_bytes=" + std::to_string(limit));
-        return false;
-      }
-      bytes.append(chunk.data(), got);
+      total += got;
+      if (total <= limit) bytes.append(chunk.data(), got);
+    }
+    if (total > limit) {
+      error(0, "document_too_large",
+            "document of " + std::to_string(total) + " bytes is over max_document_bytes=" + std::to_string(limit));
+      return false;
     }
     if (bytes.empty()) {
       ++skips.empty;
@@ -662,6 +682,14 @@ struct DocumentReader::Impl {
         line = std::string_view(base + pos, end - pos);
         pos = end + 1;
         ++line_number;
+        if (line.size() > opt.max_document_bytes) {
+          error(static_cast<uint64_t>(line_number), "document_too_large",
+                "line of " + std::to_string(line.size()) + " bytes is over max_document_bytes=" +
+                    std::to_string(opt.max_document_bytes),
+                true);
+          search_from = pos;
+          continue;
+        }
         return true;
       }
       size_t have = buf.size() - pos;
@@ -775,7 +803,8 @@ struct DocumentReader::Impl {
       size_t found = v.find("WARC/");
       while (found != std::string_view::npos && found > 0 && v[found - 1] != '\n') found = v.find("WARC/", found + 1);
       std::string_view skipped = v.substr(0, found == std::string_view::npos ? v.size() - 8 : found);
-      if (!trim(skipped).empty())
+      bool damaged = src.gap_within(buf_base + pos, buf_base + pos + skipped.size() + 1) != 0;
+      if (!trim(skipped).empty() && !damaged)
         error(here(), "warc_garbage", "skipped " + std::to_string(skipped.size()) + " bytes before a WARC record");
       pos += skipped.size();
       if (found != std::string_view::npos) {
@@ -791,18 +820,14 @@ struct DocumentReader::Impl {
     }
   }
 
-  // After a damaged record: continue at the next "WARC/1." after `from` (a buffer index).
-  void resync_after(size_t from) {
-    size_t gap_index = 0;
-    if (src.last_gap_at > buf_base) gap_index = static_cast<size_t>(src.last_gap_at - buf_base);
-    size_t start = std::max(from, std::min(gap_index, buf.size()));
+  // After a damaged record: continue at the next "WARC/1." after `from` (a buffer
+  // index), or right after the decompression gap `gap` (a stream offset) if there is one:
+  // that is where the next intact gzip member starts.
+  void resync_after(size_t from, uint64_t gap) {
+    size_t start = from;
+    if (gap > buf_base) start = std::max(from, static_cast<size_t>(std::min<uint64_t>(gap - buf_base, buf.size())));
     std::string_view v(buf);
     size_t found = v.find("WARC/1.", start);
-    // Prefer a record start right after the gap (the next intact gzip member).
-    if (gap_index > from && gap_index < buf.size()) {
-      size_t g = v.find("WARC/1.", gap_index);
-      if (g != std::string_view::npos) found = g;
-    }
     pos = found == std::string_view::npos ? buf.size() : found;
   }
 
@@ -884,7 +909,7 @@ struct DocumentReader::Impl {
     for (;;) {
       if (!seek_record_start()) return false;
       uint64_t record_off = here();
-      uint64_t gaps_before = src.gap_count;
+      const uint64_t record_d = buf_base + pos;  // decompressed offset of the record start
       size_t record_start = pos;
       // Headers end at the first blank line.
       size_t hdr_end = std::string::npos;
@@ -903,6 +928,13 @@ struct DocumentReader::Impl {
         }
         if (buf.size() - pos < want || want > (1u << 20)) break;
       }
+      // A decompression gap inside the header: the record is damaged (error already
+      // counted by the decompressor); continue after the gap.
+      uint64_t header_limit = hdr_end == std::string::npos ? buf_base + buf.size() : record_d + hdr_end;
+      if (uint64_t gap = src.gap_within(record_d, header_limit)) {
+        resync_after(pos, gap);
+        continue;
+      }
       if (hdr_end == std::string::npos) {
         error(record_off, "warc_bad_header", "WARC record header has no end");
         pos += 5;
@@ -920,6 +952,10 @@ struct DocumentReader::Impl {
         length = length * 10 + static_cast<uint64_t>(c - '0');
       }
       if (!cl_ok) {
+        if (uint64_t gap = src.gap_within(record_d, buf_base + buf.size())) {
+          resync_after(pos, gap);
+          continue;
+        }
         error(record_off, "warc_bad_header", "WARC record without a valid Content-Length");
         pos += 5;
         continue;
@@ -936,14 +972,14 @@ struct DocumentReader::Impl {
           ++skips.warc_non_response;
         }
         if (length < (uint64_t(1) << 24)) {  // small enough to check the trailer exactly
-          size_t block_start = pos;
           ensure(length + 4);
+          size_t block_start = pos;
           bool trailer = buf.size() - pos >= length + 4 &&
                          std::memcmp(buf.data() + pos + length, "\r\n\r\n", 4) == 0;
-          if (!trailer || src.gap_count != gaps_before) {
-            if (src.gap_count == gaps_before)
-              error(record_off, "warc_bad_length", "WARC record length does not match its content");
-            resync_after(block_start);
+          uint64_t gap = src.gap_within(record_d, buf_base + pos + length + 4);
+          if (!trailer || gap) {
+            if (!gap) error(record_off, "warc_bad_length", "WARC record length does not match its content");
+            resync_after(block_start, gap);
             continue;
           }
           pos += length + 4;
@@ -962,9 +998,9 @@ struct DocumentReader::Impl {
         std::string_view rest = std::string_view(buf).substr(pos + length);
         trailer = trim(rest).empty();
       }
-      if (src.gap_count != gaps_before) {
+      if (uint64_t gap = src.gap_within(record_d, buf_base + pos + length + 4)) {
         // The decompressor hit a damaged member inside this record (error already counted).
-        resync_after(block_start);
+        resync_after(block_start, gap);
         continue;
       }
       if (!complete || !trailer) {
@@ -972,7 +1008,7 @@ struct DocumentReader::Impl {
               complete ? "WARC record length does not match its content (Content-Length " + cl_str(length) + ")"
                        : "WARC record cut short: Content-Length " + cl_str(length) + " but only " +
                              std::to_string(have) + " bytes left");
-        resync_after(block_start);
+        resync_after(block_start, 0);
         continue;
       }
       std::string_view block(buf.data() + pos, length);
@@ -1070,6 +1106,7 @@ struct DocumentReader::Impl {
     doc.metadata["charset"] = dec.charset;
     if (dec.label_wrong) doc.metadata["charset_label_wrong"] = true;
     if (dec.replaced) doc.metadata["utf8_replaced"] = dec.replaced;
+    if (dec.bom) doc.metadata["bom"] = true;
     return true;
   }
 };
@@ -1080,6 +1117,12 @@ DocumentReader::DocumentReader(const fs::path& path, const ReaderOptions& option
   s.opt = options;
   s.format = options.format == InputFormat::kAuto ? detect_input_format(path) : options.format;
   s.src.open(path, &s.errors);
+  // A name that says nothing ("part-00000.gz"): look at the content.
+  if (options.format == InputFormat::kAuto && s.format == InputFormat::kText) {
+    s.ensure(8);
+    std::string_view head(s.buf.data() + s.pos, s.buf.size() - s.pos);
+    if (head.substr(0, 5) == "WARC/") s.format = InputFormat::kWarc;
+  }
 }
 
 DocumentReader::~DocumentReader() = default;

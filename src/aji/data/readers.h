@@ -100,6 +100,7 @@ struct DecodeResult {
   std::string charset;      // what was used: "utf-8", "cp949", "windows-1252", ...
   bool label_wrong = false; // the declared charset did not fit the bytes
   size_t replaced = 0;      // invalid sequences replaced by U+FFFD
+  bool bom = false;         // a byte-order mark was removed
 };
 // Decodes bytes to UTF-8: BOM first, then: valid UTF-8 is kept as is whatever the label
 // says; otherwise the declared charset (HTTP header, else HTML meta) through iconv,

@@ -142,7 +142,21 @@ const SpecialCase* find_special(std::string_view s) {
     for (const SpecialCase& sc : kSpecialCases) t.emplace(sc.text, &sc);
     return t;
   }();
-  if (s.size() > 16) return nullptr;
+  // Cheap pre-filter on (length, first byte, last byte) before hashing: most words are
+  // not special cases.
+  static const auto maybe = [] {
+    std::vector<std::array<uint64_t, 4>> m(17 * 256);  // [len*256 + first] → bitset of last byte
+    for (const SpecialCase& sc : kSpecialCases) {
+      std::string_view t(sc.text);
+      if (t.size() > 16 || t.empty()) continue;
+      auto last = static_cast<unsigned char>(t.back());
+      m[t.size() * 256 + static_cast<unsigned char>(t[0])][last >> 6] |= uint64_t(1) << (last & 63);
+    }
+    return m;
+  }();
+  if (s.size() > 16 || s.empty()) return nullptr;
+  auto last = static_cast<unsigned char>(s.back());
+  if (!(maybe[s.size() * 256 + static_cast<unsigned char>(s[0])][last >> 6] >> (last & 63) & 1)) return nullptr;
   auto it = table.find(s);
   return it == table.end() ? nullptr : it->second;
 }
@@ -157,14 +171,19 @@ void emit_special(const SpecialCase* sc, std::string_view s, std::vector<std::st
 
 // spaCy's UNITS, split off a number ("10km" → 10 km), longest first.
 size_t unit_suffix_length(const std::vector<Cp>& cps, size_t b, size_t e, std::string_view text) {
-  static const char* kUnits[] = {"km\xc2\xb2", "km\xc2\xb3", "dm\xc2\xb2", "dm\xc2\xb3", "cm\xc2\xb2", "cm\xc2\xb3", "mm\xc2\xb2",
+  static constexpr std::string_view kUnits[] = {"km\xc2\xb2", "km\xc2\xb3", "dm\xc2\xb2", "dm\xc2\xb3", "cm\xc2\xb2", "cm\xc2\xb3", "mm\xc2\xb2",
                                  "mm\xc2\xb3", "m\xc2\xb2", "m\xc2\xb3", "km/h", "mbar", "m/s", "kmh", "mph", "hPa", "\xc2\xb5m",
                                  "\xc2\xb5g", "km", "dm", "cm", "mm", "ha", "nm", "yd", "in", "ft", "kg", "mg", "lb",
                                  "oz", "Pa", "mb", "MB", "kb", "KB", "gb", "GB", "tb", "TB", "m", "g", "t", "T",
                                  "G", "M", "K", "%"};
   std::string_view tail = text.substr(cps[b].begin, cps[e - 1].end - cps[b].begin);
-  for (const char* u : kUnits) {
-    std::string_view us(u);
+  if (tail.empty() || !is_digit(cps[b].c)) {
+    // A unit needs a digit somewhere before it; skip the scan for digit-free chunks.
+    bool any_digit = false;
+    for (char ch : tail) any_digit = any_digit || (ch >= '0' && ch <= '9');
+    if (!any_digit) return 0;
+  }
+  for (std::string_view us : kUnits) {
     if (tail.size() <= us.size() || tail.substr(tail.size() - us.size()) != us) continue;
     // The character before the unit must be a digit.
     size_t before = tail.size() - us.size();
@@ -461,9 +480,24 @@ bool is_python_space(char32_t c) {
          c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-bool is_datatrove_punctuation(char32_t c) { return in_sorted(kPunctuation, c) || in_sorted(kTerminal, c); }
+// ASCII members of PUNCTUATION (the terminal set adds nothing below 128): bit c of the mask.
+constexpr uint64_t ascii_punct_mask(int half) {
+  uint64_t m = 0;
+  for (char32_t c : kPunctuation)
+    if (c < 128 && int(c / 64) == half) m |= uint64_t(1) << (c % 64);
+  return m;
+}
+constexpr uint64_t kAsciiPunct[2] = {ascii_punct_mask(0), ascii_punct_mask(1)};
+
+bool is_datatrove_punctuation(char32_t c) {
+  if (c < 128) return kAsciiPunct[c >> 6] >> (c & 63) & 1;
+  return in_sorted(kPunctuation, c) || in_sorted(kTerminal, c);
+}
 bool is_terminal_punctuation(char32_t c) { return in_sorted(kTerminal, c); }
-bool is_simplify_punctuation(char32_t c) { return in_sorted(kPunctuation, c); }
+bool is_simplify_punctuation(char32_t c) {
+  if (c < 128) return kAsciiPunct[c >> 6] >> (c & 63) & 1;
+  return in_sorted(kPunctuation, c);
+}
 bool is_hangul(char32_t c) {
   return (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0x1100 && c <= 0x11FF) || (c >= 0x3130 && c <= 0x318F);
 }

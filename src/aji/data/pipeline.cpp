@@ -514,7 +514,19 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) 
   auto t0 = std::chrono::steady_clock::now();
   Progress progress("data run", static_cast<int64_t>(todo_bytes), "B", options.progress);
   for (const auto& f : todo) {
-    UnitStats st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr);
+    UnitStats st;
+    try {
+      st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr);
+    } catch (const Error& e) {
+      if (e.file() != f) throw;  // not about this input (e.g. the output disk is full): stop
+      // The input cannot be read at all (vanished, unreadable): count it, go on, and leave
+      // no done-marker so that a rerun tries it again.
+      UnitStats failed;
+      failed.inputs = {f};
+      failed.add_error(ReadError{f, 0, false, "input_unreadable", e.what()});
+      report.total.merge(failed, config.output.dropped_samples_per_reason);
+      continue;
+    }
     nlohmann::json j = st;
     write_file_atomic(marker_path(options.out_dir, f), j.dump(1) + "\n");
     report.total.merge(st, config.output.dropped_samples_per_reason);
