@@ -15,6 +15,12 @@
 
 namespace aji::kernels::cpu {
 
+namespace {
+// Below this many elements of work an OpenMP team costs more than it saves (a wake-up of
+// the other threads is microseconds; on a busy machine much more).
+inline bool parallel_worth(int64_t work) { return work >= 32768; }
+}  // namespace
+
 // ---- profiling -----------------------------------------------------------------------
 
 namespace {
@@ -63,7 +69,17 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
   }
   if (g_gemm_sink && omp_get_level() == 0) g_gemm_sink->push_back(GemmShape{trans_a, trans_b, M, N, K, beta});
   Prof prof(OpKind::kGemm);
-  dnnl_status_t st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  dnnl_status_t st;
+  if (M * N * K < (1 << 18) && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+    // A small product finishes before a thread team wakes up: run it on this thread
+    // (dnnl_sgemm sizes its team from omp_get_max_threads, a per-thread setting).
+    const int keep = omp_get_max_threads();
+    omp_set_num_threads(1);
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(keep);
+  } else {
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   if (st != dnnl_success)
     throw Error("dnnl_sgemm failed (status " + std::to_string((int)st) + ") for M=" + std::to_string(M) +
                 " N=" + std::to_string(N) + " K=" + std::to_string(K));
@@ -73,7 +89,7 @@ namespace {
 // Per-thread partial sums of a (C) vector over rows, reduced into acc at the end.
 template <typename RowFn>
 void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> local(C, 0.0f);
 #pragma omp for schedule(static)
@@ -89,7 +105,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   Prof prof(OpKind::kGemm);
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias && !accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r) std::memcpy(out + r * OC, bias, sizeof(float) * OC);
     beta = 1.0f;
   }
@@ -98,7 +114,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   else
     sgemm('N', 'N', N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
   if (bias && accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r)
       for (int j = 0; j < OC; ++j) out[r * OC + j] += bias[j];
   }
@@ -128,7 +144,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
                        int pos0) {
   Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     float* o = out + r * C;
     const float* e = wte + (int64_t)tokens[r] * C;
@@ -147,7 +163,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
   const int block = 64;
   const int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int cb = 0; cb < n_blocks; ++cb) {
     const int c0 = cb * block, c1 = std::min(C, c0 + block);
     for (int64_t r = 0; r < N; ++r) {
@@ -167,7 +183,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     float s = 0.0f;
@@ -189,7 +205,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> dw(C, 0.0f), db(C, 0.0f);
 #pragma omp for schedule(static)
@@ -225,7 +241,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
@@ -238,7 +254,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> dw(C, 0.0f);
 #pragma omp for schedule(static)
@@ -263,7 +279,7 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
 void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
                           float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + r * stride + col + (int64_t)h * hd;
@@ -276,7 +292,7 @@ void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stri
 void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
                            int col, int n_heads, int hd, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(N * stride))
   {
     std::vector<float> dw(hd, 0.0f);
 #pragma omp for schedule(static)
@@ -329,7 +345,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
   Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -352,7 +368,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
   Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -377,7 +393,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 
 void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -398,7 +414,7 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
 
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -452,7 +468,7 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, 
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
   const float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const int64_t pos = pos0 + r % T;
     const float* c = cos_t + pos * half;
@@ -481,7 +497,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.H * n_tiles;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd))
   {
     std::vector<float> S((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -519,7 +535,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.KV;  // dk, dv of one kv head are written by one thread
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd * group))
   {
     std::vector<float> P((size_t)kQueryTile * d.Tk), dP((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -569,7 +585,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 
 void add_inplace(float* a, const float* b, int64_t n) {
   Prof prof(OpKind::kOther);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
@@ -579,7 +595,7 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
                                      float grad_scale, int64_t n, int V) {
   Prof prof(OpKind::kLoss);
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for if (parallel_worth(n * V)) schedule(static) reduction(+ : total)
   for (int64_t r = 0; r < n; ++r) {
     float* row = logits + r * V;
     const int32_t t = targets[r];
@@ -604,7 +620,7 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
 
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
   Prof prof(OpKind::kLoss);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(n * V))
   {
     std::vector<float> scratch(V);
 #pragma omp for schedule(static)
