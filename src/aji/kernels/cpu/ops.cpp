@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -29,18 +30,29 @@ OpStats g_stats;
 std::vector<GemmShape>* g_gemm_sink = nullptr;
 thread_local int t_depth = 0;
 
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 struct Prof {
   OpKind kind;
   bool on;
   std::chrono::steady_clock::time_point t0;
+  double c0 = 0;
   explicit Prof(OpKind k) : kind(k), on(g_profile && t_depth == 0 && omp_get_level() == 0) {
     ++t_depth;
-    if (on) t0 = std::chrono::steady_clock::now();
+    if (on) {
+      t0 = std::chrono::steady_clock::now();
+      c0 = thread_cpu_seconds();
+    }
   }
   ~Prof() {
     --t_depth;
     if (on) {
       g_stats.seconds[(int)kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      g_stats.cpu_seconds[(int)kind] += thread_cpu_seconds() - c0;
       g_stats.calls[(int)kind] += 1;
     }
   }
