@@ -115,6 +115,41 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
+  if (N <= 4) {
+    // A few rows (token-by-token decoding): stream each weight element once. A GEMM
+    // library packs the whole weight on every call, as costly as the product itself here.
+    if (layout == WeightLayout::kOutIn) {
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int o = 0; o < OC; ++o) {
+        const float* w = weight + (int64_t)o * IC;
+        for (int64_t r = 0; r < N; ++r) {
+          const float v = vm::dot(inp + r * IC, w, IC) + (bias ? bias[o] : 0.0f);
+          out[r * OC + o] = accumulate ? out[r * OC + o] + v : v;
+        }
+      }
+    } else {
+      constexpr int kCols = 64;
+      const int n_blocks = (OC + kCols - 1) / kCols;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int cb = 0; cb < n_blocks; ++cb) {
+        const int c0 = cb * kCols, nc = std::min(kCols, OC - c0);
+        float acc[4][kCols] = {};
+        for (int k = 0; k < IC; ++k) {
+          const float* w = weight + (int64_t)k * OC + c0;
+          for (int64_t r = 0; r < N; ++r) {
+            const float x = inp[r * IC + k];
+            for (int j = 0; j < nc; ++j) acc[r][j] += x * w[j];
+          }
+        }
+        for (int64_t r = 0; r < N; ++r)
+          for (int j = 0; j < nc; ++j) {
+            const float v = acc[r][j] + (bias ? bias[c0 + j] : 0.0f);
+            out[r * OC + c0 + j] = accumulate ? out[r * OC + c0 + j] + v : v;
+          }
+      }
+    }
+    return;
+  }
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias && !accumulate) {
 #pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
