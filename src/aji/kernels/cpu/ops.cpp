@@ -20,6 +20,7 @@ namespace {
 // Below this many elements of work an OpenMP team costs more than it saves (a wake-up of
 // the other threads is microseconds; on a busy machine much more).
 inline bool parallel_worth(int64_t work) { return work >= 32768; }
+constexpr int kFewRows = 4;  // measured: at 8-16 rows dnnl_sgemm is 2x faster than streaming
 }  // namespace
 
 // ---- profiling -----------------------------------------------------------------------
@@ -115,7 +116,7 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
-  if (N <= 4) {
+  if (N <= kFewRows) {
     // A few rows (token-by-token decoding): stream each weight element once. A GEMM
     // library packs the whole weight on every call, as costly as the product itself here.
     if (layout == WeightLayout::kOutIn) {
@@ -133,7 +134,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
       for (int cb = 0; cb < n_blocks; ++cb) {
         const int c0 = cb * kCols, nc = std::min(kCols, OC - c0);
-        float acc[4][kCols] = {};
+        float acc[kFewRows][kCols] = {};
         for (int k = 0; k < IC; ++k) {
           const float* w = weight + (int64_t)k * OC + c0;
           for (int64_t r = 0; r < N; ++r) {
