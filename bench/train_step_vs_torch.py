@@ -92,7 +92,7 @@ def torch_worker(cfg_path, B, T, steps, threads):
 
 
 def run_torch(cfg_path, B, T, steps, threads, shim):
-    env = dict(os.environ)
+    env = dict(os.environ)  # OMP_WAIT_POLICY (--passive) applies to both sides
     env["LD_PRELOAD"] = shim
     env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.check_output([sys.executable, os.path.abspath(__file__), "--torch-worker", cfg_path, str(B), str(T),
@@ -118,8 +118,12 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--json-out", help="also write every measurement to this JSON file")
+    ap.add_argument("--passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE for both sides: on a busy machine spinning threads waste CPU")
     args = ap.parse_args()
     shim = build_shim()
+    if args.passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     rows = []
     print("machine: %s, %d cores, load average %s (wall times are only comparable on an idle machine; "
           "CPU-seconds are the fairer measure under contention)" % (os.uname().nodename, os.cpu_count(), os.getloadavg()))
