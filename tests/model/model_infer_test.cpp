@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/base/threads.h"
 #include "aji/model/model.h"
 #include "test_util.h"
 
@@ -223,6 +225,51 @@ TEST(ModelInit, DeterministicAndScaled) {
   EXPECT_NEAR(stddev("model.embed_tokens.weight"), 0.02, 0.001);
   EXPECT_NEAR(stddev("model.layers.0.mlp.down_proj.weight"), 0.01, 0.0007);
   EXPECT_EQ(a.params()[a.find_tensor("model.norm.weight")->offset], 1.0f);
+}
+
+}  // namespace
+
+namespace {
+
+// `--resume` must continue bit-identically, so a training step must give the same bits
+// on every run with the same thread count (weight-gradient partials are summed in thread
+// order, never in arrival order).
+TEST(ModelDeterminism, GradientsBitIdenticalAcrossRunsWithTwoThreads) {
+  const int keep = aji::num_threads();
+  aji::set_num_threads(2);
+  for (const char* arch : {"gpt2", "llama"}) {
+    ModelConfig c = small(arch, std::string(arch) == "llama");
+    c.d_model = 128;
+    c.n_head = 4;
+    c.max_seq_len = 64;
+    c.n_layer = 1;
+    c.vocab_size = 512;
+    if (!c.is_gpt2()) c.d_ff = 256;
+    Model m(c);
+    m.init_weights(3);
+    aji::Rng rng(8);
+    const int B = 4, T = 64;  // N*C = 32768: every op takes its parallel path
+    std::vector<int32_t> tok(B * T), tgt(B * T);
+    for (auto& t : tok) t = (int32_t)rng.below(c.vocab_size);
+    for (auto& t : tgt) t = (int32_t)rng.below(c.vocab_size);
+    std::vector<float> first;
+    float first_loss = 0;
+    for (int run = 0; run < 2; ++run) {
+      m.zero_grads();
+      m.forward(tok.data(), B, T);
+      const float loss = m.lm_head_loss(tgt.data());
+      m.backward(m.d_hidden_buffer());
+      std::vector<float> g(m.grads(), m.grads() + m.num_params());
+      if (run == 0) {
+        first = g;
+        first_loss = loss;
+      } else {
+        EXPECT_EQ(std::memcmp(&loss, &first_loss, sizeof loss), 0) << arch;
+        EXPECT_EQ(std::memcmp(g.data(), first.data(), g.size() * sizeof(float)), 0) << arch << " run " << run;
+      }
+    }
+  }
+  aji::set_num_threads(keep);
 }
 
 }  // namespace

@@ -99,17 +99,37 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
 }
 
 namespace {
+// Per-thread partial vectors (e.g. a weight gradient summed over rows), added into the
+// destination in thread order after the parallel loop. With static scheduling each
+// thread's rows are fixed, so the result is bit-identical run to run for a given thread
+// count (a critical section would add the partials in arrival order, and float addition
+// is not associative) — `--resume` relies on it.
+struct Partials {
+  int n_threads, width;
+  std::vector<float> buf;
+  explicit Partials(int w) : n_threads(omp_get_max_threads()), width(w), buf((size_t)n_threads * w, 0.0f) {}
+  float* mine() { return buf.data() + (size_t)omp_get_thread_num() * width; }
+  // acc[i] += sum over threads of partial[t][offset + i], for i < n
+  void add_to(float* acc, int offset, int n) const {
+    if (!acc) return;
+    for (int t = 0; t < n_threads; ++t) {
+      const float* p = buf.data() + (size_t)t * width + offset;
+      for (int i = 0; i < n; ++i) acc[i] += p[i];
+    }
+  }
+};
+
 // Per-thread partial sums of a (C) vector over rows, reduced into acc at the end.
 template <typename RowFn>
 void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
+  Partials part(C);
 #pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> local(C, 0.0f);
+    float* local = part.mine();
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < N; ++r) fn(r, local.data());
-#pragma omp critical
-    for (int i = 0; i < C; ++i) acc[i] += local[i];
+    for (int64_t r = 0; r < N; ++r) fn(r, local);
   }
+  part.add_to(acc, 0, C);
 }
 }  // namespace
 
@@ -253,9 +273,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
+  Partials part(2 * C);  // [dweight | dbias] per thread
 #pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> dw(C, 0.0f), db(C, 0.0f);
+    float* dw = part.mine();
+    float* db = dw + C;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
@@ -279,12 +301,9 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
         dx[i] += (dn - dnorm_mean - nrm * dnorm_norm_mean) * rs;
       }
     }
-#pragma omp critical
-    for (int i = 0; i < C; ++i) {
-      if (dweight) dweight[i] += dw[i];
-      if (dbias) dbias[i] += db[i];
-    }
   }
+  part.add_to(dweight, 0, C);
+  part.add_to(dbias, C, C);
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
@@ -302,9 +321,10 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
+  Partials part(C);
 #pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> dw(C, 0.0f);
+    float* dw = part.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
@@ -319,9 +339,8 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
         dw[i] += dy[i] * x[i] * rs;
       }
     }
-#pragma omp critical
-    for (int i = 0; i < C; ++i) dweight[i] += dw[i];
   }
+  part.add_to(dweight, 0, C);
 }
 
 void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
@@ -340,9 +359,10 @@ void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stri
 void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
                            int col, int n_heads, int hd, float eps) {
   Prof prof(OpKind::kNorm);
+  Partials part(hd);
 #pragma omp parallel if (parallel_worth(N * stride))
   {
-    std::vector<float> dw(hd, 0.0f);
+    float* dw = part.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       for (int h = 0; h < n_heads; ++h) {
@@ -359,9 +379,8 @@ void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const fl
         }
       }
     }
-#pragma omp critical
-    for (int i = 0; i < hd; ++i) dweight[i] += dw[i];
   }
+  part.add_to(dweight, 0, hd);
 }
 
 // ---- activations ---------------------------------------------------------------------
@@ -642,9 +661,12 @@ void add_inplace(float* a, const float* b, int64_t n) {
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V) {
   Prof prof(OpKind::kLoss);
-  double total = 0.0;
-#pragma omp parallel for if (parallel_worth(n * V)) schedule(static) reduction(+ : total)
+  // per-thread partial totals summed in thread order: deterministic (see Partials)
+  const int n_threads = omp_get_max_threads();
+  std::vector<double> partial(n_threads, 0.0);
+#pragma omp parallel for if (parallel_worth(n * V)) schedule(static)
   for (int64_t r = 0; r < n; ++r) {
+    double& total = partial[omp_get_thread_num()];
     float* row = logits + r * V;
     const int32_t t = targets[r];
     const float w = weights ? weights[r] : 1.0f;
@@ -663,6 +685,8 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
     if (losses) losses[r] = loss;
     total += (double)w * loss;
   }
+  double total = 0.0;
+  for (double p : partial) total += p;
   return total;
 }
 
