@@ -92,7 +92,7 @@ def torch_worker(cfg_path, B, T, steps, threads):
 
 
 def run_torch(cfg_path, B, T, steps, threads, shim):
-    env = dict(os.environ)
+    env = dict(os.environ)  # OMP_WAIT_POLICY (--passive) applies to both sides
     env["LD_PRELOAD"] = shim
     env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.check_output([sys.executable, os.path.abspath(__file__), "--torch-worker", cfg_path, str(B), str(T),
@@ -117,10 +117,16 @@ def main():
     ap.add_argument("--cases", nargs="+", default=["tiny:8:256", "tiny-gpt2:8:256", "gpt2-124m:4:256"])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--json-out", help="also write every measurement to this JSON file")
+    ap.add_argument("--passive", action="store_true",
+                    help="OMP_WAIT_POLICY=PASSIVE for both sides: on a busy machine spinning threads waste CPU")
     args = ap.parse_args()
     shim = build_shim()
+    if args.passive:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     rows = []
-    print("machine: %s, load average %s" % (os.uname().nodename, os.getloadavg()))
+    print("machine: %s, %d cores, load average %s (wall times are only comparable on an idle machine; "
+          "CPU-seconds are the fairer measure under contention)" % (os.uname().nodename, os.cpu_count(), os.getloadavg()))
     for case in args.cases:
         name, B, T = case.split(":")
         B, T = int(B), int(T)
@@ -128,16 +134,27 @@ def main():
         for th in args.threads:
             a = run_aji(args.aji, cfg_path, B, T, args.steps, th)
             t = None if args.skip_torch else run_torch(cfg_path, B, T, args.steps, th, shim)
-            rows.append((name, B, T, th, a, t))
-            ts = t["step_seconds_median"] if t else float("nan")
-            print("%-10s B=%d T=%d threads=%d | torch %.3f s/step %6.0f tok/s (%.0f MiB) | aji %.3f s/step %6.0f tok/s "
-                  "(%.0f MiB) | aji/torch speed %.2fx | floor %.3f s, step/floor %.2fx | MFU %.1f%%" %
-                  (name, B, T, th, ts, B * T / ts if t else float("nan"), t["peak_rss_mib"] if t else float("nan"),
-                   a["step_seconds_median"], a["tokens_per_second"], a["peak_rss_mib"],
-                   ts / a["step_seconds_median"] if t else float("nan"), a["gemm_floor_seconds"],
-                   a["step_over_floor"], 100 * a["mfu"]))
-            print("    aji breakdown: " + ", ".join("%s %.3f" % (k, v) for k, v in a["breakdown_seconds"].items()))
+            nan = float("nan")
+            ts = t["step_seconds_median"] if t else nan
+            tc = t["cpu_seconds_per_step"] if t else nan
+            print("%-10s B=%d T=%d threads=%d" % (name, B, T, th))
+            print("    torch: %.3f s/step wall, %.3f CPU-s/step -> %.0f tok/s, %.0f tok/CPU-s, peak RSS %.0f MiB" %
+                  (ts, tc, B * T / ts, B * T / tc, t["peak_rss_mib"] if t else nan))
+            print("    aji:   %.3f s/step wall, %.3f CPU-s/step -> %.0f tok/s, %.0f tok/CPU-s, peak RSS %.0f MiB" %
+                  (a["step_seconds_median"], a["step_cpu_seconds_median"], a["tokens_per_second"],
+                   a["tokens_per_cpu_second"], a["peak_rss_mib"]))
+            print("    aji/torch speed: %.2fx wall, %.2fx CPU | aji GEMM floor %.3f s wall, %.3f CPU-s -> step/floor "
+                  "%.2fx wall, %.2fx CPU | MFU %.1f%% (wall, of %.0f GFLOP/s)" %
+                  (ts / a["step_seconds_median"], tc / a["step_cpu_seconds_median"], a["gemm_floor_seconds"],
+                   a["gemm_floor_cpu_seconds"], a["step_over_floor"], a["step_over_floor_cpu"], 100 * a["mfu"],
+                   a["peak_gflops"]))
+            print("    aji main-thread CPU by op: " +
+                  ", ".join("%s %.3f" % (k, v) for k, v in a["breakdown_cpu_seconds"].items()))
+            rows.append({"case": name, "B": B, "T": T, "threads": th, "aji": a, "torch": t})
             sys.stdout.flush()
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=1)
     return 0
 
 

@@ -90,6 +90,21 @@ TEST(OpsGrad, MatmulBothLayouts) {
   }
 }
 
+TEST(OpsGrad, MatmulFewRowsPath) {
+  // N <= 4 takes the weight-streaming path (decoding); it must equal the GEMM path.
+  const int IC = 77, OC = 131;  // not multiples of 8 or of the 64-column blocks
+  for (auto layout : {ops::WeightLayout::kOutIn, ops::WeightLayout::kInOut})
+    for (int N : {1, 3, 4}) {
+      auto x = randn(8 * IC, 1), w = randn(IC * OC, 2), b = randn(OC, 3);
+      std::vector<float> big(8 * OC), small(N * OC, 0.5f);
+      ops::matmul_forward(big.data(), x.data(), w.data(), b.data(), 8, IC, OC, layout);
+      ops::matmul_forward(small.data(), x.data(), w.data(), b.data(), N, IC, OC, layout, true);  // accumulate onto 0.5
+      for (int i = 0; i < N * OC; ++i) ASSERT_NEAR(small[i], big[i] + 0.5f, 2e-4) << "N=" << N << " i=" << i;
+      ops::matmul_forward(small.data(), x.data(), w.data(), nullptr, N, IC, OC, layout);
+      for (int i = 0; i < N * OC; ++i) ASSERT_NEAR(small[i], big[i] - b[i % OC], 2e-4);
+    }
+}
+
 TEST(OpsGrad, LayerNorm) {
   const int N = 4, C = 13;
   auto x = randn(N * C, 1, 2.0f, 0.5f), w = randn(C, 2, 0.3f, 1.0f), b = randn(C, 3), dout = randn(N * C, 4);

@@ -7,6 +7,7 @@
 // against the nominal fp32 peak, a time breakdown by op, and peak resident memory.
 // generate: prompt processing and KV-cache generation tokens/s at a given batch size.
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -59,8 +60,24 @@ void adamw_step(Model& m, std::vector<float>& mom, std::vector<float>& vel, int 
   }
 }
 
-// Replays the recorded GEMM shapes alone; returns the sum of the best of `reps` times.
-double gemm_floor(const std::vector<ops::GemmShape>& shapes, int reps) {
+double process_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct Floor {
+  double wall = 0, cpu = 0;
+};
+
+// Replays the recorded GEMM shapes alone; sums each shape's best of `reps` (wall and
+// process CPU time separately).
+Floor gemm_floor(const std::vector<ops::GemmShape>& shapes, int reps) {
   size_t max_a = 0, max_b = 0, max_c = 0;
   for (const auto& s : shapes) {
     max_a = std::max(max_a, (size_t)(s.M * s.K));
@@ -71,17 +88,20 @@ double gemm_floor(const std::vector<ops::GemmShape>& shapes, int reps) {
   aji::Rng rng(1);
   for (auto& x : A) x = rng.uniform_float() - 0.5f;
   for (auto& x : B) x = rng.uniform_float() - 0.5f;
-  double total = 0.0;
+  Floor total;
   for (const auto& s : shapes) {
     const int64_t lda = s.trans_a == 'N' ? s.K : s.M;
     const int64_t ldb = s.trans_b == 'N' ? s.N : s.K;
-    double best = 1e30;
+    double best = 1e30, best_cpu = 1e30;
     for (int r = 0; r < reps; ++r) {
       auto t0 = Clock::now();
+      const double c0 = process_cpu_seconds();
       ops::sgemm(s.trans_a, s.trans_b, s.M, s.N, s.K, 1.0f, A.data(), lda, B.data(), ldb, s.beta, C.data(), s.N);
       best = std::min(best, seconds_since(t0));
+      best_cpu = std::min(best_cpu, process_cpu_seconds() - c0);
     }
-    total += best;
+    total.wall += best;
+    total.cpu += best_cpu;
   }
   return total;
 }
@@ -124,18 +144,26 @@ void run_train_step(const TrainOpts& o) {
 
   ops::profile_reset();
   ops::profile_enable(true);
-  std::vector<double> times;
+  std::vector<double> times, cpu_times, main_cpu;
   float loss = 0;
   for (int i = 0; i < o.steps; ++i) {
     auto t0 = Clock::now();
+    const double c0 = process_cpu_seconds(), m0 = thread_cpu_seconds();
     loss = step(i + 2);
     times.push_back(seconds_since(t0));
+    cpu_times.push_back(process_cpu_seconds() - c0);
+    main_cpu.push_back(thread_cpu_seconds() - m0);
   }
   ops::profile_enable(false);
   ops::OpStats st = ops::profile_stats();
+  double main_cpu_mean = 0;
+  for (double t : main_cpu) main_cpu_mean += t / main_cpu.size();
   std::sort(times.begin(), times.end());
-  const double t_step = times[times.size() / 2];  // median
-  const double floor = o.floor ? gemm_floor(shapes, 2) : 0.0;
+  std::sort(cpu_times.begin(), cpu_times.end());
+  const double t_step = times[times.size() / 2];  // medians
+  const double c_step = cpu_times[cpu_times.size() / 2];
+  Floor floor;
+  if (o.floor) floor = gemm_floor(shapes, 2);
   const double tokens_per_step = (double)B * T;
   const double flops = cfg.train_flops_per_token(T) * tokens_per_step;
   const double mfu = flops / t_step / (o.peak_gflops * 1e9);
@@ -150,45 +178,52 @@ void run_train_step(const TrainOpts& o) {
   j["steps"] = o.steps;
   j["step_seconds_median"] = t_step;
   j["step_seconds_min"] = times.front();
+  j["step_cpu_seconds_median"] = c_step;
   j["tokens_per_second"] = tokens_per_step / t_step;
-  j["gemm_floor_seconds"] = floor;
-  j["step_over_floor"] = floor > 0 ? t_step / floor : 0.0;
+  j["tokens_per_cpu_second"] = tokens_per_step / c_step;
+  j["gemm_floor_seconds"] = floor.wall;
+  j["gemm_floor_cpu_seconds"] = floor.cpu;
+  j["step_over_floor"] = floor.wall > 0 ? t_step / floor.wall : 0.0;
+  j["step_over_floor_cpu"] = floor.cpu > 0 ? c_step / floor.cpu : 0.0;
   j["gemm_count"] = shapes.size();
   j["gflops_per_step"] = flops / 1e9;
   j["mfu"] = mfu;
+  j["gflops_per_cpu_second"] = flops / 1e9 / c_step;
   j["peak_gflops"] = o.peak_gflops;
   j["peak_rss_mib"] = peak_rss_mib();
   j["activation_mib"] = m.activation_bytes() / 1048576.0;
   j["loss"] = loss;
+  // CPU time of the calling thread per op kind (exact with 1 thread); the rest is AdamW,
+  // zero_grads and the residual copies.
   nlohmann::json br = nlohmann::json::object();
   double accounted = 0;
   for (int k = 0; k < (int)ops::OpKind::kCount; ++k) {
-    const double s = st.seconds[k] / o.steps;
+    const double s = st.cpu_seconds[k] / o.steps;
     accounted += s;
     br[ops::op_kind_name((ops::OpKind)k)] = s;
   }
-  // the rest (mean step minus the ops): AdamW, zero_grads, residual copies
-  double t_mean = 0;
-  for (double t : times) t_mean += t / times.size();
-  br["adamw+zero+copies"] = std::max(0.0, t_mean - accounted);
-  j["breakdown_seconds"] = br;
+  br["adamw+zero+copies"] = std::max(0.0, main_cpu_mean - accounted);
+  j["breakdown_cpu_seconds"] = br;
+  j["main_thread_cpu_seconds"] = main_cpu_mean;
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf("train step: %s (%s, %.1fM params), B=%d T=%d, %d thread(s), %d timed steps\n", o.config.c_str(),
               aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, aji::num_threads(), o.steps);
-  std::printf("  step %.3f s (median; min %.3f)  ->  %.0f tokens/s\n", t_step, times.front(), tokens_per_step / t_step);
+  std::printf("  step %.3f s wall (median; min %.3f), %.3f CPU-s  ->  %.0f tokens/s, %.0f tokens per CPU-s\n", t_step,
+              times.front(), c_step, tokens_per_step / t_step, tokens_per_step / c_step);
   if (o.floor)
-    std::printf("  GEMM floor %.3f s (%zu matmuls alone through dnnl_sgemm)  ->  step/floor %.2fx\n", floor, shapes.size(),
-                t_step / floor);
-  std::printf("  %.1f GFLOP/step, %.1f GFLOP/s, MFU %.1f%% of %.0f GFLOP/s\n", flops / 1e9, flops / 1e9 / t_step,
-              100 * mfu, o.peak_gflops);
+    std::printf("  GEMM floor %.3f s wall, %.3f CPU-s (%zu matmuls alone through dnnl_sgemm)  ->  step/floor %.2fx wall, "
+                "%.2fx CPU\n",
+                floor.wall, floor.cpu, shapes.size(), t_step / floor.wall, c_step / floor.cpu);
+  std::printf("  %.1f GFLOP/step, %.1f GFLOP/s (%.1f per CPU-s), MFU %.1f%% of %.0f GFLOP/s\n", flops / 1e9,
+              flops / 1e9 / t_step, flops / 1e9 / c_step, 100 * mfu, o.peak_gflops);
   std::printf("  peak RSS %.0f MiB (activations %.0f MiB)\n", peak_rss_mib(), m.activation_bytes() / 1048576.0);
-  std::printf("  time by op (per step):\n");
+  std::printf("  CPU time of the main thread by op (per step, %.3f s in all):\n", main_cpu_mean);
   for (auto it = br.begin(); it != br.end(); ++it)
     std::printf("    %-18s %8.3f s  %5.1f%%\n", it.key().c_str(), it.value().get<double>(),
-                100 * it.value().get<double>() / t_step);
+                100 * it.value().get<double>() / main_cpu_mean);
 }
 
 struct GenOpts {
@@ -215,10 +250,12 @@ void run_generate(const GenOpts& o) {
   }
   aji::model::KVCache cache = m.make_cache(B, o.prompt + o.gen);
   auto t0 = Clock::now();
+  double c0 = process_cpu_seconds();
   m.forward_infer(prompt.data(), B, o.prompt, cache, logits.data());
-  const double t_prompt = seconds_since(t0);
+  const double t_prompt = seconds_since(t0), c_prompt = process_cpu_seconds() - c0;
   std::vector<int32_t> next(B);
   t0 = Clock::now();
+  c0 = process_cpu_seconds();
   for (int i = 0; i < o.gen; ++i) {
     for (int b = 0; b < B; ++b) {
       const float* row = logits.data() + (size_t)b * V;
@@ -226,7 +263,7 @@ void run_generate(const GenOpts& o) {
     }
     m.forward_infer(next.data(), B, 1, cache, logits.data());
   }
-  const double t_gen = seconds_since(t0);
+  const double t_gen = seconds_since(t0), c_gen = process_cpu_seconds() - c0;
   nlohmann::json j;
   j["config"] = o.config;
   j["params"] = m.num_params();
@@ -236,6 +273,8 @@ void run_generate(const GenOpts& o) {
   j["threads"] = aji::num_threads();
   j["prompt_tokens_per_second"] = (double)B * o.prompt / t_prompt;
   j["gen_tokens_per_second"] = (double)B * o.gen / t_gen;
+  j["prompt_tokens_per_cpu_second"] = (double)B * o.prompt / c_prompt;
+  j["gen_tokens_per_cpu_second"] = (double)B * o.gen / c_gen;
   j["peak_rss_mib"] = peak_rss_mib();
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
@@ -243,10 +282,10 @@ void run_generate(const GenOpts& o) {
   }
   std::printf("generate: %s (%.1fM params), batch %d, %d thread(s)\n", o.config.c_str(), m.num_params() / 1e6, B,
               aji::num_threads());
-  std::printf("  prompt processing: %d tokens/seq in %.3f s -> %.0f tokens/s\n", o.prompt, t_prompt,
-              (double)B * o.prompt / t_prompt);
-  std::printf("  generation: %d tokens/seq in %.3f s -> %.1f tokens/s (%.1f per sequence)\n", o.gen, t_gen,
-              (double)B * o.gen / t_gen, o.gen / t_gen);
+  std::printf("  prompt processing: %d tokens/seq in %.3f s (%.3f CPU-s) -> %.0f tokens/s, %.0f per CPU-s\n", o.prompt,
+              t_prompt, c_prompt, (double)B * o.prompt / t_prompt, (double)B * o.prompt / c_prompt);
+  std::printf("  generation: %d tokens/seq in %.3f s (%.3f CPU-s) -> %.1f tokens/s, %.1f per CPU-s\n", o.gen, t_gen,
+              c_gen, (double)B * o.gen / t_gen, (double)B * o.gen / c_gen);
   std::printf("  peak RSS %.0f MiB\n", peak_rss_mib());
 }
 

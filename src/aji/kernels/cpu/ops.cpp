@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -15,6 +16,13 @@
 
 namespace aji::kernels::cpu {
 
+namespace {
+// Below this many elements of work an OpenMP team costs more than it saves (a wake-up of
+// the other threads is microseconds; on a busy machine much more).
+inline bool parallel_worth(int64_t work) { return work >= 32768; }
+constexpr int kFewRows = 4;  // measured: at 8-16 rows dnnl_sgemm is 2x faster than streaming
+}  // namespace
+
 // ---- profiling -----------------------------------------------------------------------
 
 namespace {
@@ -23,18 +31,29 @@ OpStats g_stats;
 std::vector<GemmShape>* g_gemm_sink = nullptr;
 thread_local int t_depth = 0;
 
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 struct Prof {
   OpKind kind;
   bool on;
   std::chrono::steady_clock::time_point t0;
+  double c0 = 0;
   explicit Prof(OpKind k) : kind(k), on(g_profile && t_depth == 0 && omp_get_level() == 0) {
     ++t_depth;
-    if (on) t0 = std::chrono::steady_clock::now();
+    if (on) {
+      t0 = std::chrono::steady_clock::now();
+      c0 = thread_cpu_seconds();
+    }
   }
   ~Prof() {
     --t_depth;
     if (on) {
       g_stats.seconds[(int)kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      g_stats.cpu_seconds[(int)kind] += thread_cpu_seconds() - c0;
       g_stats.calls[(int)kind] += 1;
     }
   }
@@ -63,33 +82,98 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
   }
   if (g_gemm_sink && omp_get_level() == 0) g_gemm_sink->push_back(GemmShape{trans_a, trans_b, M, N, K, beta});
   Prof prof(OpKind::kGemm);
-  dnnl_status_t st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  dnnl_status_t st;
+  if (M * N * K < (1 << 18) && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+    // A small product finishes before a thread team wakes up: run it on this thread
+    // (dnnl_sgemm sizes its team from omp_get_max_threads, a per-thread setting).
+    const int keep = omp_get_max_threads();
+    omp_set_num_threads(1);
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(keep);
+  } else {
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   if (st != dnnl_success)
     throw Error("dnnl_sgemm failed (status " + std::to_string((int)st) + ") for M=" + std::to_string(M) +
                 " N=" + std::to_string(N) + " K=" + std::to_string(K));
 }
 
 namespace {
+// Per-thread partial vectors (e.g. a weight gradient summed over rows), added into the
+// destination in thread order after the parallel loop. With static scheduling each
+// thread's rows are fixed, so the result is bit-identical run to run for a given thread
+// count (a critical section would add the partials in arrival order, and float addition
+// is not associative) — `--resume` relies on it.
+struct Partials {
+  int n_threads, width;
+  std::vector<float> buf;
+  explicit Partials(int w) : n_threads(omp_get_max_threads()), width(w), buf((size_t)n_threads * w, 0.0f) {}
+  float* mine() { return buf.data() + (size_t)omp_get_thread_num() * width; }
+  // acc[i] += sum over threads of partial[t][offset + i], for i < n
+  void add_to(float* acc, int offset, int n) const {
+    if (!acc) return;
+    for (int t = 0; t < n_threads; ++t) {
+      const float* p = buf.data() + (size_t)t * width + offset;
+      for (int i = 0; i < n; ++i) acc[i] += p[i];
+    }
+  }
+};
+
 // Per-thread partial sums of a (C) vector over rows, reduced into acc at the end.
 template <typename RowFn>
 void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
-#pragma omp parallel
+  Partials part(C);
+#pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> local(C, 0.0f);
+    float* local = part.mine();
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < N; ++r) fn(r, local.data());
-#pragma omp critical
-    for (int i = 0; i < C; ++i) acc[i] += local[i];
+    for (int64_t r = 0; r < N; ++r) fn(r, local);
   }
+  part.add_to(acc, 0, C);
 }
 }  // namespace
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
+  if (N <= kFewRows) {
+    // A few rows (token-by-token decoding): stream each weight element once. A GEMM
+    // library packs the whole weight on every call, as costly as the product itself here.
+    if (layout == WeightLayout::kOutIn) {
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int o = 0; o < OC; ++o) {
+        const float* w = weight + (int64_t)o * IC;
+        for (int64_t r = 0; r < N; ++r) {
+          const float v = vm::dot(inp + r * IC, w, IC) + (bias ? bias[o] : 0.0f);
+          out[r * OC + o] = accumulate ? out[r * OC + o] + v : v;
+        }
+      }
+    } else {
+      constexpr int kCols = 64;
+      const int n_blocks = (OC + kCols - 1) / kCols;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int cb = 0; cb < n_blocks; ++cb) {
+        const int c0 = cb * kCols, nc = std::min(kCols, OC - c0);
+        float acc[kFewRows][kCols] = {};
+        for (int k = 0; k < IC; ++k) {
+          const float* w = weight + (int64_t)k * OC + c0;
+          for (int64_t r = 0; r < N; ++r) {
+            const float x = inp[r * IC + k];
+            for (int j = 0; j < nc; ++j) acc[r][j] += x * w[j];
+          }
+        }
+        for (int64_t r = 0; r < N; ++r)
+          for (int j = 0; j < nc; ++j) {
+            const float v = acc[r][j] + (bias ? bias[c0 + j] : 0.0f);
+            out[r * OC + c0 + j] = accumulate ? out[r * OC + c0 + j] + v : v;
+          }
+      }
+    }
+    return;
+  }
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias && !accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r) std::memcpy(out + r * OC, bias, sizeof(float) * OC);
     beta = 1.0f;
   }
@@ -98,7 +182,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   else
     sgemm('N', 'N', N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
   if (bias && accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r)
       for (int j = 0; j < OC; ++j) out[r * OC + j] += bias[j];
   }
@@ -128,7 +212,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
                        int pos0) {
   Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     float* o = out + r * C;
     const float* e = wte + (int64_t)tokens[r] * C;
@@ -147,7 +231,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
   const int block = 64;
   const int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int cb = 0; cb < n_blocks; ++cb) {
     const int c0 = cb * block, c1 = std::min(C, c0 + block);
     for (int64_t r = 0; r < N; ++r) {
@@ -167,7 +251,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     float s = 0.0f;
@@ -189,9 +273,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+  Partials part(2 * C);  // [dweight | dbias] per thread
+#pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> dw(C, 0.0f), db(C, 0.0f);
+    float* dw = part.mine();
+    float* db = dw + C;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
@@ -215,17 +301,14 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
         dx[i] += (dn - dnorm_mean - nrm * dnorm_norm_mean) * rs;
       }
     }
-#pragma omp critical
-    for (int i = 0; i < C; ++i) {
-      if (dweight) dweight[i] += dw[i];
-      if (dbias) dbias[i] += db[i];
-    }
   }
+  part.add_to(dweight, 0, C);
+  part.add_to(dbias, C, C);
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
@@ -238,9 +321,10 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+  Partials part(C);
+#pragma omp parallel if (parallel_worth(N * C))
   {
-    std::vector<float> dw(C, 0.0f);
+    float* dw = part.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       const float* x = inp + r * C;
@@ -255,15 +339,14 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
         dw[i] += dy[i] * x[i] * rs;
       }
     }
-#pragma omp critical
-    for (int i = 0; i < C; ++i) dweight[i] += dw[i];
   }
+  part.add_to(dweight, 0, C);
 }
 
 void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
                           float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + r * stride + col + (int64_t)h * hd;
@@ -276,9 +359,10 @@ void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stri
 void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
                            int col, int n_heads, int hd, float eps) {
   Prof prof(OpKind::kNorm);
-#pragma omp parallel
+  Partials part(hd);
+#pragma omp parallel if (parallel_worth(N * stride))
   {
-    std::vector<float> dw(hd, 0.0f);
+    float* dw = part.mine();
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < N; ++r) {
       for (int h = 0; h < n_heads; ++h) {
@@ -295,9 +379,8 @@ void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const fl
         }
       }
     }
-#pragma omp critical
-    for (int i = 0; i < hd; ++i) dweight[i] += dw[i];
   }
+  part.add_to(dweight, 0, hd);
 }
 
 // ---- activations ---------------------------------------------------------------------
@@ -329,7 +412,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
   Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -352,7 +435,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
   Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -377,7 +460,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 
 void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -398,7 +481,7 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
 
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -452,7 +535,7 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, 
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
   const float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const int64_t pos = pos0 + r % T;
     const float* c = cos_t + pos * half;
@@ -481,7 +564,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.H * n_tiles;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd))
   {
     std::vector<float> S((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -519,7 +602,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.KV;  // dk, dv of one kv head are written by one thread
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd * group))
   {
     std::vector<float> P((size_t)kQueryTile * d.Tk), dP((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -569,7 +652,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 
 void add_inplace(float* a, const float* b, int64_t n) {
   Prof prof(OpKind::kOther);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
@@ -578,9 +661,12 @@ void add_inplace(float* a, const float* b, int64_t n) {
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V) {
   Prof prof(OpKind::kLoss);
-  double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+  // per-thread partial totals summed in thread order: deterministic (see Partials)
+  const int n_threads = omp_get_max_threads();
+  std::vector<double> partial(n_threads, 0.0);
+#pragma omp parallel for if (parallel_worth(n * V)) schedule(static)
   for (int64_t r = 0; r < n; ++r) {
+    double& total = partial[omp_get_thread_num()];
     float* row = logits + r * V;
     const int32_t t = targets[r];
     const float w = weights ? weights[r] : 1.0f;
@@ -599,12 +685,14 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
     if (losses) losses[r] = loss;
     total += (double)w * loss;
   }
+  double total = 0.0;
+  for (double p : partial) total += p;
   return total;
 }
 
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
   Prof prof(OpKind::kLoss);
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(n * V))
   {
     std::vector<float> scratch(V);
 #pragma omp for schedule(static)

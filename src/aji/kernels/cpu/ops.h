@@ -120,7 +120,8 @@ void log_softmax_pick(float* out, const float* logits, const int32_t* targets, i
 enum class OpKind { kGemm, kAttentionFwd, kAttentionBwd, kNorm, kActivation, kRope, kEmbedding, kLoss, kOther, kCount };
 const char* op_kind_name(OpKind k);
 struct OpStats {
-  double seconds[(int)OpKind::kCount] = {};
+  double seconds[(int)OpKind::kCount] = {};      // wall time
+  double cpu_seconds[(int)OpKind::kCount] = {};  // CPU time of the calling thread
   int64_t calls[(int)OpKind::kCount] = {};
 };
 void profile_enable(bool on);

@@ -1,0 +1,116 @@
+// Micro-benchmarks of the engine's non-GEMM ops at the shapes of one `tiny` layer
+// (B=8, T=256, C=384, 6 heads of 64, SwiGLU 1024, vocab 8192):
+//   build/bench/engine_ops_bench [--benchmark_filter=Attention]
+// Run with AJI_THREADS=1 (or 2) to fix the thread count.
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "aji/base/rng.h"
+#include "aji/base/threads.h"
+#include "aji/kernels/cpu/ops.h"
+
+namespace ops = aji::kernels::cpu;
+
+namespace {
+
+constexpr int B = 8, T = 256, C = 384, H = 6, KV = 6, HD = 64, F = 1024, V = 8192;
+constexpr int64_t N = (int64_t)B * T;
+
+std::vector<float> randn(size_t n, uint64_t seed) {
+  aji::Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)r.normal();
+  return v;
+}
+
+ops::AttnDims dims() {
+  ops::AttnDims d;
+  const int qkv = (H + 2 * KV) * HD;
+  d.B = B, d.Tq = T, d.Tk = T, d.H = H, d.KV = KV, d.hd = HD;
+  d.q_bs = d.k_bs = d.v_bs = (int64_t)T * qkv;
+  d.q_ts = d.k_ts = d.v_ts = qkv;
+  d.o_bs = (int64_t)T * H * HD, d.o_ts = H * HD;
+  return d;
+}
+
+void BM_AttentionForward(benchmark::State& st) {
+  (void)aji::num_threads();
+  const int qkv = (H + 2 * KV) * HD;
+  auto x = randn(N * qkv, 1);
+  std::vector<float> out(N * H * HD), lse(N * H);
+  auto d = dims();
+  for (auto _ : st)
+    ops::attention_forward(out.data(), lse.data(), x.data(), x.data() + H * HD, x.data() + (H + KV) * HD, d);
+  // QK^T and PV over the causal half
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2 * B * H * (double)T * T / 2 * HD, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionForward)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_AttentionBackward(benchmark::State& st) {
+  const int qkv = (H + 2 * KV) * HD;
+  auto x = randn(N * qkv, 1), dout = randn(N * H * HD, 2);
+  std::vector<float> out(N * H * HD), lse(N * H), dx(N * qkv);
+  auto d = dims();
+  ops::attention_forward(out.data(), lse.data(), x.data(), x.data() + H * HD, x.data() + (H + KV) * HD, d);
+  for (auto _ : st)
+    ops::attention_backward(dx.data(), dx.data() + H * HD, dx.data() + (H + KV) * HD, dout.data(), x.data(),
+                            x.data() + H * HD, x.data() + (H + KV) * HD, out.data(), lse.data(), d);
+  st.counters["GFLOP/s"] = benchmark::Counter(5.0 * 2 * B * H * (double)T * T / 2 * HD, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_AttentionBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_SoftmaxXent(benchmark::State& st) {
+  const int rows = 1024;
+  auto logits = randn((size_t)rows * V, 3);
+  std::vector<float> work(logits.size()), losses(rows);
+  std::vector<int32_t> targets(rows, 7);
+  for (auto _ : st) {
+    st.PauseTiming();
+    work = logits;
+    st.ResumeTiming();
+    benchmark::DoNotOptimize(
+        ops::softmax_xent_backward_inplace(work.data(), losses.data(), targets.data(), nullptr, 1.0f, rows, V));
+  }
+  st.SetBytesProcessed(st.iterations() * (int64_t)rows * V * 4);
+}
+BENCHMARK(BM_SoftmaxXent)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_RmsNormFwdBwd(benchmark::State& st) {
+  auto x = randn(N * C, 4), w = randn(C, 5), dy = randn(N * C, 6);
+  std::vector<float> y(N * C), rstd(N), dx(N * C), dw(C);
+  for (auto _ : st) {
+    ops::rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+    ops::rmsnorm_backward(dx.data(), dw.data(), dy.data(), x.data(), w.data(), rstd.data(), N, C);
+  }
+  st.SetBytesProcessed(st.iterations() * N * C * 4 * 6);
+}
+BENCHMARK(BM_RmsNormFwdBwd)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_SwigluFwdBwd(benchmark::State& st) {
+  auto gu = randn(N * 2 * F, 7), dy = randn(N * F, 8);
+  std::vector<float> y(N * F), dgu(N * 2 * F);
+  for (auto _ : st) {
+    ops::swiglu_forward(y.data(), gu.data(), N, F);
+    ops::swiglu_backward(dgu.data(), dy.data(), gu.data(), N, F);
+  }
+  st.SetBytesProcessed(st.iterations() * N * F * 4 * 8);
+}
+BENCHMARK(BM_SwigluFwdBwd)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_RopeQK(benchmark::State& st) {
+  const int qkv = (H + 2 * KV) * HD;
+  auto x = randn(N * qkv, 9);
+  std::vector<float> cs(T * HD / 2), sn(T * HD / 2);
+  ops::rope_table(cs.data(), sn.data(), T, HD, 10000.0f);
+  for (auto _ : st) {
+    ops::rope_apply(x.data(), cs.data(), sn.data(), B, T, qkv, 0, H, HD, 0, false);
+    ops::rope_apply(x.data(), cs.data(), sn.data(), B, T, qkv, H * HD, KV, HD, 0, false);
+  }
+  st.SetBytesProcessed(st.iterations() * N * (H + KV) * HD * 4 * 2);
+}
+BENCHMARK(BM_RopeQK)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
