@@ -60,6 +60,12 @@ std::string simplify(std::string_view text, bool numbers) {
   a.reserve(lower.size());
   size_t i = 0;
   while (i < lower.size()) {
+    unsigned char c0 = static_cast<unsigned char>(lower[i]);
+    if (c0 < 0x80 && !(c0 >= '0' && c0 <= '9')) {  // ASCII fast path
+      a.push_back(is_simplify_punct(c0) ? ' ' : char(c0));
+      ++i;
+      continue;
+    }
     size_t b = i;
     char32_t c = next_code_point(lower, i);
     if (numbers && is_nd(c)) {

@@ -480,9 +480,24 @@ bool is_python_space(char32_t c) {
          c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-bool is_datatrove_punctuation(char32_t c) { return in_sorted(kPunctuation, c) || in_sorted(kTerminal, c); }
+// ASCII members of PUNCTUATION (the terminal set adds nothing below 128): bit c of the mask.
+constexpr uint64_t ascii_punct_mask(int half) {
+  uint64_t m = 0;
+  for (char32_t c : kPunctuation)
+    if (c < 128 && int(c / 64) == half) m |= uint64_t(1) << (c % 64);
+  return m;
+}
+constexpr uint64_t kAsciiPunct[2] = {ascii_punct_mask(0), ascii_punct_mask(1)};
+
+bool is_datatrove_punctuation(char32_t c) {
+  if (c < 128) return kAsciiPunct[c >> 6] >> (c & 63) & 1;
+  return in_sorted(kPunctuation, c) || in_sorted(kTerminal, c);
+}
 bool is_terminal_punctuation(char32_t c) { return in_sorted(kTerminal, c); }
-bool is_simplify_punctuation(char32_t c) { return in_sorted(kPunctuation, c); }
+bool is_simplify_punctuation(char32_t c) {
+  if (c < 128) return kAsciiPunct[c >> 6] >> (c & 63) & 1;
+  return in_sorted(kPunctuation, c);
+}
 bool is_hangul(char32_t c) {
   return (c >= 0xAC00 && c <= 0xD7A3) || (c >= 0x1100 && c <= 0x11FF) || (c >= 0x3130 && c <= 0x318F);
 }
