@@ -162,10 +162,10 @@ std::string format_report(const RunReport& r) {
   if (!t.drops.empty()) {
     std::vector<std::pair<std::string, uint64_t>> d(t.drops.begin(), t.drops.end());
     std::sort(d.begin(), d.end(), [](auto& a, auto& b) { return a.second > b.second; });
-    out += "\n  dropped, by reason                         docs       bytes\n";
+    out += "\n  dropped, by reason                                   docs       bytes\n";
     for (const auto& [k, v] : d) {
       auto b = t.drop_bytes.find(k);
-      out += fmt("  %-38s %9s %11s\n", k.c_str(), count(v).c_str(), bytes(b == t.drop_bytes.end() ? 0 : b->second).c_str());
+      out += fmt("  %-48s %9s %11s\n", k.c_str(), count(v).c_str(), bytes(b == t.drop_bytes.end() ? 0 : b->second).c_str());
     }
   }
   if (!t.dropped_languages.empty()) {
@@ -180,10 +180,10 @@ std::string format_report(const RunReport& r) {
     out += "\n";
   }
   if (!t.kept_docs.empty()) {
-    out += "\n  written, by language                       docs       bytes\n";
+    out += "\n  written, by language                                 docs       bytes\n";
     for (const auto& [k, v] : t.kept_docs) {
       auto b = t.kept_bytes.find(k);
-      out += fmt("  %-38s %9s %11s\n", k.c_str(), count(v).c_str(), bytes(b == t.kept_bytes.end() ? 0 : b->second).c_str());
+      out += fmt("  %-48s %9s %11s\n", k.c_str(), count(v).c_str(), bytes(b == t.kept_bytes.end() ? 0 : b->second).c_str());
     }
   }
   out += fmt("\n  skipped records: %llu non-response WARC records, %llu non-HTML payloads, %llu empty\n",
