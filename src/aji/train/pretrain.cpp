@@ -454,6 +454,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
                   Progress::format_duration(ema_step_s * static_cast<double>(steps - step)).c_str());
       std::fflush(stdout);
     }
+    if (o.on_step) o.on_step(step, static_cast<float>(loss));
     const bool last = step == steps;
     const bool stop_now = g_interrupted || (o.stop_after > 0 && step - session_start >= o.stop_after);
     if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || last)) run_eval();

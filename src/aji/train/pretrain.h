@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,8 @@ struct PretrainOptions {
   double peak_gflops_per_core = 147.0;  // fp32 nominal peak of one core, for MFU
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
   bool quiet = false;
+  // Called after every optimizer step with (step, train loss); for tests and front ends.
+  std::function<void(int64_t, float)> on_step;
 };
 
 struct PretrainResult {
