@@ -23,6 +23,9 @@ aji::cli::CommandRegistrar reg(30, [](CLI::App& app) {
   cmd->add_option("--out", *out, "Run directory")->required();
   cmd->add_option("--steps", o->steps, "Optimizer steps to train");
   cmd->add_option("--tokens", o->tokens, "Or: tokens to train on (steps = tokens / total batch)");
+  auto minutes = std::make_shared<double>(0.0);
+  cmd->add_option("--time-budget", *minutes,
+                  "Or: train for about this many minutes (steps set from the speed of the first steps)");
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--force", o->force, "Start over in a run directory that already holds a run");
   cmd->add_option("--batch-size", o->batch, "Sequences per micro-batch (B)")->capture_default_str();
@@ -51,7 +54,8 @@ aji::cli::CommandRegistrar reg(30, [](CLI::App& app) {
   cmd->add_option("--peak-gflops", o->peak_gflops_per_core, "fp32 peak GFLOP/s of one core, for the MFU figure")
       ->capture_default_str();
   cmd->add_option("--stop-after", o->stop_after, "End this session after N steps with a checkpoint (resume later)");
-  cmd->callback([o, config, data, out] {
+  cmd->callback([o, config, data, out, minutes] {
+    o->time_budget_s = *minutes * 60.0;
     o->config = *config;
     o->data_dir = *data;
     o->out_dir = *out;

@@ -23,6 +23,7 @@ struct PretrainOptions {
   std::filesystem::path out_dir;
   int64_t steps = 0;   // optimizer steps; 0 = from tokens
   int64_t tokens = 0;  // or a token budget
+  double time_budget_s = 0;  // or a wall-clock budget: steps are set from the speed of the first steps
   bool resume = false;
   bool force = false;
   int batch = 8;                   // B (micro-batch rows)
