@@ -213,7 +213,16 @@ void Model::init_weights(uint64_t seed) {
       mix = splitmix64(mix) ^ (uint64_t)bi;
       Rng rng(splitmix64(mix));
       const int64_t b0 = bi * block, b1 = std::min<int64_t>(t.numel, b0 + block);
-      for (int64_t i = b0; i < b1; ++i) p[i] = static_cast<float>(rng.normal()) * s;
+      // Box-Muller, both outputs of each pair (half the log/cos work of Rng::normal)
+      for (int64_t i = b0; i < b1; i += 2) {
+        double u1 = rng.uniform();
+        const double u2 = rng.uniform();
+        if (u1 < 1e-300) u1 = 1e-300;
+        const double r = std::sqrt(-2.0 * std::log(u1)) * s;
+        const double a = 6.283185307179586 * u2;
+        p[i] = static_cast<float>(r * std::cos(a));
+        if (i + 1 < b1) p[i + 1] = static_cast<float>(r * std::sin(a));
+      }
     });
   }
 }

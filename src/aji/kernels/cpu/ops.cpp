@@ -4,6 +4,8 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -13,6 +15,59 @@
 #include "aji/kernels/cpu/vec_math.h"
 
 namespace aji::kernels::cpu {
+
+namespace {
+// Below this many elements of work an OpenMP team costs more than it saves (a wake-up of
+// the other threads is microseconds; on a busy machine much more).
+inline bool parallel_worth(int64_t work) { return work >= 32768; }
+}  // namespace
+
+// ---- profiling -----------------------------------------------------------------------
+
+namespace {
+bool g_profile = false;
+OpStats g_stats;
+std::vector<GemmShape>* g_gemm_sink = nullptr;
+thread_local int t_depth = 0;
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+struct Prof {
+  OpKind kind;
+  bool on;
+  std::chrono::steady_clock::time_point t0;
+  double c0 = 0;
+  explicit Prof(OpKind k) : kind(k), on(g_profile && t_depth == 0 && omp_get_level() == 0) {
+    ++t_depth;
+    if (on) {
+      t0 = std::chrono::steady_clock::now();
+      c0 = thread_cpu_seconds();
+    }
+  }
+  ~Prof() {
+    --t_depth;
+    if (on) {
+      g_stats.seconds[(int)kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      g_stats.cpu_seconds[(int)kind] += thread_cpu_seconds() - c0;
+      g_stats.calls[(int)kind] += 1;
+    }
+  }
+};
+}  // namespace
+
+const char* op_kind_name(OpKind k) {
+  static const char* names[] = {"gemm", "attention fwd", "attention bwd", "norms", "activations",
+                                "rope", "embedding", "softmax-CE", "other"};
+  return names[(int)k];
+}
+void profile_enable(bool on) { g_profile = on; }
+void profile_reset() { g_stats = OpStats(); }
+OpStats profile_stats() { return g_stats; }
+void record_gemm_shapes(std::vector<GemmShape>* sink) { g_gemm_sink = sink; }
 
 // ---- matrix products ------------------------------------------------------------------
 
@@ -24,7 +79,19 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  dnnl_status_t st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (g_gemm_sink && omp_get_level() == 0) g_gemm_sink->push_back(GemmShape{trans_a, trans_b, M, N, K, beta});
+  Prof prof(OpKind::kGemm);
+  dnnl_status_t st;
+  if (M * N * K < (1 << 18) && omp_get_level() == 0 && omp_get_max_threads() > 1) {
+    // A small product finishes before a thread team wakes up: run it on this thread
+    // (dnnl_sgemm sizes its team from omp_get_max_threads, a per-thread setting).
+    const int keep = omp_get_max_threads();
+    omp_set_num_threads(1);
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    omp_set_num_threads(keep);
+  } else {
+    st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   if (st != dnnl_success)
     throw Error("dnnl_sgemm failed (status " + std::to_string((int)st) + ") for M=" + std::to_string(M) +
                 " N=" + std::to_string(N) + " K=" + std::to_string(K));
@@ -34,7 +101,7 @@ namespace {
 // Per-thread partial sums of a (C) vector over rows, reduced into acc at the end.
 template <typename RowFn>
 void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> local(C, 0.0f);
 #pragma omp for schedule(static)
@@ -47,9 +114,45 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
+  Prof prof(OpKind::kGemm);
+  if (N <= 4) {
+    // A few rows (token-by-token decoding): stream each weight element once. A GEMM
+    // library packs the whole weight on every call, as costly as the product itself here.
+    if (layout == WeightLayout::kOutIn) {
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int o = 0; o < OC; ++o) {
+        const float* w = weight + (int64_t)o * IC;
+        for (int64_t r = 0; r < N; ++r) {
+          const float v = vm::dot(inp + r * IC, w, IC) + (bias ? bias[o] : 0.0f);
+          out[r * OC + o] = accumulate ? out[r * OC + o] + v : v;
+        }
+      }
+    } else {
+      constexpr int kCols = 64;
+      const int n_blocks = (OC + kCols - 1) / kCols;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+      for (int cb = 0; cb < n_blocks; ++cb) {
+        const int c0 = cb * kCols, nc = std::min(kCols, OC - c0);
+        float acc[4][kCols] = {};
+        for (int k = 0; k < IC; ++k) {
+          const float* w = weight + (int64_t)k * OC + c0;
+          for (int64_t r = 0; r < N; ++r) {
+            const float x = inp[r * IC + k];
+            for (int j = 0; j < nc; ++j) acc[r][j] += x * w[j];
+          }
+        }
+        for (int64_t r = 0; r < N; ++r)
+          for (int j = 0; j < nc; ++j) {
+            const float v = acc[r][j] + (bias ? bias[c0 + j] : 0.0f);
+            out[r * OC + c0 + j] = accumulate ? out[r * OC + c0 + j] + v : v;
+          }
+      }
+    }
+    return;
+  }
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias && !accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r) std::memcpy(out + r * OC, bias, sizeof(float) * OC);
     beta = 1.0f;
   }
@@ -58,7 +161,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   else
     sgemm('N', 'N', N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
   if (bias && accumulate) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
     for (int64_t r = 0; r < N; ++r)
       for (int j = 0; j < OC; ++j) out[r * OC + j] += bias[j];
   }
@@ -66,6 +169,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
                      int64_t N, int IC, int OC, WeightLayout layout) {
+  Prof prof(OpKind::kGemm);
   if (layout == WeightLayout::kOutIn) {
     if (dinp) sgemm('N', 'N', N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
     if (dweight) sgemm('T', 'N', OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
@@ -85,8 +189,9 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
                        int pos0) {
+  Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     float* o = out + r * C;
     const float* e = wte + (int64_t)tokens[r] * C;
@@ -100,11 +205,12 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
 }
 
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+  Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
   // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
   const int block = 64;
   const int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int cb = 0; cb < n_blocks; ++cb) {
     const int c0 = cb * block, c1 = std::min(C, c0 + block);
     for (int64_t r = 0; r < N; ++r) {
@@ -123,7 +229,8 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     float s = 0.0f;
@@ -144,7 +251,8 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
-#pragma omp parallel
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> dw(C, 0.0f), db(C, 0.0f);
 #pragma omp for schedule(static)
@@ -179,7 +287,8 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
     const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
@@ -191,7 +300,8 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C) {
-#pragma omp parallel
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel if (parallel_worth(N * C))
   {
     std::vector<float> dw(C, 0.0f);
 #pragma omp for schedule(static)
@@ -215,7 +325,8 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
 
 void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
                           float eps) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + r * stride + col + (int64_t)h * hd;
@@ -227,7 +338,8 @@ void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stri
 
 void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
                            int col, int n_heads, int hd, float eps) {
-#pragma omp parallel
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel if (parallel_worth(N * stride))
   {
     std::vector<float> dw(hd, 0.0f);
 #pragma omp for schedule(static)
@@ -277,9 +389,10 @@ inline __m256 tanh8(__m256 u) {
 }  // namespace
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
+  Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -299,9 +412,10 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
     int64_t i = c * chunk;
     const int64_t end = std::min(n, i + chunk);
@@ -325,7 +439,8 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kActivation);
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -345,7 +460,8 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
 }
 
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kActivation);
+#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
@@ -395,10 +511,11 @@ void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta
 
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
                 int hd, int pos0, bool inverse) {
+  Prof prof(OpKind::kRope);
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
   const float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const int64_t pos = pos0 + r % T;
     const float* c = cos_t + pos * half;
@@ -422,11 +539,12 @@ constexpr int kQueryTile = 32;
 }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionFwd);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.H * n_tiles;
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd))
   {
     std::vector<float> S((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -459,11 +577,12 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionBwd);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   const int64_t units = (int64_t)d.B * d.KV;  // dk, dv of one kv head are written by one thread
-#pragma omp parallel
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd * group))
   {
     std::vector<float> P((size_t)kQueryTile * d.Tk), dP((size_t)kQueryTile * d.Tk);
 #pragma omp for schedule(dynamic, 1)
@@ -512,7 +631,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // ---- residual ------------------------------------------------------------------------
 
 void add_inplace(float* a, const float* b, int64_t n) {
-#pragma omp parallel for schedule(static)
+  Prof prof(OpKind::kOther);
+#pragma omp parallel for if (parallel_worth(n)) schedule(static)
   for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
 
@@ -520,8 +640,9 @@ void add_inplace(float* a, const float* b, int64_t n) {
 
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V) {
+  Prof prof(OpKind::kLoss);
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for if (parallel_worth(n * V)) schedule(static) reduction(+ : total)
   for (int64_t r = 0; r < n; ++r) {
     float* row = logits + r * V;
     const int32_t t = targets[r];
@@ -545,7 +666,8 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
 }
 
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
-#pragma omp parallel
+  Prof prof(OpKind::kLoss);
+#pragma omp parallel if (parallel_worth(n * V))
   {
     std::vector<float> scratch(V);
 #pragma omp for schedule(static)

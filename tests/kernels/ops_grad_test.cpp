@@ -1,0 +1,366 @@
+// Each op's backward against central finite differences of L(x) = sum(dout * f(x))
+// (summed in double), and each forward against a naive double-precision formula.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "aji/base/rng.h"
+#include "aji/kernels/cpu/ops.h"
+#include "aji/kernels/cpu/vec_math.h"
+
+namespace ops = aji::kernels::cpu;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f, float mean = 0.0f) {
+  aji::Rng r(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = mean + scale * (float)r.normal();
+  return v;
+}
+
+double dotd(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (double)a[i] * b[i];
+  return s;
+}
+
+// Numeric gradient of loss() with respect to the elements of x (x is perturbed in place).
+// Large inputs are checked on a deterministic sample of `max_checked` elements (the
+// others are set to the analytic value's stand-in NaN and skipped by rel_err).
+std::vector<double> numeric_grad(std::vector<float>& x, const std::function<double()>& loss, float h = 1e-2f,
+                                 size_t max_checked = 120) {
+  std::vector<double> g(x.size(), NAN);
+  const size_t step = x.size() <= max_checked ? 1 : (x.size() + max_checked - 1) / max_checked;
+  for (size_t j = (step > 1 ? 1 : 0); j < x.size(); j += step) {
+    const float keep = x[j];
+    x[j] = keep + h;
+    const double lp = loss();
+    x[j] = keep - h;
+    const double lm = loss();
+    x[j] = keep;
+    g[j] = (lp - lm) / (2.0 * h);
+  }
+  return g;
+}
+
+// ||a - n|| / ||n||
+double rel_err(const std::vector<float>& a, const std::vector<double>& n) {
+  double d = 0, s = 1e-12;
+  for (size_t i = 0; i < n.size(); ++i) {
+    if (std::isnan(n[i])) continue;
+    d += (a[i] - n[i]) * (a[i] - n[i]);
+    s += n[i] * n[i];
+  }
+  return std::sqrt(d / s);
+}
+
+constexpr double kTol = 3e-3;
+
+TEST(OpsGrad, MatmulBothLayouts) {
+  const int N = 5, IC = 7, OC = 9;
+  for (auto layout : {ops::WeightLayout::kOutIn, ops::WeightLayout::kInOut}) {
+    auto x = randn(N * IC, 1), w = randn(IC * OC, 2), b = randn(OC, 3), dout = randn(N * OC, 4);
+    std::vector<float> out(N * OC);
+    auto loss = [&] {
+      ops::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC, layout);
+      return dotd(out, dout);
+    };
+    // forward vs naive
+    loss();
+    for (int r = 0; r < N; ++r)
+      for (int o = 0; o < OC; ++o) {
+        double s = b[o];
+        for (int i = 0; i < IC; ++i)
+          s += (double)x[r * IC + i] * (layout == ops::WeightLayout::kOutIn ? w[o * IC + i] : w[i * OC + o]);
+        EXPECT_NEAR(out[r * OC + o], s, 1e-5);
+      }
+    std::vector<float> dx(N * IC), dw(IC * OC, 0.0f), db(OC, 0.0f);
+    ops::matmul_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), N, IC, OC, layout);
+    EXPECT_LT(rel_err(dx, numeric_grad(x, loss)), kTol);
+    EXPECT_LT(rel_err(dw, numeric_grad(w, loss)), kTol);
+    EXPECT_LT(rel_err(db, numeric_grad(b, loss)), kTol);
+    // accumulate mode adds to out
+    std::vector<float> acc(N * OC, 1.0f);
+    ops::matmul_forward(acc.data(), x.data(), w.data(), b.data(), N, IC, OC, layout, true);
+    ops::matmul_forward(out.data(), x.data(), w.data(), b.data(), N, IC, OC, layout);
+    for (int i = 0; i < N * OC; ++i) EXPECT_NEAR(acc[i], out[i] + 1.0f, 1e-5);
+  }
+}
+
+TEST(OpsGrad, MatmulFewRowsPath) {
+  // N <= 4 takes the weight-streaming path (decoding); it must equal the GEMM path.
+  const int IC = 77, OC = 131;  // not multiples of 8 or of the 64-column blocks
+  for (auto layout : {ops::WeightLayout::kOutIn, ops::WeightLayout::kInOut})
+    for (int N : {1, 3, 4}) {
+      auto x = randn(8 * IC, 1), w = randn(IC * OC, 2), b = randn(OC, 3);
+      std::vector<float> big(8 * OC), small(N * OC, 0.5f);
+      ops::matmul_forward(big.data(), x.data(), w.data(), b.data(), 8, IC, OC, layout);
+      ops::matmul_forward(small.data(), x.data(), w.data(), b.data(), N, IC, OC, layout, true);  // accumulate onto 0.5
+      for (int i = 0; i < N * OC; ++i) ASSERT_NEAR(small[i], big[i] + 0.5f, 2e-4) << "N=" << N << " i=" << i;
+      ops::matmul_forward(small.data(), x.data(), w.data(), nullptr, N, IC, OC, layout);
+      for (int i = 0; i < N * OC; ++i) ASSERT_NEAR(small[i], big[i] - b[i % OC], 2e-4);
+    }
+}
+
+TEST(OpsGrad, LayerNorm) {
+  const int N = 4, C = 13;
+  auto x = randn(N * C, 1, 2.0f, 0.5f), w = randn(C, 2, 0.3f, 1.0f), b = randn(C, 3), dout = randn(N * C, 4);
+  std::vector<float> out(N * C), mean(N), rstd(N);
+  auto loss = [&] {
+    ops::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), N, C, 1e-5f);
+    return dotd(out, dout);
+  };
+  loss();
+  for (int r = 0; r < N; ++r) {  // forward vs formula
+    double m = 0, v = 0;
+    for (int i = 0; i < C; ++i) m += x[r * C + i];
+    m /= C;
+    for (int i = 0; i < C; ++i) v += (x[r * C + i] - m) * (x[r * C + i] - m);
+    v /= C;
+    for (int i = 0; i < C; ++i) EXPECT_NEAR(out[r * C + i], (x[r * C + i] - m) / std::sqrt(v + 1e-5) * w[i] + b[i], 1e-5);
+  }
+  std::vector<float> dx(N * C, 0.0f), dw(C, 0.0f), db(C, 0.0f);
+  ops::layernorm_backward(dx.data(), dw.data(), db.data(), dout.data(), x.data(), w.data(), mean.data(), rstd.data(), N, C);
+  EXPECT_LT(rel_err(dx, numeric_grad(x, loss, 1e-3f)), kTol);
+  EXPECT_LT(rel_err(dw, numeric_grad(w, loss)), kTol);
+  EXPECT_LT(rel_err(db, numeric_grad(b, loss)), kTol);
+}
+
+TEST(OpsGrad, RmsNormAndHeadRmsNorm) {
+  const int N = 4, C = 13;
+  auto x = randn(N * C, 1, 1.5f, 0.3f), w = randn(C, 2, 0.3f, 1.0f), dout = randn(N * C, 4);
+  std::vector<float> out(N * C), rstd(N);
+  auto loss = [&] {
+    ops::rmsnorm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-6f);
+    return dotd(out, dout);
+  };
+  loss();
+  for (int r = 0; r < N; ++r) {
+    double ss = 0;
+    for (int i = 0; i < C; ++i) ss += (double)x[r * C + i] * x[r * C + i];
+    for (int i = 0; i < C; ++i) EXPECT_NEAR(out[r * C + i], x[r * C + i] / std::sqrt(ss / C + 1e-6) * w[i], 1e-5);
+  }
+  std::vector<float> dx(N * C, 0.0f), dw(C, 0.0f);
+  ops::rmsnorm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
+  EXPECT_LT(rel_err(dx, numeric_grad(x, loss, 1e-3f)), kTol);
+  EXPECT_LT(rel_err(dw, numeric_grad(w, loss)), kTol);
+
+  // per-head version over a strided layout: 3 rows of stride 20, 2 heads of 6 at column 5
+  const int rows = 3, stride = 20, col = 5, heads = 2, hd = 6;
+  auto y = randn(rows * stride, 5), hw = randn(hd, 6, 0.3f, 1.0f), dy = randn(rows * stride, 7);
+  std::vector<float> tmp;
+  auto hloss = [&] {
+    tmp = y;
+    ops::head_rmsnorm_forward(tmp.data(), hw.data(), rows, stride, col, heads, hd, 1e-6f);
+    double s = 0;
+    for (int r = 0; r < rows; ++r)
+      for (int j = col; j < col + heads * hd; ++j) s += (double)tmp[r * stride + j] * dy[r * stride + j];
+    return s;
+  };
+  std::vector<float> d = dy, dhw(hd, 0.0f);
+  ops::head_rmsnorm_backward(d.data(), dhw.data(), y.data(), hw.data(), rows, stride, col, heads, hd, 1e-6f);
+  for (int r = 0; r < rows; ++r)  // outside the heads d is untouched (caller's data)
+    for (int j = 0; j < stride; ++j)
+      if (j < col || j >= col + heads * hd) d[r * stride + j] = 0.0f;
+  EXPECT_LT(rel_err(d, numeric_grad(y, hloss, 1e-3f)), kTol);
+  EXPECT_LT(rel_err(dhw, numeric_grad(hw, hloss)), kTol);
+}
+
+TEST(OpsGrad, GeluAndSwiglu) {
+  const int n = 37;  // not a multiple of 8: the scalar tail runs too
+  auto x = randn(n, 1, 2.0f), dout = randn(n, 2);
+  std::vector<float> out(n);
+  auto loss = [&] {
+    ops::gelu_forward(out.data(), x.data(), n);
+    return dotd(out, dout);
+  };
+  loss();
+  for (int i = 0; i < n; ++i) {
+    const double v = x[i];
+    EXPECT_NEAR(out[i], 0.5 * v * (1 + std::tanh(std::sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))), 2e-6);
+  }
+  std::vector<float> dx(n);
+  ops::gelu_backward(dx.data(), x.data(), dout.data(), n);
+  EXPECT_LT(rel_err(dx, numeric_grad(x, loss, 1e-3f)), kTol);
+
+  const int N = 3, F = 11;
+  auto gu = randn(N * 2 * F, 3, 2.0f), dy = randn(N * F, 4);
+  std::vector<float> y(N * F);
+  auto sloss = [&] {
+    ops::swiglu_forward(y.data(), gu.data(), N, F);
+    return dotd(y, dy);
+  };
+  sloss();
+  for (int r = 0; r < N; ++r)
+    for (int i = 0; i < F; ++i) {
+      const double g = gu[r * 2 * F + i], u = gu[r * 2 * F + F + i];
+      EXPECT_NEAR(y[r * F + i], g / (1 + std::exp(-g)) * u, 1e-5);
+    }
+  std::vector<float> dgu(N * 2 * F);
+  ops::swiglu_backward(dgu.data(), dy.data(), gu.data(), N, F);
+  EXPECT_LT(rel_err(dgu, numeric_grad(gu, sloss, 1e-3f)), kTol);
+}
+
+TEST(OpsGrad, RopeIsARotationAndItsBackwardIsTheTranspose) {
+  const int B = 2, T = 5, H = 3, hd = 8, stride = 30, col = 4, max_pos = 16;
+  std::vector<float> cs(max_pos * hd / 2), sn(max_pos * hd / 2);
+  ops::rope_table(cs.data(), sn.data(), max_pos, hd, 10000.0f);
+  // HF: inv_freq_i = theta^(-2i/hd); position 3, i = 1: angle 3 * 10000^(-1/4) = 0.3
+  EXPECT_NEAR(cs[3 * 4 + 1], std::cos(0.3), 1e-6);
+  EXPECT_NEAR(sn[3 * 4 + 1], std::sin(0.3), 1e-6);
+  auto x = randn(B * T * stride, 1), dout = randn(B * T * stride, 2);
+  std::vector<float> y;
+  auto loss = [&] {
+    y = x;
+    ops::rope_apply(y.data(), cs.data(), sn.data(), B, T, stride, col, H, hd, 2, false);
+    return dotd(y, dout);
+  };
+  loss();
+  // rotate_half convention: out[i] = x[i] cos - x[i+hd/2] sin at position pos0 + t
+  {
+    const int r = 1 * T + 2, h = 1, i = 2, pos = 2 + 2;
+    const float* xi = x.data() + r * stride + col + h * hd;
+    const double ang = pos * std::pow(10000.0, -2.0 * i / hd);
+    EXPECT_NEAR(y[r * stride + col + h * hd + i], xi[i] * std::cos(ang) - xi[i + hd / 2] * std::sin(ang), 1e-5);
+    EXPECT_NEAR(y[r * stride + col + h * hd + i + hd / 2], xi[i + hd / 2] * std::cos(ang) + xi[i] * std::sin(ang), 1e-5);
+  }
+  std::vector<float> d = dout;
+  ops::rope_apply(d.data(), cs.data(), sn.data(), B, T, stride, col, H, hd, 2, true);
+  EXPECT_LT(rel_err(d, numeric_grad(x, loss)), kTol);
+}
+
+// Naive causal GQA attention in double.
+void naive_attention(std::vector<double>& out, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, int B, int T, int H, int KV, int hd) {
+  out.assign((size_t)B * T * H * hd, 0.0);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int kh = h / (H / KV);
+      for (int i = 0; i < T; ++i) {
+        std::vector<double> s(i + 1);
+        double m = -1e300;
+        for (int j = 0; j <= i; ++j) {
+          double d = 0;
+          for (int e = 0; e < hd; ++e)
+            d += (double)q[((b * T + i) * H + h) * hd + e] * k[((b * T + j) * KV + kh) * hd + e];
+          s[j] = d / std::sqrt((double)hd);
+          m = std::max(m, s[j]);
+        }
+        double z = 0;
+        for (auto& x : s) z += (x = std::exp(x - m));
+        for (int j = 0; j <= i; ++j)
+          for (int e = 0; e < hd; ++e)
+            out[((b * T + i) * H + h) * hd + e] += s[j] / z * v[((b * T + j) * KV + kh) * hd + e];
+      }
+    }
+}
+
+TEST(OpsGrad, AttentionGqaAcrossTiles) {
+  const int B = 2, T = 37, H = 4, KV = 2, hd = 6;  // T spans two query tiles
+  auto q = randn(B * T * H * hd, 1), k = randn(B * T * KV * hd, 2), v = randn(B * T * KV * hd, 3);
+  auto dout = randn(B * T * H * hd, 4);
+  ops::AttnDims d;
+  d.B = B, d.Tq = T, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd;
+  d.q_bs = T * H * hd, d.q_ts = H * hd;
+  d.k_bs = d.v_bs = T * KV * hd, d.k_ts = d.v_ts = KV * hd;
+  d.o_bs = T * H * hd, d.o_ts = H * hd;
+  std::vector<float> out(B * T * H * hd), lse(B * H * T);
+  auto loss = [&] {
+    ops::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), d);
+    return dotd(out, dout);
+  };
+  loss();
+  std::vector<double> ref;
+  naive_attention(ref, q, k, v, B, T, H, KV, hd);
+  for (size_t i = 0; i < ref.size(); ++i) ASSERT_NEAR(out[i], ref[i], 2e-6) << i;
+  std::vector<float> dq(q.size()), dk(k.size()), dv(v.size());
+  ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                          lse.data(), d);
+  EXPECT_LT(rel_err(dq, numeric_grad(q, loss, 1e-3f)), kTol);
+  EXPECT_LT(rel_err(dk, numeric_grad(k, loss, 1e-3f)), kTol);
+  EXPECT_LT(rel_err(dv, numeric_grad(v, loss, 1e-3f)), kTol);
+}
+
+TEST(OpsGrad, AttentionWithQueryOffsetMatchesTheTailOfFullAttention) {
+  // 4 new queries at positions 9..12 over 13 cached keys == the last 4 rows of full attention
+  const int T = 13, n_new = 4, H = 2, KV = 1, hd = 5;
+  auto q = randn(T * H * hd, 1), k = randn(T * KV * hd, 2), v = randn(T * KV * hd, 3);
+  std::vector<double> ref;
+  naive_attention(ref, q, k, v, 1, T, H, KV, hd);
+  ops::AttnDims d;
+  d.B = 1, d.Tq = n_new, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = T - n_new;
+  d.q_ts = d.o_ts = H * hd, d.k_ts = d.v_ts = KV * hd;
+  d.q_bs = d.o_bs = n_new * H * hd, d.k_bs = d.v_bs = T * KV * hd;
+  std::vector<float> out(n_new * H * hd);
+  ops::attention_forward(out.data(), nullptr, q.data() + (T - n_new) * H * hd, k.data(), v.data(), d);
+  for (int i = 0; i < n_new * H * hd; ++i) EXPECT_NEAR(out[i], ref[(T - n_new) * H * hd + i], 2e-6);
+}
+
+TEST(OpsGrad, SoftmaxCrossEntropyWithWeightsAndIgnoredRows) {
+  const int n = 4, V = 29;
+  auto logits = randn(n * V, 1, 3.0f);
+  std::vector<int32_t> targets = {3, -1, 28, 0};
+  std::vector<float> weights = {1.0f, 1.0f, 0.5f, 2.0f};
+  auto loss = [&] {  // sum_i w_i * CE_i in double
+    double s = 0;
+    for (int r = 0; r < n; ++r) {
+      if (targets[r] < 0) continue;
+      double m = -1e300, z = 0;
+      for (int v = 0; v < V; ++v) m = std::max(m, (double)logits[r * V + v]);
+      for (int v = 0; v < V; ++v) z += std::exp(logits[r * V + v] - m);
+      s += weights[r] * (m + std::log(z) - logits[r * V + targets[r]]);
+    }
+    return s;
+  };
+  const double expect = loss();
+  std::vector<float> g = logits, losses(n);
+  const double total = ops::softmax_xent_backward_inplace(g.data(), losses.data(), targets.data(), weights.data(),
+                                                          1.0f, n, V);
+  EXPECT_NEAR(total, expect, 1e-5 * std::fabs(expect));
+  EXPECT_EQ(losses[1], 0.0f);
+  EXPECT_LT(rel_err(g, numeric_grad(logits, loss)), kTol);
+  std::vector<float> lp(n);
+  std::vector<int32_t> t2 = {3, 7, 28, 0};
+  ops::log_softmax_pick(lp.data(), logits.data(), t2.data(), n, V);
+  EXPECT_NEAR(-lp[0], losses[0], 1e-5);
+}
+
+TEST(OpsGrad, EmbeddingScatterAdd) {
+  const int B = 2, T = 5, C = 6, V = 7;
+  auto wte = randn(V * C, 1), wpe = randn(T * C, 2), dout = randn(B * T * C, 3);
+  std::vector<int32_t> tokens = {1, 3, 1, 1, 6, 0, 3, 3, 2, 1};  // repeats exercise the scatter-add
+  std::vector<float> out(B * T * C);
+  auto loss = [&] {
+    ops::embedding_forward(out.data(), tokens.data(), wte.data(), wpe.data(), B, T, C);
+    return dotd(out, dout);
+  };
+  std::vector<float> dwte(V * C, 0.0f), dwpe(T * C, 0.0f);
+  ops::embedding_backward(dwte.data(), dwpe.data(), dout.data(), tokens.data(), B, T, C);
+  EXPECT_LT(rel_err(dwte, numeric_grad(wte, loss)), kTol);
+  EXPECT_LT(rel_err(dwpe, numeric_grad(wpe, loss)), kTol);
+}
+
+TEST(VecMath, ExpMatchesLibm) {
+  std::vector<float> x, y;
+  for (float v = -100.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+  x.push_back(-INFINITY);
+  y.resize(x.size());
+  aji::kernels::cpu::vm::exp_array(y.data(), x.data(), (int64_t)x.size());
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double e = std::exp((double)x[i]);
+    if (e < 1e-37) {  // the flush-to-zero end of the range
+      EXPECT_LE(y[i], 1.2e-37f);
+      EXPECT_GE(y[i], 0.0f);
+      continue;
+    }
+    worst = std::max(worst, std::fabs(y[i] - e) / e);
+  }
+  EXPECT_LT(worst, 5e-7);
+  EXPECT_EQ(y.back(), 0.0f);
+}
+
+}  // namespace

@@ -1,0 +1,60 @@
+// `aji bench train-step` / `aji bench generate` run end to end on a small config and
+// report consistent numbers (the benchmark scripts parse this JSON).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/atomic_file.h"
+#include "test_util.h"
+
+namespace {
+
+const char* kSmall =
+    R"({"arch": "llama", "vocab_size": 300, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_model": 32, "d_ff": 64, "max_seq_len": 48})";
+
+TEST(BenchCli, TrainStepReportsFloorBreakdownAndMemory) {
+  aji::test::TempDir dir;
+  auto cfg = dir.path() / "small.json";
+  aji::write_file_atomic(cfg, kSmall);
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench train-step --config " + cfg.string() +
+                                       " --batch 2 --seq 16 --steps 2 --json",
+                                   &out),
+            0)
+      << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["batch"], 2);
+  EXPECT_EQ(j["seq"], 16);
+  EXPECT_GT(j["tokens_per_second"].get<double>(), 0.0);
+  EXPECT_GT(j["gemm_floor_seconds"].get<double>(), 0.0);
+  // per layer: qkv, o, fc, proj x (forward, dX, dW) = 12, plus the LM head's 3
+  EXPECT_EQ(j["gemm_count"], 2 * 12 + 3);
+  EXPECT_GT(j["peak_rss_mib"].get<double>(), 1.0);
+  EXPECT_TRUE(j["breakdown_cpu_seconds"].contains("attention bwd"));
+  // random tokens over 300 ids: the loss starts near log(300) = 5.70
+  EXPECT_NEAR(j["loss"].get<double>(), 5.70, 0.3);
+}
+
+TEST(BenchCli, GenerateAndBadArguments) {
+  aji::test::TempDir dir;
+  auto cfg = dir.path() / "small.json";
+  aji::write_file_atomic(cfg, kSmall);
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench generate --config " + cfg.string() +
+                                       " --batch 3 --prompt-len 10 --gen 5 --json",
+                                   &out),
+            0)
+      << out;
+  auto j = nlohmann::json::parse(out);
+  EXPECT_GT(j["gen_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " bench generate --config " + cfg.string() +
+                                       " --prompt-len 40 --gen 20 2>&1",
+                                   &out),
+            1);
+  EXPECT_THAT(out, testing::HasSubstr("exceeds the context"));
+  EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " bench train-step --config no-such-preset 2>&1", &out), 1);
+  EXPECT_THAT(out, testing::HasSubstr("model config not found"));
+}
+
+}  // namespace
