@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -30,6 +31,14 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// CPU seconds of the whole process (all threads): on a shared machine wall time
+// overstates the cost of a step, CPU time does not.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_sigint(int) {
@@ -255,7 +264,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::optional<DataLoader> val_loader;
   if (!manifest.val.empty()) {
     try {
-      val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/false);
+      // Shuffled with a fixed seed: each evaluation reads the same windows, drawn from the
+      // whole val split rather than its first files.
+      val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/true);
     } catch (const Error& e) {
       if (!o.quiet) std::fprintf(stderr, "note: no validation (%s)\n", e.what());
     }
@@ -421,6 +432,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   double first_step_s = 0.0;
   while (step < steps) {
     auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = process_cpu_seconds();
     model.zero_grads();
     double loss = 0.0;
     for (int64_t a = 0; a < accum; ++a) {
@@ -454,7 +466,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     const double mfu = flops_per_step / dt / peak;
     history.train.push_back({static_cast<double>(step), loss});
     log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
-                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt}});
+                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},
+                 {"cpu_s", process_cpu_seconds() - cpu0}});
     if (!o.quiet) {
       const std::string eta =
           calibrating ? "?" : Progress::format_duration(ema_step_s * static_cast<double>(steps - step));
