@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <algorithm>
 #include <set>
 
 #include "aji/base/error.h"
@@ -127,30 +128,51 @@ TEST(Loader, WindowsAreBosAlignedAndTargetsAreShiftedInputs) {
   TempDir dir;
   uint32_t id = 0;
   // Short docs (start every row at a BOS) and one long doc (continued mid-document).
-  auto s0 = make_stream({5, 3, 9, 2, 40, 4, 4}, 0, id);
+  auto s0 = make_stream({5, 3, 9, 2, 40, 4, 4, 6, 11}, 0, id);
   make_data_dir(dir.path(), {s0}, {});
-  const int T = 8;
-  DataLoader l(dir.path(), "train", 1, T, 42, false);
-  std::vector<int32_t> in(T), tgt(T);
-  std::set<uint64_t> bos_pos;
-  for (size_t i = 0; i < s0.size(); ++i)
-    if (s0[i] == 0) bos_pos.insert(i);
-  uint64_t prev_end = 0;
-  for (int w = 0; w < 6; ++w) {
-    const uint64_t before = l.cursor().position;
-    l.next_batch(in.data(), tgt.data());
-    for (int t = 0; t + 1 < T; ++t) EXPECT_EQ(in[t + 1], tgt[t]);
-    // Locate the window in the stream.
-    uint64_t start = before;
-    while (static_cast<int32_t>(s0[start]) != in[0] || static_cast<int32_t>(s0[start + 1]) != in[1]) ++start;
-    // The rule: a BOS within T/4 of the cursor wins, else the cursor itself.
-    auto it = bos_pos.lower_bound(before);
-    const uint64_t expect = (it != bos_pos.end() && *it - before <= T / 4) ? *it : before;
-    EXPECT_EQ(start, expect) << "window " << w;
-    for (int t = 0; t < T; ++t) EXPECT_EQ(tgt[t], static_cast<int32_t>(s0[start + t + 1]));
-    EXPECT_GE(start, prev_end);
-    prev_end = start + T;
+  const uint64_t T = 8;
+  // The rule of loader.h, written out independently: a BOS within T/4 of the cursor
+  // wins, else the cursor; the cursor then moves to start+T.
+  std::vector<uint64_t> expect;
+  for (uint64_t pos = 0;;) {
+    uint64_t start = pos;
+    for (uint64_t i = pos; i < s0.size() && i - pos <= T / 4; ++i)
+      if (s0[i] == 0) {
+        start = i;
+        break;
+      }
+    if (start + T + 1 > s0.size()) break;
+    expect.push_back(start);
+    pos = start + T;
   }
+  ASSERT_GT(expect.size(), 8u);
+  auto find_start = [&](const std::vector<int32_t>& in) {
+    for (uint64_t st = 0; st + T <= s0.size(); ++st)
+      if (std::equal(in.begin(), in.end(), s0.begin() + static_cast<std::ptrdiff_t>(st),
+                     [](int32_t a, uint32_t b) { return static_cast<uint32_t>(a) == b; }))
+        return st;
+    return ~uint64_t(0);
+  };
+  std::vector<int32_t> in(T), tgt(T);
+  DataLoader seq(dir.path(), "train", 1, T, 42, /*shuffle=*/false);
+  EXPECT_EQ(seq.windows_per_epoch(), expect.size());
+  for (size_t w = 0; w < expect.size(); ++w) {
+    seq.next_batch(in.data(), tgt.data());
+    EXPECT_EQ(find_start(in), expect[w]) << "window " << w;
+    for (uint64_t t = 0; t < T; ++t) EXPECT_EQ(tgt[t], static_cast<int32_t>(s0[expect[w] + t + 1]));
+  }
+  seq.next_batch(in.data(), tgt.data());  // wraps to the next epoch
+  EXPECT_EQ(find_start(in), expect[0]);
+  // Shuffled: the same windows, each once per epoch, in another order.
+  DataLoader shuf(dir.path(), "train", 1, T, 42, /*shuffle=*/true);
+  std::vector<uint64_t> got;
+  for (size_t w = 0; w < expect.size(); ++w) {
+    shuf.next_batch(in.data(), tgt.data());
+    got.push_back(find_start(in));
+  }
+  EXPECT_NE(got, expect);
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, expect);
 }
 
 TEST(Loader, CursorRestoreReplaysTheSameBatchesAcrossEpochs) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "aji/base/error.h"
+#include "aji/base/rng.h"
 
 namespace aji::train {
 
@@ -27,7 +28,7 @@ LoaderCursor LoaderCursor::from_json(const nlohmann::json& j) {
 
 DataLoader::DataLoader(const fs::path& data_dir, const std::string& split, int batch, int seq_len, uint64_t seed,
                        bool shuffle)
-    : B_(batch), T_(seq_len), seed_(seed), shuffle_(shuffle), rng_(seed) {
+    : B_(batch), T_(seq_len), seed_(seed), shuffle_(shuffle) {
   if (batch <= 0 || seq_len <= 0)
     throw Error("batch size and sequence length must be positive").fix("pass --batch-size and --seq-len >= 1");
   manifest_ = DataManifest::load(data_dir);
@@ -38,6 +39,7 @@ DataLoader::DataLoader(const fs::path& data_dir, const std::string& split, int b
         .fix(split == "val" ? "re-run `aji data tokenize` with --val-fraction > 0 (e.g. 0.05)"
                             : "re-run `aji data tokenize` with more input");
   uint64_t longest = 0;
+  const uint64_t T = static_cast<uint64_t>(T_);
   for (const auto& info : infos) {
     Shard s = Shard::open(data_dir / info.file);
     if (s.header().vocab_size != manifest_.vocab_size)
@@ -49,12 +51,24 @@ DataLoader::DataLoader(const fs::path& data_dir, const std::string& split, int b
     const uint32_t bos_id = manifest_.bos_id;
     for (uint64_t i = 0; i < s.size(); ++i)
       if (s[i] == bos_id) bos.push_back(i);
+    // Lay out the windows (the BOS rule in loader.h).
+    std::vector<uint64_t> starts;
+    uint64_t pos = 0;
+    for (;;) {
+      uint64_t start = pos;
+      auto it = std::lower_bound(bos.begin(), bos.end(), pos);
+      if (it != bos.end() && *it - pos <= T / 4) start = *it;
+      if (start + T + 1 > s.size()) break;
+      starts.push_back(start);
+      pos = start + T;
+    }
     total_tokens_ += s.size();
+    total_windows_ += starts.size();
     longest = std::max<uint64_t>(longest, s.size());
     shards_.push_back(std::move(s));
-    bos_positions_.push_back(std::move(bos));
+    window_starts_.push_back(std::move(starts));
   }
-  if (longest < static_cast<uint64_t>(T_) + 1)
+  if (total_windows_ == 0)
     throw Error("the " + split + " split has no shard with seq_len+1 = " + std::to_string(T_ + 1) +
                 " tokens (largest: " + std::to_string(longest) + ")")
         .at(data_dir.string())
@@ -63,20 +77,39 @@ DataLoader::DataLoader(const fs::path& data_dir, const std::string& split, int b
   reset();
 }
 
-void DataLoader::new_epoch_order() {
-  std::copy(rng_.state(), rng_.state() + 4, epoch_rng_state_);
-  order_.resize(shards_.size());
-  for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
+uint64_t DataLoader::stream_seed(uint64_t a, uint64_t b) const {
+  uint64_t s = seed_ ^ (a * 0x9E3779B97F4A7C15ULL);
+  uint64_t h = splitmix64(s);
+  s = h ^ (b * 0xC2B2AE3D27D4EB4FULL + 0x165667B19E3779F9ULL);
+  return splitmix64(s);
+}
+
+void DataLoader::start_epoch() {
+  shard_order_.resize(shards_.size());
+  for (size_t i = 0; i < shard_order_.size(); ++i) shard_order_[i] = static_cast<uint32_t>(i);
+  if (shuffle_) {
+    Rng rng(stream_seed(epoch_, ~uint64_t(0)));
+    for (size_t i = shard_order_.size(); i > 1; --i) std::swap(shard_order_[i - 1], shard_order_[rng.below(i)]);
+  }
+}
+
+void DataLoader::start_shard() {
+  const uint32_t si = shard_order_[shard_index_];
+  const size_t n = window_starts_[si].size();
+  window_order_.resize(n);
+  for (size_t i = 0; i < n; ++i) window_order_[i] = static_cast<uint32_t>(i);
+  Rng rng(stream_seed(epoch_, si));
+  std::copy(rng.state(), rng.state() + 4, window_rng_state_);
   if (shuffle_)
-    for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[rng_.below(i)]);
+    for (size_t i = n; i > 1; --i) std::swap(window_order_[i - 1], window_order_[rng.below(i)]);
 }
 
 void DataLoader::reset() {
-  rng_.reseed(seed_);
   epoch_ = 0;
   shard_index_ = 0;
   position_ = 0;
-  new_epoch_order();
+  start_epoch();
+  start_shard();
 }
 
 LoaderCursor DataLoader::cursor() const {
@@ -84,7 +117,7 @@ LoaderCursor DataLoader::cursor() const {
   c.epoch = epoch_;
   c.shard_index = shard_index_;
   c.position = position_;
-  std::copy(epoch_rng_state_, epoch_rng_state_ + 4, c.rng_state);
+  std::copy(window_rng_state_, window_rng_state_ + 4, c.rng_state);
   return c;
 }
 
@@ -93,41 +126,32 @@ void DataLoader::set_cursor(const LoaderCursor& c) {
     throw Error("loader cursor points at shard " + std::to_string(c.shard_index) + " but the data has only " +
                 std::to_string(shards_.size()))
         .fix("resume with the same --data directory the run was started with");
-  rng_.set_state(c.rng_state);
-  new_epoch_order();  // regenerates the same order and leaves the RNG where it was
   epoch_ = c.epoch;
   shard_index_ = c.shard_index;
+  start_epoch();
+  start_shard();
   position_ = c.position;
-  if (position_ > shards_[order_[shard_index_]].size())
-    throw Error("loader cursor lies beyond the end of its shard")
-        .fix("resume with the same --data directory the run was started with");
+  if (position_ > window_order_.size() || !std::equal(c.rng_state, c.rng_state + 4, window_rng_state_))
+    throw Error("the loader cursor does not fit this data directory (another seed or other shards?)")
+        .fix("resume with the same --data directory and --seed the run was started with");
 }
 
 void DataLoader::next_window(int32_t* in, int32_t* tgt) {
-  const uint64_t T = static_cast<uint64_t>(T_);
-  for (;;) {
-    const uint32_t si = order_[shard_index_];
-    const Shard& shard = shards_[si];
-    const auto& bos = bos_positions_[si];
-    uint64_t start = position_;
-    auto it = std::lower_bound(bos.begin(), bos.end(), position_);
-    if (it != bos.end() && *it - position_ <= T / 4) start = *it;
-    if (start + T + 1 <= shard.size()) {
-      shard.read(start, window_.size(), window_.data());
-      for (uint64_t t = 0; t < T; ++t) {
-        in[t] = static_cast<int32_t>(window_[t]);
-        tgt[t] = static_cast<int32_t>(window_[t + 1]);
-      }
-      position_ = start + T;
-      return;
-    }
-    // This shard is used up: the next one, or a new epoch.
+  while (position_ >= window_order_.size()) {  // this shard is used up: the next one, or a new epoch
     position_ = 0;
     if (++shard_index_ >= shards_.size()) {
       shard_index_ = 0;
       ++epoch_;
-      new_epoch_order();
+      start_epoch();
     }
+    start_shard();
+  }
+  const uint32_t si = shard_order_[shard_index_];
+  const uint64_t start = window_starts_[si][window_order_[position_++]];
+  shards_[si].read(start, window_.size(), window_.data());
+  for (int t = 0; t < T_; ++t) {
+    in[t] = static_cast<int32_t>(window_[t]);
+    tgt[t] = static_cast<int32_t>(window_[t + 1]);
   }
 }
 

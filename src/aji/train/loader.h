@@ -2,18 +2,21 @@
 // from a data directory's shards, deterministically from a seed, with a cursor that a
 // checkpoint saves and restores.
 //
-// Order. Each epoch visits the split's shards in an order drawn from the loader's RNG
-// (train) or in file order (val, shuffle=false), and walks each shard front to back.
+// Windows (the BOS rule, exact). A window is T+1 consecutive tokens of one shard
+// (inputs = the first T, targets = the last T). A shard's windows are laid out once,
+// front to back: after a window starting at `start` the layout cursor moves to start+T,
+// so the next window's first input is the previous window's last target and no token of
+// a long document is skipped. The next window starts at the first document start (BOS)
+// at or after the cursor if one lies within T/4 tokens of it; otherwise (inside a
+// document longer than that) at the cursor itself. So short documents always begin a row
+// with their BOS, and at most T/4 tokens of a document's tail are skipped. Windows never
+// span two shards; a shard's last incomplete window is dropped.
 //
-// BOS alignment (the exact rule). A window is T+1 consecutive tokens of one shard
-// (inputs = the first T, targets = the last T). After a window starting at `start` the
-// cursor moves to start+T, so the next window's first input is the previous window's last
-// target and no token of a long document is skipped. A new window starts at the first
-// document start (BOS) at or after the cursor if one lies within T/4 tokens of it;
-// otherwise (inside a document longer than that) it starts at the cursor itself. So
-// short documents always begin a row with their BOS, and at most T/4 tokens of a
-// document's tail are skipped. Windows never span two shards; a shard's last
-// incomplete window is skipped. Row b of a batch is the b-th window drawn.
+// Order. With shuffle (training), each epoch visits the shards in a random order and
+// each shard's windows in a random order, both drawn from RNGs seeded by (seed, epoch,
+// shard), so rows of a batch come from all over the shard (a shard usually holds several
+// sources back to back). Without shuffle, file order and window order. Row b of a batch
+// is the b-th window served.
 #pragma once
 
 #include <cstdint>
@@ -23,7 +26,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "aji/base/rng.h"
 #include "aji/train/shards.h"
 
 namespace aji::train {
@@ -31,8 +33,8 @@ namespace aji::train {
 struct LoaderCursor {
   uint64_t epoch = 0;
   uint64_t shard_index = 0;  // index into this epoch's shard order
-  uint64_t position = 0;     // token position inside that shard
-  uint64_t rng_state[4] = {0, 0, 0, 0};  // RNG state before drawing this epoch's order
+  uint64_t position = 0;     // index of the next window in that shard's window order
+  uint64_t rng_state[4] = {0, 0, 0, 0};  // state of the RNG that drew that shard's window order
   nlohmann::json to_json() const;
   static LoaderCursor from_json(const nlohmann::json& j);
 };
@@ -54,29 +56,31 @@ class DataLoader {
   int batch() const { return B_; }
   int seq_len() const { return T_; }
   uint64_t total_tokens() const { return total_tokens_; }
-  // Windows in one pass over the split (an upper bound; BOS alignment can skip a few).
-  uint64_t windows_per_epoch() const { return total_tokens_ / static_cast<uint64_t>(T_); }
+  // Windows in one pass over the split.
+  uint64_t windows_per_epoch() const { return total_windows_; }
   const DataManifest& manifest() const { return manifest_; }
   uint64_t epoch() const { return epoch_; }
 
  private:
   void next_window(int32_t* in, int32_t* tgt);
-  void new_epoch_order();
+  void start_epoch();  // shard order of epoch_
+  void start_shard();  // window order of the current shard
+  uint64_t stream_seed(uint64_t a, uint64_t b) const;
 
   DataManifest manifest_;
   std::vector<Shard> shards_;
-  std::vector<std::vector<uint64_t>> bos_positions_;  // per shard, ascending
+  std::vector<std::vector<uint64_t>> window_starts_;  // per shard, ascending (the BOS rule)
   int B_, T_;
   uint64_t seed_;
   bool shuffle_;
-  uint64_t total_tokens_ = 0;
+  uint64_t total_tokens_ = 0, total_windows_ = 0;
   std::vector<uint32_t> window_;  // T+1 scratch
 
   // cursor
-  Rng rng_;
-  uint64_t epoch_rng_state_[4];
-  std::vector<uint32_t> order_;
   uint64_t epoch_ = 0, shard_index_ = 0, position_ = 0;
+  std::vector<uint32_t> shard_order_;
+  std::vector<uint32_t> window_order_;  // of the current shard
+  uint64_t window_rng_state_[4] = {0, 0, 0, 0};
 };
 
 }  // namespace aji::train

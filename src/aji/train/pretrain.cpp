@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -30,6 +31,14 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// CPU seconds of the whole process (all threads): on a shared machine wall time
+// overstates the cost of a step, CPU time does not.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_sigint(int) {
@@ -255,7 +264,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::optional<DataLoader> val_loader;
   if (!manifest.val.empty()) {
     try {
-      val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/false);
+      // Shuffled with a fixed seed: each evaluation reads the same windows, drawn from the
+      // whole val split rather than its first files.
+      val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/true);
     } catch (const Error& e) {
       if (!o.quiet) std::fprintf(stderr, "note: no validation (%s)\n", e.what());
     }
@@ -298,22 +309,28 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
 
   // --- schedule and state -----------------------------------------------------------
   int64_t steps = o.steps;
+  bool calibrating = false;
+  constexpr int64_t kCalibrationSteps = 4;
   if (resume_ckpt) {
     steps = saved_opts.at("steps");
     if (o.steps > 0 && o.steps != steps) {
       steps = o.steps;  // extending (or shortening) a run reshapes the rest of the schedule
       if (!o.quiet) std::fprintf(stderr, "note: --steps %lld changes the run's length and LR schedule\n", (long long)steps);
     }
-  } else if (steps <= 0) {
-    if (o.tokens <= 0) throw Error("say how long to train").fix("pass --steps N or --tokens N");
+  } else if (steps <= 0 && o.tokens > 0) {
     steps = (o.tokens + total_batch - 1) / total_batch;
+  } else if (steps <= 0 && o.time_budget_s > 0) {
+    calibrating = true;  // the real length is set after kCalibrationSteps steps
+    steps = int64_t(1) << 40;
+  } else if (steps <= 0) {
+    throw Error("say how long to train").fix("pass --steps N, --tokens N or --time-budget MINUTES");
   }
   LrSchedule sched;
   sched.lr = o.lr;
   sched.total = steps;
   sched.min_lr_frac = o.min_lr_frac;
   sched.decay = LrSchedule::parse_decay(o.decay);
-  sched.warmup = o.warmup >= 0 ? o.warmup : std::min<int64_t>(200, steps / 20);
+  sched.warmup = o.warmup >= 0 ? o.warmup : calibrating ? 20 : std::min<int64_t>(200, steps / 20);
   if (resume_ckpt) sched.warmup = state.at("schedule").at("warmup");
 
   int64_t step = 0;
@@ -335,7 +352,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
                      {"params", model.num_params()}, {"aji_version", AJI_VERSION}};
     write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
   }
-  const json opts_json = options_json(o, B, T, accum, steps);
+  json opts_json = options_json(o, B, T, accum, steps);
 
   std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
   auto log_metrics = [&](const json& j) {
@@ -398,9 +415,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
                 cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.vocab_size, cfg.max_seq_len,
                 model.num_params() / 1e6);
-    std::printf("data: %llu train tokens | batch %d x %d x %lld accum = %lld tokens/step | %lld steps | threads %d\n",
+    std::printf("data: %llu train tokens | batch %d x %d x %lld accum = %lld tokens/step | %s steps | threads %d\n",
                 (unsigned long long)train_loader.total_tokens(), B, T, (long long)accum, (long long)total_batch,
-                (long long)steps, num_threads());
+                calibrating ? "time-budgeted" : std::to_string(steps).c_str(), num_threads());
     std::fflush(stdout);
   }
 
@@ -412,8 +429,10 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   const int64_t session_start = step;
   auto t_session = std::chrono::steady_clock::now();
   double ema_step_s = 0.0;
+  double first_step_s = 0.0;
   while (step < steps) {
     auto t0 = std::chrono::steady_clock::now();
+    const double cpu0 = process_cpu_seconds();
     model.zero_grads();
     double loss = 0.0;
     for (int64_t a = 0; a < accum; ++a) {
@@ -447,13 +466,31 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     const double mfu = flops_per_step / dt / peak;
     history.train.push_back({static_cast<double>(step), loss});
     log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
-                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt}});
+                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},
+                 {"cpu_s", process_cpu_seconds() - cpu0}});
     if (!o.quiet) {
-      std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
-                  (long long)step, (long long)steps, loss, lr, norm, tok_s, 100.0 * mfu,
-                  Progress::format_duration(ema_step_s * static_cast<double>(steps - step)).c_str());
+      const std::string eta =
+          calibrating ? "?" : Progress::format_duration(ema_step_s * static_cast<double>(steps - step));
+      std::printf("step %5lld/%s | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
+                  (long long)step, calibrating ? "?" : std::to_string(steps).c_str(), loss, lr, norm, tok_s,
+                  100.0 * mfu, eta.c_str());
       std::fflush(stdout);
     }
+    if (calibrating && step - session_start == kCalibrationSteps) {
+      // Steps 2..4 give the speed (step 1 pays for first-touch allocation); evaluation
+      // and samples get ~10% of the budget.
+      const double per_step = (elapsed_before - first_step_s) / static_cast<double>(kCalibrationSteps - 1);
+      const double left = 0.9 * o.time_budget_s - elapsed_before;
+      steps = std::max<int64_t>(step + 1, step + static_cast<int64_t>(left / per_step));
+      sched.total = steps;
+      opts_json["steps"] = steps;
+      calibrating = false;
+      if (!o.quiet)
+        std::printf("time budget %s: %.2fs/step -> %lld steps\n", Progress::format_duration(o.time_budget_s).c_str(),
+                    per_step, (long long)steps);
+    }
+    if (step - session_start == 1) first_step_s = dt;
+    if (o.on_step) o.on_step(step, static_cast<float>(loss));
     const bool last = step == steps;
     const bool stop_now = g_interrupted || (o.stop_after > 0 && step - session_start >= o.stop_after);
     if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || last)) run_eval();

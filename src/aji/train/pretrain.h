@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct PretrainOptions {
   std::filesystem::path out_dir;
   int64_t steps = 0;   // optimizer steps; 0 = from tokens
   int64_t tokens = 0;  // or a token budget
+  double time_budget_s = 0;  // or a wall-clock budget: steps are set from the speed of the first steps
   bool resume = false;
   bool force = false;
   int batch = 8;                   // B (micro-batch rows)
@@ -45,6 +47,8 @@ struct PretrainOptions {
   double peak_gflops_per_core = 147.0;  // fp32 nominal peak of one core, for MFU
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
   bool quiet = false;
+  // Called after every optimizer step with (step, train loss); for tests and front ends.
+  std::function<void(int64_t, float)> on_step;
 };
 
 struct PretrainResult {

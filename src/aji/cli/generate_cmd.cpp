@@ -1,0 +1,195 @@
+// `aji generate` (streaming text generation with the KV cache) and `aji score`
+// (per-token log-probabilities of a text), for any --model DIR: an aji run or checkpoint
+// directory, or a Hugging Face GPT-2 / Llama directory.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/cli/command.h"
+#include "aji/infer/generate.h"
+#include "aji/tokenizer/tokenizer.h"
+#include "aji/train/checkpoint.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct ModelArgs {
+  std::string model;
+  std::string tokenizer;  // override
+  bool no_bos = false;
+};
+
+struct Loaded {
+  aji::model::Model model;
+  aji::tokenizer::Tokenizer tok;
+  std::optional<int32_t> bos;            // prepended to the text
+  std::vector<int32_t> stop_tokens;      // end of text
+};
+
+Loaded load(const ModelArgs& a) {
+  fs::path dir;
+  aji::model::Model model = aji::train::load_model(a.model, &dir);
+  fs::path tok_path;
+  if (!a.tokenizer.empty()) {
+    tok_path = a.tokenizer;
+  } else if (auto t = aji::train::find_tokenizer_file(dir)) {
+    tok_path = *t;
+  } else {
+    throw aji::Error("the model directory has no tokenizer (aji_tokenizer.json or tokenizer.json)")
+        .at(dir.string())
+        .fix("pass --tokenizer FILE with the tokenizer the model was trained with");
+  }
+  aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
+  if (tok.vocab_size() > static_cast<size_t>(model.config().vocab_size))
+    throw aji::Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
+                     std::to_string(model.config().vocab_size))
+        .at(tok_path.string())
+        .fix("use the tokenizer that was trained with this model");
+  std::optional<int32_t> bos;
+  std::vector<int32_t> stops;
+  const auto eot = tok.special_id("<|endoftext|>");
+  if (model.config().bos_token_id >= 0)
+    bos = model.config().bos_token_id;
+  else if (eot)
+    bos = static_cast<int32_t>(*eot);
+  if (model.config().eos_token_id >= 0) stops.push_back(model.config().eos_token_id);
+  if (eot) stops.push_back(static_cast<int32_t>(*eot));
+  if (a.no_bos) bos.reset();
+  return {std::move(model), std::move(tok), bos, stops};
+}
+
+std::vector<int32_t> encode(const Loaded& l, const std::string& text) {
+  std::vector<int32_t> ids;
+  if (l.bos) ids.push_back(*l.bos);
+  for (auto id : l.tok.encode(text, aji::tokenizer::SpecialPolicy::kAsText)) ids.push_back(static_cast<int32_t>(id));
+  return ids;
+}
+
+void add_model_options(CLI::App* cmd, ModelArgs& a) {
+  cmd->add_option("--model", a.model, "Model: aji run dir, checkpoint dir (RUN/ckpt-N) or Hugging Face model dir")
+      ->required();
+  cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer file (default: the one in the model directory)");
+  cmd->add_flag("--no-bos", a.no_bos, "Do not start the text with the model's <|endoftext|> / BOS token");
+}
+
+struct GenerateArgs {
+  ModelArgs m;
+  std::string prompt;
+  aji::infer::GenerateOptions g;
+  bool no_cache = false;
+  bool stats = false;
+};
+
+void run_generate(GenerateArgs& a) {
+  Loaded l = load(a.m);
+  std::vector<int32_t> prompt = encode(l, a.prompt);
+  a.g.stop_tokens = l.stop_tokens;
+  aji::infer::Utf8Streamer out;
+  std::fputs(a.prompt.c_str(), stdout);
+  std::fflush(stdout);
+  int produced = 0;
+  auto on_token = [&](int32_t id) {
+    ++produced;
+    for (int32_t s : l.stop_tokens)
+      if (id == s) return true;  // the end-of-text token itself is not printed
+    std::string piece = out.push(l.tok.token_bytes(static_cast<aji::tokenizer::TokenId>(id)));
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.no_cache)
+    aji::infer::generate_recompute(l.model, prompt, a.g, on_token);
+  else
+    aji::infer::generate(l.model, prompt, a.g, on_token);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fputs(out.flush().c_str(), stdout);
+  std::fputs("\n", stdout);
+  if (a.stats)
+    std::fprintf(stderr, "%zu prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", prompt.size(), produced, s,
+                 produced / s);
+}
+
+struct ScoreArgs {
+  ModelArgs m;
+  std::string input;
+  bool json = false;
+  bool per_token = false;
+};
+
+void run_score(const ScoreArgs& a) {
+  Loaded l = load(a.m);
+  const std::string text = aji::read_file(a.input);
+  std::vector<int32_t> ids = encode(l, text);
+  if (ids.size() < 2)
+    throw aji::Error("the input is too short to score (fewer than two tokens)").at(a.input).fix("give a longer text");
+  auto r = aji::infer::score_tokens(l.model, ids, text.size());
+  if (a.json) {
+    nlohmann::json j = {{"model", a.m.model},
+                        {"input", a.input},
+                        {"tokens", r.tokens},
+                        {"logprobs", r.logprobs},
+                        {"bos", l.bos.has_value()},
+                        {"num_scored", r.logprobs.size()},
+                        {"total_nll", r.total_nll},
+                        {"loss", r.mean_loss},
+                        {"perplexity", r.perplexity},
+                        {"bytes", r.bytes},
+                        {"bits_per_byte", r.bits_per_byte}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  if (a.per_token) {
+    std::printf("%8s %8s %10s  %s\n", "pos", "id", "logprob", "token");
+    for (size_t i = 0; i < r.logprobs.size(); ++i) {
+      std::string t(l.tok.token_bytes(static_cast<aji::tokenizer::TokenId>(r.tokens[i + 1])));
+      for (char& c : t)
+        if (c == '\n') c = ' ';
+      std::printf("%8zu %8d %10.4f  %s\n", i + 1, r.tokens[i + 1], r.logprobs[i], t.c_str());
+    }
+  }
+  std::printf("tokens scored: %zu | bytes: %llu | loss %.4f nats/token | perplexity %.3f | bits/byte %.4f\n",
+              r.logprobs.size(), (unsigned long long)r.bytes, r.mean_loss, r.perplexity, r.bits_per_byte);
+}
+
+aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
+  auto ga = std::make_shared<GenerateArgs>();
+  ga->g.sampling = {0.8f, 50, 1.0f};
+  CLI::App* gen = app.add_subcommand(
+      "generate",
+      "Continue a prompt with a model, printing tokens as they come (KV cache).\n"
+      "Example: aji generate --model runs/tiny --prompt \"Once upon a time\" --max-tokens 100");
+  add_model_options(gen, ga->m);
+  gen->add_option("--prompt", ga->prompt, "Text to continue")->required();
+  gen->add_option("--max-tokens", ga->g.max_tokens, "Tokens to generate at most")->capture_default_str();
+  gen->add_option("--temperature", ga->g.sampling.temperature, "Sampling temperature (0 = greedy)")
+      ->capture_default_str();
+  gen->add_option("--top-k", ga->g.sampling.top_k, "Sample among the K most likely tokens (0 = all)")
+      ->capture_default_str();
+  gen->add_option("--top-p", ga->g.sampling.top_p, "Nucleus sampling: the smallest set with this much probability")
+      ->capture_default_str();
+  gen->add_option("--seed", ga->g.seed, "Random seed (same seed, same text)")->capture_default_str();
+  gen->add_flag("--no-cache", ga->no_cache, "Recompute the whole sequence every step (slow; for checking)");
+  gen->add_flag("--stats", ga->stats, "Print tokens/s to stderr");
+  gen->callback([ga] { run_generate(*ga); });
+
+  auto sa = std::make_shared<ScoreArgs>();
+  CLI::App* score = app.add_subcommand(
+      "score",
+      "Per-token log-probabilities, loss, perplexity and bits per byte of a text under a model.\n"
+      "Example: aji score --model runs/tiny --input data/corpus/heldout/en_news_dev.txt --json");
+  add_model_options(score, sa->m);
+  score->add_option("--input", sa->input, "Text file to score")->required();
+  score->add_flag("--json", sa->json, "One JSON object: tokens, logprobs (one per token after the first), totals");
+  score->add_flag("--per-token", sa->per_token, "Also print each token's log-probability");
+  score->callback([sa] { run_score(*sa); });
+});
+
+}  // namespace
