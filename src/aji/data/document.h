@@ -18,6 +18,7 @@ struct Document {
   std::string language;      // ISO 639-1 ("en", "ko") after language ID; empty before
   float language_score = 0;  // detector confidence in [0,1]
   nlohmann::json metadata = nlohmann::json::object();  // scores, cluster size, ...
+  bool html = false;         // text is still raw HTML (UTF-8); extraction clears this
 };
 
 // What a filter says about a document. Every drop carries a short machine-readable

@@ -39,7 +39,9 @@ class Tokenizer {
   // --- construction -------------------------------------------------------------
   // From ordinary token byte strings indexed by id, plus specials. By default a token's
   // merge priority is its id (tiktoken's model: rank == id). Hugging Face files whose
-  // merge order differs from id order pass merge_priority[id] (lower merges first).
+  // merge order differs from id order pass merge_priority[id] (lower merges first);
+  // then the "whole piece is one token" shortcut is off and every piece runs full BPE
+  // (HF BPE without ignore_merges). All 256 single bytes must be tokens.
   static Tokenizer from_ranks(std::vector<std::string> token_bytes, SplitPattern pattern,
                               std::vector<SpecialToken> specials,
                               std::vector<uint32_t> merge_priority = {});
@@ -70,6 +72,9 @@ class Tokenizer {
   const std::vector<SpecialToken>& specials() const { return specials_; }
   std::optional<TokenId> special_id(std::string_view text) const;
   std::optional<TokenId> rank_of(std::string_view bytes) const;  // ordinary token by bytes
+  // Merge priority of an ordinary token (== id unless the tokenizer has merge_priority).
+  uint32_t merge_priority(TokenId id) const { return merge_priority_.empty() ? id : merge_priority_[id]; }
+  const std::vector<uint32_t>& merge_priorities() const { return merge_priority_; }  // empty: == id
   // Adds (or re-ids) a special token; throws if the id clashes with an ordinary token.
   void add_special(std::string text, std::optional<TokenId> id = std::nullopt);
 
@@ -81,6 +86,7 @@ class Tokenizer {
   std::string bytes_;              // all ordinary token bytes, concatenated
   std::vector<uint32_t> offsets_;  // n_ranks + 1 offsets into bytes_
   std::vector<SpecialToken> specials_;
+  std::vector<uint32_t> merge_priority_;  // empty: priority == id
   // The encoder's lookup structures are private to tokenizer-core's implementation
   // (built by finalize()); see tokenizer.cpp.
   struct Index;

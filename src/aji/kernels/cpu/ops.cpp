@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -13,6 +14,42 @@
 #include "aji/kernels/cpu/vec_math.h"
 
 namespace aji::kernels::cpu {
+
+// ---- profiling -----------------------------------------------------------------------
+
+namespace {
+bool g_profile = false;
+OpStats g_stats;
+std::vector<GemmShape>* g_gemm_sink = nullptr;
+thread_local int t_depth = 0;
+
+struct Prof {
+  OpKind kind;
+  bool on;
+  std::chrono::steady_clock::time_point t0;
+  explicit Prof(OpKind k) : kind(k), on(g_profile && t_depth == 0 && omp_get_level() == 0) {
+    ++t_depth;
+    if (on) t0 = std::chrono::steady_clock::now();
+  }
+  ~Prof() {
+    --t_depth;
+    if (on) {
+      g_stats.seconds[(int)kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      g_stats.calls[(int)kind] += 1;
+    }
+  }
+};
+}  // namespace
+
+const char* op_kind_name(OpKind k) {
+  static const char* names[] = {"gemm", "attention fwd", "attention bwd", "norms", "activations",
+                                "rope", "embedding", "softmax-CE", "other"};
+  return names[(int)k];
+}
+void profile_enable(bool on) { g_profile = on; }
+void profile_reset() { g_stats = OpStats(); }
+OpStats profile_stats() { return g_stats; }
+void record_gemm_shapes(std::vector<GemmShape>* sink) { g_gemm_sink = sink; }
 
 // ---- matrix products ------------------------------------------------------------------
 
@@ -24,6 +61,8 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
+  if (g_gemm_sink && omp_get_level() == 0) g_gemm_sink->push_back(GemmShape{trans_a, trans_b, M, N, K, beta});
+  Prof prof(OpKind::kGemm);
   dnnl_status_t st = dnnl_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   if (st != dnnl_success)
     throw Error("dnnl_sgemm failed (status " + std::to_string((int)st) + ") for M=" + std::to_string(M) +
@@ -47,6 +86,7 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
+  Prof prof(OpKind::kGemm);
   float beta = accumulate ? 1.0f : 0.0f;
   if (bias && !accumulate) {
 #pragma omp parallel for schedule(static)
@@ -66,6 +106,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
                      int64_t N, int IC, int OC, WeightLayout layout) {
+  Prof prof(OpKind::kGemm);
   if (layout == WeightLayout::kOutIn) {
     if (dinp) sgemm('N', 'N', N, IC, OC, 1.0f, dout, OC, weight, IC, 0.0f, dinp, IC);
     if (dweight) sgemm('T', 'N', OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
@@ -85,6 +126,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
                        int pos0) {
+  Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
@@ -100,6 +142,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
 }
 
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+  Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
   // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
   const int block = 64;
@@ -123,6 +166,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
@@ -144,6 +188,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel
   {
     std::vector<float> dw(C, 0.0f), db(C, 0.0f);
@@ -179,6 +224,7 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* x = inp + r * C;
@@ -191,6 +237,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel
   {
     std::vector<float> dw(C, 0.0f);
@@ -215,6 +262,7 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
 
 void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
                           float eps) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     for (int h = 0; h < n_heads; ++h) {
@@ -227,6 +275,7 @@ void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stri
 
 void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N, int64_t stride,
                            int col, int n_heads, int hd, float eps) {
+  Prof prof(OpKind::kNorm);
 #pragma omp parallel
   {
     std::vector<float> dw(hd, 0.0f);
@@ -277,6 +326,7 @@ inline __m256 tanh8(__m256 u) {
 }  // namespace
 
 void gelu_forward(float* out, const float* inp, int64_t n) {
+  Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static)
@@ -299,6 +349,7 @@ void gelu_forward(float* out, const float* inp, int64_t n) {
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static)
@@ -325,6 +376,7 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
+  Prof prof(OpKind::kActivation);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
@@ -345,6 +397,7 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
 }
 
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
+  Prof prof(OpKind::kActivation);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
@@ -395,6 +448,7 @@ void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta
 
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
                 int hd, int pos0, bool inverse) {
+  Prof prof(OpKind::kRope);
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
   const float sgn = inverse ? -1.0f : 1.0f;
@@ -422,6 +476,7 @@ constexpr int kQueryTile = 32;
 }
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionFwd);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
@@ -459,6 +514,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionBwd);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
@@ -512,6 +568,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 // ---- residual ------------------------------------------------------------------------
 
 void add_inplace(float* a, const float* b, int64_t n) {
+  Prof prof(OpKind::kOther);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) a[i] += b[i];
 }
@@ -520,6 +577,7 @@ void add_inplace(float* a, const float* b, int64_t n) {
 
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V) {
+  Prof prof(OpKind::kLoss);
   double total = 0.0;
 #pragma omp parallel for schedule(static) reduction(+ : total)
   for (int64_t r = 0; r < n; ++r) {
@@ -545,6 +603,7 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
 }
 
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
+  Prof prof(OpKind::kLoss);
 #pragma omp parallel
   {
     std::vector<float> scratch(V);

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace aji::kernels::cpu {
 
@@ -111,5 +112,27 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
                                      float grad_scale, int64_t n, int V);
 // out (n) = log softmax(logits_i)[target_i] (no gradient; logits untouched).
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V);
+
+// ---- profiling -----------------------------------------------------------------------
+// Per-op-kind wall time of top-level op calls (not those nested in another op or in a
+// parallel region), for the time breakdown of `aji bench train-step`. Off by default;
+// the cost when off is one branch per op call.
+enum class OpKind { kGemm, kAttentionFwd, kAttentionBwd, kNorm, kActivation, kRope, kEmbedding, kLoss, kOther, kCount };
+const char* op_kind_name(OpKind k);
+struct OpStats {
+  double seconds[(int)OpKind::kCount] = {};
+  int64_t calls[(int)OpKind::kCount] = {};
+};
+void profile_enable(bool on);
+void profile_reset();
+OpStats profile_stats();
+// Records the shape of every top-level sgemm into *sink (nullptr stops): the GEMM floor
+// of a training step is these shapes replayed alone.
+struct GemmShape {
+  char trans_a, trans_b;
+  int64_t M, N, K;
+  float beta;
+};
+void record_gemm_shapes(std::vector<GemmShape>* sink);
 
 }  // namespace aji::kernels::cpu

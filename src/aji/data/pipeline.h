@@ -1,0 +1,94 @@
+// The data pipeline runner: raw inputs in, clean JSONL.zst per language out.
+//
+//   read → URL filter → HTML extraction → NFC → language ID → quality filters → PII → write
+//
+// Work is split by input file ("unit"). --shard I/N takes the units whose index in the
+// sorted input list is ≡ I (mod N), so N machines (a Slurm array, mpirun ranks) split a
+// crawl with no coordination. Inside a unit, documents are read in batches and each batch
+// is processed over the configured threads, then written in input order (the output is
+// the same for any thread count).
+//
+// Output layout of DIR:
+//   DIR/<lang>/<unit>.jsonl.zst      kept documents ({"id","text","metadata":{url,language,...}})
+//   DIR/.done/<unit>.json            done-marker with the unit's stats (resume skips it)
+//   DIR/report.json, report.txt      (report.shard-I-of-N.* when sharded; `aji data report DIR` merges all)
+//   DIR/dropped_samples/<reason>.jsonl   a few dropped documents per reason
+// Every file is written atomically: a crash leaves whole files or none.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/data/extract.h"
+#include "aji/data/langid.h"
+#include "aji/data/pii.h"
+#include "aji/data/quality_filters.h"
+#include "aji/data/readers.h"
+#include "aji/data/report.h"
+#include "aji/data/url_filter.h"
+
+namespace aji::data {
+
+struct OutputConfig {
+  int zstd_level = 3;
+  int batch_size = 512;                // documents per parallel batch
+  size_t dropped_samples_per_reason = 5;
+  size_t sample_max_bytes = 20000;     // text of a dropped sample is cut here
+  bool write_dropped_samples = true;
+};
+
+struct PipelineConfig {
+  ReaderOptions reader;
+  UrlFilterConfig url_filter;
+  ExtractConfig extract;
+  bool normalize_nfc = true;  // Korean arrives precomposed and decomposed (macOS): unify
+  LangIdConfig language_id;
+  bool quality_enabled = true;
+  // Per-language quality settings; a kept language without an entry uses
+  // QualityFilterConfig::for_language(lang); "default" is used when language ID is off.
+  std::map<std::string, QualityFilterConfig> quality;
+  bool pii_enabled = true;
+  PiiConfig pii;
+  OutputConfig output;
+
+  // FineWeb's defaults keeping English and Korean, each with its own settings
+  // (English: FineWeb; Korean: FineWeb-2 kor_Hang).
+  static PipelineConfig fineweb_default();
+  // The quality settings for a document of this language.
+  const QualityFilterConfig& quality_for(const std::string& language) const;
+};
+void to_json(nlohmann::json& j, const PipelineConfig& c);
+// Starts from fineweb_default() and applies the keys present; unknown keys throw.
+void from_json(const nlohmann::json& j, PipelineConfig& c);
+PipelineConfig load_pipeline_config(const std::filesystem::path& path);
+
+struct RunOptions {
+  std::vector<std::string> inputs;  // files, directories, globs
+  std::filesystem::path out_dir;
+  int shard_index = 0;
+  int shard_count = 1;
+  bool progress = true;
+  bool write_report = true;
+};
+
+// Parses "I/N" (0 <= I < N); throws aji::Error with a fix otherwise.
+void parse_shard(const std::string& spec, int& index, int& count);
+
+// Runs the pipeline over this shard's units; finished units (done-marker present) are
+// skipped. Returns the report of this shard (finished units included).
+RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options);
+
+// Merges every done-marker in DIR into one report (after sharded runs) and writes
+// DIR/report.json, report.txt and dropped_samples/.
+RunReport merge_reports(const std::filesystem::path& out_dir, size_t samples_per_reason = 5);
+
+// Output file name stem of an input file: its name without extensions + a short hash
+// of the full path, so two "part-0000.warc.gz" in different folders do not collide.
+std::string unit_name(const std::string& input_path);
+
+}  // namespace aji::data

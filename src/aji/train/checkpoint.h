@@ -1,0 +1,78 @@
+// Checkpoints and model directories.
+//
+// A run directory (aji pretrain --out RUN_DIR) holds
+//   ckpt-<step>/            one per saved step (keep-last-K)
+//     model.safetensors     F32 weights, Hugging Face tensor names and shapes
+//     config.json           Hugging Face config (GPT2LMHeadModel / LlamaForCausalLM)
+//     aji_config.json       aji's model config
+//     aji_tokenizer.json    the tokenizer (aji's file), tokenizer.json (Hugging Face's)
+//     optimizer.bin         AdamW m, v, step (training checkpoints only)
+//     trainer_state.json    step, loader cursor, LR schedule, options, metrics so far
+//   latest                  "ckpt-<step>\n": the newest complete checkpoint
+//   metrics.jsonl, loss.svg, run.json
+// A checkpoint is written into a hidden temp directory and renamed into place, then
+// `latest` is replaced atomically: a crash leaves the previous checkpoint intact.
+//
+// --model DIR accepts a run dir (-> its latest checkpoint), a checkpoint dir, or a
+// Hugging Face model dir (config.json + model.safetensors [+ tokenizer.json]) of the
+// GPT-2 or Llama family.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/model/model.h"
+#include "aji/train/optimizer.h"
+
+namespace aji::train {
+
+constexpr const char* kAjiTokenizerFile = "aji_tokenizer.json";
+
+struct CheckpointContents {
+  const model::Model* model = nullptr;
+  const AdamW* optimizer = nullptr;       // nullptr: weights-only checkpoint
+  nlohmann::json trainer_state;           // written as trainer_state.json when not null
+  std::vector<std::filesystem::path> copy_files;  // copied in by file name (tokenizers)
+};
+
+// Writes RUN_DIR/ckpt-<step>/ atomically, points `latest` at it, then removes all but the
+// newest `keep` checkpoints (keep <= 0 keeps all). Returns the checkpoint dir.
+std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int64_t step,
+                                      const CheckpointContents& contents, int keep);
+
+// Writes a weights-only model dir (model.safetensors, config.json, aji_config.json,
+// copied files) at dir, atomically (temp dir + rename).
+void save_model_dir(const std::filesystem::path& dir, const model::Model& model,
+                    const std::vector<std::filesystem::path>& copy_files);
+
+// Checkpoints in a run dir, ascending by step.
+std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& run_dir);
+
+// Where the weights are: run dir -> latest checkpoint; checkpoint or HF dir -> itself.
+// Errors say what was expected.
+std::filesystem::path resolve_model_dir(const std::filesystem::path& path);
+
+// The config of a model dir: aji_config.json if present, else Hugging Face config.json.
+model::ModelConfig load_model_config(const std::filesystem::path& model_dir);
+
+// Fills model's parameters from model_dir/model.safetensors. Every tensor of the model
+// must be present with its exact shape (GPT-2 files without the "transformer." prefix
+// and with attention-mask buffers are accepted). A missing tensor or a shape mismatch
+// (e.g. a checkpoint of another architecture) is an aji::Error saying so.
+void load_weights(model::Model& model, const std::filesystem::path& safetensors_path);
+
+// Config + weights from any --model DIR.
+model::Model load_model(const std::filesystem::path& path, std::filesystem::path* resolved_dir = nullptr);
+
+// The tokenizer file of a model dir: aji_tokenizer.json, else tokenizer.json; nullopt if none.
+std::optional<std::filesystem::path> find_tokenizer_file(const std::filesystem::path& model_dir);
+
+// Copies a file atomically (temp + rename).
+void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to);
+
+}  // namespace aji::train

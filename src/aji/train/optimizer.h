@@ -1,0 +1,84 @@
+// AdamW over the model's one flat parameter buffer, global-norm gradient clipping and
+// the learning-rate schedule.
+//
+// AdamW follows PyTorch's torch.optim.AdamW (decoupled weight decay, bias-corrected
+// moments) operation for operation, so the fp32 results agree with it to rounding:
+//   p *= 1 - lr*wd          (only on ranges flagged for decay: matrices, not norms,
+//                            biases or embeddings)
+//   m  = b1*m + (1-b1)*g
+//   v  = b2*v + (1-b2)*g*g
+//   p -= (lr / (1-b1^t)) * m / (sqrt(v) / sqrt(1-b2^t) + eps)
+// One fused pass over the buffers, parallel over chunks with OpenMP.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace aji::train {
+
+// A contiguous slice of the parameter buffer and whether weight decay applies to it.
+struct DecayRange {
+  size_t offset = 0;
+  size_t size = 0;
+  bool decay = true;
+};
+
+struct AdamWConfig {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+class AdamW {
+ public:
+  AdamW() = default;
+  AdamW(size_t n_params, AdamWConfig config);
+  // One update of params from grads at learning rate lr. ranges must cover [0, n) (each
+  // element exactly once); elements outside every range are not updated.
+  void step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr);
+
+  int64_t step_count() const { return t_; }
+  const AdamWConfig& config() const { return config_; }
+  std::vector<float>& m() { return m_; }
+  std::vector<float>& v() { return v_; }
+
+  // optimizer.bin: magic "AJIADAMW", version, n, step, config, m, v, checksum.
+  void save(const std::filesystem::path& path) const;
+  void load(const std::filesystem::path& path);  // n must match; errors name the file
+
+ private:
+  AdamWConfig config_;
+  std::vector<float> m_, v_;
+  int64_t t_ = 0;
+};
+
+// sqrt(sum g^2) over the buffer, accumulated in double (deterministic for a fixed
+// thread count and order: fixed chunks, summed in order).
+double global_grad_norm(const float* grads, size_t n);
+// torch.nn.utils.clip_grad_norm_: if norm > max_norm, scale by max_norm/(norm+1e-6).
+// Returns the norm before clipping. max_norm <= 0 disables clipping.
+double clip_grad_norm(float* grads, size_t n, double max_norm);
+
+// Learning-rate schedule: linear warmup from lr/warmup to lr over `warmup` steps, then
+// decay to lr*min_lr_frac at the last step (cosine or linear), or constant.
+struct LrSchedule {
+  enum class Decay { kCosine, kLinear, kConstant };
+  float lr = 1e-3f;
+  int64_t warmup = 0;
+  int64_t total = 1;  // total optimizer steps
+  float min_lr_frac = 0.1f;
+  Decay decay = Decay::kCosine;
+
+  float at(int64_t step) const;  // step is 0-based
+  nlohmann::json to_json() const;
+  static Decay parse_decay(const std::string& name);  // "cosine" | "linear" | "constant"
+  static std::string decay_name(Decay d);
+};
+
+}  // namespace aji::train

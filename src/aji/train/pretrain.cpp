@@ -1,0 +1,480 @@
+#include "aji/train/pretrain.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/base/progress.h"
+#include "aji/base/threads.h"
+#include "aji/infer/generate.h"
+#include "aji/model/model.h"
+#include "aji/tokenizer/tokenizer.h"
+#include "aji/tokenizer/tokenizer_files.h"
+#include "aji/train/checkpoint.h"
+#include "aji/train/loader.h"
+#include "aji/train/loss_curve.h"
+#include "aji/train/optimizer.h"
+
+namespace aji::train {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_sigint(int) {
+  g_interrupted = 1;
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+// Installs the SIGINT handler for the lifetime of the training loop.
+struct SigintGuard {
+  void (*previous)(int);
+  SigintGuard() {
+    g_interrupted = 0;
+    previous = std::signal(SIGINT, on_sigint);
+  }
+  ~SigintGuard() { std::signal(SIGINT, previous); }
+};
+
+bool run_dir_has_run(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return false;
+  if (fs::exists(dir / "run.json") || fs::exists(dir / "latest") || fs::exists(dir / "metrics.jsonl")) return true;
+  return !list_checkpoints(dir).empty();
+}
+
+// Removes what a previous run wrote (only aji's own files: anything else is left alone).
+void clear_run_dir(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& [step, path] : list_checkpoints(dir)) fs::remove_all(path, ec);
+  for (const char* f : {"run.json", "latest", "metrics.jsonl", "loss.svg", kAjiTokenizerFile, "tokenizer.json"})
+    fs::remove(dir / f, ec);
+}
+
+struct History {
+  std::vector<CurvePoint> train, val;
+};
+
+// Keeps the lines of metrics.jsonl up to `step` (a resumed run rewrites what follows).
+History trim_metrics(const fs::path& path, int64_t step) {
+  History h;
+  if (!fs::exists(path)) return h;
+  std::string kept;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      continue;  // a torn last line from a crash
+    }
+    if (!j.contains("step") || j["step"].get<int64_t>() > step) continue;
+    kept += line + "\n";
+    if (j.contains("loss")) h.train.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    if (j.contains("val_loss") && j["val_loss"].is_number())
+      h.val.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
+  }
+  write_file_atomic(path, kept);
+  return h;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+struct Evaluation {
+  double loss = NAN;
+  double bpb = NAN;
+};
+
+// Mean next-token loss over `batches` validation batches from the start of the val split,
+// and bits per byte (the loss of tokens that stand for text, over their UTF-8 bytes).
+// Uses only forward() and lm_logits(): the gradient buffer is not touched.
+Evaluation evaluate(model::Model& model, DataLoader& val, int batches, const std::vector<uint32_t>& token_bytes) {
+  const int B = val.batch(), T = val.seq_len(), V = model.config().vocab_size, C = model.config().d_model;
+  std::vector<int32_t> in(static_cast<size_t>(B) * T), tgt(in.size());
+  constexpr int kRows = 64;  // logits are computed 64 positions at a time: (64,V)
+  std::vector<float> logits(static_cast<size_t>(kRows) * V);
+  double nll = 0.0, text_nll = 0.0;
+  uint64_t count = 0, bytes = 0;
+  val.reset();
+  for (int b = 0; b < batches; ++b) {
+    val.next_batch(in.data(), tgt.data());
+    model.forward(in.data(), B, T);
+    const int N = B * T;
+    for (int r0 = 0; r0 < N; r0 += kRows) {
+      const int rows = std::min(kRows, N - r0);
+      model.lm_logits(model.hidden() + static_cast<size_t>(r0) * C, rows, logits.data());
+      for (int r = 0; r < rows; ++r) {
+        const float* l = logits.data() + static_cast<size_t>(r) * V;
+        float mx = l[0];
+        for (int v = 1; v < V; ++v) mx = std::max(mx, l[v]);
+        double z = 0.0;
+        for (int v = 0; v < V; ++v) z += std::exp(static_cast<double>(l[v] - mx));
+        const int32_t y = tgt[static_cast<size_t>(r0 + r)];
+        const double ce = std::log(z) + mx - l[y];
+        nll += ce;
+        ++count;
+        const uint32_t nb = static_cast<size_t>(y) < token_bytes.size() ? token_bytes[y] : 0;
+        if (nb > 0) {
+          text_nll += ce;
+          bytes += nb;
+        }
+      }
+    }
+  }
+  Evaluation e;
+  e.loss = nll / static_cast<double>(std::max<uint64_t>(count, 1));
+  if (bytes > 0) e.bpb = text_nll / std::log(2.0) / static_cast<double>(bytes);
+  return e;
+}
+
+json options_json(const PretrainOptions& o, int B, int T, int64_t accum, int64_t steps) {
+  return {{"data", fs::absolute(o.data_dir).string()},
+          {"batch", B},
+          {"seq_len", T},
+          {"grad_accum", accum},
+          {"total_batch_tokens", static_cast<int64_t>(B) * T * accum},
+          {"steps", steps},
+          {"lr", o.lr},
+          {"min_lr_frac", o.min_lr_frac},
+          {"decay", o.decay},
+          {"weight_decay", o.weight_decay},
+          {"beta1", o.beta1},
+          {"beta2", o.beta2},
+          {"eps", o.eps},
+          {"grad_clip", o.grad_clip},
+          {"seed", o.seed},
+          {"threads", num_threads()}};
+}
+
+}  // namespace
+
+PretrainResult pretrain(const PretrainOptions& opt_in) {
+  PretrainOptions o = opt_in;
+  PretrainResult result;
+  const fs::path run = o.out_dir;
+  if (o.resume && o.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
+
+  // --- the run directory ----------------------------------------------------------
+  std::optional<fs::path> resume_ckpt;
+  json state;
+  if (o.resume) {
+    auto cks = list_checkpoints(run);
+    if (cks.empty())
+      throw Error("nothing to resume: no checkpoint in " + run.string())
+          .at(run.string())
+          .fix("start a new run without --resume (or point --out at the run to continue)");
+    resume_ckpt = resolve_model_dir(run);
+    if (!fs::exists(*resume_ckpt / "trainer_state.json") || !fs::exists(*resume_ckpt / "optimizer.bin"))
+      throw Error("the latest checkpoint has no trainer state (a weights-only export?)")
+          .at(resume_ckpt->string())
+          .fix("resume from a training run directory written by `aji pretrain`");
+    try {
+      state = json::parse(read_file(*resume_ckpt / "trainer_state.json"));
+    } catch (const json::exception& e) {
+      throw Error(std::string("trainer_state.json is not valid JSON: ") + e.what())
+          .at((*resume_ckpt / "trainer_state.json").string())
+          .fix("resume from an earlier checkpoint (remove the damaged ckpt dir)");
+    }
+  } else if (run_dir_has_run(run)) {
+    if (!o.force)
+      throw Error("the run directory already holds a run")
+          .at(run.string())
+          .fix("continue it with --resume, overwrite it with --force, or choose another --out");
+    clear_run_dir(run);
+  }
+  fs::create_directories(run);
+
+  // --- model, data, tokenizer -----------------------------------------------------
+  model::ModelConfig cfg = resume_ckpt ? load_model_config(*resume_ckpt) : model::ModelConfig::load(o.config);
+  if (resume_ckpt && !o.config.empty()) {
+    model::ModelConfig asked = model::ModelConfig::load(o.config);
+    if (asked.to_json() != cfg.to_json())
+      throw Error("--config differs from the model being resumed (" + std::string(model::arch_name(asked.arch)) +
+                  " L" + std::to_string(asked.n_layer) + " d" + std::to_string(asked.d_model) + " vs " +
+                  model::arch_name(cfg.arch) + " L" + std::to_string(cfg.n_layer) + " d" +
+                  std::to_string(cfg.d_model) + ")")
+          .at(resume_ckpt->string())
+          .fix("drop --config when resuming (the checkpoint has its own), or start a new run with --force");
+  }
+  json saved_opts = resume_ckpt ? state.at("options") : json();
+  if (resume_ckpt) {  // the run's own settings win: they decide the next step
+    o.batch = saved_opts.at("batch");
+    o.seq_len = saved_opts.at("seq_len");
+    o.lr = saved_opts.at("lr");
+    o.min_lr_frac = saved_opts.at("min_lr_frac");
+    o.decay = saved_opts.at("decay");
+    o.weight_decay = saved_opts.at("weight_decay");
+    o.beta1 = saved_opts.at("beta1");
+    o.beta2 = saved_opts.at("beta2");
+    o.eps = saved_opts.at("eps");
+    o.grad_clip = saved_opts.at("grad_clip");
+    o.seed = saved_opts.at("seed");
+    o.total_batch_tokens = saved_opts.at("total_batch_tokens");
+    if (o.data_dir.empty()) o.data_dir = saved_opts.at("data").get<std::string>();
+    const int saved_threads = saved_opts.value("threads", 0);
+    if (saved_threads != num_threads() && !o.quiet)
+      std::fprintf(stderr, "note: the run used %d threads, now %d: the losses will not match a straight run bit for bit\n",
+                   saved_threads, num_threads());
+  }
+  const int B = o.batch;
+  const int T = o.seq_len > 0 ? o.seq_len : cfg.max_seq_len;
+  if (T > cfg.max_seq_len)
+    throw Error("--seq-len " + std::to_string(T) + " is longer than the model's context (" +
+                std::to_string(cfg.max_seq_len) + ")")
+        .fix("use --seq-len <= " + std::to_string(cfg.max_seq_len) + " or raise max_seq_len in the config");
+  const int64_t micro_tokens = static_cast<int64_t>(B) * T;
+  const int64_t total_batch = o.total_batch_tokens > 0 ? o.total_batch_tokens : micro_tokens;
+  if (total_batch % micro_tokens != 0)
+    throw Error("--total-batch-tokens " + std::to_string(total_batch) + " is not a multiple of batch*seq_len = " +
+                std::to_string(micro_tokens))
+        .fix("use a multiple of " + std::to_string(micro_tokens) + " (e.g. " + std::to_string(micro_tokens * 4) + ")");
+  const int64_t accum = total_batch / micro_tokens;
+
+  DataLoader train_loader(o.data_dir, "train", B, T, o.seed, /*shuffle=*/true);
+  const DataManifest& manifest = train_loader.manifest();
+  if (static_cast<uint64_t>(cfg.vocab_size) < manifest.vocab_size)
+    throw Error("the model's vocab_size " + std::to_string(cfg.vocab_size) + " is smaller than the data's (" +
+                std::to_string(manifest.vocab_size) + ")")
+        .fix("set \"vocab_size\": " + std::to_string(manifest.vocab_size) + " in the model config");
+  std::optional<DataLoader> val_loader;
+  if (!manifest.val.empty()) {
+    try {
+      val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/false);
+    } catch (const Error& e) {
+      if (!o.quiet) std::fprintf(stderr, "note: no validation (%s)\n", e.what());
+    }
+  }
+  const int eval_batches =
+      val_loader ? static_cast<int>(std::max<uint64_t>(
+                       1, std::min<uint64_t>(o.eval_batches, val_loader->windows_per_epoch() / std::max(1, B))))
+                 : 0;
+
+  // The tokenizer: for samples, bits per byte, and to ship with every checkpoint.
+  std::optional<tokenizer::Tokenizer> tok;
+  std::vector<fs::path> ship;
+  std::vector<uint32_t> token_bytes;
+  const fs::path tok_file = o.data_dir / manifest.tokenizer_file;
+  if (fs::exists(tok_file)) {
+    tok = tokenizer::Tokenizer::load(tok_file);
+    copy_file_atomic(tok_file, run / kAjiTokenizerFile);
+    ship.push_back(run / kAjiTokenizerFile);
+    try {
+      tokenizer::save_hf_tokenizer_json(*tok, run / "tokenizer.json");
+      ship.push_back(run / "tokenizer.json");
+    } catch (const Error& e) {
+      if (!o.quiet) std::fprintf(stderr, "note: no tokenizer.json for Hugging Face (%s)\n", e.what());
+    }
+    token_bytes.assign(static_cast<size_t>(cfg.vocab_size), 0);
+    for (size_t id = 0; id < tok->n_ranks() && id < token_bytes.size(); ++id)
+      token_bytes[id] = static_cast<uint32_t>(tok->token_bytes(static_cast<tokenizer::TokenId>(id)).size());
+    for (const auto& s : tok->specials())
+      if (s.id < token_bytes.size()) token_bytes[s.id] = 0;  // specials stand for no text
+  } else if (!o.quiet) {
+    std::fprintf(stderr, "note: %s not found: no samples, no bits per byte\n", tok_file.c_str());
+  }
+  if (cfg.bos_token_id < 0) cfg.bos_token_id = static_cast<int>(manifest.bos_id);
+  if (cfg.eos_token_id < 0) cfg.eos_token_id = static_cast<int>(manifest.bos_id);
+
+  model::Model model(cfg);
+  AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
+  std::vector<DecayRange> ranges;
+  for (const auto& t : model.tensors()) ranges.push_back({t.offset, t.numel, t.decay});
+
+  // --- schedule and state -----------------------------------------------------------
+  int64_t steps = o.steps;
+  if (resume_ckpt) {
+    steps = saved_opts.at("steps");
+    if (o.steps > 0 && o.steps != steps) {
+      steps = o.steps;  // extending (or shortening) a run reshapes the rest of the schedule
+      if (!o.quiet) std::fprintf(stderr, "note: --steps %lld changes the run's length and LR schedule\n", (long long)steps);
+    }
+  } else if (steps <= 0) {
+    if (o.tokens <= 0) throw Error("say how long to train").fix("pass --steps N or --tokens N");
+    steps = (o.tokens + total_batch - 1) / total_batch;
+  }
+  LrSchedule sched;
+  sched.lr = o.lr;
+  sched.total = steps;
+  sched.min_lr_frac = o.min_lr_frac;
+  sched.decay = LrSchedule::parse_decay(o.decay);
+  sched.warmup = o.warmup >= 0 ? o.warmup : std::min<int64_t>(200, steps / 20);
+  if (resume_ckpt) sched.warmup = state.at("schedule").at("warmup");
+
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  double elapsed_before = 0.0;
+  History history;
+  if (resume_ckpt) {
+    load_weights(model, *resume_ckpt / "model.safetensors");
+    optimizer.load(*resume_ckpt / "optimizer.bin");
+    train_loader.set_cursor(LoaderCursor::from_json(state.at("loader")));
+    step = state.at("step");
+    tokens_seen = state.value("tokens_seen", int64_t(0));
+    elapsed_before = state.value("elapsed_s", 0.0);
+    history = trim_metrics(run / "metrics.jsonl", step);
+    if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", resume_ckpt->c_str(), (long long)step);
+  } else {
+    model.init_weights(o.seed);
+    json run_info = {{"model", cfg.to_json()}, {"options", options_json(o, B, T, accum, steps)},
+                     {"params", model.num_params()}, {"aji_version", AJI_VERSION}};
+    write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
+  }
+  const json opts_json = options_json(o, B, T, accum, steps);
+
+  std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
+  auto log_metrics = [&](const json& j) {
+    metrics << j.dump() << "\n";
+    metrics.flush();
+  };
+  float last_train_loss = NAN;
+  auto save = [&](int64_t at_step) {
+    json st = {{"step", at_step},
+               {"tokens_seen", tokens_seen},
+               {"loader", train_loader.cursor().to_json()},
+               {"schedule", sched.to_json()},
+               {"options", opts_json},
+               {"elapsed_s", elapsed_before},
+               {"metrics",
+                {{"train_loss", last_train_loss},
+                 {"val_loss", result.last_val_loss},
+                 {"val_bpb", result.last_val_bpb}}}};
+    CheckpointContents c{&model, &optimizer, st, ship};
+    result.checkpoint = save_checkpoint(run, at_step, c, o.keep);
+  };
+  auto write_curve = [&]() {
+    write_file_atomic(run / "loss.svg", loss_curve_svg(history.train, history.val,
+                                                       "aji pretrain: " + run.filename().string()));
+  };
+  auto run_eval = [&]() {
+    if (!val_loader) return;
+    Evaluation e = evaluate(model, *val_loader, eval_batches, token_bytes);
+    result.last_val_loss = static_cast<float>(e.loss);
+    result.last_val_bpb = static_cast<float>(e.bpb);
+    history.val.push_back({static_cast<double>(step), e.loss});
+    log_metrics({{"step", step}, {"val_loss", e.loss}, {"val_bpb", std::isfinite(e.bpb) ? json(e.bpb) : json()}});
+    if (!o.quiet)
+      std::printf("step %lld | val loss %.4f | val bpb %s\n", (long long)step, e.loss,
+                  std::isfinite(e.bpb) ? fmt("%.4f", e.bpb).c_str() : "n/a");
+    write_curve();
+  };
+  auto run_sample = [&]() {
+    if (!tok) return;
+    std::vector<int32_t> prompt = {static_cast<int32_t>(manifest.bos_id)};
+    if (!o.sample_prompt.empty())
+      for (auto id : tok->encode(o.sample_prompt, tokenizer::SpecialPolicy::kAsText))
+        prompt.push_back(static_cast<int32_t>(id));
+    infer::GenerateOptions g;
+    g.max_tokens = std::min(o.sample_tokens, cfg.max_seq_len - static_cast<int>(prompt.size()));
+    if (g.max_tokens <= 0) return;
+    g.sampling = {0.8f, 40, 0.95f};
+    g.seed = o.seed + static_cast<uint64_t>(step);
+    g.stop_tokens = {static_cast<int32_t>(manifest.bos_id)};
+    std::vector<int32_t> out = infer::generate(model, prompt, g);
+    if (!out.empty() && out.back() == static_cast<int32_t>(manifest.bos_id)) out.pop_back();
+    std::vector<tokenizer::TokenId> ids(out.begin(), out.end());
+    infer::Utf8Streamer u;
+    std::string text = u.push(tok->decode(ids)) + u.flush();
+    if (!o.quiet) std::printf("step %lld | sample: %s%s\n", (long long)step, o.sample_prompt.c_str(), text.c_str());
+    log_metrics({{"step", step}, {"sample", o.sample_prompt + text}});
+  };
+
+  if (!o.quiet) {
+    std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
+                cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.vocab_size, cfg.max_seq_len,
+                model.num_params() / 1e6);
+    std::printf("data: %llu train tokens | batch %d x %d x %lld accum = %lld tokens/step | %lld steps | threads %d\n",
+                (unsigned long long)train_loader.total_tokens(), B, T, (long long)accum, (long long)total_batch,
+                (long long)steps, num_threads());
+    std::fflush(stdout);
+  }
+
+  // --- the loop -------------------------------------------------------------------
+  SigintGuard sigint;
+  std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
+  const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
+  const double peak = o.peak_gflops_per_core * 1e9 * num_threads();
+  const int64_t session_start = step;
+  auto t_session = std::chrono::steady_clock::now();
+  double ema_step_s = 0.0;
+  while (step < steps) {
+    auto t0 = std::chrono::steady_clock::now();
+    model.zero_grads();
+    double loss = 0.0;
+    for (int64_t a = 0; a < accum; ++a) {
+      train_loader.next_batch(inputs.data(), targets.data());
+      model.forward(inputs.data(), B, T);
+      const float l = model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum));
+      model.backward(model.d_hidden_buffer());
+      loss += static_cast<double>(l) / static_cast<double>(accum);
+    }
+    const double norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      const auto cks = list_checkpoints(run);
+      throw Error("training diverged at step " + std::to_string(step + 1) + ": the loss is " + fmt("%g", loss) +
+                  " and the gradient norm " + fmt("%g", norm) + " (learning rate " + fmt("%.3g", sched.at(step)) +
+                  "). Nothing was saved after the last good checkpoint" +
+                  (cks.empty() ? std::string(" (there is none yet)") : " (" + cks.back().second.string() + ")"))
+          .at(run.string())
+          .fix("lower --lr (now " + fmt("%g", o.lr) + "), lengthen the warmup, or keep --grad-clip on; then start "
+               "again with --force or continue from the last checkpoint with --resume");
+    }
+    const float lr = sched.at(step);
+    optimizer.step(model.params(), model.grads(), ranges, lr);
+    ++step;
+    tokens_seen += total_batch;
+    last_train_loss = static_cast<float>(loss);
+    result.step_losses.push_back(static_cast<float>(loss));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    elapsed_before += dt;
+    ema_step_s = step - session_start <= 1 ? dt : 0.9 * ema_step_s + 0.1 * dt;
+    const double tok_s = static_cast<double>(total_batch) / dt;
+    const double mfu = flops_per_step / dt / peak;
+    history.train.push_back({static_cast<double>(step), loss});
+    log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
+                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt}});
+    if (!o.quiet) {
+      std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
+                  (long long)step, (long long)steps, loss, lr, norm, tok_s, 100.0 * mfu,
+                  Progress::format_duration(ema_step_s * static_cast<double>(steps - step)).c_str());
+      std::fflush(stdout);
+    }
+    const bool last = step == steps;
+    const bool stop_now = g_interrupted || (o.stop_after > 0 && step - session_start >= o.stop_after);
+    if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || last)) run_eval();
+    if (o.sample_every > 0 && (step % o.sample_every == 0 || last)) run_sample();
+    if ((o.save_every > 0 && step % o.save_every == 0) || last || stop_now) {
+      save(step);
+      if (!o.quiet) std::fprintf(stderr, "saved %s\n", result.checkpoint.c_str());
+    }
+    if (stop_now && !last) {
+      result.interrupted = true;
+      if (!o.quiet)
+        std::fprintf(stderr, "%s at step %lld; checkpoint %s. Continue with: aji pretrain --out %s --resume\n",
+                     g_interrupted ? "interrupted" : "stopped", (long long)step, result.checkpoint.c_str(),
+                     run.c_str());
+      break;
+    }
+  }
+  if (!history.train.empty()) write_curve();
+  result.step = step;
+  (void)t_session;
+  return result;
+}
+
+}  // namespace aji::train

@@ -1,0 +1,125 @@
+// `aji tokenizer encode|decode|info` through the built binary.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "tokenizer_test_util.h"
+
+namespace aji::test {
+namespace {
+
+std::string aji_cmd(const std::string& args) { return std::string(AJI_BINARY) + " " + args; }
+std::string cl100k_path() { return source_path("data/tokenizer/cl100k_base.tiktoken").string(); }
+
+void write(const std::filesystem::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+
+TEST(TokenizerCli, EncodeDecodeRoundTrip) {
+  TempDir dir;
+  write(dir.path() / "in.txt", "Hello world, 안녕하세요!\n  tabs\tand\r\nCRLF ");
+  std::string out;
+  ASSERT_EQ(run_command(aji_cmd("tokenizer encode --tokenizer " + cl100k_path() + " --input " +
+                                (dir.path() / "in.txt").string()),
+                        &out),
+            0);
+  std::vector<tokenizer::TokenId> want;
+  cl100k().encode_ordinary("Hello world, 안녕하세요!\n  tabs\tand\r\nCRLF ", want);
+  std::string want_text;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (i) want_text += ' ';
+    want_text += std::to_string(want[i]);
+  }
+  EXPECT_EQ(out, want_text + "\n");
+  write(dir.path() / "ids.txt", out);
+  ASSERT_EQ(run_command(aji_cmd("tokenizer decode --tokenizer " + cl100k_path() + " < " +
+                                (dir.path() / "ids.txt").string()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "Hello world, 안녕하세요!\n  tabs\tand\r\nCRLF ");
+}
+
+TEST(TokenizerCli, StdinAndSpecials) {
+  std::string out;
+  // "Hello <|endoftext|> World" -> tiktoken [9906, 220, 100257, 4435] when allowed.
+  ASSERT_EQ(run_command("printf 'Hello <|endoftext|> World' | " +
+                            aji_cmd("tokenizer encode --allow-special --tokenizer " + cl100k_path()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "9906 220 100257 4435\n");
+  // Not allowed: exit 1 with an error that names the token and the flag.
+  ASSERT_EQ(run_command("printf 'Hello <|endoftext|>' | " + aji_cmd("tokenizer encode --tokenizer " + cl100k_path()) +
+                            " 2>&1",
+                        &out),
+            1);
+  EXPECT_NE(out.find("<|endoftext|>"), std::string::npos);
+  EXPECT_NE(out.find("--allow-special"), std::string::npos);
+  // User-defined ChatML specials.
+  ASSERT_EQ(run_command("printf '<|im_start|>user' | " +
+                            aji_cmd("tokenizer encode --allow-special --special '<|im_start|>=100264' --tokenizer " +
+                                    cl100k_path()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "100264 882\n");
+  ASSERT_EQ(run_command("echo '100264 882' | " +
+                            aji_cmd("tokenizer decode --special '<|im_start|>=100264' --tokenizer " + cl100k_path()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "<|im_start|>user");
+}
+
+TEST(TokenizerCli, JsonlEncodeAndDecode) {
+  TempDir dir;
+  write(dir.path() / "in.jsonl", "{\"text\": \"Hello world\", \"id\": 1}\n{\"text\": \"\\uc548\\ub155\"}\n");
+  std::string out;
+  ASSERT_EQ(run_command(aji_cmd("tokenizer encode --tokenizer " + cl100k_path() + " --jsonl-field text --input " +
+                                (dir.path() / "in.jsonl").string()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "[9906,1917]\n[31495,230,75265,243]\n");
+  write(dir.path() / "ids.jsonl", out);
+  ASSERT_EQ(run_command(aji_cmd("tokenizer decode --tokenizer " + cl100k_path() + " < " +
+                                (dir.path() / "ids.jsonl").string()),
+                        &out),
+            0);
+  EXPECT_EQ(out, "Hello world\n안녕\n");
+}
+
+TEST(TokenizerCli, BadInputGivesClearErrors) {
+  TempDir dir;
+  std::string out;
+  write(dir.path() / "bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": oops}\n");
+  EXPECT_EQ(run_command(aji_cmd("tokenizer encode --tokenizer " + cl100k_path() + " --jsonl-field text --input " +
+                                (dir.path() / "bad.jsonl").string() + " 2>&1"),
+                        &out),
+            1);
+  EXPECT_NE(out.find("bad.jsonl:2"), std::string::npos) << out;
+  write(dir.path() / "nofield.jsonl", "{\"body\": \"ok\"}\n");
+  EXPECT_EQ(run_command(aji_cmd("tokenizer encode --tokenizer " + cl100k_path() + " --jsonl-field text --input " +
+                                (dir.path() / "nofield.jsonl").string() + " 2>&1"),
+                        &out),
+            1);
+  EXPECT_NE(out.find("nofield.jsonl:1"), std::string::npos) << out;
+  write(dir.path() / "ids.txt", "1 2\n3 banana\n");
+  EXPECT_EQ(run_command(aji_cmd("tokenizer decode --tokenizer " + cl100k_path() + " --input " +
+                                (dir.path() / "ids.txt").string() + " 2>&1"),
+                        &out),
+            1);
+  EXPECT_NE(out.find("ids.txt:2"), std::string::npos) << out;
+  EXPECT_EQ(run_command("echo 100256 | " + aji_cmd("tokenizer decode --tokenizer " + cl100k_path()) + " 2>&1", &out), 1);
+  EXPECT_NE(out.find("100256"), std::string::npos) << out;
+  EXPECT_EQ(run_command(aji_cmd("tokenizer info --tokenizer /nonexistent.tiktoken 2>&1"), &out), 1);
+  EXPECT_NE(out.find("nonexistent"), std::string::npos) << out;
+}
+
+TEST(TokenizerCli, InfoAndHelp) {
+  std::string out;
+  ASSERT_EQ(run_command(aji_cmd("tokenizer info --tokenizer " + cl100k_path()), &out), 0);
+  EXPECT_NE(out.find("100256"), std::string::npos);
+  EXPECT_NE(out.find("100277"), std::string::npos);
+  EXPECT_NE(out.find("<|endoftext|>"), std::string::npos);
+  EXPECT_NE(out.find("cl100k"), std::string::npos);
+  ASSERT_EQ(run_command(aji_cmd("tokenizer encode --help"), &out), 0);
+  EXPECT_NE(out.find("--jsonl-field"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace aji::test
