@@ -212,3 +212,39 @@ TEST(SftCli, CheckReportsBadLineAndExitsNonZero) {
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("kept 1, skipped 1 (not_alternating 1)"), std::string::npos) << out;
 }
+
+TEST(SftCli, MixSamplesSplitsAndIsDeterministic) {
+  TempDir dir;
+  std::string a, b;
+  for (int i = 0; i < 30; ++i)
+    a += R"({"messages":[{"role":"user","content":"a)" + std::to_string(i) +
+         R"("},{"role":"assistant","content":"x"}],"source":"a:)" + std::to_string(i) + "\"}\n";
+  for (int i = 0; i < 10; ++i)
+    b += R"({"messages":[{"role":"user","content":"b)" + std::to_string(i) +
+         R"("},{"role":"assistant","content":"y"}],"source":"b:)" + std::to_string(i) + "\"}\n";
+  auto pa = write(dir, "a.jsonl", a), pb = write(dir, "b.jsonl", b);
+  auto run = [&](const std::string& tag) {
+    std::string out;
+    std::string cmd = std::string(AJI_BINARY) + " sft mix --in " + pa.string() + ":20 --in " + pb.string() +
+                      " --val-fraction 0.1 --seed 5 --train " + (dir.path() / (tag + "_train.jsonl")).string() +
+                      " --val " + (dir.path() / (tag + "_val.jsonl")).string() + " 2>&1";
+    EXPECT_EQ(aji::test::run_command(cmd, &out), 0) << out;
+  };
+  run("one");
+  run("two");
+  auto train = read_conversations(dir.path() / "one_train.jsonl", OnInvalid::kError, nullptr);
+  auto val = read_conversations(dir.path() / "one_val.jsonl", OnInvalid::kError, nullptr);
+  EXPECT_EQ(train.size(), 27u);  // 20 of a + all 10 of b = 30, 3 held out
+  EXPECT_EQ(val.size(), 3u);
+  int from_b = 0;
+  for (const auto& c : train) from_b += c.source[0] == 'b';
+  for (const auto& c : val) from_b += c.source[0] == 'b';
+  EXPECT_EQ(from_b, 10);
+  EXPECT_EQ(aji::read_file(dir.path() / "one_train.jsonl"), aji::read_file(dir.path() / "two_train.jsonl"));
+  std::string out;
+  int rc = aji::test::run_command(std::string(AJI_BINARY) + " sft mix --in " + pb.string() + ":11 --val-fraction 0 --train " +
+                                      (dir.path() / "x.jsonl").string() + " 2>&1",
+                                  &out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("only 10"), std::string::npos) << out;
+}

@@ -2,14 +2,18 @@
 //   convert  public data-set shapes (korean_chatbot, oasst, self_instruct, gsm8k) → JSONL
 //   check    validate a conversation file and print its statistics
 //   mix      sample from several conversation files and split into train / val
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "aji/align/conversation.h"
 #include "aji/align/converters.h"
+#include "aji/align/packing.h"
+#include "aji/align/render.h"
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
+#include "aji/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -21,7 +25,9 @@ struct ConvertArgs {
 };
 
 struct CheckArgs {
-  std::string input;
+  std::string input, tokenizer;
+  std::vector<std::string> specials;  // TEXT or TEXT=ID, as in `aji tokenizer encode`
+  int seq_len = 512;
   bool skip_invalid = false, allow_trailing_user = false;
 };
 
@@ -59,6 +65,32 @@ void run_check(const CheckArgs& a) {
   auto convs = read_conversations(a.input, a.skip_invalid ? OnInvalid::kSkip : OnInvalid::kError, &rep, rules);
   print_report(a.input.c_str(), rep);
   std::printf("%s\n", conversation_stats(convs).describe().c_str());
+  if (a.tokenizer.empty()) return;
+  // Rendered with the chat template: token counts and how the two batch layouts fill rows.
+  auto tok = aji::tokenizer::Tokenizer::load(a.tokenizer);
+  for (const std::string& spec : a.specials) {
+    size_t eq = spec.rfind('=');
+    bool has_id = eq != std::string::npos && eq > 0 && eq + 1 < spec.size() &&
+                  spec.find_first_not_of("0123456789", eq + 1) == std::string::npos;
+    if (has_id) tok.add_special(spec.substr(0, eq), static_cast<uint32_t>(std::stoul(spec.substr(eq + 1))));
+    else tok.add_special(spec);
+  }
+  auto seqs = render_conversations(tok, convs, LossOn::kAssistant, !aji::cli::global_options().quiet);
+  int64_t tokens = 0, supervised = 0;
+  size_t longest = 0;
+  for (const auto& s : seqs) {
+    tokens += static_cast<int64_t>(s.ids.size());
+    longest = std::max(longest, s.ids.size());
+    for (uint8_t m : s.loss_mask) supervised += m;
+  }
+  std::printf("tokens: %lld (%.1f per conversation, longest %zu), supervised %lld (%.1f%%)\n", (long long)tokens,
+              seqs.empty() ? 0.0 : double(tokens) / seqs.size(), longest, (long long)supervised,
+              tokens ? 100.0 * supervised / tokens : 0.0);
+  for (BatchLayout layout : {BatchLayout::kPad, BatchLayout::kPack}) {
+    PackReport pr;
+    plan_rows(seqs, {a.seq_len, layout}, &pr);
+    std::printf("%s: %s\n", layout == BatchLayout::kPad ? "pad " : "pack", pr.describe().c_str());
+  }
 }
 
 void run_mix(const MixArgs& a) {
@@ -125,6 +157,14 @@ aji::cli::CommandRegistrar reg(40, [](CLI::App& app) {
   check->add_flag("--skip-invalid", ka->skip_invalid, "Report every invalid line instead of stopping at the first");
   check->add_flag("--allow-trailing-user", ka->allow_trailing_user,
                   "Accept conversations that end with a user turn (prompt files)");
+  check->add_option("--tokenizer", ka->tokenizer,
+                    "Also render with this tokenizer's chat template and report tokens, truncation and row fill "
+                    "for padded vs packed batches")
+      ->check(CLI::ExistingFile);
+  check->add_option("--special", ka->specials,
+                    "Add a special token TEXT[=ID] to the tokenizer, e.g. --special '<|im_start|>=100264' "
+                    "--special '<|im_end|>=100265' for cl100k_base (repeatable)");
+  check->add_option("--seq-len", ka->seq_len, "Context length T for the row-fill report")->check(CLI::Range(2, 1 << 20));
   check->callback([ka] { run_check(*ka); });
 
   auto ma = std::make_shared<MixArgs>();
