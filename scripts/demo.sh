@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make demo`: the whole pipeline, tiny, on data that ships with the repo.
+#   1. clean real web pages (WARC + HTML) into text       — aji data run
+#   2. train a byte-level BPE tokenizer on English+Korean  — aji tokenizer train
+#   3. tokenize, pretrain the `tiny` model, sample from it — aji data tokenize / pretrain / generate / score
+# It ends with a report card, printed and written to out/demo/REPORT.md.
+#
+# Environment: AJI (binary, default build/aji), DEMO_MINUTES (pretraining minutes, default 9),
+# AJI_THREADS (threads, default all cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AJI=${AJI:-build/aji}
+OUT=${DEMO_OUT:-out/demo}
+mkdir -p "$OUT"
+START=$(date +%s)
+stage_times=()
+stamp() { stage_times+=("$1|$(( $(date +%s) - ${2} ))"); }
+
+echo "################ 1. data: web pages → clean text ################"
+t=$(date +%s)
+rm -rf "$OUT/clean"
+"$AJI" data run --input tests/fixtures/data/warc/*.warc.gz tests/fixtures/data/extract/*.html \
+  --out "$OUT/clean" --no-progress
+stamp "data cleaning" "$t"
+
+echo
+echo "################ 2-4. tokenizer, pretraining, samples ################"
+t=$(date +%s)
+AJI="$AJI" scripts/demo_pretrain.sh "$OUT/pretrain" 2>&1 | tee "$OUT/pretrain.log"
+stamp "tokenizer + pretraining + samples" "$t"
+
+# ---- report card ----
+REPORT="$OUT/REPORT.md"
+{
+  echo "# aji demo report card"
+  echo
+  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads ${AJI_THREADS:-all}."
+  echo
+  echo "| stage | seconds |"
+  echo "|---|---|"
+  for s in "${stage_times[@]}"; do echo "| ${s%%|*} | ${s##*|} |"; done
+  echo "| total | $(( $(date +%s) - START )) |"
+  echo
+  echo "## Data cleaning"
+  echo
+  if [ -f "$OUT/clean/report.json" ]; then
+    python3 - "$OUT/clean/report.json" 2>/dev/null <<'PY' || echo "(see $OUT/clean/report.txt)"
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r.get("totals", r)
+for k in ("documents_in", "documents_out", "bytes_in", "bytes_out"):
+    if k in t: print(f"- {k.replace('_', ' ')}: {t[k]}")
+PY
+  fi
+  echo
+  echo "## Pretraining"
+  echo
+  grep -E "^(en|ko): " "$OUT/pretrain.log" | sed 's/^/- held-out /' || true
+  last_val=$(grep -o '"val_loss":[^,}]*' "$OUT/pretrain/run/metrics.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
+  [ -n "$last_val" ] && echo "- final validation loss: $last_val"
+  echo "- run directory: $OUT/pretrain/run (metrics.jsonl, loss.svg, checkpoints)"
+} > "$REPORT"
+echo
+cat "$REPORT"
