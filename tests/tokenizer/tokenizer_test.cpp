@@ -197,15 +197,15 @@ TEST(Tokenizer, ChunkedParallelEncodeEqualsSerial) {
                         "\xCC\x81", "\xEA\xB0\x80", "x", "\n\n", "//", "-", "\xFF"};
   Rng rng(11);
   std::string text;
-  for (int i = 0; i < 20000; ++i) text += pool[rng.next_u64() % (sizeof pool / sizeof pool[0])];
-  text += read_file(source_path("tests/fixtures/tokenizer/parity/korean_chatbot.csv.gz")).substr(0, 100000);
+  for (int i = 0; i < 12000; ++i) text += pool[rng.next_u64() % (sizeof pool / sizeof pool[0])];
+  text += read_file(source_path("tests/fixtures/tokenizer/parity/korean_chatbot.csv.gz")).substr(0, 30000);
   set_num_threads(2);
   for (const Tokenizer& tok : toks) {
     std::vector<TokenId> serial, chunked;
     set_num_threads(1);  // the reference: one serial pass
     tok.encode_ordinary(text, serial);
     set_num_threads(2);
-    for (size_t chunk : {1u, 7u, 64u, 1000u}) {
+    for (size_t chunk : {1u, 64u, 1000u}) {
       chunked.clear();
       tok.encode_ordinary_chunked(text, chunk, chunked);
       if (chunked != serial) {
