@@ -90,7 +90,8 @@ TEST(TrainInputs, HugeLineWithoutSafePointsIsCutAndTrained) {
   o.max_run_bytes = 200000;
   TrainStats stats;
   Tokenizer tok = train_tokenizer({dir.path() / "line.txt"}, o, &stats);
-  EXPECT_GE(stats.forced_cuts, 2);
+  EXPECT_GE(stats.forced_cuts, 1);
+  EXPECT_GE(stats.total_pieces, 2);
   EXPECT_EQ(stats.input_bytes, 600000);
   EXPECT_EQ(tok.n_ranks(), 276u);
   EXPECT_EQ(tok.decode(tok.encode(line.substr(0, 1000))), line.substr(0, 1000));
