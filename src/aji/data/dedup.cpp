@@ -833,7 +833,10 @@ DedupStats dedup_buckets(const fs::path& sigs_dir, const fs::path& buckets_dir, 
   parallel_for(int64_t(bands.size()), [&](int64_t bi) {
     int b = bands[size_t(bi)];
     fs::path out = buckets_dir / (b < 0 ? std::string("exact.dups") : band_name(b) + ".dups");
-    if (fs::exists(out)) return;  // resume
+    if (fs::exists(out)) {  // resume
+      progress.add(1);
+      return;
+    }
     std::vector<fs::path> files = b < 0 ? list_files(sigs_dir / "exact", ".exact")
                                         : list_files(sigs_dir / ("bucket_" + band_name(b)), ".minhash.sig");
     int64_t pairs = merge_band(files, b < 0 ? kExactRecord : sig_record, out);
