@@ -125,3 +125,17 @@ TEST(Pii, DocumentMetadataAndBadInput) {
   empty.email_replacements.clear();
   EXPECT_THROW(PiiScrubber{empty}, aji::Error);
 }
+
+TEST(Pii, PathologicalTextDoesNotHideLaterPii) {
+  // "a.a.a.…" makes the e-mail pattern backtrack quadratically (Python's re would take
+  // minutes); PCRE2 stops at its limit and the scan resumes at the next whitespace.
+  std::string t;
+  for (int i = 0; i < 50000; ++i) t += "a.";
+  t += " x@example.com 8.8.8.8 010-1234-5678";
+  PiiScrubber s;
+  auto c = s.scrub(t);
+  EXPECT_EQ(c.emails, 1);
+  EXPECT_EQ(c.ips, 1);
+  EXPECT_EQ(c.phones, 1);
+  EXPECT_EQ(t.find("x@example.com"), std::string::npos);
+}

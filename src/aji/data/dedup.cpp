@@ -829,16 +829,22 @@ DedupStats dedup_buckets(const fs::path& sigs_dir, const fs::path& buckets_dir, 
     bands.push_back(band);
   }
   const size_t sig_record = size_t(config.hashes_per_bucket) * 8 + 4;
+  Progress progress("dedup buckets", int64_t(bands.size()), "bands", true);
   parallel_for(int64_t(bands.size()), [&](int64_t bi) {
     int b = bands[size_t(bi)];
     fs::path out = buckets_dir / (b < 0 ? std::string("exact.dups") : band_name(b) + ".dups");
-    if (fs::exists(out)) return;  // resume
+    if (fs::exists(out)) {  // resume
+      progress.add(1);
+      return;
+    }
     std::vector<fs::path> files = b < 0 ? list_files(sigs_dir / "exact", ".exact")
                                         : list_files(sigs_dir / ("bucket_" + band_name(b)), ".minhash.sig");
     int64_t pairs = merge_band(files, b < 0 ? kExactRecord : sig_record, out);
 #pragma omp atomic
     st.duplicate_pairs += pairs;
+    progress.add(1);
   });
+  progress.finish();
   return st;
 }
 
@@ -962,6 +968,7 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
   ZstdFileWriter out(out_path);
   std::vector<fs::path> files = shard_files(inputs, shard);
   DocReader reader(files, &st);
+  Progress progress("dedup filter " + std::to_string(shard.index) + "/" + std::to_string(shard.count), -1, "B", true);
   std::string_view line;
   ordered_json doc;  // keeps the input's key order in the output
   uint32_t doc_index = 0;
@@ -983,8 +990,11 @@ DedupStats dedup_filter(const std::vector<fs::path>& inputs, ShardSpec shard, co
     out.write(buf);
     st.kept++;
     st.bytes_out += int64_t(buf.size());
+    if ((doc_index & 1023) == 0) progress.set(st.bytes_in);
   }
   out.commit();
+  progress.set(st.bytes_in);
+  progress.finish();
   return st;
 }
 

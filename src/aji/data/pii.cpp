@@ -67,7 +67,16 @@ int64_t replace_all(std::string& text, const Regex& re, pcre2_match_data* md, De
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   while (pos <= text.size()) {
     int rc = pcre2_match(re.code, subject, text.size(), pos, 0, md, nullptr);
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH (or an invalid-UTF stop): nothing more
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      // A resource limit (JIT stack / match limit) on pathological text such as
+      // "a.a.a.a…" (Python's re would backtrack quadratically there): skip to the next
+      // whitespace and go on, so PII later in the document is still found.
+      size_t ws = text.find_first_of(" \t\n\r", pos);
+      if (ws == std::string::npos) break;
+      pos = ws + 1;
+      continue;
+    }
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t b = ov[0], e = ov[1];
     const std::string* rep = decide(std::string_view(text).substr(b, e - b), ov, rc);

@@ -84,40 +84,63 @@ char32_t last_code_point(std::string_view s) {
 }
 
 // Words joined with a separator in one buffer, so that any run of n consecutive words
-// joined is a contiguous view (an n-gram key without copying), with polynomial prefix
-// hashes so that each n-gram's hash costs O(1) instead of O(its length).
+// joined is a contiguous view (an n-gram key without copying), plus polynomial prefix
+// hashes recorded at word boundaries only (memory O(words), not O(bytes)), so that each
+// n-gram's hash costs O(1): h(s[b,e)) = H(e) − H(b)·K^(e−b), with K^(e−b) = K^e·K^(−b)
+// (K is odd, hence invertible mod 2^64).
 struct JoinedWords {
   static constexpr uint64_t kBase = 0x100000001B3ULL;
   std::string buf;
   std::vector<size_t> begin;       // (n_words + 1) byte offsets of each word in buf
   std::vector<int64_t> cp_prefix;  // (n_words + 1) prefix sums of code-point lengths
-  std::vector<uint64_t> pre, pw;   // (bytes + 1) prefix hashes and powers of kBase (mod 2^64)
+  std::vector<uint64_t> h_begin, inv_pow_begin, h_end, pow_end;  // (n_words) at word starts / ends
   size_t sep = 0;
+
+  static uint64_t inverse(uint64_t k) {
+    uint64_t inv = k;  // Newton's iteration for the inverse mod 2^64 (k odd)
+    for (int i = 0; i < 6; ++i) inv *= 2 - k * inv;
+    return inv;
+  }
+
   JoinedWords(const std::vector<std::string_view>& words, std::string_view separator) {
     sep = separator.size();
-    begin.reserve(words.size() + 1);
-    cp_prefix.reserve(words.size() + 1);
+    const size_t n = words.size();
+    begin.reserve(n + 1);
+    cp_prefix.reserve(n + 1);
     cp_prefix.push_back(0);
-    for (size_t i = 0; i < words.size(); ++i) {
-      if (i) buf.append(separator);
+    h_begin.resize(n);
+    inv_pow_begin.resize(n);
+    h_end.resize(n);
+    pow_end.resize(n);
+    const uint64_t k_inv = inverse(kBase);
+    uint64_t h = 0, pw = 1, ipw = 1;
+    auto feed = [&](std::string_view bytes) {
+      for (unsigned char c : bytes) {
+        h = h * kBase + c + 1;
+        pw *= kBase;
+        ipw *= k_inv;
+      }
+    };
+    for (size_t i = 0; i < n; ++i) {
+      if (i) {
+        buf.append(separator);
+        feed(separator);
+      }
       begin.push_back(buf.size());
+      h_begin[i] = h;
+      inv_pow_begin[i] = ipw;
       buf.append(words[i]);
+      feed(words[i]);
+      h_end[i] = h;
+      pow_end[i] = pw;
       cp_prefix.push_back(cp_prefix.back() + int64_t(utf8_length(words[i])));
     }
     begin.push_back(buf.size() + sep);
-    pre.resize(buf.size() + 1);
-    pw.resize(buf.size() + 1);
-    pre[0] = 0;
-    pw[0] = 1;
-    for (size_t i = 0; i < buf.size(); ++i) {
-      pre[i + 1] = pre[i] * kBase + static_cast<unsigned char>(buf[i]) + 1;
-      pw[i + 1] = pw[i] * kBase;
-    }
   }
   std::string_view ngram(size_t i, size_t n) const { return std::string_view(buf).substr(begin[i], begin[i + n] - sep - begin[i]); }
   uint64_t ngram_hash(size_t i, size_t n) const {
-    size_t b = begin[i], e = begin[i + n] - sep;
-    uint64_t h = pre[e] - pre[b] * pw[e - b];
+    size_t last = i + n - 1;
+    uint64_t h = h_end[last] - h_begin[i] * (pow_end[last] * inv_pow_begin[i]);
     return h ^ (h >> 29);
   }
   int64_t ngram_len(size_t i, size_t n) const { return cp_prefix[i + n] - cp_prefix[i] + int64_t(sep) * int64_t(n - 1); }
