@@ -14,10 +14,10 @@ aji::cli::CommandRegistrar reg(21, [](CLI::App& app) {
   auto o = std::make_shared<aji::train::TokenizeDataOptions>();
   auto out = std::make_shared<std::string>();
   auto tok = std::make_shared<std::string>();
-  CLI::App* cmd = group->add_subcommand(
-      "tokenize",
-      "Encode text into token shards for `aji pretrain` (documents separated by <|endoftext|>).\n"
-      "Plain text: files with blank lines split into paragraphs, other files one document per line.\n"
+  CLI::App* cmd = group->add_subcommand("tokenize", "Encode text into token shards for `aji pretrain`");
+  cmd->footer(
+      "Documents are separated by <|endoftext|>. Plain text: files with blank lines split into paragraphs,\n"
+      "other files give one document per line; JSONL: one document per line (--jsonl-field).\n"
       "Example: aji data tokenize --tokenizer tok.json --input data/corpus/train --out data/shards");
   cmd->add_option("--tokenizer", *tok, "Tokenizer file (aji, .tiktoken or Hugging Face tokenizer.json)")->required();
   cmd->add_option("--input", o->inputs, "Text or JSONL files, directories or globs (.gz/.zst read transparently)")

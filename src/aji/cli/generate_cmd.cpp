@@ -162,10 +162,8 @@ void run_score(const ScoreArgs& a) {
 aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   auto ga = std::make_shared<GenerateArgs>();
   ga->g.sampling = {0.8f, 50, 1.0f};
-  CLI::App* gen = app.add_subcommand(
-      "generate",
-      "Continue a prompt with a model, printing tokens as they come (KV cache).\n"
-      "Example: aji generate --model runs/tiny --prompt \"Once upon a time\" --max-tokens 100");
+  CLI::App* gen = app.add_subcommand("generate", "Continue a prompt with a model, streaming tokens as they come");
+  gen->footer("Example: aji generate --model runs/tiny --prompt \"Once upon a time\" --max-tokens 100");
   add_model_options(gen, ga->m);
   gen->add_option("--prompt", ga->prompt, "Text to continue")->required();
   gen->add_option("--max-tokens", ga->g.max_tokens, "Tokens to generate at most")->capture_default_str();
@@ -182,9 +180,8 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
 
   auto sa = std::make_shared<ScoreArgs>();
   CLI::App* score = app.add_subcommand(
-      "score",
-      "Per-token log-probabilities, loss, perplexity and bits per byte of a text under a model.\n"
-      "Example: aji score --model runs/tiny --input data/corpus/heldout/en_news_dev.txt --json");
+      "score", "Per-token log-probabilities, loss, perplexity and bits per byte of a text under a model");
+  score->footer("Example: aji score --model runs/tiny --input data/corpus/heldout/en_news_dev.txt --json");
   add_model_options(score, sa->m);
   score->add_option("--input", sa->input, "Text file to score")->required();
   score->add_flag("--json", sa->json, "One JSON object: tokens, logprobs (one per token after the first), totals");

@@ -13,10 +13,11 @@ aji::cli::CommandRegistrar reg(30, [](CLI::App& app) {
   auto config = std::make_shared<std::string>(), data = std::make_shared<std::string>(),
        out = std::make_shared<std::string>();
   CLI::App* cmd = app.add_subcommand(
-      "pretrain",
-      "Train a base model by next-token prediction on token shards (from `aji data tokenize`).\n"
+      "pretrain", "Train a base model by next-token prediction on token shards (from `aji data tokenize`)");
+  cmd->footer(
       "Prints one line per step, evaluates and samples every N steps, writes checkpoints, metrics.jsonl\n"
-      "and loss.svg into the run directory. Ctrl-C saves a checkpoint; --resume continues bit for bit.\n"
+      "and loss.svg into the run directory. Ctrl-C saves a checkpoint; --resume continues bit for bit\n"
+      "(with the same --threads).\n"
       "Example: aji pretrain --config tiny --data data/shards --out runs/tiny --steps 2000");
   cmd->add_option("--config", *config, "Model config: a JSON file or a preset (tiny, tiny-gpt2, gpt2-124m, llama-small)");
   cmd->add_option("--data", *data, "Data directory written by `aji data tokenize` (on --resume: the run's own)");
