@@ -156,3 +156,17 @@ TEST(Io, ExpandInputsGlobsDirectoriesAndMissing) {
   EXPECT_THROW(aji::expand_inputs({(dir.path() / "nope.txt").string()}), aji::Error);
   EXPECT_THROW(aji::expand_inputs({(dir.path() / "*.none").string()}), aji::Error);
 }
+
+TEST(Io, ReadErrorIsAnErrorNotEndOfFile) {
+  // /proc/self/mem fails with EIO when read at offset 0: an I/O error must not look
+  // like an empty file (that would silently drop the input).
+  EXPECT_THROW(aji::read_file("/proc/self/mem"), aji::Error);
+  EXPECT_THROW(
+      {
+        aji::LineReader r("/proc/self/mem");
+        std::string_view line;
+        while (r.next(line)) {
+        }
+      },
+      aji::Error);
+}

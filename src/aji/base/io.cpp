@@ -15,7 +15,18 @@ namespace aji {
 
 namespace fs = std::filesystem;
 
+// A read error (EIO, a vanished network mount) must not look like the end of the file:
+// that would silently truncate the input.
+static void throw_if_read_error(std::FILE* f, const std::string& path, uint64_t offset) {
+  if (std::ferror(f)) {
+    throw Error(std::string("read error: ") + std::strerror(errno))
+        .at_offset(path, offset)
+        .fix("check the disk or mount the file lives on, then run again");
+  }
+}
+
 struct InputStream::Impl {
+  std::string path;
   std::FILE* file = nullptr;
   uint64_t consumed = 0;  // compressed bytes handed to the decoder
   std::vector<char> in_buf = std::vector<char>(1 << 17);
@@ -39,6 +50,7 @@ struct InputStream::Impl {
     if (file_eof) return false;
     in_len = std::fread(in_buf.data(), 1, in_buf.size(), file);
     in_pos = 0;
+    throw_if_read_error(file, path, consumed);
     if (in_len == 0) {
       file_eof = true;
       return false;
@@ -59,7 +71,9 @@ InputStream::InputStream(const fs::path& path) : path_(path.string()), impl_(std
         .fix("check the path and its permissions");
   }
   unsigned char magic[4] = {0, 0, 0, 0};
+  impl_->path = path_;
   size_t got = std::fread(magic, 1, 4, impl_->file);
+  throw_if_read_error(impl_->file, path_, 0);
   std::rewind(impl_->file);
   if (got >= 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
     compression_ = Compression::kGzip;
@@ -80,6 +94,7 @@ size_t InputStream::read(char* out, size_t n) {
   if (n == 0) return 0;
   if (compression_ == Compression::kNone) {
     size_t got = std::fread(out, 1, n, s.file);
+    throw_if_read_error(s.file, path_, s.consumed);
     s.consumed += got;
     return got;
   }
