@@ -12,7 +12,7 @@ Corpora:
   --corpus small  data/corpus/train (2.6 MB bundled mix: 1.8 MB English, 0.8 MB Korean)
   --corpus large  the bundled mix + more Korean and English from ../shared/data (built in
                   /tmp/aji_quality_mix once: NSMC reviews, Korean hate-speech comments (text
-                  only), KorNLI/KorSTS sentences, KJV, GNU standards; ~26 MB)
+                  only), KorNLI/KorSTS sentences, KJV, GNU standards; 20.2 MB in all)
 Run from the repository root after `make build`:
     python3 bench/tokenizer_quality.py --corpus small --vocab 8192
     python3 bench/tokenizer_quality.py --corpus large --vocab 32768

@@ -424,6 +424,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // --- the loop -------------------------------------------------------------------
   SigintGuard sigint;
   std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
+  std::vector<float> token_loss(inputs.size());
   const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
   const double peak = o.peak_gflops_per_core * 1e9 * num_threads();
   const int64_t session_start = step;
@@ -438,9 +439,13 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     for (int64_t a = 0; a < accum; ++a) {
       train_loader.next_batch(inputs.data(), targets.data());
       model.forward(inputs.data(), B, T);
-      const float l = model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum));
+      model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum), token_loss.data());
       model.backward(model.d_hidden_buffer());
-      loss += static_cast<double>(l) / static_cast<double>(accum);
+      // The mean is summed here, in order: an OpenMP reduction's combining order varies
+      // from run to run, and the logged loss must not (bit-identical resume).
+      double sum = 0.0;
+      for (float x : token_loss) sum += x;
+      loss += sum / static_cast<double>(token_loss.size()) / static_cast<double>(accum);
     }
     const double norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
