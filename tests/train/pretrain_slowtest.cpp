@@ -24,13 +24,9 @@ std::vector<double> step_losses(const fs::path& metrics) {
 }
 }  // namespace
 
-// DISABLED until the engine's per-thread partial sums are combined in a fixed order:
-// reduce_rows() and the norm-backward kernels in src/aji/kernels/cpu/ops.cpp add each
-// thread's partial gradient into the result inside `#pragma omp critical`, i.e. in arrival
-// order, so at 2 threads two identical straight runs already differ in the last bits
-// (seen from step 6 under load). At 1 thread resume is bit-identical
-// (Pretrain.ResumeIsBitIdenticalToAStraightRun). Run with --gtest_also_run_disabled_tests.
-TEST(PretrainSlow, DISABLED_TwoThreadResumeInANewProcessIsBitIdentical) {
+// At 2 threads the engine's reductions add per-thread partials in thread order (ops.cpp
+// `Partials`), so a resumed run in a new process must match a straight one bit for bit.
+TEST(PretrainSlow, TwoThreadResumeInANewProcessIsBitIdentical) {
   aji::test::TempDir dir;
   const std::string bin = std::string(AJI_BINARY) + " --threads 2 -q ";
   const std::string corpus = aji::test::source_path("data/corpus/train/en_shakespeare.txt").string();
