@@ -44,12 +44,15 @@ REPORT="$OUT/REPORT.md"
   echo "## Data cleaning"
   echo
   if [ -f "$OUT/clean/report.json" ]; then
-    python3 - "$OUT/clean/report.json" 2>/dev/null <<'PY' || echo "(see $OUT/clean/report.txt)"
+    python3 - "$OUT/clean/report.json" <<'PY' || echo "(see $OUT/clean/report.txt)"
 import json, sys
-r = json.load(open(sys.argv[1]))
-t = r.get("totals", r)
-for k in ("documents_in", "documents_out", "bytes_in", "bytes_out"):
-    if k in t: print(f"- {k.replace('_', ' ')}: {t[k]}")
+t = json.load(open(sys.argv[1]))["total"]
+print(f"- input: {t['input_bytes']} bytes of WARC/HTML")
+for lang, n in sorted(t["kept_docs"].items()):
+    print(f"- kept {lang}: {n} documents, {t['kept_bytes'][lang]} bytes")
+for why, n in sorted(t["drops"].items(), key=lambda kv: -kv[1]):
+    print(f"- dropped ({why}): {n}")
+print(f"- errors: {t['errors_total']}")
 PY
   fi
   echo
