@@ -124,7 +124,7 @@ void run_metrics(const MetricsArgs& a) {
 }
 
 aji::cli::CommandRegistrar reg(45, [](CLI::App& app) {
-  auto* group = aji::cli::subcommand_group(app, "classify", "Text classification: data, fine-tuning a class head, metrics");
+  auto* group = aji::cli::subcommand_group(app, "classify", "Text classification data: splits with frozen label sets, metrics (training a class head: next)");
 
   auto sa = std::make_shared<SplitArgs>();
   auto* split = group->add_subcommand(
