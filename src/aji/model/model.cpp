@@ -67,11 +67,31 @@ struct Model::Impl {
   std::vector<int32_t> tokens;
   bool have_forward = false;
 
+  // The q, k, v that attention sees for a (B,T) batch: GPT-2's projection as is; Llama's
+  // with QK-norm and RoPE applied to q and k in qkv_work. Forward and backward (which
+  // recomputes it instead of storing it) share this.
+  const float* attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw, const float* qkv, int B,
+                             int T);
+
   // inference arena
   std::vector<float> infer;
   int64_t infer_cap_N = 0;
   int infer_cap_batch = 0;
 };
+
+const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw,
+                                        const float* qkv, int B, int T) {
+  if (c.is_gpt2()) return qkv;
+  const int64_t N = (int64_t)B * T, QKV = c.qkv_width(), QW = c.q_width();
+  std::memcpy(qkv_work, qkv, sizeof(float) * N * QKV);
+  if (c.qk_norm) {
+    ops::head_rmsnorm_forward(qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+    ops::head_rmsnorm_forward(qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+  }
+  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
+  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false);
+  return qkv_work;
+}
 
 // ---- construction -----------------------------------------------------------------------
 
@@ -328,18 +348,7 @@ void Model::forward(const int32_t* tokens, int B, int T) {
     else
       ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
     ops::matmul_forward(A.qkv, A.ln1, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay);
-    const float* qkv = A.qkv;
-    if (!c.is_gpt2()) {
-      std::memcpy(I.qkv_work, A.qkv, sizeof(float) * N * QKV);
-      if (c.qk_norm) {
-        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
-        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
-      }
-      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
-      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0,
-                      false);
-      qkv = I.qkv_work;
-    }
+    const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, qkv + QW + c.kv_width(), dims);
     std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
     ops::matmul_forward(A.resid_mid, A.atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
@@ -459,18 +468,8 @@ void Model::backward(const float* d_hidden) {
       ops::rmsnorm_backward(I.d_resid, G + Lw.ln2_w, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_rstd, N, (int)C);
     // attention: resid_mid = resid_in + o_proj(attn(qkv(norm1(resid_in))))
     ops::matmul_backward(I.d_atty, G + Lw.o_w, Gb(Lw.o_b), I.d_resid, A.atty, P + Lw.o_w, N, (int)QW, (int)C, lay);
-    const float* qkv = A.qkv;
-    if (!c.is_gpt2()) {  // recompute the normed + rotated q, k
-      std::memcpy(I.qkv_work, A.qkv, sizeof(float) * N * QKV);
-      if (c.qk_norm) {
-        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
-        ops::head_rmsnorm_forward(I.qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
-      }
-      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
-      ops::rope_apply(I.qkv_work, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0,
-                      false);
-      qkv = I.qkv_work;
-    }
+    // recompute the normed + rotated q, k
+    const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     const int64_t KVW = c.kv_width();
     ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, qkv + QW + KVW, A.atty,
                             A.lse, dims);
