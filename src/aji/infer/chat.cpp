@@ -1,0 +1,82 @@
+#include "aji/infer/chat.h"
+
+#include <algorithm>
+
+#include "aji/align/render.h"
+#include "aji/base/error.h"
+#include "aji/infer/sampler.h"
+#include "aji/tokenizer/chat_template.h"
+
+namespace aji::infer {
+
+std::vector<int32_t> build_chat_prompt(const tokenizer::Tokenizer& tok, std::vector<align::Message>& history,
+                                       int max_context, int reserve, int* dropped) {
+  int removed = 0;
+  for (;;) {
+    std::vector<uint32_t> ids = align::render_generation_prompt(tok, history);
+    if (static_cast<int>(ids.size()) + reserve <= max_context) {
+      if (dropped) *dropped = removed;
+      return {ids.begin(), ids.end()};
+    }
+    size_t first = (!history.empty() && history.front().role == align::Role::kSystem) ? 1 : 0;
+    if (history.size() - first <= 1)
+      throw Error("the message is too long for the model's context (" + std::to_string(ids.size()) + " tokens + " +
+                  std::to_string(reserve) + " for the reply > " + std::to_string(max_context) + ")")
+          .fix("write a shorter message or system prompt, or lower --max-tokens");
+    // drop the oldest user turn and the assistant reply that follows it
+    size_t n = (history.size() - first >= 3) ? 2 : 1;
+    history.erase(history.begin() + first, history.begin() + first + n);
+    removed += static_cast<int>(n);
+  }
+}
+
+ChatSession::ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, GenerateOptions options)
+    : model_(model), tok_(tok), options_(std::move(options)) {
+  align::require_chat_tokens(tok);
+  im_end_ = static_cast<int32_t>(*tok.special_id(tokenizer::kImEnd));
+  options_.stop_tokens.push_back(im_end_);
+}
+
+void ChatSession::set_system(const std::string& text) {
+  if (!history_.empty() && history_.front().role == align::Role::kSystem) history_.erase(history_.begin());
+  if (!text.empty()) history_.insert(history_.begin(), {align::Role::kSystem, text});
+}
+
+void ChatSession::reset() {
+  std::vector<align::Message> keep;
+  if (!history_.empty() && history_.front().role == align::Role::kSystem) keep.push_back(history_.front());
+  history_ = std::move(keep);
+}
+
+std::string ChatSession::reply(const std::string& user, const std::function<void(const std::string&)>& on_piece,
+                               int* dropped) {
+  history_.push_back({align::Role::kUser, user});
+  const int ctx = model_.config().max_seq_len;
+  const int reserve = std::min(options_.max_tokens, ctx / 2);
+  std::vector<int32_t> prompt;
+  try {
+    prompt = build_chat_prompt(tok_, history_, ctx, reserve, dropped);
+  } catch (...) {
+    history_.pop_back();
+    throw;
+  }
+  GenerateOptions o = options_;
+  o.seed = options_.seed + turn_++;
+  Utf8Streamer stream;
+  std::string text;
+  generate(model_, prompt, o, [&](int32_t id) {
+    for (int32_t s : o.stop_tokens)
+      if (id == s) return false;
+    std::string piece = stream.push(tok_.token_bytes(static_cast<tokenizer::TokenId>(id)));
+    text += piece;
+    if (on_piece && !piece.empty()) on_piece(piece);
+    return true;
+  });
+  std::string tail = stream.flush();
+  text += tail;
+  if (on_piece && !tail.empty()) on_piece(tail);
+  history_.push_back({align::Role::kAssistant, text.empty() ? std::string(" ") : text});
+  return text;
+}
+
+}  // namespace aji::infer

@@ -1,0 +1,49 @@
+// Chat with an instruct model: the history rendered with the same chat template SFT trains
+// with (align::render_generation_prompt), generation stopped at <|im_end|>, and the oldest
+// turns dropped (the system message kept) when history + reply would overflow the context.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aji/align/conversation.h"
+#include "aji/infer/generate.h"
+#include "aji/model/model.h"
+#include "aji/tokenizer/tokenizer.h"
+
+namespace aji::infer {
+
+// The prompt ids for the next assistant turn. history ends with a user turn. When the
+// prompt plus reserve tokens exceed max_context, whole user+assistant turn pairs are
+// dropped from the front of history (the system message stays); *dropped counts the
+// messages removed. Throws aji::Error if even the last user turn alone does not fit.
+std::vector<int32_t> build_chat_prompt(const tokenizer::Tokenizer& tok, std::vector<align::Message>& history,
+                                       int max_context, int reserve, int* dropped = nullptr);
+
+class ChatSession {
+ public:
+  // Throws aji::Error (with the fix) when the tokenizer lacks the chat special tokens.
+  ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, GenerateOptions options);
+
+  void set_system(const std::string& text);  // empty = no system message
+  void reset();                              // clears the turns, keeps the system message
+  const std::vector<align::Message>& history() const { return history_; }
+
+  // Adds the user turn, generates the reply (on_piece gets printable UTF-8 pieces as they
+  // come; <|im_end|> is not passed on), adds it to the history and returns it. *dropped:
+  // messages removed from the front to fit the context.
+  std::string reply(const std::string& user, const std::function<void(const std::string&)>& on_piece = nullptr,
+                    int* dropped = nullptr);
+
+ private:
+  model::Model& model_;
+  const tokenizer::Tokenizer& tok_;
+  GenerateOptions options_;
+  int32_t im_end_ = -1;
+  std::vector<align::Message> history_;
+  uint64_t turn_ = 0;
+};
+
+}  // namespace aji::infer
