@@ -61,3 +61,28 @@ TEST(ChatPrompt, TokenizerWithoutChatTokensIsAClearError) {
   auto tok = byte_tok(false);
   EXPECT_THROW(aji::align::require_chat_tokens(tok), aji::Error);
 }
+
+TEST(ChatSession, RepliesKeepHistoryAndNeverPrintImEnd) {
+  auto tok = byte_tok(true);
+  aji::model::ModelConfig c;
+  c.vocab_size = 259; c.n_layer = 1; c.n_head = 2; c.n_kv_head = 2; c.d_model = 16; c.d_ff = 32; c.max_seq_len = 128;
+  aji::model::Model m(c);
+  m.init_weights(1);
+  aji::infer::GenerateOptions o;
+  o.max_tokens = 8;
+  o.sampling = {0.0f, 0, 1.0f};
+  aji::infer::ChatSession s(m, tok, o);
+  s.set_system("sys");
+  std::string streamed;
+  std::string r = s.reply("hi", [&](const std::string& p) { streamed += p; });
+  EXPECT_EQ(r, streamed);
+  EXPECT_EQ(r.find("<|im_end|>"), std::string::npos);
+  ASSERT_EQ(s.history().size(), 3u);
+  int dropped = 0;
+  for (int i = 0; i < 10; ++i) s.reply("a longer question to fill the context " + std::to_string(i), nullptr, &dropped);
+  EXPECT_EQ(s.history().front().role, Role::kSystem);
+  s.reset();
+  EXPECT_EQ(s.history().size(), 1u);
+  aji::tokenizer::Tokenizer plain = byte_tok(false);
+  EXPECT_THROW(aji::infer::ChatSession(m, plain, o), aji::Error);
+}
