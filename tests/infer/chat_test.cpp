@@ -5,6 +5,9 @@
 #include "aji/align/render.h"
 #include "aji/base/error.h"
 #include "aji/infer/chat.h"
+#include "aji/tokenizer/tokenizer_files.h"
+#include "aji/train/checkpoint.h"
+#include "test_util.h"
 
 using aji::align::Message;
 using aji::align::Role;
@@ -85,4 +88,28 @@ TEST(ChatSession, RepliesKeepHistoryAndNeverPrintImEnd) {
   EXPECT_EQ(s.history().size(), 1u);
   aji::tokenizer::Tokenizer plain = byte_tok(false);
   EXPECT_THROW(aji::infer::ChatSession(m, plain, o), aji::Error);
+}
+
+TEST(ChatCli, PromptRepliesAndClearErrors) {
+  aji::test::TempDir tmp;
+  aji::model::ModelConfig c;
+  c.vocab_size = 259; c.n_layer = 1; c.n_head = 2; c.n_kv_head = 2; c.d_model = 16; c.d_ff = 32; c.max_seq_len = 128;
+  aji::model::Model m(c);
+  m.init_weights(2);
+  auto tokp = tmp.path() / "aji_tokenizer.json";
+  aji::tokenizer::save_aji_tokenizer_file(byte_tok(true), tokp);
+  aji::train::save_model_dir(tmp.path() / "m", m, {tokp});
+  std::string out;
+  std::string bin = AJI_BINARY;
+  int rc = aji::test::run_command(bin + " chat --model " + (tmp.path() / "m").string() +
+                                      " --prompt hi --prompt 안녕 --max-tokens 5 --temperature 0 2>&1", &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("<|im_end|>"), std::string::npos) << out;
+  auto plain = tmp.path() / "plain.json";
+  aji::tokenizer::save_aji_tokenizer_file(byte_tok(false), plain);
+  rc = aji::test::run_command(bin + " chat --model " + (tmp.path() / "m").string() + " --tokenizer " + plain.string() +
+                                  " --prompt hi 2>&1", &out);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("<|im_start|>"), std::string::npos) << out;
+  EXPECT_NE(out.find("fix"), std::string::npos) << out;
 }
