@@ -7,6 +7,9 @@
 // The trained weights are a committed fixture (tests/fixtures/toy/base/, 420 KB) so the
 // experiments start in seconds; tests/align/toy_base_slowtest.cpp retrains it from scratch
 // with train_toy_base and checks it learns (AJI_WRITE_TOY_BASE=1 rewrites the fixture).
+// It trains 3,000 steps, not the spec's 1,500: with the tied head, 1,500 steps reached only
+// loss 1.23 / zero-shot EM 0.78 and SFT on top of it only held-out EM 0.33; 3,000 steps give
+// loss 1.07 / EM 0.96 and SFT EM 0.80, the spec's calibrated 0.79.
 #pragma once
 
 #include <string>
@@ -41,9 +44,9 @@ inline model::ModelConfig toy_config() {
 
 inline model::Model load_toy_base() { return train::load_model(fixture_dir()); }
 
-// §8.0 recipe: AdamW (0.9, 0.95), wd 0, peak lr 3e-3, 50 warm-up steps, cosine to 0.1x,
+// §8.0 recipe (but 3,000 steps, see above): AdamW (0.9, 0.95), wd 0, peak lr 3e-3, 50 warm-up steps, cosine to 0.1x,
 // 32 rows of 49 tokens per step, next-token loss on every token.
-inline model::Model train_toy_base(int64_t steps = 1500, uint64_t seed = 1, std::vector<float>* losses = nullptr) {
+inline model::Model train_toy_base(int64_t steps = 3000, uint64_t seed = 1, std::vector<float>* losses = nullptr) {
   model::Model m(toy_config());
   m.init_weights(seed);
   Rng rng(seed + 1000);
