@@ -20,6 +20,10 @@ echo "== 1. SFT: $(wc -l < data/sft/train.jsonl) conversations, ${SFT_STEPS:-150
   --eval-every 100 --save-every 100 --keep 1
 
 echo "== 2. chat with the fine-tuned model (greedy)"
+if ! "$AJI" chat --help > /dev/null 2>&1; then
+  echo "(this build has no \`aji chat\`: chat turns skipped)" | tee "$WORK/chat.txt"
+  exit 0
+fi
 "$AJI" chat --model "$WORK/run" --temperature 0 --max-tokens 60 \
   --prompt "Who are you?" --prompt "What is the capital of France?" \
   --prompt "안녕하세요" --prompt "오늘 너무 피곤해" 2>&1 | tee "$WORK/chat.txt"
