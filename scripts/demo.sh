@@ -3,9 +3,11 @@
 #   1. clean real web pages (WARC + HTML) into text       — aji data run
 #   2. train a byte-level BPE tokenizer on English+Korean  — aji tokenizer train
 #   3. tokenize, pretrain the `tiny` model, sample from it — aji data tokenize / pretrain / generate / score
+#   4. supervised fine-tuning on the bundled chat set, then chat — aji sft train / chat
+#   5. a spam classifier fine-tuned from the base model          — aji classify train
 # It ends with a report card, printed and written to out/demo/REPORT.md.
 #
-# Environment: AJI (binary, default build/aji), DEMO_MINUTES (pretraining minutes, default 9),
+# Environment: AJI (binary, default build/aji), DEMO_MINUTES (pretraining minutes, default 7),
 # AJI_THREADS (threads, default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,20 @@ echo "################ 2-4. tokenizer, pretraining, samples ################"
 t=$(date +%s)
 AJI="$AJI" scripts/demo_pretrain.sh "$OUT/pretrain" 2>&1 | tee "$OUT/pretrain.log"
 stamp "tokenizer + pretraining + samples" "$t"
+
+echo
+echo "################ 5. supervised fine-tuning and chat ################"
+t=$(date +%s)
+AJI="$AJI" scripts/demo_sft.sh "$OUT/pretrain/run" "$OUT/sft" 2>&1 | tee "$OUT/sft.log"
+stamp "SFT + chat" "$t"
+
+echo
+echo "################ 6. spam classifier ################"
+t=$(date +%s)
+if [ -x scripts/demo_classify.sh ]; then
+  AJI="$AJI" scripts/demo_classify.sh "$OUT/pretrain/run" "$OUT/classify" 2>&1 | tee "$OUT/classify.log"
+fi
+stamp "spam classifier" "$t"
 
 # ---- report card ----
 REPORT="$OUT/REPORT.md"
@@ -62,6 +78,19 @@ PY
   last_val=$(grep -o '"val_loss":[^,}]*' "$OUT/pretrain/run/metrics.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
   [ -n "$last_val" ] && echo "- final validation loss: $last_val"
   echo "- run directory: $OUT/pretrain/run (metrics.jsonl, loss.svg, checkpoints)"
+  echo
+  echo "## Supervised fine-tuning"
+  echo
+  grep -E "^done: " "$OUT/sft.log" | sed 's/^done: /- /' || true
+  echo "- run directory: $OUT/sft/run"
+  echo
+  echo "## Chat (greedy)"
+  echo
+  if [ -f "$OUT/sft/chat.txt" ]; then echo '```'; cat "$OUT/sft/chat.txt"; echo '```'; fi
+  echo
+  echo "## Spam classifier (SMS Spam Collection)"
+  echo
+  grep -E "^spam classifier:" "$OUT/classify.log" 2>/dev/null | sed 's/^/- /' || echo "- (not run)"
 } > "$REPORT"
 echo
 cat "$REPORT"

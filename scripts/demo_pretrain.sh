@@ -5,14 +5,14 @@
 #
 #   scripts/demo_pretrain.sh [WORK_DIR]        (default: out/demo-pretrain)
 #
-# Environment: AJI (the binary; default build/aji), DEMO_MINUTES (training time; 9),
+# Environment: AJI (the binary; default build/aji), DEMO_MINUTES (training time; 7),
 # AJI_THREADS (threads; default all cores). Re-running starts the training over (--force);
 # continue an interrupted run with: $AJI pretrain --out WORK_DIR/run --resume
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
 WORK=${1:-out/demo-pretrain}
-MINUTES=${DEMO_MINUTES:-9}
+MINUTES=${DEMO_MINUTES:-7}
 mkdir -p "$WORK"
 
 if [ ! -x "$AJI" ]; then

@@ -128,7 +128,7 @@ void run_mix(const MixArgs& a) {
 }
 
 aji::cli::CommandRegistrar reg(40, [](CLI::App& app) {
-  auto* sft = aji::cli::subcommand_group(app, "sft", "Supervised fine-tuning data: convert, check and mix chat sets (the trainer: next)");
+  auto* sft = aji::cli::subcommand_group(app, "sft", "Supervised fine-tuning: convert, check and mix chat sets; train an instruct model");
 
   auto ca = std::make_shared<ConvertArgs>();
   auto* convert = sft->add_subcommand(
