@@ -24,6 +24,6 @@ if ! "$AJI" chat --help > /dev/null 2>&1; then
   echo "(this build has no \`aji chat\`: chat turns skipped)" | tee "$WORK/chat.txt"
   exit 0
 fi
-"$AJI" chat --model "$WORK/run" --temperature 0 --max-tokens 60 \
+"$AJI" chat --model "$WORK/run" --transcript --temperature 0 --max-tokens 60 \
   --prompt "Who are you?" --prompt "What is the capital of France?" \
   --prompt "안녕하세요" --prompt "오늘 너무 피곤해" 2>&1 | tee "$WORK/chat.txt"

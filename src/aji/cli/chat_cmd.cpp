@@ -20,6 +20,7 @@ struct ChatArgs {
   std::string tokenizer;
   std::string system;
   std::vector<std::string> prompts;
+  bool transcript = false;  // --prompt mode: print "user: ..." / "assistant: ..." lines
   aji::infer::GenerateOptions g;
 };
 
@@ -46,6 +47,7 @@ void run_chat(ChatArgs& a) {
   chat.set_system(a.system);
   auto turn = [&](const std::string& line) {
     int dropped = 0;
+    if (a.transcript) std::printf("user: %s\nassistant: ", line.c_str());
     chat.reply(line, print_piece, &dropped);
     std::fputs("\n", stdout);
     std::fflush(stdout);
@@ -99,6 +101,7 @@ aji::cli::CommandRegistrar reg(61, [](CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file (default: the one in the model directory)");
   cmd->add_option("--system", a->system, "System message");
   cmd->add_option("--prompt", a->prompts, "A user message; print one reply and exit (repeat for several turns)");
+  cmd->add_flag("--transcript", a->transcript, "With --prompt: print each user message before its reply");
   cmd->add_option("--max-tokens", a->g.max_tokens, "Reply tokens at most")->capture_default_str();
   cmd->add_option("--temperature", a->g.sampling.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str();
