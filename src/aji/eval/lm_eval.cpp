@@ -32,6 +32,20 @@ ChoiceScore score_continuation(model::Model& model, const tokenizer::Tokenizer& 
   return s;
 }
 
+ChoiceScore score_continuation_ids(model::Model& model, const std::vector<uint32_t>& context,
+                                   const std::vector<uint32_t>& continuation) {
+  if (context.empty()) throw Error("an empty context cannot be scored");
+  std::vector<int32_t> ids(context.begin(), context.end());
+  ids.insert(ids.end(), continuation.begin(), continuation.end());
+  if (ids.size() > static_cast<size_t>(model.config().max_seq_len))
+    throw Error("context + continuation exceed the model's context").fix("use fewer shots");
+  std::vector<float> lp = model.token_logprobs(ids.data(), static_cast<int>(ids.size()));
+  ChoiceScore s;
+  for (size_t i = context.size(); i < ids.size(); ++i) s.sum_logprob += lp[i - 1];
+  s.n_tokens = s.n_chars = static_cast<int64_t>(continuation.size());
+  return s;
+}
+
 McResult evaluate_mc(model::Model& model, const tokenizer::Tokenizer& tok, const std::vector<McItem>& items,
                      McScoring scoring, int bos) {
   McResult r;

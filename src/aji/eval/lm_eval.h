@@ -23,6 +23,10 @@ struct McItem {
 ChoiceScore score_continuation(model::Model& model, const tokenizer::Tokenizer& tok, const std::string& context,
                                const std::string& continuation, int bos = -1);
 
+// Token-level: Σ log p(continuation | context) for ids (n_chars = continuation tokens).
+ChoiceScore score_continuation_ids(model::Model& model, const std::vector<uint32_t>& context,
+                                   const std::vector<uint32_t>& continuation);
+
 struct McResult {
   int64_t n = 0;
   double accuracy = 0;           // with the requested scoring
