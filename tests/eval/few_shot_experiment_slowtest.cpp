@@ -25,6 +25,11 @@ TEST(ExperimentG, BaseAboveChanceRandomAtChance) {
     double c = centered_mc(base, shots);
     std::printf("base %d-shot centered MC accuracy %.3f\n", shots, c);
     EXPECT_GE(c, 0.7) << shots;
+    if (shots == 0) {  // scoring the choices never does worse than generating the answer
+      const double em = aji::toybase::toy_zero_shot_em(base, 300, 7);
+      std::printf("base 0-shot greedy generative EM %.3f\n", em);
+      EXPECT_GE(0.25 + 0.75 * c, em - 0.05);
+    }
   }
   aji::model::Model rnd(aji::toybase::toy_config());
   rnd.init_weights(1);
