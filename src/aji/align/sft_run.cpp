@@ -85,26 +85,20 @@ SftRunResult run_sft(const SftRunOptions& in) {
   // --- model and tokenizer -----------------------------------------------------------
   fs::path model_dir;
   model::Model model = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &model_dir);
-  const auto tok_path = train::find_tokenizer_file(model_dir);
-  if (!tok_path)
-    throw Error("the model directory has no tokenizer (aji_tokenizer.json or tokenizer.json)")
-        .at(model_dir.string())
-        .fix("SFT renders conversations with the model's own tokenizer: use a run dir of `aji pretrain`");
-  tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(*tok_path);
+  const fs::path tok_path = train::require_tokenizer_file(model_dir);
+  tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);
   if (tok.vocab_size() > (size_t)model.config().vocab_size)
     throw Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
                 std::to_string(model.config().vocab_size))
-        .at(tok_path->string())
+        .at(tok_path.string())
         .fix("use the tokenizer the model was pretrained with");
-  std::vector<fs::path> ship;
-  {
-    for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
-      if (fs::exists(model_dir / name)) {
-        train::copy_file_atomic(model_dir / name, run / name);
-        ship.push_back(run / name);
-      }
-  }
+  std::vector<fs::path> ship;  // both tokenizer files travel with every checkpoint
+  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
+    if (fs::exists(model_dir / name)) {
+      train::copy_file_atomic(model_dir / name, run / name);
+      ship.push_back(run / name);
+    }
   o.train.pad_id = (uint32_t)*tok.special_id(tokenizer::kImEnd);  // never a target at padding
 
   // --- data ------------------------------------------------------------------------------

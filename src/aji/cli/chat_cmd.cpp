@@ -32,16 +32,7 @@ void print_piece(const std::string& s) {
 void run_chat(ChatArgs& a) {
   fs::path dir;
   aji::model::Model model = aji::train::load_model(a.model, &dir);
-  fs::path tok_path;
-  if (!a.tokenizer.empty()) {
-    tok_path = a.tokenizer;
-  } else if (auto t = aji::train::find_tokenizer_file(dir)) {
-    tok_path = *t;
-  } else {
-    throw aji::Error("the model directory has no tokenizer (aji_tokenizer.json or tokenizer.json)")
-        .at(dir.string())
-        .fix("pass --tokenizer FILE with the tokenizer the model was trained with");
-  }
+  const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
   aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
   aji::infer::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);

@@ -217,4 +217,12 @@ std::optional<fs::path> find_tokenizer_file(const fs::path& dir) {
   return std::nullopt;
 }
 
+fs::path require_tokenizer_file(const fs::path& model_dir, const fs::path& chosen) {
+  if (!chosen.empty()) return chosen;
+  if (auto t = find_tokenizer_file(model_dir)) return *t;
+  throw Error("the model directory has no tokenizer (aji_tokenizer.json or tokenizer.json)")
+      .at(model_dir.string())
+      .fix("pass --tokenizer FILE with the tokenizer the model was trained with");
+}
+
 }  // namespace aji::train

@@ -71,6 +71,10 @@ model::Model load_model(const std::filesystem::path& path, std::filesystem::path
 
 // The tokenizer file of a model dir: aji_tokenizer.json, else tokenizer.json; nullopt if none.
 std::optional<std::filesystem::path> find_tokenizer_file(const std::filesystem::path& model_dir);
+// The tokenizer a command should use: `chosen` when not empty (a --tokenizer flag), else
+// find_tokenizer_file(model_dir), else an aji::Error that names the dir and the fix.
+std::filesystem::path require_tokenizer_file(const std::filesystem::path& model_dir,
+                                             const std::filesystem::path& chosen = {});
 
 // Copies a file atomically (temp + rename).
 void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to);
