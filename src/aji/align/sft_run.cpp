@@ -1,6 +1,5 @@
 #include "aji/align/sft_run.h"
 
-#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -10,6 +9,7 @@
 #include "aji/align/conversation.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
+#include "aji/base/interrupt.h"
 #include "aji/base/io.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
@@ -24,12 +24,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-volatile std::sig_atomic_t g_interrupted = 0;
-void on_sigint(int) {
-  g_interrupted = 1;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
-}
 
 json read_json_file(const fs::path& p) {
   try {
@@ -231,21 +225,16 @@ SftRunResult run_sft(const SftRunOptions& in) {
   };
   hooks.after_step = [&](const SftState& s) {
     const bool last = s.step == steps;
-    const bool stop = g_interrupted || (o.stop_after > 0 && s.step - session_start >= o.stop_after);
+    const bool stop = interrupt_requested() || (o.stop_after > 0 && s.step - session_start >= o.stop_after);
     if (last || stop || (o.save_every > 0 && s.step % o.save_every == 0)) save(s);
     return stop;
   };
 
-  g_interrupted = 0;
-  auto previous = std::signal(SIGINT, on_sigint);
   SftResult r;
-  try {
+  {
+    InterruptGuard sigint;
     r = sft_train(model, optimizer, train_seqs, val_seqs, o.train, st, hooks);
-  } catch (...) {
-    std::signal(SIGINT, previous);
-    throw;
   }
-  std::signal(SIGINT, previous);
   write_curve();
   result.step = r.state.step;
   result.step_losses = r.step_losses;

@@ -13,6 +13,7 @@
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
+#include "aji/base/interrupt.h"
 #include "aji/base/io.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
@@ -40,21 +41,6 @@ double process_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-volatile std::sig_atomic_t g_interrupted = 0;
-void on_sigint(int) {
-  g_interrupted = 1;
-  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
-}
-
-// Installs the SIGINT handler for the lifetime of the training loop.
-struct SigintGuard {
-  void (*previous)(int);
-  SigintGuard() {
-    g_interrupted = 0;
-    previous = std::signal(SIGINT, on_sigint);
-  }
-  ~SigintGuard() { std::signal(SIGINT, previous); }
-};
 
 bool run_dir_has_run(const fs::path& dir) {
   std::error_code ec;
@@ -422,7 +408,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
 
   // --- the loop -------------------------------------------------------------------
-  SigintGuard sigint;
+  InterruptGuard sigint;
   std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
   std::vector<float> token_loss(inputs.size());
   const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
@@ -497,7 +483,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     if (step - session_start == 1) first_step_s = dt;
     if (o.on_step) o.on_step(step, static_cast<float>(loss));
     const bool last = step == steps;
-    const bool stop_now = g_interrupted || (o.stop_after > 0 && step - session_start >= o.stop_after);
+    const bool stop_now = interrupt_requested() || (o.stop_after > 0 && step - session_start >= o.stop_after);
     if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || last)) run_eval();
     if (o.sample_every > 0 && (step % o.sample_every == 0 || last)) run_sample();
     if ((o.save_every > 0 && step % o.save_every == 0) || last || stop_now) {
@@ -508,7 +494,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       result.interrupted = true;
       if (!o.quiet)
         std::fprintf(stderr, "%s at step %lld; checkpoint %s. Continue with: aji pretrain --out %s --resume\n",
-                     g_interrupted ? "interrupted" : "stopped", (long long)step, result.checkpoint.c_str(),
+                     interrupt_requested() ? "interrupted" : "stopped", (long long)step, result.checkpoint.c_str(),
                      run.c_str());
       break;
     }
