@@ -93,4 +93,22 @@ inline double toy_zero_shot_em(model::Model& m, int n, uint64_t seed) {
   return double(ok) / n;
 }
 
+// Experiment B's task (spec §8.1): input "<bos>a+b=" (a, b uniform in 0..99), label 1 iff a+b >= 100.
+struct ToySumExamples {
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<int> labels;
+};
+inline ToySumExamples toy_sum_examples(int n, uint64_t seed) {
+  Rng rng(seed);
+  ToySumExamples out;
+  for (int i = 0; i < n; ++i) {
+    const int a = (int)rng.below(100), b = (int)rng.below(100);
+    std::vector<int32_t> ids = {(int32_t)align::toy::kBos};
+    for (uint32_t id : align::toy::encode(std::to_string(a) + "+" + std::to_string(b) + "=")) ids.push_back((int32_t)id);
+    out.ids.push_back(std::move(ids));
+    out.labels.push_back(a + b >= 100 ? 1 : 0);
+  }
+  return out;
+}
+
 }  // namespace aji::toybase

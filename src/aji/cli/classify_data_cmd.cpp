@@ -1,5 +1,5 @@
-// `aji classify split | metrics`: preparing labeled data and scoring predictions.
-// (`aji classify train | predict | eval` join the same group once the class head lands.)
+// `aji classify split | metrics`: preparing labeled data and scoring predictions
+// (`aji classify train | predict | eval` are in classify_cmd.cpp).
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -8,6 +8,7 @@
 #include "aji/align/classify_data.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
+#include "aji/cli/classify_args.h"
 #include "aji/cli/command.h"
 #include "aji/eval/classification_metrics.h"
 
@@ -15,40 +16,8 @@ namespace {
 
 using namespace aji::align;
 
-struct ReadArgs {
-  std::string format = "auto", text_col = "text", label_col = "label", label_map;
-  bool no_header = false, skip_invalid = false, skip_unmapped = false;
-
-  void add_to(CLI::App* cmd) {
-    cmd->add_option("--format", format, "auto (from the extension), jsonl, csv or tsv")
-        ->check(CLI::IsMember({"auto", "jsonl", "csv", "tsv"}));
-    cmd->add_option("--text-col", text_col, "Text column: header name / JSON key, or 0-based index with --no-header");
-    cmd->add_option("--label-col", label_col, "Label column: header name / JSON key, or 0-based index");
-    cmd->add_flag("--no-header", no_header, "CSV/TSV without a header row (columns by index)");
-    cmd->add_option("--label-map", label_map, "Rename raw labels: '1=negative,2=negative,9=positive,10=positive'");
-    cmd->add_flag("--skip-unmapped", skip_unmapped, "With --label-map: leave rows whose label is not in the map out "
-                                                    "(counted) instead of stopping");
-    cmd->add_flag("--skip-invalid", skip_invalid, "Skip malformed rows (missing text/label) and list them");
-  }
-  LabeledDataOptions options(bool require_label = true) const {
-    LabeledDataOptions o;
-    o.format = format == "jsonl" ? LabeledFormat::kJsonl
-               : format == "csv" ? LabeledFormat::kCsv
-               : format == "tsv" ? LabeledFormat::kTsv
-                                 : LabeledFormat::kAuto;
-    o.header = !no_header;
-    o.text_column = text_col;
-    o.label_column = label_col;
-    o.require_label = require_label;
-    if (!label_map.empty()) o.label_map = parse_label_map(label_map);
-    o.skip_unmapped = skip_unmapped;
-    o.on_invalid = skip_invalid ? OnInvalid::kSkip : OnInvalid::kError;
-    return o;
-  }
-};
-
 struct SplitArgs {
-  ReadArgs read;
+  aji::cli::ReadArgs read;
   std::string input, out_dir;
   double val = 0.1, test = 0.2;
   uint64_t seed = 1234;
@@ -56,7 +25,7 @@ struct SplitArgs {
 };
 
 struct MetricsArgs {
-  ReadArgs read;
+  aji::cli::ReadArgs read;
   std::string gold, pred, labels_file, json_out;
 };
 
@@ -124,7 +93,7 @@ void run_metrics(const MetricsArgs& a) {
 }
 
 aji::cli::CommandRegistrar reg(45, [](CLI::App& app) {
-  auto* group = aji::cli::subcommand_group(app, "classify", "Text classification data: splits with frozen label sets, metrics (training a class head: next)");
+  auto* group = aji::cli::subcommand_group(app, "classify", "Text classification: fine-tune a class head on a pretrained model, predict, evaluate; split data, score predictions");
 
   auto sa = std::make_shared<SplitArgs>();
   auto* split = group->add_subcommand(

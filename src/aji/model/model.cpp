@@ -421,10 +421,11 @@ float Model::lm_head_loss(const int32_t* targets, const float* loss_weights, flo
 
 // ---- backward ---------------------------------------------------------------------------------
 
-void Model::backward(const float* d_hidden) {
+void Model::backward(const float* d_hidden, int first_layer) {
   Impl& I = *impl_;
   if (!I.have_forward) throw Error("backward() before forward()");
   const ModelConfig& c = config_;
+  AJI_CHECK(first_layer >= 0 && first_layer <= c.n_layer, "backward: first_layer outside [0, n_layer]");
   const int B = B_, T = T_;
   const int64_t N = (int64_t)B * T, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
@@ -447,7 +448,7 @@ void Model::backward(const float* d_hidden) {
   dims.o_bs = T * QW;
   dims.o_ts = QW;
 
-  for (int l = c.n_layer - 1; l >= 0; --l) {
+  for (int l = c.n_layer - 1; l >= first_layer; --l) {
     const LayerOffsets& Lw = I.layers[l];
     const LayerActs& A = I.la[l];
     // MLP: out = resid_mid + proj(act(fc(norm2(resid_mid))))
@@ -489,7 +490,8 @@ void Model::backward(const float* d_hidden) {
     else
       ops::rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
   }
-  ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C);
+  if (first_layer == 0)
+    ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C);
 }
 
 // ---- inference ----------------------------------------------------------------------------------

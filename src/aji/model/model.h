@@ -110,7 +110,10 @@ class Model {
   // Scratch (B,T,C) for heads to write d(hidden) into; sized by forward().
   float* d_hidden_buffer();
   // Backpropagates d_hidden (B,T,C) through the trunk; accumulates into grads().
-  void backward(const float* d_hidden);
+  // first_layer > 0 stops below that block (fine-tuning with frozen lower blocks): the
+  // grads of layers < first_layer and of the embeddings are left untouched, and their
+  // backward work is skipped. first_layer == n_layer backpropagates only the final norm.
+  void backward(const float* d_hidden, int first_layer = 0);
 
   // LM-head logits of n rows of hidden states (n,C) -> (n,V). For heads and tests.
   void lm_logits(const float* hidden_rows, int n, float* logits_out) const;

@@ -1,0 +1,457 @@
+#include "aji/align/classifier.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <numeric>
+
+#include "aji/base/error.h"
+#include "aji/base/rng.h"
+#include "aji/train/safetensors.h"
+
+namespace aji::align {
+
+Pooling parse_pooling(const std::string& name) {
+  if (name == "last") return Pooling::kLastToken;
+  if (name == "first") return Pooling::kFirstToken;
+  throw Error("unknown pooling '" + name + "'").fix("use 'last' (the last non-pad token) or 'first'");
+}
+
+std::string pooling_name(Pooling p) { return p == Pooling::kLastToken ? "last" : "first"; }
+
+TrainableBlocks TrainableBlocks::parse(const std::string& spec) {
+  TrainableBlocks t;
+  if (spec == "head") {
+    t.kind = Kind::kHead;
+    t.n = 0;
+  } else if (spec == "all") {
+    t.kind = Kind::kAll;
+    t.n = 0;
+  } else if (spec == "last") {
+    t.kind = Kind::kLastBlocks;
+    t.n = 1;
+  } else if (spec.rfind("last:", 0) == 0) {
+    t.kind = Kind::kLastBlocks;
+    const std::string num = spec.substr(5);
+    char* end = nullptr;
+    const long v = std::strtol(num.c_str(), &end, 10);
+    if (num.empty() || *end != '\0' || v < 1)
+      throw Error("bad trainable blocks '" + spec + "'").fix("write last:N with N >= 1, e.g. last:2");
+    t.n = (int)v;
+  } else {
+    throw Error("unknown trainable blocks '" + spec + "'")
+        .fix("use head (the class head only), last or last:N (the top N blocks + final norm + head), or all");
+  }
+  return t;
+}
+
+std::string TrainableBlocks::name() const {
+  switch (kind) {
+    case Kind::kHead: return "head";
+    case Kind::kAll: return "all";
+    case Kind::kLastBlocks: return "last:" + std::to_string(n);
+  }
+  return "?";
+}
+
+int TrainableBlocks::first_layer(const model::ModelConfig& c) const {
+  switch (kind) {
+    case Kind::kHead: return c.n_layer;
+    case Kind::kAll: return 0;
+    case Kind::kLastBlocks:
+      if (n > c.n_layer)
+        throw Error("--trainable last:" + std::to_string(n) + " but the model has only " + std::to_string(c.n_layer) +
+                    " blocks")
+            .fix("use last:N with N <= " + std::to_string(c.n_layer) + ", or all");
+      return c.n_layer - n;
+  }
+  return 0;
+}
+
+namespace {
+
+// The block index of a tensor name ("transformer.h.3.attn..." / "model.layers.3.mlp..."), or -1.
+int block_of(const std::string& name) {
+  for (const char* prefix : {"transformer.h.", "model.layers."}) {
+    const size_t len = std::strlen(prefix);
+    if (name.compare(0, len, prefix) == 0) return std::atoi(name.c_str() + len);
+  }
+  return -1;
+}
+
+bool is_final_norm(const std::string& name) {
+  return name.rfind("transformer.ln_f.", 0) == 0 || name.rfind("model.norm.", 0) == 0;
+}
+
+}  // namespace
+
+std::vector<train::DecayRange> trainable_trunk_ranges(const model::Model& model, const TrainableBlocks& blocks) {
+  std::vector<train::DecayRange> ranges;
+  if (blocks.kind == TrainableBlocks::Kind::kHead) return ranges;
+  const int first = blocks.first_layer(model.config());
+  for (const auto& t : model.tensors()) {
+    if (t.name == "lm_head.weight") continue;
+    const int b = block_of(t.name);
+    const bool take = blocks.kind == TrainableBlocks::Kind::kAll || (b >= 0 && b >= first) || is_final_norm(t.name);
+    if (take) ranges.push_back({t.offset, t.numel, t.decay});
+  }
+  return ranges;
+}
+
+// ---- the head ------------------------------------------------------------------------------
+
+ClassHead::ClassHead(int n, int C) : n_classes(n), d_model(C) {
+  if (n < 2) throw Error("a class head needs at least 2 classes, got " + std::to_string(n));
+  weight.assign(size_t(n) * C, 0.0f);
+  bias.assign(size_t(n), 0.0f);
+  d_weight.assign(weight.size(), 0.0f);
+  d_bias.assign(bias.size(), 0.0f);
+}
+
+void ClassHead::init(uint64_t seed) {
+  Rng rng(seed);
+  const float bound = 1.0f / std::sqrt(float(d_model));
+  for (float& w : weight) w = (2.0f * rng.uniform_float() - 1.0f) * bound;
+  for (float& b : bias) b = (2.0f * rng.uniform_float() - 1.0f) * bound;
+}
+
+void ClassHead::zero_grads() {
+  std::fill(d_weight.begin(), d_weight.end(), 0.0f);
+  std::fill(d_bias.begin(), d_bias.end(), 0.0f);
+}
+
+void ClassHead::forward(const float* pooled, int B, float* logits) const {
+  const int C = d_model;
+  for (int b = 0; b < B; ++b)
+    for (int k = 0; k < n_classes; ++k) {
+      const float* w = weight.data() + size_t(k) * C;
+      const float* x = pooled + size_t(b) * C;
+      double acc = 0;
+      for (int i = 0; i < C; ++i) acc += double(w[i]) * x[i];
+      logits[size_t(b) * n_classes + k] = float(acc) + bias[k];
+    }
+}
+
+void ClassHead::backward(const float* pooled, const float* d_logits, int B, float* d_pooled) {
+  const int C = d_model;
+  if (d_pooled) std::fill_n(d_pooled, size_t(B) * C, 0.0f);
+  for (int b = 0; b < B; ++b) {
+    const float* x = pooled + size_t(b) * C;
+    for (int k = 0; k < n_classes; ++k) {
+      const float g = d_logits[size_t(b) * n_classes + k];
+      d_bias[k] += g;
+      float* dw = d_weight.data() + size_t(k) * C;
+      const float* w = weight.data() + size_t(k) * C;
+      for (int i = 0; i < C; ++i) dw[i] += g * x[i];
+      if (d_pooled) {
+        float* dx = d_pooled + size_t(b) * C;
+        for (int i = 0; i < C; ++i) dx[i] += g * w[i];
+      }
+    }
+  }
+}
+
+void ClassHead::save(const std::string& path) const {
+  train::save_safetensors(path,
+                          {{"score.weight", {n_classes, d_model}, weight.data()}, {"score.bias", {n_classes}, bias.data()}},
+                          {{"format", "aji-class-head"}});
+}
+
+ClassHead ClassHead::load(const std::string& path) {
+  const train::SafeTensorsFile f = train::SafeTensorsFile::load(path);
+  if (!f.has("score.weight") || !f.has("score.bias"))
+    throw Error("not a class head: score.weight or score.bias is missing").at(path).fix("point --model at a directory "
+                                                                                        "written by `aji classify train`");
+  const auto& w = f.tensors.at("score.weight");
+  const auto& b = f.tensors.at("score.bias");
+  if (w.shape.size() != 2 || b.shape.size() != 1 || b.shape[0] != w.shape[0])
+    throw Error("class head shapes do not fit: score.weight must be (n,C) and score.bias (n)").at(path);
+  ClassHead h((int)w.shape[0], (int)w.shape[1]);
+  h.weight = w.data;
+  h.bias = b.data;
+  return h;
+}
+
+// ---- forward / eval -------------------------------------------------------------------------
+
+int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& seqs, const int64_t* index, int B,
+                  Pooling pooling, int32_t pad_id, float* pooled) {
+  const int Tmax = model.config().max_seq_len;
+  int T = 1;
+  for (int b = 0; b < B; ++b) {
+    const size_t len = seqs[size_t(index[b])].size();
+    if (len == 0 || len > size_t(Tmax))
+      throw Error("classification input " + std::to_string(index[b]) + " has " + std::to_string(len) +
+                  " tokens; it needs 1.." + std::to_string(Tmax))
+          .fix("truncate inputs to the model's context (--max-len)");
+    T = std::max(T, int(len));
+  }
+  std::vector<int32_t> tokens(size_t(B) * T, pad_id);
+  for (int b = 0; b < B; ++b) {
+    const auto& s = seqs[size_t(index[b])];
+    std::copy(s.begin(), s.end(), tokens.begin() + size_t(b) * T);
+  }
+  model.forward(tokens.data(), B, T);
+  const int C = model.config().d_model;
+  const float* h = model.hidden();
+  for (int b = 0; b < B; ++b) {
+    const int pos = pooled_position(int(seqs[size_t(index[b])].size()), pooling);
+    std::memcpy(pooled + size_t(b) * C, h + (size_t(b) * T + pos) * C, sizeof(float) * C);
+  }
+  return T;
+}
+
+std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
+                                   Pooling pooling, int32_t pad_id, int batch) {
+  const int C = model.config().d_model;
+  std::vector<float> out(seqs.size() * size_t(C));
+  std::vector<int64_t> index(seqs.size());
+  std::iota(index.begin(), index.end(), int64_t{0});
+  for (size_t i = 0; i < seqs.size(); i += size_t(batch)) {
+    const int B = int(std::min(seqs.size() - i, size_t(batch)));
+    pooled_hidden(model, seqs, index.data() + i, B, pooling, pad_id, out.data() + i * C);
+  }
+  return out;
+}
+
+double class_xent(const float* logits, const int* labels, int B, int n, float* d_logits, int64_t* correct) {
+  double total = 0;
+  for (int b = 0; b < B; ++b) {
+    const float* z = logits + size_t(b) * n;
+    const int y = labels[b];
+    AJI_CHECK(y >= 0 && y < n, "class_xent: label outside [0, n)");
+    float zmax = z[0];
+    int arg = 0;
+    for (int k = 1; k < n; ++k)
+      if (z[k] > zmax) zmax = z[k], arg = k;
+    double sum = 0;
+    for (int k = 0; k < n; ++k) sum += std::exp(double(z[k]) - zmax);
+    const double lse = zmax + std::log(sum);
+    total += lse - z[y];
+    if (correct && arg == y) ++*correct;
+    if (d_logits)
+      for (int k = 0; k < n; ++k)
+        d_logits[size_t(b) * n + k] = float((std::exp(double(z[k]) - lse) - (k == y ? 1.0 : 0.0)) / B);
+  }
+  return total / B;
+}
+
+std::vector<float> classifier_logits(model::Model& model, const ClassHead& head,
+                                     const std::vector<std::vector<int32_t>>& seqs, Pooling pooling, int32_t pad_id,
+                                     int batch) {
+  const std::vector<float> feats = pooled_features(model, seqs, pooling, pad_id, batch);
+  std::vector<float> logits(seqs.size() * size_t(head.n_classes));
+  head.forward(feats.data(), int(seqs.size()), logits.data());
+  return logits;
+}
+
+ClassifyEval evaluate_features(const ClassHead& head, const std::vector<float>& features, const std::vector<int>& labels) {
+  const int n = head.n_classes;
+  const int N = int(labels.size());
+  AJI_CHECK(features.size() == size_t(N) * head.d_model, "evaluate_features: features and labels disagree");
+  std::vector<float> logits(size_t(N) * n);
+  head.forward(features.data(), N, logits.data());
+  ClassifyEval ev;
+  ev.predictions.resize(size_t(N));
+  ev.probabilities.resize(logits.size());
+  double loss = 0;
+  int64_t labeled = 0, hits = 0;
+  for (int i = 0; i < N; ++i) {
+    const float* z = logits.data() + size_t(i) * n;
+    const int arg = int(std::max_element(z, z + n) - z);
+    ev.predictions[size_t(i)] = arg;
+    double sum = 0;
+    for (int k = 0; k < n; ++k) sum += std::exp(double(z[k]) - z[arg]);
+    for (int k = 0; k < n; ++k) ev.probabilities[size_t(i) * n + k] = float(std::exp(double(z[k]) - z[arg]) / sum);
+    if (labels[size_t(i)] >= 0) {
+      ++labeled;
+      loss += class_xent(z, &labels[size_t(i)], 1, n, nullptr, &hits);
+    }
+  }
+  if (labeled > 0) {
+    ev.loss = loss / double(labeled);
+    ev.accuracy = double(hits) / double(labeled);
+  }
+  return ev;
+}
+
+ClassifyEval classify_evaluate(model::Model& model, const ClassHead& head, const LabeledIds& data, Pooling pooling,
+                               int32_t pad_id, int batch) {
+  return evaluate_features(head, pooled_features(model, data.ids, pooling, pad_id, batch), data.labels);
+}
+
+// ---- training ---------------------------------------------------------------------------------
+
+std::vector<std::vector<int64_t>> plan_epoch_batches(const std::vector<std::vector<int32_t>>& seqs, int batch,
+                                                     uint64_t seed, int64_t epoch, bool group_by_length) {
+  const size_t N = seqs.size();
+  std::vector<int64_t> order(N);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  Rng rng(seed + 7919 * uint64_t(epoch));
+  for (size_t i = N; i > 1; --i) std::swap(order[i - 1], order[size_t(rng.below(i))]);
+  std::vector<std::vector<int64_t>> batches;
+  const size_t chunk = group_by_length ? size_t(batch) * 50 : std::max<size_t>(N, 1);
+  for (size_t c = 0; c < N; c += chunk) {
+    const size_t end = std::min(N, c + chunk);
+    if (group_by_length)
+      std::stable_sort(order.begin() + long(c), order.begin() + long(end),
+                       [&](int64_t a, int64_t b) { return seqs[size_t(a)].size() > seqs[size_t(b)].size(); });
+    for (size_t b = c; b < end; b += size_t(batch))
+      batches.emplace_back(order.begin() + long(b), order.begin() + long(std::min(end, b + size_t(batch))));
+  }
+  if (group_by_length)
+    for (size_t i = batches.size(); i > 1; --i) std::swap(batches[i - 1], batches[size_t(rng.below(i))]);
+  return batches;
+}
+
+int64_t classify_total_steps(size_t n_train, const ClassifyOptions& o) {
+  if (o.steps > 0) return o.steps;
+  return std::max<int64_t>(1, (int64_t)std::ceil(o.epochs * double(n_train) / double(o.batch)));
+}
+
+ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const LabeledIds& train,
+                                   const LabeledIds& val, const ClassifyOptions& o, const ClassifyHooks& hooks) {
+  using clock = std::chrono::steady_clock;
+  if (train.size() == 0) throw Error("no training examples for the classifier");
+  if (o.batch < 1) throw Error("--batch-size must be at least 1");
+  if (head.d_model != model.config().d_model)
+    throw Error("the class head has width " + std::to_string(head.d_model) + " but the model " +
+                std::to_string(model.config().d_model));
+  for (size_t i = 0; i < train.size(); ++i)
+    AJI_CHECK(train.labels[i] >= 0 && train.labels[i] < head.n_classes, "classify_train: a training label is unknown");
+
+  const model::ModelConfig& cfg = model.config();
+  const int C = cfg.d_model, n = head.n_classes;
+  const bool head_only = o.trainable.kind == TrainableBlocks::Kind::kHead;
+  const int first_layer = o.trainable.first_layer(cfg);
+  const std::vector<train::DecayRange> trunk_ranges = trainable_trunk_ranges(model, o.trainable);
+  const std::vector<train::DecayRange> head_ranges = {{0, head.weight.size(), true},
+                                                      {head.weight.size(), head.bias.size(), false}};
+  const train::AdamWConfig acfg{o.beta1, o.beta2, o.eps, o.weight_decay};
+  train::AdamW trunk_opt(head_only ? 0 : model.num_params(), acfg);
+  train::AdamW head_opt(head.num_params(), acfg);
+  // AdamW works on one flat buffer: the head's weight and bias side by side.
+  std::vector<float> head_params(head.num_params()), head_grads(head.num_params());
+
+  train::LrSchedule sched;
+  sched.lr = o.lr;
+  sched.warmup = o.warmup;
+  sched.total = classify_total_steps(train.size(), o);
+  sched.min_lr_frac = o.min_lr_frac;
+  sched.decay = train::LrSchedule::parse_decay(o.decay);
+
+  ClassifyTrainResult result;
+  result.cached_features = head_only;
+  std::vector<float> train_feats, val_feats;
+  if (head_only) {
+    train_feats = pooled_features(model, train.ids, o.pooling, o.pad_id, std::max(o.batch, 16));
+    if (val.size()) val_feats = pooled_features(model, val.ids, o.pooling, o.pad_id, std::max(o.batch, 16));
+  }
+  auto run_eval = [&](int64_t step) {
+    if (val.size() == 0) return;
+    result.last_val = head_only ? evaluate_features(head, val_feats, val.labels)
+                                : classify_evaluate(model, head, val, o.pooling, o.pad_id, std::max(o.batch, 16));
+    if (hooks.on_eval) hooks.on_eval(step, result.last_val);
+  };
+
+  std::vector<std::vector<int64_t>> batches;  // this epoch's
+  size_t next_batch = 0;
+  std::vector<float> pooled(size_t(o.batch) * C), logits(size_t(o.batch) * n), d_logits(size_t(o.batch) * n),
+      d_pooled(size_t(o.batch) * C);
+  std::vector<int> labels(size_t(o.batch));
+  int64_t epoch = -1;
+  for (int64_t step = 0; step < sched.total; ++step) {
+    const auto t0 = clock::now();
+    if (next_batch >= batches.size()) {
+      if (epoch >= 0 && o.eval_every == 0) run_eval(step);
+      ++epoch;
+      batches = plan_epoch_batches(train.ids, o.batch, o.seed, epoch, o.group_by_length);
+      next_batch = 0;
+    }
+    const std::vector<int64_t>& batch_idx = batches[next_batch++];
+    const int B = int(batch_idx.size());
+    const int64_t* idx = batch_idx.data();
+    for (int b = 0; b < B; ++b) labels[size_t(b)] = train.labels[size_t(idx[b])];
+
+    int T = 0;
+    if (head_only) {
+      for (int b = 0; b < B; ++b)
+        std::memcpy(pooled.data() + size_t(b) * C, train_feats.data() + size_t(idx[b]) * C, sizeof(float) * C);
+    } else {
+      T = pooled_hidden(model, train.ids, idx, B, o.pooling, o.pad_id, pooled.data());
+    }
+    head.forward(pooled.data(), B, logits.data());
+    int64_t hits = 0;
+    const double loss = class_xent(logits.data(), labels.data(), B, n, d_logits.data(), &hits);
+    if (!std::isfinite(loss))
+      throw Error("classification loss became " + std::to_string(loss) + " at step " + std::to_string(step + 1))
+          .fix("lower --lr (or enable --grad-clip); nothing after the last evaluation is kept");
+    head.zero_grads();
+    head.backward(pooled.data(), d_logits.data(), B, head_only ? nullptr : d_pooled.data());
+    if (!head_only) {
+      model.zero_grads();
+      float* dh = model.d_hidden_buffer();
+      std::fill_n(dh, size_t(B) * T * C, 0.0f);
+      for (int b = 0; b < B; ++b) {
+        const int pos = pooled_position(int(train.ids[size_t(idx[b])].size()), o.pooling);
+        std::memcpy(dh + (size_t(b) * T + pos) * C, d_pooled.data() + size_t(b) * C, sizeof(float) * C);
+      }
+      model.backward(dh, first_layer);
+    }
+
+    // Global-norm clipping over everything that trains.
+    std::copy(head.d_weight.begin(), head.d_weight.end(), head_grads.begin());
+    std::copy(head.d_bias.begin(), head.d_bias.end(), head_grads.begin() + head.weight.size());
+    double sq = 0;
+    {
+      const double hn = train::global_grad_norm(head_grads.data(), head_grads.size());
+      sq += hn * hn;
+    }
+    float* G = head_only ? nullptr : model.grads();
+    for (const auto& r : trunk_ranges) {
+      const double rn = train::global_grad_norm(G + r.offset, r.size);
+      sq += rn * rn;
+    }
+    const double norm = std::sqrt(sq);
+    if (o.grad_clip > 0 && norm > o.grad_clip) {
+      const float scale = float(o.grad_clip / (norm + 1e-6));
+      for (float& g : head_grads) g *= scale;
+      for (const auto& r : trunk_ranges)
+        for (size_t i = r.offset; i < r.offset + r.size; ++i) G[i] *= scale;
+    }
+    const float lr = sched.at(step);
+    std::copy(head.weight.begin(), head.weight.end(), head_params.begin());
+    std::copy(head.bias.begin(), head.bias.end(), head_params.begin() + head.weight.size());
+    head_opt.step(head_params.data(), head_grads.data(), head_ranges, lr);
+    std::copy(head_params.begin(), head_params.begin() + head.weight.size(), head.weight.begin());
+    std::copy(head_params.begin() + head.weight.size(), head_params.end(), head.bias.begin());
+    if (!head_only) trunk_opt.step(model.params(), G, trunk_ranges, lr);
+
+    result.steps_done = step + 1;
+    result.step_losses.push_back(float(loss));
+    if (hooks.on_step) {
+      ClassifyStepInfo info;
+      info.step = step + 1;
+      info.steps = sched.total;
+      info.epoch = epoch;
+      info.loss = loss;
+      info.batch_accuracy = double(hits) / B;
+      info.grad_norm = norm;
+      info.lr = lr;
+      info.examples = B;
+      for (int b = 0; b < B; ++b) info.tokens += int64_t(train.ids[size_t(idx[b])].size());
+      info.padded_tokens = int64_t(B) * T;
+      info.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+      hooks.on_step(info);
+    }
+    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < sched.total) run_eval(step + 1);
+    if (hooks.should_stop && hooks.should_stop()) {
+      result.stopped_early = step + 1 < sched.total;
+      break;
+    }
+  }
+  run_eval(result.steps_done);
+  return result;
+}
+
+}  // namespace aji::align

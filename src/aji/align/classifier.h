@@ -1,0 +1,176 @@
+// Classification fine-tuning (post-training spec §2, the LLMs-from-scratch ch06 recipe):
+// the pretrained trunk plus a class head Linear(C, n_classes) read at one position.
+//
+// Data flow
+//   token ids (one sequence per example, no padding) --make rows of a batch, right-padded
+//   with pad_id--> Model::forward (B,T) --> hidden (B,T,C) after the final norm
+//   --pool: the last non-pad position (kLastToken; with a causal mask only it has seen the
+//   whole input) or position 0 (kFirstToken, a negative control)--> (B,C)
+//   --ClassHead--> logits (B,n) --softmax cross-entropy vs the class id--> loss
+//   backward: dlogits --head--> d pooled (B,C), scattered into d_hidden (B,T,C) at the pooled
+//   rows --Model::backward(first_trainable_layer)--> trunk grads of the trainable blocks.
+// Which parameters train (TrainableBlocks): the head only, the last N blocks + the final
+// norm + the head (ch06 default: N = 1), or everything. Frozen parameters are never handed
+// to AdamW, so they stay bit-identical. With the head only, the trunk is a fixed feature
+// extractor: the pooled features are computed once and the epochs run on them.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aji/model/model.h"
+#include "aji/train/optimizer.h"
+
+namespace aji::align {
+
+enum class Pooling { kLastToken, kFirstToken };
+Pooling parse_pooling(const std::string& name);  // "last" | "first"
+std::string pooling_name(Pooling p);
+
+struct TrainableBlocks {
+  enum class Kind { kHead, kLastBlocks, kAll };
+  Kind kind = Kind::kLastBlocks;
+  int n = 1;  // kLastBlocks: how many of the top blocks
+
+  // "head", "last" (= last:1), "last:N", "all"; throws aji::Error with the accepted forms.
+  static TrainableBlocks parse(const std::string& spec);
+  std::string name() const;
+  // The lowest block that trains: n_layer for the head only, n_layer - N, or 0.
+  int first_layer(const model::ModelConfig& config) const;
+};
+
+// The trunk parameters that train under `blocks`, as AdamW ranges (decay flags from the
+// tensor table): blocks >= first_layer, plus the final norm unless head-only, plus the
+// embeddings under kAll. An untied lm_head is never included (classification does not use it).
+std::vector<train::DecayRange> trainable_trunk_ranges(const model::Model& model, const TrainableBlocks& blocks);
+
+// Linear(C, n) with bias, stored like nn.Linear / Hugging Face "score": weight (n,C) row-major.
+struct ClassHead {
+  int n_classes = 0;
+  int d_model = 0;
+  std::vector<float> weight;  // (n,C)
+  std::vector<float> bias;    // (n)
+  std::vector<float> d_weight, d_bias;
+
+  ClassHead() = default;
+  ClassHead(int n_classes, int d_model);
+  // nn.Linear's default: U(-1/sqrt(C), 1/sqrt(C)) for weight and bias, from a seeded Rng.
+  void init(uint64_t seed);
+  void zero_grads();
+  size_t num_params() const { return weight.size() + bias.size(); }
+  // pooled (B,C) -> logits (B,n)
+  void forward(const float* pooled, int B, float* logits) const;
+  // Given d logits (B,n): accumulates d_weight, d_bias and writes d pooled (B,C) (may be null).
+  void backward(const float* pooled, const float* d_logits, int B, float* d_pooled);
+
+  // class_head.safetensors: "score.weight" (n,C), "score.bias" (n).
+  void save(const std::string& path) const;
+  static ClassHead load(const std::string& path);  // errors name the file
+};
+
+// Labeled token sequences: ids[i] (no padding) with class labels[i] (or -1 when unknown).
+struct LabeledIds {
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<int> labels;
+  size_t size() const { return ids.size(); }
+};
+
+// The pooled position of one unpadded sequence of length len (>= 1).
+inline int pooled_position(int len, Pooling p) { return p == Pooling::kLastToken ? len - 1 : 0; }
+
+// Forward over the examples seqs[index[0..B)], right-padded to the batch's longest with
+// pad_id; writes their pooled hidden states (B,C) and returns the padded length T. The
+// model keeps the activations for backward. Every sequence needs 1..max_seq_len ids.
+int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& seqs, const int64_t* index, int B,
+                  Pooling pooling, int32_t pad_id, float* pooled);
+
+// Pooled features (N,C) of every sequence, `batch` at a time: the trunk's half of inference.
+std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
+                                   Pooling pooling, int32_t pad_id, int batch);
+
+// Softmax cross-entropy of logits (B,n) vs labels; mean over the batch. Writes
+// d(mean loss)/d logits into d_logits when not null; counts argmax hits into *correct.
+double class_xent(const float* logits, const int* labels, int B, int n, float* d_logits, int64_t* correct);
+
+// Logits (N,n) of every sequence (eval).
+std::vector<float> classifier_logits(model::Model& model, const ClassHead& head,
+                                     const std::vector<std::vector<int32_t>>& seqs, Pooling pooling, int32_t pad_id,
+                                     int batch);
+
+struct ClassifyEval {
+  std::vector<int> predictions;  // argmax per example
+  std::vector<float> probabilities;  // (N,n) softmax
+  double loss = NAN;     // mean CE over labeled examples (NaN if none)
+  double accuracy = NAN; // over labeled examples
+};
+ClassifyEval classify_evaluate(model::Model& model, const ClassHead& head, const LabeledIds& data, Pooling pooling,
+                               int32_t pad_id, int batch);
+// The same from precomputed features (N,C) and labels (-1: unlabeled).
+ClassifyEval evaluate_features(const ClassHead& head, const std::vector<float>& features, const std::vector<int>& labels);
+
+struct ClassifyOptions {
+  int batch = 8;
+  double epochs = 5;          // used when steps == 0
+  int64_t steps = 0;
+  float lr = 5e-5f;           // ch06: AdamW lr 5e-5, wd 0.1, PyTorch's betas
+  float weight_decay = 0.1f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  int64_t warmup = 0;
+  std::string decay = "constant";
+  float min_lr_frac = 0.0f;
+  float grad_clip = 1.0f;     // over trunk + head grads; <= 0 disables
+  Pooling pooling = Pooling::kLastToken;
+  TrainableBlocks trainable;
+  int32_t pad_id = 0;
+  uint64_t seed = 1234;       // shuffling
+  // Hugging Face's group_by_length: each epoch's shuffled order is cut into chunks of 50
+  // batches, each chunk sorted by length and cut into batches, and the batches shuffled, so
+  // a batch holds inputs of similar length and little padding.
+  bool group_by_length = true;
+  int eval_every = 0;         // validation every N steps (0: at the end of every epoch)
+};
+
+struct ClassifyStepInfo {
+  int64_t step = 0, steps = 0;  // step is 1-based, after the update
+  int64_t epoch = 0;
+  double loss = 0;              // batch mean CE
+  double batch_accuracy = 0;
+  double grad_norm = 0;
+  float lr = 0;
+  int64_t examples = 0, tokens = 0;  // tokens: real input ids of the batch
+  int64_t padded_tokens = 0;          // B*T positions the trunk ran (0 for head-only)
+  double seconds = 0;
+};
+
+struct ClassifyHooks {
+  std::function<void(const ClassifyStepInfo&)> on_step;
+  std::function<void(int64_t step, const ClassifyEval& val)> on_eval;
+  std::function<bool()> should_stop;  // checked after every step (Ctrl-C)
+};
+
+struct ClassifyTrainResult {
+  int64_t steps_done = 0;
+  std::vector<float> step_losses;
+  ClassifyEval last_val;
+  bool stopped_early = false;
+  bool cached_features = false;  // head-only: features computed once
+};
+
+// One epoch's batches of example indices: a seeded shuffle (Rng(seed + 7919·epoch)), then,
+// with group_by_length, chunks of 50 batches sorted by length (longest first), cut into
+// batches, and the batches shuffled. Every example appears exactly once.
+std::vector<std::vector<int64_t>> plan_epoch_batches(const std::vector<std::vector<int32_t>>& seqs, int batch,
+                                                     uint64_t seed, int64_t epoch, bool group_by_length);
+
+int64_t classify_total_steps(size_t n_train, const ClassifyOptions& options);
+
+// Trains head (and the trainable trunk blocks of model) on train; validates on val (may be
+// empty). Examples with label -1 are not allowed in train. Throws aji::Error on a NaN loss.
+ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const LabeledIds& train,
+                                   const LabeledIds& val, const ClassifyOptions& options,
+                                   const ClassifyHooks& hooks = {});
+
+}  // namespace aji::align

@@ -1,0 +1,325 @@
+#include "aji/align/classify_run.h"
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/base/interrupt.h"
+#include "aji/base/io.h"
+#include "aji/base/progress.h"
+#include "aji/base/threads.h"
+#include "aji/train/checkpoint.h"
+#include "aji/train/loss_curve.h"
+
+namespace aji::align {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kClassifierJson = "classifier.json";
+constexpr const char* kClassHeadFile = "class_head.safetensors";
+constexpr const char* kLabelsFile = "labels.json";
+
+// BOS and pad of a tokenizer/model pair: aji pretrains documents as [<|endoftext|>] + ids,
+// so that token starts every input and pads it (LLMs-from-scratch pads GPT-2 with it too).
+ClassifierInput input_for(const tokenizer::Tokenizer& tok, const model::ModelConfig& cfg, int max_len) {
+  ClassifierInput in;
+  if (auto eot = tok.special_id("<|endoftext|>")) {
+    in.bos_id = int32_t(*eot);
+  } else if (cfg.bos_token_id >= 0) {
+    in.bos_id = cfg.bos_token_id;
+  }
+  in.pad_id = in.bos_id >= 0 ? in.bos_id : (cfg.eos_token_id >= 0 ? cfg.eos_token_id : 0);
+  in.max_len = max_len > 0 ? std::min(max_len, cfg.max_seq_len) : cfg.max_seq_len;
+  return in;
+}
+
+std::vector<LabeledExample> pick(const std::vector<LabeledExample>& all, const std::vector<int64_t>& idx) {
+  std::vector<LabeledExample> out;
+  out.reserve(idx.size());
+  for (int64_t i : idx) out.push_back(all[size_t(i)]);
+  return out;
+}
+
+}  // namespace
+
+LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vector<LabeledExample>& examples,
+                                 const LabelSet* labels, const ClassifierInput& input, const std::string& file,
+                                 OnInvalid policy, InputReport* report, int64_t* truncated) {
+  LabeledIds out;
+  std::vector<int> ids = labels ? encode_labels(examples, *labels, file, policy, report)
+                                : std::vector<int>(examples.size(), -1);
+  std::vector<tokenizer::TokenId> toks;
+  for (size_t i = 0; i < examples.size(); ++i) {
+    if (labels && ids[i] < 0) continue;  // a counted skip (kSkip); kError has thrown
+    toks.clear();
+    if (input.bos_id >= 0) toks.push_back(tokenizer::TokenId(input.bos_id));
+    tok.encode_ordinary(examples[i].text, toks);
+    if (toks.empty()) {
+      if (report)
+        report->reject(policy, file, examples[i].line, "empty_text", "the text encodes to no tokens",
+                       "give every example some text");
+      else
+        throw Error("the text encodes to no tokens").at(file, examples[i].line);
+      continue;
+    }
+    if (input.max_len > 0 && toks.size() > size_t(input.max_len)) {
+      toks.resize(size_t(input.max_len));
+      if (truncated) ++*truncated;
+    }
+    out.ids.emplace_back(toks.begin(), toks.end());
+    out.labels.push_back(ids[i]);
+  }
+  return out;
+}
+
+// ---- train ----------------------------------------------------------------------------------
+
+ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
+  using clock = std::chrono::steady_clock;
+  const bool from_one_file = !o.data.empty();
+  if (from_one_file == !o.train_file.empty())
+    throw Error("give either --data (one labeled file, split here) or --train [--val] [--test]");
+  const fs::path out = o.out_dir;
+  const fs::path cdir = out / "classifier";
+  if (fs::exists(cdir) || fs::exists(out / "run.json")) {
+    if (!o.force)
+      throw Error("the output directory already holds a classifier").at(out.string()).fix("use --force to overwrite it, or another --out");
+    for (const char* f : {"run.json", "metrics.jsonl", "loss.svg", "report.txt", "report.json"}) fs::remove(out / f);
+    fs::remove_all(cdir);
+    fs::remove_all(out / "split");
+  }
+  fs::create_directories(out);
+
+  // --- model and tokenizer ---
+  fs::path model_dir;
+  model::Model model = train::load_model(o.model, &model_dir);
+  const fs::path tok_path = train::require_tokenizer_file(model_dir);
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
+  const ClassifierInput input = input_for(tok, model.config(), o.max_len);
+
+  // --- data ---
+  ClassifyRunResult result;
+  const OnInvalid policy = o.read.on_invalid;
+  InputReport report;
+  std::vector<LabeledExample> train_ex, val_ex, test_ex;
+  std::string train_name, val_name, test_name;
+  if (from_one_file) {
+    std::vector<LabeledExample> all = read_labeled(o.data, o.read, &report);
+    if (all.empty()) throw Error("no labeled examples").at(o.data.string());
+    result.labels = LabelSet::from_examples(all);
+    if (result.labels.size() < 2)
+      throw Error("the data has one label ('" + result.labels.joined() + "'); a classifier needs two or more")
+          .at(o.data.string())
+          .fix("check --label-col");
+    const std::vector<int> ids = encode_labels(all, result.labels, o.data.string(), OnInvalid::kError, nullptr);
+    DataSplit split =
+        stratified_split(ids, int(result.labels.size()), o.val_fraction, o.test_fraction, o.train.seed);
+    if (o.balance) {
+      std::vector<int> train_ids;
+      for (int64_t i : split.train) train_ids.push_back(ids[size_t(i)]);
+      std::vector<int64_t> kept;
+      for (int64_t j : balance_classes(train_ids, int(result.labels.size()), o.train.seed))
+        kept.push_back(split.train[size_t(j)]);
+      split.train = kept;
+    }
+    train_ex = pick(all, split.train);
+    val_ex = pick(all, split.val);
+    test_ex = pick(all, split.test);
+    fs::create_directories(out / "split");
+    write_labeled_jsonl(out / "split" / "train.jsonl", all, split.train);
+    write_labeled_jsonl(out / "split" / "val.jsonl", all, split.val);
+    write_labeled_jsonl(out / "split" / "test.jsonl", all, split.test);
+    train_name = val_name = test_name = o.data.string();
+  } else {
+    train_ex = read_labeled(o.train_file, o.read, &report);
+    if (train_ex.empty()) throw Error("no labeled examples").at(o.train_file.string());
+    result.labels = LabelSet::from_examples(train_ex);
+    if (result.labels.size() < 2)
+      throw Error("the training data has one label ('" + result.labels.joined() + "'); a classifier needs two or more")
+          .at(o.train_file.string())
+          .fix("check --label-col");
+    if (!o.val_file.empty()) val_ex = read_labeled(o.val_file, o.read, &report);
+    if (!o.test_file.empty()) test_ex = read_labeled(o.test_file, o.read, &report);
+    train_name = o.train_file.string();
+    val_name = o.val_file.string();
+    test_name = o.test_file.string();
+  }
+  int64_t truncated = 0;
+  const LabeledIds train = encode_for_classifier(tok, train_ex, &result.labels, input, train_name, policy, &report, &truncated);
+  const LabeledIds val = encode_for_classifier(tok, val_ex, &result.labels, input, val_name, policy, &report, &truncated);
+  const LabeledIds test = encode_for_classifier(tok, test_ex, &result.labels, input, test_name, policy, &report, &truncated);
+  if (train.size() == 0) throw Error("no training examples left after reading").at(train_name);
+  result.n_train = int64_t(train.size());
+  result.n_val = int64_t(val.size());
+  result.n_test = int64_t(test.size());
+  result.truncated = truncated;
+  const int n = int(result.labels.size());
+  if (!o.quiet) {
+    std::fprintf(stderr, "data: %s\n", report.summary(20).c_str());
+    std::vector<int64_t> per(size_t(n), 0);
+    for (int y : train.labels) ++per[size_t(y)];
+    std::string counts;
+    for (int k = 0; k < n; ++k) counts += (k ? ", " : "") + result.labels.names[size_t(k)] + " " + std::to_string(per[size_t(k)]);
+    std::fprintf(stderr, "classes: %s | train %zu (%s), val %zu, test %zu | inputs cut to %d tokens: %lld\n",
+                 result.labels.joined().c_str(), train.size(), counts.c_str(), val.size(), test.size(), input.max_len,
+                 (long long)truncated);
+  }
+
+  // --- train ---
+  ClassHead head(n, model.config().d_model);
+  head.init(o.head_seed);
+  ClassifyOptions to = o.train;
+  to.pad_id = input.pad_id;
+  const int64_t steps = classify_total_steps(train.size(), to);
+  json info = {{"stage", "classify"},
+               {"base_model", fs::absolute(o.model).string()},
+               {"labels", result.labels.names},
+               {"trainable", to.trainable.name()},
+               {"pooling", pooling_name(to.pooling)},
+               {"steps", steps},
+               {"batch", to.batch},
+               {"lr", to.lr},
+               {"weight_decay", to.weight_decay},
+               {"max_len", input.max_len},
+               {"group_by_length", to.group_by_length},
+               {"n_train", train.size()},
+               {"n_val", val.size()},
+               {"n_test", test.size()},
+               {"threads", num_threads()},
+               {"aji_version", AJI_VERSION}};
+  write_file_atomic(out / "run.json", info.dump(2) + "\n");
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::trunc);
+  std::vector<train::CurvePoint> curve_train, curve_val;
+  double ema = 0;
+  int64_t real_tokens = 0, padded_tokens = 0;
+  ClassifyHooks hooks;
+  hooks.on_step = [&](const ClassifyStepInfo& i) {
+    real_tokens += i.tokens;
+    padded_tokens += i.padded_tokens;
+    ema = i.step <= 1 ? i.seconds : 0.95 * ema + 0.05 * i.seconds;
+    curve_train.push_back({double(i.step), i.loss});
+    metrics << json{{"step", i.step}, {"epoch", i.epoch}, {"loss", i.loss}, {"batch_accuracy", i.batch_accuracy},
+                    {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"tokens", i.tokens}, {"padded_tokens", i.padded_tokens}, {"step_s", i.seconds}}
+                   .dump()
+            << "\n";
+    const bool print = i.step == 1 || i.step == i.steps || i.step % std::max<int64_t>(1, i.steps / 20) == 0;
+    if (!o.quiet && print) {
+      std::printf("step %5lld/%lld | epoch %lld | loss %.4f | batch acc %.2f | lr %.2e | %.0f ex/s | ETA %s\n",
+                  (long long)i.step, (long long)i.steps, (long long)i.epoch + 1, i.loss, i.batch_accuracy, i.lr,
+                  double(i.examples) / std::max(i.seconds, 1e-9),
+                  Progress::format_duration(ema * double(i.steps - i.step)).c_str());
+      std::fflush(stdout);
+    }
+  };
+  hooks.on_eval = [&](int64_t step, const ClassifyEval& v) {
+    curve_val.push_back({double(step), v.loss});
+    metrics << json{{"step", step}, {"val_loss", v.loss}, {"val_accuracy", v.accuracy}}.dump() << "\n";
+    metrics.flush();
+    if (!o.quiet) std::printf("step %lld | val loss %.4f | val accuracy %.4f\n", (long long)step, v.loss, v.accuracy);
+  };
+  hooks.should_stop = [] { return interrupt_requested(); };
+  if (!o.quiet)
+    std::printf("training %s (pooling: %s) for %lld steps of %d, lr %.2e%s\n", to.trainable.name().c_str(),
+                pooling_name(to.pooling).c_str(), (long long)steps, to.batch, to.lr,
+                to.trainable.kind == TrainableBlocks::Kind::kHead ? " (frozen trunk: features computed once)" : "");
+  const auto t0 = clock::now();
+  ClassifyTrainResult r;
+  {
+    InterruptGuard sigint;
+    r = classify_train(model, head, train, val, to, hooks);
+  }
+  result.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  if (!o.quiet && padded_tokens > 0)
+    std::printf("trunk positions run: %lld for %lld input tokens (%.0f%% padding%s)\n", (long long)padded_tokens,
+                (long long)real_tokens, 100.0 * double(padded_tokens - real_tokens) / double(padded_tokens),
+                to.group_by_length ? ", batches grouped by length" : "");
+  result.steps = r.steps_done;
+  result.interrupted = r.stopped_early;
+  result.val_accuracy = r.last_val.accuracy;
+  metrics.close();
+  write_file_atomic(out / "loss.svg", train::loss_curve_svg(curve_train, curve_val, "aji classify: " + out.filename().string()));
+
+  // --- save: weights, tokenizer, head, labels, settings — one atomic directory ---
+  const fs::path staging = out / ".classifier-files";
+  fs::remove_all(staging);
+  fs::create_directories(staging);
+  head.save((staging / kClassHeadFile).string());
+  result.labels.save(staging / kLabelsFile);
+  json cj = {{"format", "aji-classifier"},
+             {"version", 1},
+             {"labels", result.labels.names},
+             {"pooling", pooling_name(to.pooling)},
+             {"max_len", input.max_len},
+             {"bos_id", input.bos_id},
+             {"pad_id", input.pad_id},
+             {"trainable", to.trainable.name()},
+             {"steps", result.steps},
+             {"interrupted", result.interrupted},
+             {"val_accuracy", std::isfinite(result.val_accuracy) ? json(result.val_accuracy) : json(nullptr)},
+             {"base_model", fs::absolute(o.model).string()}};
+  write_file_atomic(staging / kClassifierJson, cj.dump(2) + "\n");
+  std::vector<fs::path> files = {staging / kClassHeadFile, staging / kLabelsFile, staging / kClassifierJson};
+  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
+    if (fs::exists(model_dir / name)) files.push_back(model_dir / name);
+  train::save_model_dir(cdir, model, files);
+  fs::remove_all(staging);
+  result.classifier_dir = cdir;
+
+  // --- test ---
+  if (test.size() > 0) {
+    ClassifyEval ev = classify_evaluate(model, head, test, to.pooling, input.pad_id, std::max(16, to.batch));
+    result.has_test = true;
+    result.test = eval::classification_report(test.labels, ev.predictions, n);
+    write_file_atomic(out / "report.txt", eval::format_report(result.test, result.labels.names));
+    json rj = eval::report_to_json(result.test, result.labels.names);
+    rj["train_seconds"] = result.seconds;
+    rj["steps"] = result.steps;
+    write_file_atomic(out / "report.json", rj.dump(2) + "\n");
+  }
+  if (result.interrupted && !o.quiet)
+    std::fprintf(stderr, "stopped at step %lld of %lld (Ctrl-C); the classifier so far is in %s\n",
+                 (long long)result.steps, (long long)steps, cdir.c_str());
+  return result;
+}
+
+// ---- load -----------------------------------------------------------------------------------
+
+LoadedClassifier load_classifier(const fs::path& path) {
+  fs::path dir = path;
+  if (!fs::exists(dir / kClassifierJson) && fs::exists(dir / "classifier" / kClassifierJson)) dir = dir / "classifier";
+  if (!fs::exists(dir / kClassifierJson))
+    throw Error("not a classifier: no " + std::string(kClassifierJson)).at(path.string())
+        .fix("point --model at the --out directory of `aji classify train` (or its classifier/ folder)");
+  json cj;
+  try {
+    cj = json::parse(read_file(dir / kClassifierJson));
+  } catch (const json::exception& e) {
+    throw Error(std::string("malformed classifier settings: ") + e.what()).at((dir / kClassifierJson).string());
+  }
+  if (cj.value("format", "") != "aji-classifier")
+    throw Error("not an aji classifier file").at((dir / kClassifierJson).string());
+  model::Model m = train::load_model(dir);
+  ClassHead head = ClassHead::load((dir / kClassHeadFile).string());
+  LabelSet labels = LabelSet::load(dir / kLabelsFile);
+  if (int(labels.size()) != head.n_classes || head.d_model != m.config().d_model)
+    throw Error("the class head (" + std::to_string(head.n_classes) + " classes, width " + std::to_string(head.d_model) +
+                ") does not fit the labels (" + std::to_string(labels.size()) + ") or the model (width " +
+                std::to_string(m.config().d_model) + ")")
+        .at(dir.string());
+  ClassifierInput in;
+  in.bos_id = cj.value("bos_id", -1);
+  in.pad_id = cj.value("pad_id", 0);
+  in.max_len = cj.value("max_len", m.config().max_seq_len);
+  const Pooling pooling = parse_pooling(cj.value("pooling", "last"));
+  tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(train::require_tokenizer_file(dir));
+  return LoadedClassifier{std::move(m), std::move(head), std::move(labels), std::move(tok), in, pooling, dir};
+}
+
+}  // namespace aji::align

@@ -1,0 +1,83 @@
+// `aji classify train | predict | eval`: a text classifier fine-tuned from a pretrained
+// model (classifier.h), saved as a model directory that carries its labels.
+//
+//   labeled JSONL/CSV/TSV --read_labeled (file:line errors / counted skips)--> LabeledExample
+//   [--data: stratified_split into train/val/test, optional balancing of train]
+//   --encode_for_classifier: [BOS] + tokens, cut to max_len (counted)--> LabeledIds
+//   --classify_train--> OUT/classifier/ (trunk weights, tokenizer, class_head.safetensors,
+//   classifier.json, labels.json) + OUT/metrics.jsonl, loss.svg, report.{txt,json}
+//
+// The classifier directory is written atomically (temp dir + rename); Ctrl-C stops
+// training and still writes it, marked as interrupted in classifier.json.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "aji/align/classifier.h"
+#include "aji/align/classify_data.h"
+#include "aji/eval/classification_metrics.h"
+#include "aji/model/model.h"
+#include "aji/tokenizer/tokenizer.h"
+
+namespace aji::align {
+
+// How text becomes classifier input: [bos] + ordinary tokens (special-token text is encoded
+// as plain bytes), the first max_len ids kept; padded on the right with pad_id.
+struct ClassifierInput {
+  int32_t bos_id = -1;  // -1: no BOS
+  int32_t pad_id = 0;
+  int max_len = 0;
+};
+
+LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vector<LabeledExample>& examples,
+                                 const LabelSet* labels, const ClassifierInput& input, const std::string& file,
+                                 OnInvalid policy, InputReport* report, int64_t* truncated);
+
+struct ClassifyRunOptions {
+  std::filesystem::path model;  // base: aji run/checkpoint dir or Hugging Face dir
+  std::filesystem::path out_dir;
+  // Either one labeled file split here, or ready-made splits.
+  std::filesystem::path data;
+  double val_fraction = 0.1, test_fraction = 0.2;
+  bool balance = false;         // undersample the train split's classes to the smallest
+  std::filesystem::path train_file, val_file, test_file;
+  LabeledDataOptions read;
+  int max_len = 0;              // 0 = the model's context
+  uint64_t head_seed = 1;
+  bool force = false;
+  bool quiet = false;
+  ClassifyOptions train;
+};
+
+struct ClassifyRunResult {
+  int64_t steps = 0;
+  bool interrupted = false;
+  double seconds = 0;            // training (features + steps), not data loading
+  double val_accuracy = NAN;
+  bool has_test = false;
+  eval::ClassificationReport test;  // on the test split (when there is one)
+  double test_accuracy_before = NAN;  // the untrained head on the same trunk
+  LabelSet labels;
+  int64_t n_train = 0, n_val = 0, n_test = 0, truncated = 0;
+  std::filesystem::path classifier_dir;
+};
+
+ClassifyRunResult run_classify_train(const ClassifyRunOptions& options);
+
+// A trained classifier loaded from OUT or OUT/classifier.
+struct LoadedClassifier {
+  model::Model model;
+  ClassHead head;
+  LabelSet labels;
+  tokenizer::Tokenizer tokenizer;
+  ClassifierInput input;
+  Pooling pooling = Pooling::kLastToken;
+  std::filesystem::path dir;
+};
+LoadedClassifier load_classifier(const std::filesystem::path& path);
+
+}  // namespace aji::align

@@ -1,0 +1,218 @@
+// `aji classify train | predict | eval` end to end on a micro model: the files a run
+// writes, learning a separable task, a saved classifier that predicts what it reported,
+// and clear errors (file and line) for bad input.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/align/classify_run.h"
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/base/threads.h"
+#include "aji/train/pretrain.h"
+#include "aji/train/tokenize_data.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using aji::test::TempDir;
+using nlohmann::json;
+
+namespace {
+
+const char* kSpamWords[] = {"free", "cash", "call", "now", "win", "txt", "offer", "claim"};
+const char* kHamWords[] = {"see", "you", "at", "home", "later", "love", "dinner", "ok"};
+
+// Label readable from the last word (spam ends with "prize!", ham with "tonight."), so even
+// a nearly untrained trunk separates it at the last token.
+std::string make_text(aji::Rng& rng, bool spam) {
+  std::string s;
+  const int n = 3 + int(rng.below(5));
+  for (int i = 0; i < n; ++i) s += std::string(spam ? kSpamWords[rng.below(8)] : kHamWords[rng.below(8)]) + " ";
+  return s + (spam ? "prize!" : "tonight.");
+}
+
+struct ClassifyFixture {
+  TempDir dir;
+  fs::path base, data;
+  ClassifyFixture() {
+    aji::set_num_threads(1);
+    aji::Rng rng(5);
+    {
+      std::ofstream c(dir.path() / "corpus.txt");
+      for (int i = 0; i < 300; ++i) c << make_text(rng, i % 2) << "\n\n";
+      std::ofstream d(dir.path() / "data.tsv");
+      for (int i = 0; i < 120; ++i) {
+        const bool spam = i % 3 == 0;
+        d << (spam ? "spam" : "ham") << "\t" << make_text(rng, spam) << "\n";
+      }
+    }
+    data = dir.path() / "data.tsv";
+    std::string out;
+    const std::string cmd = std::string(AJI_BINARY) + " -q tokenizer train --input " +
+                            (dir.path() / "corpus.txt").string() + " --vocab-size 300 --out " +
+                            (dir.path() / "tok.json").string() + " 2>&1";
+    EXPECT_EQ(aji::test::run_command(cmd, &out), 0) << out;
+    aji::train::TokenizeDataOptions t;
+    t.tokenizer = dir.path() / "tok.json";
+    t.inputs = {(dir.path() / "corpus.txt").string()};
+    t.out_dir = dir.path() / "shards";
+    t.val_fraction = 0.1;
+    t.progress = false;
+    aji::train::tokenize_data(t);
+    std::ofstream(dir.path() / "micro.json") << R"({"arch": "llama", "vocab_size": 300, "n_layer": 2, "n_head": 2,
+        "n_kv_head": 1, "d_model": 32, "d_ff": 64, "max_seq_len": 64})";
+    aji::train::PretrainOptions p;
+    p.config = dir.path() / "micro.json";
+    p.data_dir = t.out_dir;
+    p.out_dir = dir.path() / "base";
+    p.steps = 20;
+    p.batch = 4;
+    p.seq_len = 32;
+    p.lr = 3e-3f;
+    p.sample_every = 0;
+    p.quiet = true;
+    aji::train::pretrain(p);
+    base = p.out_dir;
+  }
+  std::string cli(const std::string& args, int* rc) const {
+    std::string out;
+    *rc = aji::test::run_command(std::string(AJI_BINARY) + " -q --threads 1 " + args + " 2>&1", &out);
+    return out;
+  }
+  aji::align::ClassifyRunOptions options(const std::string& out) const {
+    aji::align::ClassifyRunOptions o;
+    o.model = base;
+    o.out_dir = dir.path() / out;
+    o.data = data;
+    o.read.format = aji::align::LabeledFormat::kTsv;
+    o.read.header = false;
+    o.read.label_column = "0";
+    o.read.text_column = "1";
+    o.quiet = true;
+    o.train.epochs = 6;
+    o.train.batch = 8;
+    o.train.lr = 3e-3f;
+    o.train.trainable = aji::align::TrainableBlocks::parse("all");
+    return o;
+  }
+};
+
+ClassifyFixture& fixture() {
+  static ClassifyFixture f;
+  return f;
+}
+
+}  // namespace
+
+TEST(ClassifyRun, TrainsWritesAndTheSavedClassifierPredictsWhatItReported) {
+  auto& f = fixture();
+  const auto o = f.options("run");
+  const auto r = aji::align::run_classify_train(o);
+  ASSERT_TRUE(r.has_test);
+  EXPECT_EQ(r.labels.joined(), "ham, spam");
+  EXPECT_EQ(r.n_train + r.n_val + r.n_test, 120);
+  EXPECT_NEAR(r.test.majority_baseline, 2.0 / 3.0, 0.05);
+  EXPECT_GE(r.test.accuracy, 0.95) << "a task readable at the last token must be learned";
+  for (const char* file : {"classifier/model.safetensors", "classifier/class_head.safetensors",
+                           "classifier/classifier.json", "classifier/labels.json", "classifier/aji_tokenizer.json",
+                           "metrics.jsonl", "loss.svg", "report.txt", "report.json", "run.json", "split/train.jsonl",
+                           "split/val.jsonl", "split/test.jsonl"})
+    EXPECT_TRUE(fs::exists(o.out_dir / file)) << file;
+  EXPECT_FALSE(fs::exists(o.out_dir / ".classifier-files"));
+
+  // `aji classify eval` on the saved test split reproduces the reported accuracy.
+  int rc = 0;
+  const fs::path json_out = f.dir.path() / "eval.json";
+  std::string out = f.cli("classify eval --model " + o.out_dir.string() + " --data " + (o.out_dir / "split/test.jsonl").string() +
+                              " --json " + json_out.string(),
+                          &rc);
+  ASSERT_EQ(rc, 0) << out;
+  const json ej = json::parse(aji::read_file(json_out));
+  EXPECT_NEAR(ej["accuracy"].get<double>(), r.test.accuracy, 1e-9);
+  EXPECT_NE(out.find("confusion"), std::string::npos) << out;
+
+  // `aji classify predict`: one JSON line per input, labels from the model's set.
+  {
+    std::ofstream in(f.dir.path() / "new.jsonl");
+    in << R"({"text": "win free cash now prize!"})" << "\n" << R"({"text": "see you at home tonight."})" << "\n";
+  }
+  const fs::path preds = f.dir.path() / "preds.jsonl";
+  out = f.cli("classify predict --model " + (o.out_dir / "classifier").string() + " --input " +
+                  (f.dir.path() / "new.jsonl").string() + " --out " + preds.string(),
+              &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::ifstream p(preds);
+  std::string line;
+  std::vector<std::string> labels;
+  while (std::getline(p, line)) {
+    const json j = json::parse(line);
+    labels.push_back(j["label"]);
+    EXPECT_GT(j["confidence"].get<double>(), 0.5);
+    EXPECT_NEAR(j["probabilities"]["ham"].get<double>() + j["probabilities"]["spam"].get<double>(), 1.0, 1e-5);
+  }
+  EXPECT_EQ(labels, (std::vector<std::string>{"spam", "ham"}));
+
+  // A second train into the same --out needs --force.
+  EXPECT_THROW(aji::align::run_classify_train(o), aji::Error);
+}
+
+TEST(ClassifyRun, HeadOnlyAndLastBlockTrainToo) {
+  auto& f = fixture();
+  for (const char* spec : {"head", "last:1"}) {
+    auto o = f.options(std::string("run-") + (spec[0] == 'h' ? "head" : "last"));
+    o.train.trainable = aji::align::TrainableBlocks::parse(spec);
+    o.train.epochs = 10;
+    o.train.lr = 1e-2f;
+    const auto r = aji::align::run_classify_train(o);
+    EXPECT_GE(r.test.accuracy, 0.9) << spec;
+  }
+}
+
+TEST(ClassifyRun, BadInputIsAClearErrorOrACountedSkip) {
+  auto& f = fixture();
+  const fs::path bad = f.dir.path() / "bad.tsv";
+  {
+    std::ofstream b(bad);
+    b << "spam\tfree cash prize!\nham\tsee you tonight.\n\tno label here\nham\tok later tonight.\nspam\twin now prize!\n";
+  }
+  auto o = f.options("bad");
+  o.data = bad;
+  o.val_fraction = 0;
+  o.test_fraction = 0;
+  try {
+    aji::align::run_classify_train(o);
+    FAIL() << "a row without a label must stop the run";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.location().find("bad.tsv:3"), std::string::npos) << e.describe();
+  }
+  o.read.on_invalid = aji::align::OnInvalid::kSkip;
+  o.force = true;
+  EXPECT_NO_THROW(aji::align::run_classify_train(o));
+
+  // Predict/eval against a classifier with another label set: an error naming the file (and line).
+  auto g = f.options("labels");
+  g.train.epochs = 1;
+  aji::align::run_classify_train(g);
+  {
+    std::ofstream other(f.dir.path() / "other.jsonl");
+    other << R"({"text": "free cash prize!", "label": "spam"})" << "\n" << R"({"text": "hi", "label": "phishing"})" << "\n";
+  }
+  int rc = 0;
+  std::string out = f.cli("classify predict --model " + (f.dir.path() / "labels").string() + " --input " +
+                              (f.dir.path() / "other.jsonl").string(),
+                          &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("phishing"), std::string::npos) << out;
+  EXPECT_NE(out.find("other.jsonl"), std::string::npos) << out;
+  out = f.cli("classify eval --model " + (f.dir.path() / "labels").string() + " --data " +
+                  (f.dir.path() / "other.jsonl").string(),
+              &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("other.jsonl:2"), std::string::npos) << out;
+  // Not a classifier at all.
+  out = f.cli("classify eval --model " + f.base.string() + " --data " + (f.dir.path() / "other.jsonl").string(), &rc);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("not a classifier"), std::string::npos) << out;
+}
