@@ -11,8 +11,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
-#include "aji/train/pretrain.h"
-#include "aji/train/tokenize_data.h"
+#include "micro_base.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -49,32 +48,12 @@ struct ClassifyFixture {
       }
     }
     data = dir.path() / "data.tsv";
-    std::string out;
-    const std::string cmd = std::string(AJI_BINARY) + " -q tokenizer train --input " +
-                            (dir.path() / "corpus.txt").string() + " --vocab-size 300 --out " +
-                            (dir.path() / "tok.json").string() + " 2>&1";
-    EXPECT_EQ(aji::test::run_command(cmd, &out), 0) << out;
-    aji::train::TokenizeDataOptions t;
-    t.tokenizer = dir.path() / "tok.json";
-    t.inputs = {(dir.path() / "corpus.txt").string()};
-    t.out_dir = dir.path() / "shards";
-    t.val_fraction = 0.1;
-    t.progress = false;
-    aji::train::tokenize_data(t);
-    std::ofstream(dir.path() / "micro.json") << R"({"arch": "llama", "vocab_size": 300, "n_layer": 2, "n_head": 2,
-        "n_kv_head": 1, "d_model": 32, "d_ff": 64, "max_seq_len": 64})";
-    aji::train::PretrainOptions p;
-    p.config = dir.path() / "micro.json";
-    p.data_dir = t.out_dir;
-    p.out_dir = dir.path() / "base";
-    p.steps = 20;
-    p.batch = 4;
-    p.seq_len = 32;
-    p.lr = 3e-3f;
-    p.sample_every = 0;
-    p.quiet = true;
-    aji::train::pretrain(p);
-    base = p.out_dir;
+    aji::test::MicroBaseOptions mb;
+    mb.vocab_size = 300;
+    mb.steps = 20;
+    mb.batch = 4;
+    mb.lr = 3e-3f;
+    base = aji::test::build_micro_base(dir.path(), dir.path() / "corpus.txt", mb);
   }
   std::string cli(const std::string& args, int* rc) const {
     std::string out;

@@ -11,6 +11,7 @@
 #include "aji/train/checkpoint.h"
 #include "aji/train/pretrain.h"
 #include "aji/train/tokenize_data.h"
+#include "micro_base.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -33,31 +34,10 @@ struct SftFixture {
       for (int i = 0; i < 200; ++i)
         for (auto& qa : kQa) c << qa[0] << " " << qa[1] << "\n\n";
     }
-    std::string out;
-    const std::string cmd = std::string(AJI_BINARY) + " -q tokenizer train --input " +
-                            (dir.path() / "corpus.txt").string() + " --vocab-size 320 " + specials + " --out " +
-                            (dir.path() / "tok.json").string() + " 2>&1";
-    EXPECT_EQ(aji::test::run_command(cmd, &out), 0) << out;
-    aji::train::TokenizeDataOptions t;
-    t.tokenizer = dir.path() / "tok.json";
-    t.inputs = {(dir.path() / "corpus.txt").string()};
-    t.out_dir = dir.path() / "data";
-    t.val_fraction = 0.1;
-    t.progress = false;
-    aji::train::tokenize_data(t);
-    std::ofstream(dir.path() / "micro.json") << R"({"arch": "llama", "vocab_size": 320, "n_layer": 2, "n_head": 2,
-        "n_kv_head": 1, "d_model": 32, "d_ff": 64, "max_seq_len": 64})";
-    aji::train::PretrainOptions p;
-    p.config = dir.path() / "micro.json";
-    p.data_dir = t.out_dir;
-    p.out_dir = dir.path() / "base";
-    p.steps = 2;
-    p.batch = 2;
-    p.seq_len = 32;
-    p.sample_every = 0;
-    p.quiet = true;
-    aji::train::pretrain(p);
-    base = p.out_dir;
+    aji::test::MicroBaseOptions mb;
+    mb.vocab_size = 320;
+    mb.tokenizer_flags = specials;
+    base = aji::test::build_micro_base(dir.path(), dir.path() / "corpus.txt", mb);
     train = dir.path() / "train.jsonl";
     val = dir.path() / "val.jsonl";
     std::ofstream tr(train), va(val);

@@ -47,6 +47,17 @@ std::vector<LabeledExample> pick(const std::vector<LabeledExample>& all, const s
   return out;
 }
 
+// The classes of the training data: two or more.
+LabelSet label_set_of(const std::vector<LabeledExample>& examples, const fs::path& file) {
+  if (examples.empty()) throw Error("no labeled examples").at(file.string());
+  LabelSet labels = LabelSet::from_examples(examples);
+  if (labels.size() < 2)
+    throw Error("the training data has one label ('" + labels.joined() + "'); a classifier needs two or more")
+        .at(file.string())
+        .fix("check --label-col");
+  return labels;
+}
+
 }  // namespace
 
 LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vector<LabeledExample>& examples,
@@ -112,12 +123,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   std::string train_name, val_name, test_name;
   if (from_one_file) {
     std::vector<LabeledExample> all = read_labeled(o.data, o.read, &report);
-    if (all.empty()) throw Error("no labeled examples").at(o.data.string());
-    result.labels = LabelSet::from_examples(all);
-    if (result.labels.size() < 2)
-      throw Error("the data has one label ('" + result.labels.joined() + "'); a classifier needs two or more")
-          .at(o.data.string())
-          .fix("check --label-col");
+    result.labels = label_set_of(all, o.data);
     const std::vector<int> ids = encode_labels(all, result.labels, o.data.string(), OnInvalid::kError, nullptr);
     DataSplit split =
         stratified_split(ids, int(result.labels.size()), o.val_fraction, o.test_fraction, o.train.seed);
@@ -139,12 +145,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
     train_name = val_name = test_name = o.data.string();
   } else {
     train_ex = read_labeled(o.train_file, o.read, &report);
-    if (train_ex.empty()) throw Error("no labeled examples").at(o.train_file.string());
-    result.labels = LabelSet::from_examples(train_ex);
-    if (result.labels.size() < 2)
-      throw Error("the training data has one label ('" + result.labels.joined() + "'); a classifier needs two or more")
-          .at(o.train_file.string())
-          .fix("check --label-col");
+    result.labels = label_set_of(train_ex, o.train_file);
     if (!o.val_file.empty()) val_ex = read_labeled(o.val_file, o.read, &report);
     if (!o.test_file.empty()) test_ex = read_labeled(o.test_file, o.read, &report);
     train_name = o.train_file.string();
