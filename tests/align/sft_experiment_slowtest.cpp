@@ -1,8 +1,11 @@
 // Experiment A of the post-training spec (§8.1): SFT with the chat template, assistant-only
 // loss, multi-turn, starting from the toy base model. Before SFT the base model cannot use
 // the template (EM ≈ 0, never stops); after 1,500 steps it answers held-out additions and
-// stops at </a>. Negative control (i): with </a> masked out of the loss the model is never
-// taught to stop, and the stop rate collapses.
+// stops at </a>. Negative controls, each of which must fail the pass criterion: (i) with </a>
+// masked out of the loss the model is never taught to stop, and the stop rate collapses;
+// (ii) with the mask shifted one position later (the reply's first character unsupervised,
+// the token after </a> supervised) exact match collapses; (iii) prompting the trained model
+// without the assistant-start token <a> (the template not followed) makes exact match drop.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -18,11 +21,15 @@ struct ChatScore {
   double em = 0, stop = 0;
 };
 
-ChatScore score_heldout(aji::model::Model& m, int n) {
+ChatScore score_heldout(aji::model::Model& m, int n, bool drop_assistant_start = false) {
   ChatScore s;
   for (auto [a, b] : toy::heldout_pairs(n, 99)) {
     const toy::ToyTurn turn = toy::addition_turn(a, b);
     std::vector<uint32_t> p = toy::render_prompt({}, turn.user);
+    if (drop_assistant_start) {
+      EXPECT_EQ(p.back(), toy::kAssistantStart);
+      p.pop_back();
+    }
     std::vector<int32_t> prompt(p.begin(), p.end());
     aji::infer::GenerateOptions g;
     g.max_tokens = 6;
@@ -38,11 +45,20 @@ ChatScore score_heldout(aji::model::Model& m, int n) {
   return s;
 }
 
-ChatScore run_sft(bool mask_end_of_turn) {
+enum class Mask { kRight, kNoEndOfTurn, kShifted };
+
+ChatScore run_sft(Mask mask, aji::model::Model* trained = nullptr) {
   aji::model::Model m = aji::toybase::load_toy_base();
   aji::Rng rng(2024);
   std::vector<aji::align::RenderedSequence> train;
-  for (int i = 0; i < 1500 * 32; ++i) train.push_back(toy::render(toy::sample_sft_conversation(rng), mask_end_of_turn));
+  for (int i = 0; i < 1500 * 32; ++i) {
+    train.push_back(toy::render(toy::sample_sft_conversation(rng), mask != Mask::kNoEndOfTurn));
+    if (mask == Mask::kShifted) {  // mask[i] = original mask[i-1]
+      auto& lm = train.back().loss_mask;
+      for (size_t j = lm.size() - 1; j > 0; --j) lm[j] = lm[j - 1];
+      lm[0] = 0;
+    }
+  }
   aji::align::SftOptions o;
   o.batch = 32;
   o.steps = 1500;
@@ -52,9 +68,11 @@ ChatScore run_sft(bool mask_end_of_turn) {
   o.pad_id = toy::kPad;
   aji::train::AdamW opt(m.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   aji::align::SftResult r = aji::align::sft_train(m, opt, train, {}, o, {});
-  std::printf("SFT (mask </a> %s): loss %.3f -> %.3f\n", mask_end_of_turn ? "on" : "off", r.step_losses.front(),
-              r.step_losses.back());
-  return score_heldout(m, 300);
+  const char* names[] = {"assistant reply + </a>", "</a> not supervised", "shifted one position later"};
+  std::printf("SFT (mask: %s): loss %.3f -> %.3f\n", names[int(mask)], r.step_losses.front(), r.step_losses.back());
+  ChatScore score = score_heldout(m, 300);
+  if (trained) *trained = std::move(m);
+  return score;
 }
 
 }  // namespace
@@ -63,13 +81,20 @@ TEST(SftExperimentA, TeachesTheTemplateAndToStop) {
   aji::set_num_threads(1);
   aji::model::Model base = aji::toybase::load_toy_base();
   const ChatScore before = score_heldout(base, 300);
-  const ChatScore after = run_sft(true);
+  aji::model::Model trained(aji::toybase::toy_config());
+  const ChatScore after = run_sft(Mask::kRight, &trained);
   std::printf("held-out addition: before SFT EM %.3f stop %.3f | after SFT EM %.3f stop %.3f\n", before.em,
               before.stop, after.em, after.stop);
   EXPECT_LE(before.em, 0.05);
   EXPECT_GE(after.stop, 0.98);
   EXPECT_GE(after.em, 0.60);
-  const ChatScore control = run_sft(false);
-  std::printf("negative control (</a> not supervised): EM %.3f stop %.3f\n", control.em, control.stop);
+  const ChatScore control = run_sft(Mask::kNoEndOfTurn);
+  std::printf("negative control (i) (</a> not supervised): EM %.3f stop %.3f\n", control.em, control.stop);
   EXPECT_LT(control.stop, 0.5);
+  const ChatScore shifted = run_sft(Mask::kShifted);
+  std::printf("negative control (ii) (mask shifted by one): EM %.3f stop %.3f\n", shifted.em, shifted.stop);
+  EXPECT_LT(shifted.em, 0.60) << "a mask off by one position must fail the pass criterion";
+  const ChatScore no_start = score_heldout(trained, 300, /*drop_assistant_start=*/true);
+  std::printf("negative control (iii) (prompt without <a>): EM %.3f stop %.3f\n", no_start.em, no_start.stop);
+  EXPECT_LT(no_start.em, 0.60) << "a prompt that does not follow the template must fail the pass criterion";
 }
