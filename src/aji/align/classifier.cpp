@@ -204,12 +204,18 @@ int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& 
 std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
                                    Pooling pooling, int32_t pad_id, int batch) {
   const int C = model.config().d_model;
-  std::vector<float> out(seqs.size() * size_t(C));
+  std::vector<float> out(seqs.size() * size_t(C)), rows(size_t(batch) * C);
+  // Longest first, so each batch holds similar lengths and little padding; the features go
+  // back to the inputs' order (pooling at the last non-pad token makes them padding-invariant).
   std::vector<int64_t> index(seqs.size());
   std::iota(index.begin(), index.end(), int64_t{0});
+  std::stable_sort(index.begin(), index.end(),
+                   [&](int64_t a, int64_t b) { return seqs[size_t(a)].size() > seqs[size_t(b)].size(); });
   for (size_t i = 0; i < seqs.size(); i += size_t(batch)) {
     const int B = int(std::min(seqs.size() - i, size_t(batch)));
-    pooled_hidden(model, seqs, index.data() + i, B, pooling, pad_id, out.data() + i * C);
+    pooled_hidden(model, seqs, index.data() + i, B, pooling, pad_id, rows.data());
+    for (int b = 0; b < B; ++b)
+      std::memcpy(out.data() + size_t(index[i + size_t(b)]) * C, rows.data() + size_t(b) * C, sizeof(float) * C);
   }
   return out;
 }

@@ -87,7 +87,8 @@ inline int pooled_position(int len, Pooling p) { return p == Pooling::kLastToken
 int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& seqs, const int64_t* index, int B,
                   Pooling pooling, int32_t pad_id, float* pooled);
 
-// Pooled features (N,C) of every sequence, `batch` at a time: the trunk's half of inference.
+// Pooled features (N,C) of every sequence, `batch` at a time (batched longest first, returned
+// in input order): the trunk's half of inference.
 std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
                                    Pooling pooling, int32_t pad_id, int batch);
 
