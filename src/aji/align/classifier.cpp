@@ -202,7 +202,8 @@ int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& 
 }
 
 std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
-                                   Pooling pooling, int32_t pad_id, int batch) {
+                                   Pooling pooling, int32_t pad_id, int batch,
+                                   const std::function<void(size_t, size_t)>& progress) {
   const int C = model.config().d_model;
   std::vector<float> out(seqs.size() * size_t(C)), rows(size_t(batch) * C);
   // Longest first, so each batch holds similar lengths and little padding; the features go
@@ -216,6 +217,7 @@ std::vector<float> pooled_features(model::Model& model, const std::vector<std::v
     pooled_hidden(model, seqs, index.data() + i, B, pooling, pad_id, rows.data());
     for (int b = 0; b < B; ++b)
       std::memcpy(out.data() + size_t(index[i + size_t(b)]) * C, rows.data() + size_t(b) * C, sizeof(float) * C);
+    if (progress) progress(i + size_t(B), seqs.size());
   }
   return out;
 }
@@ -350,8 +352,14 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
   result.cached_features = head_only;
   std::vector<float> train_feats, val_feats;
   if (head_only) {
-    train_feats = pooled_features(model, train.ids, o.pooling, o.pad_id, std::max(o.batch, 16));
-    if (val.size()) val_feats = pooled_features(model, val.ids, o.pooling, o.pad_id, std::max(o.batch, 16));
+    const size_t total = train.size() + val.size();
+    train_feats = pooled_features(model, train.ids, o.pooling, o.pad_id, std::max(o.batch, 16), [&](size_t d, size_t) {
+      if (hooks.on_features) hooks.on_features(d, total);
+    });
+    if (val.size())
+      val_feats = pooled_features(model, val.ids, o.pooling, o.pad_id, std::max(o.batch, 16), [&](size_t d, size_t) {
+        if (hooks.on_features) hooks.on_features(train.size() + d, total);
+      });
   }
   auto run_eval = [&](int64_t step) {
     if (val.size() == 0) return;

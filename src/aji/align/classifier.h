@@ -89,8 +89,10 @@ int pooled_hidden(model::Model& model, const std::vector<std::vector<int32_t>>& 
 
 // Pooled features (N,C) of every sequence, `batch` at a time (batched longest first, returned
 // in input order): the trunk's half of inference.
+// progress (may be empty) is called with (examples done, total) after every batch.
 std::vector<float> pooled_features(model::Model& model, const std::vector<std::vector<int32_t>>& seqs,
-                                   Pooling pooling, int32_t pad_id, int batch);
+                                   Pooling pooling, int32_t pad_id, int batch,
+                                   const std::function<void(size_t, size_t)>& progress = {});
 
 // Softmax cross-entropy of logits (B,n) vs labels; mean over the batch. Writes
 // d(mean loss)/d logits into d_logits when not null; counts argmax hits into *correct.
@@ -150,6 +152,7 @@ struct ClassifyHooks {
   std::function<void(const ClassifyStepInfo&)> on_step;
   std::function<void(int64_t step, const ClassifyEval& val)> on_eval;
   std::function<bool()> should_stop;  // checked after every step (Ctrl-C)
+  std::function<void(size_t, size_t)> on_features;  // head-only: feature extraction progress (done, total)
 };
 
 struct ClassifyTrainResult {

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 
 #include <nlohmann/json.hpp>
 
@@ -226,10 +227,18 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
     if (!o.quiet) std::printf("step %lld | val loss %.4f | val accuracy %.4f\n", (long long)step, v.loss, v.accuracy);
   };
   hooks.should_stop = [] { return interrupt_requested(); };
+  std::unique_ptr<Progress> feature_progress;
+  hooks.on_features = [&](size_t done, size_t total) {
+    if (o.quiet) return;
+    if (!feature_progress) feature_progress = std::make_unique<Progress>("trunk features", int64_t(total), "ex");
+    feature_progress->set(int64_t(done));
+    if (done == total) feature_progress->finish();
+  };
   if (!o.quiet)
     std::printf("training %s (pooling: %s) for %lld steps of %d, lr %.2e%s\n", to.trainable.name().c_str(),
                 pooling_name(to.pooling).c_str(), (long long)steps, to.batch, to.lr,
                 to.trainable.kind == TrainableBlocks::Kind::kHead ? " (frozen trunk: features computed once)" : "");
+  std::fflush(stdout);
   const auto t0 = clock::now();
   ClassifyTrainResult r;
   {
