@@ -5,7 +5,8 @@
 #
 #   scripts/demo_sft.sh BASE_RUN_DIR [WORK_DIR]      (default WORK_DIR: out/demo-sft)
 #
-# Environment: AJI (binary; build/aji), SFT_STEPS (optimizer steps of 8 conversations; 150, about half an epoch, ~3 minutes on 2 cores),
+# Environment: AJI (binary; build/aji), SFT_STEPS (optimizer steps of 8 packed rows of 256 tokens, ~20 conversations each
+# step; 150, about 1.1 epochs, ~3 minutes on 2 cores),
 # AJI_THREADS. Continue an interrupted run with: $AJI sft train --out WORK_DIR/run --resume
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,9 @@ BASE=${1:?usage: scripts/demo_sft.sh BASE_RUN_DIR [WORK_DIR]}
 WORK=${2:-out/demo-sft}
 mkdir -p "$WORK"
 
-echo "== 1. SFT: $(wc -l < data/sft/train.jsonl) conversations, ${SFT_STEPS:-150} steps of 8, loss on the assistant's turns"
+echo "== 1. SFT: $(wc -l < data/sft/train.jsonl) conversations, ${SFT_STEPS:-150} steps of 8 packed rows of 256 tokens, loss on the assistant's turns"
 "$AJI" sft train --model "$BASE" --data data/sft/train.jsonl --val data/sft/val.jsonl --out "$WORK/run" --force \
-  --steps "${SFT_STEPS:-150}" --batch-size 8 --seq-len 256 --lr 1e-3 --warmup 10 --decay linear \
+  --steps "${SFT_STEPS:-150}" --batch-size 8 --seq-len 256 --batching pack --lr 1e-3 --warmup 10 --decay linear \
   --eval-every 100 --save-every 100 --keep 1
 
 echo "== 2. chat with the fine-tuned model (greedy)"

@@ -195,14 +195,43 @@ TEST_F(SftLoss, PaddingInvariance) {
   for (size_t i = 0; i < ga.size(); ++i) ASSERT_NEAR(ga[i], gb[i], 1e-5 * scale);
 }
 
-TEST_F(SftLoss, PackedRowsAreRefusedUntilTheModelSupportsThem) {
-  Model m(tiny_config());
-  m.init_weights(1);
-  auto seqs = toy_conversations(6, 4);
-  auto rows = plan_rows(seqs, {40, BatchLayout::kPack}, nullptr);
-  auto packed = make_batch(seqs, rows, 0, 2, 40, toy::kPad);
-  EXPECT_THROW(sft_forward_backward(m, packed), aji::Error);
-  EXPECT_THROW(sft_eval_loss(m, packed), aji::Error);
+// Check 6: conversations packed into one row (block-diagonal causal attention, positions
+// restarting per conversation) give the loss and gradients of the same conversations padded
+// one per row — for RoPE (llama) and learned positions (gpt2).
+TEST_F(SftLoss, PackedRowsEqualPaddedRows) {
+  for (auto arch : {aji::model::Arch::kLlama, aji::model::Arch::kGpt2}) {
+    SCOPED_TRACE(arch == aji::model::Arch::kLlama ? "llama" : "gpt2");
+    ModelConfig c = tiny_config();
+    c.arch = arch;
+    if (arch == aji::model::Arch::kGpt2) {
+      c.n_kv_head = c.n_head;
+      c.d_ff = 4 * c.d_model;
+      c.tied_embeddings = true;
+      c.bias = true;
+    }
+    Model m(c);
+    m.init_weights(5);
+    auto seqs = toy_conversations(10, 8);
+    PackReport pack_rep, pad_rep;
+    auto pack_rows = plan_rows(seqs, {48, BatchLayout::kPack}, &pack_rep);
+    auto pad_rows = plan_rows(seqs, {48, BatchLayout::kPad}, &pad_rep);
+    ASSERT_LT(pack_rows.size(), pad_rows.size()) << "the test needs rows that hold several conversations";
+    ASSERT_EQ(pack_rep.sequences_used, pad_rep.sequences_used);
+    auto packed = make_batch(seqs, pack_rows, 0, int(pack_rows.size()), 48, toy::kPad);
+    auto padded = make_batch(seqs, pad_rows, 0, int(pad_rows.size()), 48, toy::kPad);
+    m.zero_grads();
+    const float a = sft_forward_backward(m, packed);
+    const auto ga = grads_copy(m);
+    m.zero_grads();
+    const float b = sft_forward_backward(m, padded);
+    const auto gb = grads_copy(m);
+    EXPECT_NEAR(a, b, 1e-6);
+    const double scale = max_abs(gb);
+    for (size_t i = 0; i < ga.size(); ++i) ASSERT_NEAR(ga[i], gb[i], 1e-5 * scale) << i;
+    const LossSum ea = sft_eval_loss(m, packed), eb = sft_eval_loss(m, padded);
+    EXPECT_EQ(ea.count, eb.count);
+    EXPECT_NEAR(ea.mean(), eb.mean(), 1e-6);
+  }
 }
 
 // Issue #5: training on a tiny synthetic chat set reaches near-zero loss (memorisation).

@@ -60,7 +60,6 @@ struct ClassifyRunResult {
   double val_accuracy = NAN;
   bool has_test = false;
   eval::ClassificationReport test;  // on the test split (when there is one)
-  double test_accuracy_before = NAN;  // the untrained head on the same trunk
   LabelSet labels;
   int64_t n_train = 0, n_val = 0, n_test = 0, truncated = 0;
   std::filesystem::path classifier_dir;

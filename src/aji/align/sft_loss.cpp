@@ -7,18 +7,23 @@
 
 namespace aji::align {
 
-void require_padded_layout(const TokenBatch& batch) {
-  for (int32_t s : batch.segment_ids)
-    if (s > 1)
-      throw Error("this batch packs several conversations into one row, but the model has no segment-aware "
-                  "attention yet (they would attend to each other)")
-          .fix("use the padded layout (BatchLayout::kPad / --batching pad) until the engine takes attn_start/"
-               "position_ids");
+namespace {
+
+// A batch's layout for the model: padded rows need nothing (positions 0..T-1, causal);
+// packed rows pass their per-conversation positions and attention starts.
+void forward_batch(model::Model& model, const TokenBatch& batch) {
+  bool packed = false;
+  for (int32_t seg : batch.segment_ids) packed = packed || seg > 1;
+  if (packed)
+    model.forward(batch.inputs.data(), batch.B, batch.T, batch.position_ids.data(), batch.attn_start.data());
+  else
+    model.forward(batch.inputs.data(), batch.B, batch.T);
 }
 
+}  // namespace
+
 float sft_forward_backward(model::Model& model, const TokenBatch& batch, float grad_scale) {
-  require_padded_layout(batch);
-  model.forward(batch.inputs.data(), batch.B, batch.T);
+  forward_batch(model, batch);
   float loss = model.lm_head_loss(batch.targets.data(), nullptr, grad_scale);
   model.backward(model.d_hidden_buffer());
   return loss;
@@ -39,8 +44,7 @@ float sft_forward_backward(model::Model& model, const std::vector<int32_t>& inpu
 }
 
 LossSum sft_eval_loss(model::Model& model, const TokenBatch& batch) {
-  require_padded_layout(batch);
-  model.forward(batch.inputs.data(), batch.B, batch.T);
+  forward_batch(model, batch);
   const int C = model.config().d_model, V = model.config().vocab_size;
   const float* hidden = model.hidden();
   // Gather the supervised rows, then score them in chunks (never a (B,T,V) tensor).

@@ -7,9 +7,9 @@
 // every micro-batch with grad_scale = batch.n_targets / (targets of the whole step), and
 // the accumulated gradient equals that of one big batch.
 //
-// The engine's Model has no segment-aware attention yet, so only padded batches
-// (BatchLayout::kPad, one conversation per row) are accepted; a packed row is an error
-// rather than silently letting conversations attend to each other.
+// Padded batches (BatchLayout::kPad, one conversation per row) and packed ones (kPack:
+// several per row) give the same loss and gradients: packed rows hand the model their
+// per-conversation position ids and attention starts, so conversations never see each other.
 #pragma once
 
 #include <cstdint>
@@ -40,8 +40,5 @@ struct LossSum {
   double mean() const { return count ? sum / double(count) : 0.0; }
 };
 LossSum sft_eval_loss(model::Model& model, const TokenBatch& batch);
-
-// Throws aji::Error when the batch holds packed rows (a segment id above 1).
-void require_padded_layout(const TokenBatch& batch);
 
 }  // namespace aji::align

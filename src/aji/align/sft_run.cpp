@@ -125,10 +125,10 @@ SftRunResult run_sft(const SftRunOptions& in) {
   }
   PackOptions po;
   po.T = T;
-  po.layout = BatchLayout::kPad;
+  po.layout = o.train.layout;
   PackReport pack;
-  (void)plan_rows(train_seqs, po, &pack);
-  const int64_t steps = sft_total_steps(pack.sequences_used, o.train);
+  const int64_t n_rows = (int64_t)plan_rows(train_seqs, po, &pack).size();
+  const int64_t steps = sft_total_steps(n_rows, o.train);
   if (!resume_ckpt) {
     json info = {{"stage", "sft"},
                  {"base_model", fs::absolute(o.model).string()},
@@ -142,8 +142,10 @@ SftRunResult run_sft(const SftRunOptions& in) {
     std::printf("sft: %s | %zu train / %zu val conversations (%s)\n", model_dir.c_str(), train_convs.size(),
                 val_convs.size(), report.summary(3).c_str());
     std::printf("sft: %s\n", pack.describe().c_str());
-    std::printf("sft: %lld steps of %d x %d conversations, lr %.2e (%s), threads %d\n", (long long)steps,
-                o.train.batch, o.train.grad_accum, o.train.lr, o.train.decay.c_str(), num_threads());
+    std::printf("sft: %lld steps of %d x %d %s, lr %.2e (%s), threads %d\n", (long long)steps, o.train.batch,
+                o.train.grad_accum,
+                o.train.layout == BatchLayout::kPack ? "packed rows" : "conversations (one per row)", o.train.lr,
+                o.train.decay.c_str(), num_threads());
     std::fflush(stdout);
   }
 

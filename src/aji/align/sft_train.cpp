@@ -16,7 +16,7 @@ json SftOptions::to_json() const {
           {"epochs", epochs},     {"lr", lr},                 {"min_lr_frac", min_lr_frac}, {"decay", decay},
           {"warmup", warmup},     {"weight_decay", weight_decay}, {"beta1", beta1},     {"beta2", beta2},
           {"eps", eps},           {"grad_clip", grad_clip},   {"pad_id", pad_id},       {"seed", seed},
-          {"eval_every", eval_every}};
+          {"eval_every", eval_every}, {"layout", layout == BatchLayout::kPack ? "pack" : "pad"}};
 }
 
 SftOptions SftOptions::from_json(const json& j) {
@@ -38,6 +38,7 @@ SftOptions SftOptions::from_json(const json& j) {
   o.pad_id = j.at("pad_id");
   o.seed = j.at("seed");
   o.eval_every = j.at("eval_every");
+  o.layout = j.value("layout", std::string("pad")) == "pack" ? BatchLayout::kPack : BatchLayout::kPad;
   return o;
 }
 
@@ -103,7 +104,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
   SftResult result;
   PackOptions po;
   po.T = T;
-  po.layout = BatchLayout::kPad;
+  po.layout = o.layout;
   const std::vector<PackedRow> planned = plan_rows(train_seqs, po, &result.pack);
   if (planned.empty())
     throw Error("no training conversation is left after rendering (" + result.pack.describe() + ")")

@@ -2,7 +2,7 @@
 // of `aji sft train`, also what the acceptance experiments and the toy base model use.
 //
 // Data flow
-//   RenderedSequence (ids + loss mask) --plan_rows (pad: one per row)--> rows
+//   RenderedSequence (ids + loss mask) --plan_rows (pad: one per row | pack: several)--> rows
 //   each epoch: rows shuffled with Rng(seed, epoch) --make_batch (per-batch right padding)-->
 //   TokenBatch --sft_forward_backward--> grads (token-mean over the whole optimizer step)
 //   --clip--> AdamW (LrSchedule) --> next step
@@ -27,7 +27,8 @@
 namespace aji::align {
 
 struct SftOptions {
-  int batch = 32;           // conversations per micro-batch (rows)
+  int batch = 32;           // rows per micro-batch (pad: one conversation per row)
+  BatchLayout layout = BatchLayout::kPad;  // kPack: rows filled with whole conversations (no cross-attention)
   int grad_accum = 1;       // micro-batches per optimizer step
   int seq_len = 0;          // T; 0 = the model's context
   int64_t steps = 0;        // optimizer steps; 0 = from epochs

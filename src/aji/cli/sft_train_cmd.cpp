@@ -19,7 +19,7 @@ aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   cmd->footer(
       "Renders every conversation with the ChatML template of the model's tokenizer; the loss covers the\n"
       "assistant's replies and their <|im_end|> only (--all-tokens: everything). One conversation per row,\n"
-      "right-padded per batch; conversations longer than --seq-len are truncated (counted).\n"
+      "right-padded per batch (or --batching pack); conversations longer than --seq-len are truncated (counted).\n"
       "Writes checkpoints (the same format as `aji pretrain`), metrics.jsonl and loss.svg into --out.\n"
       "Example: aji sft train --model runs/tiny --data data/sft/train.jsonl --val data/sft/val.jsonl --out runs/tiny-sft --epochs 2");
   cmd->add_option("--model", *model, "Base model: an aji run dir, checkpoint dir or Hugging Face dir");
@@ -35,6 +35,12 @@ aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   cmd->add_option("--epochs", o->train.epochs, "Passes over the training conversations")->capture_default_str();
   cmd->add_option("--batch-size", o->train.batch, "Conversations per micro-batch")->capture_default_str();
   cmd->add_option("--grad-accum", o->train.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
+  auto batching = std::make_shared<std::string>("pad");
+  cmd->add_option("--batching", *batching,
+                  "pad: one conversation per row, padded; pack: rows of --seq-len filled with whole conversations "
+                  "that attend only within themselves (--batch-size counts rows)")
+      ->check(CLI::IsMember({"pad", "pack"}))
+      ->capture_default_str();
   cmd->add_option("--seq-len", o->train.seq_len, "Tokens per row (default: the model's context)");
   cmd->add_option("--lr", o->train.lr, "Peak learning rate")->capture_default_str();
   cmd->add_option("--min-lr-frac", o->train.min_lr_frac, "Final learning rate as a fraction of the peak")->capture_default_str();
@@ -47,7 +53,8 @@ aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   cmd->add_option("--keep", o->keep, "Keep the last K checkpoints (0 = all)")->capture_default_str();
   cmd->add_option("--seed", o->train.seed, "Seed of the data order and the validation split")->capture_default_str();
   cmd->add_option("--stop-after", o->stop_after, "End this session after N steps with a checkpoint (resume later)");
-  cmd->callback([o, model, data, val, out, all_tokens] {
+  cmd->callback([o, model, data, val, out, all_tokens, batching] {
+    o->train.layout = *batching == "pack" ? aji::align::BatchLayout::kPack : aji::align::BatchLayout::kPad;
     o->model = *model;
     o->train_file = *data;
     o->val_file = *val;

@@ -65,7 +65,10 @@ struct Model::Impl {
   float *d_fc = nullptr, *d_act = nullptr, *d_atty = nullptr, *d_hidden = nullptr, *logits = nullptr;
   int64_t logits_rows = 0;
   std::vector<int32_t> tokens;
+  std::vector<int32_t> positions, key_start;  // (B,T) of a packed batch; empty otherwise
   bool have_forward = false;
+  const int32_t* pos_ptr() const { return positions.empty() ? nullptr : positions.data(); }
+  const int32_t* key_start_ptr() const { return key_start.empty() ? nullptr : key_start.data(); }
 
   // The q, k, v that attention sees for a (B,T) batch: GPT-2's projection as is; Llama's
   // with QK-norm and RoPE applied to q and k in qkv_work. Forward and backward (which
@@ -88,8 +91,9 @@ const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, co
     ops::head_rmsnorm_forward(qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
     ops::head_rmsnorm_forward(qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
   }
-  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false);
-  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false);
+  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false, pos_ptr());
+  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false,
+                  pos_ptr());
   return qkv_work;
 }
 
@@ -266,7 +270,7 @@ void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
 }
 }  // namespace
 
-void Model::forward(const int32_t* tokens, int B, int T) {
+void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position_ids, const int32_t* key_start) {
   const ModelConfig& c = config_;
   if (B <= 0 || T <= 0) throw Error("forward: batch and sequence length must be positive");
   if (T > c.max_seq_len)
@@ -326,14 +330,32 @@ void Model::forward(const int32_t* tokens, int B, int T) {
   B_ = B;
   T_ = T;
   I.tokens.assign(tokens, tokens + N);
+  I.positions.clear();
+  I.key_start.clear();
+  if (position_ids) {
+    for (int64_t r = 0; r < N; ++r)
+      if (position_ids[r] < 0 || position_ids[r] >= c.max_seq_len)
+        throw Error("position id " + std::to_string(position_ids[r]) + " at index " + std::to_string(r) +
+                    " is outside the model's context [0, " + std::to_string(c.max_seq_len) + ")");
+    I.positions.assign(position_ids, position_ids + N);
+  }
+  if (key_start) {
+    for (int64_t r = 0; r < N; ++r)
+      if (key_start[r] < 0 || key_start[r] > r % T)
+        throw Error("key_start[" + std::to_string(r / T) + "," + std::to_string(r % T) + "] = " +
+                    std::to_string(key_start[r]) + " is outside [0, t]");
+    I.key_start.assign(key_start, key_start + N);
+  }
 
   float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
 
-  ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C);
+  ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0,
+                         I.pos_ptr());
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
+  dims.key_start = I.key_start_ptr();
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
   dims.o_bs = T * QW;
@@ -443,6 +465,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
 
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
+  dims.key_start = I.key_start_ptr();
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
   dims.o_bs = T * QW;
@@ -475,8 +498,10 @@ void Model::backward(const float* d_hidden, int first_layer) {
     ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, qkv + QW + KVW, A.atty,
                             A.lse, dims);
     if (!c.is_gpt2()) {
-      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, true);
-      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, true);
+      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, true,
+                      I.pos_ptr());
+      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, true,
+                      I.pos_ptr());
       if (c.qk_norm) {
         ops::head_rmsnorm_backward(I.d_qkv, G + Lw.q_norm, A.qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
         ops::head_rmsnorm_backward(I.d_qkv, G + Lw.k_norm, A.qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(),
@@ -491,7 +516,8 @@ void Model::backward(const float* d_hidden, int first_layer) {
       ops::rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
   }
   if (first_layer == 0)
-    ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C);
+    ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C,
+                            I.pos_ptr());
 }
 
 // ---- inference ----------------------------------------------------------------------------------

@@ -94,7 +94,12 @@ class Model {
 
   // --- training --------------------------------------------------------------------
   // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).
-  void forward(const int32_t* tokens, int B, int T);
+  // Packed rows (several sequences back to back in one row) pass position_ids (B,T), each
+  // sequence's positions from 0, and key_start (B,T): the first key column query t may
+  // attend (its sequence's first token), so sequences never see each other. Both null:
+  // positions 0..T-1 and plain causal attention. backward() uses the same ones.
+  void forward(const int32_t* tokens, int B, int T, const int32_t* position_ids = nullptr,
+               const int32_t* key_start = nullptr);
   const float* hidden() const;  // (B,T,C) after the final norm, valid after forward()
   int batch() const { return B_; }
   int seq_len() const { return T_; }

@@ -209,7 +209,7 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
 // ---- embeddings ----------------------------------------------------------------------
 
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
-                       int pos0) {
+                       int pos0, const int32_t* positions) {
   Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
 #pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
@@ -217,7 +217,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
     float* o = out + r * C;
     const float* e = wte + (int64_t)tokens[r] * C;
     if (wpe) {
-      const float* p = wpe + (int64_t)(pos0 + r % T) * C;
+      const float* p = wpe + (int64_t)(positions ? positions[r] : pos0 + r % T) * C;
       for (int i = 0; i < C; ++i) o[i] = e[i] + p[i];
     } else {
       std::memcpy(o, e, sizeof(float) * C);
@@ -225,7 +225,8 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
   }
 }
 
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C) {
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C,
+                        const int32_t* positions) {
   Prof prof(OpKind::kEmbedding);
   const int64_t N = (int64_t)B * T;
   // Scatter-add: rows may repeat a token, so parallelise over column blocks, not rows.
@@ -239,7 +240,7 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
       float* e = dwte + (int64_t)tokens[r] * C;
       for (int i = c0; i < c1; ++i) e[i] += d[i];
       if (dwpe) {
-        float* p = dwpe + (int64_t)(r % T) * C;
+        float* p = dwpe + (int64_t)(positions ? positions[r] : r % T) * C;
         for (int i = c0; i < c1; ++i) p[i] += d[i];
       }
     }
@@ -530,14 +531,14 @@ void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta
 }
 
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
-                int hd, int pos0, bool inverse) {
+                int hd, int pos0, bool inverse, const int32_t* positions) {
   Prof prof(OpKind::kRope);
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
   const float sgn = inverse ? -1.0f : 1.0f;
 #pragma omp parallel for if (parallel_worth(N * stride)) schedule(static)
   for (int64_t r = 0; r < N; ++r) {
-    const int64_t pos = pos0 + r % T;
+    const int64_t pos = positions ? positions[r] : pos0 + r % T;
     const float* c = cos_t + pos * half;
     const float* s = sin_t + pos * half;
     for (int h = 0; h < n_heads; ++h) {
@@ -584,9 +585,11 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       for (int r = 0; r < nq; ++r) {
         float* row = S.data() + (int64_t)r * kn;
         const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-        const float m = vm::max_of(row, visible);
-        const float sum = vm::exp_shift_sum(row, row, visible, m);
-        vm::scale(row, visible, 1.0f / sum);
+        const int first = d.key_start ? d.key_start[(int64_t)b * d.Tq + i0 + r] : 0;
+        const float m = vm::max_of(row + first, visible - first);
+        const float sum = vm::exp_shift_sum(row + first, row + first, visible - first, m);
+        vm::scale(row + first, visible - first, 1.0f / sum);
+        for (int j = 0; j < first; ++j) row[j] = 0.0f;
         for (int j = visible; j < kn; ++j) row[j] = 0.0f;
         if (lse) lse[((int64_t)b * d.H + h) * d.Tq + i0 + r] = m + std::log(sum);
       }
@@ -633,7 +636,9 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             float* prow = P.data() + (int64_t)r * kn;
             float* dprow = dP.data() + (int64_t)r * kn;
             const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-            vm::exp_shift_sum(prow, prow, visible, lrow[r]);
+            const int first = d.key_start ? d.key_start[(int64_t)b * d.Tq + i0 + r] : 0;
+            vm::exp_shift_sum(prow + first, prow + first, visible - first, lrow[r]);
+            for (int j = 0; j < first; ++j) prow[j] = 0.0f;
             for (int j = visible; j < kn; ++j) prow[j] = 0.0f;
             // dS = P * (dP - sum_j P_j dP_j); sum_j P_j dP_j = dO . O
             const float D = vm::dot(dop + (int64_t)r * d.o_ts, op + (int64_t)r * d.o_ts, d.hd);

@@ -34,11 +34,13 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      int64_t N, int IC, int OC, WeightLayout layout);
 
 // ---- embeddings ----------------------------------------------------------------------
-// out (B*T,C) = wte[tokens] (+ wpe[pos0 + t] when wpe is not null).
+// out (B*T,C) = wte[tokens] (+ wpe[pos] when wpe is not null), pos = positions[b,t] when
+// positions (B,T) is given (packed rows restart at 0 per segment), else pos0 + t.
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
-                       int pos0 = 0);
-// dwte[tokens] += dout; dwpe[t] += sum over b of dout (when dwpe is not null). Scatter-add.
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C);
+                       int pos0 = 0, const int32_t* positions = nullptr);
+// dwte[tokens] += dout; dwpe[pos] += dout (when dwpe is not null), pos as in forward. Scatter-add.
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C,
+                        const int32_t* positions = nullptr);
 
 // ---- norms ---------------------------------------------------------------------------
 // LayerNorm over the last dim: out (N,C); mean, rstd (N) saved for backward (may be null).
@@ -75,17 +77,20 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
 // Table of cos/sin (max_pos, hd/2) computed as transformers does (fp32 inv_freq, fp32 angle).
 void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta);
 // Rotates, in place, the n_heads heads at column `col` of x (B*T rows, row stride `stride`);
-// token t of each sequence sits at position pos0 + t. inverse = true applies the
-// transposed rotation (the backward pass of RoPE).
+// token t of each sequence sits at position positions[b,t] when positions (B,T) is given,
+// else pos0 + t. inverse = true applies the transposed rotation (the backward pass of RoPE).
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
-                int hd, int pos0, bool inverse);
+                int hd, int pos0, bool inverse, const int32_t* positions = nullptr);
 
 // ---- causal attention with grouped-query heads ------------------------------------------
 // Strides are in floats. Head h of a token row starts at h*hd. q head h reads kv head
 // h / (H/KV). Query i sits at absolute position q_pos0 + i and sees keys 0..q_pos0+i.
+// With key_start (B,Tq) given, query i sees only keys key_start[b,i] .. q_pos0+i: packed
+// rows, where each segment (conversation) attends within itself (block-diagonal causal).
 struct AttnDims {
   int B = 0, Tq = 0, Tk = 0, H = 0, KV = 0, hd = 0;
   int q_pos0 = 0;
+  const int32_t* key_start = nullptr;
   int64_t q_bs = 0, q_ts = 0;  // q: batch stride, token stride
   int64_t k_bs = 0, k_ts = 0;
   int64_t v_bs = 0, v_ts = 0;
