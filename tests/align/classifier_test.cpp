@@ -277,3 +277,51 @@ TEST(ClassifierBatches, EveryExampleOncePerEpochAndGroupedBatchesHaveSimilarLeng
     else EXPECT_GT(padding(batches), 0.3);
   }
 }
+
+// --keep-best: the weights kept are exactly those after the best evaluation's step (the
+// same run stopped there, with a constant LR, gives them bit for bit), and its validation
+// result is the best one seen.
+TEST_F(Classifier, KeepBestRestoresTheWeightsOfTheBestEvaluation) {
+  auto train = aji::toybase::toy_sum_examples(256, 21);
+  auto val = aji::toybase::toy_sum_examples(64, 22);
+  for (const std::string spec : {"head", "last:1"}) {
+    SCOPED_TRACE(spec);
+    ClassifyOptions o;
+    o.batch = 16;
+    o.steps = 48;
+    o.lr = 2e-2f;  // high enough that validation accuracy goes up and down
+    o.eval_every = 4;
+    o.trainable = TrainableBlocks::parse(spec);
+    o.keep_best = true;
+    Model m = aji::toybase::load_toy_base();
+    ClassHead head(2, m.config().d_model);
+    head.init(2);
+    std::vector<std::pair<int64_t, double>> seen;
+    ClassifyHooks hooks;
+    hooks.on_eval = [&](int64_t step, const ClassifyEval& e) { seen.push_back({step, e.accuracy}); };
+    auto r = classify_train(m, head, {train.ids, train.labels}, {val.ids, val.labels}, o, hooks);
+    ASSERT_FALSE(seen.empty());
+    auto best = seen.front();
+    for (auto& s : seen)
+      if (s.second > best.second) best = s;
+    std::printf("  %s: best val accuracy %.3f at step %lld of %lld (last %.3f)\n", spec.c_str(), best.second,
+                (long long)best.first, (long long)o.steps, seen.back().second);
+    EXPECT_EQ(r.best_step, best.first);
+    EXPECT_DOUBLE_EQ(r.best_val_accuracy, best.second);
+    EXPECT_DOUBLE_EQ(r.last_val.accuracy, best.second);
+
+    ClassifyOptions shorter = o;
+    shorter.steps = best.first;
+    shorter.keep_best = false;
+    Model m2 = aji::toybase::load_toy_base();
+    ClassHead head2(2, m2.config().d_model);
+    head2.init(2);
+    classify_train(m2, head2, {train.ids, train.labels}, {val.ids, val.labels}, shorter);
+    EXPECT_EQ(head.weight, head2.weight);
+    EXPECT_EQ(head.bias, head2.bias);
+    EXPECT_TRUE(std::equal(m.params(), m.params() + m.num_params(), m2.params()));
+    // The saved weights really score the best accuracy.
+    EXPECT_DOUBLE_EQ(classify_evaluate(m, head, {val.ids, val.labels}, Pooling::kLastToken, 0, 64).accuracy,
+                     best.second);
+  }
+}

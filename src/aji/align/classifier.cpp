@@ -361,11 +361,23 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
         if (hooks.on_features) hooks.on_features(train.size() + d, total);
       });
   }
+  // keep_best: a copy of everything that trains, taken at the best evaluation so far.
+  std::vector<float> best_trunk, best_head_w, best_head_b;
+  ClassifyEval best_eval;
   auto run_eval = [&](int64_t step) {
     if (val.size() == 0) return;
     result.last_val = head_only ? evaluate_features(head, val_feats, val.labels)
                                 : classify_evaluate(model, head, val, o.pooling, o.pad_id, std::max(o.batch, 16));
     if (hooks.on_eval) hooks.on_eval(step, result.last_val);
+    if (o.keep_best && !(result.last_val.accuracy <= result.best_val_accuracy)) {  // NaN best: the first
+      result.best_val_accuracy = result.last_val.accuracy;
+      result.best_step = step;
+      best_eval = result.last_val;
+      best_head_w = head.weight;
+      best_head_b = head.bias;
+      best_trunk.clear();
+      for (const auto& r : trunk_ranges) best_trunk.insert(best_trunk.end(), model.params() + r.offset, model.params() + r.offset + r.size);
+    }
   };
 
   std::vector<std::vector<int64_t>> batches;  // this epoch's
@@ -465,6 +477,16 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     }
   }
   run_eval(result.steps_done);
+  if (o.keep_best && result.best_step >= 0 && result.best_step != result.steps_done) {
+    head.weight = best_head_w;
+    head.bias = best_head_b;
+    size_t at = 0;
+    for (const auto& r : trunk_ranges) {
+      std::copy_n(best_trunk.begin() + long(at), r.size, model.params() + r.offset);
+      at += r.size;
+    }
+    result.last_val = best_eval;
+  }
   return result;
 }
 

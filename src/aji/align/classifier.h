@@ -133,6 +133,9 @@ struct ClassifyOptions {
   // batches, each chunk sorted by length and cut into batches, and the batches shuffled, so
   // a batch holds inputs of similar length and little padding.
   bool group_by_length = true;
+  // Keep the weights of the evaluation with the best validation accuracy (the first of
+  // equals), restored at the end; needs a validation set. Off: the last step's weights.
+  bool keep_best = false;
   int eval_every = 0;         // validation every N steps (0: at the end of every epoch)
 };
 
@@ -158,7 +161,9 @@ struct ClassifyHooks {
 struct ClassifyTrainResult {
   int64_t steps_done = 0;
   std::vector<float> step_losses;
-  ClassifyEval last_val;
+  ClassifyEval last_val;        // the final weights' validation (the restored ones with keep_best)
+  int64_t best_step = -1;       // keep_best: the step whose weights were kept
+  double best_val_accuracy = NAN;
   bool stopped_early = false;
   bool cached_features = false;  // head-only: features computed once
 };

@@ -191,6 +191,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
                {"weight_decay", to.weight_decay},
                {"max_len", input.max_len},
                {"group_by_length", to.group_by_length},
+               {"keep_best", to.keep_best},
                {"n_train", train.size()},
                {"n_val", val.size()},
                {"n_test", test.size()},
@@ -253,6 +254,10 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   result.steps = r.steps_done;
   result.interrupted = r.stopped_early;
   result.val_accuracy = r.last_val.accuracy;
+  result.best_step = r.best_step;
+  if (to.keep_best && r.best_step >= 0 && !o.quiet)
+    std::printf("kept the weights of step %lld (best val accuracy %.4f)\n", (long long)r.best_step,
+                r.best_val_accuracy);
   metrics.close();
   write_file_atomic(out / "loss.svg", train::loss_curve_svg(curve_train, curve_val, "aji classify: " + out.filename().string()));
 
@@ -271,6 +276,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
              {"pad_id", input.pad_id},
              {"trainable", to.trainable.name()},
              {"steps", result.steps},
+             {"kept_step", to.keep_best && r.best_step >= 0 ? r.best_step : result.steps},
              {"interrupted", result.interrupted},
              {"val_accuracy", std::isfinite(result.val_accuracy) ? json(result.val_accuracy) : json(nullptr)},
              {"base_model", fs::absolute(o.model).string()}};

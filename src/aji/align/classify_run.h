@@ -55,6 +55,7 @@ struct ClassifyRunOptions {
 
 struct ClassifyRunResult {
   int64_t steps = 0;
+  int64_t best_step = -1;        // --keep-best: the step whose weights were saved
   bool interrupted = false;
   double seconds = 0;            // training (features + steps), not data loading
   double val_accuracy = NAN;

@@ -176,6 +176,8 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
       ->capture_default_str();
   train->add_flag("!--no-group-by-length", ta->run.train.group_by_length,
                   "Batch inputs in random order (default: batches of similar length, less padding)");
+  train->add_flag("--keep-best", ta->run.train.keep_best,
+                  "Save the weights of the evaluation with the best validation accuracy, not the last step's");
   train->add_option("--seed", ta->run.train.seed, "Seed of the split and the data order")->capture_default_str();
   train->add_option("--head-seed", ta->run.head_seed, "Seed of the head's initialisation")->capture_default_str();
   train->add_flag("--force", ta->run.force, "Overwrite a classifier already in --out");
