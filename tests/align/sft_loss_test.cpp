@@ -263,3 +263,15 @@ TEST_F(SftLoss, MemorisesATinyChatSet) {
   EXPECT_GT(first, 2.0f);  // ≈ ln 22 at init
   EXPECT_LT(loss, 0.05f) << "started at " << first;
 }
+
+TEST_F(SftLoss, BadPackedLayoutIsAnError) {
+  Model m(tiny_config());
+  m.init_weights(1);
+  std::vector<int32_t> tokens(2 * 8, 6), positions(2 * 8, 0), starts(2 * 8, 0);
+  positions[3] = 48;  // the context is 48
+  EXPECT_THROW(m.forward(tokens.data(), 2, 8, positions.data(), nullptr), aji::Error);
+  starts[9] = 3;  // row 1, column 1: a key after the query
+  EXPECT_THROW(m.forward(tokens.data(), 2, 8, nullptr, starts.data()), aji::Error);
+  starts[9] = 1;
+  EXPECT_NO_THROW(m.forward(tokens.data(), 2, 8, nullptr, starts.data()));
+}

@@ -279,6 +279,16 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
         .fix("use --seq-len <= " + std::to_string(c.max_seq_len) + " or a config with a larger max_seq_len");
   const int64_t N = (int64_t)B * T;
   check_tokens(tokens, N, c.vocab_size, "token");
+  if (position_ids)
+    for (int64_t r = 0; r < N; ++r)
+      if (position_ids[r] < 0 || position_ids[r] >= c.max_seq_len)
+        throw Error("position id " + std::to_string(position_ids[r]) + " at index " + std::to_string(r) +
+                    " is outside the model's context [0, " + std::to_string(c.max_seq_len) + ")");
+  if (key_start)
+    for (int64_t r = 0; r < N; ++r)
+      if (key_start[r] < 0 || key_start[r] > r % T)
+        throw Error("key_start[" + std::to_string(r / T) + "," + std::to_string(r % T) + "] = " +
+                    std::to_string(key_start[r]) + " is outside [0, t]");
   Impl& I = *impl_;
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
@@ -332,20 +342,8 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   I.tokens.assign(tokens, tokens + N);
   I.positions.clear();
   I.key_start.clear();
-  if (position_ids) {
-    for (int64_t r = 0; r < N; ++r)
-      if (position_ids[r] < 0 || position_ids[r] >= c.max_seq_len)
-        throw Error("position id " + std::to_string(position_ids[r]) + " at index " + std::to_string(r) +
-                    " is outside the model's context [0, " + std::to_string(c.max_seq_len) + ")");
-    I.positions.assign(position_ids, position_ids + N);
-  }
-  if (key_start) {
-    for (int64_t r = 0; r < N; ++r)
-      if (key_start[r] < 0 || key_start[r] > r % T)
-        throw Error("key_start[" + std::to_string(r / T) + "," + std::to_string(r % T) + "] = " +
-                    std::to_string(key_start[r]) + " is outside [0, t]");
-    I.key_start.assign(key_start, key_start + N);
-  }
+  if (position_ids) I.positions.assign(position_ids, position_ids + N);
+  if (key_start) I.key_start.assign(key_start, key_start + N);
 
   float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
