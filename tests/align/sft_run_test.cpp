@@ -117,6 +117,32 @@ TEST(SftRun, ResumeIsBitIdentical) {
   EXPECT_EQ(0, std::memcmp(w1.data(), w2.data(), sizeof(float) * w1.size()));
 }
 
+// --batching pack: several conversations per row; it learns, and a resumed run keeps the
+// layout (it is part of the saved options) and matches the straight run bit for bit.
+TEST(SftRun, PackedRunLearnsAndResumesWithItsLayout) {
+  SftFixture f;
+  auto o = f.options("packed", 30);
+  o.train.layout = aji::align::BatchLayout::kPack;
+  o.train.lr = 1e-2f;
+  o.train.seq_len = 64;
+  auto straight = aji::align::run_sft(o);
+  EXPECT_EQ(straight.step, 30);
+  EXPECT_LT(straight.last_loss, 0.7 * straight.first_loss);
+  auto first = o;
+  first.out_dir = f.dir.path() / "packed-split";
+  first.stop_after = 12;
+  aji::align::run_sft(first);
+  aji::align::SftRunOptions again;
+  again.out_dir = first.out_dir;
+  again.resume = true;
+  again.quiet = true;
+  auto b = aji::align::run_sft(again);
+  EXPECT_EQ(b.step, 30);
+  EXPECT_EQ(b.step_losses.back(), straight.step_losses.back());
+  const auto w1 = weights(f.dir.path() / "packed"), w2 = weights(first.out_dir);
+  EXPECT_EQ(0, std::memcmp(w1.data(), w2.data(), sizeof(float) * w1.size()));
+}
+
 TEST(SftRun, BadInputIsAClearError) {
   SftFixture f;
   {

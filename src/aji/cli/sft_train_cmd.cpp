@@ -33,7 +33,7 @@ aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   cmd->add_flag("--all-tokens", *all_tokens, "Train on every token, not only the assistant's");
   cmd->add_option("--steps", o->train.steps, "Optimizer steps (default: from --epochs)");
   cmd->add_option("--epochs", o->train.epochs, "Passes over the training conversations")->capture_default_str();
-  cmd->add_option("--batch-size", o->train.batch, "Conversations per micro-batch")->capture_default_str();
+  cmd->add_option("--batch-size", o->train.batch, "Rows per micro-batch (one conversation each, unless --batching pack)")->capture_default_str();
   cmd->add_option("--grad-accum", o->train.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
   auto batching = std::make_shared<std::string>("pad");
   cmd->add_option("--batching", *batching,
