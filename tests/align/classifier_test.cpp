@@ -168,7 +168,7 @@ TEST_F(Classifier, OnlyTheTrainableParametersChange) {
     const auto before = params_copy(m);
     ClassHead head(2, m.config().d_model);
     head.init(1);
-    const auto head_before = head.weight;
+    const auto head_before = head.params;
     ClassifyOptions o;
     o.batch = 16;
     o.steps = 3;
@@ -181,7 +181,7 @@ TEST_F(Classifier, OnlyTheTrainableParametersChange) {
     EXPECT_EQ(r.steps_done, 3);
     EXPECT_EQ(r.cached_features, spec == "head");
     EXPECT_TRUE(grad_seen);
-    EXPECT_NE(head.weight, head_before);
+    EXPECT_NE(head.params, head_before);
     const int first = o.trainable.first_layer(m.config());
     for (const auto& t : m.tensors()) {
       const bool in_block = t.name.rfind("transformer.h.", 0) == 0;
@@ -218,7 +218,7 @@ TEST_F(Classifier, NanLossIsAnError) {
   Model m = aji::toybase::load_toy_base();
   auto ex = aji::toybase::toy_sum_examples(8, 4);
   ClassHead head(2, m.config().d_model);
-  head.weight[0] = NAN;
+  head.weight()[0] = NAN;
   ClassifyOptions o;
   o.steps = 2;
   o.trainable = TrainableBlocks::parse("head");
@@ -234,8 +234,7 @@ TEST(ClassHeadFile, RoundTripAndErrors) {
   ClassHead g = ClassHead::load((dir / "class_head.safetensors").string());
   EXPECT_EQ(g.n_classes, 3);
   EXPECT_EQ(g.d_model, 8);
-  EXPECT_EQ(g.weight, h.weight);
-  EXPECT_EQ(g.bias, h.bias);
+  EXPECT_EQ(g.params, h.params);  // weight and bias
   Model m(aji::toybase::toy_config());
   aji::train::save_model_dir(dir / "m", m, {});
   try {
@@ -317,8 +316,7 @@ TEST_F(Classifier, KeepBestRestoresTheWeightsOfTheBestEvaluation) {
     ClassHead head2(2, m2.config().d_model);
     head2.init(2);
     classify_train(m2, head2, {train.ids, train.labels}, {val.ids, val.labels}, shorter);
-    EXPECT_EQ(head.weight, head2.weight);
-    EXPECT_EQ(head.bias, head2.bias);
+    EXPECT_EQ(head.params, head2.params);  // weight and bias
     EXPECT_TRUE(std::equal(m.params(), m.params() + m.num_params(), m2.params()));
     // The saved weights really score the best accuracy.
     EXPECT_DOUBLE_EQ(classify_evaluate(m, head, {val.ids, val.labels}, Pooling::kLastToken, 0, 64).accuracy,

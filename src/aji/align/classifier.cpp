@@ -102,46 +102,42 @@ std::vector<train::DecayRange> trainable_trunk_ranges(const model::Model& model,
 
 ClassHead::ClassHead(int n, int C) : n_classes(n), d_model(C) {
   if (n < 2) throw Error("a class head needs at least 2 classes, got " + std::to_string(n));
-  weight.assign(size_t(n) * C, 0.0f);
-  bias.assign(size_t(n), 0.0f);
-  d_weight.assign(weight.size(), 0.0f);
-  d_bias.assign(bias.size(), 0.0f);
+  params.assign(size_t(n) * C + size_t(n), 0.0f);
+  grads.assign(params.size(), 0.0f);
 }
 
 void ClassHead::init(uint64_t seed) {
   Rng rng(seed);
   const float bound = 1.0f / std::sqrt(float(d_model));
-  for (float& w : weight) w = (2.0f * rng.uniform_float() - 1.0f) * bound;
-  for (float& b : bias) b = (2.0f * rng.uniform_float() - 1.0f) * bound;
+  for (float& p : params) p = (2.0f * rng.uniform_float() - 1.0f) * bound;  // weight, then bias
 }
 
-void ClassHead::zero_grads() {
-  std::fill(d_weight.begin(), d_weight.end(), 0.0f);
-  std::fill(d_bias.begin(), d_bias.end(), 0.0f);
-}
+void ClassHead::zero_grads() { std::fill(grads.begin(), grads.end(), 0.0f); }
 
 void ClassHead::forward(const float* pooled, int B, float* logits) const {
   const int C = d_model;
   for (int b = 0; b < B; ++b)
     for (int k = 0; k < n_classes; ++k) {
-      const float* w = weight.data() + size_t(k) * C;
+      const float* w = weight() + size_t(k) * C;
       const float* x = pooled + size_t(b) * C;
       double acc = 0;
       for (int i = 0; i < C; ++i) acc += double(w[i]) * x[i];
-      logits[size_t(b) * n_classes + k] = float(acc) + bias[k];
+      logits[size_t(b) * n_classes + k] = float(acc) + bias()[k];
     }
 }
 
 void ClassHead::backward(const float* pooled, const float* d_logits, int B, float* d_pooled) {
   const int C = d_model;
+  float* d_weight = grads.data();
+  float* d_bias = grads.data() + weight_size();
   if (d_pooled) std::fill_n(d_pooled, size_t(B) * C, 0.0f);
   for (int b = 0; b < B; ++b) {
     const float* x = pooled + size_t(b) * C;
     for (int k = 0; k < n_classes; ++k) {
       const float g = d_logits[size_t(b) * n_classes + k];
       d_bias[k] += g;
-      float* dw = d_weight.data() + size_t(k) * C;
-      const float* w = weight.data() + size_t(k) * C;
+      float* dw = d_weight + size_t(k) * C;
+      const float* w = weight() + size_t(k) * C;
       for (int i = 0; i < C; ++i) dw[i] += g * x[i];
       if (d_pooled) {
         float* dx = d_pooled + size_t(b) * C;
@@ -153,7 +149,7 @@ void ClassHead::backward(const float* pooled, const float* d_logits, int B, floa
 
 void ClassHead::save(const std::string& path) const {
   train::save_safetensors(path,
-                          {{"score.weight", {n_classes, d_model}, weight.data()}, {"score.bias", {n_classes}, bias.data()}},
+                          {{"score.weight", {n_classes, d_model}, weight()}, {"score.bias", {n_classes}, bias()}},
                           {{"format", "aji-class-head"}});
 }
 
@@ -167,8 +163,8 @@ ClassHead ClassHead::load(const std::string& path) {
   if (w.shape.size() != 2 || b.shape.size() != 1 || b.shape[0] != w.shape[0])
     throw Error("class head shapes do not fit: score.weight must be (n,C) and score.bias (n)").at(path);
   ClassHead h((int)w.shape[0], (int)w.shape[1]);
-  h.weight = w.data;
-  h.bias = b.data;
+  std::copy(w.data.begin(), w.data.end(), h.weight());
+  std::copy(b.data.begin(), b.data.end(), h.bias());
   return h;
 }
 
@@ -242,6 +238,43 @@ double class_xent(const float* logits, const int* labels, int B, int n, float* d
         d_logits[size_t(b) * n + k] = float((std::exp(double(z[k]) - lse) - (k == y ? 1.0 : 0.0)) / B);
   }
   return total / B;
+}
+
+namespace {
+
+// The head's half of a training batch: logits, CE, and d logits back through the head
+// (accumulating its grads; d pooled (B,C) when not null).
+BatchLoss head_forward_backward(ClassHead& head, const float* pooled, const int* labels, int B, float* d_pooled) {
+  const int n = head.n_classes;
+  std::vector<float> logits(size_t(B) * n), d_logits(size_t(B) * n);
+  head.forward(pooled, B, logits.data());
+  BatchLoss out;
+  out.loss = class_xent(logits.data(), labels, B, n, d_logits.data(), &out.correct);
+  head.backward(pooled, d_logits.data(), B, d_pooled);
+  return out;
+}
+
+}  // namespace
+
+BatchLoss classify_forward_backward(model::Model& model, ClassHead& head, const std::vector<std::vector<int32_t>>& seqs,
+                                    const int64_t* index, int B, const int* labels, Pooling pooling, int32_t pad_id,
+                                    const TrainableBlocks& blocks) {
+  const int C = model.config().d_model;
+  const bool train_trunk = blocks.kind != TrainableBlocks::Kind::kHead;
+  std::vector<float> pooled(size_t(B) * C), d_pooled(train_trunk ? size_t(B) * C : 0);
+  const int T = pooled_hidden(model, seqs, index, B, pooling, pad_id, pooled.data());
+  BatchLoss out = head_forward_backward(head, pooled.data(), labels, B, train_trunk ? d_pooled.data() : nullptr);
+  out.T = T;
+  if (!train_trunk) return out;
+  // d hidden is zero except at each row's pooled position.
+  float* dh = model.d_hidden_buffer();
+  std::fill_n(dh, size_t(B) * T * C, 0.0f);
+  for (int b = 0; b < B; ++b) {
+    const int pos = pooled_position(int(seqs[size_t(index[b])].size()), pooling);
+    std::memcpy(dh + (size_t(b) * T + pos) * C, d_pooled.data() + size_t(b) * C, sizeof(float) * C);
+  }
+  model.backward(dh, blocks.first_layer(model.config()));
+  return out;
 }
 
 std::vector<float> classifier_logits(model::Model& model, const ClassHead& head,
@@ -329,17 +362,14 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     AJI_CHECK(train.labels[i] >= 0 && train.labels[i] < head.n_classes, "classify_train: a training label is unknown");
 
   const model::ModelConfig& cfg = model.config();
-  const int C = cfg.d_model, n = head.n_classes;
+  const int C = cfg.d_model;
   const bool head_only = o.trainable.kind == TrainableBlocks::Kind::kHead;
-  const int first_layer = o.trainable.first_layer(cfg);
   const std::vector<train::DecayRange> trunk_ranges = trainable_trunk_ranges(model, o.trainable);
-  const std::vector<train::DecayRange> head_ranges = {{0, head.weight.size(), true},
-                                                      {head.weight.size(), head.bias.size(), false}};
+  const std::vector<train::DecayRange> head_ranges = {{0, head.weight_size(), true},
+                                                      {head.weight_size(), size_t(head.n_classes), false}};
   const train::AdamWConfig acfg{o.beta1, o.beta2, o.eps, o.weight_decay};
   train::AdamW trunk_opt(head_only ? 0 : model.num_params(), acfg);
   train::AdamW head_opt(head.num_params(), acfg);
-  // AdamW works on one flat buffer: the head's weight and bias side by side.
-  std::vector<float> head_params(head.num_params()), head_grads(head.num_params());
 
   train::LrSchedule sched;
   sched.lr = o.lr;
@@ -362,7 +392,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       });
   }
   // keep_best: a copy of everything that trains, taken at the best evaluation so far.
-  std::vector<float> best_trunk, best_head_w, best_head_b;
+  std::vector<float> best_trunk, best_head;
   ClassifyEval best_eval;
   auto run_eval = [&](int64_t step) {
     if (val.size() == 0) return;
@@ -373,8 +403,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       result.best_val_accuracy = result.last_val.accuracy;
       result.best_step = step;
       best_eval = result.last_val;
-      best_head_w = head.weight;
-      best_head_b = head.bias;
+      best_head = head.params;
       best_trunk.clear();
       for (const auto& r : trunk_ranges) best_trunk.insert(best_trunk.end(), model.params() + r.offset, model.params() + r.offset + r.size);
     }
@@ -382,8 +411,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
 
   std::vector<std::vector<int64_t>> batches;  // this epoch's
   size_t next_batch = 0;
-  std::vector<float> pooled(size_t(o.batch) * C), logits(size_t(o.batch) * n), d_logits(size_t(o.batch) * n),
-      d_pooled(size_t(o.batch) * C);
+  std::vector<float> pooled(head_only ? size_t(o.batch) * C : 0);
   std::vector<int> labels(size_t(o.batch));
   int64_t epoch = -1;
   for (int64_t step = 0; step < sched.total; ++step) {
@@ -399,38 +427,25 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     const int64_t* idx = batch_idx.data();
     for (int b = 0; b < B; ++b) labels[size_t(b)] = train.labels[size_t(idx[b])];
 
-    int T = 0;
-    if (head_only) {
+    head.zero_grads();
+    BatchLoss bl;
+    if (head_only) {  // the trunk is frozen: its cached features stand in for the forward
       for (int b = 0; b < B; ++b)
         std::memcpy(pooled.data() + size_t(b) * C, train_feats.data() + size_t(idx[b]) * C, sizeof(float) * C);
+      bl = head_forward_backward(head, pooled.data(), labels.data(), B, nullptr);
     } else {
-      T = pooled_hidden(model, train.ids, idx, B, o.pooling, o.pad_id, pooled.data());
+      model.zero_grads();
+      bl = classify_forward_backward(model, head, train.ids, idx, B, labels.data(), o.pooling, o.pad_id, o.trainable);
     }
-    head.forward(pooled.data(), B, logits.data());
-    int64_t hits = 0;
-    const double loss = class_xent(logits.data(), labels.data(), B, n, d_logits.data(), &hits);
+    const double loss = bl.loss;
     if (!std::isfinite(loss))
       throw Error("classification loss became " + std::to_string(loss) + " at step " + std::to_string(step + 1))
           .fix("lower --lr (or enable --grad-clip); nothing after the last evaluation is kept");
-    head.zero_grads();
-    head.backward(pooled.data(), d_logits.data(), B, head_only ? nullptr : d_pooled.data());
-    if (!head_only) {
-      model.zero_grads();
-      float* dh = model.d_hidden_buffer();
-      std::fill_n(dh, size_t(B) * T * C, 0.0f);
-      for (int b = 0; b < B; ++b) {
-        const int pos = pooled_position(int(train.ids[size_t(idx[b])].size()), o.pooling);
-        std::memcpy(dh + (size_t(b) * T + pos) * C, d_pooled.data() + size_t(b) * C, sizeof(float) * C);
-      }
-      model.backward(dh, first_layer);
-    }
 
     // Global-norm clipping over everything that trains.
-    std::copy(head.d_weight.begin(), head.d_weight.end(), head_grads.begin());
-    std::copy(head.d_bias.begin(), head.d_bias.end(), head_grads.begin() + head.weight.size());
     double sq = 0;
     {
-      const double hn = train::global_grad_norm(head_grads.data(), head_grads.size());
+      const double hn = train::global_grad_norm(head.grads.data(), head.grads.size());
       sq += hn * hn;
     }
     float* G = head_only ? nullptr : model.grads();
@@ -441,16 +456,12 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     const double norm = std::sqrt(sq);
     if (o.grad_clip > 0 && norm > o.grad_clip) {
       const float scale = float(o.grad_clip / (norm + 1e-6));
-      for (float& g : head_grads) g *= scale;
+      for (float& g : head.grads) g *= scale;
       for (const auto& r : trunk_ranges)
         for (size_t i = r.offset; i < r.offset + r.size; ++i) G[i] *= scale;
     }
     const float lr = sched.at(step);
-    std::copy(head.weight.begin(), head.weight.end(), head_params.begin());
-    std::copy(head.bias.begin(), head.bias.end(), head_params.begin() + head.weight.size());
-    head_opt.step(head_params.data(), head_grads.data(), head_ranges, lr);
-    std::copy(head_params.begin(), head_params.begin() + head.weight.size(), head.weight.begin());
-    std::copy(head_params.begin() + head.weight.size(), head_params.end(), head.bias.begin());
+    head_opt.step(head.params.data(), head.grads.data(), head_ranges, lr);
     if (!head_only) trunk_opt.step(model.params(), G, trunk_ranges, lr);
 
     result.steps_done = step + 1;
@@ -461,12 +472,12 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       info.steps = sched.total;
       info.epoch = epoch;
       info.loss = loss;
-      info.batch_accuracy = double(hits) / B;
+      info.batch_accuracy = double(bl.correct) / B;
       info.grad_norm = norm;
       info.lr = lr;
       info.examples = B;
       for (int b = 0; b < B; ++b) info.tokens += int64_t(train.ids[size_t(idx[b])].size());
-      info.padded_tokens = int64_t(B) * T;
+      info.padded_tokens = int64_t(B) * bl.T;
       info.seconds = std::chrono::duration<double>(clock::now() - t0).count();
       hooks.on_step(info);
     }
@@ -478,8 +489,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
   }
   run_eval(result.steps_done);
   if (o.keep_best && result.best_step >= 0 && result.best_step != result.steps_done) {
-    head.weight = best_head_w;
-    head.bias = best_head_b;
+    head.params = best_head;
     size_t at = 0;
     for (const auto& r : trunk_ranges) {
       std::copy_n(best_trunk.begin() + long(at), r.size, model.params() + r.offset);

@@ -47,23 +47,28 @@ struct TrainableBlocks {
 // embeddings under kAll. An untied lm_head is never included (classification does not use it).
 std::vector<train::DecayRange> trainable_trunk_ranges(const model::Model& model, const TrainableBlocks& blocks);
 
-// Linear(C, n) with bias, stored like nn.Linear / Hugging Face "score": weight (n,C) row-major.
+// Linear(C, n) with bias, stored like nn.Linear / Hugging Face "score": weight (n,C)
+// row-major, then bias (n), in ONE buffer (the unit AdamW steps), gradients beside it.
 struct ClassHead {
   int n_classes = 0;
   int d_model = 0;
-  std::vector<float> weight;  // (n,C)
-  std::vector<float> bias;    // (n)
-  std::vector<float> d_weight, d_bias;
+  std::vector<float> params;  // weight (n,C) | bias (n)
+  std::vector<float> grads;   // same layout
 
   ClassHead() = default;
   ClassHead(int n_classes, int d_model);
+  size_t weight_size() const { return size_t(n_classes) * size_t(d_model); }
+  float* weight() { return params.data(); }
+  const float* weight() const { return params.data(); }
+  float* bias() { return params.data() + weight_size(); }
+  const float* bias() const { return params.data() + weight_size(); }
   // nn.Linear's default: U(-1/sqrt(C), 1/sqrt(C)) for weight and bias, from a seeded Rng.
   void init(uint64_t seed);
   void zero_grads();
-  size_t num_params() const { return weight.size() + bias.size(); }
+  size_t num_params() const { return params.size(); }
   // pooled (B,C) -> logits (B,n)
   void forward(const float* pooled, int B, float* logits) const;
-  // Given d logits (B,n): accumulates d_weight, d_bias and writes d pooled (B,C) (may be null).
+  // Given d logits (B,n): accumulates grads and writes d pooled (B,C) (may be null).
   void backward(const float* pooled, const float* d_logits, int B, float* d_pooled);
 
   // class_head.safetensors: "score.weight" (n,C), "score.bias" (n).
@@ -97,6 +102,18 @@ std::vector<float> pooled_features(model::Model& model, const std::vector<std::v
 // Softmax cross-entropy of logits (B,n) vs labels; mean over the batch. Writes
 // d(mean loss)/d logits into d_logits when not null; counts argmax hits into *correct.
 double class_xent(const float* logits, const int* labels, int B, int n, float* d_logits, int64_t* correct);
+
+// One training batch, seqs[index[0..B)] with class ids labels (B): forward through trunk and
+// head, softmax CE (batch mean), backward. Accumulates into head.grads and, unless only the
+// head trains, into model.grads() down to blocks.first_layer (callers zero both first).
+struct BatchLoss {
+  double loss = 0;
+  int64_t correct = 0;  // argmax hits
+  int T = 0;            // padded length the trunk ran
+};
+BatchLoss classify_forward_backward(model::Model& model, ClassHead& head, const std::vector<std::vector<int32_t>>& seqs,
+                                    const int64_t* index, int B, const int* labels, Pooling pooling, int32_t pad_id,
+                                    const TrainableBlocks& blocks);
 
 // Logits (N,n) of every sequence (eval).
 std::vector<float> classifier_logits(model::Model& model, const ClassHead& head,
