@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 #include <set>
 
 #include "aji/align/classifier.h"
@@ -322,4 +323,52 @@ TEST_F(Classifier, KeepBestRestoresTheWeightsOfTheBestEvaluation) {
     EXPECT_DOUBLE_EQ(classify_evaluate(m, head, {val.ids, val.labels}, Pooling::kLastToken, 0, 64).accuracy,
                      best.second);
   }
+}
+
+// The gradient of the classification loss through head, pooling and the trainable blocks
+// against central finite differences of the loss (forward only), on the entries with the
+// largest analytic gradient of each checked tensor; frozen blocks get exactly zero.
+TEST_F(Classifier, ForwardBackwardMatchesFiniteDifferences) {
+  Model m = aji::toybase::load_toy_base();
+  ClassHead head(2, m.config().d_model);
+  head.init(4);
+  auto ex = aji::toybase::toy_sum_examples(6, 31);
+  const std::vector<int64_t> index = {0, 1, 2, 3, 4, 5};
+  const TrainableBlocks blocks = TrainableBlocks::parse("last:1");
+  m.zero_grads();
+  head.zero_grads();
+  classify_forward_backward(m, head, ex.ids, index.data(), 6, ex.labels.data(), Pooling::kLastToken, 0, blocks);
+  const std::vector<float> g_trunk(m.grads(), m.grads() + m.num_params()), g_head = head.grads;
+  auto loss = [&] {
+    auto logits = classifier_logits(m, head, ex.ids, Pooling::kLastToken, 0, 6);
+    return class_xent(logits.data(), ex.labels.data(), 6, 2, nullptr, nullptr);
+  };
+  auto check = [&](float* p, float analytic, const std::string& what) {
+    const float keep = *p, eps = 1e-2f * std::max(1.0f, std::fabs(keep));
+    *p = keep + eps;
+    const double up = loss();
+    *p = keep - eps;
+    const double down = loss();
+    *p = keep;
+    const double fd = (up - down) / (2.0 * eps);
+    EXPECT_NEAR(analytic, fd, 2e-3 + 0.05 * std::fabs(fd)) << what;
+  };
+  auto top = [](const float* g, size_t n, int k) {
+    std::vector<size_t> idx(n);
+    std::iota(idx.begin(), idx.end(), size_t{0});
+    std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                      [&](size_t a, size_t b) { return std::fabs(g[a]) > std::fabs(g[b]); });
+    idx.resize(size_t(k));
+    return idx;
+  };
+  for (size_t i : top(g_head.data(), g_head.size(), 4)) check(&head.params[i], g_head[i], "head " + std::to_string(i));
+  for (const char* name : {"transformer.h.1.attn.c_attn.weight", "transformer.h.1.mlp.c_fc.weight",
+                           "transformer.ln_f.weight", "transformer.h.1.ln_1.bias"}) {
+    const auto* t = m.find_tensor(name);
+    ASSERT_NE(t, nullptr) << name;
+    for (size_t i : top(g_trunk.data() + t->offset, t->numel, 3))
+      check(m.params() + t->offset + i, g_trunk[t->offset + i], std::string(name) + "[" + std::to_string(i) + "]");
+  }
+  const auto* frozen = m.find_tensor("transformer.h.0.mlp.c_fc.weight");
+  for (size_t i = 0; i < frozen->numel; ++i) ASSERT_EQ(g_trunk[frozen->offset + i], 0.0f);
 }
