@@ -133,6 +133,21 @@ TEST(ClassifyRun, TrainsWritesAndTheSavedClassifierPredictsWhatItReported) {
   }
   EXPECT_EQ(labels, (std::vector<std::string>{"spam", "ham"}));
 
+  // With --skip-invalid a bad row is skipped (and listed); the others keep their line numbers.
+  {
+    std::ofstream in(f.dir.path() / "gappy.jsonl");
+    in << R"({"text": "win free cash now prize!"})" << "\n" << R"({"note": "no text"})" << "\n"
+       << R"({"text": "see you at home tonight."})" << "\n";
+  }
+  out = f.cli("classify predict --skip-invalid --model " + o.out_dir.string() + " --input " +
+                  (f.dir.path() / "gappy.jsonl").string() + " --out " + preds.string(),
+              &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::ifstream g(preds);
+  std::vector<int64_t> lines;
+  while (std::getline(g, line)) lines.push_back(json::parse(line)["line"].get<int64_t>());
+  EXPECT_EQ(lines, (std::vector<int64_t>{1, 3}));
+
   // A second train into the same --out needs --force.
   EXPECT_THROW(aji::align::run_classify_train(o), aji::Error);
 }

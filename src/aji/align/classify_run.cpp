@@ -63,8 +63,10 @@ LabelSet label_set_of(const std::vector<LabeledExample>& examples, const fs::pat
 
 LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vector<LabeledExample>& examples,
                                  const LabelSet* labels, const ClassifierInput& input, const std::string& file,
-                                 OnInvalid policy, InputReport* report, int64_t* truncated) {
+                                 OnInvalid policy, InputReport* report, int64_t* truncated,
+                                 std::vector<size_t>* kept) {
   LabeledIds out;
+  if (kept) kept->clear();
   std::vector<int> ids = labels ? encode_labels(examples, *labels, file, policy, report)
                                 : std::vector<int>(examples.size(), -1);
   std::vector<tokenizer::TokenId> toks;
@@ -87,6 +89,7 @@ LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vec
     }
     out.ids.emplace_back(toks.begin(), toks.end());
     out.labels.push_back(ids[i]);
+    if (kept) kept->push_back(i);
   }
   return out;
 }
@@ -254,7 +257,6 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   result.steps = r.steps_done;
   result.interrupted = r.stopped_early;
   result.val_accuracy = r.last_val.accuracy;
-  result.best_step = r.best_step;
   if (to.keep_best && r.best_step >= 0 && !o.quiet)
     std::printf("kept the weights of step %lld (best val accuracy %.4f)\n", (long long)r.best_step,
                 r.best_val_accuracy);
@@ -269,7 +271,6 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   result.labels.save(staging / kLabelsFile);
   json cj = {{"format", "aji-classifier"},
              {"version", 1},
-             {"labels", result.labels.names},
              {"pooling", pooling_name(to.pooling)},
              {"max_len", input.max_len},
              {"bos_id", input.bos_id},

@@ -33,9 +33,12 @@ struct ClassifierInput {
   int max_len = 0;
 };
 
+// kept (if not null) receives, for each encoded sequence, the index of its example (skipped
+// examples have none).
 LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vector<LabeledExample>& examples,
                                  const LabelSet* labels, const ClassifierInput& input, const std::string& file,
-                                 OnInvalid policy, InputReport* report, int64_t* truncated);
+                                 OnInvalid policy, InputReport* report, int64_t* truncated,
+                                 std::vector<size_t>* kept = nullptr);
 
 struct ClassifyRunOptions {
   std::filesystem::path model;  // base: aji run/checkpoint dir or Hugging Face dir
@@ -55,7 +58,6 @@ struct ClassifyRunOptions {
 
 struct ClassifyRunResult {
   int64_t steps = 0;
-  int64_t best_step = -1;        // --keep-best: the step whose weights were saved
   bool interrupted = false;
   double seconds = 0;            // training (features + steps), not data loading
   double val_accuracy = NAN;

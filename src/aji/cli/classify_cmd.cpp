@@ -56,7 +56,7 @@ void run_train(TrainArgs& a) {
 
 // Reads a file for predict/eval, encodes it for the classifier.
 LabeledIds read_for(const LoadedClassifier& c, const UseArgs& a, bool labeled, std::vector<LabeledExample>* examples,
-                    InputReport* report) {
+                    InputReport* report, std::vector<size_t>* kept = nullptr) {
   auto opts = a.read.options(labeled);
   *examples = read_labeled(a.input, opts, report);
   if (examples->empty()) throw aji::Error("no examples").at(a.input);
@@ -68,7 +68,7 @@ LabeledIds read_for(const LoadedClassifier& c, const UseArgs& a, bool labeled, s
   }
   int64_t truncated = 0;
   LabeledIds ids = encode_for_classifier(c.tokenizer, *examples, has_labels ? &c.labels : nullptr, c.input, a.input,
-                                         opts.on_invalid, report, &truncated);
+                                         opts.on_invalid, report, &truncated, kept);
   if (!aji::cli::global_options().quiet) {
     std::fprintf(stderr, "%s: %s\n", a.input.c_str(), report->summary(20).c_str());
     if (truncated) std::fprintf(stderr, "%lld inputs cut to %d tokens\n", (long long)truncated, c.input.max_len);
@@ -80,31 +80,25 @@ void run_predict(const UseArgs& a) {
   LoadedClassifier c = load_classifier(a.model);
   std::vector<LabeledExample> examples;
   InputReport report;
-  const LabeledIds data = read_for(c, a, /*labeled=*/false, &examples, &report);
+  std::vector<size_t> kept;  // the example behind each encoded sequence (skipped ones have none)
+  const LabeledIds data = read_for(c, a, /*labeled=*/false, &examples, &report, &kept);
   if (report.skipped_count() > 0 && !a.out.empty())
     std::fprintf(stderr, "note: %lld skipped rows have no prediction line; match rows by \"line\"\n",
                  (long long)report.skipped_count());
   const ClassifyEval ev = classify_evaluate(c.model, c.head, data, c.pooling, c.input.pad_id, a.batch);
-  // The examples that survived encoding, in order (skipped ones are absent from data).
   std::string out;
   const int n = c.head.n_classes;
-  size_t k = 0;
-  for (size_t i = 0; i < examples.size() && k < data.size(); ++i) {
-    if (report.skipped_count() > 0) {
-      bool skipped = false;
-      for (const auto& s : report.skipped) skipped = skipped || (s.line == examples[i].line && s.file == a.input);
-      if (skipped) continue;
-    }
+  for (size_t k = 0; k < data.size(); ++k) {
+    const LabeledExample& e = examples[kept[k]];
     nlohmann::ordered_json j;
-    j["line"] = examples[i].line;
-    j["text"] = examples[i].text;
+    j["line"] = e.line;
+    j["text"] = e.text;
     j["label"] = c.labels.names[size_t(ev.predictions[k])];
     j["confidence"] = ev.probabilities[k * size_t(n) + size_t(ev.predictions[k])];
     nlohmann::ordered_json probs;
     for (int cl = 0; cl < n; ++cl) probs[c.labels.names[size_t(cl)]] = ev.probabilities[k * size_t(n) + size_t(cl)];
     j["probabilities"] = probs;
     out += j.dump() + "\n";
-    ++k;
   }
   if (a.out.empty()) {
     std::fwrite(out.data(), 1, out.size(), stdout);
