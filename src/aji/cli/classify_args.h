@@ -1,4 +1,5 @@
-// The options every `aji classify` command that reads labeled text shares (classify_data.h).
+// What the `aji classify` commands share: their group, and the options of every one that
+// reads labeled text (classify_data.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -6,8 +7,16 @@
 #include <string>
 
 #include "aji/align/classify_data.h"
+#include "aji/cli/command.h"
 
 namespace aji::cli {
+
+// The `aji classify` group, which classify_cmd.cpp and classify_data_cmd.cpp both fill.
+inline CLI::App* classify_group(CLI::App& app) {
+  return subcommand_group(app, "classify",
+                          "Text classification: fine-tune a class head on a pretrained model, predict, evaluate; "
+                          "split data, score predictions");
+}
 
 // Which file format and columns hold the text and the label; how bad rows are handled.
 struct ReadArgs {

@@ -127,9 +127,7 @@ void run_eval(const UseArgs& a) {
 }
 
 aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
-  auto* group = aji::cli::subcommand_group(
-      app, "classify",
-      "Text classification: fine-tune a class head on a pretrained model, predict, evaluate; split data, score predictions");
+  auto* group = aji::cli::classify_group(app);
 
   auto ta = std::make_shared<TrainArgs>();
   auto* train = group->add_subcommand("train", "Fine-tune a classifier: a class head on the last token of a pretrained model");

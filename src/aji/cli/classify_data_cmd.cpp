@@ -93,7 +93,7 @@ void run_metrics(const MetricsArgs& a) {
 }
 
 aji::cli::CommandRegistrar reg(45, [](CLI::App& app) {
-  auto* group = aji::cli::subcommand_group(app, "classify", "Text classification: fine-tune a class head on a pretrained model, predict, evaluate; split data, score predictions");
+  auto* group = aji::cli::classify_group(app);
 
   auto sa = std::make_shared<SplitArgs>();
   auto* split = group->add_subcommand(
