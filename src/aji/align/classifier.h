@@ -105,7 +105,8 @@ double class_xent(const float* logits, const int* labels, int B, int n, float* d
 
 // One training batch, seqs[index[0..B)] with class ids labels (B): forward through trunk and
 // head, softmax CE (batch mean), backward. Accumulates into head.grads and, unless only the
-// head trains, into model.grads() down to blocks.first_layer (callers zero both first).
+// head trains, into model.grads() down to blocks.first_layer (callers zero both first; for
+// the trunk, trainable_trunk_ranges covers every gradient this writes).
 struct BatchLoss {
   double loss = 0;
   int64_t correct = 0;  // argmax hits
