@@ -442,7 +442,7 @@ TEST(WarcReader, RandomByteDamageLosesOnlyDamagedRecords) {
     std::string damaged = original;
     const int flips = 3;
     for (int k = 0; k < flips; ++k) damaged[rng.next_u64() % damaged.size()] ^= static_cast<char>(1 + rng.next_u64() % 255);
-    fs::path p = tmp.path() / ("d" + std::to_string(seed) + ".warc.gz");
+    fs::path p = tmp.path() / fs::path("d").concat(std::to_string(seed)).concat(".warc.gz");
     write_bytes(p, damaged);
     std::vector<ReadError> errors;
     auto docs = read_all(p, &errors);

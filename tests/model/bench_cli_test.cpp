@@ -32,8 +32,23 @@ TEST(BenchCli, TrainStepReportsFloorBreakdownAndMemory) {
   EXPECT_EQ(j["gemm_count"], 2 * 12 + 3);
   EXPECT_GT(j["peak_rss_mib"].get<double>(), 1.0);
   EXPECT_TRUE(j["breakdown_cpu_seconds"].contains("attention bwd"));
+  // every product of the timed steps was timed: their sum is positive and no more than the steps
+  EXPECT_GT(j["gemm_in_step_seconds"].get<double>(), 0.0);
+  EXPECT_LE(j["gemm_in_step_seconds"].get<double>(), j["step_seconds_median"].get<double>());
   // random tokens over 300 ids: the loss starts near log(300) = 5.70
   EXPECT_NEAR(j["loss"].get<double>(), 5.70, 0.3);
+
+  // the text report with --gemm-detail lists the slowest products, 12 at most
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench train-step --config " + cfg.string() +
+                                       " --batch 2 --seq 16 --steps 2 --gemm-detail",
+                                   &out),
+            0)
+      << out;
+  EXPECT_THAT(out, testing::HasSubstr("the same matmuls inside the step"));
+  EXPECT_THAT(out, testing::HasSubstr("matmuls slowest in the step against alone"));
+  size_t listed = 0;
+  for (size_t at = out.find(" in step "); at != std::string::npos; at = out.find(" in step ", at + 1)) ++listed;
+  EXPECT_EQ(listed, 12u);
 }
 
 TEST(BenchCli, GenerateAndBadArguments) {

@@ -58,12 +58,6 @@ int64_t sft_total_steps(int64_t rows, const SftOptions& o) {
   return std::max<int64_t>(1, (int64_t)std::ceil(o.epochs * double(rows) / per_step));
 }
 
-std::vector<train::DecayRange> all_parameter_ranges(const model::Model& model) {
-  std::vector<train::DecayRange> ranges;
-  for (const auto& t : model.tensors()) ranges.push_back({t.offset, t.numel, t.decay});
-  return ranges;
-}
-
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,
                             uint32_t pad_id) {
   PackOptions po;
@@ -116,7 +110,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
   sched.warmup = o.warmup;
   sched.min_lr_frac = o.min_lr_frac;
   sched.decay = train::LrSchedule::parse_decay(o.decay);
-  const std::vector<train::DecayRange> ranges = all_parameter_ranges(model);
+  const std::vector<train::DecayRange> ranges = train::all_parameter_ranges(model);
 
   std::vector<PackedRow> rows = epoch_rows(planned, o.seed, state.epoch);
   std::vector<TokenBatch> micro;

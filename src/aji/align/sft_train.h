@@ -97,7 +97,5 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,
                             uint32_t pad_id);
 
-// The AdamW decay ranges of a model's tensor table (every parameter trained).
-std::vector<train::DecayRange> all_parameter_ranges(const model::Model& model);
 
 }  // namespace aji::align

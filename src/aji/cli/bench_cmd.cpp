@@ -1,8 +1,8 @@
 // `aji bench train-step` and `aji bench generate`: the engine's speed and memory on this
 // machine, with the numbers bench/train_step_vs_torch.py compares against PyTorch.
 //
-// train-step: forward + LM-head loss + backward + an AdamW update (the same arithmetic as
-// torch.optim.AdamW) per step; reports tokens/s, the GEMM floor (this step's linear-layer
+// train-step: forward + LM-head loss + backward + the trainer's AdamW update (the same
+// arithmetic as torch.optim.AdamW) per step; reports tokens/s, the GEMM floor (this step's linear-layer
 // matrix products replayed alone through dnnl_sgemm in the same run), step/floor, MFU
 // against the nominal fp32 peak, a time breakdown by op, and peak resident memory.
 // generate: prompt processing and KV-cache generation tokens/s at a given batch size.
@@ -24,6 +24,7 @@
 #include "aji/cli/command.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/model/model.h"
+#include "aji/train/optimizer.h"
 
 namespace {
 
@@ -40,26 +41,6 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-// torch.optim.AdamW's arithmetic over the flat buffers (decay only where the table says).
-void adamw_step(Model& m, std::vector<float>& mom, std::vector<float>& vel, int step, float lr) {
-  const float b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f;
-  const float bc1 = 1.0f - std::pow(b1, (float)step), bc2 = 1.0f - std::pow(b2, (float)step);
-  for (const auto& t : m.tensors()) {
-    float* p = m.params() + t.offset;
-    const float* g = m.grads() + t.offset;
-    float* mm = mom.data() + t.offset;
-    float* vv = vel.data() + t.offset;
-    const float decay = t.decay ? 1.0f - lr * wd : 1.0f;
-    const int64_t n = (int64_t)t.numel;
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      mm[i] = b1 * mm[i] + (1.0f - b1) * g[i];
-      vv[i] = b2 * vv[i] + (1.0f - b2) * g[i] * g[i];
-      p[i] = p[i] * decay - lr * (mm[i] / bc1) / (std::sqrt(vv[i] / bc2) + eps);
-    }
-  }
-}
-
 double process_cpu_seconds() {
   timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
@@ -73,6 +54,7 @@ double thread_cpu_seconds() {
 
 struct Floor {
   double wall = 0, cpu = 0;
+  std::vector<double> per_shape;  // best wall time of each shape alone
 };
 
 // Replays the recorded GEMM shapes alone; sums each shape's best of `reps` (wall and
@@ -102,6 +84,7 @@ Floor gemm_floor(const std::vector<ops::GemmShape>& shapes, int reps) {
     }
     total.wall += best;
     total.cpu += best_cpu;
+    total.per_shape.push_back(best);
   }
   return total;
 }
@@ -109,7 +92,7 @@ Floor gemm_floor(const std::vector<ops::GemmShape>& shapes, int reps) {
 struct TrainOpts {
   std::string config = "tiny";
   int batch = 8, seq = 0, steps = 3;
-  bool json = false, floor = true;
+  bool json = false, floor = true, gemm_detail = false;
   double peak_gflops = 294.0;
 };
 
@@ -120,41 +103,43 @@ void run_train_step(const TrainOpts& o) {
   if (o.steps < 1) throw aji::Error("--steps must be at least 1");
   Model m(cfg);
   m.init_weights(1);
-  std::vector<float> mom, vel;  // AdamW moments
-  mom.assign(m.num_params(), 0.0f);
-  vel.assign(m.num_params(), 0.0f);
+  aji::train::AdamW adamw(m.num_params(), aji::train::AdamWConfig{});  // the trainer's optimizer
+  const std::vector<aji::train::DecayRange> ranges = aji::train::all_parameter_ranges(m);
   aji::Rng rng(2);
   std::vector<int32_t> tokens((size_t)B * T), targets((size_t)B * T);
   for (auto& t : tokens) t = (int32_t)rng.below(cfg.vocab_size);
   for (auto& t : targets) t = (int32_t)rng.below(cfg.vocab_size);
 
-  auto step = [&](int i) {
+  auto step = [&]() {
     m.zero_grads();
     m.forward(tokens.data(), B, T);
     float loss = m.lm_head_loss(targets.data());
     m.backward(m.d_hidden_buffer());
-    adamw_step(m, mom, vel, i, 1e-4f);
+    adamw.step(m.params(), m.grads(), ranges, 1e-4f);
     return loss;
   };
   // warm-up step (allocates the arena, first-touches the buffers) with the GEMM shapes recorded
   std::vector<ops::GemmShape> shapes;
   ops::record_gemm_shapes(&shapes);
-  step(1);
+  step();
   ops::record_gemm_shapes(nullptr);
 
   ops::profile_reset();
   ops::profile_enable(true);
   std::vector<double> times, cpu_times, main_cpu;
+  std::vector<ops::GemmShape> timed_gemms;  // every product of the timed steps, with its time
+  ops::record_gemm_shapes(&timed_gemms);
   float loss = 0;
   for (int i = 0; i < o.steps; ++i) {
     auto t0 = Clock::now();
     const double c0 = process_cpu_seconds(), m0 = thread_cpu_seconds();
-    loss = step(i + 2);
+    loss = step();
     times.push_back(seconds_since(t0));
     cpu_times.push_back(process_cpu_seconds() - c0);
     main_cpu.push_back(thread_cpu_seconds() - m0);
   }
   ops::profile_enable(false);
+  ops::record_gemm_shapes(nullptr);
   ops::OpStats st = ops::profile_stats();
   double main_cpu_mean = 0;
   for (double t : main_cpu) main_cpu_mean += t / main_cpu.size();
@@ -164,6 +149,14 @@ void run_train_step(const TrainOpts& o) {
   const double c_step = cpu_times[cpu_times.size() / 2];
   Floor floor;
   if (o.floor) floor = gemm_floor(shapes, 2);
+  // Each product's best time inside the timed steps, to set against its time alone.
+  std::vector<double> in_step(shapes.size(), 1e30);
+  const bool comparable = timed_gemms.size() == shapes.size() * (size_t)o.steps;
+  if (comparable)
+    for (size_t i = 0; i < timed_gemms.size(); ++i)
+      in_step[i % shapes.size()] = std::min(in_step[i % shapes.size()], timed_gemms[i].seconds);
+  double in_step_total = 0;
+  for (double t : in_step) in_step_total += comparable ? t : 0.0;
   const double tokens_per_step = (double)B * T;
   const double flops = cfg.train_flops_per_token(T) * tokens_per_step;
   const double mfu = flops / t_step / (o.peak_gflops * 1e9);
@@ -186,6 +179,7 @@ void run_train_step(const TrainOpts& o) {
   j["step_over_floor"] = floor.wall > 0 ? t_step / floor.wall : 0.0;
   j["step_over_floor_cpu"] = floor.cpu > 0 ? c_step / floor.cpu : 0.0;
   j["gemm_count"] = shapes.size();
+  if (comparable) j["gemm_in_step_seconds"] = in_step_total;
   j["gflops_per_step"] = flops / 1e9;
   j["mfu"] = mfu;
   j["gflops_per_cpu_second"] = flops / 1e9 / c_step;
@@ -217,6 +211,25 @@ void run_train_step(const TrainOpts& o) {
     std::printf("  GEMM floor %.3f s wall, %.3f CPU-s (%zu matmuls alone through dnnl_sgemm)  ->  step/floor %.2fx wall, "
                 "%.2fx CPU\n",
                 floor.wall, floor.cpu, shapes.size(), t_step / floor.wall, c_step / floor.cpu);
+  if (o.floor && comparable) {
+    std::printf("  the same matmuls inside the step: %.3f s (best of each call)  ->  %.2fx their time alone\n",
+                in_step_total, in_step_total / floor.wall);
+    if (o.gemm_detail) {
+      std::vector<size_t> order(shapes.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return in_step[a] - floor.per_shape[a] > in_step[b] - floor.per_shape[b];
+      });
+      std::printf("  matmuls slowest in the step against alone (call #, op(A) op(B), M x N x K):\n");
+      for (size_t r = 0; r < std::min<size_t>(12, order.size()); ++r) {
+        const size_t i = order[r];
+        const auto& s = shapes[i];
+        std::printf("    #%-3zu %c%c %5lld x %5lld x %5lld%s  in step %7.2f ms  alone %7.2f ms  %.2fx\n", i, s.trans_a,
+                    s.trans_b, (long long)s.M, (long long)s.N, (long long)s.K, s.beta != 0.0f ? " (+=)" : "     ",
+                    in_step[i] * 1e3, floor.per_shape[i] * 1e3, in_step[i] / floor.per_shape[i]);
+      }
+    }
+  }
   std::printf("  %.1f GFLOP/step, %.1f GFLOP/s (%.1f per CPU-s), MFU %.1f%% of %.0f GFLOP/s\n", flops / 1e9,
               flops / 1e9 / t_step, flops / 1e9 / c_step, 100 * mfu, o.peak_gflops);
   std::printf("  peak RSS %.0f MiB (activations %.0f MiB)\n", peak_rss_mib(), m.activation_bytes() / 1048576.0);
@@ -301,6 +314,8 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_option("--steps", opts.steps, "Timed steps (after one warm-up step)")->capture_default_str();
     cmd->add_flag("--json", opts.json, "Print one JSON object");
     cmd->add_flag("!--no-floor", opts.floor, "Skip the GEMM-floor replay");
+    cmd->add_flag("--gemm-detail", opts.gemm_detail,
+                  "List the matmuls that run slowest inside the step against their time alone");
     cmd->add_option("--peak-gflops", opts.peak_gflops, "fp32 peak for MFU (default: 2 cores nominal)")->capture_default_str();
     cmd->callback([] { run_train_step(opts); });
   }

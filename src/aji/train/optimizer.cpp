@@ -7,6 +7,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
+#include "aji/model/model.h"
 #include "aji/train/shards.h"
 
 namespace aji::train {
@@ -43,6 +44,12 @@ void AdamW::step(float* params, const float* grads, const std::vector<DecayRange
       params[i] = p;
     }
   }
+}
+
+std::vector<DecayRange> all_parameter_ranges(const model::Model& model) {
+  std::vector<DecayRange> ranges;
+  for (const auto& t : model.tensors()) ranges.push_back({t.offset, t.numel, t.decay});
+  return ranges;
 }
 
 namespace {

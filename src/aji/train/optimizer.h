@@ -19,6 +19,10 @@
 
 #include <nlohmann/json.hpp>
 
+namespace aji::model {
+class Model;
+}
+
 namespace aji::train {
 
 // A contiguous slice of the parameter buffer and whether weight decay applies to it.
@@ -57,6 +61,10 @@ class AdamW {
   std::vector<float> m_, v_;
   int64_t t_ = 0;
 };
+
+// The decay ranges of every tensor of a model (all parameters trained; decay as the
+// model's tensor table says: matrices yes, norms, biases and embeddings no).
+std::vector<DecayRange> all_parameter_ranges(const model::Model& model);
 
 // sqrt(sum g^2) over the buffer, accumulated in double (deterministic for a fixed
 // thread count and order: fixed chunks, summed in order).

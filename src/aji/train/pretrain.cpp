@@ -290,8 +290,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
 
   model::Model model(cfg);
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
-  std::vector<DecayRange> ranges;
-  for (const auto& t : model.tensors()) ranges.push_back({t.offset, t.numel, t.decay});
+  const std::vector<DecayRange> ranges = all_parameter_ranges(model);
 
   // --- schedule and state -----------------------------------------------------------
   int64_t steps = o.steps;

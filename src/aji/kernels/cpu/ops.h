@@ -132,12 +132,13 @@ struct OpStats {
 void profile_enable(bool on);
 void profile_reset();
 OpStats profile_stats();
-// Records the shape of every top-level sgemm into *sink (nullptr stops): the GEMM floor
-// of a training step is these shapes replayed alone.
+// Records the shape and wall time of every top-level sgemm into *sink (nullptr stops):
+// the GEMM floor of a training step is these shapes replayed alone.
 struct GemmShape {
   char trans_a, trans_b;
   int64_t M, N, K;
   float beta;
+  double seconds = 0;  // wall time of the recorded call
 };
 void record_gemm_shapes(std::vector<GemmShape>* sink);
 
