@@ -97,5 +97,4 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,
                             uint32_t pad_id);
 
-
 }  // namespace aji::align

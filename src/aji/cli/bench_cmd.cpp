@@ -2,9 +2,10 @@
 // machine, with the numbers bench/train_step_vs_torch.py compares against PyTorch.
 //
 // train-step: forward + LM-head loss + backward + the trainer's AdamW update (the same
-// arithmetic as torch.optim.AdamW) per step; reports tokens/s, the GEMM floor (this step's linear-layer
-// matrix products replayed alone through dnnl_sgemm in the same run), step/floor, MFU
-// against the nominal fp32 peak, a time breakdown by op, and peak resident memory.
+// arithmetic as torch.optim.AdamW) per step; reports tokens/s, the GEMM floor (this step's
+// linear-layer matrix products replayed alone through dnnl_sgemm in the same run),
+// step/floor, each product's time in the step against alone (--gemm-detail), MFU against
+// the nominal fp32 peak, a time breakdown by op, and peak resident memory.
 // generate: prompt processing and KV-cache generation tokens/s at a given batch size.
 #include <sys/resource.h>
 #include <time.h>
