@@ -299,6 +299,37 @@ TEST(OpsGrad, AttentionWithQueryOffsetMatchesTheTailOfFullAttention) {
   for (int i = 0; i < n_new * H * hd; ++i) EXPECT_NEAR(out[i], ref[(T - n_new) * H * hd + i], 2e-6);
 }
 
+TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
+  // The decoding path (at most 4 query rows): vectorised score and value sums for head
+  // widths that are multiples of 32 and 8, a scalar tail otherwise; GQA; 1 to 4 new rows.
+  for (int hd : {64, 40, 5})
+    for (int n_new : {1, 3, 4}) {
+      const int T = 23, H = 4, KV = 2;
+      auto q = randn(T * H * hd, 1), k = randn(T * KV * hd, 2), v = randn(T * KV * hd, 3);
+      std::vector<double> ref;
+      naive_attention(ref, q, k, v, 1, T, H, KV, hd);
+      ops::AttnDims d;
+      d.B = 1, d.Tq = n_new, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = T - n_new;
+      d.q_ts = d.o_ts = H * hd, d.k_ts = d.v_ts = KV * hd;
+      d.q_bs = d.o_bs = n_new * H * hd, d.k_bs = d.v_bs = T * KV * hd;
+      std::vector<float> out(n_new * H * hd), lse(H * n_new);
+      ops::attention_forward(out.data(), lse.data(), q.data() + (T - n_new) * H * hd, k.data(), v.data(), d);
+      for (int i = 0; i < n_new * H * hd; ++i)
+        ASSERT_NEAR(out[i], ref[(T - n_new) * H * hd + i], 2e-6) << "hd " << hd << " rows " << n_new << " at " << i;
+      // lse of head 0, last row: log sum_j exp(q.k_j / sqrt(hd)) over all T keys
+      double m = -1e300, z = 0;
+      std::vector<double> sc(T);
+      for (int j = 0; j < T; ++j) {
+        double s = 0;
+        for (int e = 0; e < hd; ++e) s += (double)q[(T - 1) * H * hd + e] * k[j * KV * hd + e];
+        sc[j] = s / std::sqrt((double)hd);
+        m = std::max(m, sc[j]);
+      }
+      for (double x : sc) z += std::exp(x - m);
+      EXPECT_NEAR(lse[n_new - 1], m + std::log(z), 1e-5) << "hd " << hd << " rows " << n_new;
+    }
+}
+
 TEST(OpsGrad, SoftmaxCrossEntropyWithWeightsAndIgnoredRows) {
   const int n = 4, V = 29;
   auto logits = randn(n * V, 1, 3.0f);

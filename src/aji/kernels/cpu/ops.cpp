@@ -564,7 +564,78 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, 
 
 namespace {
 constexpr int kQueryTile = 32;
+// Up to this many query rows per (sequence, head) — token-by-token decoding over a KV
+// cache — the scores are plain dot products: a BLAS call per row packs the whole K and V
+// of the cache, several times the arithmetic (measured: decoding at context 512 spent
+// more time in those calls than in the model's weights).
+constexpr int kFewQueries = 4;
+
+// out (nq rows, stride d.o_ts) = softmax(scale q k^T) v for nq query rows whose first
+// sits at absolute position pos0; row r sees keys first_r .. pos0+r (first_r from
+// key_start, else 0). S: scratch of at least kn floats. lse (nq) may be null.
+void attention_rows_direct(float* out, float* lse, const float* q, const float* k, const float* v, float* S, int nq,
+                           int kn, int pos0, const int32_t* key_start, float scale, const AttnDims& d) {
+  const int hd = d.hd;
+  for (int r = 0; r < nq; ++r) {
+    const float* qr = q + (int64_t)r * d.q_ts;
+    const int visible = std::min(kn, pos0 + r + 1);
+    const int first = key_start ? key_start[r] : 0;
+    int j = first;
+#if AJI_VEC_AVX2
+    // four keys at a time: four independent FMA chains (one chain is latency-bound)
+    if (hd % 8 == 0)
+      for (; j + 4 <= visible; j += 4) {
+        const float* k0 = k + (int64_t)j * d.k_ts;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int e = 0; e < hd; e += 8) {
+          const __m256 x = _mm256_loadu_ps(qr + e);
+          a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + e), a0);
+          a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + d.k_ts + e), a1);
+          a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + 2 * d.k_ts + e), a2);
+          a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + 3 * d.k_ts + e), a3);
+        }
+        S[j] = scale * vm::hsum8(a0);
+        S[j + 1] = scale * vm::hsum8(a1);
+        S[j + 2] = scale * vm::hsum8(a2);
+        S[j + 3] = scale * vm::hsum8(a3);
+      }
+#endif
+    for (; j < visible; ++j) S[j] = scale * vm::dot(qr, k + (int64_t)j * d.k_ts, hd);
+    const float m = vm::max_of(S + first, visible - first);
+    const float sum = vm::exp_shift_sum(S + first, S + first, visible - first, m);
+    vm::scale(S + first, visible - first, 1.0f / sum);
+    // o = sum_j p_j v_j, 32 output columns at a time held in registers across all keys
+    float* o = out + (int64_t)r * d.o_ts;
+    int e0 = 0;
+#if AJI_VEC_AVX2
+    for (; e0 + 32 <= hd; e0 += 32) {
+      __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+      for (int jj = first; jj < visible; ++jj) {
+        const __m256 p = _mm256_set1_ps(S[jj]);
+        const float* vj = v + (int64_t)jj * d.v_ts + e0;
+        c0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj), c0);
+        c1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8), c1);
+        c2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 16), c2);
+        c3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 24), c3);
+      }
+      _mm256_storeu_ps(o + e0, c0);
+      _mm256_storeu_ps(o + e0 + 8, c1);
+      _mm256_storeu_ps(o + e0 + 16, c2);
+      _mm256_storeu_ps(o + e0 + 24, c3);
+    }
+#endif
+    if (e0 < hd) {
+      std::fill(o + e0, o + hd, 0.0f);
+      for (int jj = first; jj < visible; ++jj) {
+        const float p = S[jj];
+        const float* vj = v + (int64_t)jj * d.v_ts;
+        for (int e = e0; e < hd; ++e) o[e] += p * vj[e];
+      }
+    }
+    if (lse) lse[r] = m + std::log(sum);
+  }
 }
+}  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
   Prof prof(OpKind::kAttentionFwd);
@@ -588,6 +659,11 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const float* kp = k + b * d.k_bs + (int64_t)kvh * d.hd;
       const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
       float* op = out + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+      if (nq <= kFewQueries) {
+        attention_rows_direct(op, lse ? lse + ((int64_t)b * d.H + h) * d.Tq + i0 : nullptr, qp, kp, vp, S.data(), nq,
+                              kn, d.q_pos0 + i0, d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr, scale, d);
+        continue;
+      }
       sgemm('N', 'T', nq, kn, d.hd, scale, qp, d.q_ts, kp, d.k_ts, 0.0f, S.data(), kn);
       for (int r = 0; r < nq; ++r) {
         float* row = S.data() + (int64_t)r * kn;
