@@ -566,8 +566,8 @@ namespace {
 constexpr int kQueryTile = 32;
 // Up to this many query rows per (sequence, head) — token-by-token decoding over a KV
 // cache — the scores are plain dot products: a BLAS call per row packs the whole K and V
-// of the cache, several times the arithmetic (measured: decoding at context 512 spent
-// more time in those calls than in the model's weights).
+// of the cache, several times the arithmetic (measured on the 17M model: at context 512
+// those calls took over a quarter of each decoding step; this path cut it by a third).
 constexpr int kFewQueries = 4;
 
 // out (nq rows, stride d.o_ts) = softmax(scale q k^T) v for nq query rows whose first
