@@ -284,16 +284,23 @@ TEST(OpsGrad, AttentionGqaAcrossTiles) {
   EXPECT_LT(rel_err(dv, numeric_grad(v, loss, 1e-3f)), kTol);
 }
 
+// The last n_new of T positions of one sequence as queries over all T keys (the KV-cache
+// case): q, out (n_new, H*hd) rows; k, v (T, KV*hd) rows.
+ops::AttnDims cached_query_dims(int T, int n_new, int H, int KV, int hd) {
+  ops::AttnDims d;
+  d.B = 1, d.Tq = n_new, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = T - n_new;
+  d.q_ts = d.o_ts = H * hd, d.k_ts = d.v_ts = KV * hd;
+  d.q_bs = d.o_bs = n_new * H * hd, d.k_bs = d.v_bs = T * KV * hd;
+  return d;
+}
+
 TEST(OpsGrad, AttentionWithQueryOffsetMatchesTheTailOfFullAttention) {
   // 4 new queries at positions 9..12 over 13 cached keys == the last 4 rows of full attention
   const int T = 13, n_new = 4, H = 2, KV = 1, hd = 5;
   auto q = randn(T * H * hd, 1), k = randn(T * KV * hd, 2), v = randn(T * KV * hd, 3);
   std::vector<double> ref;
   naive_attention(ref, q, k, v, 1, T, H, KV, hd);
-  ops::AttnDims d;
-  d.B = 1, d.Tq = n_new, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = T - n_new;
-  d.q_ts = d.o_ts = H * hd, d.k_ts = d.v_ts = KV * hd;
-  d.q_bs = d.o_bs = n_new * H * hd, d.k_bs = d.v_bs = T * KV * hd;
+  const ops::AttnDims d = cached_query_dims(T, n_new, H, KV, hd);
   std::vector<float> out(n_new * H * hd);
   ops::attention_forward(out.data(), nullptr, q.data() + (T - n_new) * H * hd, k.data(), v.data(), d);
   for (int i = 0; i < n_new * H * hd; ++i) EXPECT_NEAR(out[i], ref[(T - n_new) * H * hd + i], 2e-6);
@@ -308,10 +315,7 @@ TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
       auto q = randn(T * H * hd, 1), k = randn(T * KV * hd, 2), v = randn(T * KV * hd, 3);
       std::vector<double> ref;
       naive_attention(ref, q, k, v, 1, T, H, KV, hd);
-      ops::AttnDims d;
-      d.B = 1, d.Tq = n_new, d.Tk = T, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = T - n_new;
-      d.q_ts = d.o_ts = H * hd, d.k_ts = d.v_ts = KV * hd;
-      d.q_bs = d.o_bs = n_new * H * hd, d.k_bs = d.v_bs = T * KV * hd;
+      const ops::AttnDims d = cached_query_dims(T, n_new, H, KV, hd);
       std::vector<float> out(n_new * H * hd), lse(H * n_new);
       ops::attention_forward(out.data(), lse.data(), q.data() + (T - n_new) * H * hd, k.data(), v.data(), d);
       for (int i = 0; i < n_new * H * hd; ++i)

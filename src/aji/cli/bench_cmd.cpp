@@ -157,7 +157,8 @@ void run_train_step(const TrainOpts& o) {
     for (size_t i = 0; i < timed_gemms.size(); ++i)
       in_step[i % shapes.size()] = std::min(in_step[i % shapes.size()], timed_gemms[i].seconds);
   double in_step_total = 0;
-  for (double t : in_step) in_step_total += comparable ? t : 0.0;
+  if (comparable)
+    for (double t : in_step) in_step_total += t;
   const double tokens_per_step = (double)B * T;
   const double flops = cfg.train_flops_per_token(T) * tokens_per_step;
   const double mfu = flops / t_step / (o.peak_gflops * 1e9);
