@@ -144,10 +144,10 @@ def main():
                   (a["step_seconds_median"], a["step_cpu_seconds_median"], a["tokens_per_second"],
                    a["tokens_per_cpu_second"], a["peak_rss_mib"]))
             print("    aji/torch speed: %.2fx wall, %.2fx CPU | aji GEMM floor %.3f s wall, %.3f CPU-s -> step/floor "
-                  "%.2fx wall, %.2fx CPU | MFU %.1f%% (wall, of %.0f GFLOP/s)" %
+                  "%.2fx wall, %.2fx CPU | MFU %.1f%% of %.0f GFLOP/s nominal, %.1f%% of %.0f measured" %
                   (ts / a["step_seconds_median"], tc / a["step_cpu_seconds_median"], a["gemm_floor_seconds"],
                    a["gemm_floor_cpu_seconds"], a["step_over_floor"], a["step_over_floor_cpu"], 100 * a["mfu"],
-                   a["peak_gflops"]))
+                   a["peak_gflops"], 100 * a["mfu_measured"], a["peak_gflops_measured"]))
             print("    aji main-thread CPU by op: " +
                   ", ".join("%s %.3f" % (k, v) for k, v in a["breakdown_cpu_seconds"].items()))
             rows.append({"case": name, "B": B, "T": T, "threads": th, "aji": a, "torch": t})

@@ -52,8 +52,7 @@ aji::cli::CommandRegistrar reg(30, [](CLI::App& app) {
   cmd->add_option("--save-every", o->save_every, "Checkpoint every N steps (0 = only at the end)")->capture_default_str();
   cmd->add_option("--keep", o->keep, "Keep the last K checkpoints (0 = all)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed of the initial weights and the data order")->capture_default_str();
-  cmd->add_option("--peak-gflops", o->peak_gflops_per_core, "fp32 peak GFLOP/s of one core, for the MFU figure")
-      ->capture_default_str();
+  cmd->add_option("--peak-gflops", o->peak_gflops_per_core, "fp32 peak GFLOP/s of one core, for the MFU figure (default: measured at start)");
   cmd->add_option("--stop-after", o->stop_after, "End this session after N steps with a checkpoint (resume later)");
   cmd->callback([o, config, data, out, minutes] {
     o->time_budget_s = *minutes * 60.0;

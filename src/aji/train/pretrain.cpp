@@ -18,6 +18,7 @@
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 #include "aji/infer/generate.h"
+#include "aji/kernels/cpu/fma_peak.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/tokenizer/tokenizer_files.h"
@@ -396,6 +397,10 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     log_metrics({{"step", step}, {"sample", o.sample_prompt + text}});
   };
 
+  const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
+  const bool peak_measured = o.peak_gflops_per_core <= 0;
+  const double peak = 1e9 * (peak_measured ? kernels::cpu::measured_peak_gflops(num_threads())
+                                           : o.peak_gflops_per_core * num_threads());
   if (!o.quiet) {
     std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
                 cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.vocab_size, cfg.max_seq_len,
@@ -403,6 +408,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     std::printf("data: %llu train tokens | batch %d x %d x %lld accum = %lld tokens/step | %s steps | threads %d\n",
                 (unsigned long long)train_loader.total_tokens(), B, T, (long long)accum, (long long)total_batch,
                 calibrating ? "time-budgeted" : std::to_string(steps).c_str(), num_threads());
+    std::printf("MFU is against %.0f GFLOP/s (%s)\n", peak / 1e9,
+                peak_measured ? "fp32 FMA peak of these cores, measured now" : "--peak-gflops");
     std::fflush(stdout);
   }
 
@@ -410,8 +417,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   InterruptGuard sigint;
   std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
   std::vector<float> token_loss(inputs.size());
-  const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
-  const double peak = o.peak_gflops_per_core * 1e9 * num_threads();
   const int64_t session_start = step;
   auto t_session = std::chrono::steady_clock::now();
   double ema_step_s = 0.0;

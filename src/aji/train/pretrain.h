@@ -44,7 +44,7 @@ struct PretrainOptions {
   int save_every = 500;       // 0 = only at the end
   int keep = 3;
   uint64_t seed = 1337;
-  double peak_gflops_per_core = 147.0;  // fp32 nominal peak of one core, for MFU
+  double peak_gflops_per_core = 0.0;  // fp32 peak of one core for MFU; 0 = measure it (FMA probe)
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
   bool quiet = false;
   // Called after every optimizer step with (step, train loss); for tests and front ends.

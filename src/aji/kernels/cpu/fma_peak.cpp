@@ -1,0 +1,109 @@
+#include "aji/kernels/cpu/fma_peak.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define AJI_PROBE_X86 1
+#endif
+
+namespace aji::kernels::cpu {
+
+namespace {
+
+constexpr int kChains = 12;  // > FMA latency x FMA ports (4 x 2 on current cores)
+
+// The multiplier is read through a volatile so that the compiler cannot fold a * 1 + 1
+// into an add or the loop into a closed form.
+volatile float g_one = 1.0f;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Twelve chains in named variables (an array is kept in memory, one chain at a time).
+// Chain k starts at k: chains that started equal would be merged into one by the compiler
+// (measured: a 12x overstated peak). Every lane of chain k must end at k + rounds.
+#define AJI_FMA_PROBE_BODY(T, LANES, SET1, FMA, ISA)                                              \
+  const T one = SET1(g_one);                                                                      \
+  T a0 = SET1(0), a1 = SET1(1), a2 = SET1(2), a3 = SET1(3), a4 = SET1(4), a5 = SET1(5);           \
+  T a6 = SET1(6), a7 = SET1(7), a8 = SET1(8), a9 = SET1(9), a10 = SET1(10), a11 = SET1(11);       \
+  const auto t0 = std::chrono::steady_clock::now();                                               \
+  for (int64_t r = 0; r < rounds; ++r) {                                                          \
+    a0 = FMA(a0, one, one), a1 = FMA(a1, one, one), a2 = FMA(a2, one, one);                       \
+    a3 = FMA(a3, one, one), a4 = FMA(a4, one, one), a5 = FMA(a5, one, one);                       \
+    a6 = FMA(a6, one, one), a7 = FMA(a7, one, one), a8 = FMA(a8, one, one);                       \
+    a9 = FMA(a9, one, one), a10 = FMA(a10, one, one), a11 = FMA(a11, one, one);                   \
+  }                                                                                               \
+  FmaProbe p;                                                                                     \
+  p.seconds = seconds_since(t0);                                                                  \
+  p.flops = 2.0 * LANES * kChains * (double)rounds;                                               \
+  const T all[kChains] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11};                      \
+  float lanes[kChains * LANES];                                                                   \
+  std::memcpy(lanes, all, sizeof(lanes));                                                         \
+  float lowest = lanes[0];                                                                        \
+  for (int i = 0; i < kChains * LANES; ++i) lowest = std::min(lowest, lanes[i] - (float)(i / LANES)); \
+  p.check = lowest;                                                                               \
+  p.isa = ISA;                                                                                    \
+  return p
+
+#if AJI_PROBE_X86
+__attribute__((target("avx512f"))) FmaProbe probe_avx512(int64_t rounds) {
+  AJI_FMA_PROBE_BODY(__m512, 16, _mm512_set1_ps, _mm512_fmadd_ps, "avx512");
+}
+
+__attribute__((target("avx2,fma"))) FmaProbe probe_avx2(int64_t rounds) {
+  AJI_FMA_PROBE_BODY(__m256, 8, _mm256_set1_ps, _mm256_fmadd_ps, "avx2");
+}
+#endif
+
+// Other CPUs: 4-lane GCC vectors, which the compiler maps to NEON/SVE FMAs.
+typedef float v4 __attribute__((vector_size(16)));
+inline v4 fma4(v4 a, v4 b, v4 c) { return a * b + c; }  // contracted to an FMA (-ffp-contract=fast)
+inline v4 set4(float x) { return v4{x, x, x, x}; }
+
+FmaProbe probe_portable(int64_t rounds) {
+  AJI_FMA_PROBE_BODY(v4, 4, set4, fma4, "portable");
+}
+
+#undef AJI_FMA_PROBE_BODY
+
+}  // namespace
+
+FmaProbe fma_probe(int64_t rounds) {
+#if AJI_PROBE_X86
+  if (__builtin_cpu_supports("avx512f")) return probe_avx512(rounds);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return probe_avx2(rounds);
+#endif
+  return probe_portable(rounds);
+}
+
+double measured_peak_gflops(int threads) {
+  static std::mutex mu;
+  static std::map<int, double> cache;
+  threads = std::max(1, threads);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = cache.find(threads); it != cache.end()) return it->second;
+  // ~15 ms per try on a 16-lane core at 100 GFLOP/s; below 2^24 so that `check` stays exact
+  constexpr int64_t kRounds = 1 << 22;
+  double best = 0;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::vector<FmaProbe> per(threads);
+#pragma omp parallel num_threads(threads)
+    per[omp_get_thread_num()] = fma_probe(kRounds);
+    double flops = 0, slowest = 0;
+    for (const auto& p : per) flops += p.flops, slowest = std::max(slowest, p.seconds);
+    if (slowest > 0) best = std::max(best, flops / slowest / 1e9);
+  }
+  cache[threads] = best;
+  return best;
+}
+
+}  // namespace aji::kernels::cpu

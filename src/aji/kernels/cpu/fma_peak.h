@@ -1,0 +1,27 @@
+// The fp32 peak of this machine, measured: independent vector FMA chains from registers
+// only, the best a matrix product can do. MFU figures divide by this rather than by a
+// nominal number from a spec sheet: on this project's 2-core VM (AMD Zen 4, whose 512-bit
+// FMAs are split over two 256-bit halves) the nominal 147 GFLOP/s per core overstated the
+// ~108 that the core runs, and so understated every MFU.
+#pragma once
+
+#include <cstdint>
+
+namespace aji::kernels::cpu {
+
+struct FmaProbe {
+  double flops = 0;        // floating-point operations done (an FMA counts 2)
+  double seconds = 0;      // wall time of the loop
+  float check = 0;         // lowest (end - start) over all lanes: `rounds` if every FMA ran
+  const char* isa = "";    // "avx512", "avx2" or "portable"
+};
+
+// `rounds` rounds of 12 independent FMA chains a = a * 1 + 1 on the calling thread, with the
+// widest vector ISA this CPU runs (runtime dispatch; the binary itself needs only x86-64-v3).
+FmaProbe fma_probe(int64_t rounds);
+
+// Peak GFLOP/s of `threads` cores running the probe at the same time (so that shared
+// clocks and power limits count): best of three ~20 ms tries. Cached per thread count.
+double measured_peak_gflops(int threads);
+
+}  // namespace aji::kernels::cpu
