@@ -1,5 +1,5 @@
 // Micro-benchmarks of the engine's non-GEMM ops at the shapes of one `tiny` layer
-// (B=8, T=256, C=384, 6 heads of 64, SwiGLU 1024, vocab 8192):
+// (B=8, T=256, C=384, 6 heads of 64, SwiGLU 1024, vocab 8192); attention also at T=1024:
 //   build/bench/engine_ops_bench [--benchmark_filter=Attention]
 // Run with AJI_THREADS=1 (or 2) to fix the thread count.
 #include <benchmark/benchmark.h>
@@ -24,41 +24,45 @@ std::vector<float> randn(size_t n, uint64_t seed) {
   return v;
 }
 
-ops::AttnDims dims() {
+// The tiny layer's attention at sequence length seq over the same 2048 tokens (B = 2048/seq).
+ops::AttnDims dims(int seq) {
   ops::AttnDims d;
   const int qkv = (H + 2 * KV) * HD;
-  d.B = B, d.Tq = T, d.Tk = T, d.H = H, d.KV = KV, d.hd = HD;
-  d.q_bs = d.k_bs = d.v_bs = (int64_t)T * qkv;
+  d.B = (int)(N / seq), d.Tq = seq, d.Tk = seq, d.H = H, d.KV = KV, d.hd = HD;
+  d.q_bs = d.k_bs = d.v_bs = (int64_t)seq * qkv;
   d.q_ts = d.k_ts = d.v_ts = qkv;
-  d.o_bs = (int64_t)T * H * HD, d.o_ts = H * HD;
+  d.o_bs = (int64_t)seq * H * HD, d.o_ts = H * HD;
   return d;
 }
+
+// QK^T and PV over the causal half, per product
+double causal_product_flops(const ops::AttnDims& d) { return 2.0 * d.B * d.H * (double)d.Tq * d.Tk / 2 * d.hd; }
 
 void BM_AttentionForward(benchmark::State& st) {
   (void)aji::num_threads();
   const int qkv = (H + 2 * KV) * HD;
   auto x = randn(N * qkv, 1);
   std::vector<float> out(N * H * HD), lse(N * H);
-  auto d = dims();
+  const auto d = dims((int)st.range(0));
   for (auto _ : st)
     ops::attention_forward(out.data(), lse.data(), x.data(), x.data() + H * HD, x.data() + (H + KV) * HD, d);
-  // QK^T and PV over the causal half
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 2 * B * H * (double)T * T / 2 * HD, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] = benchmark::Counter(2 * causal_product_flops(d), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_AttentionForward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionForward)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_AttentionBackward(benchmark::State& st) {
+  (void)aji::num_threads();
   const int qkv = (H + 2 * KV) * HD;
   auto x = randn(N * qkv, 1), dout = randn(N * H * HD, 2);
   std::vector<float> out(N * H * HD), lse(N * H), dx(N * qkv);
-  auto d = dims();
+  const auto d = dims((int)st.range(0));
   ops::attention_forward(out.data(), lse.data(), x.data(), x.data() + H * HD, x.data() + (H + KV) * HD, d);
   for (auto _ : st)
     ops::attention_backward(dx.data(), dx.data() + H * HD, dx.data() + (H + KV) * HD, dout.data(), x.data(),
                             x.data() + H * HD, x.data() + (H + KV) * HD, out.data(), lse.data(), d);
-  st.counters["GFLOP/s"] = benchmark::Counter(5.0 * 2 * B * H * (double)T * T / 2 * HD, benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GFLOP/s"] = benchmark::Counter(5 * causal_product_flops(d), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_AttentionBackward)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_AttentionBackward)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_SoftmaxXent(benchmark::State& st) {
   const int rows = 1024;

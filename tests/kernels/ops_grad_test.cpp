@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "aji/base/rng.h"
@@ -331,6 +332,84 @@ TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
       }
       for (double x : sc) z += std::exp(x - m);
       EXPECT_NEAR(lse[n_new - 1], m + std::log(z), 1e-5) << "hd " << hd << " rows " << n_new;
+    }
+}
+
+// Attention and its gradients in double, by the formulas (not by finite differences, so
+// that long sequences stay cheap): q, out (B, Tq, H, hd); k, v (B, Tk, KV, hd); query i sits
+// at position q_pos0 + i and sees keys key_start[b][i] (0 if none) .. its own position.
+struct NaiveAttention {
+  std::vector<double> out, dq, dk, dv;
+};
+NaiveAttention naive_attention_with_grads(const std::vector<float>& q, const std::vector<float>& k,
+                                          const std::vector<float>& v, const std::vector<float>& dout,
+                                          const std::vector<int32_t>& key_start, int B, int Tq, int Tk, int H,
+                                          int KV, int hd, int q_pos0) {
+  NaiveAttention r;
+  r.out.assign(q.size(), 0.0), r.dq.assign(q.size(), 0.0), r.dk.assign(k.size(), 0.0), r.dv.assign(v.size(), 0.0);
+  const double scale = 1.0 / std::sqrt((double)hd);
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int kh = h / (H / KV);
+      for (int i = 0; i < Tq; ++i) {
+        const int64_t qi = (((int64_t)b * Tq + i) * H + h) * hd;
+        const int first = key_start.empty() ? 0 : key_start[(size_t)b * Tq + i], last = q_pos0 + i;
+        auto kv_at = [&](int j) { return (((int64_t)b * Tk + j) * KV + kh) * hd; };
+        std::vector<double> p(last + 1, 0.0), dp(last + 1, 0.0);
+        double m = -1e300, z = 0, D = 0;
+        for (int j = first; j <= last; ++j) {
+          double s = 0;
+          for (int e = 0; e < hd; ++e) s += (double)q[qi + e] * k[kv_at(j) + e];
+          p[j] = s * scale;
+          m = std::max(m, p[j]);
+        }
+        for (int j = first; j <= last; ++j) z += (p[j] = std::exp(p[j] - m));
+        for (int j = first; j <= last; ++j) {
+          p[j] /= z;
+          for (int e = 0; e < hd; ++e) {
+            r.out[qi + e] += p[j] * v[kv_at(j) + e];
+            dp[j] += (double)dout[qi + e] * v[kv_at(j) + e];
+          }
+          D += p[j] * dp[j];
+        }
+        for (int j = first; j <= last; ++j) {
+          const double ds = p[j] * (dp[j] - D) * scale;
+          for (int e = 0; e < hd; ++e) {
+            r.dq[qi + e] += ds * k[kv_at(j) + e];
+            r.dk[kv_at(j) + e] += ds * q[qi + e];
+            r.dv[kv_at(j) + e] += p[j] * dout[qi + e];
+          }
+        }
+      }
+    }
+  return r;
+}
+
+TEST(OpsGrad, AttentionOverSeveralKeyBlocksPackedDocumentsAndPaddedHeadWidths) {
+  // 300 keys span two of the backward's key blocks; head width 64 fills whole 16-float
+  // panels, 40 and 6 are padded; sequence 1 holds two packed documents (the second starts
+  // at 131); a second case puts the last 70 queries over all 300 keys (a query offset).
+  for (int hd : {64, 40, 6})
+    for (int n_new : {300, 70}) {
+      const int B = 2, Tk = 300, Tq = n_new, H = 4, KV = 2, q_pos0 = Tk - n_new;
+      auto q = randn((size_t)B * Tq * H * hd, 1), k = randn((size_t)B * Tk * KV * hd, 2);
+      auto v = randn((size_t)B * Tk * KV * hd, 3), dout = randn((size_t)B * Tq * H * hd, 4);
+      std::vector<int32_t> key_start((size_t)B * Tq, 0);
+      for (int i = 0; i < Tq; ++i) key_start[(size_t)Tq + i] = q_pos0 + i >= 131 ? 131 : 0;
+      const NaiveAttention ref = naive_attention_with_grads(q, k, v, dout, key_start, B, Tq, Tk, H, KV, hd, q_pos0);
+      ops::AttnDims d;
+      d.B = B, d.Tq = Tq, d.Tk = Tk, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = q_pos0, d.key_start = key_start.data();
+      d.q_bs = d.o_bs = (int64_t)Tq * H * hd, d.q_ts = d.o_ts = H * hd;
+      d.k_bs = d.v_bs = (int64_t)Tk * KV * hd, d.k_ts = d.v_ts = KV * hd;
+      std::vector<float> out(q.size()), lse((size_t)B * H * Tq), dq(q.size()), dk(k.size()), dv(v.size());
+      ops::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), d);
+      ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                              lse.data(), d);
+      const std::string what = "hd " + std::to_string(hd) + " queries " + std::to_string(n_new);
+      EXPECT_LT(rel_err(out, ref.out), 2e-6) << what;
+      EXPECT_LT(rel_err(dq, ref.dq), 2e-5) << what;
+      EXPECT_LT(rel_err(dk, ref.dk), 2e-5) << what;
+      EXPECT_LT(rel_err(dv, ref.dv), 2e-5) << what;
     }
 }
 

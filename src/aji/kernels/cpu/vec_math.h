@@ -58,25 +58,45 @@ inline float hmax8(__m256 v) {
 }
 #endif
 
-// out[i] = exp(in[i] - shift); returns the sum of the outputs. out may equal in.
-inline float exp_shift_sum(float* out, const float* in, int64_t n, float shift) {
+// out[i] = exp(mul * in[i] - shift); returns the sum of the outputs. out may equal in.
+// (mul folds a score scale into the same pass; mul = 1 gives exactly exp(in[i] - shift).)
+inline float exp_shift_sum(float* out, const float* in, int64_t n, float shift, float mul = 1.0f) {
   int64_t i = 0;
   float sum = 0.0f;
 #if AJI_VEC_AVX2
   __m256 acc = _mm256_setzero_ps();
-  const __m256 s = _mm256_set1_ps(shift);
+  const __m256 s = _mm256_set1_ps(shift), a = _mm256_set1_ps(mul);
   for (; i + 8 <= n; i += 8) {
-    __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(in + i), s));
+    __m256 e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(in + i), a, s));
     _mm256_storeu_ps(out + i, e);
     acc = _mm256_add_ps(acc, e);
   }
   sum = hsum8(acc);
 #endif
   for (; i < n; ++i) {
-    out[i] = std::exp(in[i] - shift);
+    out[i] = std::exp(std::fma(in[i], mul, -shift));
     sum += out[i];
   }
   return sum;
+}
+
+// Attention backward for one score row, in one pass: p[i] = exp(mul * p[i] - shift) (the
+// probabilities recomputed from raw scores) and g[i] = mul * p[i] * (g[i] - d) (the score
+// gradient from dL/dp, d = sum_i p_i dL/dp_i).
+inline void softmax_grad_row(float* p, float* g, int64_t n, float mul, float shift, float d) {
+  int64_t i = 0;
+#if AJI_VEC_AVX2
+  const __m256 a = _mm256_set1_ps(mul), s = _mm256_set1_ps(shift), dv = _mm256_set1_ps(d);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(p + i), a, s));
+    _mm256_storeu_ps(p + i, e);
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_mul_ps(a, e), _mm256_sub_ps(_mm256_loadu_ps(g + i), dv)));
+  }
+#endif
+  for (; i < n; ++i) {
+    p[i] = std::exp(std::fma(p[i], mul, -shift));
+    g[i] = mul * p[i] * (g[i] - d);
+  }
 }
 
 inline float max_of(const float* x, int64_t n) {
