@@ -636,149 +636,38 @@ void attention_rows_direct(float* out, float* lse, const float* q, const float* 
   }
 }
 
-// ---- the tile products of attention ----
-// Attention's products are small (a 32-row query tile against up to T keys, inner
-// dimension hd or 32) and come five to a tile; through dnnl_sgemm each call re-packs its
-// operands. Here K and V are packed once per (sequence, kv head) into 16-float-wide
-// panels and one register-blocked kernel, with operand A read through any strides, does
-// every product. On AVX-512 the kernel is up to 16 rows x 16 columns with the A element
-// broadcast inside the FMA; AVX2 has no such FMA, and its separate broadcasts share the
-// FMA ports (measured on Zen 4, M32 N256 K64 from L1: ~100 GFLOP/s against ~70 for a
-// 6 x 16 AVX2 kernel and 55-86 for dnnl_sgemm).
+// ---- the tiles' layout ----
+// K^T, V (forward) and K^T, V^T, K (backward) are packed once per (sequence, kv head) or
+// key block, and every tile's products read the packed copies: dnnl_sgemm re-packs its
+// operands on each call, and from the fused QKV buffer it read rows 1152 floats apart.
+// Measured against per-tile dnnl_sgemm calls on the unpacked buffers (tiny's heads, 2048
+// tokens, 1 thread, five interleaved rounds): backward -10% at T=256 and 1024, forward
+// -12% at T=1024, unchanged at 256. A hand-written AVX-512 kernel for the products (8 x 16,
+// the broadcast inside the FMA) on this layout was within 5% of dnnl_sgemm, so the products
+// stay with the library.
 
-constexpr int kPanel = 16;
-inline int64_t round_up_panel(int64_t n) { return (n + kPanel - 1) / kPanel * kPanel; }
-// A row stride (for a width that is a multiple of 16 floats) of an odd number of cache
-// lines: at a power-of-two stride the rows of a panel fall into a few L1 sets and evict
-// each other (measured: 256-float rows made the kernels run from L2).
 constexpr int kKeyBlock = 256;  // keys per block in the backward
-inline int64_t spread_ld(int64_t width16) { return (width16 / kPanel) % 2 ? width16 : width16 + kPanel; }
-
-#if AJI_VEC_AVX2
-// C (MR x 16, ldc) = / += sum_k A(r, k) B(k, 0..15); A(r, k) = a[r * a_rs + k * a_ks].
-template <int MR>
-void tile_product_avx2(int K, const float* a, int64_t a_rs, int64_t a_ks, const float* b, int64_t ldb, float* c,
-                       int64_t ldc, bool accumulate) {
-  __m256 lo[MR], hi[MR];
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    lo[r] = accumulate ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
-    hi[r] = accumulate ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
-  }
-  for (int k = 0; k < K; ++k) {
-    const __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
-    const float* ak = a + k * a_ks;
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; ++r) {
-      const __m256 x = _mm256_broadcast_ss(ak + r * a_rs);
-      lo[r] = _mm256_fmadd_ps(x, b0, lo[r]);
-      hi[r] = _mm256_fmadd_ps(x, b1, hi[r]);
-    }
-  }
-#pragma GCC unroll 6
-  for (int r = 0; r < MR; ++r) {
-    _mm256_storeu_ps(c + r * ldc, lo[r]);
-    _mm256_storeu_ps(c + r * ldc + 8, hi[r]);
-  }
+// A row stride of an odd number of cache lines for rows of n floats: at a power-of-two
+// stride the rows of an operand fall into a few L1 sets and evict each other (256-float
+// rows: 4 of the 64 sets; the fused QKV buffer's 1152: 8).
+inline int64_t spread_ld(int64_t n) {
+  const int64_t lines = (n + 15) / 16;
+  return 16 * (lines % 2 ? lines : lines + 1);
 }
 
-void panel_product_avx2(int M, int N, int K, const float* a, int64_t a_rs, int64_t a_ks, const float* b, int64_t ldb,
-                        float* c, int64_t ldc, bool accumulate) {
-  for (int c0 = 0; c0 < N; c0 += 16)
-    for (int r0 = 0; r0 < M; r0 += 6) {
-      const float* ar = a + r0 * a_rs;
-      float* cr = c + r0 * ldc + c0;
-      switch (std::min(6, M - r0)) {
-        case 6: tile_product_avx2<6>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-        case 5: tile_product_avx2<5>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-        case 4: tile_product_avx2<4>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-        case 3: tile_product_avx2<3>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-        case 2: tile_product_avx2<2>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-        default: tile_product_avx2<1>(K, ar, a_rs, a_ks, b + c0, ldb, cr, ldc, accumulate); break;
-      }
-    }
+// rows (n, stride ts, width hd) -> out (n x hd, rows ld apart)
+void pack_rows(float* out, int64_t ld, const float* x, int64_t ts, int n, int hd) {
+  for (int j = 0; j < n; ++j) std::memcpy(out + j * ld, x + j * ts, sizeof(float) * hd);
 }
 
-// C (MR x 16) as above with AVX-512 (compiled for it, called only where the CPU has it):
-// one B vector per k, each A element broadcast inside its FMA ({1to16}, used once, so the
-// compiler folds it), up to 8 rows (16 spilled the rows' offsets out of the integer registers).
-template <int MR>
-__attribute__((target("avx512f"))) void tile_product_avx512(int K, const float* a, int64_t a_rs, int64_t a_ks,
-                                                            const float* b, int64_t ldb, float* c, int64_t ldc,
-                                                            bool accumulate) {
-  __m512 acc[MR];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) acc[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
-  for (int k = 0; k < K; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * ldb);
-    const float* ak = a + k * a_ks;
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(ak[r * a_rs]), b0, acc[r]);
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) _mm512_storeu_ps(c + r * ldc, acc[r]);
-}
-
-template <int MR>
-__attribute__((target("avx512f"))) void row_block_avx512(int rows, int K, const float* a, int64_t a_rs, int64_t a_ks,
-                                                         const float* b, int64_t ldb, float* c, int64_t ldc,
-                                                         bool accumulate) {
-  if constexpr (MR > 1)
-    if (rows < MR) return row_block_avx512<MR - 1>(rows, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
-  tile_product_avx512<MR>(K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
-}
-
-__attribute__((target("avx512f"))) void panel_product_avx512(int M, int N, int K, const float* a, int64_t a_rs,
-                                                             int64_t a_ks, const float* b, int64_t ldb, float* c,
-                                                             int64_t ldc, bool accumulate) {
-  for (int c0 = 0; c0 < N; c0 += 16)
-    for (int r0 = 0; r0 < M; r0 += 8)
-      row_block_avx512<8>(M - r0, K, a + r0 * a_rs, a_rs, a_ks, b + c0, ldb, c + r0 * ldc + c0, ldc, accumulate);
-}
-
-const bool g_has_avx512 = __builtin_cpu_supports("avx512f");
-#endif
-
-// C (M x N, ldc) = / += A (M x K) B (K x N, rows of ldb): N a multiple of kPanel, B's rows
-// contiguous, A(r, k) = a[r * a_rs + k * a_ks] (row-major, transposed or strided alike).
-// Column panel outermost, so that B's K x 16 panel stays in L1 across all row blocks.
-void panel_product(int M, int N, int K, const float* a, int64_t a_rs, int64_t a_ks, const float* b, int64_t ldb,
-                   float* c, int64_t ldc, bool accumulate) {
-#if AJI_VEC_AVX2
-  if (g_has_avx512)
-    panel_product_avx512(M, N, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
-  else
-    panel_product_avx2(M, N, K, a, a_rs, a_ks, b, ldb, c, ldc, accumulate);
-#else
-  for (int r = 0; r < M; ++r) {
-    float* cr = c + r * ldc;
-    if (!accumulate) std::fill(cr, cr + N, 0.0f);
-    for (int k = 0; k < K; ++k) {
-      const float x = a[r * a_rs + k * a_ks];
-      const float* bk = b + k * ldb;
-      for (int j = 0; j < N; ++j) cr[j] += x * bk[j];
-    }
-  }
-#endif
-}
-
-// rows (n, stride ts, width hd) -> out (n_pad x width) zero-padded: out[j][e] = x[j][e]
-void pack_rows(float* out, int64_t width, const float* x, int64_t ts, int n, int n_pad, int hd) {
-  for (int j = 0; j < n; ++j) {
-    std::memcpy(out + j * width, x + j * ts, sizeof(float) * hd);
-    std::fill(out + j * width + hd, out + (j + 1) * width, 0.0f);
-  }
-  std::fill(out + n * width, out + n_pad * width, 0.0f);
-}
-
-// rows (n, stride ts, width hd) -> out (hd x ld), transposed, zero-padded to ld: out[e][j] = x[j][e]
+// rows (n, stride ts, width hd) -> out (hd x n, rows ld apart), transposed: out[e][j] = x[j][e]
 void pack_transposed(float* out, int64_t ld, const float* x, int64_t ts, int n, int hd) {
-  for (int e = 0; e < hd; ++e) std::fill(out + e * ld + n, out + (e + 1) * ld, 0.0f);
-  int j0 = 0, e0 = 0;
+  int j0 = 0;
 #if AJI_VEC_AVX2
   // 8 x 8 blocks through registers
-  for (; j0 + 8 <= n; j0 += 8)
-    for (e0 = 0; e0 + 8 <= hd; e0 += 8) {
+  for (; j0 + 8 <= n; j0 += 8) {
+    int e0 = 0;
+    for (; e0 + 8 <= hd; e0 += 8) {
       __m256 r[8], t[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (j0 + i) * ts + e0);
       for (int i = 0; i < 8; i += 2) {
@@ -796,11 +685,10 @@ void pack_transposed(float* out, int64_t ld, const float* x, int64_t ts, int n, 
         _mm256_storeu_ps(out + (e0 + i + 4) * ld + j0, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
       }
     }
-  // columns past the last multiple of 8, for the rows done above
-  for (int j = 0; j < j0; ++j)
-    for (int e = hd / 8 * 8; e < hd; ++e) out[e * ld + j] = x[j * ts + e];
+    for (int j = j0; j < j0 + 8; ++j)  // columns past the last multiple of 8
+      for (int e = e0; e < hd; ++e) out[e * ld + j] = x[j * ts + e];
+  }
 #endif
-  (void)e0;
   for (int j = j0; j < n; ++j)
     for (int e = 0; e < hd; ++e) out[e * ld + j] = x[j * ts + e];
 }
@@ -818,19 +706,13 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
-  const int64_t tk16 = round_up_panel(d.Tk), hd16 = round_up_panel(d.hd);
-  const int64_t ld_tk = spread_ld(tk16), ld_hd = spread_ld(hd16);  // row strides of the packed buffers
-  // Head widths that fill whole panels (64, 128, ...) write the output in place; others
-  // through a zero-padded tile.
-  const bool whole_panels = d.hd % kPanel == 0;
+  const int64_t ld_t = spread_ld(d.Tk), ld_hd = spread_ld(d.hd);
   const int64_t units = (int64_t)d.B * d.H * n_tiles;
   const bool tiled = d.Tq > kFewQueries;  // else every tile takes the direct path
-  // K^T (hd x tk16, rows ld_tk apart) and V (tk16 x hd16, rows ld_hd apart) of every
-  // (sequence, kv head), packed once for all heads and tiles that read them. V is the B
-  // operand of a product over up to T keys: in place its rows, one fused-qkv row apart,
-  // can share a few L1 sets (tiny: 72 cache lines apart, so 8 of the 64 sets).
+  // K^T (hd x Tk) and V (Tk x hd) of every (sequence, kv head), packed once for all heads
+  // and tiles that read them
   static thread_local std::vector<float> kt_buf, v_buf;
-  const int64_t kt_size = d.hd * ld_tk, v_size = tk16 * ld_hd;
+  const int64_t kt_size = d.hd * ld_t, v_size = d.Tk * ld_hd;
   const int64_t n_packs = (int64_t)d.B * d.KV;
   float* kt_all = tiled ? scratch(kt_buf, (size_t)(n_packs * kt_size)) : nullptr;
   float* v_all = tiled ? scratch(v_buf, (size_t)(n_packs * v_size)) : nullptr;
@@ -838,15 +720,14 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 #pragma omp parallel for if (parallel_worth(n_packs * d.Tk * d.hd)) schedule(static)
     for (int64_t u = 0; u < n_packs; ++u) {
       const int b = (int)(u / d.KV), kvh = (int)(u % d.KV);
-      pack_transposed(kt_all + u * kt_size, ld_tk, k + b * d.k_bs + (int64_t)kvh * d.hd, d.k_ts, d.Tk, d.hd);
-      pack_rows(v_all + u * v_size, ld_hd, v + b * d.v_bs + (int64_t)kvh * d.hd, d.v_ts, d.Tk, (int)tk16, d.hd);
+      pack_transposed(kt_all + u * kt_size, ld_t, k + b * d.k_bs + (int64_t)kvh * d.hd, d.k_ts, d.Tk, d.hd);
+      pack_rows(v_all + u * v_size, ld_hd, v + b * d.v_bs + (int64_t)kvh * d.hd, d.v_ts, d.Tk, d.hd);
     }
   }
 #pragma omp parallel if (parallel_worth(units * d.Tk * d.hd))
   {
-    static thread_local std::vector<float> s_buf, o_buf;
-    float* S = scratch(s_buf, (size_t)(kQueryTile * ld_tk));
-    float* O = whole_panels ? nullptr : scratch(o_buf, (size_t)(kQueryTile * ld_hd));
+    static thread_local std::vector<float> s_buf;
+    float* S = scratch(s_buf, (size_t)(kQueryTile * ld_t));
     float row_sum[kQueryTile];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
@@ -858,20 +739,19 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
       const int kn = std::min(d.Tk, d.q_pos0 + i1);  // keys visible to the tile's last row
       const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
-      const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
       float* op = out + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
       float* lp = lse ? lse + ((int64_t)b * d.H + h) * d.Tq + i0 : nullptr;
       const int32_t* ks = d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr;
       if (nq <= kFewQueries) {
-        attention_rows_direct(op, lp, qp, k + b * d.k_bs + (int64_t)kvh * d.hd, vp, S, nq, kn, d.q_pos0 + i0, ks,
-                              scale, d);
+        attention_rows_direct(op, lp, qp, k + b * d.k_bs + (int64_t)kvh * d.hd, v + b * d.v_bs + (int64_t)kvh * d.hd,
+                              S, nq, kn, d.q_pos0 + i0, ks, scale, d);
         continue;
       }
       const int64_t pack = (int64_t)b * d.KV + kvh;
-      // S (nq, kn rounded up to 16) = q k^T, unscaled
-      panel_product(nq, (int)round_up_panel(kn), d.hd, qp, d.q_ts, 1, kt_all + pack * kt_size, ld_tk, S, ld_tk, false);
+      // S (nq, kn) = q k^T, unscaled
+      sgemm('N', 'N', nq, kn, d.hd, 1.0f, qp, d.q_ts, kt_all + pack * kt_size, ld_t, 0.0f, S, ld_t);
       for (int r = 0; r < nq; ++r) {
-        float* row = S + r * ld_tk;
+        float* row = S + r * ld_t;
         const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
         const int first = ks ? ks[r] : 0;
         // exp(scale (s - max)); normalised after the value product, on hd numbers instead of kn
@@ -882,17 +762,8 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
         if (lp) lp[r] = m + std::log(row_sum[r]);
       }
       // out (nq, hd) = P v / row sums
-      if (whole_panels) {
-        panel_product(nq, d.hd, kn, S, ld_tk, 1, v_all + pack * v_size, ld_hd, op, d.o_ts, false);
-        for (int r = 0; r < nq; ++r) vm::scale(op + r * d.o_ts, d.hd, 1.0f / row_sum[r]);
-      } else {
-        panel_product(nq, (int)hd16, kn, S, ld_tk, 1, v_all + pack * v_size, ld_hd, O, ld_hd, false);
-        for (int r = 0; r < nq; ++r) {
-          const float inv = 1.0f / row_sum[r];
-          float* o = op + r * d.o_ts;
-          for (int e = 0; e < d.hd; ++e) o[e] = O[r * ld_hd + e] * inv;
-        }
-      }
+      sgemm('N', 'N', nq, d.hd, kn, 1.0f, S, ld_t, v_all + pack * v_size, ld_hd, 0.0f, op, d.o_ts);
+      for (int r = 0; r < nq; ++r) vm::scale(op + r * d.o_ts, d.hd, 1.0f / row_sum[r]);
     }
   }
 }
@@ -904,35 +775,24 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   // Keys in blocks of at most kKeyBlock (FlashAttention-2's order: dK, dV of a block
-  // finished before the next, dq accumulated over blocks), so that the working set stays
-  // in L2 at any context length.
+  // finished before the next, dq summed over blocks), so that the working set stays in L2
+  // at any context length (whole rows at T=1024: ~1.1 MB, and slower than the old path).
   const int kb_max = std::min(d.Tk, kKeyBlock);
-  const int64_t kb16 = round_up_panel(kb_max), hd16 = round_up_panel(d.hd);
-  const int64_t ld_kb = spread_ld(kb16), ld_hd = spread_ld(hd16);  // row strides of the packed buffers
-  // as in the forward: whole-panel head widths use q, dout, dq, dk and dv in place
-  const bool whole_panels = d.hd % kPanel == 0;
+  const int64_t ld_kb = spread_ld(kb_max), ld_hd = spread_ld(d.hd);
   const int64_t units = (int64_t)d.B * d.KV;  // dq, dk, dv of one kv head group are written by one thread
 #pragma omp parallel if (parallel_worth(units * d.Tk * d.hd * group))
   {
-    // Of one key block: K^T, V^T (hd x kb16) for the score products, K (kb16 x hd16) for
-    // dq (packed for the reason V is in the forward); P and dP (32 x kb16); dO . O of every
-    // query row of the group; for other head widths also dK and dV (kb16 x hd16) and the
-    // tile's q, dout and dq as (32 x hd16) panels.
+    // Of one key block: K^T, V^T (hd x block) for the score products, K (block x hd) for
+    // dq; P and dP (32 x block); dO . O of every query row of the group.
     static thread_local std::vector<float> buf;
-    const int64_t t_size = d.hd * ld_kb, s_size = kQueryTile * ld_kb, k_size = kb16 * ld_hd;
-    const int64_t r_size = whole_panels ? 0 : kb16 * ld_hd, q_size = whole_panels ? 0 : kQueryTile * ld_hd;
+    const int64_t t_size = d.hd * ld_kb, s_size = kQueryTile * ld_kb, k_size = kb_max * ld_hd;
     const int64_t dot_size = (int64_t)group * d.Tq;
-    float* kt = scratch(buf, (size_t)(2 * t_size + 2 * s_size + k_size + 2 * r_size + 3 * q_size + dot_size));
+    float* kt = scratch(buf, (size_t)(2 * t_size + 2 * s_size + k_size + dot_size));
     float* vt = kt + t_size;
     float* P = vt + t_size;
     float* dP = P + s_size;
     float* kr = dP + s_size;
-    float* dkr = kr + k_size;
-    float* dvr = dkr + r_size;
-    float* qr = dvr + r_size;
-    float* dor = qr + q_size;
-    float* dqr = dor + q_size;
-    float* dots = dqr + q_size;
+    float* dots = kr + k_size;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int b = (int)(u / d.KV), kvh = (int)(u % d.KV);
@@ -952,19 +812,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         const int kw = std::min(kKeyBlock, d.Tk - kb0);
         pack_transposed(kt, ld_kb, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
         pack_transposed(vt, ld_kb, vp + (int64_t)kb0 * d.v_ts, d.v_ts, kw, d.hd);
-        pack_rows(kr, ld_hd, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, (int)round_up_panel(kw), d.hd);
-        // where this block's dk, dv accumulate
-        float* dk_acc = dkp + (int64_t)kb0 * d.k_ts;
-        float* dv_acc = dvp + (int64_t)kb0 * d.v_ts;
-        int64_t dk_ld = d.k_ts, dv_ld = d.v_ts;
-        if (whole_panels) {
-          for (int j = 0; j < kw; ++j) {
-            std::memset(dk_acc + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
-            std::memset(dv_acc + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
-          }
-        } else {
-          std::fill(dkr, dkr + 2 * r_size, 0.0f);  // dkr and dvr
-          dk_acc = dkr, dv_acc = dvr, dk_ld = dv_ld = ld_hd;
+        pack_rows(kr, ld_hd, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
+        float* dkb = dkp + (int64_t)kb0 * d.k_ts;  // this block's dk, dv
+        float* dvb = dvp + (int64_t)kb0 * d.v_ts;
+        for (int j = 0; j < kw; ++j) {
+          std::memset(dkb + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
+          std::memset(dvb + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
         }
         for (int h = h0; h < h0 + group; ++h) {
           for (int tile = 0; tile < n_tiles; ++tile) {
@@ -972,24 +825,15 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             const int kn = std::min(d.Tk, d.q_pos0 + i1);  // keys visible to the tile's last row
             if (kn <= kb0) continue;                        // none of them in this block
             const int kbn = std::min(kn, kb0 + kw) - kb0;   // of this block
-            const int kbn16 = (int)round_up_panel(kbn);
             const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
             const float* dop = dout + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
             float* dqp = dq + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
             const float* lrow = lse + ((int64_t)b * d.H + h) * d.Tq + i0;
             const float* drow = dots + (int64_t)(h - h0) * d.Tq + i0;
             const int32_t* ks = d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr;
-            const float* q_rows = qp;
-            const float* do_rows = dop;
-            int64_t q_ld = d.q_ts, do_ld = d.o_ts;
-            if (!whole_panels) {
-              pack_rows(qr, ld_hd, qp, d.q_ts, nq, nq, d.hd);
-              pack_rows(dor, ld_hd, dop, d.o_ts, nq, nq, d.hd);
-              q_rows = qr, do_rows = dor, q_ld = do_ld = ld_hd;
-            }
             // P = exp(scale q k^T - lse), recomputed; dP = dO V^T
-            panel_product(nq, kbn16, d.hd, qp, d.q_ts, 1, kt, ld_kb, P, ld_kb, false);
-            panel_product(nq, kbn16, d.hd, dop, d.o_ts, 1, vt, ld_kb, dP, ld_kb, false);
+            sgemm('N', 'N', nq, kbn, d.hd, 1.0f, qp, d.q_ts, kt, ld_kb, 0.0f, P, ld_kb);
+            sgemm('N', 'N', nq, kbn, d.hd, 1.0f, dop, d.o_ts, vt, ld_kb, 0.0f, dP, ld_kb);
             for (int r = 0; r < nq; ++r) {
               float* prow = P + r * ld_kb;
               float* dprow = dP + r * ld_kb;
@@ -1006,22 +850,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
               std::fill(dprow + hi, dprow + kbn, 0.0f);
             }
             // dq (nq, hd) += dS K;  dK += dS^T q;  dV += P^T dO
-            if (whole_panels) {
-              panel_product(nq, d.hd, kbn, dP, ld_kb, 1, kr, ld_hd, dqp, d.q_ts, true);
-            } else {
-              panel_product(nq, (int)hd16, kbn, dP, ld_kb, 1, kr, ld_hd, dqr, ld_hd, false);
-              for (int r = 0; r < nq; ++r)
-                for (int e = 0; e < d.hd; ++e) dqp[r * d.q_ts + e] += dqr[r * ld_hd + e];
-            }
-            panel_product(kbn, (int)hd16, nq, dP, 1, ld_kb, q_rows, q_ld, dk_acc, dk_ld, true);
-            panel_product(kbn, (int)hd16, nq, P, 1, ld_kb, do_rows, do_ld, dv_acc, dv_ld, true);
+            sgemm('N', 'N', nq, d.hd, kbn, 1.0f, dP, ld_kb, kr, ld_hd, 1.0f, dqp, d.q_ts);
+            sgemm('T', 'N', kbn, d.hd, nq, 1.0f, dP, ld_kb, qp, d.q_ts, 1.0f, dkb, d.k_ts);
+            sgemm('T', 'N', kbn, d.hd, nq, 1.0f, P, ld_kb, dop, d.o_ts, 1.0f, dvb, d.v_ts);
           }
         }
-        if (!whole_panels)
-          for (int j = 0; j < kw; ++j) {
-            std::memcpy(dkp + (int64_t)(kb0 + j) * d.k_ts, dkr + j * ld_hd, sizeof(float) * d.hd);
-            std::memcpy(dvp + (int64_t)(kb0 + j) * d.v_ts, dvr + j * ld_hd, sizeof(float) * d.hd);
-          }
       }
     }
   }
