@@ -233,30 +233,61 @@ TEST(OpsGrad, RopeIsARotationAndItsBackwardIsTheTranspose) {
   EXPECT_LT(rel_err(d, numeric_grad(x, loss)), kTol);
 }
 
-// Naive causal GQA attention in double.
-void naive_attention(std::vector<double>& out, const std::vector<float>& q, const std::vector<float>& k,
-                     const std::vector<float>& v, int B, int T, int H, int KV, int hd) {
-  out.assign((size_t)B * T * H * hd, 0.0);
+// Attention and its gradients in double, by the formulas (not by finite differences, so
+// that long sequences stay cheap): q, out (B, Tq, H, hd); k, v (B, Tk, KV, hd); query i sits
+// at position q_pos0 + i and sees keys key_start[b][i] (0 if none) .. its own position.
+struct NaiveAttention {
+  std::vector<double> out, dq, dk, dv;
+};
+NaiveAttention naive_attention_with_grads(const std::vector<float>& q, const std::vector<float>& k,
+                                          const std::vector<float>& v, const std::vector<float>& dout,
+                                          const std::vector<int32_t>& key_start, int B, int Tq, int Tk, int H,
+                                          int KV, int hd, int q_pos0) {
+  NaiveAttention r;
+  r.out.assign(q.size(), 0.0), r.dq.assign(q.size(), 0.0), r.dk.assign(k.size(), 0.0), r.dv.assign(v.size(), 0.0);
+  const double scale = 1.0 / std::sqrt((double)hd);
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < H; ++h) {
       const int kh = h / (H / KV);
-      for (int i = 0; i < T; ++i) {
-        std::vector<double> s(i + 1);
-        double m = -1e300;
-        for (int j = 0; j <= i; ++j) {
-          double d = 0;
-          for (int e = 0; e < hd; ++e)
-            d += (double)q[((b * T + i) * H + h) * hd + e] * k[((b * T + j) * KV + kh) * hd + e];
-          s[j] = d / std::sqrt((double)hd);
-          m = std::max(m, s[j]);
+      for (int i = 0; i < Tq; ++i) {
+        const int64_t qi = (((int64_t)b * Tq + i) * H + h) * hd;
+        const int first = key_start.empty() ? 0 : key_start[(size_t)b * Tq + i], last = q_pos0 + i;
+        auto kv_at = [&](int j) { return (((int64_t)b * Tk + j) * KV + kh) * hd; };
+        std::vector<double> p(last + 1, 0.0), dp(last + 1, 0.0);
+        double m = -1e300, z = 0, D = 0;
+        for (int j = first; j <= last; ++j) {
+          double s = 0;
+          for (int e = 0; e < hd; ++e) s += (double)q[qi + e] * k[kv_at(j) + e];
+          p[j] = s * scale;
+          m = std::max(m, p[j]);
         }
-        double z = 0;
-        for (auto& x : s) z += (x = std::exp(x - m));
-        for (int j = 0; j <= i; ++j)
-          for (int e = 0; e < hd; ++e)
-            out[((b * T + i) * H + h) * hd + e] += s[j] / z * v[((b * T + j) * KV + kh) * hd + e];
+        for (int j = first; j <= last; ++j) z += (p[j] = std::exp(p[j] - m));
+        for (int j = first; j <= last; ++j) {
+          p[j] /= z;
+          for (int e = 0; e < hd; ++e) {
+            r.out[qi + e] += p[j] * v[kv_at(j) + e];
+            dp[j] += (double)dout[qi + e] * v[kv_at(j) + e];
+          }
+          D += p[j] * dp[j];
+        }
+        for (int j = first; j <= last; ++j) {
+          const double ds = p[j] * (dp[j] - D) * scale;
+          for (int e = 0; e < hd; ++e) {
+            r.dq[qi + e] += ds * k[kv_at(j) + e];
+            r.dk[kv_at(j) + e] += ds * q[qi + e];
+            r.dv[kv_at(j) + e] += p[j] * dout[qi + e];
+          }
+        }
       }
     }
+  return r;
+}
+
+// Naive causal GQA attention in double over full sequences (every query sees keys 0..i).
+void naive_attention(std::vector<double>& out, const std::vector<float>& q, const std::vector<float>& k,
+                     const std::vector<float>& v, int B, int T, int H, int KV, int hd) {
+  const std::vector<float> no_grad(q.size(), 0.0f);
+  out = naive_attention_with_grads(q, k, v, no_grad, {}, B, T, T, H, KV, hd, 0).out;
 }
 
 TEST(OpsGrad, AttentionGqaAcrossTiles) {
@@ -333,56 +364,6 @@ TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
       for (double x : sc) z += std::exp(x - m);
       EXPECT_NEAR(lse[n_new - 1], m + std::log(z), 1e-5) << "hd " << hd << " rows " << n_new;
     }
-}
-
-// Attention and its gradients in double, by the formulas (not by finite differences, so
-// that long sequences stay cheap): q, out (B, Tq, H, hd); k, v (B, Tk, KV, hd); query i sits
-// at position q_pos0 + i and sees keys key_start[b][i] (0 if none) .. its own position.
-struct NaiveAttention {
-  std::vector<double> out, dq, dk, dv;
-};
-NaiveAttention naive_attention_with_grads(const std::vector<float>& q, const std::vector<float>& k,
-                                          const std::vector<float>& v, const std::vector<float>& dout,
-                                          const std::vector<int32_t>& key_start, int B, int Tq, int Tk, int H,
-                                          int KV, int hd, int q_pos0) {
-  NaiveAttention r;
-  r.out.assign(q.size(), 0.0), r.dq.assign(q.size(), 0.0), r.dk.assign(k.size(), 0.0), r.dv.assign(v.size(), 0.0);
-  const double scale = 1.0 / std::sqrt((double)hd);
-  for (int b = 0; b < B; ++b)
-    for (int h = 0; h < H; ++h) {
-      const int kh = h / (H / KV);
-      for (int i = 0; i < Tq; ++i) {
-        const int64_t qi = (((int64_t)b * Tq + i) * H + h) * hd;
-        const int first = key_start.empty() ? 0 : key_start[(size_t)b * Tq + i], last = q_pos0 + i;
-        auto kv_at = [&](int j) { return (((int64_t)b * Tk + j) * KV + kh) * hd; };
-        std::vector<double> p(last + 1, 0.0), dp(last + 1, 0.0);
-        double m = -1e300, z = 0, D = 0;
-        for (int j = first; j <= last; ++j) {
-          double s = 0;
-          for (int e = 0; e < hd; ++e) s += (double)q[qi + e] * k[kv_at(j) + e];
-          p[j] = s * scale;
-          m = std::max(m, p[j]);
-        }
-        for (int j = first; j <= last; ++j) z += (p[j] = std::exp(p[j] - m));
-        for (int j = first; j <= last; ++j) {
-          p[j] /= z;
-          for (int e = 0; e < hd; ++e) {
-            r.out[qi + e] += p[j] * v[kv_at(j) + e];
-            dp[j] += (double)dout[qi + e] * v[kv_at(j) + e];
-          }
-          D += p[j] * dp[j];
-        }
-        for (int j = first; j <= last; ++j) {
-          const double ds = p[j] * (dp[j] - D) * scale;
-          for (int e = 0; e < hd; ++e) {
-            r.dq[qi + e] += ds * k[kv_at(j) + e];
-            r.dk[kv_at(j) + e] += ds * q[qi + e];
-            r.dv[kv_at(j) + e] += p[j] * dout[qi + e];
-          }
-        }
-      }
-    }
-  return r;
 }
 
 TEST(OpsGrad, AttentionOverSeveralKeyBlocksPackedDocumentsAndPaddedHeadWidths) {
