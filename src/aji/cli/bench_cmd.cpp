@@ -154,12 +154,12 @@ void run_train_step(const TrainOpts& o) {
   // Each product's best time inside the timed steps, to set against its time alone.
   std::vector<double> in_step(shapes.size(), 1e30);
   const bool comparable = timed_gemms.size() == shapes.size() * (size_t)o.steps;
-  if (comparable)
+  double in_step_total = 0;
+  if (comparable) {
     for (size_t i = 0; i < timed_gemms.size(); ++i)
       in_step[i % shapes.size()] = std::min(in_step[i % shapes.size()], timed_gemms[i].seconds);
-  double in_step_total = 0;
-  if (comparable)
     for (double t : in_step) in_step_total += t;
+  }
   const double tokens_per_step = (double)B * T;
   const double flops = cfg.train_flops_per_token(T) * tokens_per_step;
   const double mfu = flops / t_step / (o.peak_gflops * 1e9);
