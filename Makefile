@@ -3,6 +3,12 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 CMAKE_FLAGS ?=
+# ccache, when installed, makes rebuilds (and other clones on the same machine) cheap;
+# paths are hashed relative to the checkout so two clones share the cache.
+ifneq ($(shell command -v ccache 2>/dev/null),)
+CCACHE_FLAGS := -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache
+export CCACHE_BASEDIR := $(CURDIR)
+endif
 
 .PHONY: all deps build build-asan test test-fast demo bench clean
 
@@ -12,14 +18,14 @@ deps:
 	@scripts/install-deps
 
 $(BUILD)/Makefile: CMakeLists.txt
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CCACHE_FLAGS) $(CMAKE_FLAGS)
 
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > /dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CCACHE_FLAGS) $(CMAKE_FLAGS) > /dev/null
 	cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DAJI_SANITIZE=ON -DAJI_BUILD_BENCH=OFF > /dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DAJI_SANITIZE=ON -DAJI_BUILD_BENCH=OFF $(CCACHE_FLAGS) $(CMAKE_FLAGS) > /dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
 # Every test: the release build (fast and slow labels), then the fast tests again under
