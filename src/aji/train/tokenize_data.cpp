@@ -239,14 +239,18 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     }
     std::string doc;
     int64_t head_line = 0;  // line number of the line `take` is given
+    int64_t doc_line = 0;   // first line of the paragraph being gathered
     auto take = [&](std::string& l) {
-      cur_line = head_line > 0 ? head_line : reader.line_number();
+      const int64_t ln = head_line > 0 ? head_line : reader.line_number();
       if (!has_blank) {
+        cur_line = ln;
         if (!l.empty()) add_doc(std::move(l));
       } else if (l.empty()) {
+        cur_line = doc_line;
         if (!doc.empty()) add_doc(std::move(doc));
         doc.clear();
       } else {
+        if (doc.empty()) doc_line = ln;
         if (!doc.empty()) doc += '\n';
         doc += l;
       }
@@ -259,6 +263,7 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     head_line = 0;
     std::string l;
     while (more && next_line(l)) take(l);
+    cur_line = doc_line;
     if (!doc.empty()) add_doc(std::move(doc));
   }
   encode_block();
