@@ -129,10 +129,39 @@ TEST(PipelineResume, SameSizeAndMtimeDifferentContentIsRedone) {
   ASSERT_EQ(run_pipeline(cfg, options(in, out)).units_run, 1);
   write_bytes(in / "x.jsonl", b);
   fs::last_write_time(in / "x.jsonl", mtime);
-  ASSERT_EQ(run_pipeline(cfg, options(in, out)).units_run, 1);
+  RunOptions o = options(in, out);
+  o.notes = true;
+  testing::internal::CaptureStderr();
+  ASSERT_EQ(run_pipeline(cfg, o).units_run, 1);
+  const std::string note = testing::internal::GetCapturedStderr();
+  EXPECT_NE(note.find("the input file's content changed"), std::string::npos) << note;  // not the mtime
   auto docs = read_docs(out / "en" / (unit_name((in / "x.jsonl").string()) + ".jsonl.zst"));
   ASSERT_FALSE(docs.empty());
   EXPECT_EQ(docs.begin()->first.substr(0, 1), "b");
+}
+
+// A large file (past the 64 KiB head sample) changed only near its end: the tail sample sees it.
+TEST(PipelineResume, ChangeNearTheEndOfALargeFileIsRedone) {
+  TempDir tmp;
+  fs::path in = tmp.path() / "in", out = tmp.path() / "out";
+  std::string a = jsonl_docs("a", 0, 300);
+  ASSERT_GT(a.size(), size_t(200) << 10);
+  std::string b = a;
+  const size_t last = b.rfind("\"a299\"");
+  ASSERT_NE(last, std::string::npos);
+  b[last + 1] = 'z';  // id "z299", same size
+  write_bytes(in / "x.jsonl", a);
+  const auto mtime = fs::last_write_time(in / "x.jsonl");
+  const PipelineConfig cfg = PipelineConfig::fineweb_default();
+  ASSERT_EQ(run_pipeline(cfg, options(in, out)).units_run, 1);
+  write_bytes(in / "x.jsonl", b);
+  fs::last_write_time(in / "x.jsonl", mtime);
+  RunOptions o = options(in, out);
+  o.notes = true;
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(run_pipeline(cfg, o).units_run, 1);
+  const std::string note = testing::internal::GetCapturedStderr();
+  EXPECT_NE(note.find("the input file's content changed"), std::string::npos) << note;  // not the mtime
 }
 
 // A changed config redoes finished files, and outputs the new config no longer writes go.

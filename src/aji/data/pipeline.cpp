@@ -466,11 +466,11 @@ std::string hex64(uint64_t v) {
 
 // Bump when a code change alters what the pipeline writes for the same input and config.
 constexpr int kResumeKeyVersion = 1;
-constexpr size_t kSampleBytes = size_t(1) << 20;
+constexpr size_t kSampleBytes = size_t(64) << 10;
 
-// Size, modification time and a hash of the first and last MiB (on-disk bytes) of the
+// Size, modification time and a hash of the first and last 64 KiB (on-disk bytes) of the
 // input: a replaced, truncated or re-downloaded file changes at least one of them, and
-// checking it costs 2 MiB of reading, not the whole file.
+// checking it costs 128 KiB of reading per file, not the whole file.
 nlohmann::json input_key(const std::string& path) {
   struct stat sb {};
   if (::stat(path.c_str(), &sb) != 0) return nullptr;
