@@ -16,6 +16,7 @@
 #include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/data/pipeline.h"
+#include "data/kill_util.h"
 #include "test_util.h"
 
 namespace aji::data {
@@ -74,68 +75,46 @@ TEST(PipelineHuge, FiftyMegabyteDocumentAndOversizedOnes) {
 
 // A real interruption: `aji data run` is killed with SIGKILL midway, then rerun; the
 // rerun skips the finished input files and the final output equals an uninterrupted run.
+// The kill is deterministic: the run stops itself in the 6th input file
+// (AJI_TEST_PAUSE_AT=data_doc:N) and is killed there, however fast the machine.
 TEST(PipelineHuge, KilledRunResumesWithoutRedoingFinishedFiles) {
   TempDir tmp;
   fs::path in = tmp.path() / "in";
   fs::create_directories(in);
-  for (int f = 0; f < 24; ++f) {
+  constexpr int kFiles = 24, kDocs = 60;
+  for (int f = 0; f < kFiles; ++f) {
     std::ofstream out(in / ("part-" + std::to_string(100 + f) + ".jsonl"));
-    for (int d = 0; d < 300; ++d)
+    for (int d = 0; d < kDocs; ++d)
       out << nlohmann::json{{"id", std::to_string(f) + "-" + std::to_string(d)}, {"text", prose(4000, uint64_t(f) * 1000 + d)}}.dump() << "\n";
   }
   auto run = [&](const fs::path& out_dir) {
     return std::vector<std::string>{AJI_BINARY, "--threads", "1", "data", "run", "--no-progress", "--input", in.string(),
                                     "--out", out_dir.string()};
   };
-  auto spawn = [](const std::vector<std::string>& args) {
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      std::vector<char*> argv;
-      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      int devnull = ::open("/dev/null", 1);
-      ::dup2(devnull, 1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    return pid;
-  };
   fs::path killed = tmp.path() / "killed", clean = tmp.path() / "clean";
-  pid_t pid = spawn(run(killed));
-  // Wait until some input files are finished, then kill without warning.
-  size_t done = 0;
-  for (int i = 0; i < 6000 && done < 3; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    done = 0;
-    if (fs::exists(killed / ".done"))
-      for (const auto& e : fs::directory_iterator(killed / ".done")) done += e.path().extension() == ".json";
-  }
-  ::kill(pid, SIGKILL);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_GE(done, 3u);
+  const fs::path log = tmp.path() / "log.txt";
+  const auto k = aji::test::run_and_kill_at(run(killed), "data_doc:" + std::to_string(5 * kDocs + kDocs / 2), log);
+  ASSERT_TRUE(k.killed) << aji::read_file(log);
   size_t finished_before = 0;
   for (const auto& e : fs::directory_iterator(killed / ".done")) finished_before += e.path().extension() == ".json";
-  if (finished_before == 24) GTEST_SKIP() << "the run finished before it could be killed";
+  ASSERT_EQ(finished_before, 5u);
 
-  std::string out;
-  auto join = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (const auto& a : v) s += a + " ";
-    return s;
-  };
-  ASSERT_EQ(aji::test::run_command(join(run(killed)), &out), 0);
+  ASSERT_EQ(aji::test::run_and_kill_at(run(killed), "", log).exit_code, 0) << aji::read_file(log);
   auto report = nlohmann::json::parse(aji::read_file(killed / "report.json"));
   EXPECT_EQ(report["units_skipped"].get<size_t>(), finished_before);
-  EXPECT_EQ(report["units_run"].get<size_t>(), 24 - finished_before);
-  ASSERT_EQ(aji::test::run_command(join(run(clean)), &out), 0);
+  EXPECT_EQ(report["units_run"].get<size_t>(), kFiles - finished_before);
+  ASSERT_EQ(aji::test::run_and_kill_at(run(clean), "", log).exit_code, 0) << aji::read_file(log);
+  size_t compared = 0;
   for (const char* lang : {"en"}) {
     for (const auto& e : fs::directory_iterator(clean / lang)) {
       fs::path other = killed / lang / e.path().filename();
       ASSERT_TRUE(fs::exists(other)) << other;
       EXPECT_EQ(aji::read_file(e.path()), aji::read_file(other)) << other;
+      ++compared;
     }
   }
+  EXPECT_EQ(compared, size_t(kFiles));
+  EXPECT_TRUE(aji::test::temp_files(killed).empty());
   auto a = nlohmann::json::parse(aji::read_file(clean / "report.json"));
   EXPECT_EQ(report["total"]["kept_docs"], a["total"]["kept_docs"]);
   EXPECT_EQ(report["total"]["drops"], a["total"]["drops"]);

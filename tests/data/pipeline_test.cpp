@@ -201,6 +201,7 @@ TEST(Pipeline, ResumeSkipsFinishedInputsAndRedoesTheRest) {
   EXPECT_EQ(second.units_run, 1);
   EXPECT_EQ(second.units_skipped, 3);
   EXPECT_EQ(fs::last_write_time(warc_out), mtime);  // finished work untouched
+  EXPECT_FALSE(fs::exists(out / "en" / (unit + ".jsonl.zst.tmp.12345")));  // the killed run's temp file
   EXPECT_EQ(outputs(out), docs_first);
   EXPECT_EQ(nlohmann::json(second.total)["drops"], nlohmann::json(first.total)["drops"]);
   EXPECT_EQ(second.total.errors_total, first.total.errors_total);

@@ -1,6 +1,8 @@
 // `aji tokenizer encode|decode|info` through the built binary.
 #include <gtest/gtest.h>
 
+#include <zlib.h>
+
 #include <fstream>
 
 #include "tokenizer_test_util.h"
@@ -119,6 +121,97 @@ TEST(TokenizerCli, InfoAndHelp) {
   EXPECT_NE(out.find("cl100k"), std::string::npos);
   ASSERT_EQ(run_command(aji_cmd("tokenizer encode --help"), &out), 0);
   EXPECT_NE(out.find("--jsonl-field"), std::string::npos);
+}
+
+// `aji data tokenize`: a bad input ends as an error naming its real cause and place.
+TEST(DataTokenizeCli, AllInvalidUtf8InputNamesTheCauseNotTheValFraction) {
+  TempDir dir;
+  const std::string tok = (dir.path() / "tok.json").string();
+  std::string text;
+  ASSERT_EQ(run_command(aji_cmd("-q tokenizer train --vocab-size 300 --input " +
+                                source_path("tests/fixtures/tokenizer/train_tiny.txt").string() + " --out " + tok +
+                                " 2>&1"),
+                        &text),
+            0)
+      << text;
+  // Latin-1 text, one document per line: every document is skipped as not UTF-8.
+  write(dir.path() / "latin1.txt", "caf\xe9 au lait\nna\xefve question\n\nr\xe9sum\xe9\n");
+  EXPECT_EQ(run_command(aji_cmd("-q data tokenize --tokenizer " + tok + " --input " + (dir.path() / "latin1.txt").string() +
+                                " --out " + (dir.path() / "shards").string() + " 2>&1"),
+                        &text),
+            1);
+  EXPECT_NE(text.find("not valid UTF-8"), std::string::npos) << text;
+  EXPECT_NE(text.find("latin1.txt:1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("val-fraction"), std::string::npos) << text;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "shards" / "manifest.json"));
+  // The same in JSONL with --skip-bad-lines (the hint of the per-line error).
+  write(dir.path() / "latin1.jsonl", "{\"text\": \"caf\xe9\"}\n{\"text\": \"na\xefve\"}\n");
+  EXPECT_EQ(run_command(aji_cmd("-q data tokenize --tokenizer " + tok + " --jsonl-field text --skip-bad-lines --input " +
+                                (dir.path() / "latin1.jsonl").string() + " --out " + (dir.path() / "shards").string() +
+                                " 2>&1"),
+                        &text),
+            1);
+  EXPECT_NE(text.find("UTF-8"), std::string::npos) << text;
+  EXPECT_NE(text.find("latin1.jsonl:1"), std::string::npos) << text;
+  EXPECT_EQ(text.find("val-fraction"), std::string::npos) << text;
+}
+
+// A run that fails half-way leaves no shards behind (nothing written half-way).
+TEST(DataTokenizeCli, FailedRunLeavesNoShards) {
+  TempDir dir;
+  const std::string tok = (dir.path() / "tok.json").string();
+  std::string text;
+  ASSERT_EQ(run_command(aji_cmd("-q tokenizer train --vocab-size 300 --input " +
+                                source_path("tests/fixtures/tokenizer/train_tiny.txt").string() + " --out " + tok +
+                                " 2>&1"),
+                        &text),
+            0)
+      << text;
+  // Enough good text for shards to be written (documents are encoded in 8 MB blocks), then
+  // a malformed line.
+  std::string doc;
+  while (doc.size() < (1u << 20)) doc += "Before we proceed any further, hear me speak. ";
+  std::string jsonl;
+  for (int i = 0; i < 9; ++i) jsonl += "{\"text\": \"" + doc + std::to_string(i) + "\"}\n";
+  jsonl += "{\"text\": broken\n";
+  write(dir.path() / "docs.jsonl", jsonl);
+  const auto shards = dir.path() / "shards";
+  EXPECT_EQ(run_command(aji_cmd("-q data tokenize --tokenizer " + tok + " --jsonl-field text --shard-tokens 1024 --input " +
+                                (dir.path() / "docs.jsonl").string() + " --out " + shards.string() + " 2>&1"),
+                        &text),
+            1);
+  EXPECT_NE(text.find("docs.jsonl:10"), std::string::npos) << text;
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(shards)) files += e.path().extension() == ".ajitok";
+  EXPECT_EQ(files, 0u);
+}
+
+// Progress over compressed input counts compressed bytes: never above 100%.
+TEST(DataTokenizeCli, ProgressOnCompressedInputEndsAtOneHundredPercent) {
+  TempDir dir;
+  const std::string tok = (dir.path() / "tok.json").string();
+  std::string text;
+  ASSERT_EQ(run_command(aji_cmd("-q tokenizer train --vocab-size 300 --input " +
+                                source_path("tests/fixtures/tokenizer/train_tiny.txt").string() + " --out " + tok +
+                                " 2>&1"),
+                        &text),
+            0)
+      << text;
+  std::string plain;
+  for (int i = 0; i < 3000; ++i) plain += "the same words again and again " + std::to_string(i % 7) + "\n";
+  const auto gz = dir.path() / "docs.txt.gz";
+  gzFile f = gzopen(gz.c_str(), "wb");
+  ASSERT_EQ(gzwrite(f, plain.data(), static_cast<unsigned>(plain.size())), static_cast<int>(plain.size()));
+  gzclose(f);
+  ASSERT_EQ(run_command(aji_cmd("data tokenize --tokenizer " + tok + " --input " + gz.string() + " --out " +
+                                (dir.path() / "shards").string() + " 2>&1"),
+                        &text),
+            0)
+      << text;
+  size_t p = text.rfind("tokenize:");
+  ASSERT_NE(p, std::string::npos) << text;
+  const std::string line = text.substr(p, text.find('\n', p) - p);
+  EXPECT_NE(line.find("(100.0%)"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -187,5 +187,55 @@ TEST(TrainCli, TrainInfoEncodeStatsAndErrors) {
   EXPECT_NE(stdout_text.find("nope"), std::string::npos) << stdout_text;
 }
 
+// Every line's text is not UTF-8 (a legacy-charset export): with --skip-bad-lines all are
+// skipped, and the error names that cause and the first such line, not just "no text".
+TEST(TrainInputs, AllLinesInvalidUtf8NameTheCause) {
+  TempDir dir;
+  const auto path = dir.path() / "cp949.jsonl";
+  write_file_atomic(path, "\n{\"text\": \"caf\xe9 au lait\"}\n{\"text\": \"\xc7\xd1\xb1\xdb\"}\n");
+  TrainOptions o = small_options();
+  o.jsonl_field = "text";
+  o.skip_bad_lines = true;
+  const std::string msg = error_of([&] { train_tokenizer({path}, o); });
+  EXPECT_NE(msg.find("not valid UTF-8"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cp949.jsonl:2"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("iconv"), std::string::npos) << msg;
+}
+
+// The percentages of the progress lines, in order, from a captured stderr.
+std::vector<double> progress_percents(const std::string& text, const std::string& label) {
+  std::vector<double> out;
+  size_t p = 0;
+  while ((p = text.find(label + ":", p)) != std::string::npos) {
+    size_t open = text.find('(', p), close = text.find("%)", p), eol = text.find('\n', p);
+    if (open != std::string::npos && close != std::string::npos && close < eol)
+      out.push_back(std::stod(text.substr(open + 1, close - open - 1)));
+    p = eol == std::string::npos ? text.size() : eol;
+  }
+  return out;
+}
+
+// Compressed JSONL: the total is the file's size on disk, so what is counted must be
+// compressed bytes too (it counted line bytes: "count pieces: ... (2343.1%)").
+TEST(TrainCli, ProgressOnCompressedInputEndsAtOneHundredPercent) {
+  TempDir dir;
+  std::string jsonl;
+  for (int i = 0; i < 3000; ++i) jsonl += "{\"text\": \"the same words again and again " + std::to_string(i % 7) + "\"}\n";
+  const auto gz = dir.path() / "docs.jsonl.gz";
+  gzFile f = gzopen(gz.c_str(), "wb");
+  ASSERT_EQ(gzwrite(f, jsonl.data(), static_cast<unsigned>(jsonl.size())), static_cast<int>(jsonl.size()));
+  gzclose(f);
+  std::string text;
+  ASSERT_EQ(run_command(std::string(AJI_BINARY) + " tokenizer train --jsonl-field text --vocab-size 300 --input " +
+                            gz.string() + " --out " + (dir.path() / "tok.json").string() + " 2>&1",
+                        &text),
+            0)
+      << text;
+  const auto pct = progress_percents(text, "count pieces");
+  ASSERT_FALSE(pct.empty()) << text;
+  for (double v : pct) EXPECT_LE(v, 100.0) << text;
+  EXPECT_EQ(pct.back(), 100.0) << text;
+}
+
 }  // namespace
 }  // namespace aji::tokenizer

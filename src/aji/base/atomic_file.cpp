@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "aji/base/error.h"
+#include "aji/base/pause_point.h"
 
 namespace aji {
 
@@ -58,6 +59,7 @@ void AtomicFileWriter::commit() {
   }
   std::fclose(file_);
   file_ = nullptr;
+  pause_point("atomic_commit");  // kill tests: complete temp file, not yet renamed
   std::error_code ec;
   std::filesystem::rename(tmp_path_, path_, ec);
   if (ec) throw Error("cannot rename into place: " + ec.message()).at(path_.string());

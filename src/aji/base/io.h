@@ -49,6 +49,9 @@ class LineReader {
   bool next(std::string_view& line);
   int64_t line_number() const { return line_number_; }
   const std::string& path() const { return stream_.path(); }
+  // Bytes of the underlying (compressed) file consumed so far: what progress over a
+  // file's on-disk size must count (line bytes are decompressed bytes).
+  uint64_t compressed_offset() const { return stream_.compressed_offset(); }
 
  private:
   bool fill();

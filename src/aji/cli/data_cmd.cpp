@@ -39,7 +39,8 @@ aji::cli::CommandRegistrar reg(20, [](CLI::App& app) {
       "run",
       "Run the pipeline: read (WARC/WET, JSONL, HTML, text) → URL filter → HTML extraction → language ID → "
       "quality filters → PII scrubbing → JSONL.zst per language in --out. Resumable: finished input files are "
-      "skipped on rerun. Without --config: FineWeb's defaults keeping English and Korean.");
+      "skipped on rerun while the file (size, mtime, head/tail hash) and the config are unchanged, else redone. "
+      "Without --config: FineWeb's defaults keeping English and Korean.");
   struct RunOpts {
     std::string config;
     std::vector<std::string> inputs;
@@ -63,6 +64,7 @@ aji::cli::CommandRegistrar reg(20, [](CLI::App& app) {
     opt.inputs = ro->inputs;
     opt.out_dir = ro->out;
     opt.progress = !ro->no_progress && !aji::cli::global_options().quiet;
+    opt.notes = !aji::cli::global_options().quiet;
     if (!ro->shard.empty()) {
       data::parse_shard(ro->shard, opt.shard_index, opt.shard_count);
     } else if (ro->env_shard && !shard_from_env(opt.shard_index, opt.shard_count)) {

@@ -5,6 +5,7 @@
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
+#include "aji/data/pipeline.h"
 #include "aji/train/tokenize_data.h"
 
 namespace {
@@ -18,6 +19,8 @@ aji::cli::CommandRegistrar reg(21, [](CLI::App& app) {
   cmd->footer(
       "Documents are separated by <|endoftext|>. Plain text: files with blank lines split into paragraphs,\n"
       "other files give one document per line; JSONL: one document per line (--jsonl-field).\n"
+      "The --out folder of `aji data run` is read as such: its kept documents only (never dropped_samples/,\n"
+      "reports or markers), as JSONL field \"text\".\n"
       "Example: aji data tokenize --tokenizer tok.json --input data/corpus/train --out data/shards");
   cmd->add_option("--tokenizer", *tok, "Tokenizer file (aji, .tiktoken or Hugging Face tokenizer.json)")->required();
   cmd->add_option("--input", o->inputs, "Text or JSONL files, directories or globs (.gz/.zst read transparently)")
@@ -35,6 +38,9 @@ aji::cli::CommandRegistrar reg(21, [](CLI::App& app) {
     o->out_dir = *out;
     o->tokenizer = *tok;
     o->progress = !aji::cli::global_options().quiet;
+    aji::data::TextInputs in = aji::data::resolve_text_inputs(o->inputs, o->jsonl_field);
+    o->files = in.files;
+    o->jsonl_field = in.jsonl_field;
     auto r = aji::train::tokenize_data(*o);
     uint64_t train_tok = 0, val_tok = 0, val_docs = 0;
     for (const auto& s : r.manifest.train) train_tok += s.tokens;

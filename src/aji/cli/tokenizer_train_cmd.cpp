@@ -13,6 +13,7 @@
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
+#include "aji/data/pipeline.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/tokenizer/tokenizer_files.h"
 #include "aji/tokenizer/trainer.h"
@@ -52,7 +53,6 @@ void run_train(const TrainArgs& a) {
   opt.pattern = pattern_or_throw(a.pattern);
   opt.vocab_size = a.vocab_size;
   if (!a.specials.empty()) opt.specials = a.specials;
-  opt.jsonl_field = a.jsonl_field;
   opt.skip_bad_lines = a.skip_bad_lines;
   opt.progress = !aji::cli::global_options().quiet;
   if (a.format != "aji" && a.format != "hf")
@@ -65,7 +65,10 @@ void run_train(const TrainArgs& a) {
     if (!dir.empty() && !fs::is_directory(dir))
       throw Error("the output directory does not exist").at(dir.string()).fix("create it first (mkdir -p)");
   }
-  const std::vector<fs::path> files = aji::expand_inputs(a.inputs);
+  // An `aji data run` output folder gives its kept documents only (JSONL field "text").
+  const aji::data::TextInputs in = aji::data::resolve_text_inputs(a.inputs, a.jsonl_field);
+  const std::vector<fs::path>& files = in.files;
+  opt.jsonl_field = in.jsonl_field;
   const auto t0 = std::chrono::steady_clock::now();
   TrainStats stats;
   Tokenizer tok = train_tokenizer(files, opt, &stats);
@@ -133,13 +136,16 @@ FileStats stats_for_file(const Tokenizer& tok, const fs::path& path, const std::
   if (jsonl_field.empty()) {
     // Stream in ~1 MB chunks cut where splitting is unaffected (same ids as the whole file).
     aji::InputStream in(path);
+    uint64_t reported = 0;
     std::string buf;
     std::vector<char> block(size_t(1) << 20);
     while (true) {
       const size_t got = in.read(block.data(), block.size());
       buf.append(block.data(), got);
       fs_.bytes += static_cast<int64_t>(got);
-      progress.add(static_cast<int64_t>(got));
+      // Progress counts on-disk bytes (the total is the files' sizes, compressed or not).
+      progress.add(static_cast<int64_t>(in.compressed_offset() - reported));
+      reported = in.compressed_offset();
       size_t cut = got == 0 ? buf.size() : detail::last_safe_cut(buf);
       if (got != 0 && cut == 0 && buf.size() > (size_t(64) << 20)) cut = buf.size();  // pathological: one piece
       if (cut > 0) {
@@ -153,8 +159,10 @@ FileStats stats_for_file(const Tokenizer& tok, const fs::path& path, const std::
   } else {
     aji::LineReader reader(path);
     std::string_view line;
+    uint64_t reported = 0;
     while (reader.next(line)) {
-      progress.add(static_cast<int64_t>(line.size() + 1));
+      progress.add(static_cast<int64_t>(reader.compressed_offset() - reported));
+      reported = reader.compressed_offset();
       if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
       nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_discarded() || !j.is_object() || !j.contains(jsonl_field) || !j[jsonl_field].is_string())
@@ -230,7 +238,9 @@ aji::cli::CommandRegistrar reg(11, [](CLI::App& app) {
       "train",
       "Learn a byte-level BPE vocabulary from text (GPT-4 style).\n"
       "Example: aji tokenizer train --input data/corpus/train --vocab-size 8192 --out tok.json");
-  train->add_option("--input", ta->inputs, "Text files, directories or globs (.gz/.zst read transparently)")
+  train->add_option("--input", ta->inputs,
+                    "Text files, directories or globs (.gz/.zst read transparently); the --out folder of `aji data "
+                    "run` gives its kept documents only")
       ->required();
   train->add_option("--jsonl-field", ta->jsonl_field,
                     "Inputs are JSONL; train on this string field of each line (e.g. text)");

@@ -1,6 +1,7 @@
 #include "aji/data/pipeline.h"
 
 #include <omp.h>
+#include <sys/stat.h>
 #include <utf8proc.h>
 #include <zstd.h>
 
@@ -8,11 +9,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <cstdio>
 #include <memory>
+#include <set>
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/base/pause_point.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 
@@ -382,6 +386,7 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
     }
     // Serial: counts, samples, writing in input order.
     for (size_t i = 0; i < n; ++i) {
+      pause_point("data_doc");  // kill tests
       Document& doc = batch[i];
       DocResult& r = results[i];
       ++read_stage.docs_out;
@@ -436,12 +441,139 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
   read_stage.docs_in = read_stage.docs_out + st.skips.warc_non_response + st.skips.warc_payload_type + st.skips.empty +
                        reader.errors().size();
   for (auto& [route, w] : writers) w->commit();
+  pause_point("data_unit_outputs");  // kill tests: outputs in place, no done-marker yet
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;
 }
 
 fs::path marker_path(const fs::path& out_dir, const std::string& input) {
   return out_dir / ".done" / (unit_name(input) + ".json");
+}
+
+// ---- Resume keys: a done-marker holds what the input file and the settings were when
+// the file was done; a rerun skips it only when both still match.
+
+uint64_t fnv1a(std::string_view data, uint64_t h = 1469598103934665603ULL) {
+  for (unsigned char c : data) h = (h ^ c) * 1099511628211ULL;
+  return h;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Bump when a code change alters what the pipeline writes for the same input and config.
+constexpr int kResumeKeyVersion = 1;
+constexpr size_t kSampleBytes = size_t(64) << 10;
+
+// Size, modification time and a hash of the first and last 64 KiB (on-disk bytes) of the
+// input: a replaced, truncated or re-downloaded file changes at least one of them, and
+// checking it costs 128 KiB of reading per file, not the whole file.
+nlohmann::json input_key(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0) return nullptr;
+  std::string head, tail;
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) {
+    head.resize(kSampleBytes);
+    head.resize(std::fread(head.data(), 1, head.size(), f));
+    auto size = static_cast<uint64_t>(sb.st_size);
+    if (size > kSampleBytes && std::fseek(f, -static_cast<long>(kSampleBytes), SEEK_END) == 0) {
+      tail.resize(kSampleBytes);
+      tail.resize(std::fread(tail.data(), 1, tail.size(), f));
+    }
+    std::fclose(f);
+  }
+  return {{"size", static_cast<uint64_t>(sb.st_size)},
+          {"mtime_ns", static_cast<int64_t>(sb.st_mtim.tv_sec) * 1000000000LL + sb.st_mtim.tv_nsec},
+          {"sample_hash", hex64(fnv1a(tail, fnv1a(head)))}};
+}
+
+std::string config_hash(const PipelineConfig& config) {
+  nlohmann::json j = config;
+  return hex64(fnv1a(j.dump()));
+}
+
+nlohmann::json resume_key(const std::string& input, const std::string& cfg_hash) {
+  return {{"version", kResumeKeyVersion}, {"input", input_key(input)}, {"config_hash", cfg_hash}};
+}
+
+// Why a done-marker no longer covers the input; empty if it does.
+std::string marker_mismatch(const nlohmann::json& marker, const nlohmann::json& key) {
+  if (!marker.contains("resume_key")) return "its done-marker has no resume key (written by an older aji)";
+  const nlohmann::json& old = marker["resume_key"];
+  if (old.value("version", 0) != key["version"].get<int>()) return "its done-marker was written by another aji version";
+  if (old.value("config_hash", "") != key["config_hash"].get<std::string>()) return "the pipeline config changed";
+  if (!old.contains("input") || old["input"] != key["input"]) {
+    if (key["input"].is_null()) return "the input file cannot be read";
+    const nlohmann::json& a = old.contains("input") ? old["input"] : nlohmann::json();
+    if (!a.is_object()) return "the input file changed";
+    if (a.value("size", uint64_t(0)) != key["input"]["size"].get<uint64_t>()) return "the input file changed size";
+    if (a.value("sample_hash", "") != key["input"]["sample_hash"].get<std::string>())
+      return "the input file's content changed";
+    return "the input file's modification time changed";
+  }
+  return "";
+}
+
+// The output folders that can hold kept files: DIR/<lang> and DIR/other/<lang>.
+std::vector<fs::path> route_dirs(const fs::path& out_dir) {
+  std::vector<fs::path> dirs;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out_dir, ec)) {
+    if (!e.is_directory()) continue;
+    const std::string n = e.path().filename().string();
+    if (n == ".done" || n == "dropped_samples") continue;
+    if (n == "other") {
+      for (const auto& o : fs::directory_iterator(e.path(), ec))
+        if (o.is_directory()) dirs.push_back(o.path());
+    } else {
+      dirs.push_back(e.path());
+    }
+  }
+  return dirs;
+}
+
+// A unit is redone from scratch: its kept files from an earlier run go first (a changed
+// input or config may route documents elsewhere).
+void remove_unit_outputs(const fs::path& out_dir, const std::string& name) {
+  std::error_code ec;
+  for (const auto& d : route_dirs(out_dir)) fs::remove(d / (name + ".jsonl.zst"), ec);
+}
+
+// Temp files ("<file>.tmp.<pid>") left by a killed run, for this shard's units and report
+// files only (another shard may be writing its own right now).
+void remove_stale_temp_files(const fs::path& out_dir, const std::set<std::string>& units, const std::string& suffix) {
+  std::error_code ec;
+  auto unit_of_temp = [](const std::string& file, const char* ext) -> std::string {
+    const std::string tag = std::string(ext) + ".tmp.";
+    size_t p = file.rfind(tag);
+    return p == std::string::npos ? std::string() : file.substr(0, p);
+  };
+  std::vector<fs::path> dirs = route_dirs(out_dir);
+  for (const auto& d : dirs)
+    for (const auto& e : fs::directory_iterator(d, ec)) {
+      std::string u = unit_of_temp(e.path().filename().string(), ".jsonl.zst");
+      if (!u.empty() && units.count(u)) fs::remove(e.path(), ec);
+    }
+  for (const auto& e : fs::directory_iterator(out_dir / ".done", ec)) {
+    std::string u = unit_of_temp(e.path().filename().string(), ".json");
+    if (!u.empty() && units.count(u)) fs::remove(e.path(), ec);
+  }
+  for (const fs::path& d : {out_dir, out_dir / "dropped_samples"})
+    for (const auto& e : fs::directory_iterator(d, ec)) {
+      const std::string f = e.path().filename().string();
+      size_t p = f.rfind(".tmp.");
+      if (p == std::string::npos) continue;
+      const std::string base = f.substr(0, p);  // report<suffix>.json, <reason><suffix>.jsonl
+      auto ends = [&](const std::string& tail) {
+        return base.size() >= tail.size() && base.compare(base.size() - tail.size(), tail.size(), tail) == 0;
+      };
+      bool mine = d == out_dir ? (base == "report" + suffix + ".json" || base == "report" + suffix + ".txt")
+                               : (ends(suffix + ".jsonl") && (!suffix.empty() || base.find(".shard-") == std::string::npos));
+      if (mine) fs::remove(e.path(), ec);
+    }
 }
 
 void write_report_files(const fs::path& out_dir, const RunReport& report, const std::string& suffix, bool samples,
@@ -500,21 +632,47 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) 
   int slots = std::max({1, num_threads(), omp_get_max_threads()});
   for (int t = 0; t < slots; ++t) ctx.scrubbers.emplace_back(config.pii);
 
+  const std::string suffix = options.shard_count > 1 ? ".shard-" + std::to_string(options.shard_index) + "-of-" +
+                                                           std::to_string(options.shard_count)
+                                                     : "";
+  {
+    std::set<std::string> units;
+    for (const auto& f : mine) units.insert(unit_name(f));
+    remove_stale_temp_files(options.out_dir, units, suffix);
+  }
+  const std::string cfg_hash = config_hash(config);
   std::vector<std::string> todo;
+  std::vector<nlohmann::json> todo_keys;
   uint64_t todo_bytes = 0;
   for (const auto& f : mine) {
     fs::path m = marker_path(options.out_dir, f);
+    nlohmann::json key = resume_key(f, cfg_hash);
     if (fs::exists(m)) {
-      report.total.merge(load_marker(m), config.output.dropped_samples_per_reason);
-      ++report.units_skipped;
-    } else {
-      todo.push_back(f);
-      todo_bytes += file_size_or_zero(f);
+      nlohmann::json j = nlohmann::json::parse(read_file(m), nullptr, false);
+      if (j.is_discarded() || !j.is_object())
+        throw Error("damaged done-marker").at(m.string()).fix("delete it to redo that input file");
+      std::string why = marker_mismatch(j, key);
+      if (why.empty()) {
+        UnitStats done;
+        from_json(j, done);
+        report.total.merge(done, config.output.dropped_samples_per_reason);
+        ++report.units_skipped;
+        continue;
+      }
+      if (options.notes) std::fprintf(stderr, "data run: redoing %s: %s since it was done\n", f.c_str(), why.c_str());
+      // Marker first: a crash from here on leaves the unit not done, never half-replaced.
+      std::error_code ec;
+      fs::remove(m, ec);
     }
+    remove_unit_outputs(options.out_dir, unit_name(f));
+    todo.push_back(f);
+    todo_keys.push_back(std::move(key));
+    todo_bytes += file_size_or_zero(f);
   }
   auto t0 = std::chrono::steady_clock::now();
   Progress progress("data run", static_cast<int64_t>(todo_bytes), "B", options.progress);
-  for (const auto& f : todo) {
+  for (size_t u = 0; u < todo.size(); ++u) {
+    const std::string& f = todo[u];
     UnitStats st;
     try {
       st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr);
@@ -529,6 +687,7 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) 
       continue;
     }
     nlohmann::json j = st;
+    j["resume_key"] = todo_keys[u];
     write_file_atomic(marker_path(options.out_dir, f), j.dump(1) + "\n");
     report.total.merge(st, config.output.dropped_samples_per_reason);
     ++report.units_run;
@@ -537,9 +696,6 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) 
   progress.finish();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (options.write_report) {
-    std::string suffix = options.shard_count > 1 ? ".shard-" + std::to_string(options.shard_index) + "-of-" +
-                                                       std::to_string(options.shard_count)
-                                                 : "";
     write_report_files(options.out_dir, report, suffix, config.output.write_dropped_samples,
                        config.output.dropped_samples_per_reason);
   }
@@ -567,6 +723,97 @@ RunReport merge_reports(const fs::path& out_dir, size_t samples_per_reason) {
   report.threads = 1;  // seconds here is the sum over units, i.e. per-thread-ish time
   write_report_files(out_dir, report, "", true, samples_per_reason);
   return report;
+}
+
+bool is_run_output(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_directory(dir / ".done", ec);
+}
+
+std::vector<fs::path> run_output_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir / ".done", ec)) {
+    const fs::path& m = e.path();
+    if (!e.is_regular_file() || m.extension() != ".json") continue;  // skips "<unit>.json.tmp.<pid>"
+    nlohmann::json j = nlohmann::json::parse(read_file(m), nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw Error("damaged done-marker").at(m.string()).fix("delete it and rerun `aji data run` to redo that input file");
+    const std::string unit = m.stem().string();
+    if (j.contains("kept_docs") && j["kept_docs"].is_object())
+      for (auto it = j["kept_docs"].begin(); it != j["kept_docs"].end(); ++it) {
+        if (!it.value().is_number() || it.value().get<uint64_t>() == 0) continue;
+        fs::path f = dir / it.key() / (unit + ".jsonl.zst");
+        if (!fs::is_regular_file(f, ec))
+          throw Error("the data-run output is incomplete: the done-marker names a file that is missing")
+              .at(f.string())
+              .fix("delete " + m.string() + " and rerun `aji data run` on the same inputs to redo it");
+        files.push_back(f);
+      }
+  }
+  if (!fs::is_directory(dir / ".done", ec))
+    throw Error("not an `aji data run` output folder (no .done/)").at(dir.string()).fix("pass the --out folder of `aji data run`");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+TextInputs resolve_text_inputs(const std::vector<std::string>& args, const std::string& jsonl_field) {
+  TextInputs in;
+  bool plain = false;
+  std::string first_run;
+  for (const auto& arg : args) {
+    std::error_code ec;
+    fs::path p(arg);
+    // The data-run folder itself, or a folder inside it (DIR/en, DIR/other/fr).
+    fs::path root;
+    if (fs::is_directory(p, ec)) {
+      fs::path q = fs::absolute(p, ec).lexically_normal();
+      if (!q.has_filename()) q = q.parent_path();
+      for (int up = 0; up < 3 && !q.empty(); ++up, q = q.parent_path()) {
+        if (is_run_output(q)) {
+          root = q;
+          break;
+        }
+        if (q == q.parent_path()) break;
+      }
+    }
+    if (root.empty()) {
+      auto files = expand_inputs({arg});
+      in.files.insert(in.files.end(), files.begin(), files.end());
+      plain = true;
+      continue;
+    }
+    fs::path sub = fs::absolute(p, ec).lexically_normal();
+    if (!sub.has_filename()) sub = sub.parent_path();
+    const std::string prefix = (sub / "").string();
+    size_t n = 0;
+    for (const fs::path& f : run_output_files(root)) {
+      if (sub != root && f.string().rfind(prefix, 0) != 0) continue;
+      in.files.push_back(f);
+      ++n;
+    }
+    if (n == 0)
+      throw Error("this `aji data run` output holds no kept documents (yet)")
+          .at(arg)
+          .fix("let `aji data run` finish at least one input file, or check its report.txt for why all were dropped");
+    in.from_run_output = true;
+    if (first_run.empty()) first_run = arg;
+  }
+  in.jsonl_field = jsonl_field;
+  if (in.from_run_output) {
+    if (jsonl_field.empty()) {
+      if (plain)
+        throw Error("an `aji data run` output (JSONL) is mixed with other inputs read as plain text")
+            .at(first_run)
+            .fix("pass them in separate runs, or add --jsonl-field text if the other inputs are JSONL with a \"text\" field");
+      in.jsonl_field = "text";
+    } else if (jsonl_field != "text") {
+      throw Error("an `aji data run` output keeps its documents in field \"text\", not \"" + jsonl_field + "\"")
+          .at(first_run)
+          .fix("drop --jsonl-field or pass --jsonl-field text");
+    }
+  }
+  return in;
 }
 
 }  // namespace aji::data

@@ -10,7 +10,10 @@
 //
 // Output layout of DIR:
 //   DIR/<lang>/<unit>.jsonl.zst      kept documents ({"id","text","metadata":{url,language,...}})
-//   DIR/.done/<unit>.json            done-marker with the unit's stats (resume skips it)
+//   DIR/.done/<unit>.json            done-marker with the unit's stats and resume key
+//                                    (size, mtime, head/tail hash of the input, config hash):
+//                                    a rerun skips the unit only while the key matches,
+//                                    else it redoes it and says why
 //   DIR/report.json, report.txt      (report.shard-I-of-N.* when sharded; `aji data report DIR` merges all)
 //   DIR/dropped_samples/<reason>.jsonl   a few dropped documents per reason
 // Every file is written atomically: a crash leaves whole files or none.
@@ -74,6 +77,7 @@ struct RunOptions {
   int shard_count = 1;
   bool progress = true;
   bool write_report = true;
+  bool notes = true;  // say on stderr when a finished input file is redone (and why)
 };
 
 // Parses "I/N" (0 <= I < N); throws aji::Error with a fix otherwise.
@@ -86,6 +90,30 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options);
 // Merges every done-marker in DIR into one report (after sharded runs) and writes
 // DIR/report.json, report.txt and dropped_samples/.
 RunReport merge_reports(const std::filesystem::path& out_dir, size_t samples_per_reason = 5);
+
+// ---- The output of `aji data run` as the input of the next stages ----
+
+// True if dir is an output folder of `aji data run` (it holds a .done/ folder).
+bool is_run_output(const std::filesystem::path& dir);
+
+// The kept-document files of a data-run output folder: DIR/<route>/<unit>.jsonl.zst for
+// every unit with a done-marker (JSONL, the text in field "text"), sorted. Only what the
+// markers name is listed: never dropped_samples/ (the rejected documents), reports,
+// markers, temp files of a killed run, or the files of an unfinished input. Throws
+// aji::Error when no input file is finished yet or a named file is missing.
+std::vector<std::filesystem::path> run_output_files(const std::filesystem::path& dir);
+
+// Inputs of a text consumer (`aji tokenizer train`, `aji data tokenize`).
+struct TextInputs {
+  std::vector<std::filesystem::path> files;
+  std::string jsonl_field;       // empty: plain text
+  bool from_run_output = false;  // some argument was a data-run output (or a folder in one)
+};
+// Expands --input arguments: a data-run output folder (or a folder inside one, such as
+// DIR/en) gives its kept files only, read as JSONL field "text"; anything else goes
+// through expand_inputs. Mixing a data-run output with plain-text inputs is an error
+// (they would need two different readers); with --jsonl-field text it is allowed.
+TextInputs resolve_text_inputs(const std::vector<std::string>& args, const std::string& jsonl_field);
 
 // Output file name stem of an input file: its name without extensions + a short hash
 // of the full path, so two "part-0000.warc.gz" in different folders do not collide.

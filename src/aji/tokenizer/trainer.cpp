@@ -13,6 +13,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/base/pause_point.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 
@@ -251,6 +252,7 @@ void count_plain(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
     count_chunks_parallel(batch, opt.pattern, tc);
     batch.clear();
     batch_bytes = 0;
+    pause_point("tokenizer_count");  // kill tests
   };
   std::string buf;
   std::vector<char> block(kChunkBytes);
@@ -315,7 +317,15 @@ struct LineProblem {
 bool jsonl_text(std::string_view line, const std::string& field, std::string& text, std::string& why) {
   nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
-    why = "not valid JSON (or not valid UTF-8 inside a JSON string)";
+    // Parse again for the reason (bad lines only): invalid UTF-8 is its own cause.
+    try {
+      const nlohmann::json again = nlohmann::json::parse(line);
+      (void)again;
+      why = "not valid JSON";
+    } catch (const nlohmann::json::parse_error& e) {
+      why = std::string(e.what()).find("UTF-8") != std::string::npos ? "not valid UTF-8 inside a JSON string"
+                                                                      : std::string("not valid JSON (") + e.what() + ")";
+    }
     return false;
   }
   if (!j.is_object()) {
@@ -346,7 +356,7 @@ void count_jsonl(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
     if (n == 0) return;
     // Contiguous ranges so the first problem of the lowest range is the first in the file.
     const int64_t n_ranges = std::min<int64_t>(n, int64_t(threads) * 8);
-    std::vector<LineProblem> problems(n_ranges);
+    std::vector<LineProblem> problems(n_ranges), skips(n_ranges);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t r = 0; r < n_ranges; ++r) {
       const int t = omp_get_thread_num();
@@ -359,6 +369,7 @@ void count_jsonl(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
         if (!jsonl_text(line, opt.jsonl_field, text, why)) {
           if (opt.skip_bad_lines) {
             ++skipped[t];
+            if (!skips[r].found) skips[r] = {true, batch.file_index[i], batch.line_numbers[i], why};
             continue;
           }
           problems[r] = {true, batch.file_index[i], batch.line_numbers[i], why};
@@ -372,6 +383,12 @@ void count_jsonl(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
         tc.pieces[t] += static_cast<int64_t>(pieces.size());
       }
     }
+    for (const LineProblem& p : skips)
+      if (p.found && out.first_skipped_file.empty()) {
+        out.first_skipped_file = files[p.file].string();
+        out.first_skipped_line = p.line;
+        out.first_skipped_why = p.what;
+      }
     for (const LineProblem& p : problems)
       if (p.found) {
         throw Error("malformed JSONL line: " + p.what)
@@ -381,19 +398,22 @@ void count_jsonl(const std::vector<fs::path>& files, const TrainOptions& opt, Pi
                  "and skip such lines");
       }
     batch.clear();
+    pause_point("tokenizer_count");  // kill tests
   };
   const size_t batch_limit = kBatchBytesPerThread * threads;
   for (size_t fi = 0; fi < files.size(); ++fi) {
     LineReader reader(files[fi], kMaxJsonlLineBytes);
     std::string_view line;
+    uint64_t reported = 0;
     while (reader.next(line)) {
       batch.data.append(line);
       batch.offsets.push_back(batch.data.size());
       batch.line_numbers.push_back(reader.line_number());
       batch.file_index.push_back(static_cast<uint32_t>(fi));
       if (batch.data.size() >= batch_limit) flush();
-      // LineReader hides its stream: progress counts line bytes (exact for plain files).
-      progress.add(static_cast<int64_t>(line.size() + 1));
+      // Progress counts on-disk bytes (the total is the files' sizes, compressed or not).
+      progress.add(static_cast<int64_t>(reader.compressed_offset() - reported));
+      reported = reader.compressed_offset();
     }
   }
   flush();
@@ -647,6 +667,7 @@ TrainResult train_bpe(const PieceCounts& pc, size_t n_tokens, bool show_progress
     }
     r.merges.push_back({a, b, c, live});
     ++merge_no;
+    pause_point("tokenizer_merge");  // kill tests
 
     const uint64_t merged_key = top.key;
     std::vector<uint32_t> where = std::move(pairs.words[top.index]);
@@ -711,6 +732,15 @@ Tokenizer train_tokenizer(const std::vector<fs::path>& files, const TrainOptions
   validate_train_options(opt);
   if (files.empty()) throw Error("no input files").fix("pass --input FILE (files, directories or globs)");
   PieceCounts pieces = count_pieces(files, opt);
+  if (pieces.input_bytes == 0 && pieces.skipped_lines > 0 && pieces.documents == 0) {
+    throw Error("the input holds no text to train on: all " + std::to_string(pieces.skipped_lines) +
+                " non-blank lines were skipped as malformed; the first: " + pieces.first_skipped_why)
+        .at(pieces.first_skipped_file, pieces.first_skipped_line)
+        .fix(pieces.first_skipped_why.find("UTF-8") != std::string::npos
+                 ? "JSON text must be UTF-8: convert the input first (e.g. `iconv -f cp949 -t utf-8`)"
+                 : "check that the lines are JSON objects with a string field \"" + opt.jsonl_field +
+                       "\" (--jsonl-field)");
+  }
   if (pieces.input_bytes == 0) {
     throw Error("the input holds no text to train on (" + std::to_string(files.size()) + " file(s), 0 bytes" +
                 (pieces.skipped_lines ? ", " + std::to_string(pieces.skipped_lines) + " malformed lines skipped"

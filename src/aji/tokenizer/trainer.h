@@ -49,6 +49,9 @@ struct PieceCounts {
   int64_t total_pieces = 0;   // pieces before deduplication
   int64_t documents = 0;      // JSONL records (plain text: files)
   int64_t skipped_lines = 0;  // malformed JSONL lines skipped (skip_bad_lines)
+  std::string first_skipped_file;  // where the first skipped line was, and why
+  int64_t first_skipped_line = 0;
+  std::string first_skipped_why;
   int64_t forced_cuts = 0;    // chunk cuts made inside a piece (only on >64 MB lines without a safe point)
 
   size_t size() const { return counts.size(); }

@@ -89,7 +89,7 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     throw Error("the tokenizer has no <|endoftext|> special token (aji separates documents with it)")
         .at(o.tokenizer.string())
         .fix("train the tokenizer with `--special '<|endoftext|>'` (aji tokenizer train adds it by default)");
-  const auto files = expand_inputs(o.inputs);
+  const auto files = o.files.empty() ? expand_inputs(o.inputs) : o.files;
 
   // The output directory: never silently mixed with an older data set.
   std::error_code ec;
@@ -113,6 +113,18 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
   m.tokenizer_hash = tokenizer::sha256_hex(read_file(o.tokenizer));
   SplitWriter train{"train", o.out_dir, o.shard_tokens, m.vocab_size, m.bos_id, {}, {}, {}};
   SplitWriter val{"val", o.out_dir, o.shard_tokens, m.vocab_size, m.bos_id, {}, {}, {}};
+  // A run that fails (bad input, full disk) removes the shards it wrote: without a
+  // manifest they are no data set, and a later run would leave them mixed with its own.
+  struct RemoveShardsOnFailure {
+    const SplitWriter &a, &b;
+    bool done = false;
+    ~RemoveShardsOnFailure() {
+      if (done) return;
+      std::error_code ec;
+      for (const SplitWriter* w : {&a, &b})
+        for (const ShardInfo& s : w->shards) fs::remove(w->dir / s.file, ec);
+    }
+  } cleanup{train, val};
 
   uint64_t total_bytes = 0;
   for (const auto& f : files) total_bytes += fs::file_size(f, ec);
@@ -137,13 +149,18 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     block.clear();
     block_bytes = 0;
   };
+  // Where the first skipped document of each kind was (for the error when nothing is left).
+  std::string cur_file;
+  int64_t cur_line = 0;
+  std::string first_bad_utf8_file, first_bad_line_file, first_bad_line_why;
+  int64_t first_bad_utf8_line = 0, first_bad_line_line = 0;
   auto add_doc = [&](std::string doc) {
     if (doc.empty()) {
       ++r.skipped_empty;
       return;
     }
     if (!valid_utf8(doc)) {
-      ++r.skipped_invalid_utf8;
+      if (r.skipped_invalid_utf8++ == 0) first_bad_utf8_file = cur_file, first_bad_utf8_line = cur_line;
       return;
     }
     block_bytes += doc.size();
@@ -155,9 +172,18 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     LineReader reader(file);
     std::string_view line;
     const std::string name = file.string();
+    cur_file = name;
+    // Progress counts on-disk bytes: the total is the files' sizes, compressed or not.
+    uint64_t reported = 0;
+    auto report_progress = [&] {
+      const uint64_t off = reader.compressed_offset();
+      if (off > reported) progress.add(static_cast<int64_t>(off - reported));
+      reported = off;
+    };
     if (!o.jsonl_field.empty()) {
       while (reader.next(line)) {
-        progress.add(static_cast<int64_t>(line.size() + 1));
+        report_progress();
+        cur_line = reader.line_number();
         if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
         std::string problem;
         try {
@@ -169,14 +195,21 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
           else
             add_doc(j[o.jsonl_field].get<std::string>());
         } catch (const nlohmann::json::exception& e) {
-          problem = std::string("not valid JSON (") + e.what() + ")";
+          problem = std::string(e.what()).find("UTF-8") != std::string::npos
+                        ? "not valid UTF-8 inside a JSON string"
+                        : std::string("not valid JSON (") + e.what() + ")";
         }
         if (!problem.empty()) {
           if (!o.skip_bad_lines)
             throw Error("malformed JSONL line: " + problem)
                 .at(name, reader.line_number())
-                .fix("fix the line, choose the right --jsonl-field, or pass --skip-bad-lines to count and skip such lines");
-          ++r.skipped_bad_lines;
+                .fix(problem.find("UTF-8") != std::string::npos
+                         ? "convert the input to UTF-8 (e.g. `iconv -f cp949 -t utf-8`), or pass --skip-bad-lines to "
+                           "count and skip such lines"
+                         : "fix the line, choose the right --jsonl-field, or pass --skip-bad-lines to count and skip "
+                           "such lines");
+          if (r.skipped_bad_lines++ == 0)
+            first_bad_line_file = name, first_bad_line_line = reader.line_number(), first_bad_line_why = problem;
         }
       }
       continue;
@@ -188,7 +221,7 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
     bool has_blank = false, more = true;
     auto next_line = [&](std::string& l) {
       if (!reader.next(line)) return false;
-      progress.add(static_cast<int64_t>(line.size() + 1));
+      report_progress();
       l.assign(line);
       if (!l.empty() && l.back() == '\r') l.pop_back();
       if (l.find_first_not_of(" \t") == std::string::npos) l.clear();
@@ -205,21 +238,32 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
       head.push_back(std::move(l));
     }
     std::string doc;
+    int64_t head_line = 0;  // line number of the line `take` is given
+    int64_t doc_line = 0;   // first line of the paragraph being gathered
     auto take = [&](std::string& l) {
+      const int64_t ln = head_line > 0 ? head_line : reader.line_number();
       if (!has_blank) {
+        cur_line = ln;
         if (!l.empty()) add_doc(std::move(l));
       } else if (l.empty()) {
+        cur_line = doc_line;
         if (!doc.empty()) add_doc(std::move(doc));
         doc.clear();
       } else {
+        if (doc.empty()) doc_line = ln;
         if (!doc.empty()) doc += '\n';
         doc += l;
       }
     };
-    for (auto& l : head) take(l);
+    for (auto& l : head) {
+      ++head_line;
+      take(l);
+    }
     head.clear();
+    head_line = 0;
     std::string l;
     while (more && next_line(l)) take(l);
+    cur_line = doc_line;
     if (!doc.empty()) add_doc(std::move(doc));
   }
   encode_block();
@@ -229,12 +273,33 @@ TokenizeDataResult tokenize_data(const TokenizeDataOptions& o) {
   m.train = train.shards;
   m.val = val.shards;
   m.skipped_documents = r.skipped_empty + r.skipped_invalid_utf8 + r.skipped_bad_lines;
+  if (r.documents == 0) {
+    // Nothing usable: name the real cause, where it was first seen.
+    const std::string counts = std::to_string(r.skipped_invalid_utf8) + " not valid UTF-8, " +
+                               std::to_string(r.skipped_bad_lines) + " malformed JSONL lines, " +
+                               std::to_string(r.skipped_empty) + " empty";
+    if (r.skipped_invalid_utf8 > 0 && r.skipped_invalid_utf8 >= r.skipped_bad_lines)
+      throw Error("no usable documents: every non-empty document is not valid UTF-8 (" + counts + ")")
+          .at(first_bad_utf8_file, first_bad_utf8_line)
+          .fix("convert the input to UTF-8 first (e.g. `iconv -f cp949 -t utf-8` for old Korean text), or run it "
+               "through `aji data run`, which detects and decodes legacy charsets");
+    if (r.skipped_bad_lines > 0)
+      throw Error("no usable documents: every line was skipped as malformed JSONL (" + counts +
+                  "); the first: " + first_bad_line_why)
+          .at(first_bad_line_file, first_bad_line_line)
+          .fix(first_bad_line_why.find("UTF-8") != std::string::npos
+                   ? "JSON text must be UTF-8: convert the input first (e.g. `iconv -f cp949 -t utf-8`)"
+                   : "check --jsonl-field (the field that holds the text) and the file format");
+    throw Error("no usable documents: the inputs hold no text (" + counts + ")")
+        .at(files.empty() ? std::string() : files.front().string())
+        .fix("check the --input paths");
+  }
   if (m.train.empty())
-    throw Error("no training documents: the inputs held no usable text" +
-                std::string(m.val.empty() ? "" : " (every document went to val)"))
+    throw Error("no training documents: all " + std::to_string(r.documents) + " documents went to val")
         .fix("give more input, or lower --val-fraction");
   tokenizer::save_aji_tokenizer_file(tok, o.out_dir / m.tokenizer_file);
   m.save(o.out_dir);
+  cleanup.done = true;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -25,6 +25,9 @@ namespace aji::train {
 struct TokenizeDataOptions {
   std::filesystem::path tokenizer;
   std::vector<std::string> inputs;  // files, directories, globs
+  // The input files already expanded (e.g. by data::resolve_text_inputs, which reads an
+  // `aji data run` output folder); when non-empty, `inputs` is not used.
+  std::vector<std::filesystem::path> files;
   std::string jsonl_field;          // empty: plain text
   bool skip_bad_lines = false;      // JSONL: count malformed lines instead of failing
   std::filesystem::path out_dir;
