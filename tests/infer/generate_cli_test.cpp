@@ -55,6 +55,7 @@ TEST(GenerateCli, PromptFromFileOrStdinSeedPrintedStopStringsAndNotes) {
   CliRun a = aji_run(tmp, base + "--prompt 'The cat'");
   ASSERT_EQ(a.rc, 0) << a.err;
   ASSERT_EQ(a.out.rfind("The cat", 0), 0u) << a.out;
+  EXPECT_EQ(a.err.find("seed"), std::string::npos) << a.err;  // greedy: the seed does not matter
   // The same text from a file and from stdin.
   { std::ofstream(tmp.path() / "p.txt") << "The cat"; }
   CliRun f = aji_run(tmp, base + "--prompt-file " + (tmp.path() / "p.txt").string());

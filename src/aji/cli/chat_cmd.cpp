@@ -149,8 +149,8 @@ std::string trim(const std::string& s) {
 }
 
 void run_chat(ChatArgs& a) {
-  bool seed_drawn = false;
-  a.sampling.finish(a.g, &seed_drawn);  // bad sampling options fail before the model loads
+  bool announce_seed = false;
+  a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
   fs::path dir;
   aji::model::Model model = aji::train::load_model(a.model, &dir);
   const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
@@ -158,7 +158,7 @@ void run_chat(ChatArgs& a) {
   aji::infer::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);
   const bool quiet = aji::cli::global_options().quiet;
-  if (seed_drawn && !quiet)
+  if (announce_seed && !quiet)
     std::fprintf(stderr, "seed %llu (repeat these replies with --seed %llu)\n", (unsigned long long)a.g.seed,
                  (unsigned long long)a.g.seed);
   int shown_dropped = 0;

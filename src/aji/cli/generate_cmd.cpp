@@ -115,14 +115,14 @@ std::string read_prompt(const GenerateArgs& a) {
 }
 
 void run_generate(GenerateArgs& a) {
-  bool seed_drawn = false;
-  a.sampling.finish(a.g, &seed_drawn);  // bad sampling options fail before the model loads
+  bool announce_seed = false;
+  a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
   const std::string text = read_prompt(a);
   const bool quiet = aji::cli::global_options().quiet;
   Loaded l = load(a.m);
   std::vector<int32_t> prompt = encode(l, text);
   a.g.stop_tokens = l.stop_tokens;
-  if (seed_drawn && !quiet)
+  if (announce_seed && !quiet)
     std::fprintf(stderr, "seed %llu (repeat this text with --seed %llu)\n", (unsigned long long)a.g.seed,
                  (unsigned long long)a.g.seed);
   aji::infer::Utf8Streamer utf8;

@@ -40,13 +40,13 @@ struct SamplingArgs {
     cmd->add_option("--seed", seed, "Random seed (default: a random one, printed so the run can be repeated)");
   }
 
-  // Throws aji::Error for a value out of range; fills g.seed (drawing one if not given;
-  // *drawn says so).
-  void finish(infer::GenerateOptions& g, bool* drawn) const {
+  // Throws aji::Error for a value out of range; fills g.seed (drawing one if not given).
+  // *announce: a seed was drawn and it matters (not greedy), so the caller prints it.
+  void finish(infer::GenerateOptions& g, bool* announce) const {
     infer::check_sampling_params(g.sampling);
     if (g.max_tokens < 0)
       throw Error("--max-tokens " + std::to_string(g.max_tokens) + " is negative").fix("use a count >= 0, e.g. 128");
-    *drawn = !seed.has_value();
+    *announce = !seed.has_value() && g.sampling.temperature > 0.0f && g.sampling.top_k != 1;
     if (seed) {
       g.seed = *seed;
     } else {
