@@ -45,8 +45,9 @@ TEST(MultipleChoice, SumAndLengthNormalisedScoringDisagreeWhereTheyShould) {
 TEST(MultipleChoice, CenteredAccuracy) {
   EXPECT_DOUBLE_EQ(centered_accuracy(0.25, 0.25), 0.0);
   EXPECT_DOUBLE_EQ(centered_accuracy(1.0, 0.25), 1.0);
-  EXPECT_NEAR(centered_accuracy(0.943, 0.25), 0.924, 1e-3);  // §8.1 G: 0.943 → 0.92
-  EXPECT_LT(centered_accuracy(0.18, 0.25), 0.0);
+  EXPECT_NEAR(centered_accuracy(0.943, 0.25), 0.924, 1e-12);  // §8.1 G: (0.943 - 0.25) / 0.75
+  EXPECT_NEAR(centered_accuracy(0.18, 0.25), -0.0933333333333333, 1e-12);  // -0.07 / 0.75: below chance
+  EXPECT_NEAR(centered_accuracy(2.0 / 3, 1.0 / 3), 0.5, 1e-12);
   EXPECT_DOUBLE_EQ(centered_accuracy(0.5, 0.0), 0.5);
   EXPECT_THROW(centered_accuracy(0.5, 1.0), aji::Error);
 }
@@ -60,11 +61,19 @@ TEST(MultipleChoice, ContinuationSpanByCommonPrefixAndSuffix) {
     s.insert(s.end(), c.begin(), c.end());
     full.push_back(s);
   }
-  // The shared prefix is at least the context; choices "57;" and "59;" share "5" too, so
-  // the span is the rest of each sequence after the common prefix.
-  size_t prefix = common_prefix_length(full);
-  EXPECT_GE(prefix, item.context.size());
-  for (const auto& s : full) EXPECT_LT(prefix, s.size());
+  // The shared prefix is the context plus the characters all four choices start with
+  // (counted here by hand from the choice strings).
+  size_t shared = 0;
+  for (;; ++shared) {
+    bool same = true;
+    for (const auto& c : item.choices) same = same && shared < c.size() && c[shared] == item.choices[0][shared];
+    if (!same) break;
+  }
+  EXPECT_EQ(common_prefix_length(full), item.context.size() + shared);
+  // Known strings: "1+2=" then '5' vs '6' (4); "57;" vs "59;" share "5" too (5).
+  EXPECT_EQ(common_prefix_length({toy::encode("1+2=57;"), toy::encode("1+2=59;"), toy::encode("1+2=61;")}), 4u);
+  EXPECT_EQ(common_prefix_length({toy::encode("1+2=57;"), toy::encode("1+2=59;")}), 5u);
+  EXPECT_EQ(common_prefix_length({toy::encode("1+2=57;"), toy::encode("1+2=57;")}), 7u);
   // Schema style: different contexts, same continuation → common suffix = continuation.
   std::vector<std::vector<uint32_t>> schema{toy::encode("1+2=3;"), toy::encode("11+2=3;"), toy::encode("2=3;")};
   EXPECT_EQ(common_suffix_length(schema), 4u);

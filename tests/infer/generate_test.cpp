@@ -91,3 +91,78 @@ TEST(Generate, KvCacheEqualsRecomputationGreedyAndSampled) {
   EXPECT_THROW(aji::infer::generate(m, {}, o), aji::Error);
   EXPECT_THROW(aji::infer::generate(m, {1000}, o), aji::Error);
 }
+
+// Greedy decoding with a repetition penalty against a loop written here: the full forward
+// pass over prompt + output so far, Hugging Face's penalty (positive logits divided,
+// negative multiplied, once per distinct id of the whole context), then the argmax.
+TEST(Generate, RepetitionPenaltyCoversPromptAndOutput) {
+  aji::set_num_threads(1);
+  auto m = aji::train::load_model(source_path("tests/fixtures/infer/hf-llama"));
+  const int V = m.config().vocab_size, C = m.config().d_model;
+  const std::vector<int32_t> prompt = {5, 17, 33, 2, 90};
+  aji::infer::GenerateOptions o;
+  o.max_tokens = 40;
+  o.sampling.temperature = 0.0f;
+  const auto plain = aji::infer::generate(m, prompt, o);
+  o.sampling.repetition_penalty = 1.3f;
+  aji::infer::StopReason why = aji::infer::StopReason::kCallback;
+  const auto got = aji::infer::generate(m, prompt, o, nullptr, &why);
+  EXPECT_EQ(why, aji::infer::StopReason::kMaxTokens);
+  std::vector<int32_t> seq = prompt;
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (int i = 0; i < o.max_tokens; ++i) {
+    const int T = static_cast<int>(seq.size());
+    m.forward(seq.data(), 1, T);
+    m.lm_logits(m.hidden() + static_cast<size_t>(T - 1) * C, 1, logits.data());
+    std::vector<bool> seen(static_cast<size_t>(V), false);
+    for (int32_t id : seq) {
+      if (seen[id]) continue;
+      seen[id] = true;
+      logits[id] = logits[id] > 0 ? logits[id] / 1.3f : logits[id] * 1.3f;
+    }
+    int best = 0;
+    for (int v = 1; v < V; ++v)
+      if (logits[v] > logits[best]) best = v;
+    seq.push_back(best);
+  }
+  const std::vector<int32_t> want(seq.begin() + static_cast<long>(prompt.size()), seq.end());
+  EXPECT_EQ(got, want);
+  EXPECT_NE(got, plain);  // the penalty changed the text (else this test would show nothing)
+  EXPECT_EQ(aji::infer::generate_recompute(m, prompt, o), got);
+}
+
+TEST(Generate, SaysWhyItStopped) {
+  aji::set_num_threads(1);
+  auto m = aji::train::load_model(source_path("tests/fixtures/infer/hf-llama"));
+  const std::vector<int32_t> prompt = {5, 17, 33, 2, 90};
+  aji::infer::GenerateOptions o;
+  o.sampling.temperature = 0.0f;
+  o.max_tokens = 6;
+  using R = aji::infer::StopReason;
+  R why = R::kCallback;
+  const auto full = aji::infer::generate(m, prompt, o, nullptr, &why);
+  EXPECT_EQ(full.size(), 6u);
+  EXPECT_EQ(why, R::kMaxTokens);
+  o.stop_tokens = {full[2]};
+  auto out = aji::infer::generate(m, prompt, o, nullptr, &why);
+  EXPECT_EQ(why, R::kStopToken);
+  EXPECT_EQ(out.back(), full[2]);
+  o.stop_tokens.clear();
+  int calls = 0;
+  out = aji::infer::generate(m, prompt, o, [&](int32_t) { return ++calls < 3; }, &why);
+  EXPECT_EQ(why, R::kCallback);
+  EXPECT_EQ(out.size(), 3u);
+  const int room = m.config().max_seq_len - static_cast<int>(prompt.size());
+  o.max_tokens = room + 1;
+  out = aji::infer::generate(m, prompt, o, nullptr, &why);
+  EXPECT_EQ(why, R::kContextLimit);
+  EXPECT_EQ(static_cast<int>(out.size()), room);
+  EXPECT_EQ(aji::infer::generate_recompute(m, prompt, o, nullptr, &why).size(), static_cast<size_t>(room));
+  EXPECT_EQ(why, R::kContextLimit);
+  o.max_tokens = room;  // exactly filling the context is what was asked for
+  aji::infer::generate(m, prompt, o, nullptr, &why);
+  EXPECT_EQ(why, R::kMaxTokens);
+  o.max_tokens = 0;
+  EXPECT_TRUE(aji::infer::generate(m, prompt, o, nullptr, &why).empty());
+  EXPECT_EQ(why, R::kMaxTokens);
+}

@@ -10,7 +10,9 @@
 #include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
+#include "aji/train/loader.h"
 #include "aji/train/pretrain.h"
 #include "aji/train/tokenize_data.h"
 #include "test_util.h"
@@ -173,7 +175,38 @@ TEST(Pretrain, WritesMetricsCurveCheckpointsAndLearns) {
   EXPECT_EQ(r.step, 12);
   EXPECT_LT(r.step_losses.back(), r.step_losses.front() - 1.0f);  // ln(320) = 5.77 at the start
   EXPECT_TRUE(std::isfinite(r.last_val_loss));
-  EXPECT_TRUE(std::isfinite(r.last_val_bpb));
+  {
+    // Validation bits per byte recomputed here: the same val windows (the first
+    // eval_batches batches of the val loader) scored row by row with token_logprobs on the
+    // final weights; the NLL of the tokens that stand for text over their UTF-8 bytes
+    // (specials, i.e. BOS, excluded).
+    auto model = load_model(list_checkpoints(o.out_dir).back().second);
+    auto tok = aji::tokenizer::Tokenizer::load(o.out_dir / kAjiTokenizerFile);
+    DataLoader val(o.data_dir, "val", o.batch, o.seq_len, o.seed, /*shuffle=*/true);
+    const int T = o.seq_len;
+    std::vector<int32_t> in(static_cast<size_t>(o.batch) * T), tgt(in.size());
+    double nll = 0;
+    uint64_t bytes = 0;
+    for (int b = 0; b < o.eval_batches; ++b) {
+      val.next_batch(in.data(), tgt.data());
+      for (int row = 0; row < o.batch; ++row) {
+        std::vector<int32_t> ids(in.begin() + row * T, in.begin() + (row + 1) * T);
+        ids.push_back(tgt[static_cast<size_t>(row * T + T - 1)]);
+        const auto lp = model.token_logprobs(ids.data(), T + 1);
+        for (int t = 0; t < T; ++t) {
+          const int32_t y = tgt[static_cast<size_t>(row * T + t)];
+          bool special = false;
+          for (const auto& sp : tok.specials()) special = special || static_cast<int32_t>(sp.id) == y;
+          if (special) continue;
+          nll -= lp[static_cast<size_t>(t)];
+          bytes += tok.token_bytes(static_cast<aji::tokenizer::TokenId>(y)).size();
+        }
+      }
+    }
+    ASSERT_GT(bytes, 0u);
+    const double want = nll / std::log(2.0) / static_cast<double>(bytes);
+    EXPECT_NEAR(r.last_val_bpb, want, 1e-4 * want);
+  }
   const fs::path run = o.out_dir;
   auto lines = read_jsonl(run / "metrics.jsonl");
   int steps = 0, evals = 0, samples = 0;

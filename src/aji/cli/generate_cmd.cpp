@@ -5,13 +5,18 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <iostream>
 #include <optional>
+#include <sstream>
+
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/cli/command.h"
+#include "aji/cli/sampling_args.h"
 #include "aji/infer/generate.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
@@ -73,36 +78,91 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
 struct GenerateArgs {
   ModelArgs m;
   std::string prompt;
+  std::string prompt_file;
+  std::vector<std::string> stops;
   aji::infer::GenerateOptions g;
+  aji::cli::SamplingArgs sampling;
   bool no_cache = false;
   bool stats = false;
+  bool prompt_given = false;
 };
 
+// --stop "\n\n": the escapes a shell makes awkward to type.
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == 'n' || s[i + 1] == 't' || s[i + 1] == '\\')) {
+      out += s[i + 1] == 'n' ? '\n' : s[i + 1] == 't' ? '\t' : '\\';
+      ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// --prompt, --prompt-file FILE ("-" = stdin), or stdin when it is not a terminal.
+std::string read_prompt(const GenerateArgs& a) {
+  if (a.prompt_given && !a.prompt_file.empty())
+    throw aji::Error("both --prompt and --prompt-file were given").fix("give the prompt one way only");
+  if (a.prompt_given) return a.prompt;
+  if (!a.prompt_file.empty() && a.prompt_file != "-") return aji::read_file(a.prompt_file);
+  if (a.prompt_file.empty() && isatty(STDIN_FILENO))
+    throw aji::Error("no prompt").fix("give --prompt TEXT or --prompt-file FILE, or pipe the prompt on stdin");
+  std::ostringstream ss;
+  ss << std::cin.rdbuf();
+  return ss.str();
+}
+
 void run_generate(GenerateArgs& a) {
+  bool announce_seed = false;
+  a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
+  const std::string text = read_prompt(a);
+  const bool quiet = aji::cli::global_options().quiet;
   Loaded l = load(a.m);
-  std::vector<int32_t> prompt = encode(l, a.prompt);
+  std::vector<int32_t> prompt = encode(l, text);
   a.g.stop_tokens = l.stop_tokens;
-  aji::infer::Utf8Streamer out;
-  std::fputs(a.prompt.c_str(), stdout);
+  if (announce_seed && !quiet)
+    std::fprintf(stderr, "seed %llu (repeat this text with --seed %llu)\n", (unsigned long long)a.g.seed,
+                 (unsigned long long)a.g.seed);
+  aji::infer::Utf8Streamer utf8;
+  std::vector<std::string> stop_strings;
+  for (const auto& st : a.stops) stop_strings.push_back(unescape(st));
+  aji::infer::StopStrings stops(stop_strings);
+  std::fputs(text.c_str(), stdout);
   std::fflush(stdout);
   int produced = 0;
+  auto emit = [](const std::string& s) {
+    std::fputs(s.c_str(), stdout);
+    std::fflush(stdout);
+  };
   auto on_token = [&](int32_t id) {
     ++produced;
     for (int32_t s : l.stop_tokens)
       if (id == s) return true;  // the end-of-text token itself is not printed
-    std::string piece = out.push(l.tok.token_bytes(static_cast<aji::tokenizer::TokenId>(id)));
-    std::fputs(piece.c_str(), stdout);
-    std::fflush(stdout);
-    return true;
+    emit(stops.push(utf8.push(l.tok.token_bytes(static_cast<aji::tokenizer::TokenId>(id)))));
+    return !stops.stopped();
   };
   const auto t0 = std::chrono::steady_clock::now();
+  aji::infer::StopReason why{};
   if (a.no_cache)
-    aji::infer::generate_recompute(l.model, prompt, a.g, on_token);
+    aji::infer::generate_recompute(l.model, prompt, a.g, on_token, &why);
   else
-    aji::infer::generate(l.model, prompt, a.g, on_token);
+    aji::infer::generate(l.model, prompt, a.g, on_token, &why);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fputs(out.flush().c_str(), stdout);
+  emit(stops.push(utf8.flush()));
+  emit(stops.flush());
   std::fputs("\n", stdout);
+  std::fflush(stdout);
+  if (!quiet) {
+    if (why == aji::infer::StopReason::kStopToken)
+      std::fprintf(stderr, "[end of text after %d tokens]\n", produced);
+    else if (why == aji::infer::StopReason::kContextLimit)
+      std::fprintf(stderr, "[stopped at the model's context limit of %d tokens (%zu prompt + %d generated)]\n",
+                   l.model.config().max_seq_len, prompt.size(), produced);
+    else if (stops.stopped())
+      std::fprintf(stderr, "[stopped at --stop \"%s\" after %d tokens]\n", stops.which().c_str(), produced);
+  }
   if (a.stats)
     std::fprintf(stderr, "%zu prompt tokens, %d generated in %.2fs (%.1f tokens/s)\n", prompt.size(), produced, s,
                  produced / s);
@@ -154,20 +214,22 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   auto ga = std::make_shared<GenerateArgs>();
   ga->g.sampling = {0.8f, 50, 1.0f};
   CLI::App* gen = app.add_subcommand("generate", "Continue a prompt with a model, streaming tokens as they come");
-  gen->footer("Example: aji generate --model runs/tiny --prompt \"Once upon a time\" --max-tokens 100");
+  gen->footer("Example: aji generate --model runs/tiny --prompt \"Once upon a time\" --max-tokens 100 --stop \"\\n\\n\"\n"
+              "The prompt may also come from --prompt-file FILE or stdin. Notes (the seed, why it stopped) go to "
+              "stderr.");
   add_model_options(gen, ga->m);
-  gen->add_option("--prompt", ga->prompt, "Text to continue")->required();
-  gen->add_option("--max-tokens", ga->g.max_tokens, "Tokens to generate at most")->capture_default_str();
-  gen->add_option("--temperature", ga->g.sampling.temperature, "Sampling temperature (0 = greedy)")
-      ->capture_default_str();
-  gen->add_option("--top-k", ga->g.sampling.top_k, "Sample among the K most likely tokens (0 = all)")
-      ->capture_default_str();
-  gen->add_option("--top-p", ga->g.sampling.top_p, "Nucleus sampling: the smallest set with this much probability")
-      ->capture_default_str();
-  gen->add_option("--seed", ga->g.seed, "Random seed (same seed, same text)")->capture_default_str();
+  CLI::Option* prompt_opt = gen->add_option("--prompt", ga->prompt, "Text to continue");
+  gen->add_option("--prompt-file", ga->prompt_file, "Read the text to continue from a file (- = stdin)");
+  gen->add_option("--stop", ga->stops,
+                  "Stop when the output contains this string, which is not printed (repeatable; \\n, \\t and "
+                  "\\\\ are read as newline, tab and backslash)");
+  ga->sampling.add_to(gen, ga->g);
   gen->add_flag("--no-cache", ga->no_cache, "Recompute the whole sequence every step (slow; for checking)");
   gen->add_flag("--stats", ga->stats, "Print tokens/s to stderr");
-  gen->callback([ga] { run_generate(*ga); });
+  gen->callback([ga, prompt_opt] {
+    ga->prompt_given = prompt_opt->count() > 0;
+    run_generate(*ga);
+  });
 
   auto sa = std::make_shared<ScoreArgs>();
   CLI::App* score = app.add_subcommand(

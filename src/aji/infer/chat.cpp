@@ -42,41 +42,74 @@ void ChatSession::set_system(const std::string& text) {
   if (!text.empty()) history_.insert(history_.begin(), {align::Role::kSystem, text});
 }
 
+std::string ChatSession::system() const {
+  return !history_.empty() && history_.front().role == align::Role::kSystem ? history_.front().content : "";
+}
+
 void ChatSession::reset() {
   std::vector<align::Message> keep;
   if (!history_.empty() && history_.front().role == align::Role::kSystem) keep.push_back(history_.front());
   history_ = std::move(keep);
 }
 
-std::string ChatSession::reply(const std::string& user, const std::function<void(const std::string&)>& on_piece,
-                               int* dropped) {
-  history_.push_back({align::Role::kUser, user});
+std::string ChatSession::reply(const std::string& user, const PieceFn& on_piece, int* dropped, const StopFn& stop) {
   const int ctx = model_.config().max_seq_len;
   const int reserve = std::min(options_.max_tokens, ctx / 2);
-  std::vector<int32_t> prompt;
-  try {
-    prompt = build_chat_prompt(tok_, history_, ctx, reserve, dropped);
-  } catch (...) {
-    history_.pop_back();
-    throw;
-  }
+  std::vector<align::Message> window = history_;
+  window.push_back({align::Role::kUser, user});
+  // Throws (and the history stays as it was) when even this turn alone does not fit.
+  std::vector<int32_t> prompt = build_chat_prompt(tok_, window, ctx, reserve, dropped);
+  history_.push_back({align::Role::kUser, user});
   GenerateOptions o = options_;
   o.seed = options_.seed + turn_++;
   Utf8Streamer stream;
   std::string text;
-  generate(model_, prompt, o, [&](int32_t id) {
-    for (int32_t s : o.stop_tokens)
-      if (id == s) return false;
-    std::string piece = stream.push(tok_.token_bytes(static_cast<tokenizer::TokenId>(id)));
-    text += piece;
-    if (on_piece && !piece.empty()) on_piece(piece);
-    return true;
-  });
+  generate(
+      model_, prompt, o,
+      [&](int32_t id) {
+        if (id == im_end_) return true;  // the end of the turn is not text
+        std::string piece = stream.push(tok_.token_bytes(static_cast<tokenizer::TokenId>(id)));
+        text += piece;
+        if (on_piece && !piece.empty()) on_piece(piece);
+        return !(stop && stop());
+      },
+      &last_stop_);
   std::string tail = stream.flush();
   text += tail;
   if (on_piece && !tail.empty()) on_piece(tail);
   history_.push_back({align::Role::kAssistant, text.empty() ? std::string(" ") : text});
   return text;
+}
+
+std::string ChatSession::retry(const PieceFn& on_piece, int* dropped, const StopFn& stop) {
+  if (history_.empty() || history_.back().role != align::Role::kAssistant)
+    throw Error("there is no reply to retry yet").fix("send a message first");
+  const align::Message old_reply = history_.back();
+  history_.pop_back();
+  const std::string user = history_.back().content;
+  history_.pop_back();
+  try {
+    return reply(user, on_piece, dropped, stop);
+  } catch (...) {
+    history_.push_back({align::Role::kUser, user});  // the exchange stays as it was
+    history_.push_back(old_reply);
+    throw;
+  }
+}
+
+bool ChatSession::undo() {
+  if (history_.empty() || history_.back().role != align::Role::kAssistant) return false;
+  history_.pop_back();
+  history_.pop_back();
+  return true;
+}
+
+void ChatSession::save(const std::filesystem::path& path) const {
+  if (history_.empty() || history_.back().role != align::Role::kAssistant)
+    throw Error("nothing to save yet: the conversation has no reply").fix("send a message first");
+  align::Conversation conv;
+  conv.messages = history_;
+  align::write_conversations(path, {conv});
 }
 
 }  // namespace aji::infer

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -28,14 +29,30 @@ class ChatSession {
   ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, GenerateOptions options);
 
   void set_system(const std::string& text);  // empty = no system message
+  std::string system() const;                // "" when there is none
   void reset();                              // clears the turns, keeps the system message
+  // The whole conversation (never trimmed: only the prompt drops old turns).
   const std::vector<align::Message>& history() const { return history_; }
+
+  using PieceFn = std::function<void(const std::string&)>;
+  using StopFn = std::function<bool()>;  // polled after every token; true = stop the reply now
 
   // Adds the user turn, generates the reply (on_piece gets printable UTF-8 pieces as they
   // come; <|im_end|> is not passed on), adds it to the history and returns it. *dropped:
-  // messages removed from the front to fit the context.
-  std::string reply(const std::string& user, const std::function<void(const std::string&)>& on_piece = nullptr,
-                    int* dropped = nullptr);
+  // messages left out of the prompt (oldest first) to fit the context. When `stop` says
+  // so (Ctrl-C), the reply ends there and the part so far is kept.
+  std::string reply(const std::string& user, const PieceFn& on_piece = nullptr, int* dropped = nullptr,
+                    const StopFn& stop = nullptr);
+  // Replaces the last reply with a new one (a new seed). aji::Error when there is none.
+  std::string retry(const PieceFn& on_piece = nullptr, int* dropped = nullptr, const StopFn& stop = nullptr);
+  // Removes the last exchange (user turn and reply); false when there is none.
+  bool undo();
+  // Writes the conversation as one JSONL line in the SFT format ({"messages": [...]}),
+  // atomically. aji::Error when there is no reply yet.
+  void save(const std::filesystem::path& path) const;
+
+  // Why the last reply ended (kCallback: `stop` said so).
+  StopReason last_stop() const { return last_stop_; }
 
  private:
   model::Model& model_;
@@ -44,6 +61,7 @@ class ChatSession {
   int32_t im_end_ = -1;
   std::vector<align::Message> history_;
   uint64_t turn_ = 0;
+  StopReason last_stop_ = StopReason::kStopToken;
 };
 
 }  // namespace aji::infer

@@ -30,50 +30,69 @@ bool is_stop(const GenerateOptions& o, int32_t id) {
 }  // namespace
 
 std::vector<int32_t> generate(model::Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& o,
-                              const TokenCallback& on_token) {
+                              const TokenCallback& on_token, StopReason* reason) {
   check_prompt(model, prompt);
   const int V = model.config().vocab_size;
   const int ctx = model.config().max_seq_len;
-  const int budget = std::min<int>(o.max_tokens, ctx - static_cast<int>(prompt.size()));
-  model::KVCache cache = model.make_cache(1, std::min<int>(ctx, static_cast<int>(prompt.size()) + budget));
-  std::vector<float> logits(static_cast<size_t>(V));
-  model.forward_infer(prompt.data(), 1, static_cast<int>(prompt.size()), cache, logits.data());
-  Rng rng(o.seed);
-  std::vector<std::pair<float, int>> scratch;
-  std::vector<int32_t> out;
-  for (int i = 0; i < budget; ++i) {
-    const int32_t next = sample_token(logits.data(), V, o.sampling, rng, scratch);
-    out.push_back(next);
-    const bool keep_going = on_token ? on_token(next) : true;
-    if (!keep_going || is_stop(o, next) || i + 1 == budget) break;
-    model.forward_infer(&next, 1, 1, cache, logits.data());
+  const int room = ctx - static_cast<int>(prompt.size());
+  const int budget = std::min<int>(std::max(o.max_tokens, 0), room);
+  StopReason why = o.max_tokens > room ? StopReason::kContextLimit : StopReason::kMaxTokens;
+  std::vector<int32_t> seq = prompt;  // the context the repetition penalty sees
+  if (budget > 0) {
+    model::KVCache cache = model.make_cache(1, std::min<int>(ctx, static_cast<int>(prompt.size()) + budget));
+    std::vector<float> logits(static_cast<size_t>(V));
+    model.forward_infer(prompt.data(), 1, static_cast<int>(prompt.size()), cache, logits.data());
+    Rng rng(o.seed);
+    std::vector<std::pair<float, int>> scratch;
+    for (int i = 0; i < budget; ++i) {
+      const int32_t next = sample_token(logits.data(), V, o.sampling, rng, scratch, seq);
+      seq.push_back(next);
+      if (on_token && !on_token(next)) {
+        why = StopReason::kCallback;
+        break;
+      }
+      if (is_stop(o, next)) {
+        why = StopReason::kStopToken;
+        break;
+      }
+      if (i + 1 == budget) break;
+      model.forward_infer(&next, 1, 1, cache, logits.data());
+    }
   }
-  return out;
+  if (reason) *reason = why;
+  return {seq.begin() + static_cast<std::ptrdiff_t>(prompt.size()), seq.end()};
 }
 
 std::vector<int32_t> generate_recompute(model::Model& model, const std::vector<int32_t>& prompt,
-                                        const GenerateOptions& o, const TokenCallback& on_token) {
+                                        const GenerateOptions& o, const TokenCallback& on_token, StopReason* reason) {
   check_prompt(model, prompt);
   const int V = model.config().vocab_size;
   const int C = model.config().d_model;
   const int ctx = model.config().max_seq_len;
-  const int budget = std::min<int>(o.max_tokens, ctx - static_cast<int>(prompt.size()));
+  const int room = ctx - static_cast<int>(prompt.size());
+  const int budget = std::min<int>(std::max(o.max_tokens, 0), room);
+  StopReason why = o.max_tokens > room ? StopReason::kContextLimit : StopReason::kMaxTokens;
   std::vector<int32_t> seq = prompt;
   std::vector<float> logits(static_cast<size_t>(V));
   Rng rng(o.seed);
   std::vector<std::pair<float, int>> scratch;
-  std::vector<int32_t> out;
   for (int i = 0; i < budget; ++i) {
     const int T = static_cast<int>(seq.size());
     model.forward(seq.data(), 1, T);
     model.lm_logits(model.hidden() + static_cast<size_t>(T - 1) * C, 1, logits.data());
-    const int32_t next = sample_token(logits.data(), V, o.sampling, rng, scratch);
-    out.push_back(next);
+    const int32_t next = sample_token(logits.data(), V, o.sampling, rng, scratch, seq);
     seq.push_back(next);
-    const bool keep_going = on_token ? on_token(next) : true;
-    if (!keep_going || is_stop(o, next)) break;
+    if (on_token && !on_token(next)) {
+      why = StopReason::kCallback;
+      break;
+    }
+    if (is_stop(o, next)) {
+      why = StopReason::kStopToken;
+      break;
+    }
   }
-  return out;
+  if (reason) *reason = why;
+  return {seq.begin() + static_cast<std::ptrdiff_t>(prompt.size()), seq.end()};
 }
 
 ScoreResult score_tokens(model::Model& model, const std::vector<int32_t>& tokens, uint64_t text_bytes) {

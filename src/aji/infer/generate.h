@@ -21,17 +21,27 @@ struct GenerateOptions {
 // Called with each new token as it is produced; return false to stop early.
 using TokenCallback = std::function<bool(int32_t)>;
 
+// Why generation ended.
+enum class StopReason {
+  kMaxTokens,     // options.max_tokens were produced
+  kStopToken,     // a stop token (end of text, <|im_end|>) was produced
+  kContextLimit,  // prompt + output filled the model's context before max_tokens
+  kCallback,      // on_token returned false (a stop string, Ctrl-C)
+};
+
 // Feeds the prompt through the KV cache in one pass, then decodes one token at a time.
 // Stops at max_tokens, a stop token (which is included in the result), or the context
-// limit. Returns the new tokens. The prompt must be non-empty and shorter than the
-// model's context (else aji::Error).
+// limit. Returns the new tokens; *reason (if given) says why it stopped. The prompt must
+// be non-empty and shorter than the model's context (else aji::Error). The repetition
+// penalty sees the prompt and the tokens generated so far.
 std::vector<int32_t> generate(model::Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& options,
-                              const TokenCallback& on_token = nullptr);
+                              const TokenCallback& on_token = nullptr, StopReason* reason = nullptr);
 
 // The same decoding without a cache: every step re-runs the full forward pass over the
 // whole sequence. Slow; it exists to check the cached path (tests, --no-cache).
 std::vector<int32_t> generate_recompute(model::Model& model, const std::vector<int32_t>& prompt,
-                                        const GenerateOptions& options, const TokenCallback& on_token = nullptr);
+                                        const GenerateOptions& options, const TokenCallback& on_token = nullptr,
+                                        StopReason* reason = nullptr);
 
 struct ScoreResult {
   std::vector<int32_t> tokens;   // the ids scored (tokens[0] is the context start)
