@@ -7,9 +7,12 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdio>
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
@@ -28,9 +31,10 @@ using aji::test::TempDir;
 
 namespace {
 
-// Runs argv; kills it with SIGKILL after kill_after_ms (< 0: never). Returns the exit
-// status, or -9 when it was killed.
-int run_or_kill(const std::vector<std::string>& args, int kill_after_ms) {
+// Runs argv; once armed() holds, waits kill_after_ms more and kills it with SIGKILL
+// (kill_after_ms < 0: never). Returns the exit status, or -9 when it was killed.
+int run_or_kill(const std::vector<std::string>& args, int kill_after_ms,
+                const std::function<bool()>& armed = [] { return true; }) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     std::vector<char*> argv;
@@ -42,19 +46,26 @@ int run_or_kill(const std::vector<std::string>& args, int kill_after_ms) {
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> armed_at;
   int status = 0;
   while (true) {
     const pid_t r = ::waitpid(pid, &status, WNOHANG);
     if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    if (kill_after_ms >= 0 &&
-        std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(kill_after_ms)) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return WIFSIGNALED(status) ? -9 : (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    if (kill_after_ms >= 0) {
+      if (!armed_at && armed()) armed_at = std::chrono::steady_clock::now();
+      if (armed_at && std::chrono::steady_clock::now() - *armed_at >= std::chrono::milliseconds(kill_after_ms)) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &status, 0);
+        return WIFSIGNALED(status) ? -9 : (WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+      }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+}
+
+int64_t newest_checkpoint(const fs::path& run) {
+  const auto all = aji::train::list_checkpoints(run);
+  return all.empty() ? 0 : all.back().first;
 }
 
 double run_ms(const std::vector<std::string>& args, int* rc) {
@@ -77,16 +88,22 @@ int kill_and_finish(const std::vector<std::string>& fresh, const fs::path& run, 
       args.push_back("--resume");
       ++resumed;
     }
-    const int after = k < kills ? int(rng.uniform() * straight_ms) : -1;
-    const int rc = run_or_kill(args, after);
+    // Each session is killed at a random moment within the few steps after it has written
+    // a checkpoint of its own (so every restart makes progress, and the kills land anywhere
+    // in a step: forward, backward, update, checkpoint write).
+    const int64_t from = newest_checkpoint(run);
+    const int after = k < kills ? int(rng.uniform() * 0.1 * straight_ms) : -1;
+    const int rc = run_or_kill(args, after, [&] { return newest_checkpoint(run) > from; });
     if (k == kills) {
       EXPECT_EQ(rc, 0) << "the last restart must finish";
     } else if (rc == 0) {
+      std::printf("%d restarts (%d resumed from a checkpoint); finished before the next kill\n", k + 1, resumed);
       return resumed;  // it finished before the kill
     } else {
       EXPECT_EQ(rc, -9) << "restart " << k << " failed by itself (not killed)";
     }
   }
+  std::printf("%d restarts (%d resumed from a checkpoint)\n", kills + 1, resumed);
   return resumed;
 }
 
@@ -127,6 +144,7 @@ TEST(KillNine, SftTrainResumesToTheSameWeights) {
   int rc = 0;
   const double ms = run_ms(cmd(f.dir.path() / "straight"), &rc);
   ASSERT_EQ(rc, 0);
+  std::printf("straight run: %.0f ms\n", ms);
   const fs::path killed = f.dir.path() / "killed";
   const int resumed = kill_and_finish(cmd(killed), killed, ms, 10, 13);
   EXPECT_GE(resumed, 3) << "too few kills landed after a checkpoint to test resuming";
@@ -164,6 +182,7 @@ TEST(KillNine, ClassifyTrainResumesToTheSameClassifier) {
   int rc = 0;
   const double ms = run_ms(cmd(f.dir.path() / "straight"), &rc);
   ASSERT_EQ(rc, 0);
+  std::printf("straight run: %.0f ms\n", ms);
   const fs::path killed = f.dir.path() / "killed";
   const int resumed = kill_and_finish(cmd(killed), killed, ms, 10, 17);
   EXPECT_GE(resumed, 3) << "too few kills landed after a checkpoint to test resuming";
