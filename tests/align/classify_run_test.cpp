@@ -318,6 +318,12 @@ TEST(ClassifyRun, RunDirAndResumeSettingsRules) {
     EXPECT_EQ(std::string(e.what()).rfind("--lr 1", 0), 0u) << e.describe();
     EXPECT_NE(e.how_to_fix().find("leave --lr out"), std::string::npos) << e.describe();
   }
+  {  // through the CLI: the flags given are the ones compared
+    int rc = 0;
+    const std::string log = f.cli("classify train --out " + o.out_dir.string() + " --resume --batch-size 3", &rc);
+    EXPECT_EQ(rc, 1) << log;
+    EXPECT_NE(log.find("--batch-size 3 differs from the run's 8"), std::string::npos) << log;
+  }
   changed = again;
   changed.given = {"--keep"};  // safe
   changed.keep = 0;

@@ -252,6 +252,14 @@ TEST(SftRun, ResumeKeepsTheRunsSettings) {
   refused("--batch-size", [](auto& o) { o.train.batch = 3; });
   refused("--seed", [](auto& o) { o.train.seed = 7; });
   refused("--data", [&](auto& o) { o.train_file = f.val; });
+  {  // through the CLI: the flags given are the ones compared
+    std::string out;
+    EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " -q --threads 1 sft train --out " +
+                                         again.out_dir.string() + " --resume --lr 0.5 2>&1",
+                                     &out),
+              1);
+    EXPECT_NE(out.find("--lr 0.5 differs from the run's 0.003:"), std::string::npos) << out;
+  }
   EXPECT_EQ(aji::train::list_checkpoints(again.out_dir).back().first, 4) << "a refused resume changes nothing";
   // The same values given again, and a safe change (evaluation cadence): accepted.
   again.given = {"--lr", "--steps", "--batch-size", "--data", "--model", "--eval-every"};

@@ -73,6 +73,11 @@ RunDirStart open_run_dir(const RunDirRequest& r) {
 namespace {
 std::string shown(const json& v) {
   if (v.is_string()) return v.get<std::string>().empty() ? "(none)" : v.get<std::string>();
+  if (v.is_number_float()) {  // options held as float print as 0.003, not 0.003000000026077032
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.7g", v.get<double>());
+    return buf;
+  }
   return v.dump();
 }
 }  // namespace

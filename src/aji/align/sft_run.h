@@ -9,7 +9,7 @@
 // run.json. --resume continues from the latest checkpoint bit for bit (same threads) with
 // the run's own settings: an option given again must equal the saved one, except the
 // safe ones (--eval-every, --save-every, --keep), which change with a note.
-// Ctrl-C (and SIGTERM) saves and stops; a kill -9 loses only the steps after the last
+// Ctrl-C (InterruptGuard; SIGTERM too once base/interrupt.h handles it) saves and stops; a kill -9 loses only the steps after the last
 // checkpoint. The run-dir rule: a dir with a checkpoint is never overwritten without
 // --force; a dir without one (a run stopped before its first save) is started afresh (its
 // run.json and metrics are replaced, said in a note), and --resume there says that there
