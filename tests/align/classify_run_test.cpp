@@ -3,6 +3,7 @@
 // and clear errors (file and line) for bad input.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
+#include "aji/train/checkpoint.h"
 #include "micro_base.h"
 #include "test_util.h"
 
@@ -209,4 +211,163 @@ TEST(ClassifyRun, BadInputIsAClearErrorOrACountedSkip) {
   out = f.cli("classify eval --model " + f.base.string() + " --data " + (f.dir.path() / "other.jsonl").string(), &rc);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("not a classifier"), std::string::npos) << out;
+}
+
+namespace {
+size_t count_of(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+// Issue #13: the classifier's plot was labelled "nats/token" and showed no accuracy. Its
+// loss is a mean per example, and the validation accuracy is drawn on a right axis: one
+// marker per evaluation logged in metrics.jsonl.
+TEST(ClassifyRun, LossPlotIsPerExampleAndShowsValidationAccuracy) {
+  auto& f = fixture();
+  auto o = f.options("plot");
+  o.train.epochs = 2;
+  o.train.eval_every = 4;
+  aji::align::run_classify_train(o);
+  const std::string svg = aji::read_file(o.out_dir / "loss.svg");
+  EXPECT_NE(svg.find("loss (nats/example)"), std::string::npos);
+  EXPECT_EQ(svg.find("nats/token"), std::string::npos);
+  EXPECT_NE(svg.find("validation accuracy"), std::string::npos);
+  std::ifstream m(o.out_dir / "metrics.jsonl");
+  std::string line;
+  size_t evals = 0;
+  while (std::getline(m, line)) evals += json::parse(line).contains("val_accuracy");
+  EXPECT_GE(evals, 3u);
+  EXPECT_EQ(count_of(svg, "fill=\"#2ca02c\"/>"), evals);
+}
+
+// classify train --resume (issue #13): a run stopped after some steps and resumed from its
+// checkpoint ends with the same classifier, bit for bit, as a straight run (trunk blocks +
+// keep-best copies + both AdamW states; and head-only, where the features are recomputed).
+TEST(ClassifyRun, ResumeIsBitIdentical) {
+  auto& f = fixture();
+  for (const char* spec : {"last:1", "head"}) {
+    const std::string tag = spec[0] == 'h' ? "head" : "last";
+    auto o = f.options("straight-" + tag);
+    o.train.trainable = aji::align::TrainableBlocks::parse(spec);
+    o.train.epochs = 2;
+    o.train.lr = 1e-2f;
+    o.train.keep_best = true;
+    o.train.eval_every = 4;
+    const auto straight = aji::align::run_classify_train(o);
+    auto first = o;
+    first.out_dir = f.dir.path() / ("split-" + tag);
+    first.stop_after = 7;
+    first.save_every = 3;
+    const auto a = aji::align::run_classify_train(first);
+    EXPECT_TRUE(a.interrupted);
+    EXPECT_EQ(a.steps, 7);
+    aji::align::ClassifyRunOptions again;
+    again.out_dir = first.out_dir;
+    again.resume = true;
+    again.quiet = true;
+    aji::align::ClassifyRunResult b;
+    try {
+      b = aji::align::run_classify_train(again);
+    } catch (const aji::Error& e) {
+      FAIL() << spec << ": " << e.describe();
+    }
+    EXPECT_FALSE(b.interrupted);
+    EXPECT_EQ(b.steps, straight.steps);
+    std::vector<float> joined = a.step_losses;
+    joined.insert(joined.end(), b.step_losses.begin(), b.step_losses.end());
+    ASSERT_EQ(joined.size(), straight.step_losses.size()) << spec;
+    for (size_t i = 0; i < joined.size(); ++i) EXPECT_EQ(joined[i], straight.step_losses[i]) << spec << " step " << i + 1;
+    for (const char* file : {"classifier/model.safetensors", "classifier/class_head.safetensors", "classifier/labels.json"})
+      EXPECT_EQ(aji::read_file(o.out_dir / file), aji::read_file(first.out_dir / file)) << spec << " " << file;
+    EXPECT_EQ(b.test.accuracy, straight.test.accuracy);
+    EXPECT_EQ(b.val_accuracy, straight.val_accuracy);
+  }
+}
+
+// The run-dir rule and the settings rule of classify train (the same as sft train's).
+TEST(ClassifyRun, RunDirAndResumeSettingsRules) {
+  auto& f = fixture();
+  auto o = f.options("rules");
+  o.train.epochs = 1;
+  aji::align::ClassifyRunOptions again;
+  again.out_dir = o.out_dir;
+  again.resume = true;
+  again.quiet = true;
+  try {  // nothing there yet
+    aji::align::run_classify_train(again);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("nothing to resume"), std::string::npos) << e.describe();
+    EXPECT_NE(e.how_to_fix().find("aji classify train --model"), std::string::npos) << e.describe();
+  }
+  fs::create_directories(o.out_dir);
+  std::ofstream(o.out_dir / "run.json") << "{}";  // what a run killed before its first checkpoint leaves
+  std::ofstream(o.out_dir / "metrics.jsonl") << R"({"step": 1, "loss": 9})" << "\n";
+  auto stop = o;
+  stop.stop_after = 2;
+  EXPECT_EQ(aji::align::run_classify_train(stop).steps, 2);  // a fresh start, no --force
+  auto changed = again;
+  changed.train.lr = 1.0f;
+  changed.given = {"--lr"};
+  try {
+    aji::align::run_classify_train(changed);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("--lr 1", 0), 0u) << e.describe();
+    EXPECT_NE(e.how_to_fix().find("leave --lr out"), std::string::npos) << e.describe();
+  }
+  {  // through the CLI: the flags given are the ones compared
+    int rc = 0;
+    const std::string log = f.cli("classify train --out " + o.out_dir.string() + " --resume --batch-size 3", &rc);
+    EXPECT_EQ(rc, 1) << log;
+    EXPECT_NE(log.find("--batch-size 3 differs from the run's 8"), std::string::npos) << log;
+  }
+  changed = again;
+  changed.given = {"--keep"};  // safe
+  changed.keep = 0;
+  const auto r = aji::align::run_classify_train(changed);
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_EQ(aji::train::list_checkpoints(o.out_dir).size(), 2u) << "--keep 0 (all) was taken";
+  try {  // finished: a fresh start needs --force
+    aji::align::run_classify_train(o);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.how_to_fix().find("--force"), std::string::npos) << e.describe();
+  }
+}
+
+// Issue #13: numeric options of classify train are checked at parse time.
+TEST(ClassifyRun, BadNumbersAreRefusedAtParseTime) {
+  auto& f = fixture();
+  const fs::path out = f.dir.path() / "never";
+  for (const char* bad : {"--steps 0", "--epochs 0", "--lr -1", "--batch-size 0", "--warmup -5", "--weight-decay -1",
+                          "--grad-clip -1", "--eval-every -1", "--max-len 0", "--decay sqrt", "--trainable last:x",
+                          "--pooling middle", "--val-fraction 0.95", "--save-every -1"}) {
+    int rc = 0;
+    const std::string log =
+        f.cli("classify train --model /nonexistent/m --data /nonexistent/d.tsv --out " + out.string() + " " + bad, &rc);
+    EXPECT_NE(rc, 0) << bad;
+    const std::string flag = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(log.find(flag), std::string::npos) << bad << "\n" << log;
+    EXPECT_EQ(log.find("nonexistent"), std::string::npos) << bad << ": checked after loading?\n" << log;
+  }
+  EXPECT_FALSE(fs::exists(out));
+}
+
+// Issue #13: a batch that does not fit is refused before allocating, with the estimate and the fix.
+TEST(ClassifyRun, TooLittleMemoryIsAClearError) {
+  auto& f = fixture();
+  auto o = f.options("mem");
+  ::setenv("AJI_MEMORY_LIMIT_MB", "0.05", 1);
+  try {
+    aji::align::run_classify_train(o);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GiB"), std::string::npos) << e.describe();
+    EXPECT_NE(e.how_to_fix().find("--batch-size"), std::string::npos) << e.describe();
+  }
+  ::unsetenv("AJI_MEMORY_LIMIT_MB");
+  EXPECT_FALSE(fs::exists(o.out_dir / "classifier"));
 }

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "aji/align/converters.h"
@@ -140,4 +141,48 @@ TEST(SftCli, ConvertWritesValidJsonlAndRejectsUnknownFormat) {
                                   &log);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(log.find("korean_chatbot, oasst, self_instruct, gsm8k"), std::string::npos) << log;
+}
+
+// Issue #13: `sft mix` without --val wrote a train file missing 5% of the conversations and
+// then exited 1. Without --val every conversation goes to --train; an explicit
+// --val-fraction without --val is refused before anything is written; with --val the two
+// files together hold every input conversation exactly once.
+TEST(SftCli, MixWithoutValKeepsEveryConversation) {
+  TempDir dir;
+  const fs::path in = source_path("tests/fixtures/sft/chatbot_expected.jsonl");
+  auto lines_of = [](const fs::path& p) {
+    std::multiset<std::string> out;
+    for (const Conversation& c : read_conversations(p, OnInvalid::kError, nullptr)) out.insert(as_json(c).dump());
+    return out;
+  };
+  const auto all = lines_of(in);
+  ASSERT_GE(all.size(), 10u);
+  const fs::path train = dir.path() / "train.jsonl", val = dir.path() / "val.jsonl";
+  std::string log;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " sft mix --in " + in.string() + " --train " +
+                                       train.string() + " 2>&1",
+                                   &log),
+            0)
+      << log;
+  EXPECT_EQ(lines_of(train), all);
+
+  const fs::path train2 = dir.path() / "train2.jsonl";
+  EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " sft mix --in " + in.string() + " --train " +
+                                       train2.string() + " --val-fraction 0.2 2>&1",
+                                   &log),
+            1);
+  EXPECT_NE(log.find("no --val file"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(train2)) << "nothing is written when the command is refused";
+
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " sft mix --in " + in.string() + " --train " +
+                                       train2.string() + " --val " + val.string() + " --val-fraction 0.2 2>&1",
+                                   &log),
+            0)
+      << log;
+  auto joined = lines_of(train2);
+  const auto held = lines_of(val);
+  EXPECT_FALSE(held.empty());
+  EXPECT_LT(held.size(), all.size());
+  joined.insert(held.begin(), held.end());
+  EXPECT_EQ(joined, all);
 }

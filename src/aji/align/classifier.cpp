@@ -350,8 +350,26 @@ int64_t classify_total_steps(size_t n_train, const ClassifyOptions& o) {
   return std::max<int64_t>(1, (int64_t)std::ceil(o.epochs * double(n_train) / double(o.batch)));
 }
 
+nlohmann::json ClassifyProgress::to_json() const {
+  auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  return {{"step", step},           {"epoch", epoch},
+          {"next_batch", next_batch}, {"best_step", best_step},
+          {"best_val_accuracy", num(best_val_accuracy)}, {"best_val_loss", num(best_val_loss)}};
+}
+
+void ClassifyProgress::scalars_from_json(const nlohmann::json& j) {
+  auto num = [&](const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<double>() : double(NAN); };
+  step = j.at("step");
+  epoch = j.at("epoch");
+  next_batch = j.at("next_batch");
+  best_step = j.at("best_step");
+  best_val_accuracy = num("best_val_accuracy");
+  best_val_loss = num("best_val_loss");
+}
+
 ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const LabeledIds& train,
-                                   const LabeledIds& val, const ClassifyOptions& o, const ClassifyHooks& hooks) {
+                                   const LabeledIds& val, const ClassifyOptions& o, const ClassifyHooks& hooks,
+                                   ClassifyProgress* progress) {
   using clock = std::chrono::steady_clock;
   if (train.size() == 0) throw Error("no training examples for the classifier");
   if (o.batch < 1) throw Error("--batch-size must be at least 1");
@@ -368,8 +386,18 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
   const std::vector<train::DecayRange> head_ranges = {{0, head.weight_size(), true},
                                                       {head.weight_size(), size_t(head.n_classes), false}};
   const train::AdamWConfig acfg{o.beta1, o.beta2, o.eps, o.weight_decay};
-  train::AdamW trunk_opt(head_only ? 0 : model.num_params(), acfg);
-  train::AdamW head_opt(head.num_params(), acfg);
+  ClassifyProgress local;
+  ClassifyProgress& pg = progress ? *progress : local;
+  if (pg.step == 0) {
+    pg = ClassifyProgress{};
+    pg.trunk_opt = train::AdamW(head_only ? 0 : model.num_params(), acfg);
+    pg.head_opt = train::AdamW(head.num_params(), acfg);
+  }
+  AJI_CHECK(pg.head_opt.m().size() == head.num_params() &&
+                pg.trunk_opt.m().size() == (head_only ? 0 : model.num_params()),
+            "classify_train: the optimizer states do not fit the model and head");
+  train::AdamW& trunk_opt = pg.trunk_opt;
+  train::AdamW& head_opt = pg.head_opt;
 
   train::LrSchedule sched;
   sched.lr = o.lr;
@@ -380,6 +408,9 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
 
   ClassifyTrainResult result;
   result.cached_features = head_only;
+  result.steps_done = pg.step;
+  result.best_step = pg.best_step;
+  result.best_val_accuracy = pg.best_val_accuracy;
   std::vector<float> train_feats, val_feats;
   if (head_only) {
     const size_t total = train.size() + val.size();
@@ -392,8 +423,9 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       });
   }
   // keep_best: a copy of everything that trains, taken at the best evaluation so far.
-  std::vector<float> best_trunk, best_head;
   ClassifyEval best_eval;
+  best_eval.accuracy = pg.best_val_accuracy;
+  best_eval.loss = pg.best_val_loss;
   auto run_eval = [&](int64_t step) {
     if (val.size() == 0) return;
     result.last_val = head_only ? evaluate_features(head, val_feats, val.labels)
@@ -403,26 +435,29 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       result.best_val_accuracy = result.last_val.accuracy;
       result.best_step = step;
       best_eval = result.last_val;
-      best_head = head.params;
-      best_trunk.clear();
-      for (const auto& r : trunk_ranges) best_trunk.insert(best_trunk.end(), model.params() + r.offset, model.params() + r.offset + r.size);
+      pg.best_step = step;
+      pg.best_val_accuracy = result.last_val.accuracy;
+      pg.best_val_loss = result.last_val.loss;
+      pg.best_head = head.params;
+      pg.best_trunk.clear();
+      for (const auto& r : trunk_ranges)
+        pg.best_trunk.insert(pg.best_trunk.end(), model.params() + r.offset, model.params() + r.offset + r.size);
     }
   };
 
   std::vector<std::vector<int64_t>> batches;  // this epoch's
-  size_t next_batch = 0;
+  if (pg.epoch >= 0) batches = plan_epoch_batches(train.ids, o.batch, o.seed, pg.epoch, o.group_by_length);
   std::vector<float> pooled(head_only ? size_t(o.batch) * C : 0);
   std::vector<int> labels(size_t(o.batch));
-  int64_t epoch = -1;
-  for (int64_t step = 0; step < sched.total; ++step) {
+  for (int64_t step = pg.step; step < sched.total; ++step) {
     const auto t0 = clock::now();
-    if (next_batch >= batches.size()) {
-      if (epoch >= 0 && o.eval_every == 0) run_eval(step);
-      ++epoch;
-      batches = plan_epoch_batches(train.ids, o.batch, o.seed, epoch, o.group_by_length);
-      next_batch = 0;
+    if (size_t(pg.next_batch) >= batches.size()) {
+      ++pg.epoch;
+      batches = plan_epoch_batches(train.ids, o.batch, o.seed, pg.epoch, o.group_by_length);
+      pg.next_batch = 0;
     }
-    const std::vector<int64_t>& batch_idx = batches[next_batch++];
+    const int64_t epoch = pg.epoch;
+    const std::vector<int64_t>& batch_idx = batches[size_t(pg.next_batch++)];
     const int B = int(batch_idx.size());
     const int64_t* idx = batch_idx.data();
     for (int b = 0; b < B; ++b) labels[size_t(b)] = train.labels[size_t(idx[b])];
@@ -467,6 +502,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     if (!head_only) trunk_opt.step(model.params(), G, trunk_ranges, lr);
 
     result.steps_done = step + 1;
+    pg.step = step + 1;
     result.step_losses.push_back(float(loss));
     if (hooks.on_step) {
       ClassifyStepInfo info;
@@ -483,21 +519,30 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       info.seconds = std::chrono::duration<double>(clock::now() - t0).count();
       hooks.on_step(info);
     }
-    if (o.eval_every > 0 && (step + 1) % o.eval_every == 0 && step + 1 < sched.total) run_eval(step + 1);
-    if (hooks.should_stop && hooks.should_stop()) {
-      result.stopped_early = step + 1 < sched.total;
+    // Evaluations inside the run: every eval_every steps, or (0) at the end of every epoch;
+    // the last step's comes after the loop. Before after_step, so a checkpoint holds them.
+    const bool epoch_done = size_t(pg.next_batch) >= batches.size();
+    if (step + 1 < sched.total && (o.eval_every > 0 ? (step + 1) % o.eval_every == 0 : epoch_done)) run_eval(step + 1);
+    if (hooks.after_step && hooks.after_step(pg) && step + 1 < sched.total) {
+      result.stopped_early = true;
       break;
     }
   }
   run_eval(result.steps_done);
   if (o.keep_best && result.best_step >= 0 && result.best_step != result.steps_done) {
-    head.params = best_head;
+    AJI_CHECK(pg.best_head.size() == head.params.size(), "classify_train: the best weights were not kept");
+    head.params = pg.best_head;
     size_t at = 0;
     for (const auto& r : trunk_ranges) {
-      std::copy_n(best_trunk.begin() + long(at), r.size, model.params() + r.offset);
+      std::copy_n(pg.best_trunk.begin() + long(at), r.size, model.params() + r.offset);
       at += r.size;
     }
-    result.last_val = best_eval;
+    if (!best_eval.predictions.empty()) {
+      result.last_val = best_eval;
+    } else {  // the best was in an earlier session (resumed run): evaluate its weights again
+      result.last_val = head_only ? evaluate_features(head, val_feats, val.labels)
+                                  : classify_evaluate(model, head, val, o.pooling, o.pad_id, std::max(o.batch, 16));
+    }
   }
   return result;
 }

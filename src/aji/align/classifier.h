@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "aji/model/model.h"
 #include "aji/train/optimizer.h"
 
@@ -169,10 +171,29 @@ struct ClassifyStepInfo {
   double seconds = 0;
 };
 
+// Everything of a classification run besides the model's and the head's weights that
+// decides what the next step computes: the data cursor, both AdamW states and, with
+// keep_best, the best weights so far. Saved in a checkpoint and handed back to
+// classify_train, a run continues bit for bit (same thread count).
+struct ClassifyProgress {
+  int64_t step = 0;        // optimizer steps done
+  int64_t epoch = -1;      // the epoch whose batches are in use (-1: none yet)
+  int64_t next_batch = 0;  // the next of that epoch's batches (plan_epoch_batches)
+  train::AdamW trunk_opt, head_opt;  // empty at step 0: classify_train sizes them
+  // keep_best: the best evaluation so far and a copy of what trains at it
+  int64_t best_step = -1;
+  double best_val_accuracy = NAN, best_val_loss = NAN;
+  std::vector<float> best_head, best_trunk;
+  nlohmann::json to_json() const;  // the scalars (the buffers travel as files)
+  void scalars_from_json(const nlohmann::json& j);
+};
+
 struct ClassifyHooks {
   std::function<void(const ClassifyStepInfo&)> on_step;
   std::function<void(int64_t step, const ClassifyEval& val)> on_eval;
-  std::function<bool()> should_stop;  // checked after every step (Ctrl-C)
+  // Called after every step (evaluations included) with the run's progress; return true to
+  // stop (Ctrl-C). The place to save a checkpoint.
+  std::function<bool(const ClassifyProgress&)> after_step;
   std::function<void(size_t, size_t)> on_features;  // head-only: feature extraction progress (done, total)
 };
 
@@ -196,8 +217,10 @@ int64_t classify_total_steps(size_t n_train, const ClassifyOptions& options);
 
 // Trains head (and the trainable trunk blocks of model) on train; validates on val (may be
 // empty). Examples with label -1 are not allowed in train. Throws aji::Error on a NaN loss.
+// progress (may be null): where to start (a resumed run: model and head hold the
+// checkpoint's weights) and, at return, where the run stands.
 ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const LabeledIds& train,
                                    const LabeledIds& val, const ClassifyOptions& options,
-                                   const ClassifyHooks& hooks = {});
+                                   const ClassifyHooks& hooks = {}, ClassifyProgress* progress = nullptr);
 
 }  // namespace aji::align

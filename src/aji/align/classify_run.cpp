@@ -3,10 +3,13 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
+#include "aji/align/run_dir.h"
+#include "aji/align/sft_train.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -15,6 +18,7 @@
 #include "aji/base/threads.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/loss_curve.h"
+#include "aji/train/safetensors.h"
 
 namespace aji::align {
 
@@ -96,25 +100,207 @@ LabeledIds encode_for_classifier(const tokenizer::Tokenizer& tok, const std::vec
 
 // ---- train ----------------------------------------------------------------------------------
 
-ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
+namespace {
+
+constexpr const char* kHeadOptimizerFile = "head_optimizer.bin";
+constexpr const char* kBestFile = "best_weights.safetensors";
+
+std::string abs_or_empty(const fs::path& p) { return p.empty() ? std::string() : fs::absolute(p).string(); }
+
+const char* format_name(LabeledFormat f) {
+  return f == LabeledFormat::kJsonl ? "jsonl" : f == LabeledFormat::kCsv ? "csv" : f == LabeledFormat::kTsv ? "tsv" : "auto";
+}
+
+// Every setting of a classification run in one flat object (saved in its checkpoints).
+json classify_settings_json(const ClassifyRunOptions& o) {
+  const ClassifyOptions& t = o.train;
+  return {{"base_model", abs_or_empty(o.model)},
+          {"data", abs_or_empty(o.data)},
+          {"train_file", abs_or_empty(o.train_file)},
+          {"val_file", abs_or_empty(o.val_file)},
+          {"test_file", abs_or_empty(o.test_file)},
+          {"val_fraction", o.val_fraction},
+          {"test_fraction", o.test_fraction},
+          {"balance", o.balance},
+          {"format", format_name(o.read.format)},
+          {"header", o.read.header},
+          {"text_column", o.read.text_column},
+          {"label_column", o.read.label_column},
+          {"label_map", o.read.label_map},
+          {"skip_unmapped", o.read.skip_unmapped},
+          {"skip_invalid", o.read.on_invalid == OnInvalid::kSkip},
+          {"max_len", o.max_len},
+          {"head_seed", o.head_seed},
+          {"batch", t.batch},
+          {"epochs", t.epochs},
+          {"steps", t.steps},
+          {"lr", t.lr},
+          {"weight_decay", t.weight_decay},
+          {"beta1", t.beta1},
+          {"beta2", t.beta2},
+          {"eps", t.eps},
+          {"warmup", t.warmup},
+          {"decay", t.decay},
+          {"min_lr_frac", t.min_lr_frac},
+          {"grad_clip", t.grad_clip},
+          {"pooling", pooling_name(t.pooling)},
+          {"trainable", t.trainable.name()},
+          {"seed", t.seed},
+          {"group_by_length", t.group_by_length},
+          {"keep_best", t.keep_best},
+          {"eval_every", t.eval_every},
+          {"save_every", o.save_every},
+          {"keep", o.keep}};
+}
+
+void apply_classify_settings(const json& j, ClassifyRunOptions* o) {
+  ClassifyOptions& t = o->train;
+  o->model = j.at("base_model").get<std::string>();
+  o->data = j.at("data").get<std::string>();
+  o->train_file = j.at("train_file").get<std::string>();
+  o->val_file = j.at("val_file").get<std::string>();
+  o->test_file = j.at("test_file").get<std::string>();
+  o->val_fraction = j.at("val_fraction");
+  o->test_fraction = j.at("test_fraction");
+  o->balance = j.at("balance");
+  const std::string f = j.at("format");
+  o->read.format = f == "jsonl" ? LabeledFormat::kJsonl : f == "csv" ? LabeledFormat::kCsv
+                   : f == "tsv" ? LabeledFormat::kTsv : LabeledFormat::kAuto;
+  o->read.header = j.at("header");
+  o->read.text_column = j.at("text_column");
+  o->read.label_column = j.at("label_column");
+  o->read.label_map = j.at("label_map").get<std::map<std::string, std::string>>();
+  o->read.skip_unmapped = j.at("skip_unmapped");
+  o->read.on_invalid = j.at("skip_invalid").get<bool>() ? OnInvalid::kSkip : OnInvalid::kError;
+  o->max_len = j.at("max_len");
+  o->head_seed = j.at("head_seed");
+  t.batch = j.at("batch");
+  t.epochs = j.at("epochs");
+  t.steps = j.at("steps");
+  t.lr = j.at("lr");
+  t.weight_decay = j.at("weight_decay");
+  t.beta1 = j.at("beta1");
+  t.beta2 = j.at("beta2");
+  t.eps = j.at("eps");
+  t.warmup = j.at("warmup");
+  t.decay = j.at("decay");
+  t.min_lr_frac = j.at("min_lr_frac");
+  t.grad_clip = j.at("grad_clip");
+  t.pooling = parse_pooling(j.at("pooling"));
+  t.trainable = TrainableBlocks::parse(j.at("trainable"));
+  t.seed = j.at("seed");
+  t.group_by_length = j.at("group_by_length");
+  t.keep_best = j.at("keep_best");
+  t.eval_every = j.at("eval_every");
+  o->save_every = j.at("save_every");
+  o->keep = j.at("keep");
+}
+
+const std::vector<ResumeSetting> kClassifySettings = {
+    {"--model", "base_model", false, ""},
+    {"--data", "data", false, ""},
+    {"--train", "train_file", false, ""},
+    {"--val", "val_file", false, ""},
+    {"--test", "test_file", false, ""},
+    {"--val-fraction", "val_fraction", false, ""},
+    {"--test-fraction", "test_fraction", false, ""},
+    {"--balance", "balance", false, ""},
+    {"--format", "format", false, ""},
+    {"--no-header", "header", false, ""},
+    {"--text-col", "text_column", false, ""},
+    {"--label-col", "label_column", false, ""},
+    {"--label-map", "label_map", false, ""},
+    {"--skip-unmapped", "skip_unmapped", false, ""},
+    {"--skip-invalid", "skip_invalid", false, ""},
+    {"--max-len", "max_len", false, ""},
+    {"--head-seed", "head_seed", false, ""},
+    {"--batch-size", "batch", false, ""},
+    {"--epochs", "epochs", false, ""},
+    {"--steps", "steps", false, ""},
+    {"--lr", "lr", false, ""},
+    {"--weight-decay", "weight_decay", false, ""},
+    {"--warmup", "warmup", false, ""},
+    {"--decay", "decay", false, ""},
+    {"--grad-clip", "grad_clip", false, ""},
+    {"--pooling", "pooling", false, ""},
+    {"--trainable", "trainable", false, ""},
+    {"--seed", "seed", false, ""},
+    {"--no-group-by-length", "group_by_length", false, ""},
+    {"--keep-best", "keep_best", false, ""},
+    {"--eval-every", "eval_every", false, ""},  // with --keep-best it decides which weights are kept
+    {"--save-every", "save_every", true, "only when checkpoints are written"},
+    {"--keep", "keep", true, "only how many checkpoints are kept"},
+};
+
+}  // namespace
+
+const std::vector<std::string>& classify_setting_flags() {
+  static const std::vector<std::string> flags = [] {
+    std::vector<std::string> v;
+    for (const ResumeSetting& s : kClassifySettings) v.push_back(s.flag);
+    return v;
+  }();
+  return flags;
+}
+
+ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   using clock = std::chrono::steady_clock;
-  const bool from_one_file = !o.data.empty();
-  if (from_one_file == !o.train_file.empty())
-    throw Error("give either --data (one labeled file, split here) or --train [--val] [--test]");
+  ClassifyRunOptions o = in;
   const fs::path out = o.out_dir;
   const fs::path cdir = out / "classifier";
-  if (fs::exists(cdir) || fs::exists(out / "run.json")) {
-    if (!o.force)
-      throw Error("the output directory already holds a classifier").at(out.string()).fix("use --force to overwrite it, or another --out");
-    for (const char* f : {"run.json", "metrics.jsonl", "loss.svg", "report.txt", "report.json"}) fs::remove(out / f);
-    fs::remove_all(cdir);
-    fs::remove_all(out / "split");
+  RunDirRequest rq;
+  rq.dir = out;
+  rq.resume = o.resume;
+  rq.force = o.force;
+  rq.quiet = o.quiet;
+  rq.command = "aji classify train";
+  rq.fresh_command = "aji classify train --model MODEL --data FILE --out " + out.string();
+  rq.state_key = "classify";
+  rq.outputs = {"run.json", "metrics.jsonl", "loss.svg", "report.txt", "report.json", "split", "classifier",
+                ".classifier-files", ".checkpoint-files", train::kAjiTokenizerFile, "tokenizer.json"};
+  rq.finished = "classifier";
+  if (!o.resume) {
+    const bool from_one_file = !o.data.empty();
+    if (from_one_file == !o.train_file.empty())
+      throw Error("give either --data (one labeled file, split here) or --train [--val] [--test]");
   }
-  fs::create_directories(out);
+  const RunDirStart start = open_run_dir(rq);
+  ClassifyProgress progress;
+  if (start.checkpoint) {
+    const json& s = start.state.at("classify");
+    apply_classify_settings(s.at("settings"), &o);
+    json saved = classify_settings_json(o), now = classify_settings_json(in);
+    std::vector<std::string> accepted;
+    for (const std::string& note : check_resume_settings(kClassifySettings, in.given, now, saved, out, &accepted))
+      if (!o.quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
+    for (const std::string& key : accepted) {
+      if (key == "save_every") o.save_every = in.save_every;
+      if (key == "keep") o.keep = in.keep;
+    }
+    progress.scalars_from_json(s.at("progress"));
+    if (s.value("threads", 0) != num_threads() && !o.quiet)
+      std::fprintf(stderr, "note: the run used %d threads, now %d: results will not match a straight run bit for bit\n",
+                   s.value("threads", 0), num_threads());
+  }
+  const bool from_one_file = !o.data.empty();
 
   // --- model and tokenizer ---
-  fs::path model_dir;
-  model::Model model = train::load_model(o.model, &model_dir);
+  const fs::path model_src = start.checkpoint ? *start.checkpoint : o.model;
+  const fs::path model_dir = train::resolve_model_dir(model_src);
+  const model::ModelConfig cfg = train::load_model_config(model_dir);
+  const bool head_only = o.train.trainable.kind == TrainableBlocks::Kind::kHead;
+  const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
+  {
+    MemoryEstimate need = training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len);
+    if (head_only) need.grads = 0;  // the frozen trunk only runs forward
+    require_memory(need,
+                   "training a classifier on this model (" + std::to_string(cfg.num_params()) +
+                       " parameters) with batches of " + std::to_string(std::max(o.train.batch, 16)) + " x " +
+                       std::to_string(len) + " tokens",
+                   "lower --batch-size or --max-len, train fewer blocks (--trainable last:1 or head), or use a "
+                   "smaller model");
+  }
+  model::Model model = train::load_model(model_dir);
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   const ClassifierInput input = input_for(tok, model.config(), o.max_len);
@@ -177,39 +363,78 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
                  (long long)truncated);
   }
 
-  // --- train ---
+  // --- head, optimizers: fresh, or the checkpoint's ---
   ClassHead head(n, model.config().d_model);
-  head.init(o.head_seed);
   ClassifyOptions to = o.train;
   to.pad_id = input.pad_id;
+  if (start.checkpoint) {
+    const fs::path ck = *start.checkpoint;
+    head = ClassHead::load((ck / kClassHeadFile).string());
+    if (head.n_classes != n || head.d_model != model.config().d_model)
+      throw Error("the checkpoint's class head (" + std::to_string(head.n_classes) + " classes) does not fit the data (" +
+                  std::to_string(n) + " classes: " + result.labels.joined() + ")")
+          .at(ck.string())
+          .fix("resume with the data the run started with");
+    progress.head_opt = train::AdamW(head.num_params(), {to.beta1, to.beta2, to.eps, to.weight_decay});
+    progress.head_opt.load(ck / kHeadOptimizerFile);
+    progress.trunk_opt = train::AdamW(head_only ? 0 : model.num_params(), {to.beta1, to.beta2, to.eps, to.weight_decay});
+    if (!head_only) progress.trunk_opt.load(ck / "optimizer.bin");
+    if (fs::exists(ck / kBestFile)) {
+      const train::SafeTensorsFile best = train::SafeTensorsFile::load(ck / kBestFile);
+      if (best.has("head")) progress.best_head = best.tensors.at("head").data;
+      if (best.has("trunk")) progress.best_trunk = best.tensors.at("trunk").data;
+    }
+    if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", ck.c_str(), (long long)progress.step);
+  } else {
+    head.init(o.head_seed);
+  }
   const int64_t steps = classify_total_steps(train.size(), to);
-  json info = {{"stage", "classify"},
-               {"base_model", fs::absolute(o.model).string()},
-               {"labels", result.labels.names},
-               {"trainable", to.trainable.name()},
-               {"pooling", pooling_name(to.pooling)},
-               {"steps", steps},
-               {"batch", to.batch},
-               {"lr", to.lr},
-               {"weight_decay", to.weight_decay},
-               {"max_len", input.max_len},
-               {"group_by_length", to.group_by_length},
-               {"keep_best", to.keep_best},
-               {"n_train", train.size()},
-               {"n_val", val.size()},
-               {"n_test", test.size()},
-               {"threads", num_threads()},
-               {"aji_version", AJI_VERSION}};
-  write_file_atomic(out / "run.json", info.dump(2) + "\n");
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::trunc);
-  std::vector<train::CurvePoint> curve_train, curve_val;
+  if (!start.checkpoint) {
+    json info = {{"stage", "classify"},
+                 {"base_model", fs::absolute(o.model).string()},
+                 {"labels", result.labels.names},
+                 {"trainable", to.trainable.name()},
+                 {"pooling", pooling_name(to.pooling)},
+                 {"steps", steps},
+                 {"batch", to.batch},
+                 {"lr", to.lr},
+                 {"weight_decay", to.weight_decay},
+                 {"max_len", input.max_len},
+                 {"group_by_length", to.group_by_length},
+                 {"keep_best", to.keep_best},
+                 {"n_train", train.size()},
+                 {"n_val", val.size()},
+                 {"n_test", test.size()},
+                 {"threads", num_threads()},
+                 {"aji_version", AJI_VERSION}};
+    write_file_atomic(out / "run.json", info.dump(2) + "\n");
+  }
+  std::vector<train::CurvePoint> curve_train, curve_val, curve_acc;
+  keep_metrics_up_to(out, start.checkpoint ? progress.step : -1, [&](const json& j) {
+    const double st = j["step"].get<double>();
+    if (j.contains("loss")) curve_train.push_back({st, j["loss"].get<double>()});
+    if (j.contains("val_loss") && j["val_loss"].is_number()) curve_val.push_back({st, j["val_loss"].get<double>()});
+    if (j.contains("val_accuracy") && j["val_accuracy"].is_number())
+      curve_acc.push_back({st, j["val_accuracy"].get<double>()});
+  });
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  auto write_curve = [&] {
+    train::CurveLabels labels;
+    labels.y_axis = "loss (nats/example)";
+    labels.train = "train loss (batch mean)";
+    labels.val = "validation loss";
+    labels.accuracy = curve_acc;
+    write_file_atomic(out / "loss.svg",
+                      train::loss_curve_svg(curve_train, curve_val, "aji classify: " + out.filename().string(), labels));
+  };
   double ema = 0;
   int64_t real_tokens = 0, padded_tokens = 0;
+  const int64_t session_start = progress.step;
   ClassifyHooks hooks;
   hooks.on_step = [&](const ClassifyStepInfo& i) {
     real_tokens += i.tokens;
     padded_tokens += i.padded_tokens;
-    ema = i.step <= 1 ? i.seconds : 0.95 * ema + 0.05 * i.seconds;
+    ema = i.step - session_start <= 1 ? i.seconds : 0.95 * ema + 0.05 * i.seconds;
     curve_train.push_back({double(i.step), i.loss});
     metrics << json{{"step", i.step}, {"epoch", i.epoch}, {"loss", i.loss}, {"batch_accuracy", i.batch_accuracy},
                     {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"tokens", i.tokens}, {"padded_tokens", i.padded_tokens}, {"step_s", i.seconds}}
@@ -226,11 +451,50 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   };
   hooks.on_eval = [&](int64_t step, const ClassifyEval& v) {
     curve_val.push_back({double(step), v.loss});
+    curve_acc.push_back({double(step), v.accuracy});
     metrics << json{{"step", step}, {"val_loss", v.loss}, {"val_accuracy", v.accuracy}}.dump() << "\n";
     metrics.flush();
     if (!o.quiet) std::printf("step %lld | val loss %.4f | val accuracy %.4f\n", (long long)step, v.loss, v.accuracy);
   };
-  hooks.should_stop = [] { return interrupt_requested(); };
+  std::vector<fs::path> tokenizer_files;  // copied into OUT: a resumed run's source checkpoint may be pruned
+  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
+    if (fs::exists(model_dir / name)) {
+      train::copy_file_atomic(model_dir / name, out / name);
+      tokenizer_files.push_back(out / name);
+    }
+  fs::path last_checkpoint;
+  auto save = [&](const ClassifyProgress& p) {
+    metrics.flush();
+    const fs::path files = out / ".checkpoint-files";  // staged here, copied into ckpt-N by name
+    fs::remove_all(files);
+    fs::create_directories(files);
+    head.save((files / kClassHeadFile).string());
+    p.head_opt.save(files / kHeadOptimizerFile);
+    std::vector<fs::path> copy = tokenizer_files;
+    copy.push_back(files / kClassHeadFile);
+    copy.push_back(files / kHeadOptimizerFile);
+    if (!p.best_head.empty()) {
+      std::vector<train::SafeTensorView> views = {{"head", {int64_t(p.best_head.size())}, p.best_head.data()}};
+      if (!p.best_trunk.empty()) views.push_back({"trunk", {int64_t(p.best_trunk.size())}, p.best_trunk.data()});
+      train::save_safetensors(files / kBestFile, views);
+      copy.push_back(files / kBestFile);
+    }
+    json ts = {{"step", p.step},
+               {"classify",
+                {{"settings", classify_settings_json(o)},
+                 {"progress", p.to_json()},
+                 {"labels", result.labels.names},
+                 {"threads", num_threads()}}}};
+    train::CheckpointContents c{&model, head_only ? nullptr : &p.trunk_opt, ts, copy};
+    last_checkpoint = train::save_checkpoint(out, p.step, c, o.keep);
+    fs::remove_all(files);
+  };
+  hooks.after_step = [&](const ClassifyProgress& p) {
+    const bool last = p.step == steps;
+    const bool stop = interrupt_requested() || (o.stop_after > 0 && p.step - session_start >= o.stop_after);
+    if (last || stop || (o.save_every > 0 && p.step % o.save_every == 0)) save(p);
+    return stop;
+  };
   std::unique_ptr<Progress> feature_progress;
   hooks.on_features = [&](size_t done, size_t total) {
     if (o.quiet) return;
@@ -247,7 +511,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
   ClassifyTrainResult r;
   {
     InterruptGuard sigint;
-    r = classify_train(model, head, train, val, to, hooks);
+    r = classify_train(model, head, train, val, to, hooks, &progress);
   }
   result.seconds = std::chrono::duration<double>(clock::now() - t0).count();
   if (!o.quiet && padded_tokens > 0)
@@ -255,13 +519,19 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
                 (long long)real_tokens, 100.0 * double(padded_tokens - real_tokens) / double(padded_tokens),
                 to.group_by_length ? ", batches grouped by length" : "");
   result.steps = r.steps_done;
+  result.step_losses = r.step_losses;
   result.interrupted = r.stopped_early;
   result.val_accuracy = r.last_val.accuracy;
   if (to.keep_best && r.best_step >= 0 && !o.quiet)
     std::printf("kept the weights of step %lld (best val accuracy %.4f)\n", (long long)r.best_step,
                 r.best_val_accuracy);
   metrics.close();
-  write_file_atomic(out / "loss.svg", train::loss_curve_svg(curve_train, curve_val, "aji classify: " + out.filename().string()));
+  write_curve();
+  if (r.stopped_early) {
+    if (!o.quiet)
+      std::fprintf(stderr, "stopped at step %lld of %lld; checkpoint %s. Continue with: aji classify train --out %s --resume\n",
+                   (long long)result.steps, (long long)steps, last_checkpoint.c_str(), out.c_str());
+  }
 
   // --- save: weights, tokenizer, head, labels, settings — one atomic directory ---
   const fs::path staging = out / ".classifier-files";
@@ -283,8 +553,8 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
              {"base_model", fs::absolute(o.model).string()}};
   write_file_atomic(staging / kClassifierJson, cj.dump(2) + "\n");
   std::vector<fs::path> files = {staging / kClassHeadFile, staging / kLabelsFile, staging / kClassifierJson};
-  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
-    if (fs::exists(model_dir / name)) files.push_back(model_dir / name);
+  for (const fs::path& f : tokenizer_files) files.push_back(f);
+  fs::remove_all(cdir);
   train::save_model_dir(cdir, model, files);
   fs::remove_all(staging);
   result.classifier_dir = cdir;
@@ -300,9 +570,6 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& o) {
     rj["steps"] = result.steps;
     write_file_atomic(out / "report.json", rj.dump(2) + "\n");
   }
-  if (result.interrupted && !o.quiet)
-    std::fprintf(stderr, "stopped at step %lld of %lld (Ctrl-C); the classifier so far is in %s\n",
-                 (long long)result.steps, (long long)steps, cdir.c_str());
   return result;
 }
 

@@ -7,8 +7,12 @@
 //   --classify_train--> OUT/classifier/ (trunk weights, tokenizer, class_head.safetensors,
 //   classifier.json, labels.json) + OUT/metrics.jsonl, loss.svg, report.{txt,json}
 //
-// The classifier directory is written atomically (temp dir + rename); Ctrl-C stops
-// training and still writes it, marked as interrupted in classifier.json.
+// Checkpoints (OUT/ckpt-N: trunk weights and AdamW, class head and its AdamW, keep-best
+// copies, the run's settings and cursor in trainer_state.json) every --save-every steps and
+// at the end; --resume continues from the latest bit for bit (same threads), keeping the
+// run's settings (the run-dir rule and the settings rule are run_dir.h's). The classifier
+// directory is written atomically (temp dir + rename); Ctrl-C saves a checkpoint, stops and
+// still writes it, marked as interrupted in classifier.json.
 #pragma once
 
 #include <cmath>
@@ -52,13 +56,24 @@ struct ClassifyRunOptions {
   int max_len = 0;              // 0 = the model's context
   uint64_t head_seed = 1;
   bool force = false;
+  bool resume = false;   // continue the run in out_dir from its latest checkpoint
+  int save_every = 0;    // checkpoint every N steps (0: only at the end)
+  int keep = 1;          // checkpoints kept (0: all)
+  int64_t stop_after = 0;  // end this session after N steps (checkpoint saved)
   bool quiet = false;
   ClassifyOptions train;
+  // With resume: the CLI flags the user gave ("--lr", ...), checked against the run's saved
+  // settings (classify_setting_flags()); the values are the ones in this struct.
+  std::vector<std::string> given;
 };
+
+// The flags of `aji classify train` a resumed run compares with its saved settings.
+const std::vector<std::string>& classify_setting_flags();
 
 struct ClassifyRunResult {
   int64_t steps = 0;
   bool interrupted = false;
+  std::vector<float> step_losses;  // this session's steps
   double seconds = 0;            // training (features + steps), not data loading
   double val_accuracy = NAN;
   bool has_test = false;

@@ -1,5 +1,6 @@
 #include "aji/align/sft_run.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <optional>
@@ -7,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/align/conversation.h"
+#include "aji/align/run_dir.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -25,60 +27,112 @@ using nlohmann::json;
 
 namespace {
 
-json read_json_file(const fs::path& p) {
-  try {
-    return json::parse(read_file(p));
-  } catch (const json::exception& e) {
-    throw Error(std::string("not valid JSON: ") + e.what()).at(p.string()).fix("resume from an earlier checkpoint");
-  }
-}
+// The settings a resumed run compares (keys of sft_settings_json).
+const std::vector<ResumeSetting> kSettings = {
+    {"--model", "base_model", false, ""},
+    {"--data", "train_file", false, ""},
+    {"--val", "val_file", false, ""},
+    {"--val-fraction", "val_fraction", false, ""},
+    {"--all-tokens", "loss_on", false, ""},
+    {"--skip-invalid", "skip_invalid", false, ""},
+    {"--steps", "steps", false, ""},
+    {"--epochs", "epochs", false, ""},
+    {"--batch-size", "batch", false, ""},
+    {"--grad-accum", "grad_accum", false, ""},
+    {"--batching", "layout", false, ""},
+    {"--seq-len", "seq_len", false, ""},
+    {"--lr", "lr", false, ""},
+    {"--min-lr-frac", "min_lr_frac", false, ""},
+    {"--warmup", "warmup", false, ""},
+    {"--decay", "decay", false, ""},
+    {"--weight-decay", "weight_decay", false, ""},
+    {"--grad-clip", "grad_clip", false, ""},
+    {"--seed", "seed", false, ""},
+    {"--eval-every", "eval_every", true, "only when the validation loss is measured"},
+    {"--save-every", "save_every", true, "only when checkpoints are written"},
+    {"--keep", "keep", true, "only how many checkpoints are kept"},
+};
 
-bool holds_run(const fs::path& dir) {
-  std::error_code ec;
-  return fs::exists(dir / "run.json", ec) || fs::exists(dir / "latest", ec) || !train::list_checkpoints(dir).empty();
+std::string abs_or_empty(const fs::path& p) { return p.empty() ? std::string() : fs::absolute(p).string(); }
+
+// Every setting of a run in one flat object: SftOptions::to_json() plus the run's own.
+json sft_settings_json(const SftRunOptions& o) {
+  json j = o.train.to_json();
+  j["base_model"] = abs_or_empty(o.model);
+  j["train_file"] = abs_or_empty(o.train_file);
+  j["val_file"] = abs_or_empty(o.val_file);
+  j["val_fraction"] = o.val_fraction;
+  j["loss_on"] = o.loss_on == LossOn::kAll ? "all" : "assistant";
+  j["skip_invalid"] = o.skip_invalid;
+  j["save_every"] = o.save_every;
+  j["keep"] = o.keep;
+  return j;
 }
 
 }  // namespace
+
+const std::vector<std::string>& sft_setting_flags() {
+  static const std::vector<std::string> flags = [] {
+    std::vector<std::string> v;
+    for (const ResumeSetting& s : kSettings) v.push_back(s.flag);
+    return v;
+  }();
+  return flags;
+}
 
 SftRunResult run_sft(const SftRunOptions& in) {
   SftRunOptions o = in;
   SftRunResult result;
   const fs::path run = o.out_dir;
-  if (o.resume && o.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
 
-  std::optional<fs::path> resume_ckpt;
-  json state;
-  if (o.resume) {
-    if (train::list_checkpoints(run).empty())
-      throw Error("nothing to resume: no checkpoint in " + run.string())
-          .at(run.string())
-          .fix("start a new run without --resume");
-    resume_ckpt = train::resolve_model_dir(run);
-    state = read_json_file(*resume_ckpt / "trainer_state.json");
-    if (!state.contains("sft"))
-      throw Error("the latest checkpoint was not written by `aji sft train`")
-          .at(resume_ckpt->string())
-          .fix("resume pretraining runs with `aji pretrain --resume`");
+  RunDirRequest rq;
+  rq.dir = run;
+  rq.resume = o.resume;
+  rq.force = o.force;
+  rq.quiet = o.quiet;
+  rq.command = "aji sft train";
+  rq.fresh_command = "aji sft train --model MODEL --data FILE --out " + run.string();
+  rq.state_key = "sft";
+  rq.outputs = {"run.json", "metrics.jsonl", "loss.svg"};
+  RunDirStart start = open_run_dir(rq);
+  const std::optional<fs::path> resume_ckpt = start.checkpoint;
+  const json& state = start.state;
+  if (resume_ckpt) {
     const json& s = state["sft"];
     o.train = SftOptions::from_json(s.at("options"));
+    o.model = s.value("base_model", std::string());
     o.train_file = s.at("train_file").get<std::string>();
     o.val_file = s.value("val_file", std::string());
     o.val_fraction = s.at("val_fraction");
     o.loss_on = s.at("loss_on") == "all" ? LossOn::kAll : LossOn::kAssistant;
     o.skip_invalid = s.at("skip_invalid");
-  } else if (holds_run(run)) {
-    if (!o.force)
-      throw Error("the run directory already holds a run")
-          .at(run.string())
-          .fix("continue it with --resume, overwrite it with --force, or choose another --out");
-    for (const auto& [step, path] : train::list_checkpoints(run)) fs::remove_all(path);
-    for (const char* f : {"run.json", "latest", "metrics.jsonl", "loss.svg"}) fs::remove(run / f);
+    o.save_every = s.value("save_every", o.save_every);
+    o.keep = s.value("keep", o.keep);
+    json now = sft_settings_json(in);
+    if (in.train.seq_len == 0) now.erase("seq_len");  // not given: the model's context
+    std::vector<std::string> accepted;
+    json saved = sft_settings_json(o);
+    if (o.model.empty()) saved.erase("base_model");  // a checkpoint from before it was saved
+    for (const std::string& note : check_resume_settings(kSettings, in.given, now, saved, run, &accepted))
+      if (!o.quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
+    for (const std::string& key : accepted) {
+      if (key == "eval_every") o.train.eval_every = in.train.eval_every;
+      if (key == "save_every") o.save_every = in.save_every;
+      if (key == "keep") o.keep = in.keep;
+    }
+    if (s.contains("first_loss") && s["first_loss"].is_number()) result.first_loss = s["first_loss"];
+    if (s.contains("first_val_loss") && s["first_val_loss"].is_number()) result.first_val_loss = s["first_val_loss"];
   }
-  fs::create_directories(run);
 
   // --- model and tokenizer -----------------------------------------------------------
+  const fs::path model_src = resume_ckpt ? *resume_ckpt : o.model;
+  const model::ModelConfig cfg = train::load_model_config(train::resolve_model_dir(model_src));
+  const int64_t T_max = o.train.seq_len > 0 ? std::min(o.train.seq_len, cfg.max_seq_len) : cfg.max_seq_len;
+  require_memory(training_memory(cfg, cfg.num_params(), T_max), "fine-tuning this model (" +
+                 std::to_string(cfg.num_params()) + " parameters)",
+                 "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)");
   fs::path model_dir;
-  model::Model model = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &model_dir);
+  model::Model model = train::load_model(model_src, &model_dir);
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);
@@ -129,9 +183,15 @@ SftRunResult run_sft(const SftRunOptions& in) {
   PackReport pack;
   const int64_t n_rows = (int64_t)plan_rows(train_seqs, po, &pack).size();
   const int64_t steps = sft_total_steps(n_rows, o.train);
+  {
+    const int64_t rows_per_batch = std::min<int64_t>(o.train.batch, std::max<int64_t>(n_rows, 1));
+    require_memory(training_memory(model.config(), (int64_t)model.num_params(), rows_per_batch * T),
+                   "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
+                   "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len");
+  }
   if (!resume_ckpt) {
     json info = {{"stage", "sft"},
-                 {"base_model", fs::absolute(o.model).string()},
+                 {"base_model", abs_or_empty(o.model)},
                  {"train_file", fs::absolute(o.train_file).string()},
                  {"options", o.train.to_json()},
                  {"steps", steps},
@@ -151,24 +211,10 @@ SftRunResult run_sft(const SftRunOptions& in) {
 
   // --- metrics, checkpoints -------------------------------------------------------------
   std::vector<train::CurvePoint> curve_train, curve_val;
-  {  // keep what a resumed run already logged up to its step
-    std::string kept;
-    std::ifstream in(run / "metrics.jsonl");
-    std::string line;
-    while (resume_ckpt && std::getline(in, line)) {
-      json j;
-      try {
-        j = json::parse(line);
-      } catch (const json::exception&) {
-        continue;
-      }
-      if (j.value("step", int64_t(1) << 62) > st.step) continue;
-      kept += line + "\n";
-      if (j.contains("loss")) curve_train.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-      if (j.contains("val_loss")) curve_val.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
-    }
-    write_file_atomic(run / "metrics.jsonl", kept);
-  }
+  keep_metrics_up_to(run, resume_ckpt ? st.step : -1, [&](const json& j) {  // what a resumed run logged so far
+    if (j.contains("loss")) curve_train.push_back({j["step"].get<double>(), j["loss"].get<double>()});
+    if (j.contains("val_loss")) curve_val.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
+  });
   std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
   auto log = [&](const json& j) {
     metrics << j.dump() << "\n";
@@ -184,6 +230,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
                  {"val_fraction", o.val_fraction},
                  {"loss_on", o.loss_on == LossOn::kAll ? "all" : "assistant"},
                  {"skip_invalid", o.skip_invalid},
+                 {"base_model", abs_or_empty(o.model)},
+                 {"save_every", o.save_every},
+                 {"keep", o.keep},
+                 {"first_loss", std::isnan(result.first_loss) ? json(nullptr) : json(result.first_loss)},
+                 {"first_val_loss", std::isnan(result.first_val_loss) ? json(nullptr) : json(result.first_val_loss)},
                  {"threads", num_threads()}}}};
     train::CheckpointContents c{&model, &optimizer, ts, ship};
     result.checkpoint = train::save_checkpoint(run, s.step, c, o.keep);

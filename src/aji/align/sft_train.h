@@ -93,6 +93,27 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
                     const std::vector<RenderedSequence>& val, const SftOptions& options, SftState state,
                     const SftHooks& hooks = {});
 
+// Memory a fine-tuning run needs, estimated from the config alone (nothing allocated):
+// weights, gradients and AdamW moments (m, v) of the trained parameters, plus the activation
+// arena of one micro-batch of `tokens` = rows x T positions (the slices Model::forward
+// carves: model.cpp). Used to refuse a model or batch that does not fit with the numbers
+// and the fix, instead of a bare std::bad_alloc halfway through.
+struct MemoryEstimate {
+  double weights = 0, grads = 0, optimizer = 0, activations = 0, extra = 0;  // bytes
+  double total() const { return weights + grads + optimizer + activations + extra; }
+  std::string describe() const;  // "3.2 GiB (weights 1.0, gradients 1.0, AdamW 2.0, ...)"
+};
+MemoryEstimate training_memory(const model::ModelConfig& config, int64_t trained_params, int64_t tokens);
+
+// Bytes this process may still allocate: the smallest of /proc/meminfo's MemAvailable, the
+// cgroup (v2) limit minus usage, and AJI_MEMORY_LIMIT_MB when set (a cap; tests use it).
+// 0 when none of them can be read (no check is made then).
+double available_memory_bytes();
+
+// Throws aji::Error when `need` does not fit in available_memory_bytes(): the estimate, what
+// is available, and `fix` (e.g. "lower --batch-size").
+void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix);
+
 // Mean validation loss over every supervised target of seqs (padded batches).
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,
                             uint32_t pad_id);

@@ -21,6 +21,7 @@ struct TrainArgs {
   aji::cli::ReadArgs read;
   ClassifyRunOptions run;
   std::string model, out, data, train, val, test, trainable = "last:1", pooling = "last";
+  CLI::App* cmd = nullptr;  // to ask which flags were given (a resumed run compares them)
 };
 
 struct UseArgs {
@@ -40,7 +41,13 @@ void run_train(TrainArgs& a) {
   o.read = a.read.options();
   o.train.trainable = TrainableBlocks::parse(a.trainable);
   o.train.pooling = parse_pooling(a.pooling);
+  o.given.clear();
+  for (const std::string& flag : classify_setting_flags())
+    if (a.cmd->count(flag) > 0) o.given.push_back(flag);
   o.quiet = aji::cli::global_options().quiet;
+  if (!o.resume && a.model.empty())
+    throw aji::Error("--model is required for a new run")
+        .fix("e.g. aji classify train --model runs/tiny --data data/classify/sms_spam.tsv --out runs/spam");
   const ClassifyRunResult r = run_classify_train(o);
   if (r.has_test) {
     std::printf("\ntest split (%lld examples):\n%s", (long long)r.n_test,
@@ -137,9 +144,14 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
       "LLMs-from-scratch's default is last:1) or all. Give one labeled file (--data: split here into\n"
       "train/val/test, stratified and seeded, written to OUT/split/) or the splits (--train/--val/--test).\n"
       "Writes OUT/classifier/ (use it with predict/eval), metrics.jsonl, loss.svg and report.{txt,json}.\n"
+      "Checkpoints (OUT/ckpt-N, every --save-every steps and at the end) let --resume continue a stopped\n"
+      "run bit for bit with its own settings (Ctrl-C saves one; a kill loses the steps since the last).\n"
       "Example (SMS spam, TSV with a header 'label<TAB>text'; headerless files: --no-header --label-col 0 --text-col 1):\n"
       "  aji classify train --model out/demo/pretrain/run --data data/classify/sms_spam.tsv --out runs/spam");
-  train->add_option("--model", ta->model, "Base model: an aji run dir, checkpoint dir or Hugging Face dir")->required();
+  // Every option is declared (with its range check) here, in one place; the checks run at
+  // parse time, before any model or data is read.
+  ta->cmd = train;
+  train->add_option("--model", ta->model, "Base model: an aji run dir, checkpoint dir or Hugging Face dir (new runs)");
   train->add_option("--out", ta->out, "Output directory")->required();
   train->add_option("--data", ta->data, "One labeled file to split into train/val/test");
   train->add_option("--train", ta->train, "Training split (instead of --data)");
@@ -152,27 +164,63 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.9));
   train->add_flag("--balance", ta->run.balance, "Undersample the training split's classes to the smallest one");
-  train->add_option("--trainable", ta->trainable, "head, last:N or all")->capture_default_str();
+  train->add_option("--trainable", ta->trainable, "head, last:N or all")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            try {
+              TrainableBlocks::parse(v);
+            } catch (const aji::Error& e) {
+              return std::string(e.what());
+            }
+            return std::string();
+          },
+          "head|last:N|all"));
   train->add_option("--pooling", ta->pooling, "last (the last non-pad token) or first (a baseline that cannot work)")
-      ->capture_default_str();
-  train->add_option("--max-len", ta->run.max_len, "Tokens per input, longer ones cut (default: the model's context)");
-  train->add_option("--epochs", ta->run.train.epochs, "Passes over the training split")->capture_default_str();
-  train->add_option("--steps", ta->run.train.steps, "Optimizer steps (instead of --epochs)");
-  train->add_option("--batch-size", ta->run.train.batch, "Examples per step")->capture_default_str();
-  train->add_option("--lr", ta->run.train.lr, "Learning rate")->capture_default_str();
-  train->add_option("--warmup", ta->run.train.warmup, "Warmup steps")->capture_default_str();
-  train->add_option("--decay", ta->run.train.decay, "constant, linear or cosine")->capture_default_str();
-  train->add_option("--weight-decay", ta->run.train.weight_decay, "AdamW weight decay")->capture_default_str();
-  train->add_option("--grad-clip", ta->run.train.grad_clip, "Global gradient-norm clip (0 = off)")->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::IsMember({"last", "first"}));
+  train->add_option("--max-len", ta->run.max_len, "Tokens per input, longer ones cut (default: the model's context)")
+      ->check(CLI::Range(1, 1 << 24));
+  train->add_option("--epochs", ta->run.train.epochs, "Passes over the training split")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  train->add_option("--steps", ta->run.train.steps, "Optimizer steps (instead of --epochs)")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  train->add_option("--batch-size", ta->run.train.batch, "Examples per step")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  train->add_option("--lr", ta->run.train.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--warmup", ta->run.train.warmup, "Warmup steps")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--decay", ta->run.train.decay, "constant, linear or cosine")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  train->add_option("--weight-decay", ta->run.train.weight_decay, "AdamW weight decay")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--grad-clip", ta->run.train.grad_clip, "Global gradient-norm clip (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   train->add_option("--eval-every", ta->run.train.eval_every, "Validation every N steps (0 = every epoch)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--save-every", ta->run.save_every, "Checkpoint every N steps for --resume (0 = only at the end)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--keep", ta->run.keep, "Keep the last K checkpoints (0 = all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  train->add_option("--stop-after", ta->run.stop_after, "End this session after N steps with a checkpoint (resume later)")
+      ->check(CLI::NonNegativeNumber);
+  train->add_flag("--resume", ta->run.resume, "Continue the run in --out from its latest checkpoint, with its settings");
   train->add_flag("!--no-group-by-length", ta->run.train.group_by_length,
                   "Batch inputs in random order (default: batches of similar length, less padding)");
   train->add_flag("--keep-best", ta->run.train.keep_best,
                   "Save the weights of the evaluation with the best validation accuracy, not the last step's");
   train->add_option("--seed", ta->run.train.seed, "Seed of the split and the data order")->capture_default_str();
   train->add_option("--head-seed", ta->run.head_seed, "Seed of the head's initialisation")->capture_default_str();
-  train->add_flag("--force", ta->run.force, "Overwrite a classifier already in --out");
+  train->add_flag("--force", ta->run.force, "Overwrite a run or classifier already in --out");
   ta->read.add_to(train);
   train->callback([ta] { run_train(*ta); });
 

@@ -34,7 +34,8 @@ struct CheckArgs {
 struct MixArgs {
   std::vector<std::string> inputs;  // FILE or FILE:N
   std::string train_out, val_out;
-  double val_fraction = 0.05;
+  double val_fraction = 0.05;  // with --val; without it 0 (nothing held out)
+  bool val_fraction_given = false;
   uint64_t seed = 1234;
 };
 
@@ -93,7 +94,16 @@ void run_check(const CheckArgs& a) {
   }
 }
 
-void run_mix(const MixArgs& a) {
+void run_mix(MixArgs a) {
+  // Without --val nothing is held out (every conversation goes to --train); holding some
+  // out needs somewhere to write them, checked before anything is read.
+  if (a.val_out.empty()) {
+    if (a.val_fraction_given && a.val_fraction > 0)
+      throw aji::Error("--val-fraction " + std::to_string(a.val_fraction) +
+                       " holds conversations out, but no --val file was given to write them to")
+          .fix("pass --val FILE, or leave --val-fraction out to put every conversation in --train");
+    a.val_fraction = 0;
+  }
   std::vector<Conversation> all;
   uint64_t k = 0;
   for (const auto& spec : a.inputs) {
@@ -122,8 +132,6 @@ void run_mix(const MixArgs& a) {
   if (!a.val_out.empty()) {
     write_conversations(a.val_out, val);
     std::fprintf(stderr, "wrote %s: %s\n", a.val_out.c_str(), conversation_stats(val).describe().c_str());
-  } else if (!val.empty()) {
-    throw aji::Error("--val-fraction is above 0 but no --val file was given").fix("pass --val FILE or --val-fraction 0");
   }
 }
 
@@ -174,10 +182,15 @@ aji::cli::CommandRegistrar reg(40, [](CLI::App& app) {
   mix->add_option("--in", ma->inputs, "Conversation JSONL, optionally FILE:N")->required();
   mix->add_option("--train", ma->train_out, "Output training JSONL")->required();
   mix->add_option("--val", ma->val_out, "Output validation JSONL");
-  mix->add_option("--val-fraction", ma->val_fraction, "Share of conversations held out for validation")
-      ->check(CLI::Range(0.0, 0.99));
+  auto* vf = mix->add_option("--val-fraction", ma->val_fraction,
+                              "Share of conversations held out for --val (default 0.05 with --val; without --val "
+                              "every conversation goes to --train)")
+                  ->check(CLI::Range(0.0, 0.99));
   mix->add_option("--seed", ma->seed, "Random seed");
-  mix->callback([ma] { run_mix(*ma); });
+  mix->callback([ma, vf] {
+    ma->val_fraction_given = vf->count() > 0;
+    run_mix(*ma);
+  });
 });
 
 }  // namespace

@@ -25,10 +25,12 @@ std::string escape(const std::string& s) {
 }  // namespace
 
 std::string loss_curve_svg(const std::vector<CurvePoint>& train, const std::vector<CurvePoint>& val,
-                           const std::string& title) {
-  const double W = 720, H = 420, left = 60, right = 20, top = 40, bottom = 50;
+                           const std::string& title, const CurveLabels& labels) {
+  const bool acc = !labels.accuracy.empty();
+  const double W = 720, H = 420, left = 60, top = 40, bottom = 50;
+  const double right = !labels.accuracy.empty() ? 60 : 20;
   double xmin = INFINITY, xmax = -INFINITY, ymin = INFINITY, ymax = -INFINITY;
-  for (const auto* series : {&train, &val})
+  for (const auto* series : {&train, &val})  // the accuracy has its own axis (0..1)
     for (const auto& p : *series)
       if (std::isfinite(p.value) && std::isfinite(p.step)) {
         xmin = std::min(xmin, p.step);
@@ -66,7 +68,17 @@ std::string loss_curve_svg(const std::vector<CurvePoint>& train, const std::vect
   }
   s += "<text x=\"" + num((left + W - right) / 2) + "\" y=\"" + num(H - 12) + "\" text-anchor=\"middle\">step</text>\n";
   s += "<text x=\"16\" y=\"" + num((top + H - bottom) / 2) + "\" transform=\"rotate(-90 16 " +
-       num((top + H - bottom) / 2) + ")\" text-anchor=\"middle\">loss (nats/token)</text>\n</g>\n";
+       num((top + H - bottom) / 2) + ")\" text-anchor=\"middle\">" + escape(labels.y_axis) + "</text>\n</g>\n";
+  auto YA = [&](double a) { return top + (1.0 - a) * (H - top - bottom); };
+  if (acc) {  // right axis: accuracy 0..1
+    s += "<g fill=\"#2ca02c\">\n";
+    for (int i = 0; i <= 5; ++i)
+      s += "<text x=\"" + num(W - right + 6) + "\" y=\"" + num(YA(i / 5.0) + 4) + "\">" + num(i / 5.0, "%.1f") +
+           "</text>\n";
+    const double yc = (top + H - bottom) / 2, xc = W - 12;
+    s += "<text x=\"" + num(xc) + "\" y=\"" + num(yc) + "\" transform=\"rotate(90 " + num(xc) + " " + num(yc) +
+         ")\" text-anchor=\"middle\">" + escape(labels.accuracy_name) + "</text>\n</g>\n";
+  }
   s += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(W - left - right) + "\" height=\"" +
        num(H - top - bottom) + "\" fill=\"none\" stroke=\"#333\"/>\n";
   auto polyline = [&](const std::vector<CurvePoint>& pts, const char* color, double width) {
@@ -78,17 +90,31 @@ std::string loss_curve_svg(const std::vector<CurvePoint>& train, const std::vect
   };
   s += polyline(train, "#1f77b4", 1.0);
   s += polyline(val, "#d62728", 2.0);
+  if (acc) {
+    std::string o = "<polyline fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"2\" stroke-dasharray=\"6 3\" points=\"";
+    for (const auto& p : labels.accuracy)
+      if (std::isfinite(p.value) && std::isfinite(p.step)) o += num(X(p.step)) + "," + num(YA(p.value)) + " ";
+    s += o + "\"/>\n";
+    for (const auto& p : labels.accuracy)
+      if (std::isfinite(p.value) && std::isfinite(p.step))
+        s += "<rect x=\"" + num(X(p.step) - 3) + "\" y=\"" + num(YA(p.value) - 3) +
+             "\" width=\"6\" height=\"6\" fill=\"#2ca02c\"/>\n";
+  }
   for (const auto& p : val)
     if (std::isfinite(p.value))
       s += "<circle cx=\"" + num(X(p.step)) + "\" cy=\"" + num(Y(p.value)) + "\" r=\"3\" fill=\"#d62728\"/>\n";
   // Legend.
-  const double lx = W - right - 150, ly = top + 14;
+  const double lx = W - right - 170, ly = top + 14;
   s += "<line x1=\"" + num(lx) + "\" y1=\"" + num(ly) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" + num(ly) +
        "\" stroke=\"#1f77b4\" stroke-width=\"2\"/><text x=\"" + num(lx + 30) + "\" y=\"" + num(ly + 4) +
-       "\">train loss</text>\n";
+       "\">" + escape(labels.train) + "</text>\n";
   s += "<line x1=\"" + num(lx) + "\" y1=\"" + num(ly + 18) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" + num(ly + 18) +
        "\" stroke=\"#d62728\" stroke-width=\"2\"/><text x=\"" + num(lx + 30) + "\" y=\"" + num(ly + 22) +
-       "\">validation loss</text>\n";
+       "\">" + escape(labels.val) + "</text>\n";
+  if (acc)
+    s += "<line x1=\"" + num(lx) + "\" y1=\"" + num(ly + 36) + "\" x2=\"" + num(lx + 24) + "\" y2=\"" + num(ly + 36) +
+         "\" stroke=\"#2ca02c\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/><text x=\"" + num(lx + 30) + "\" y=\"" +
+         num(ly + 40) + "\">" + escape(labels.accuracy_name) + " (right axis)</text>\n";
   s += "</svg>\n";
   return s;
 }

@@ -1,0 +1,130 @@
+#include "aji/align/run_dir.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/base/io.h"
+#include "aji/train/checkpoint.h"
+
+namespace aji::align {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+RunDirStart open_run_dir(const RunDirRequest& r) {
+  if (r.resume && r.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
+  RunDirStart start;
+  std::error_code ec;
+  // Half-written checkpoints of a killed process (train::save_checkpoint's ".ckpt-N.tmp.PID"
+  // and "ckpt-N.old"): never used, removed.
+  if (fs::is_directory(r.dir, ec))
+    for (const auto& e : fs::directory_iterator(r.dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if ((name.rfind(".ckpt-", 0) == 0 && name.find(".tmp.") != std::string::npos) ||
+          (name.rfind("ckpt-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0))
+        fs::remove_all(e.path(), ec);
+    }
+  const auto checkpoints = train::list_checkpoints(r.dir);
+  if (r.resume) {
+    if (checkpoints.empty())
+      throw Error("nothing to resume: " + r.dir.string() + " has no checkpoint yet")
+          .at(r.dir.string())
+          .fix("start the run afresh (nothing there is lost, no --force needed): " + r.fresh_command);
+    start.checkpoint = train::resolve_model_dir(r.dir);
+    const fs::path ts = *start.checkpoint / "trainer_state.json";
+    try {
+      start.state = json::parse(read_file(ts));
+    } catch (const json::exception& e) {
+      throw Error(std::string("not valid JSON: ") + e.what())
+          .at(ts.string())
+          .fix("remove the damaged checkpoint dir and resume from the one before");
+    }
+    if (!start.state.contains(r.state_key))
+      throw Error("the latest checkpoint was not written by `" + r.command + "`")
+          .at(start.checkpoint->string())
+          .fix("resume it with the command that wrote it (e.g. `aji pretrain --resume`)");
+    return start;
+  }
+  if (!checkpoints.empty() && !r.force)
+    throw Error("the run directory already holds a run (checkpoints up to step " +
+                std::to_string(checkpoints.back().first) + ")")
+        .at(r.dir.string())
+        .fix("continue it with --resume, overwrite it with --force, or choose another --out");
+  if (!r.finished.empty() && fs::exists(r.dir / r.finished, ec) && !r.force)
+    throw Error("the run directory already holds a finished result (" + r.finished + ")")
+        .at(r.dir.string())
+        .fix("overwrite it with --force, or choose another --out");
+  bool leftovers = false;
+  for (const std::string& f : r.outputs) leftovers = leftovers || fs::exists(r.dir / f, ec);
+  if (leftovers && checkpoints.empty() && !r.force && !r.quiet)
+    std::fprintf(stderr,
+                 "note: %s has no checkpoint (an earlier run stopped before its first save): starting afresh and "
+                 "replacing what it left\n",
+                 r.dir.c_str());
+  for (const auto& [step, path] : checkpoints) fs::remove_all(path, ec);
+  fs::remove(r.dir / "latest", ec);
+  for (const std::string& f : r.outputs) fs::remove_all(r.dir / f, ec);
+  fs::create_directories(r.dir);
+  return start;
+}
+
+namespace {
+std::string shown(const json& v) {
+  if (v.is_string()) return v.get<std::string>().empty() ? "(none)" : v.get<std::string>();
+  if (v.is_number_float()) {  // options held as float print as 0.003, not 0.003000000026077032
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.7g", v.get<double>());
+    return buf;
+  }
+  return v.dump();
+}
+}  // namespace
+
+std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>& table,
+                                               const std::vector<std::string>& given, const json& now,
+                                               const json& saved, const fs::path& dir,
+                                               std::vector<std::string>* accepted) {
+  std::vector<std::string> notes;
+  for (const std::string& flag : given) {
+    const ResumeSetting* f = nullptr;
+    for (const ResumeSetting& s : table)
+      if (flag == s.flag) f = &s;
+    if (!f || !saved.contains(f->key) || !now.contains(f->key)) continue;
+    const json& was = saved[f->key];
+    const json& want = now[f->key];
+    if (was == want) continue;
+    if (f->safe) {
+      notes.push_back(std::string(f->flag) + " " + shown(was) + " -> " + shown(want) + " (safe: it changes " + f->why +
+                      ")");
+      if (accepted) accepted->push_back(f->key);
+      continue;
+    }
+    throw Error(std::string(f->flag) + " " + shown(want) + " differs from the run's " + shown(was) +
+                ": a resumed run keeps its settings so that it continues as it began")
+        .at(dir.string())
+        .fix(std::string("leave ") + f->flag + " out to continue with the run's " + shown(was) +
+             ", or start a new run with it (another --out, or --force to replace this one)");
+  }
+  return notes;
+}
+
+void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<void(const json&)>& each) {
+  std::string kept, line;
+  std::ifstream in(dir / "metrics.jsonl");
+  while (std::getline(in, line)) {
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception&) {
+      continue;  // a line cut by a kill
+    }
+    if (!j.is_object() || j.value("step", int64_t(1) << 62) > step) continue;
+    kept += line + "\n";
+    if (each) each(j);
+  }
+  write_file_atomic(dir / "metrics.jsonl", kept);
+}
+
+}  // namespace aji::align

@@ -1,0 +1,67 @@
+// The run directory of a post-training command (`aji sft train`, `aji classify train`): one
+// rule for starting, resuming and overwriting, and for keeping a resumed run's settings.
+//
+//   fresh start, dir has a checkpoint  -> refused unless --force (the fix names --resume)
+//   fresh start, finished result there -> refused unless --force
+//   fresh start, dir has none          -> allowed: what an earlier run left (run.json,
+//                                         metrics, plots) is replaced, said in a note
+//   --resume, dir has a checkpoint     -> continue from the latest one
+//   --resume, dir has none             -> "nothing to resume", the fix is the fresh command
+// Checkpoints are train::save_checkpoint's (ckpt-N + `latest`, written atomically), so a
+// kill -9 at any moment leaves the previous checkpoint usable.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace aji::align {
+
+struct RunDirRequest {
+  std::filesystem::path dir;
+  bool resume = false, force = false, quiet = false;
+  std::string command;        // "aji sft train"
+  std::string fresh_command;  // the command line a fresh start takes (for the fix)
+  std::string state_key;      // trainer_state.json must hold this section ("sft", "classify")
+  std::vector<std::string> outputs;  // files and dirs (relative) a fresh start replaces
+  std::string finished;  // a relative path whose presence means a finished result: refused without --force
+};
+
+struct RunDirStart {
+  std::optional<std::filesystem::path> checkpoint;  // set when resuming
+  nlohmann::json state;                             // its trainer_state.json
+};
+
+// Applies the rule above; on a fresh start removes the old checkpoints and outputs and
+// creates the directory. Throws aji::Error (with the fix) when the rule refuses.
+RunDirStart open_run_dir(const RunDirRequest& request);
+
+// A setting a resumed run compares with what it saved: the CLI flag, its key in the
+// settings JSON, and whether another value is safe (changes nothing a training step
+// computes), with the reason shown in the note.
+struct ResumeSetting {
+  const char* flag;
+  const char* key;
+  bool safe;
+  const char* why;  // "only when the validation loss is measured"
+};
+
+// For each flag in `given` (the flags the user passed): equal to `saved` -> nothing;
+// different and safe -> a note, and the key is returned in *accepted; different and unsafe
+// -> aji::Error naming both values and the fix. Keys missing from `saved` are skipped.
+std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>& table,
+                                               const std::vector<std::string>& given, const nlohmann::json& now,
+                                               const nlohmann::json& saved, const std::filesystem::path& dir,
+                                               std::vector<std::string>* accepted);
+
+// Rewrites dir/metrics.jsonl keeping the lines with "step" <= step (a resumed run rewrites
+// what follows); calls each(line) for every kept line. A missing file is an empty one.
+void keep_metrics_up_to(const std::filesystem::path& dir, int64_t step,
+                        const std::function<void(const nlohmann::json&)>& each);
+
+}  // namespace aji::align
