@@ -33,6 +33,8 @@ PAGES = {
         ("deb", f"python-git-doc/{D}/python-git-doc/html/tutorial.html"),
         ("deb", f"cyrus-sasl2-doc/{D}/cyrus-sasl2-doc/getsasl.html"),
         ("deb", f"cyrus-sasl2-doc/{D}/cyrus-sasl2-doc/setup.html"),
+        ("deb", f"cyrus-sasl2-doc/{D}/cyrus-sasl2-doc/sasl/concepts.html"),
+        ("deb", f"cyrus-sasl2-doc/{D}/cyrus-sasl2-doc/sasl/sysadmin.html"),
         ("deb", f"python-tweepy-doc/{D}/python-tweepy-doc/html/authentication.html"),
     ],
     "sphinx-furo": [("gen", "sphinx-furo/install.html"), ("gen", "sphinx-furo/getting_started.html"),
