@@ -47,7 +47,7 @@ struct ExtractConfig {
   int64_t min_text_bytes = 1;
   // Per-document time budget (wall clock, checked every 1024 tree nodes): a page that takes
   // longer yields no text and skip_reason "extract_timeout". 0 = unlimited.
-  int64_t max_millis = 2000;
+  int64_t max_millis = 5000;
 };
 void to_json(nlohmann::json& j, const ExtractConfig& c);
 void from_json(const nlohmann::json& j, ExtractConfig& c);  // unknown keys throw aji::Error
