@@ -3,6 +3,7 @@
 #include <gumbo.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +24,8 @@ void to_json(nlohmann::json& j, const ExtractConfig& c) {
                      {"max_link_density", c.max_link_density},
                      {"container_link_density", c.container_link_density},
                      {"main_container_min_fraction", c.main_container_min_fraction},
-                     {"min_text_bytes", c.min_text_bytes}};
+                     {"min_text_bytes", c.min_text_bytes},
+                     {"max_millis", c.max_millis}};
 }
 
 void from_json(const nlohmann::json& j, ExtractConfig& c) {
@@ -41,6 +43,7 @@ void from_json(const nlohmann::json& j, ExtractConfig& c) {
   c.container_link_density = j.value("container_link_density", c.container_link_density);
   c.main_container_min_fraction = j.value("main_container_min_fraction", c.main_container_min_fraction);
   c.min_text_bytes = j.value("min_text_bytes", c.min_text_bytes);
+  c.max_millis = j.value("max_millis", c.max_millis);
 }
 
 namespace {
@@ -118,17 +121,39 @@ bool is_boilerplate_token(std::string_view tok) {
   return false;
 }
 
+// One class name or id ("wy-nav-content", "site-footer", "navbar") names boilerplate when
+// the whole name is a boilerplate word, or its head or tail part is: "navbar-header",
+// "footer-links", "main-nav", "post-comments". A part in the middle does not count: theme
+// prefixes and content wrappers ("wy-nav-content", "wy-nav-content-wrap" of the Read the
+// Docs theme) carry words like "nav" that say where the content sits, not that it is chrome.
+bool is_boilerplate_name(std::string_view name) {
+  if (name.empty()) return false;
+  if (is_boilerplate_token(name)) return true;
+  size_t head_end = 0;
+  while (head_end < name.size() && std::isalnum(static_cast<unsigned char>(name[head_end]))) ++head_end;
+  if (head_end == name.size()) return false;  // a single part, already checked whole
+  size_t tail_begin = name.size();
+  while (tail_begin > 0 && std::isalnum(static_cast<unsigned char>(name[tail_begin - 1]))) --tail_begin;
+  std::string_view head = name.substr(0, head_end), tail = name.substr(tail_begin);
+  return (!head.empty() && is_boilerplate_token(head)) || (!tail.empty() && is_boilerplate_token(tail));
+}
+
 bool has_boilerplate_hint(const GumboElement& el) {
   for (const char* name : {"class", "id"}) {
     const char* v = attr(el, name);
     if (!v) continue;
     std::string l = lower_ascii(v);
     size_t i = 0;
-    while (i < l.size()) {
-      while (i < l.size() && !std::isalnum(static_cast<unsigned char>(l[i]))) ++i;
+    while (i < l.size()) {  // class names are separated by whitespace
+      while (i < l.size() && is_space(l[i])) ++i;
       size_t j = i;
-      while (j < l.size() && std::isalnum(static_cast<unsigned char>(l[j]))) ++j;
-      if (j > i && is_boilerplate_token(std::string_view(l).substr(i, j - i))) return true;
+      while (j < l.size() && !is_space(l[j])) ++j;
+      std::string_view one = std::string_view(l).substr(i, j - i);
+      // Ids of four or more parts are slugs of a heading ("how-do-i-share-global-variables",
+      // "related-work-and-further-reading", as Sphinx and Markdown generators write them).
+      if (j > i && !(name[0] == 'i' && std::count(one.begin(), one.end(), '-') + std::count(one.begin(), one.end(), '_') >= 3) &&
+          is_boilerplate_name(one))
+        return true;
       i = j;
     }
   }
@@ -138,6 +163,20 @@ bool has_boilerplate_hint(const GumboElement& el) {
     if (r == "navigation" || r == "banner" || r == "contentinfo" || r == "complementary" || r == "search" ||
         r == "menu" || r == "menubar" || r == "dialog" || r == "alert")
       return true;
+  }
+  return false;
+}
+
+// An element that marks the page's main content: <main>, role="main", itemprop="articleBody"
+// / "mainContentOfPage" (schema.org).
+bool is_main_marker(const GumboElement& el) {
+  if (el.tag == GUMBO_TAG_MAIN) return true;
+  const char* role = attr(el, "role");
+  if (role && lower_ascii(role) == "main") return true;
+  const char* ip = attr(el, "itemprop");
+  if (ip) {
+    std::string l = lower_ascii(ip);
+    if (l.find("articlebody") != std::string::npos || l.find("maincontentofpage") != std::string::npos) return true;
   }
   return false;
 }
@@ -186,9 +225,69 @@ struct Extractor {
   bool debug = std::getenv("AJI_EXTRACT_DEBUG") != nullptr;  // prints what is pruned and why
   explicit Extractor(const ExtractConfig& c) : cfg(c) {}
 
+  // Pass 0: non-link visible text per element before any boilerplate rule, and which
+  // elements hold a main-content marker. A container that holds the page's main text is
+  // never pruned by a class/id hint or as a link list: the hints are guesses from names
+  // ("wy-grid-for-nav" wraps a whole Read the Docs page, Blogger's post is "widget Blog"),
+  // the text distribution is what the page is.
+  struct RawText {
+    uint32_t all = 0, nonlink = 0;
+  };
+  std::unordered_map<const GumboNode*, RawText> raw;
+  std::unordered_set<const GumboNode*> holds_marker;
+  RawText page_raw;
+
+  RawText prescan(const GumboNode* node, bool in_link, int depth = 0) {
+    RawText r;
+    if (!tick() || depth > kMaxDepth) return r;
+    if (node->type == GUMBO_NODE_TEXT || node->type == GUMBO_NODE_CDATA) {
+      r.all = count_nonspace(node->v.text.text);
+      r.nonlink = in_link ? 0 : r.all;
+      return r;
+    }
+    if (node->type != GUMBO_NODE_ELEMENT) return r;
+    const GumboElement& el = node->v.element;
+    if (el.tag != GUMBO_TAG_HTML && el.tag != GUMBO_TAG_BODY && (is_skipped_tag(el.tag) || is_hidden(el))) return r;
+    bool link = in_link || (el.tag == GUMBO_TAG_A && attr(el, "href"));
+    bool marker = is_main_marker(el);
+    for (unsigned i = 0; i < el.children.length; ++i) {
+      const GumboNode* c = static_cast<const GumboNode*>(el.children.data[i]);
+      RawText cr = prescan(c, link, depth + 1);
+      r.all += cr.all;
+      r.nonlink += cr.nonlink;
+      if (holds_marker.count(c)) marker = true;
+    }
+    if (r.all > 0) raw[node] = r;
+    if (marker) holds_marker.insert(node);
+    return r;
+  }
+
+  // Holds a main-content marker, or at least half of the page's visible text with enough
+  // plain (non-link) prose in it: a footer that is half of a table-of-contents page's plain
+  // text is not the main text, the wrapper of the whole page is.
+  static constexpr uint32_t kMinMainText = 200;
+  bool holds_main_text(const GumboNode* node) const {
+    if (holds_marker.count(node)) return true;
+    auto it = raw.find(node);
+    return it != raw.end() && it->second.nonlink >= kMinMainText && 2 * uint64_t(it->second.all) >= page_raw.all &&
+           2 * uint64_t(it->second.nonlink) >= page_raw.nonlink;
+  }
+
+  // Work budget: a page that would take longer than cfg.max_millis stops being walked
+  // (result.skip_reason = "extract_timeout"). The clock is read every 1024 nodes.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  uint64_t work = 0;
+  bool timed_out = false;
+  bool tick() {
+    if (timed_out) return false;
+    if ((++work & 1023) == 0 && std::chrono::steady_clock::now() > deadline) timed_out = true;
+    return !timed_out;
+  }
+
   // Pass 1: visible-text statistics per element; marks boilerplate subtrees as pruned.
   NodeStats measure(const GumboNode* node, bool in_link, bool in_article, int depth = 0) {
     NodeStats s;
+    if (!tick()) return s;
     if (depth > kMaxDepth) {  // pathological nesting: ignore the subtree, keep the stack safe
       pruned.insert(node);
       return s;
@@ -202,16 +301,20 @@ struct Extractor {
     const GumboElement& el = node->v.element;
     GumboTag tag = el.tag;
     bool article = in_article || tag == GUMBO_TAG_ARTICLE || tag == GUMBO_TAG_MAIN;
-    if (debug && tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY && !is_skipped_tag(tag) &&
-        (is_hidden(el) ||
-         (tag != GUMBO_TAG_MAIN && tag != GUMBO_TAG_ARTICLE && has_boilerplate_hint(el) &&
-          (!is_inline_hint_exempt(tag) || is_headerlink(el)))))
-      std::fprintf(stderr, "[extract] prune <%s class=%s id=%s>\n", gumbo_normalized_tagname(tag),
-                   attr(el, "class") ? attr(el, "class") : "", attr(el, "id") ? attr(el, "id") : "");
-    if (tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY &&
-        (is_skipped_tag(tag) || is_hidden(el) ||
-         (tag != GUMBO_TAG_MAIN && tag != GUMBO_TAG_ARTICLE && has_boilerplate_hint(el) &&
-          (!is_inline_hint_exempt(tag) || is_headerlink(el))))) {
+    bool hinted = tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY && tag != GUMBO_TAG_MAIN &&
+                  tag != GUMBO_TAG_ARTICLE && has_boilerplate_hint(el) &&
+                  (!is_inline_hint_exempt(tag) || is_headerlink(el));
+    if (hinted && holds_main_text(node)) {
+      if (debug)
+        std::fprintf(stderr, "[extract] keep hinted <%s class=%s id=%s>: holds the main text\n",
+                     gumbo_normalized_tagname(tag), attr(el, "class") ? attr(el, "class") : "",
+                     attr(el, "id") ? attr(el, "id") : "");
+      hinted = false;
+    }
+    if (tag != GUMBO_TAG_HTML && tag != GUMBO_TAG_BODY && (is_skipped_tag(tag) || is_hidden(el) || hinted)) {
+      if (debug && !is_skipped_tag(tag))
+        std::fprintf(stderr, "[extract] prune <%s class=%s id=%s>\n", gumbo_normalized_tagname(tag),
+                     attr(el, "class") ? attr(el, "class") : "", attr(el, "id") ? attr(el, "id") : "");
       pruned.insert(node);
       return s;
     }
@@ -229,7 +332,7 @@ struct Extractor {
     // Link lists (menus, tag clouds): prune the container.
     if ((tag == GUMBO_TAG_UL || tag == GUMBO_TAG_OL || tag == GUMBO_TAG_DIV || tag == GUMBO_TAG_TABLE ||
          tag == GUMBO_TAG_DL || tag == GUMBO_TAG_SECTION) &&
-        s.links >= 3 && s.text > 0 && s.link > cfg.container_link_density * s.text) {
+        s.links >= 3 && s.text > 0 && s.link > cfg.container_link_density * s.text && !holds_marker.count(node)) {
       if (debug)
         std::fprintf(stderr, "[extract] link list <%s class=%s> text=%u link=%u\n", gumbo_normalized_tagname(tag),
                      attr(el, "class") ? attr(el, "class") : "", s.text, s.link);
@@ -370,6 +473,7 @@ struct Extractor {
   }
 
   void emit(const GumboNode* node) {
+    if (!tick()) return;
     if (node->type == GUMBO_NODE_TEXT || node->type == GUMBO_NODE_CDATA) {
       append_text(node->v.text.text);
       return;
@@ -527,6 +631,11 @@ ExtractResult extract_main_text(std::string_view html, const ExtractConfig& conf
     result.text = strip_tags(html);
     return result;
   }
+  // The time budget covers parsing too (gumbo cannot be interrupted, so an over-long parse is
+  // noticed when it returns).
+  auto deadline = config.max_millis > 0
+                      ? std::chrono::steady_clock::now() + std::chrono::milliseconds(config.max_millis)
+                      : std::chrono::steady_clock::time_point::max();
   GumboOptions options = kGumboDefaultOptions;
   options.max_errors = 0;  // we never look at parse errors; recording them costs time
   // gumbo's tree depth is bounded by its own limits; deep nesting is flattened by the
@@ -545,11 +654,18 @@ ExtractResult extract_main_text(std::string_view html, const ExtractConfig& conf
   const GumboNode* body = find_tag(root, GUMBO_TAG_BODY);
   if (!body) body = root;
   Extractor ex(config);
+  ex.deadline = deadline;
+  if (std::chrono::steady_clock::now() > deadline) ex.timed_out = true;
+  ex.page_raw = ex.prescan(body, false);
   NodeStats body_stats = ex.measure(body, false, false);
   const GumboNode* start = ex.find_main(body, body_stats.text);
   ex.emit(start ? start : body);
   ex.flush();
   gumbo_destroy_output(&options, out);
+  if (ex.timed_out) {
+    result.skip_reason = "extract_timeout";
+    return result;
+  }
 
   std::string text;
   if (config.include_title && !result.title.empty()) {
@@ -564,6 +680,99 @@ ExtractResult extract_main_text(std::string_view html, const ExtractConfig& conf
   result.blocks_kept = ex.blocks_kept;
   result.blocks_dropped = ex.blocks_dropped;
   return result;
+}
+
+namespace {
+
+std::string_view trim_line(std::string_view l) {
+  while (!l.empty() && is_space(l.front())) l.remove_prefix(1);
+  while (!l.empty() && is_space(l.back())) l.remove_suffix(1);
+  return l;
+}
+
+// FNV-1a over host, a separator byte and the line.
+uint64_t host_line_hash(std::string_view host, std::string_view line) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  };
+  mix(host);
+  h = (h ^ 0xFFu) * 1099511628211ull;
+  mix(line);
+  return h;
+}
+
+// Chrome lines are sentences or phrases ("Skip to content", "Built with Sphinx using a theme
+// provided by Read the Docs"): at least two words of two or more letters, not a table row.
+// Code lines ("...", "}", "pass") and table headers that a site's pages share are content.
+bool chrome_candidate(std::string_view line, size_t max_bytes) {
+  if (line.empty() || line.size() > max_bytes) return false;
+  if (line.size() >= 2 && line.substr(line.size() - 2) == " |") return false;
+  int words = 0, run = 0;
+  for (unsigned char c : line) {
+    if (std::isalpha(c) || c >= 0x80) {
+      ++run;
+    } else {
+      words += run >= 2;
+      run = 0;
+    }
+  }
+  words += run >= 2;
+  return words >= 2;
+}
+
+template <typename F>
+void for_each_line(std::string_view text, F&& f) {
+  size_t p = 0;
+  while (p <= text.size()) {
+    size_t e = text.find('\n', p);
+    if (e == std::string_view::npos) e = text.size();
+    f(text.substr(p, e - p));
+    p = e + 1;
+  }
+}
+
+}  // namespace
+
+void RepeatedLineFilter::add(std::string_view host, std::string_view text) {
+  ++host_pages_[std::string(host)];
+  std::unordered_set<uint64_t> seen;
+  for_each_line(text, [&](std::string_view line) {
+    line = trim_line(line);
+    if (!chrome_candidate(line, cfg_.max_line_bytes)) return;
+    uint64_t h = host_line_hash(host, line);
+    if (seen.insert(h).second) ++line_pages_[h];
+  });
+}
+
+int64_t RepeatedLineFilter::pages(std::string_view host) const {
+  auto it = host_pages_.find(std::string(host));
+  return it == host_pages_.end() ? 0 : it->second;
+}
+
+std::string RepeatedLineFilter::filter(std::string_view host, std::string_view text, int* dropped) const {
+  int n_dropped = 0;
+  int64_t n_pages = pages(host);
+  std::string out;
+  if (n_pages < cfg_.min_pages) {
+    out.assign(text);
+  } else {
+    double need = std::max<double>(cfg_.min_pages, cfg_.min_fraction * static_cast<double>(n_pages));
+    for_each_line(text, [&](std::string_view line) {
+      std::string_view t = trim_line(line);
+      if (chrome_candidate(t, cfg_.max_line_bytes)) {
+        auto it = line_pages_.find(host_line_hash(host, t));
+        if (it != line_pages_.end() && it->second >= need) {
+          ++n_dropped;
+          return;
+        }
+      }
+      if (!out.empty()) out += '\n';
+      out.append(line);
+    });
+  }
+  if (dropped) *dropped = n_dropped;
+  return out;
 }
 
 }  // namespace aji::data

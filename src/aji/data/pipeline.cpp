@@ -270,6 +270,7 @@ void process_document(Document& doc, DocResult& r, Context& ctx, int thread) {
   if (doc.html) {
     if (cfg.extract.enabled) {
       ExtractResult ex = extract_main_text(doc.text, cfg.extract);
+      if (!ex.skip_reason.empty()) return drop(kExtract, ex.skip_reason);
       doc.text = std::move(ex.text);
       doc.html = false;
       if (!ex.title.empty()) doc.metadata["title"] = ex.title;
