@@ -109,6 +109,26 @@ void save_model_dir(const fs::path& dir, const model::Model& model, const std::v
   replace_dir(tmp, dir);
 }
 
+int remove_torn_checkpoint_files(const fs::path& run_dir) {
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) return 0;
+  std::vector<fs::path> torn;
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    int64_t step;
+    const bool tmp = name.rfind(".ckpt-", 0) == 0 && name.find(".tmp.") != std::string::npos;
+    const bool old = name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0 &&
+                     is_checkpoint_name(name.substr(0, name.size() - 4), &step);
+    if (e.is_directory() && (tmp || old)) torn.push_back(e.path());
+  }
+  for (const auto& p : torn) {
+    fs::remove_all(p, ec);
+    removed += !ec;
+  }
+  return removed;
+}
+
 std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {
   std::vector<std::pair<int64_t, fs::path>> out;
   std::error_code ec;

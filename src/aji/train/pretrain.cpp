@@ -253,6 +253,11 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
         std::fprintf(stderr, "note: %s has no checkpoint yet: starting the run again from step 0 with its saved "
                      "settings\n", run.c_str());
     } else {
+      // A session killed mid-save (SIGKILL, power loss) leaves a temp dir; the checkpoint
+      // `latest` names is complete (saves are atomic), so the leftovers just go.
+      const int torn = remove_torn_checkpoint_files(run);
+      if (torn > 0 && !o.quiet)
+        std::fprintf(stderr, "note: removed %d unfinished checkpoint write(s) of an interrupted session\n", torn);
       resume_ckpt = o.resume_from.empty() ? resolve_model_dir(run) : resume_from_dir(run, o.resume_from);
       if (!fs::exists(*resume_ckpt / "trainer_state.json") || !fs::exists(*resume_ckpt / "optimizer.bin"))
         throw Error("the latest checkpoint has no trainer state (a weights-only export?)")
