@@ -233,6 +233,11 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   json saved_opts;  // the run's saved settings when resuming (null for a new run)
   std::optional<model::ModelConfig> saved_cfg;
   std::string where;  // the file the saved settings come from
+  // A session killed mid-write (SIGKILL, power loss) leaves temp files; what they were to
+  // replace is complete (every write is atomic), so the leftovers just go.
+  const int torn = remove_torn_checkpoint_files(run);
+  if (torn > 0 && !o.quiet)
+    std::fprintf(stderr, "note: removed %d unfinished write(s) of an interrupted session\n", torn);
   if (o.resume) {
     auto cks = list_checkpoints(run);
     if (cks.empty()) {
@@ -253,11 +258,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
         std::fprintf(stderr, "note: %s has no checkpoint yet: starting the run again from step 0 with its saved "
                      "settings\n", run.c_str());
     } else {
-      // A session killed mid-save (SIGKILL, power loss) leaves a temp dir; the checkpoint
-      // `latest` names is complete (saves are atomic), so the leftovers just go.
-      const int torn = remove_torn_checkpoint_files(run);
-      if (torn > 0 && !o.quiet)
-        std::fprintf(stderr, "note: removed %d unfinished checkpoint write(s) of an interrupted session\n", torn);
       resume_ckpt = o.resume_from.empty() ? resolve_model_dir(run) : resume_from_dir(run, o.resume_from);
       if (!fs::exists(*resume_ckpt / "trainer_state.json") || !fs::exists(*resume_ckpt / "optimizer.bin"))
         throw Error("the latest checkpoint has no trainer state (a weights-only export?)")
@@ -405,7 +405,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       // whole val split rather than its first files.
       val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/true);
     } catch (const Error& e) {
-      warn(std::string("no validation: ") + e.what() + " (" + e.location() + "); no validation loss will be reported");
+      warn(std::string("no validation: ") + e.what() + " (" + e.location() +
+           "); no validation loss will be reported. Re-run `aji data tokenize` to restore the val split");
     }
   }
   const int eval_batches =
