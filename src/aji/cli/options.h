@@ -50,6 +50,10 @@ inline CLI::Validator range_check(const OptionInfo& info) {
       info.range.describe());
 }
 
+// An unbounded range adds no CLI check (nor "any number" to the help line); NaN and
+// infinities are still refused by validate_options() when the command runs.
+inline bool bounded(const Range& r) { return r.lo != -HUGE_VAL || r.hi != HUGE_VAL; }
+
 template <class Opts>
 DeclaredOptions add_declared_options(CLI::App* cmd, Opts& opts) {
   DeclaredOptions declared;
@@ -59,11 +63,12 @@ DeclaredOptions add_declared_options(CLI::App* cmd, Opts& opts) {
     if constexpr (options_detail::is_optional<T>::value) {
       using V = typename options_detail::is_optional<T>::value_type;
       opt = cmd->add_option_function<V>(info.flag(), [&field](const V& v) { field = v; }, info.help);
-      opt->check(range_check(info));
+      if (bounded(info.range)) opt->check(range_check(info));
     } else {
       opt = cmd->add_option(info.flag(), field, info.help);
       opt->capture_default_str();
-      if constexpr (options_detail::is_number_v<T>) opt->check(range_check(info));
+      if constexpr (options_detail::is_number_v<T>)
+        if (bounded(info.range)) opt->check(range_check(info));
     }
     declared.options.emplace_back(info.name, opt);
   });
