@@ -2,14 +2,19 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
+#include "aji/base/interrupt.h"
 #include "aji/base/io.h"
+#include "aji/base/options.h"
 #include "aji/base/progress.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
@@ -74,6 +79,115 @@ TEST(Threads, ParallelForVisitsEveryIndexOnceAndRethrows) {
   for (int v : seen) EXPECT_EQ(v, 1);
   EXPECT_THROW(aji::parallel_for(10, [](int64_t i) { if (i == 3) throw aji::Error("boom"); }), aji::Error);
   aji::set_num_threads(0);
+}
+
+TEST(Threads, CountsAreValidatedAndCappedToTheMachine) {
+  EXPECT_EQ(aji::parse_thread_count("0", "--threads"), 0);
+  EXPECT_EQ(aji::parse_thread_count("3", "--threads"), 3);
+  EXPECT_EQ(aji::parse_thread_count("100000", "AJI_THREADS"), 100000);  // valid, capped when applied
+  for (const char* bad : {"-1", "abc", "4x", "", "1e3", "99999999999999999999"}) {
+    try {
+      aji::parse_thread_count(bad, "AJI_THREADS");
+      ADD_FAILURE() << "accepted \"" << bad << "\"";
+    } catch (const aji::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("AJI_THREADS"), std::string::npos) << e.describe();
+      EXPECT_NE(e.how_to_fix().find("AJI_THREADS"), std::string::npos);
+    }
+  }
+  // 100000 threads crashed inside the OpenMP runtime: now capped to the cores.
+  EXPECT_EQ(aji::set_num_threads(100000), aji::max_threads());
+  EXPECT_EQ(aji::num_threads(), aji::max_threads());
+  EXPECT_EQ(aji::max_threads(), aji::hardware_threads());
+  std::vector<int> seen(100, 0);
+  aji::parallel_for(100, [&](int64_t i) { seen[i]++; });
+  for (int v : seen) EXPECT_EQ(v, 1);
+  EXPECT_EQ(aji::set_num_threads(1), 1);
+  aji::set_num_threads(0);
+}
+
+TEST(Interrupt, SigtermIsCaughtLikeCtrlCWhileAGuardLives) {
+  for (int sig : {SIGINT, SIGTERM}) {
+    {
+      aji::InterruptGuard guard;
+      EXPECT_FALSE(aji::interrupt_requested());
+      std::raise(sig);  // without the guard this ends the process
+      EXPECT_TRUE(aji::interrupt_requested());
+      EXPECT_EQ(aji::interrupt_signal(), sig);
+    }
+    // The guard restores the previous handlers (gtest's defaults here).
+    EXPECT_EQ(std::signal(sig, SIG_DFL), SIG_DFL);
+  }
+}
+
+namespace {
+// A settings struct declared the base/options.h way.
+struct Opts {
+  int64_t steps = 0;
+  float lr = 2e-3f;
+  std::optional<int64_t> warmup;
+  std::string decay = "cosine";
+  int save_every = 500;
+  int64_t stop_after = 0;
+  template <class V>
+  void for_each_option(V&& v) {
+    v(steps, aji::OptionInfo{"steps", "Steps", aji::Range::at_least(0), aji::OnResume::kChange});
+    v(lr, aji::OptionInfo{"lr", "Peak learning rate", aji::Range::above(0), aji::OnResume::kKeep});
+    v(warmup, aji::OptionInfo{"warmup", "Warmup", aji::Range::at_least(0), aji::OnResume::kKeep});
+    v(decay, aji::OptionInfo{"decay", "Decay", aji::Range::any(), aji::OnResume::kKeep});
+    v(save_every, aji::OptionInfo{"save-every", "Save", aji::Range::at_least(0), aji::OnResume::kChange});
+    v(stop_after, aji::OptionInfo{"stop-after", "Stop", aji::Range::at_least(0), aji::OnResume::kNotSaved});
+  }
+};
+}  // namespace
+
+TEST(Options, DeclaredOnceValidatedSavedAndRestored) {
+  EXPECT_TRUE(aji::Range::above(0).contains(1e-9));
+  EXPECT_FALSE(aji::Range::above(0).contains(0));
+  EXPECT_FALSE(aji::Range::at_least(0).contains(NAN));
+  EXPECT_FALSE(aji::Range::at_least(0).contains(INFINITY));
+  EXPECT_FALSE(aji::Range::from_below(0, 1).contains(1));
+  EXPECT_EQ(aji::Range::from_below(0, 1).describe(), "in [0, 1)");
+  Opts o;
+  aji::validate_options(o);  // the defaults are valid
+  for (float bad : {-1.0f, 0.0f, NAN, INFINITY}) {
+    o.lr = bad;
+    try {
+      aji::validate_options(o);
+      ADD_FAILURE() << "lr " << bad << " accepted";
+    } catch (const aji::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--lr must be > 0"), std::string::npos) << e.describe();
+    }
+  }
+  o.lr = 0.01f;
+  o.warmup = -5;
+  EXPECT_THROW(aji::validate_options(o), aji::Error);
+  o.warmup = 7;
+  o.stop_after = 3;
+  const nlohmann::json j = aji::options_to_json(o);
+  EXPECT_EQ(j.at("warmup"), 7);
+  EXPECT_EQ(j.at("save_every"), 500);
+  EXPECT_FALSE(j.contains("stop_after"));  // one session's setting
+  EXPECT_EQ(j.at("lr").get<float>(), 0.01f);
+  // Resuming: not given -> the saved value; a safe change -> taken and reported; a run
+  // setting given differently -> refused (and the saved value kept).
+  Opts r;
+  r.save_every = 100;
+  r.lr = 0.5f;
+  auto rep = aji::apply_saved_options(r, j, {"save-every", "lr"}, "state.json");
+  EXPECT_EQ(r.save_every, 100);
+  EXPECT_EQ(r.lr, 0.01f);
+  ASSERT_EQ(rep.changed.size(), 1u);
+  EXPECT_EQ(rep.changed[0], "--save-every 500 -> 100");
+  ASSERT_EQ(rep.refused.size(), 1u);
+  EXPECT_NE(rep.refused[0].find("--lr"), std::string::npos);
+  Opts q;
+  q.lr = 0.01f;
+  rep = aji::apply_saved_options(q, j, {"lr"}, "state.json");  // given, but the same value as saved: fine
+  EXPECT_TRUE(rep.refused.empty());
+  EXPECT_EQ(q.warmup, std::optional<int64_t>(7));
+  nlohmann::json wrong = j;
+  wrong["steps"] = "many";
+  EXPECT_THROW(aji::apply_saved_options(q, wrong, {}, "state.json"), aji::Error);
 }
 
 TEST(Progress, FormatsCountsAndDurations) {

@@ -2,14 +2,22 @@
 // guard, bit-identical resume, Ctrl-C, divergence, and the CLI wiring.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <csignal>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/model/config.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/loader.h"
@@ -352,4 +360,403 @@ TEST(Pretrain, CliRunsAndRefusesBadInput) {
                               &out);
   ASSERT_EQ(rc, 0) << out;
   EXPECT_EQ(out.rfind("the cat", 0), 0u) << out;
+}
+
+// --- issue #13: defects of `aji pretrain` ---------------------------------------------
+
+namespace {
+// The aji::Error that fn throws (describe()), or "" if it throws none.
+template <class F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const aji::Error& e) {
+    return e.describe();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(Pretrain, SigtermSavesACheckpointAndStopsLikeCtrlC) {
+  Fixture f;
+  auto o = f.options("sigterm", 50);
+  o.save_every = 0;
+  o.on_step = [](int64_t step, float) {
+    if (step == 3) std::raise(SIGTERM);  // what `timeout`, `kill` and Slurm preemption send
+  };
+  auto r = pretrain(o);
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(r.step, 3);
+  auto cks = list_checkpoints(o.out_dir);
+  ASSERT_EQ(cks.size(), 1u);
+  EXPECT_EQ(cks[0].first, 3);
+}
+
+TEST(Pretrain, TimeBudgetStoppedDuringCalibrationResumesAsATimeBudgetedRun) {
+  Fixture f;
+  auto o = f.options("budget", 0);
+  o.time_budget = 0.01;  // minutes
+  o.eval_every = 0;
+  o.sample_every = 0;
+  o.save_every = 0;
+  o.stop_after = 2;  // inside the 4 calibration steps
+  auto a = pretrain(o);
+  EXPECT_TRUE(a.interrupted);
+  auto info = nlohmann::json::parse(aji::read_file(o.out_dir / "run.json"));
+  EXPECT_EQ(info["options"]["steps"], 0) << "run.json of a run not yet calibrated";
+  PretrainOptions r;
+  r.out_dir = o.out_dir;
+  r.resume = true;
+  r.quiet = true;
+  r.stop_after = 5;  // calibrates in this session, then stops
+  auto b = pretrain(r);
+  EXPECT_EQ(b.step, 7);
+  info = nlohmann::json::parse(aji::read_file(o.out_dir / "run.json"));
+  const int64_t steps = info["options"]["steps"];
+  EXPECT_GT(steps, 6);
+  EXPECT_LT(steps, 1000000) << "the calibrated length, not 2^40";
+  auto st = nlohmann::json::parse(aji::read_file(b.checkpoint / "trainer_state.json"));
+  EXPECT_EQ(st["options"]["steps"], steps);
+  EXPECT_EQ(st["schedule"]["total"], steps);
+}
+
+TEST(Pretrain, VocabAndTokenizerMismatchesAreRefusedBeforeTraining) {
+  Fixture f;
+  auto o = f.options("vocab", 3);
+  o.config = f.dir.path() / "big_vocab.json";
+  std::ofstream(o.config) << R"({"arch": "llama", "vocab_size": 400, "n_layer": 2, "n_head": 2, "n_kv_head": 1,
+                                 "d_model": 32, "d_ff": 64, "max_seq_len": 32})";
+  std::string e = error_of([&] { pretrain(o); });
+  EXPECT_TRUE(contains(e, "vocab_size 400")) << e;
+  EXPECT_TRUE(contains(e, "\"vocab_size\": 320")) << e;  // the fix
+  EXPECT_FALSE(fs::exists(o.out_dir / "run.json"));  // refused before any work
+  // The manifest's tokenizer hash must be the run's on --resume.
+  auto ok = f.options("hash", 6);
+  ok.stop_after = 3;
+  pretrain(ok);
+  const fs::path other = f.dir.path() / "data2";
+  fs::copy(f.data, other, fs::copy_options::recursive);
+  auto m = nlohmann::json::parse(aji::read_file(other / "manifest.json"));
+  m["tokenizer_hash"] = std::string(64, 'a');
+  std::ofstream(other / "manifest.json") << m.dump();
+  PretrainOptions r;
+  r.out_dir = ok.out_dir;
+  r.data_dir = other;
+  r.resume = true;
+  r.quiet = true;
+  e = error_of([&] { pretrain(r); });
+  EXPECT_TRUE(contains(e, "another tokenizer")) << e;
+  // Model config numbers beyond int are reported as written, not wrapped.
+  std::ofstream(f.dir.path() / "huge.json") << R"({"arch": "llama", "vocab_size": 3000000000, "n_layer": 2,
+      "n_head": 2, "d_model": 32, "d_ff": 64, "max_seq_len": 32})";
+  e = error_of([&] { aji::model::ModelConfig::load(f.dir.path() / "huge.json"); });
+  EXPECT_TRUE(contains(e, "3000000000")) << e;
+  EXPECT_FALSE(contains(e, "-1294967296")) << e;
+}
+
+TEST(Pretrain, ResumeKeepsTheRunsSettingsAcceptsSafeChangesRefusesOthers) {
+  Fixture f;
+  auto o = f.options("keep", 12);
+  o.keep = 0;
+  o.stop_after = 2;
+  pretrain(o);
+  PretrainOptions r;  // defaults everywhere (save_every 500, lr 2e-3, ...), nothing given
+  r.out_dir = o.out_dir;
+  r.resume = true;
+  r.quiet = true;
+  r.stop_after = 4;
+  auto b = pretrain(r);
+  EXPECT_EQ(b.step, 6);
+  std::vector<int64_t> steps;
+  for (const auto& [s, p] : list_checkpoints(o.out_dir)) steps.push_back(s);
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 3, 6})) << "the run's --save-every 3 and --keep 0 were kept";
+  auto st = nlohmann::json::parse(aji::read_file(b.checkpoint / "trainer_state.json"));
+  EXPECT_EQ(st["options"]["save_every"], 3);
+  EXPECT_EQ(st["options"]["lr"].get<float>(), 1e-2f);
+  // An explicit --lr or --batch-size that differs from the run's is refused, by name.
+  r.lr = 0.5f;
+  r.batch = 4;
+  r.given = {"lr", "batch-size"};
+  std::string e = error_of([&] { pretrain(r); });
+  EXPECT_TRUE(contains(e, "--lr")) << e;
+  EXPECT_TRUE(contains(e, "--batch-size")) << e;
+  // Safe changes are taken: a new --save-every.
+  r.lr = 1e-2f;  // the run's own value, given again: fine
+  r.batch = 2;
+  r.save_every = 4;
+  r.stop_after = 0;
+  r.given = {"lr", "batch-size", "save-every"};
+  auto c = pretrain(r);
+  EXPECT_EQ(c.step, 12);
+  steps.clear();
+  for (const auto& [s, p] : list_checkpoints(o.out_dir)) steps.push_back(s);
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 3, 6, 8, 12}));
+}
+
+TEST(Pretrain, NoValidationDataIsAWarningNotASilentNan) {
+  Fixture f;
+  TokenizeDataOptions t;
+  t.tokenizer = f.dir.path() / "tok.json";
+  t.inputs = {(f.dir.path() / "corpus.txt").string()};
+  t.out_dir = f.dir.path() / "noval";
+  t.val_fraction = 0;
+  t.progress = false;
+  tokenize_data(t);
+  auto o = f.options("noval", 3);
+  o.data_dir = t.out_dir;
+  auto r = pretrain(o);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_TRUE(contains(r.warnings[0], "no validation data")) << r.warnings[0];
+  // A deleted val shard.
+  const DataManifest m = DataManifest::load(f.data);
+  ASSERT_FALSE(m.val.empty());
+  fs::remove(f.data / m.val[0].file);
+  o = f.options("valgone", 3);
+  r = pretrain(o);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_TRUE(contains(r.warnings[0], "no validation")) << r.warnings[0];
+  // Through the CLI: the warning, and no "final val loss nan".
+  std::string out;
+  const int rc = aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 pretrain --config " +
+                                            f.config.string() + " --data " + t.out_dir.string() + " --out " +
+                                            (f.dir.path() / "noval-cli").string() +
+                                            " --steps 2 --batch-size 2 --seq-len 16 --sample-every 0 --peak-gflops 50 2>&1",
+                                        &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "warning: no validation data")) << out;
+  EXPECT_FALSE(contains(out, "loss nan")) << out;
+  EXPECT_TRUE(contains(out, "no validation data (see the warning above)")) << out;
+}
+
+TEST(Pretrain, OptionsAreValidatedBeforeAnyWork) {
+  Fixture f;
+  struct Case {
+    std::function<void(PretrainOptions&)> set;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {[](PretrainOptions& o) { o.lr = -1; }, "--lr must be > 0, not -1"},
+      {[](PretrainOptions& o) { o.lr = NAN; }, "--lr must be > 0"},
+      {[](PretrainOptions& o) { o.beta1 = 1.5f; }, "--beta1 must be in [0, 1)"},
+      {[](PretrainOptions& o) { o.warmup = -3; }, "--warmup must be >= 0"},
+      {[](PretrainOptions& o) { o.steps = -5; }, "--steps must be >= 0, not -5"},
+      {[](PretrainOptions& o) { o.batch = 0; }, "--batch-size must be in [1, 1048576], not 0"},
+      {[](PretrainOptions& o) { o.eval_batches = 0; }, "--eval-batches must be >= 1"},
+      {[](PretrainOptions& o) { o.decay = "cosin"; }, "cosin"},
+  };
+  for (const auto& c : cases) {
+    auto o = f.options("bad", 3);
+    c.set(o);
+    const std::string e = error_of([&] { pretrain(o); });
+    EXPECT_TRUE(contains(e, c.says)) << c.says << " vs\n" << e;
+    EXPECT_FALSE(fs::exists(o.out_dir)) << c.says;
+  }
+  // The CLI rejects them at parse time with the same words.
+  const std::string base = std::string(AJI_BINARY) + " pretrain --config " + f.config.string() + " --data " +
+                           f.data.string() + " --out " + (f.dir.path() / "badcli").string();
+  for (const auto& [args, says] : std::vector<std::pair<std::string, std::string>>{
+           {"--steps 3 --lr -1", "--lr must be > 0, not -1"},
+           {"--steps 3 --lr nan", "--lr must be > 0, not nan"},
+           {"--steps 3 --beta1 1.5", "--beta1 must be in [0, 1), not 1.5"},
+           {"--steps 3 --warmup -2", "--warmup must be >= 0, not -2"},
+           {"--steps -5", "--steps must be >= 0, not -5"},
+           {"--steps 3 --batch-size 3000000000", "3000000000"}}) {
+    std::string out;
+    const int rc = aji::test::run_command(base + " " + args + " 2>&1", &out);
+    EXPECT_NE(rc, 0) << args;
+    EXPECT_TRUE(contains(out, says)) << args << "\n" << out;
+    EXPECT_FALSE(fs::exists(f.dir.path() / "badcli")) << args;
+  }
+}
+
+TEST(Pretrain, MemoryEstimateRefusesAModelThatDoesNotFitBeforeAllocating) {
+  Fixture f;
+  auto o = f.options("huge", 3);
+  o.config = f.dir.path() / "huge.json";
+  std::ofstream(o.config) << R"({"arch": "llama", "vocab_size": 320, "n_layer": 20000, "n_head": 32,
+                                 "n_kv_head": 32, "d_model": 4096, "d_ff": 16384, "max_seq_len": 32})";
+  const std::string e = error_of([&] { pretrain(o); });  // ~86 TB: a bad_alloc (or the OOM killer) before
+  EXPECT_TRUE(contains(e, "needs about")) << e;
+  EXPECT_TRUE(contains(e, "available")) << e;
+  EXPECT_TRUE(contains(e, "--batch-size")) << e;
+}
+
+TEST(Pretrain, ARunWithoutACheckpointYetIsResumedNotContradicted) {
+  Fixture f;
+  auto straight = pretrain(f.options("straight", 6));
+  // A run stopped before its first checkpoint (kill -9): run.json and metrics, no ckpt.
+  auto o = f.options("early", 6);
+  pretrain(o);
+  for (const auto& [s, p] : list_checkpoints(o.out_dir)) fs::remove_all(p);
+  fs::remove(o.out_dir / "latest");
+  // A fresh start advises --resume ...
+  std::string e = error_of([&] { pretrain(o); });
+  EXPECT_TRUE(contains(e, "--resume")) << e;
+  // ... and --resume does it: the run again from step 0 with its saved settings.
+  PretrainOptions r;
+  r.out_dir = o.out_dir;
+  r.resume = true;
+  r.quiet = true;
+  auto b = pretrain(r);
+  EXPECT_EQ(b.step, 6);
+  EXPECT_EQ(b.step_losses, straight.step_losses);
+  auto m1 = load_model(f.dir.path() / "straight"), m2 = load_model(o.out_dir);
+  EXPECT_TRUE(std::equal(m1.params(), m1.params() + m1.num_params(), m2.params()));
+  int step_lines = 0;
+  for (const auto& j : read_jsonl(o.out_dir / "metrics.jsonl")) step_lines += j.contains("loss");
+  EXPECT_EQ(step_lines, 6);
+  // An empty directory has nothing to resume, and says so.
+  fs::create_directories(f.dir.path() / "empty");
+  r.out_dir = f.dir.path() / "empty";
+  e = error_of([&] { pretrain(r); });
+  EXPECT_TRUE(contains(e, "nothing to resume")) << e;
+  EXPECT_TRUE(contains(e, "without --resume")) << e;
+}
+
+TEST(Pretrain, ResumeFromAnEarlierCheckpointAndInitFromAModel) {
+  Fixture f;
+  auto straight = pretrain(f.options("straight", 9));
+  auto o = f.options("from", 9);
+  o.keep = 0;
+  pretrain(o);  // ckpt-3, 6, 9
+  PretrainOptions r;
+  r.out_dir = o.out_dir;
+  r.resume_from = "ckpt-3";
+  r.quiet = true;
+  auto b = pretrain(r);
+  EXPECT_EQ(b.step, 9);
+  ASSERT_EQ(b.step_losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(b.step_losses[i], straight.step_losses[i + 3]) << i;
+  auto m1 = load_model(f.dir.path() / "straight"), m2 = load_model(o.out_dir);
+  EXPECT_TRUE(std::equal(m1.params(), m1.params() + m1.num_params(), m2.params()));
+  r.resume_from = "ckpt-4";
+  std::string e = error_of([&] { pretrain(r); });
+  EXPECT_TRUE(contains(e, "ckpt-3")) << e;  // names the checkpoints there are
+  // Continued pretraining: the trained weights, a new optimizer and schedule.
+  auto i = f.options("init", 2);
+  i.config.clear();
+  i.init = f.dir.path() / "straight";
+  auto c = pretrain(i);
+  ASSERT_EQ(c.step_losses.size(), 2u);
+  EXPECT_LT(c.step_losses[0], straight.step_losses[0] - 0.3f) << "starts from the trained model";
+  i.config = f.config;
+  i.force = true;
+  e = error_of([&] { pretrain(i); });
+  EXPECT_TRUE(contains(e, "--init")) << e;
+}
+
+TEST(Pretrain, ThreadCountsAreValidatedAndCapped) {
+  Fixture f;
+  const std::string cmd = std::string(AJI_BINARY) + " pretrain --config " + f.config.string() + " --data " +
+                          f.data.string() + " --steps 1 --batch-size 2 --seq-len 16 --sample-every 0 --peak-gflops 50";
+  std::string out;
+  int rc = aji::test::run_command(cmd + " --threads 100000 --out " + (f.dir.path() / "t1").string() + " 2>&1", &out);
+  EXPECT_EQ(rc, 0) << out;  // was a segfault inside the OpenMP runtime
+  EXPECT_TRUE(contains(out, "100000 threads asked")) << out;
+  rc = aji::test::run_command("AJI_THREADS=100000 " + cmd + " --out " + (f.dir.path() / "t2").string() + " 2>&1", &out);
+  EXPECT_EQ(rc, 0) << out;
+  rc = aji::test::run_command("AJI_THREADS=lots " + cmd + " --out " + (f.dir.path() / "t3").string() + " 2>&1", &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_TRUE(contains(out, "AJI_THREADS must be a whole number")) << out;
+  rc = aji::test::run_command(cmd + " --threads -2 --out " + (f.dir.path() / "t4").string() + " 2>&1", &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "--threads must be")) << out;
+  EXPECT_FALSE(fs::exists(f.dir.path() / "t3"));
+  EXPECT_FALSE(fs::exists(f.dir.path() / "t4"));
+}
+
+namespace {
+// Starts AJI_BINARY with args (output discarded); returns its pid.
+pid_t spawn_aji(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  std::string bin = AJI_BINARY;
+  argv.push_back(bin.data());
+  std::vector<std::string> copy = args;
+  for (auto& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+}  // namespace
+
+// The design promises bit-identical resume: kill -9 at random moments (process start,
+// steps, checkpoint writes), restart with --resume each time, and the final checkpoint
+// must equal an uninterrupted run's byte for byte.
+TEST(Pretrain, KillNineAtRandomMomentsThenResumeEqualsAStraightRun) {
+  Fixture f;
+  auto args = [&](const fs::path& out, bool resume) {
+    std::vector<std::string> a = {"--threads", "1", "-q", "pretrain", "--out", out.string()};
+    if (resume) {
+      a.push_back("--resume");
+    } else {
+      for (const std::string& s : std::vector<std::string>{"--config", f.config.string(), "--data", f.data.string(), "--steps", "20",
+                                  "--batch-size", "2", "--seq-len", "16", "--total-batch-tokens", "64", "--lr", "1e-2",
+                                  "--save-every", "1", "--keep", "2", "--eval-every", "6", "--eval-batches", "2",
+                                  "--sample-every", "7", "--sample-tokens", "8", "--peak-gflops", "50"})
+        a.push_back(s);
+    }
+    return a;
+  };
+  auto wait_exit = [](pid_t pid) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
+  const fs::path straight = f.dir.path() / "straight", killed = f.dir.path() / "killed";
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = wait_exit(spawn_aji(args(straight, false)));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  const double run_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+  aji::Rng rng(2026);
+  int kills = 0;
+  std::set<std::string> torn;
+  bool done = false;
+  for (int launch = 0; launch < 40 && !done; ++launch) {
+    const bool started = fs::exists(killed / "run.json");
+    const pid_t pid = spawn_aji(args(killed, started));
+    if (kills < 8) {
+      // Between 2% and 10% of a whole run: start-up, steps or a checkpoint write (most of
+      // a step's time here is the fsync of its checkpoint); 8 sessions cannot reach the
+      // run's end, so all 8 kills happen.
+      ::usleep(static_cast<useconds_t>((0.02 + 0.08 * rng.uniform()) * run_us));
+      ::kill(pid, SIGKILL);
+    }
+    status = wait_exit(pid);
+    if (WIFSIGNALED(status)) {
+      ++kills;
+      for (const auto& e : fs::directory_iterator(killed))  // a checkpoint write the kill interrupted
+        if (e.path().filename().string().find(".tmp.") != std::string::npos) torn.insert(e.path().filename());
+      continue;
+    }
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "launch " << launch << " status " << status;
+    done = true;  // the run is complete (possibly before a planned kill)
+  }
+  ASSERT_TRUE(done);
+  EXPECT_EQ(kills, 8);
+  for (const auto& e : fs::directory_iterator(killed))  // --resume removed the torn writes
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  const auto a = list_checkpoints(straight), b = list_checkpoints(killed);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  ASSERT_EQ(a.back().first, 20);
+  ASSERT_EQ(b.back().first, 20);
+  for (const char* file : {"model.safetensors", "optimizer.bin"})
+    EXPECT_TRUE(aji::read_file(a.back().second / file) == aji::read_file(b.back().second / file)) << file;
+  auto sa = nlohmann::json::parse(aji::read_file(a.back().second / "trainer_state.json"));
+  auto sb = nlohmann::json::parse(aji::read_file(b.back().second / "trainer_state.json"));
+  EXPECT_EQ(sa["loader"], sb["loader"]);
+  EXPECT_EQ(sa["metrics"], sb["metrics"]);
+  int step_lines = 0;
+  for (const auto& j : read_jsonl(killed / "metrics.jsonl")) step_lines += j.contains("loss");
+  EXPECT_EQ(step_lines, 20);
+  std::printf("[ kill -9 ] %d kills (%d during a checkpoint write) over a %.0f ms run\n", kills, static_cast<int>(torn.size()),
+              run_us / 1000);
 }

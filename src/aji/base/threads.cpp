@@ -2,10 +2,14 @@
 
 #include <omp.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
 #include <thread>
+
+#include "aji/base/error.h"
 
 namespace aji {
 
@@ -13,8 +17,10 @@ namespace {
 int g_threads = 0;  // 0 = not yet decided
 int initial_threads() {
   if (const char* env = std::getenv("AJI_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
+    if (*env != '\0') {
+      const int n = parse_thread_count(env, "AJI_THREADS");
+      if (n > 0) return n;
+    }
   }
   return hardware_threads();
 }
@@ -25,9 +31,32 @@ int hardware_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
-void set_num_threads(int n) {
-  g_threads = n > 0 ? n : initial_threads();
+int max_threads() { return hardware_threads(); }
+
+int parse_thread_count(const std::string& text, const std::string& source) {
+  const char* s = text.c_str();
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s, &end, 10);
+  const bool digits = !text.empty() && end != s && *end == '\0';
+  if (!digits || errno == ERANGE || v < 0 || v > 1000000000LL)
+    throw Error(source + " must be a whole number of threads >= 0 (0 = all " + std::to_string(hardware_threads()) +
+                " cores), not \"" + text + "\"")
+        .fix(source == "AJI_THREADS" ? "unset AJI_THREADS or set it to e.g. " + std::to_string(hardware_threads())
+                                     : "pass e.g. " + source + " " + std::to_string(hardware_threads()));
+  return static_cast<int>(v);
+}
+
+int set_num_threads(int n) {
+  int want = n > 0 ? n : initial_threads();
+  if (want > max_threads()) {
+    std::fprintf(stderr, "note: %d threads asked, this machine has %d: using %d\n", want, max_threads(),
+                 max_threads());
+    want = max_threads();
+  }
+  g_threads = want;
   omp_set_num_threads(g_threads);
+  return g_threads;
 }
 
 int num_threads() {

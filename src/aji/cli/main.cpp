@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <iostream>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
+#include "aji/cli/options.h"
 
 namespace aji::cli {
 
@@ -56,17 +58,21 @@ int main(int argc, char** argv) {
   auto& opts = aji::cli::global_options();
   // Global options may also follow the subcommand (`aji tokenizer train --threads 2`).
   app.fallthrough();
+  const aji::OptionInfo threads_option{
+      "threads", "Worker threads: 0 = all cores (default: $AJI_THREADS, else all cores); more than the cores is capped",
+      aji::Range::at_least(0)};
   app.add_option_function<int>(
-         "--threads",
+         threads_option.flag(),
          [&](int n) {
            opts.threads = n;
            aji::set_num_threads(n);
          },
-         "Worker threads (default: all cores, or $AJI_THREADS)")
-      ->check(CLI::NonNegativeNumber);
+         threads_option.help)
+      ->check(aji::cli::range_check(threads_option));
   app.add_flag("-q,--quiet", opts.quiet, "No progress output");
   aji::cli::register_all_commands(app);
   try {
+    if (std::getenv("AJI_THREADS")) (void)aji::num_threads();  // an invalid AJI_THREADS is an error now, not later
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -34,8 +35,17 @@ T get_num(const json& j, const char* key, const std::string& source) {
   if constexpr (std::is_integral_v<T>) {
     if (!v.is_number_integer() && std::floor(v.get<double>()) != v.get<double>())
       bad(source, std::string("\"") + key + "\" must be an integer, got " + v.dump(), "drop the fraction");
+    // Out-of-range values are reported as written (3000000000, not its int32 wrap -1294967296).
+    const double d = v.get<double>();
+    if (!(d >= static_cast<double>(std::numeric_limits<T>::min()) &&
+          d <= static_cast<double>(std::numeric_limits<T>::max())))
+      bad(source, std::string("\"") + key + "\" is " + v.dump() + ", beyond the largest supported value " +
+                      std::to_string(std::numeric_limits<T>::max()),
+          std::string("use a smaller \"") + key + "\"");
     return static_cast<T>(v.get<int64_t>());
   } else {
+    if (!std::isfinite(v.get<double>()))
+      bad(source, std::string("\"") + key + "\" must be a finite number, got " + v.dump(), "write a finite number");
     return static_cast<T>(v.get<double>());
   }
 }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
@@ -107,6 +108,32 @@ void save_model_dir(const fs::path& dir, const model::Model& model, const std::v
     throw;
   }
   replace_dir(tmp, dir);
+}
+
+int remove_torn_checkpoint_files(const fs::path& run_dir) {
+  int removed = 0;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) return 0;
+  std::vector<fs::path> torn;
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    int64_t step;
+    const bool tmp = name.rfind(".ckpt-", 0) == 0 && name.find(".tmp.") != std::string::npos;
+    const bool old = name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0 &&
+                     is_checkpoint_name(name.substr(0, name.size() - 4), &step);
+    if (e.is_directory() && (tmp || old)) torn.push_back(e.path());
+    // AtomicFileWriter's "<file>.tmp.<pid>" of the run dir's own files.
+    const size_t t = name.rfind(".tmp.");
+    if (t != std::string::npos && e.is_regular_file() && t + 5 < name.size() &&
+        name.find_first_not_of("0123456789", t + 5) == std::string::npos)
+      for (const char* own : {"latest", "run.json", "metrics.jsonl", "loss.svg", kAjiTokenizerFile, "tokenizer.json"})
+        if (name.compare(0, t, own) == 0 && std::strlen(own) == t) torn.push_back(e.path());
+  }
+  for (const auto& p : torn) {
+    fs::remove_all(p, ec);
+    removed += !ec;
+  }
+  return removed;
 }
 
 std::vector<std::pair<int64_t, fs::path>> list_checkpoints(const fs::path& run_dir) {

@@ -50,6 +50,12 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int6
 void save_model_dir(const std::filesystem::path& dir, const model::Model& model,
                     const std::vector<std::filesystem::path>& copy_files);
 
+// Removes what an interrupted writer left in a run dir: a process killed with SIGKILL
+// mid-save leaves its hidden temp dir `.ckpt-N.tmp.PID` (or `ckpt-N.old`), and the temp
+// files `latest.tmp.PID`, `metrics.jsonl.tmp.PID`... of the run's own files. Only for a
+// run dir no other process is writing. Returns how many were removed.
+int remove_torn_checkpoint_files(const std::filesystem::path& run_dir);
+
 // Checkpoints in a run dir, ascending by step.
 std::vector<std::pair<int64_t, std::filesystem::path>> list_checkpoints(const std::filesystem::path& run_dir);
 

@@ -21,6 +21,7 @@
 #include "aji/kernels/cpu/fma_peak.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
+#include "aji/tokenizer/sha256.h"
 #include "aji/tokenizer/tokenizer_files.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/loader.h"
@@ -139,24 +140,70 @@ Evaluation evaluate(model::Model& model, DataLoader& val, int batches, const std
   return e;
 }
 
-json options_json(const PretrainOptions& o, int B, int T, int64_t accum, int64_t steps) {
-  return {{"data", fs::absolute(o.data_dir).string()},
-          {"batch", B},
-          {"seq_len", T},
-          {"grad_accum", accum},
-          {"total_batch_tokens", static_cast<int64_t>(B) * T * accum},
-          {"steps", steps},
-          {"lr", o.lr},
-          {"min_lr_frac", o.min_lr_frac},
-          {"decay", o.decay},
-          {"weight_decay", o.weight_decay},
-          {"beta1", o.beta1},
-          {"beta2", o.beta2},
-          {"eps", o.eps},
-          {"grad_clip", o.grad_clip},
-          {"seed", o.seed},
-          {"threads", num_threads()}};
+// The run's saved settings: every declared option (with the values in effect: T, the
+// total batch, the step count, the warmup) and what the run derived.
+json options_json(PretrainOptions o, int T, int64_t total_batch, int64_t accum, int64_t steps, int64_t warmup,
+                  const std::string& tokenizer_hash) {
+  o.seq_len = T;
+  o.total_batch_tokens = total_batch;
+  o.steps = steps;
+  o.warmup = warmup;
+  json j = options_to_json(o);
+  j["data"] = fs::absolute(o.data_dir).string();
+  j["grad_accum"] = accum;
+  j["tokenizer_hash"] = tokenizer_hash;
+  j["threads"] = num_threads();
+  return j;
 }
+
+json read_json_file(const fs::path& path, const std::string& fix) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    throw Error(path.filename().string() + " is not valid JSON: " + e.what()).at(path.string()).fix(fix);
+  }
+}
+
+// --resume-from: "ckpt-N" (in the run dir), "N", or a path to a checkpoint dir.
+fs::path resume_from_dir(const fs::path& run, const fs::path& from) {
+  std::vector<fs::path> tries;
+  if (from.is_absolute() || from.has_parent_path()) tries.push_back(from);
+  tries.push_back(run / from);
+  const std::string s = from.string();
+  if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) tries.push_back(run / ("ckpt-" + s));
+  for (const auto& t : tries)
+    if (fs::exists(t / "trainer_state.json")) return t;
+  std::string have;
+  for (const auto& [step, path] : list_checkpoints(run)) have += (have.empty() ? "" : ", ") + path.filename().string();
+  throw Error("--resume-from " + s + ": no training checkpoint there").at(run.string())
+      .fix("name one of the run's checkpoints: " + (have.empty() ? std::string("(none)") : have));
+}
+
+// Bytes a training step holds: parameters, gradients and the AdamW moments (4 floats per
+// parameter) plus the activation arena of one (B,T) micro-batch (model.cpp's carve()).
+double estimate_train_bytes(const model::ModelConfig& c, int B, int T) {
+  const double N = static_cast<double>(B) * T, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
+  const double FF = c.is_gpt2() ? F : 2 * F, L = c.n_layer, V = c.vocab_size;
+  const double per_layer = 6 * C + QKV + QW + FF + c.n_head + 4;
+  const double rest = 7 * C + 2 * QKV + 2 * F + 2 * FF + QW + 2;
+  const double logit_rows = std::max(16.0, std::min(N, 8.0 * (1 << 20) / V));
+  const double floats = 4.0 * static_cast<double>(c.num_params()) + N * (L * per_layer + rest) + logit_rows * V +
+                        64.0 * V /* evaluation logits */;
+  return 4.0 * floats;
+}
+
+// MemAvailable of /proc/meminfo in bytes; 0 if unknown.
+double available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit)
+    if (key == "MemAvailable:") return kb * 1024.0;
+  return 0;
+}
+
+std::string gib(double bytes) { return fmt("%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0)); }
 
 }  // namespace
 
@@ -164,69 +211,114 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   PretrainOptions o = opt_in;
   PretrainResult result;
   const fs::path run = o.out_dir;
+  auto warn = [&](const std::string& w) {  // always printed: something the user should act on
+    result.warnings.push_back(w);
+    std::fprintf(stderr, "warning: %s\n", w.c_str());
+  };
+  if (!o.resume_from.empty()) o.resume = true;
   if (o.resume && o.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
+  if (o.resume && !o.init.empty())
+    throw Error("--init starts a new run from a model; --resume continues a run").fix("pass one of them");
+  if (!o.init.empty() && !o.config.empty())
+    throw Error("--init takes the model and its config from " + o.init.string() + "; --config contradicts it")
+        .fix("drop --config (or drop --init to train a new model from scratch)");
+  // Every declared option against its range, before any work (the CLI checked them
+  // already; this covers callers of the API).
+  validate_options(o);
+  LrSchedule::parse_decay(o.decay);
 
   // --- the run directory ----------------------------------------------------------
   std::optional<fs::path> resume_ckpt;
-  json state;
+  json state;       // trainer_state.json of the checkpoint resumed
+  json saved_opts;  // the run's saved settings when resuming (null for a new run)
+  std::optional<model::ModelConfig> saved_cfg;
+  std::string where;  // the file the saved settings come from
+  // A session killed mid-write (SIGKILL, power loss) leaves temp files; what they were to
+  // replace is complete (every write is atomic), so the leftovers just go.
+  const int torn = remove_torn_checkpoint_files(run);
+  if (torn > 0 && !o.quiet)
+    std::fprintf(stderr, "note: removed %d unfinished write(s) of an interrupted session\n", torn);
   if (o.resume) {
     auto cks = list_checkpoints(run);
-    if (cks.empty())
-      throw Error("nothing to resume: no checkpoint in " + run.string())
-          .at(run.string())
-          .fix("start a new run without --resume (or point --out at the run to continue)");
-    resume_ckpt = resolve_model_dir(run);
-    if (!fs::exists(*resume_ckpt / "trainer_state.json") || !fs::exists(*resume_ckpt / "optimizer.bin"))
-      throw Error("the latest checkpoint has no trainer state (a weights-only export?)")
-          .at(resume_ckpt->string())
-          .fix("resume from a training run directory written by `aji pretrain`");
-    try {
-      state = json::parse(read_file(*resume_ckpt / "trainer_state.json"));
-    } catch (const json::exception& e) {
-      throw Error(std::string("trainer_state.json is not valid JSON: ") + e.what())
-          .at((*resume_ckpt / "trainer_state.json").string())
-          .fix("resume from an earlier checkpoint (remove the damaged ckpt dir)");
+    if (cks.empty()) {
+      if (!fs::exists(run / "run.json"))
+        throw Error("nothing to resume: " + run.string() + " holds no run (no checkpoint, no run.json)")
+            .at(run.string())
+            .fix("start a new run without --resume (or point --out at the run to continue)");
+      if (!o.resume_from.empty())
+        throw Error("--resume-from " + o.resume_from.string() + ": the run has no checkpoint yet")
+            .at(run.string())
+            .fix("use --resume: it starts the run again from step 0 with its saved settings");
+      // Stopped before its first checkpoint: the same run, started again from step 0.
+      where = (run / "run.json").string();
+      const json info = read_json_file(run / "run.json", "start a new run with --force");
+      saved_opts = info.at("options");
+      saved_cfg = model::ModelConfig::from_json(info.at("model"), where);
+      if (!o.quiet)
+        std::fprintf(stderr, "note: %s has no checkpoint yet: starting the run again from step 0 with its saved "
+                     "settings\n", run.c_str());
+    } else {
+      resume_ckpt = o.resume_from.empty() ? resolve_model_dir(run) : resume_from_dir(run, o.resume_from);
+      if (!fs::exists(*resume_ckpt / "trainer_state.json") || !fs::exists(*resume_ckpt / "optimizer.bin"))
+        throw Error("the latest checkpoint has no trainer state (a weights-only export?)")
+            .at(resume_ckpt->string())
+            .fix("resume from a training run directory written by `aji pretrain`");
+      where = (*resume_ckpt / "trainer_state.json").string();
+      state = read_json_file(*resume_ckpt / "trainer_state.json",
+                             "resume from an earlier checkpoint (--resume-from ckpt-N, or remove the damaged one)");
+      saved_opts = state.at("options");
     }
   } else if (run_dir_has_run(run)) {
-    if (!o.force)
-      throw Error("the run directory already holds a run")
+    if (!o.force) {
+      const bool has_ckpt = !list_checkpoints(run).empty();
+      throw Error(std::string("the run directory already holds a run") + (has_ckpt ? "" : " (stopped before its first checkpoint)"))
           .at(run.string())
-          .fix("continue it with --resume, overwrite it with --force, or choose another --out");
+          .fix(std::string("continue it with --resume") +
+               (has_ckpt ? "" : " (it starts again from step 0 with its saved settings)") +
+               ", overwrite it with --force, or choose another --out");
+    }
     clear_run_dir(run);
   }
-  fs::create_directories(run);
 
-  // --- model, data, tokenizer -----------------------------------------------------
-  model::ModelConfig cfg = resume_ckpt ? load_model_config(*resume_ckpt) : model::ModelConfig::load(o.config);
-  if (resume_ckpt && !o.config.empty()) {
+  // --- the run's settings -----------------------------------------------------------
+  if (!saved_opts.is_null()) {
+    // Runs saved by earlier versions: "batch", and 2^40 steps for a run stopped while its
+    // time budget was being calibrated (it calibrates again now).
+    if (saved_opts.contains("batch") && !saved_opts.contains("batch_size")) saved_opts["batch_size"] = saved_opts["batch"];
+    if (saved_opts.value("steps", int64_t(0)) == (int64_t(1) << 40)) saved_opts["steps"] = 0;
+    const SavedOptionsReport rep = apply_saved_options(o, saved_opts, o.given, where);
+    if (!rep.refused.empty()) {
+      std::string list;
+      for (const auto& r : rep.refused) list += (list.empty() ? "" : "; ") + r;
+      throw Error("--resume continues the run with its own settings; these would change it: " + list)
+          .at(where)
+          .fix("drop those options (the run's values are kept), or start a new run (--force or another --out)");
+    }
+    if (!o.quiet)
+      for (const auto& c : rep.changed) std::fprintf(stderr, "note: changed on resume: %s\n", c.c_str());
+    if (o.data_dir.empty()) o.data_dir = saved_opts.at("data").get<std::string>();
+    const int saved_threads = saved_opts.value("threads", 0);
+    if (saved_threads != num_threads() && !o.quiet)
+      std::fprintf(stderr, "note: the run used %d threads, now %d: the losses will not match a straight run bit for bit\n",
+                   saved_threads, num_threads());
+  }
+
+  // --- model config and data: checked before anything heavy is allocated -------------
+  std::optional<fs::path> init_dir;
+  if (!o.init.empty()) init_dir = resolve_model_dir(o.init);
+  model::ModelConfig cfg = resume_ckpt ? load_model_config(*resume_ckpt)
+                           : saved_cfg  ? *saved_cfg
+                           : init_dir   ? load_model_config(*init_dir)
+                                        : model::ModelConfig::load(o.config);
+  if ((resume_ckpt || saved_cfg) && !o.config.empty()) {
     model::ModelConfig asked = model::ModelConfig::load(o.config);
     if (asked.to_json() != cfg.to_json())
       throw Error("--config differs from the model being resumed (" + std::string(model::arch_name(asked.arch)) +
                   " L" + std::to_string(asked.n_layer) + " d" + std::to_string(asked.d_model) + " vs " +
                   model::arch_name(cfg.arch) + " L" + std::to_string(cfg.n_layer) + " d" +
                   std::to_string(cfg.d_model) + ")")
-          .at(resume_ckpt->string())
+          .at(where)
           .fix("drop --config when resuming (the checkpoint has its own), or start a new run with --force");
-  }
-  json saved_opts = resume_ckpt ? state.at("options") : json();
-  if (resume_ckpt) {  // the run's own settings win: they decide the next step
-    o.batch = saved_opts.at("batch");
-    o.seq_len = saved_opts.at("seq_len");
-    o.lr = saved_opts.at("lr");
-    o.min_lr_frac = saved_opts.at("min_lr_frac");
-    o.decay = saved_opts.at("decay");
-    o.weight_decay = saved_opts.at("weight_decay");
-    o.beta1 = saved_opts.at("beta1");
-    o.beta2 = saved_opts.at("beta2");
-    o.eps = saved_opts.at("eps");
-    o.grad_clip = saved_opts.at("grad_clip");
-    o.seed = saved_opts.at("seed");
-    o.total_batch_tokens = saved_opts.at("total_batch_tokens");
-    if (o.data_dir.empty()) o.data_dir = saved_opts.at("data").get<std::string>();
-    const int saved_threads = saved_opts.value("threads", 0);
-    if (saved_threads != num_threads() && !o.quiet)
-      std::fprintf(stderr, "note: the run used %d threads, now %d: the losses will not match a straight run bit for bit\n",
-                   saved_threads, num_threads());
   }
   const int B = o.batch;
   const int T = o.seq_len > 0 ? o.seq_len : cfg.max_seq_len;
@@ -242,20 +334,79 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
         .fix("use a multiple of " + std::to_string(micro_tokens) + " (e.g. " + std::to_string(micro_tokens * 4) + ")");
   const int64_t accum = total_batch / micro_tokens;
 
+  // How long: --steps, else --tokens, else --time-budget (on --resume: the run's length
+  // unless one of them is given again).
+  int64_t steps = 0;
+  bool calibrating = false;
+  constexpr int64_t kCalibrationSteps = 4;
+  const bool length_given_otherwise =
+      !saved_opts.is_null() && !o.given.count("steps") && (o.given.count("tokens") || o.given.count("time-budget"));
+  if (o.steps > 0 && !length_given_otherwise) {
+    steps = o.steps;
+  } else if (o.tokens > 0) {
+    steps = (o.tokens + total_batch - 1) / total_batch;
+  } else if (o.time_budget > 0) {
+    calibrating = true;  // the real length is set after kCalibrationSteps steps
+    steps = int64_t(1) << 40;
+  } else {
+    throw Error("say how long to train").fix("pass --steps N, --tokens N or --time-budget MINUTES");
+  }
+
+  const DataManifest manifest = DataManifest::load(o.data_dir);
+  const std::string model_from = resume_ckpt || saved_cfg ? "the run's model" : init_dir ? "the --init model" : "the model";
+  if (static_cast<uint64_t>(cfg.vocab_size) != manifest.vocab_size) {
+    const bool larger = static_cast<uint64_t>(cfg.vocab_size) > manifest.vocab_size;
+    throw Error(model_from + " has vocab_size " + std::to_string(cfg.vocab_size) + ", the data's tokenizer " +
+                std::to_string(manifest.vocab_size) + " tokens" +
+                (larger ? ": ids the tokenizer does not have would never be trained, and samples could not be decoded"
+                        : ": the data's ids do not fit the model"))
+        .at((o.data_dir / "manifest.json").string())
+        .fix(resume_ckpt || saved_cfg || init_dir
+                 ? "use data tokenized with the model's tokenizer (`aji data tokenize --tokenizer` its tokenizer)"
+                 : "set \"vocab_size\": " + std::to_string(manifest.vocab_size) + " in the model config");
+  }
+  const std::string saved_hash = saved_opts.is_null() ? "" : saved_opts.value("tokenizer_hash", "");
+  if (!saved_hash.empty() && !manifest.tokenizer_hash.empty() && saved_hash != manifest.tokenizer_hash)
+    throw Error("the data in " + o.data_dir.string() + " was tokenized with another tokenizer than the run's "
+                "(manifest tokenizer_hash " + manifest.tokenizer_hash.substr(0, 12) + "..., the run's " +
+                saved_hash.substr(0, 12) + "...)")
+        .at((o.data_dir / "manifest.json").string())
+        .fix("resume with --data pointing at shards made with the run's tokenizer, or start a new run");
+  const fs::path tok_file = o.data_dir / manifest.tokenizer_file;
+  if (init_dir) {
+    const auto init_tok = find_tokenizer_file(*init_dir);
+    if (init_tok && init_tok->filename() == kAjiTokenizerFile && fs::exists(tok_file) &&
+        tokenizer::sha256_hex(read_file(*init_tok)) != tokenizer::sha256_hex(read_file(tok_file)))
+      throw Error("the --init model's tokenizer (" + init_tok->string() + ") is not the data's (" + tok_file.string() +
+                  ")")
+          .at(tok_file.string())
+          .fix("tokenize the data with the model's tokenizer: aji data tokenize --tokenizer " + init_tok->string());
+  }
+  {
+    const double need = estimate_train_bytes(cfg, B, T), have = available_memory_bytes();
+    if (have > 0 && need > have)
+      throw Error("training this model needs about " + gib(need) + " of memory (" +
+                  fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) + " parameters x 16 bytes for weights, "
+                  "gradients and AdamW, plus the activations of a " + std::to_string(B) + "x" + std::to_string(T) +
+                  " micro-batch); " + gib(have) + " is available")
+          .fix("lower --batch-size (keep the batch with --total-batch-tokens: gradient accumulation) or --seq-len, "
+               "or train a smaller model");
+  }
+
   DataLoader train_loader(o.data_dir, "train", B, T, o.seed, /*shuffle=*/true);
-  const DataManifest& manifest = train_loader.manifest();
-  if (static_cast<uint64_t>(cfg.vocab_size) < manifest.vocab_size)
-    throw Error("the model's vocab_size " + std::to_string(cfg.vocab_size) + " is smaller than the data's (" +
-                std::to_string(manifest.vocab_size) + ")")
-        .fix("set \"vocab_size\": " + std::to_string(manifest.vocab_size) + " in the model config");
   std::optional<DataLoader> val_loader;
-  if (!manifest.val.empty()) {
+  if (manifest.val.empty()) {
+    warn("no validation data in " + o.data_dir.string() +
+         " (the val split is empty: too few documents for its --val-fraction); no validation loss will be "
+         "reported. Re-tokenize with more documents or a larger --val-fraction");
+  } else {
     try {
       // Shuffled with a fixed seed: each evaluation reads the same windows, drawn from the
       // whole val split rather than its first files.
       val_loader.emplace(o.data_dir, "val", B, T, o.seed, /*shuffle=*/true);
     } catch (const Error& e) {
-      if (!o.quiet) std::fprintf(stderr, "note: no validation (%s)\n", e.what());
+      warn(std::string("no validation: ") + e.what() + " (" + e.location() +
+           "); no validation loss will be reported. Re-run `aji data tokenize` to restore the val split");
     }
   }
   const int eval_batches =
@@ -267,7 +418,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::optional<tokenizer::Tokenizer> tok;
   std::vector<fs::path> ship;
   std::vector<uint32_t> token_bytes;
-  const fs::path tok_file = o.data_dir / manifest.tokenizer_file;
+  fs::create_directories(run);
   if (fs::exists(tok_file)) {
     tok = tokenizer::Tokenizer::load(tok_file);
     copy_file_atomic(tok_file, run / kAjiTokenizerFile);
@@ -286,7 +437,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   } else if (!o.quiet) {
     std::fprintf(stderr, "note: %s not found: no samples, no bits per byte\n", tok_file.c_str());
   }
-  if (cfg.bos_token_id < 0) cfg.bos_token_id = static_cast<int>(manifest.bos_id);
   if (cfg.eos_token_id < 0) cfg.eos_token_id = static_cast<int>(manifest.bos_id);
 
   model::Model model(cfg);
@@ -294,35 +444,22 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   const std::vector<DecayRange> ranges = all_parameter_ranges(model);
 
   // --- schedule and state -----------------------------------------------------------
-  int64_t steps = o.steps;
-  bool calibrating = false;
-  constexpr int64_t kCalibrationSteps = 4;
-  if (resume_ckpt) {
-    steps = saved_opts.at("steps");
-    if (o.steps > 0 && o.steps != steps) {
-      steps = o.steps;  // extending (or shortening) a run reshapes the rest of the schedule
-      if (!o.quiet) std::fprintf(stderr, "note: --steps %lld changes the run's length and LR schedule\n", (long long)steps);
-    }
-  } else if (steps <= 0 && o.tokens > 0) {
-    steps = (o.tokens + total_batch - 1) / total_batch;
-  } else if (steps <= 0 && o.time_budget_s > 0) {
-    calibrating = true;  // the real length is set after kCalibrationSteps steps
-    steps = int64_t(1) << 40;
-  } else if (steps <= 0) {
-    throw Error("say how long to train").fix("pass --steps N, --tokens N or --time-budget MINUTES");
-  }
   LrSchedule sched;
   sched.lr = o.lr;
   sched.total = steps;
   sched.min_lr_frac = o.min_lr_frac;
   sched.decay = LrSchedule::parse_decay(o.decay);
-  sched.warmup = o.warmup >= 0 ? o.warmup : calibrating ? 20 : std::min<int64_t>(200, steps / 20);
-  if (resume_ckpt) sched.warmup = state.at("schedule").at("warmup");
+  sched.warmup = o.warmup ? *o.warmup : calibrating ? 20 : std::min<int64_t>(200, steps / 20);
+  if (resume_ckpt && !saved_opts.contains("warmup")) sched.warmup = state.at("schedule").at("warmup");
 
   int64_t step = 0;
   int64_t tokens_seen = 0;
   double elapsed_before = 0.0;
   History history;
+  json run_info = {{"model", cfg.to_json()},
+                   {"params", model.num_params()},
+                   {"aji_version", AJI_VERSION}};
+  if (init_dir) run_info["init"] = fs::absolute(*init_dir).string();
   if (resume_ckpt) {
     load_weights(model, *resume_ckpt / "model.safetensors");
     optimizer.load(*resume_ckpt / "optimizer.bin");
@@ -331,14 +468,34 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     tokens_seen = state.value("tokens_seen", int64_t(0));
     elapsed_before = state.value("elapsed_s", 0.0);
     history = trim_metrics(run / "metrics.jsonl", step);
+    if (!o.resume_from.empty()) {
+      // Resuming an earlier checkpoint abandons the later ones: keep-last-K would
+      // otherwise count them as the newest and delete the ones this session writes.
+      std::error_code ec;
+      for (const auto& [s, path] : list_checkpoints(run))
+        if (s > step) {
+          if (!o.quiet) std::fprintf(stderr, "note: removing %s (later than the checkpoint resumed)\n", path.c_str());
+          fs::remove_all(path, ec);
+        }
+      write_file_atomic(run / "latest", resume_ckpt->filename().string() + "\n");
+    }
     if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", resume_ckpt->c_str(), (long long)step);
   } else {
-    model.init_weights(o.seed);
-    json run_info = {{"model", cfg.to_json()}, {"options", options_json(o, B, T, accum, steps)},
-                     {"params", model.num_params()}, {"aji_version", AJI_VERSION}};
-    write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
+    if (init_dir) {
+      load_weights(model, *init_dir / "model.safetensors");
+      if (!o.quiet) std::fprintf(stderr, "continuing pretraining from %s (new optimizer state)\n", init_dir->c_str());
+    } else {
+      model.init_weights(o.seed);
+    }
+    if (saved_cfg) trim_metrics(run / "metrics.jsonl", 0);  // the first session's steps are redone
   }
-  json opts_json = options_json(o, B, T, accum, steps);
+  json opts_json =
+      options_json(o, T, total_batch, accum, calibrating ? 0 : steps, sched.warmup, manifest.tokenizer_hash);
+  auto write_run_info = [&]() {
+    run_info["options"] = opts_json;
+    write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
+  };
+  if (!resume_ckpt) write_run_info();
 
   std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
   auto log_metrics = [&](const json& j) {
@@ -475,13 +632,14 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       // Steps 2..4 give the speed (step 1 pays for first-touch allocation); evaluation
       // and samples get ~10% of the budget.
       const double per_step = (elapsed_before - first_step_s) / static_cast<double>(kCalibrationSteps - 1);
-      const double left = 0.9 * o.time_budget_s - elapsed_before;
+      const double left = 0.9 * o.time_budget * 60.0 - elapsed_before;
       steps = std::max<int64_t>(step + 1, step + static_cast<int64_t>(left / per_step));
       sched.total = steps;
       opts_json["steps"] = steps;
       calibrating = false;
+      write_run_info();  // run.json records the real length
       if (!o.quiet)
-        std::printf("time budget %s: %.2fs/step -> %lld steps\n", Progress::format_duration(o.time_budget_s).c_str(),
+        std::printf("time budget %s: %.2fs/step -> %lld steps\n", Progress::format_duration(o.time_budget * 60.0).c_str(),
                     per_step, (long long)steps);
     }
     if (step - session_start == 1) first_step_s = dt;
@@ -498,7 +656,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       result.interrupted = true;
       if (!o.quiet)
         std::fprintf(stderr, "%s at step %lld; checkpoint %s. Continue with: aji pretrain --out %s --resume\n",
-                     interrupt_requested() ? "interrupted" : "stopped", (long long)step, result.checkpoint.c_str(),
+                     interrupt_signal() == SIGTERM ? "terminated (SIGTERM)"
+                     : interrupt_requested()      ? "interrupted"
+                                                  : "stopped", (long long)step, result.checkpoint.c_str(),
                      run.c_str());
       break;
     }
