@@ -15,6 +15,7 @@ if [ ${#HARNESSES[@]} -eq 0 ]; then
 fi
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SRC/lsan.supp}  # see lsan.supp
 failed=0
 printf '%-18s %12s %8s %10s %s\n' harness executed exec/s corpus result
 for h in "${HARNESSES[@]}"; do
