@@ -2,6 +2,8 @@
 JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 120
 CMAKE_FLAGS ?=
 # ccache, when installed, makes rebuilds (and other clones on the same machine) cheap;
 # paths are hashed relative to the checkout so two clones share the cache.
@@ -10,7 +12,7 @@ CCACHE_FLAGS := -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER
 export CCACHE_BASEDIR := $(CURDIR)
 endif
 
-.PHONY: all deps build build-asan test test-fast demo bench clean
+.PHONY: all deps build build-asan build-fuzz test test-fast fuzz demo bench clean
 
 all: build
 
@@ -28,14 +30,24 @@ build-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DAJI_SANITIZE=ON -DAJI_BUILD_BENCH=OFF $(CCACHE_FLAGS) $(CMAKE_FLAGS) > /dev/null
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# libFuzzer harnesses (fuzz/README.md): clang, ASan+UBSan, only the parsers' sources.
+build-fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DAJI_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) > /dev/null
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
+
 # Every test: the release build (fast and slow labels), then the fast tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
-test: build build-asan
+# AddressSanitizer + UndefinedBehaviorSanitizer, then every fuzz harness for a few seconds.
+test: build build-asan build-fuzz
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) --timeout 1800
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) --timeout 1800
+	cd $(FUZZ_BUILD) && ctest --output-on-failure -j $(JOBS) -L fuzz
 
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L fast
+
+# Long fuzzing: each harness FUZZ_SECONDS (default 120), inputs executed per harness.
+fuzz: build-fuzz
+	fuzz/run_long.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 demo: build
 	scripts/demo.sh
@@ -44,4 +56,4 @@ bench: build
 	bench/run_all.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

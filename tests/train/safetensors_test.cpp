@@ -79,3 +79,35 @@ TEST(Safetensors, DamagedFilesAreClearErrors) {
   EXPECT_THROW(SafeTensorsFile::load(write("json", bad_json)), aji::Error);
   EXPECT_THROW(SafeTensorsFile::load(dir.path() / "missing.safetensors"), aji::Error);
 }
+
+// Found by fuzz/fuzz_safetensors: a shape whose element count overflows int64 (here
+// 2^62 * 4 = 2^64, which wrapped to 0 and matched empty offsets) was undefined behaviour
+// and could size the tensor from a wrapped product. Now a clear error naming the file.
+TEST(Safetensors, ShapeProductOverflowIsAClearError) {
+  aji::test::TempDir dir;
+  auto write = [&](const std::string& name, const nlohmann::json& header, size_t data_bytes) {
+    const std::string h = header.dump();
+    const uint64_t n = h.size();
+    std::string bytes(reinterpret_cast<const char*>(&n), 8);
+    bytes += h + std::string(data_bytes, '\0');
+    std::ofstream(dir.path() / name, std::ios::binary) << bytes;
+    return dir.path() / name;
+  };
+  nlohmann::json wrap = {{"a", {{"dtype", "F32"}, {"shape", {int64_t(1) << 62, 4}}, {"data_offsets", {0, 0}}}}};
+  try {
+    SafeTensorsFile::load(write("wrap.safetensors", wrap, 0));
+    FAIL() << "an overflowing shape was accepted";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("larger than the file"), std::string::npos) << e.what();
+    EXPECT_NE(e.file().find("wrap.safetensors"), std::string::npos);
+  }
+  // Large but not overflowing: more elements than the data holds is the same error.
+  nlohmann::json big = {{"b", {{"dtype", "BF16"}, {"shape", {3, 5}}, {"data_offsets", {0, 16}}}}};
+  EXPECT_THROW(SafeTensorsFile::load(write("big.safetensors", big, 16)), aji::Error);
+  // A zero dimension is an empty tensor whatever the other dimensions are (an empty F32
+  // tensor also passed a null pointer to memcpy before: UBSan in the sanitizer build).
+  nlohmann::json empty = {{"c", {{"dtype", "F32"}, {"shape", {int64_t(1) << 62, 0}}, {"data_offsets", {0, 0}}}}};
+  auto st = SafeTensorsFile::load(write("empty.safetensors", empty, 0));
+  EXPECT_EQ(st.tensors.at("c").data.size(), 0u);
+}
+

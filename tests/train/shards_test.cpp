@@ -72,6 +72,21 @@ TEST(Shards, RoundTripBothWidths) {
   EXPECT_THROW(write_shard(dir.path() / "c.ajitok", big.data(), big.size(), 1000, 0), aji::Error);
 }
 
+// Found by fuzz/fuzz_shard: an empty width-4 shard read into an empty vector passed null
+// pointers to memcpy (undefined behaviour, caught by UBSan in the sanitizer build).
+TEST(Shards, EmptyShardReadsNothing) {
+  TempDir dir;
+  for (uint32_t vocab : {1000u, 200000u}) {  // width 2 and width 4
+    const fs::path p = dir.path() / ("empty-" + std::to_string(vocab) + ".ajitok");
+    write_shard(p, nullptr, 0, vocab, 0);
+    Shard s = Shard::open(p, /*verify=*/true);
+    EXPECT_EQ(s.size(), 0u);
+    std::vector<uint32_t> out;
+    s.read(0, 0, out.data());
+    EXPECT_THROW(s.read(0, 1, out.data()), aji::Error);
+  }
+}
+
 TEST(Shards, TruncatedCorruptAndForeignFilesAreClearErrors) {
   TempDir dir;
   std::vector<uint32_t> t(1000);

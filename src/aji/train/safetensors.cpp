@@ -1,5 +1,6 @@
 #include "aji/train/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -131,15 +132,24 @@ SafeTensorsFile SafeTensorsFile::load(const fs::path& path) {
           .at(where)
           .fix("convert the checkpoint to float32, float16 or bfloat16");
     int64_t count = 1;
-    for (int64_t d : t.shape) {
+    for (int64_t d : t.shape)
       if (d < 0) throw Error("tensor '" + it.key() + "' has a negative dimension").at(where).fix(fix);
-      count *= d;
-    }
     if (e < b || e > data_bytes)
       throw Error("tensor '" + it.key() + "' lies outside the file's data (offsets " + std::to_string(b) + ".." +
                   std::to_string(e) + ", data is " + std::to_string(data_bytes) + " bytes): truncated file?")
           .at(where)
           .fix(fix);
+    if (std::find(t.shape.begin(), t.shape.end(), 0) != t.shape.end()) {
+      count = 0;
+    } else {
+      // The product must neither overflow nor need more bytes than the file holds.
+      for (int64_t d : t.shape)
+        if (__builtin_mul_overflow(count, d, &count) || static_cast<uint64_t>(count) > data_bytes / width)
+          throw Error("tensor '" + it.key() + "' has a shape larger than the file's data (" +
+                      std::to_string(data_bytes) + " bytes)")
+              .at(where)
+              .fix(fix);
+    }
     if (e - b != static_cast<uint64_t>(count) * width)
       throw Error("tensor '" + it.key() + "' has " + std::to_string(e - b) + " bytes but its shape needs " +
                   std::to_string(count * static_cast<int64_t>(width)))
@@ -148,7 +158,7 @@ SafeTensorsFile SafeTensorsFile::load(const fs::path& path) {
     t.data.resize(static_cast<size_t>(count));
     const char* src = bytes.data() + data_begin + b;
     if (width == 4) {
-      std::memcpy(t.data.data(), src, static_cast<size_t>(count) * 4);
+      if (count > 0) std::memcpy(t.data.data(), src, static_cast<size_t>(count) * 4);  // data() is null when empty
     } else {
       const bool bf = t.dtype == "BF16";
       for (int64_t i = 0; i < count; ++i) {

@@ -168,6 +168,7 @@ Shard& Shard::operator=(Shard&& o) noexcept {
 
 void Shard::read(uint64_t begin, size_t n, uint32_t* out) const {
   AJI_CHECK(begin + n <= header_.count, "shard read past the end");
+  if (n == 0) return;  // out (and data_ of an empty shard) may be null: memcpy must not see them
   if (header_.token_width == 4) {
     std::memcpy(out, static_cast<const uint32_t*>(data_) + begin, n * 4);
   } else {
