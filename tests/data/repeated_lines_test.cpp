@@ -208,6 +208,27 @@ TEST(RepeatedLines, SameOutputWithoutCacheAndWithOneOrTwoThreads) {
   EXPECT_EQ(r.total.repeated_lines_removed, 18u);
 }
 
+// Two passes over a file, each byte counted once: the progress line ends at 100%, not 200%.
+TEST(RepeatedLines, ProgressCountsEachByteOnce) {
+  TempDir tmp;
+  const fs::path in = tmp.path() / "in";
+  write_bytes(in / "a.warc", Crawl("a").warc);
+  write_bytes(in / "b.warc", Crawl("b", 7).warc);
+  RunOptions o = options(in, tmp.path() / "out");
+  o.progress = true;
+  testing::internal::CaptureStderr();
+  run_pipeline(config(true), o);
+  const std::string err = testing::internal::GetCapturedStderr();
+  std::vector<double> pct;
+  for (size_t p = err.find('('); p != std::string::npos; p = err.find('(', p + 1)) {
+    size_t e = err.find("%)", p);
+    if (e != std::string::npos && e - p < 8) pct.push_back(std::stod(err.substr(p + 1, e - p - 1)));
+  }
+  ASSERT_FALSE(pct.empty()) << err;
+  EXPECT_DOUBLE_EQ(*std::max_element(pct.begin(), pct.end()), 100.0) << err;
+  EXPECT_DOUBLE_EQ(pct.back(), 100.0) << err;
+}
+
 // JSONL inputs have no HTML pages: no first pass, nothing removed, even when lines repeat.
 TEST(RepeatedLines, JsonlIsLeftAlone) {
   TempDir tmp;
