@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <memory>
 #include <set>
+#include <unordered_map>
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
@@ -77,6 +78,25 @@ void reader_from_json(const nlohmann::json& j, ReaderOptions& r) {
   r.warc_payload_types = j.value("warc_payload_types", r.warc_payload_types);
 }
 
+nlohmann::json repeated_lines_json(const RepeatedLinesSettings& r) {
+  return {{"enabled", r.enabled},
+          {"min_pages", r.filter.min_pages},
+          {"min_fraction", r.filter.min_fraction},
+          {"max_line_bytes", r.filter.max_line_bytes}};
+}
+
+void repeated_lines_from_json(const nlohmann::json& j, RepeatedLinesSettings& r) {
+  check_keys(j, {"enabled", "min_pages", "min_fraction", "max_line_bytes"}, "extract.repeated_lines");
+  r.enabled = j.value("enabled", r.enabled);
+  r.filter.min_pages = j.value("min_pages", r.filter.min_pages);
+  r.filter.min_fraction = j.value("min_fraction", r.filter.min_fraction);
+  r.filter.max_line_bytes = j.value("max_line_bytes", r.filter.max_line_bytes);
+  if (r.filter.min_pages < 1)
+    throw Error("extract.repeated_lines.min_pages must be at least 1").fix("use e.g. 5 (a line on 5+ pages of a host)");
+  if (!(r.filter.min_fraction >= 0.0 && r.filter.min_fraction <= 1.0))
+    throw Error("extract.repeated_lines.min_fraction must be in [0, 1]").fix("use e.g. 0.5 (half of a host's pages)");
+}
+
 }  // namespace
 
 void to_json(nlohmann::json& j, const PipelineConfig& c) {
@@ -98,6 +118,7 @@ void to_json(nlohmann::json& j, const PipelineConfig& c) {
         {"dropped_samples_per_reason", c.output.dropped_samples_per_reason},
         {"sample_max_bytes", c.output.sample_max_bytes},
         {"write_dropped_samples", c.output.write_dropped_samples}}}};
+  j["extract"]["repeated_lines"] = repeated_lines_json(c.repeated_lines);
 }
 
 void from_json(const nlohmann::json& j, PipelineConfig& c) {
@@ -108,7 +129,14 @@ void from_json(const nlohmann::json& j, PipelineConfig& c) {
              "the pipeline config");
   if (j.contains("reader")) reader_from_json(j["reader"], c.reader);
   if (j.contains("url_filter")) from_json(j["url_filter"], c.url_filter);
-  if (j.contains("extract")) from_json(j["extract"], c.extract);
+  if (j.contains("extract")) {
+    nlohmann::json e = j["extract"];
+    if (e.is_object() && e.contains("repeated_lines")) {
+      repeated_lines_from_json(e["repeated_lines"], c.repeated_lines);
+      e.erase("repeated_lines");
+    }
+    from_json(e, c.extract);
+  }
   c.normalize_nfc = j.value("normalize_nfc", c.normalize_nfc);
   if (j.contains("language_id")) from_json(j["language_id"], c.language_id);
   c.quality_enabled = j.value("quality_enabled", c.quality_enabled);
@@ -229,6 +257,7 @@ struct DocResult {
   std::string reason;
   std::string route;    // output language directory when kept
   std::string error;    // an unexpected failure while processing (counted, doc dropped)
+  int repeated_lines = 0;  // lines removed by the repeated-line filter
 };
 
 bool has_non_ascii(std::string_view s) {
@@ -253,7 +282,15 @@ struct Context {
   std::vector<PiiScrubber> scrubbers;  // one per thread (round-robin state)
 };
 
-void process_document(Document& doc, DocResult& r, Context& ctx, int thread) {
+// Pass 1 of an input file for repeated-line removal: the per-host line counts of its
+// extracted pages, and extracted pages kept for pass 2 (by document index in the file).
+struct UnitPages {
+  std::unique_ptr<RepeatedLineFilter> filter;
+  std::unordered_map<uint64_t, ExtractResult> extracted;
+};
+
+// pages: pass 1 of this file (null when it had none); index: the document's place in the file.
+void process_document(Document& doc, DocResult& r, Context& ctx, int thread, UnitPages* pages, uint64_t index) {
   const PipelineConfig& cfg = ctx.cfg;
   auto drop = [&](Stage s, std::string reason) {
     r.drop_stage = s;
@@ -269,11 +306,21 @@ void process_document(Document& doc, DocResult& r, Context& ctx, int thread) {
   r.entry_bytes[kExtract] = doc.text.size();
   if (doc.html) {
     if (cfg.extract.enabled) {
-      ExtractResult ex = extract_main_text(doc.text, cfg.extract);
+      ExtractResult ex;
+      bool have = false;
+      if (pages) {
+        auto it = pages->extracted.find(index);  // read-only lookups: safe across threads
+        if (it != pages->extracted.end()) {
+          ex = std::move(it->second);  // each index belongs to one thread
+          have = true;
+        }
+      }
+      if (!have) ex = extract_main_text(doc.text, cfg.extract);
       if (!ex.skip_reason.empty()) return drop(kExtract, ex.skip_reason);
       doc.text = std::move(ex.text);
       doc.html = false;
       if (!ex.title.empty()) doc.metadata["title"] = ex.title;
+      if (pages && pages->filter) doc.text = pages->filter->filter(url_host(doc.url), doc.text, &r.repeated_lines);
       if (static_cast<int64_t>(doc.text.size()) < cfg.extract.min_text_bytes) return drop(kExtract, "extract_too_short");
     }
   }
@@ -348,9 +395,79 @@ uint64_t file_size_or_zero(const std::string& p) {
   return ec ? 0 : static_cast<uint64_t>(n);
 }
 
+// Progress of one input file in bytes, each byte counted once: with two passes over the
+// file, each pass moves half of it.
+struct UnitProgress {
+  Progress* progress = nullptr;
+  uint64_t total = 0;
+  bool two_passes = false;
+  uint64_t reported = 0;
+  void at(uint64_t consumed, int pass) {
+    uint64_t t = !two_passes ? consumed : pass == 1 ? consumed / 2 : total / 2 + consumed / 2;
+    t = std::min(t, total);
+    if (progress && t > reported) progress->add(static_cast<int64_t>(t - reported));
+    reported = std::max(reported, t);
+  }
+  void finish() {
+    if (progress && total > reported) progress->add(static_cast<int64_t>(total - reported));
+    reported = std::max(reported, total);
+  }
+};
+
+// Pass 1 of repeated-line removal: URL filter and extraction of the file's HTML pages (in
+// parallel batches, as pass 2), their lines counted per host; extracted pages are kept up to
+// cache_bytes. Null when the file holds no HTML page. Read errors and failures are left to
+// pass 2, which counts them.
+std::unique_ptr<UnitPages> scan_pages(const std::string& input, Context& ctx, size_t cache_bytes, UnitProgress& prog) {
+  const PipelineConfig& cfg = ctx.cfg;
+  DocumentReader reader(input, cfg.reader);
+  auto pages = std::make_unique<UnitPages>();
+  pages->filter = std::make_unique<RepeatedLineFilter>(cfg.repeated_lines.filter);
+  const size_t batch_size = static_cast<size_t>(cfg.output.batch_size);
+  std::vector<Document> batch(batch_size);
+  std::vector<ExtractResult> ex(batch_size);
+  std::vector<char> ok(batch_size);
+  uint64_t index = 0, n_pages = 0;
+  size_t cached = 0;
+  bool more = true;
+  while (more) {
+    size_t n = 0;
+    while (n < batch_size && (more = reader.next(batch[n]))) ++n;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
+      const size_t k = static_cast<size_t>(i);
+      ok[k] = 0;
+      const Document& doc = batch[k];
+      if (!doc.html) continue;
+      try {
+        if (ctx.url_filter && !(*ctx.url_filter)(doc).keep) continue;
+        ex[k] = extract_main_text(doc.text, cfg.extract);
+        ok[k] = 1;
+      } catch (...) {
+        // pass 2 meets it again and counts it
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!ok[i]) continue;
+      ++n_pages;
+      if (ex[i].skip_reason.empty()) pages->filter->add(url_host(batch[i].url), ex[i].text);
+      const size_t bytes = ex[i].text.size() + ex[i].title.size() + sizeof(ExtractResult);
+      if (cached + bytes <= cache_bytes) {
+        cached += bytes;
+        pages->extracted.emplace(index + i, std::move(ex[i]));
+      }
+    }
+    index += n;
+    prog.at(reader.bytes_consumed(), 1);
+  }
+  if (n_pages == 0) return nullptr;
+  return pages;
+}
+
 // Runs one input file through the pipeline; returns its stats. Outputs are committed
 // only when the whole file went through.
-UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& ctx, Progress* progress) {
+UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& ctx, Progress* progress,
+                   size_t extract_cache_bytes) {
   const PipelineConfig& cfg = ctx.cfg;
   auto t0 = std::chrono::steady_clock::now();
   UnitStats st;
@@ -360,6 +477,14 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
   std::map<std::string, std::unique_ptr<ZstdJsonlWriter>> writers;
 
   DocumentReader reader(input, cfg.reader);
+  UnitProgress prog{progress, st.input_bytes};
+  // Repeated-line removal needs a first pass over inputs that can hold HTML pages.
+  std::unique_ptr<UnitPages> pages;
+  if (cfg.repeated_lines.enabled && cfg.extract.enabled &&
+      (reader.format() == InputFormat::kWarc || reader.format() == InputFormat::kHtml)) {
+    prog.two_passes = true;
+    pages = scan_pages(input, ctx, extract_cache_bytes, prog);
+  }
   StageCounts& read_stage = st.stages["read"];
   read_stage.bytes_in = st.input_bytes;
   std::vector<StageCounts*> stage(kNumStages);
@@ -369,7 +494,7 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
   const size_t batch_size = static_cast<size_t>(cfg.output.batch_size);
   std::vector<Document> batch(batch_size);
   std::vector<DocResult> results(batch_size);
-  uint64_t consumed_reported = 0;
+  uint64_t first_index = 0;  // index in the file of batch[0]
   bool more = true;
   while (more) {
     size_t n = 0;
@@ -380,7 +505,8 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
     for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) {
       DocResult& r = results[static_cast<size_t>(i)];
       try {
-        process_document(batch[static_cast<size_t>(i)], r, ctx, omp_get_thread_num());
+        process_document(batch[static_cast<size_t>(i)], r, ctx, omp_get_thread_num(), pages.get(),
+                         first_index + static_cast<uint64_t>(i));
       } catch (const std::exception& e) {
         r.error = e.what();
       }
@@ -392,6 +518,10 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
       DocResult& r = results[i];
       ++read_stage.docs_out;
       read_stage.bytes_out += r.entry_bytes[kUrl];
+      if (r.repeated_lines > 0) {
+        st.repeated_lines_removed += static_cast<uint64_t>(r.repeated_lines);
+        ++st.repeated_lines_docs;
+      }
       if (!r.error.empty()) {
         st.add_error(ReadError{doc.source_file, doc.source_offset, reader.format() == InputFormat::kJsonl,
                                "processing_failed", r.error});
@@ -430,13 +560,10 @@ UnitStats run_unit(const std::string& input, const fs::path& out_dir, Context& c
       ++st.kept_docs[r.route];
       st.kept_bytes[r.route] += doc.text.size();
     }
-    if (progress) {
-      uint64_t c = reader.bytes_consumed();
-      if (c > consumed_reported) progress->add(static_cast<int64_t>(c - consumed_reported));
-      consumed_reported = c;
-    }
+    first_index += n;
+    prog.at(reader.bytes_consumed(), 2);
   }
-  if (progress && st.input_bytes > consumed_reported) progress->add(static_cast<int64_t>(st.input_bytes - consumed_reported));
+  prog.finish();
   for (const auto& e : reader.errors()) st.add_error(e);
   st.skips = reader.skips();
   read_stage.docs_in = read_stage.docs_out + st.skips.warc_non_response + st.skips.warc_payload_type + st.skips.empty +
@@ -466,7 +593,7 @@ std::string hex64(uint64_t v) {
 }
 
 // Bump when a code change alters what the pipeline writes for the same input and config.
-constexpr int kResumeKeyVersion = 1;
+constexpr int kResumeKeyVersion = 2;  // 2: repeated-line removal in WARC/HTML inputs
 constexpr size_t kSampleBytes = size_t(64) << 10;
 
 // Size, modification time and a hash of the first and last 64 KiB (on-disk bytes) of the
@@ -676,7 +803,7 @@ RunReport run_pipeline(const PipelineConfig& config, const RunOptions& options) 
     const std::string& f = todo[u];
     UnitStats st;
     try {
-      st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr);
+      st = run_unit(f, options.out_dir, ctx, options.progress ? &progress : nullptr, options.extract_cache_bytes);
     } catch (const Error& e) {
       if (e.file() != f) throw;  // not about this input (e.g. the output disk is full): stop
       // The input cannot be read at all (vanished, unreadable): count it, go on, and leave

@@ -1,6 +1,16 @@
 // The data pipeline runner: raw inputs in, clean JSONL.zst per language out.
 //
-//   read → URL filter → HTML extraction → NFC → language ID → quality filters → PII → write
+//   read → URL filter → HTML extraction → repeated site lines → NFC → language ID → quality filters → PII → write
+//
+// Repeated site lines (config extract.repeated_lines): site chrome that survives extraction
+// (a "Skip to content" line, a newsletter blurb, a copyright line) repeats on many pages of
+// one host. For an input that can hold HTML (WARC, HTML), a first pass reads the file,
+// extracts its HTML pages and counts their lines per host (RepeatedLineFilter, extract.h);
+// the second pass removes the lines found on >= min_pages pages and >= min_fraction of that
+// host's pages in this file, right after extraction. The unit is one input file, so resume
+// and sharding stay per file and deterministic. Extracted pages are kept in memory between
+// the passes up to RunOptions::extract_cache_bytes; beyond that they are extracted again.
+// JSONL and text inputs (no HTML) have no first pass.
 //
 // Work is split by input file ("unit"). --shard I/N takes the units whose index in the
 // sorted input list is ≡ I (mod N), so N machines (a Slurm array, mpirun ranks) split a
@@ -45,10 +55,17 @@ struct OutputConfig {
   bool write_dropped_samples = true;
 };
 
+// JSON: "extract": {..., "repeated_lines": {"enabled", "min_pages", "min_fraction", "max_line_bytes"}}.
+struct RepeatedLinesSettings {
+  bool enabled = true;
+  RepeatedLineConfig filter;
+};
+
 struct PipelineConfig {
   ReaderOptions reader;
   UrlFilterConfig url_filter;
   ExtractConfig extract;
+  RepeatedLinesSettings repeated_lines;  // lives under "extract" in the JSON
   bool normalize_nfc = true;  // Korean arrives precomposed and decomposed (macOS): unify
   LangIdConfig language_id;
   bool quality_enabled = true;
@@ -78,6 +95,9 @@ struct RunOptions {
   bool progress = true;
   bool write_report = true;
   bool notes = true;  // say on stderr when a finished input file is redone (and why)
+  // Extracted text kept between the two passes of repeated-line removal, per input file;
+  // pages past it are extracted again in the second pass (same output, more time).
+  size_t extract_cache_bytes = size_t(256) << 20;
 };
 
 // Parses "I/N" (0 <= I < N); throws aji::Error with a fix otherwise.

@@ -37,6 +37,8 @@ void UnitStats::merge(const UnitStats& o, size_t max_samples) {
   skips.warc_non_response += o.skips.warc_non_response;
   skips.warc_payload_type += o.skips.warc_payload_type;
   skips.empty += o.skips.empty;
+  repeated_lines_removed += o.repeated_lines_removed;
+  repeated_lines_docs += o.repeated_lines_docs;
   for (auto it = o.samples.begin(); it != o.samples.end(); ++it) {
     auto& mine = samples[it.key()];
     if (!mine.is_array()) mine = nlohmann::json::array();
@@ -73,6 +75,8 @@ void to_json(nlohmann::json& j, const UnitStats& s) {
                       {{"warc_non_response", s.skips.warc_non_response},
                        {"warc_payload_type", s.skips.warc_payload_type},
                        {"empty", s.skips.empty}}},
+                     {"repeated_lines_removed", s.repeated_lines_removed},
+                     {"repeated_lines_docs", s.repeated_lines_docs},
                      {"samples", s.samples}};
 }
 
@@ -112,6 +116,8 @@ void from_json(const nlohmann::json& j, UnitStats& s) {
     s.skips.warc_payload_type = j["skips"].value("warc_payload_type", uint64_t(0));
     s.skips.empty = j["skips"].value("empty", uint64_t(0));
   }
+  s.repeated_lines_removed = j.value("repeated_lines_removed", uint64_t(0));
+  s.repeated_lines_docs = j.value("repeated_lines_docs", uint64_t(0));
   s.samples = j.value("samples", nlohmann::json::object());
 }
 
@@ -189,6 +195,10 @@ std::string format_report(const RunReport& r) {
   out += fmt("\n  skipped records: %llu non-response WARC records, %llu non-HTML payloads, %llu empty\n",
              static_cast<unsigned long long>(t.skips.warc_non_response),
              static_cast<unsigned long long>(t.skips.warc_payload_type), static_cast<unsigned long long>(t.skips.empty));
+  if (t.repeated_lines_removed)
+    out += fmt("  repeated site lines removed: %llu lines from %llu documents\n",
+               static_cast<unsigned long long>(t.repeated_lines_removed),
+               static_cast<unsigned long long>(t.repeated_lines_docs));
   out += fmt("  errors: %llu", static_cast<unsigned long long>(t.errors_total));
   if (!t.error_kinds.empty()) {
     out += " (";

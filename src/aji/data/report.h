@@ -40,6 +40,10 @@ struct UnitStats {
   std::vector<ReadError> errors;  // the first max_errors_listed of them
   uint64_t errors_total = 0;
   ReadSkips skips;
+  // Cross-page repeated-line removal (extract.repeated_lines): lines removed, and from how
+  // many documents.
+  uint64_t repeated_lines_removed = 0;
+  uint64_t repeated_lines_docs = 0;
   nlohmann::json samples = nlohmann::json::object();  // reason → [dropped documents]
 
   static constexpr size_t kMaxErrorsListed = 1000;
