@@ -32,7 +32,7 @@ build-asan: deps
 
 # libFuzzer harnesses (fuzz/README.md): clang, ASan+UBSan, only the parsers' sources.
 build-fuzz: deps
-	@cmake -S . -B $(FUZZ_BUILD) -DAJI_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_FLAGS) > /dev/null
+	@cmake -S . -B $(FUZZ_BUILD) -DAJI_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CCACHE_FLAGS) $(CMAKE_FLAGS) > /dev/null
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_all
 
 # Every test: the release build (fast and slow labels), then the fast tests again under

@@ -52,6 +52,13 @@ TEST(ClassifyData, ReadsJsonlCsvAndTsv) {
   ASSERT_EQ(ex.size(), 2u);
   EXPECT_EQ(ex[0].text, "Ok \"lar\"...");
   EXPECT_EQ(ex[1].label, "spam");
+  // A column number too large for an int is a clear aji::Error (std::stoi threw
+  // std::out_of_range before), with a header row or without.
+  o.text_column = "99999999999999999999";
+  EXPECT_THROW(read_labeled(t, o, nullptr), aji::Error);
+  LabeledDataOptions h;
+  h.text_column = "99999999999999999999";
+  EXPECT_THROW(read_labeled(c, h, nullptr), aji::Error);
 }
 
 TEST(ClassifyData, MissingLabelsAndTextAreErrorsWithLine) {

@@ -421,6 +421,43 @@ TEST(Pretrain, TimeBudgetStoppedDuringCalibrationResumesAsATimeBudgetedRun) {
   EXPECT_EQ(st["schedule"]["total"], steps);
 }
 
+// A trainer_state.json with a missing or malformed field (found by the checkpoint-state
+// fuzzer's review) is an aji::Error naming the file, not a bare json exception.
+TEST(Pretrain, DamagedTrainerStateIsNamedOnResume) {
+  Fixture f;
+  auto o = f.options("damaged", 6);
+  o.stop_after = 3;
+  pretrain(o);
+  const fs::path ckpt = resolve_model_dir(o.out_dir);
+  const fs::path ts = ckpt / "trainer_state.json";
+  const std::string good = aji::read_file(ts);
+  auto damage = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = nlohmann::json::parse(good);
+    edit(j);
+    std::ofstream(ts) << j.dump();
+    PretrainOptions r;
+    r.out_dir = o.out_dir;
+    r.resume = true;
+    r.quiet = true;
+    return error_of([&] { pretrain(r); });
+  };
+  for (auto edit : std::vector<std::function<void(nlohmann::json&)>>{
+           [](nlohmann::json& j) { j.erase("loader"); },
+           [](nlohmann::json& j) { j["step"] = "three"; },
+           [](nlohmann::json& j) { j["loader"]["rng_state"][0] = "zz-not-hex"; },
+           [](nlohmann::json& j) { j.erase("options"); }}) {
+    const std::string e = damage(edit);
+    EXPECT_TRUE(contains(e, "damaged trainer state")) << e;
+    EXPECT_TRUE(contains(e, ts.string())) << e;
+  }
+  std::ofstream(ts) << good;  // intact again: resumes
+  PretrainOptions r;
+  r.out_dir = o.out_dir;
+  r.resume = true;
+  r.quiet = true;
+  EXPECT_EQ(pretrain(r).step, 6);
+}
+
 TEST(Pretrain, VocabAndTokenizerMismatchesAreRefusedBeforeTraining) {
   Fixture f;
   auto o = f.options("vocab", 3);

@@ -23,8 +23,10 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+// A column index: digits only, and at most 9 of them so std::stoi cannot overflow (a
+// longer number is no column of any real file; it is then treated as a name).
 bool all_digits(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  return !s.empty() && s.size() <= 9 && s.find_first_not_of("0123456789") == std::string::npos;
 }
 
 std::string lower_ext(const std::filesystem::path& path) {

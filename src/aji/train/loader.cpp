@@ -22,7 +22,12 @@ LoaderCursor LoaderCursor::from_json(const nlohmann::json& j) {
   c.shard_index = j.at("shard_index").get<uint64_t>();
   c.position = j.at("position").get<uint64_t>();
   const auto& r = j.at("rng_state");
-  for (int i = 0; i < 4; ++i) c.rng_state[i] = std::stoull(r.at(i).get<std::string>(), nullptr, 16);
+  for (int i = 0; i < 4; ++i) {
+    const std::string h = r.at(i).get<std::string>();
+    if (h.empty() || h.size() > 16 || h.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+      throw Error("loader rng_state[" + std::to_string(i) + "] is not a 64-bit hex number: \"" + h.substr(0, 40) + "\"");
+    c.rng_state[i] = std::stoull(h, nullptr, 16);
+  }
   return c;
 }
 

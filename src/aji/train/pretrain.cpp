@@ -266,7 +266,20 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       where = (*resume_ckpt / "trainer_state.json").string();
       state = read_json_file(*resume_ckpt / "trainer_state.json",
                              "resume from an earlier checkpoint (--resume-from ckpt-N, or remove the damaged one)");
-      saved_opts = state.at("options");
+      // Every field read on resume, checked here so a damaged file is named (not a bare
+      // json exception later).
+      try {
+        saved_opts = state.at("options");
+        if (!saved_opts.is_object()) throw Error("\"options\" is not an object");
+        if (!state.at("step").is_number_integer() || state.at("step").get<int64_t>() < 0)
+          throw Error("\"step\" is not a whole number >= 0");
+        (void)LoaderCursor::from_json(state.at("loader"));
+        if (!saved_opts.contains("warmup")) (void)state.at("schedule").at("warmup").get<int64_t>();
+      } catch (const std::exception& e) {
+        throw Error(std::string("damaged trainer state: ") + e.what())
+            .at(where)
+            .fix("resume from an earlier checkpoint (--resume-from ckpt-N), or start afresh with --force");
+      }
     }
   } else if (run_dir_has_run(run)) {
     if (!o.force) {
