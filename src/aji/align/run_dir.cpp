@@ -110,6 +110,27 @@ std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>&
   return notes;
 }
 
+void report_resumed_options(const SavedOptionsReport& rep, const fs::path& dir, bool quiet) {
+  if (!rep.refused.empty()) {
+    // Each entry reads "--lr 0.003 -> 0.5" (the run's value, then the one given).
+    const std::string& r = rep.refused.front();
+    const size_t sp = r.find(' '), arrow = r.find(" -> ");
+    const std::string flag = r.substr(0, sp), was = r.substr(sp + 1, arrow - sp - 1), want = r.substr(arrow + 4);
+    std::string more;
+    for (size_t i = 1; i < rep.refused.size(); ++i) more += (more.empty() ? " (also " : "; ") + rep.refused[i];
+    if (!more.empty()) more += ")";
+    throw Error(flag + " " + want + " differs from the run's " + was +
+                ": a resumed run keeps its settings so that it continues as it began" + more)
+        .at(dir.string())
+        .fix("leave " + flag + " out to continue with the run's " + was +
+             ", or start a new run with it (another --out, or --force to replace this one)");
+  }
+  if (!quiet)
+    for (const std::string& c : rep.changed)
+      std::fprintf(stderr, "note: changed on resume: %s (safe: it changes only when validation runs or checkpoints are "
+                           "written, or how many are kept)\n", c.c_str());
+}
+
 void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<void(const json&)>& each) {
   std::string kept, line;
   std::ifstream in(dir / "metrics.jsonl");

@@ -20,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/options.h"
+
 namespace aji::align {
 
 struct RunDirRequest {
@@ -58,6 +60,12 @@ std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>&
                                                const std::vector<std::string>& given, const nlohmann::json& now,
                                                const nlohmann::json& saved, const std::filesystem::path& dir,
                                                std::vector<std::string>* accepted);
+
+// After apply_saved_options (base/options.h) on a resumed run: a declared option given with
+// another value than the run's (rep.refused) is an aji::Error in the words of
+// check_resume_settings ("--lr 0.5 differs from the run's 0.003: ..."; the fix: leave it out
+// or start a new run); the safe changes taken (rep.changed) are printed as notes unless quiet.
+void report_resumed_options(const SavedOptionsReport& rep, const std::filesystem::path& dir, bool quiet);
 
 // Rewrites dir/metrics.jsonl keeping the lines with "step" <= step (a resumed run rewrites
 // what follows); calls each(line) for every kept line. A missing file is an empty one.

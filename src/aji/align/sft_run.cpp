@@ -137,24 +137,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
     // The declared options: apply_saved_options keeps the run's values; a safe one given
     // anew (--eval-every, --save-every, --keep) changes with a note, any other is refused.
     const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), declared_given, where);
-    if (!rep.refused.empty()) {
-      // "--lr 0.003 -> 0.5": the first one is named in the words of the other settings.
-      const std::string& r = rep.refused.front();
-      const size_t sp = r.find(' '), arrow = r.find(" -> ");
-      const std::string flag = r.substr(0, sp), was = r.substr(sp + 1, arrow - sp - 1), want = r.substr(arrow + 4);
-      std::string more;
-      for (size_t i = 1; i < rep.refused.size(); ++i) more += (more.empty() ? " (also " : "; ") + rep.refused[i];
-      if (!more.empty()) more += ")";
-      throw Error(flag + " " + want + " differs from the run's " + was +
-                  ": a resumed run keeps its settings so that it continues as it began" + more)
-          .at(run.string())
-          .fix("leave " + flag + " out to continue with the run's " + was +
-               ", or start a new run with it (another --out, or --force to replace this one)");
-    }
-    if (!o.quiet)
-      for (const std::string& c : rep.changed)
-        std::fprintf(stderr, "note: changed on resume: %s (safe: it changes only when validation runs or checkpoints "
-                             "are written)\n", c.c_str());
+    report_resumed_options(rep, run, o.quiet);
     if (s.contains("first_loss") && s["first_loss"].is_number()) result.first_loss = s["first_loss"];
     if (s.contains("first_val_loss") && s["first_val_loss"].is_number()) result.first_val_loss = s["first_val_loss"];
   }
