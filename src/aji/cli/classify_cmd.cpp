@@ -179,8 +179,17 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
   auto declared = aji::cli::add_declared_options(train, ta->run);
   for (const auto& [name, opt] : declared.options) {
     if (name == "decay") opt->check(CLI::IsMember({"constant", "linear", "cosine"}));
-    if (name == "steps") opt->check(CLI::Range(int64_t(1), int64_t(1000000000000)));
-    if (name == "max-len") opt->check(CLI::Range(1, 1 << 24));
+    if (name == "steps" || name == "max-len") {
+      // The same check and words, from 1: the declared range (from 0) leaves the help line.
+      ta->run.for_each_option([&, n = name, o = opt](auto&, const aji::OptionInfo& info) {
+        if (info.name != n) return;
+        aji::OptionInfo given = info;
+        given.range.lo = 1;
+        o->get_validator(0)->description("");
+        o->check(aji::cli::range_check(given));
+        o->default_str("");  // unset: from --epochs / the model's context
+      });
+    }
   }
   train->add_flag("--resume", ta->run.resume, "Continue the run in --out from its latest checkpoint, with its settings");
   train->add_flag("!--no-group-by-length", ta->run.train.group_by_length,
