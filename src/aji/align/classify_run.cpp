@@ -180,23 +180,23 @@ void apply_classify_settings(json& j, ClassifyRunOptions* o) {
 
 // The settings outside the declared options that a resumed run compares: none may change.
 const std::vector<ResumeSetting> kOtherSettings = {
-    {"--model", "base_model", false, ""},
-    {"--data", "data", false, ""},
-    {"--train", "train_file", false, ""},
-    {"--val", "val_file", false, ""},
-    {"--test", "test_file", false, ""},
-    {"--balance", "balance", false, ""},
-    {"--format", "format", false, ""},
-    {"--no-header", "header", false, ""},
-    {"--text-col", "text_column", false, ""},
-    {"--label-col", "label_column", false, ""},
-    {"--label-map", "label_map", false, ""},
-    {"--skip-unmapped", "skip_unmapped", false, ""},
-    {"--skip-invalid", "skip_invalid", false, ""},
-    {"--pooling", "pooling", false, ""},
-    {"--trainable", "trainable", false, ""},
-    {"--no-group-by-length", "group_by_length", false, ""},
-    {"--keep-best", "keep_best", false, ""},
+    {"--model", "base_model"},
+    {"--data", "data"},
+    {"--train", "train_file"},
+    {"--val", "val_file"},
+    {"--test", "test_file"},
+    {"--balance", "balance"},
+    {"--format", "format"},
+    {"--no-header", "header"},
+    {"--text-col", "text_column"},
+    {"--label-col", "label_column"},
+    {"--label-map", "label_map"},
+    {"--skip-unmapped", "skip_unmapped"},
+    {"--skip-invalid", "skip_invalid"},
+    {"--pooling", "pooling"},
+    {"--trainable", "trainable"},
+    {"--no-group-by-length", "group_by_length"},
+    {"--keep-best", "keep_best"},
 };
 
 }  // namespace
@@ -263,7 +263,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
         declared_given.insert(flag.substr(2));
     }
     check_resume_settings(kOtherSettings, other_given, classify_other_settings_json(in),
-                          classify_other_settings_json(o), out, nullptr);
+                          classify_other_settings_json(o), out);
     report_resumed_options(apply_saved_options(o, settings, declared_given, where), out, o.quiet);
     progress.scalars_from_json(s.at("progress"));
     if (s.value("threads", 0) != num_threads() && !o.quiet)

@@ -31,9 +31,9 @@ namespace {
 // The settings outside the declared options (SftRunOptions::for_each_option) that a resumed
 // run compares: paths, plain flags and the batch layout. None may change.
 const std::vector<ResumeSetting> kOtherSettings = {
-    {"--model", "base_model", false, ""},       {"--data", "train_file", false, ""},
-    {"--val", "val_file", false, ""},           {"--all-tokens", "loss_on", false, ""},
-    {"--skip-invalid", "skip_invalid", false, ""}, {"--batching", "layout", false, ""},
+    {"--model", "base_model"},       {"--data", "train_file"},
+    {"--val", "val_file"},           {"--all-tokens", "loss_on"},
+    {"--skip-invalid", "skip_invalid"}, {"--batching", "layout"},
 };
 
 std::string abs_or_empty(const fs::path& p) { return p.empty() ? std::string() : fs::absolute(p).string(); }
@@ -133,7 +133,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
       else if (flag.rfind("--", 0) == 0)
         declared_given.insert(flag.substr(2));
     }
-    check_resume_settings(kOtherSettings, other_given, other_settings_json(in), saved_other, run, nullptr);
+    check_resume_settings(kOtherSettings, other_given, other_settings_json(in), saved_other, run);
     // The declared options: apply_saved_options keeps the run's values; a safe one given
     // anew (--eval-every, --save-every, --keep) changes with a note, any other is refused.
     const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), declared_given, where);
