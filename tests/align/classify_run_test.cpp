@@ -338,6 +338,40 @@ TEST(ClassifyRun, RunDirAndResumeSettingsRules) {
   }
 }
 
+// A checkpoint written before the options were declared once (base/options.h) saved
+// --batch-size as "batch": it is still read (a changed value is refused naming the run's),
+// and the run resumes to its end.
+TEST(ClassifyRun, CheckpointWithTheOldSettingsKeysStillResumes) {
+  auto& f = fixture();
+  auto o = f.options("oldkeys");
+  o.train.epochs = 1;
+  o.stop_after = 2;
+  EXPECT_EQ(aji::align::run_classify_train(o).steps, 2);
+  const fs::path ts = aji::train::list_checkpoints(o.out_dir).back().second / "trainer_state.json";
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(ts));
+  nlohmann::json& settings = j["classify"]["settings"];
+  ASSERT_TRUE(settings.contains("batch_size")) << settings.dump();
+  settings["batch"] = settings["batch_size"];
+  settings.erase("batch_size");
+  std::ofstream(ts) << j.dump(2);
+  aji::align::ClassifyRunOptions again;
+  again.out_dir = o.out_dir;
+  again.resume = true;
+  again.quiet = true;
+  auto changed = again;
+  changed.train.batch = 3;
+  changed.given = {"--batch-size"};
+  try {
+    aji::align::run_classify_train(changed);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("--batch-size 3 differs from the run's 8", 0), 0u) << e.describe();
+  }
+  const auto r = aji::align::run_classify_train(again);
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_TRUE(fs::exists(o.out_dir / "classifier" / "classifier.json"));
+}
+
 // Issue #13: numeric options of classify train are checked at parse time.
 TEST(ClassifyRun, BadNumbersAreRefusedAtParseTime) {
   auto& f = fixture();

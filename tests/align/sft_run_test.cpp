@@ -7,6 +7,8 @@
 #include <cstring>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "aji/align/sft_run.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
@@ -274,6 +276,53 @@ TEST(SftRun, ResumeKeepsTheRunsSettings) {
   // --save-every 3 and --keep 0 were the run's: checkpoints 3 (first session), 4 (its stop),
   // 6, 9 and 10 all kept.
   std::vector<int64_t> steps;
+  for (const auto& [step, path] : aji::train::list_checkpoints(again.out_dir)) steps.push_back(step);
+  EXPECT_EQ(steps, (std::vector<int64_t>{3, 4, 6, 9, 10}));
+}
+
+// A run dir written before the options were declared once (base/options.h) saved --batch-size
+// as "batch" and val_fraction/save_every/keep beside "options": it still resumes with its own
+// settings (bit for bit), and still refuses a changed one.
+TEST(SftRun, CheckpointWithTheOldSettingsKeysStillResumes) {
+  SftFixture f;
+  auto straight = aji::align::run_sft(f.options("straight", 10));
+  auto first = f.options("old", 10);
+  first.stop_after = 4;
+  first.keep = 0;
+  aji::align::run_sft(first);
+  const fs::path ts = aji::train::list_checkpoints(first.out_dir).back().second / "trainer_state.json";
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(ts));
+  nlohmann::json& sft = j["sft"];
+  nlohmann::json& opts = sft["options"];
+  ASSERT_TRUE(opts.contains("batch_size")) << opts.dump();
+  opts["batch"] = opts["batch_size"];  // the old layout (SftOptions::to_json of before)
+  for (const char* key : {"batch_size", "stop_after"}) opts.erase(key);
+  for (const char* key : {"val_fraction", "save_every", "keep"}) {
+    sft[key] = opts[key];
+    opts.erase(key);
+  }
+  opts["pad_id"] = 0;
+  std::ofstream(ts) << j.dump(2);
+  aji::align::SftRunOptions again;
+  again.out_dir = first.out_dir;
+  again.resume = true;
+  again.quiet = true;
+  {
+    auto o = again;
+    o.train.batch = 5;
+    o.given = {"--batch-size"};
+    try {
+      aji::align::run_sft(o);
+      ADD_FAILURE() << "no error";
+    } catch (const aji::Error& e) {
+      EXPECT_EQ(std::string(e.what()).rfind("--batch-size 5 differs from the run's 2", 0), 0u) << e.describe();
+    }
+  }
+  auto b = aji::align::run_sft(again);
+  EXPECT_EQ(b.step, 10);
+  ASSERT_EQ(b.step_losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(b.step_losses[i], straight.step_losses[4 + i]) << "step " << i + 5;
+  std::vector<int64_t> steps;  // --keep 0 and --save-every 3, read from the old keys
   for (const auto& [step, path] : aji::train::list_checkpoints(again.out_dir)) steps.push_back(step);
   EXPECT_EQ(steps, (std::vector<int64_t>{3, 4, 6, 9, 10}));
 }

@@ -5,11 +5,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "aji/align/run_dir.h"
-#include "aji/align/sft_train.h"
+#include "aji/train/memory.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -111,16 +112,15 @@ const char* format_name(LabeledFormat f) {
   return f == LabeledFormat::kJsonl ? "jsonl" : f == LabeledFormat::kCsv ? "csv" : f == LabeledFormat::kTsv ? "tsv" : "auto";
 }
 
-// Every setting of a classification run in one flat object (saved in its checkpoints).
-json classify_settings_json(const ClassifyRunOptions& o) {
+// The settings of a classification run outside the declared options
+// (ClassifyRunOptions::for_each_option): paths, reading rules, flags, what the model trains.
+json classify_other_settings_json(const ClassifyRunOptions& o) {
   const ClassifyOptions& t = o.train;
   return {{"base_model", abs_or_empty(o.model)},
           {"data", abs_or_empty(o.data)},
           {"train_file", abs_or_empty(o.train_file)},
           {"val_file", abs_or_empty(o.val_file)},
           {"test_file", abs_or_empty(o.test_file)},
-          {"val_fraction", o.val_fraction},
-          {"test_fraction", o.test_fraction},
           {"balance", o.balance},
           {"format", format_name(o.read.format)},
           {"header", o.read.header},
@@ -129,39 +129,35 @@ json classify_settings_json(const ClassifyRunOptions& o) {
           {"label_map", o.read.label_map},
           {"skip_unmapped", o.read.skip_unmapped},
           {"skip_invalid", o.read.on_invalid == OnInvalid::kSkip},
-          {"max_len", o.max_len},
-          {"head_seed", o.head_seed},
-          {"batch", t.batch},
-          {"epochs", t.epochs},
-          {"steps", t.steps},
-          {"lr", t.lr},
-          {"weight_decay", t.weight_decay},
           {"beta1", t.beta1},
           {"beta2", t.beta2},
           {"eps", t.eps},
-          {"warmup", t.warmup},
-          {"decay", t.decay},
           {"min_lr_frac", t.min_lr_frac},
-          {"grad_clip", t.grad_clip},
           {"pooling", pooling_name(t.pooling)},
           {"trainable", t.trainable.name()},
-          {"seed", t.seed},
           {"group_by_length", t.group_by_length},
-          {"keep_best", t.keep_best},
-          {"eval_every", t.eval_every},
-          {"save_every", o.save_every},
-          {"keep", o.keep}};
+          {"keep_best", t.keep_best}};
 }
 
-void apply_classify_settings(const json& j, ClassifyRunOptions* o) {
+// Every setting of a classification run in one flat object (saved in its checkpoints): the
+// others above plus the declared options under their keys (options_to_json).
+json classify_settings_json(const ClassifyRunOptions& o) {
+  json j = classify_other_settings_json(o);
+  j.update(options_to_json(o));
+  return j;
+}
+
+// Restores the settings outside the declared options (apply_saved_options does those).
+// Checkpoints written before the options were declared saved --batch-size as "batch": it is
+// read as "batch_size".
+void apply_classify_settings(json& j, ClassifyRunOptions* o) {
+  if (j.contains("batch") && !j.contains("batch_size")) j["batch_size"] = j["batch"];
   ClassifyOptions& t = o->train;
   o->model = j.at("base_model").get<std::string>();
   o->data = j.at("data").get<std::string>();
   o->train_file = j.at("train_file").get<std::string>();
   o->val_file = j.at("val_file").get<std::string>();
   o->test_file = j.at("test_file").get<std::string>();
-  o->val_fraction = j.at("val_fraction");
-  o->test_fraction = j.at("test_fraction");
   o->balance = j.at("balance");
   const std::string f = j.at("format");
   o->read.format = f == "jsonl" ? LabeledFormat::kJsonl : f == "csv" ? LabeledFormat::kCsv
@@ -172,64 +168,35 @@ void apply_classify_settings(const json& j, ClassifyRunOptions* o) {
   o->read.label_map = j.at("label_map").get<std::map<std::string, std::string>>();
   o->read.skip_unmapped = j.at("skip_unmapped");
   o->read.on_invalid = j.at("skip_invalid").get<bool>() ? OnInvalid::kSkip : OnInvalid::kError;
-  o->max_len = j.at("max_len");
-  o->head_seed = j.at("head_seed");
-  t.batch = j.at("batch");
-  t.epochs = j.at("epochs");
-  t.steps = j.at("steps");
-  t.lr = j.at("lr");
-  t.weight_decay = j.at("weight_decay");
   t.beta1 = j.at("beta1");
   t.beta2 = j.at("beta2");
   t.eps = j.at("eps");
-  t.warmup = j.at("warmup");
-  t.decay = j.at("decay");
   t.min_lr_frac = j.at("min_lr_frac");
-  t.grad_clip = j.at("grad_clip");
   t.pooling = parse_pooling(j.at("pooling"));
   t.trainable = TrainableBlocks::parse(j.at("trainable"));
-  t.seed = j.at("seed");
   t.group_by_length = j.at("group_by_length");
   t.keep_best = j.at("keep_best");
-  t.eval_every = j.at("eval_every");
-  o->save_every = j.at("save_every");
-  o->keep = j.at("keep");
 }
 
-const std::vector<ResumeSetting> kClassifySettings = {
-    {"--model", "base_model", false, ""},
-    {"--data", "data", false, ""},
-    {"--train", "train_file", false, ""},
-    {"--val", "val_file", false, ""},
-    {"--test", "test_file", false, ""},
-    {"--val-fraction", "val_fraction", false, ""},
-    {"--test-fraction", "test_fraction", false, ""},
-    {"--balance", "balance", false, ""},
-    {"--format", "format", false, ""},
-    {"--no-header", "header", false, ""},
-    {"--text-col", "text_column", false, ""},
-    {"--label-col", "label_column", false, ""},
-    {"--label-map", "label_map", false, ""},
-    {"--skip-unmapped", "skip_unmapped", false, ""},
-    {"--skip-invalid", "skip_invalid", false, ""},
-    {"--max-len", "max_len", false, ""},
-    {"--head-seed", "head_seed", false, ""},
-    {"--batch-size", "batch", false, ""},
-    {"--epochs", "epochs", false, ""},
-    {"--steps", "steps", false, ""},
-    {"--lr", "lr", false, ""},
-    {"--weight-decay", "weight_decay", false, ""},
-    {"--warmup", "warmup", false, ""},
-    {"--decay", "decay", false, ""},
-    {"--grad-clip", "grad_clip", false, ""},
-    {"--pooling", "pooling", false, ""},
-    {"--trainable", "trainable", false, ""},
-    {"--seed", "seed", false, ""},
-    {"--no-group-by-length", "group_by_length", false, ""},
-    {"--keep-best", "keep_best", false, ""},
-    {"--eval-every", "eval_every", false, ""},  // with --keep-best it decides which weights are kept
-    {"--save-every", "save_every", true, "only when checkpoints are written"},
-    {"--keep", "keep", true, "only how many checkpoints are kept"},
+// The settings outside the declared options that a resumed run compares: none may change.
+const std::vector<ResumeSetting> kOtherSettings = {
+    {"--model", "base_model"},
+    {"--data", "data"},
+    {"--train", "train_file"},
+    {"--val", "val_file"},
+    {"--test", "test_file"},
+    {"--balance", "balance"},
+    {"--format", "format"},
+    {"--no-header", "header"},
+    {"--text-col", "text_column"},
+    {"--label-col", "label_column"},
+    {"--label-map", "label_map"},
+    {"--skip-unmapped", "skip_unmapped"},
+    {"--skip-invalid", "skip_invalid"},
+    {"--pooling", "pooling"},
+    {"--trainable", "trainable"},
+    {"--no-group-by-length", "group_by_length"},
+    {"--keep-best", "keep_best"},
 };
 
 }  // namespace
@@ -237,7 +204,11 @@ const std::vector<ResumeSetting> kClassifySettings = {
 const std::vector<std::string>& classify_setting_flags() {
   static const std::vector<std::string> flags = [] {
     std::vector<std::string> v;
-    for (const ResumeSetting& s : kClassifySettings) v.push_back(s.flag);
+    ClassifyRunOptions o;
+    o.for_each_option([&](auto&, const OptionInfo& info) {
+      if (info.resume != OnResume::kNotSaved) v.push_back(info.flag());
+    });
+    for (const ResumeSetting& s : kOtherSettings) v.push_back(s.flag);
     return v;
   }();
   return flags;
@@ -264,19 +235,36 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
     if (from_one_file == !o.train_file.empty())
       throw Error("give either --data (one labeled file, split here) or --train [--val] [--test]");
   }
+  // Every declared option against its range, before any work (the CLI checked them at
+  // parse time already; this is the same check for callers of the library).
+  validate_options(o);
+  train::LrSchedule::parse_decay(o.train.decay);
   const RunDirStart start = open_run_dir(rq);
   ClassifyProgress progress;
   if (start.checkpoint) {
     const json& s = start.state.at("classify");
-    apply_classify_settings(s.at("settings"), &o);
-    json saved = classify_settings_json(o), now = classify_settings_json(in);
-    std::vector<std::string> accepted;
-    for (const std::string& note : check_resume_settings(kClassifySettings, in.given, now, saved, out, &accepted))
-      if (!o.quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
-    for (const std::string& key : accepted) {
-      if (key == "save_every") o.save_every = in.save_every;
-      if (key == "keep") o.keep = in.keep;
+    const std::string where = (*start.checkpoint / "trainer_state.json").string();
+    json settings = s.at("settings");
+    try {
+      apply_classify_settings(settings, &o);
+    } catch (const json::exception& e) {
+      throw Error(std::string("the run's saved settings are not readable: ") + e.what())
+          .at(where)
+          .fix("resume from a checkpoint written by `aji classify train`, or start a new run");
     }
+    std::vector<std::string> other_given;
+    std::set<std::string> declared_given;
+    for (const std::string& flag : in.given) {
+      bool other = false;
+      for (const ResumeSetting& k : kOtherSettings) other = other || flag == k.flag;
+      if (other)
+        other_given.push_back(flag);
+      else if (flag.rfind("--", 0) == 0)
+        declared_given.insert(flag.substr(2));
+    }
+    check_resume_settings(kOtherSettings, other_given, classify_other_settings_json(in),
+                          classify_other_settings_json(o), out);
+    report_resumed_options(apply_saved_options(o, settings, declared_given, where), out, o.quiet);
     progress.scalars_from_json(s.at("progress"));
     if (s.value("threads", 0) != num_threads() && !o.quiet)
       std::fprintf(stderr, "note: the run used %d threads, now %d: results will not match a straight run bit for bit\n",
@@ -291,9 +279,9 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   const bool head_only = o.train.trainable.kind == TrainableBlocks::Kind::kHead;
   const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
   {
-    MemoryEstimate need = training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len);
+    train::MemoryEstimate need = train::training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len);
     if (head_only) need.grads = 0;  // the frozen trunk only runs forward
-    require_memory(need,
+    train::require_memory(need,
                    "training a classifier on this model (" + std::to_string(cfg.num_params()) +
                        " parameters) with batches of " + std::to_string(std::max(o.train.batch, 16)) + " x " +
                        std::to_string(len) + " tokens",

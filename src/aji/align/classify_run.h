@@ -23,6 +23,7 @@
 
 #include "aji/align/classifier.h"
 #include "aji/align/classify_data.h"
+#include "aji/base/options.h"
 #include "aji/eval/classification_metrics.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
@@ -65,6 +66,38 @@ struct ClassifyRunOptions {
   // With resume: the CLI flags the user gave ("--lr", ...), checked against the run's saved
   // settings (classify_setting_flags()); the values are the ones in this struct.
   std::vector<std::string> given;
+
+  // The numeric and text settings, declared once (base/options.h): the CLI's flags, help,
+  // defaults and range checks (cli/options.h), run_classify_train's validation, and the
+  // run's saved settings (what --resume keeps, accepts with a note, or refuses). --steps and
+  // --max-len take 0 for "unset" here; the CLI asks for >= 1 when they are given.
+  template <class V>
+  void for_each_option(V&& v) {
+    using R = Range;
+    const auto keep_ = OnResume::kKeep;
+    const auto change = OnResume::kChange;
+    v(val_fraction, OptionInfo{"val-fraction", "With --data: validation share per class", R::between(0, 0.9), keep_});
+    v(test_fraction, OptionInfo{"test-fraction", "With --data: test share per class", R::between(0, 0.9), keep_});
+    v(max_len, OptionInfo{"max-len", "Tokens per input, longer ones cut (default: the model's context)",
+                          R::between(0, 1 << 24), keep_});
+    v(train.epochs, OptionInfo{"epochs", "Passes over the training split", R::above(0), keep_});
+    v(train.steps, OptionInfo{"steps", "Optimizer steps (instead of --epochs)", R::between(0, 1e12), keep_});
+    v(train.batch, OptionInfo{"batch-size", "Examples per step", R::between(1, 1 << 20), keep_});
+    v(train.lr, OptionInfo{"lr", "Learning rate", R::above(0), keep_});
+    v(train.warmup, OptionInfo{"warmup", "Warmup steps", R::at_least(0), keep_});
+    v(train.decay, OptionInfo{"decay", "constant, linear or cosine", R::any(), keep_});
+    v(train.weight_decay, OptionInfo{"weight-decay", "AdamW weight decay", R::at_least(0), keep_});
+    v(train.grad_clip, OptionInfo{"grad-clip", "Global gradient-norm clip (0 = off)", R::at_least(0), keep_});
+    // With --keep-best it decides which weights are kept: not a safe change.
+    v(train.eval_every, OptionInfo{"eval-every", "Validation every N steps (0 = every epoch)", R::at_least(0), keep_});
+    v(train.seed, OptionInfo{"seed", "Seed of the split and the data order", R::any(), keep_});
+    v(head_seed, OptionInfo{"head-seed", "Seed of the head's initialisation", R::any(), keep_});
+    v(save_every, OptionInfo{"save-every", "Checkpoint every N steps for --resume (0 = only at the end)",
+                             R::at_least(0), change});
+    v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
+    v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
+                             R::at_least(0), OnResume::kNotSaved});
+  }
 };
 
 // The flags of `aji classify train` a resumed run compares with its saved settings.

@@ -80,13 +80,20 @@ std::string shown(const json& v) {
   }
   return v.dump();
 }
+
+// The one refusal of a resumed run's changed setting.
+[[noreturn]] void refuse_change(const std::string& flag, const std::string& want, const std::string& was,
+                                const std::string& more, const fs::path& dir) {
+  throw Error(flag + " " + want + " differs from the run's " + was +
+              ": a resumed run keeps its settings so that it continues as it began" + more)
+      .at(dir.string())
+      .fix("leave " + flag + " out to continue with the run's " + was +
+           ", or start a new run with it (another --out, or --force to replace this one)");
+}
 }  // namespace
 
-std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>& table,
-                                               const std::vector<std::string>& given, const json& now,
-                                               const json& saved, const fs::path& dir,
-                                               std::vector<std::string>* accepted) {
-  std::vector<std::string> notes;
+void check_resume_settings(const std::vector<ResumeSetting>& table, const std::vector<std::string>& given,
+                           const json& now, const json& saved, const fs::path& dir) {
   for (const std::string& flag : given) {
     const ResumeSetting* f = nullptr;
     for (const ResumeSetting& s : table)
@@ -95,19 +102,25 @@ std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>&
     const json& was = saved[f->key];
     const json& want = now[f->key];
     if (was == want) continue;
-    if (f->safe) {
-      notes.push_back(std::string(f->flag) + " " + shown(was) + " -> " + shown(want) + " (safe: it changes " + f->why +
-                      ")");
-      if (accepted) accepted->push_back(f->key);
-      continue;
-    }
-    throw Error(std::string(f->flag) + " " + shown(want) + " differs from the run's " + shown(was) +
-                ": a resumed run keeps its settings so that it continues as it began")
-        .at(dir.string())
-        .fix(std::string("leave ") + f->flag + " out to continue with the run's " + shown(was) +
-             ", or start a new run with it (another --out, or --force to replace this one)");
+    refuse_change(f->flag, shown(want), shown(was), "", dir);
   }
-  return notes;
+}
+
+void report_resumed_options(const SavedOptionsReport& rep, const fs::path& dir, bool quiet) {
+  if (!rep.refused.empty()) {
+    // Each entry reads "--lr 0.003 -> 0.5" (the run's value, then the one given).
+    const std::string& r = rep.refused.front();
+    const size_t sp = r.find(' '), arrow = r.find(" -> ");
+    const std::string flag = r.substr(0, sp), was = r.substr(sp + 1, arrow - sp - 1), want = r.substr(arrow + 4);
+    std::string more;
+    for (size_t i = 1; i < rep.refused.size(); ++i) more += (more.empty() ? " (also " : "; ") + rep.refused[i];
+    if (!more.empty()) more += ")";
+    refuse_change(flag, want, was, more, dir);
+  }
+  if (!quiet)
+    for (const std::string& c : rep.changed)
+      std::fprintf(stderr, "note: changed on resume: %s (safe: it changes only when validation runs or checkpoints are "
+                           "written, or how many are kept)\n", c.c_str());
 }
 
 void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<void(const json&)>& each) {

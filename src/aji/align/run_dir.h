@@ -20,6 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/options.h"
+
 namespace aji::align {
 
 struct RunDirRequest {
@@ -41,23 +43,24 @@ struct RunDirStart {
 // creates the directory. Throws aji::Error (with the fix) when the rule refuses.
 RunDirStart open_run_dir(const RunDirRequest& request);
 
-// A setting a resumed run compares with what it saved: the CLI flag, its key in the
-// settings JSON, and whether another value is safe (changes nothing a training step
-// computes), with the reason shown in the note.
+// A setting outside the declared options (base/options.h) that a resumed run compares with
+// what it saved: the CLI flag and its key in the settings JSON (a path, a plain flag...).
 struct ResumeSetting {
   const char* flag;
   const char* key;
-  bool safe;
-  const char* why;  // "only when the validation loss is measured"
 };
 
-// For each flag in `given` (the flags the user passed): equal to `saved` -> nothing;
-// different and safe -> a note, and the key is returned in *accepted; different and unsafe
-// -> aji::Error naming both values and the fix. Keys missing from `saved` are skipped.
-std::vector<std::string> check_resume_settings(const std::vector<ResumeSetting>& table,
-                                               const std::vector<std::string>& given, const nlohmann::json& now,
-                                               const nlohmann::json& saved, const std::filesystem::path& dir,
-                                               std::vector<std::string>* accepted);
+// For each flag in `given` (the flags the user passed) that is in `table`: equal to `saved`
+// -> nothing; different -> aji::Error naming both values and the fix (none of these may
+// change on resume). Keys missing from `saved` or `now` are skipped.
+void check_resume_settings(const std::vector<ResumeSetting>& table, const std::vector<std::string>& given,
+                           const nlohmann::json& now, const nlohmann::json& saved, const std::filesystem::path& dir);
+
+// After apply_saved_options (base/options.h) on a resumed run: a declared option given with
+// another value than the run's (rep.refused) is an aji::Error in the words of
+// check_resume_settings ("--lr 0.5 differs from the run's 0.003: ..."; the fix: leave it out
+// or start a new run); the safe changes taken (rep.changed) are printed as notes unless quiet.
+void report_resumed_options(const SavedOptionsReport& rep, const std::filesystem::path& dir, bool quiet);
 
 // Rewrites dir/metrics.jsonl keeping the lines with "step" <= step (a resumed run rewrites
 // what follows); calls each(line) for every kept line. A missing file is an empty one.

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -27,45 +28,42 @@ using nlohmann::json;
 
 namespace {
 
-// The settings a resumed run compares (keys of sft_settings_json).
-const std::vector<ResumeSetting> kSettings = {
-    {"--model", "base_model", false, ""},
-    {"--data", "train_file", false, ""},
-    {"--val", "val_file", false, ""},
-    {"--val-fraction", "val_fraction", false, ""},
-    {"--all-tokens", "loss_on", false, ""},
-    {"--skip-invalid", "skip_invalid", false, ""},
-    {"--steps", "steps", false, ""},
-    {"--epochs", "epochs", false, ""},
-    {"--batch-size", "batch", false, ""},
-    {"--grad-accum", "grad_accum", false, ""},
-    {"--batching", "layout", false, ""},
-    {"--seq-len", "seq_len", false, ""},
-    {"--lr", "lr", false, ""},
-    {"--min-lr-frac", "min_lr_frac", false, ""},
-    {"--warmup", "warmup", false, ""},
-    {"--decay", "decay", false, ""},
-    {"--weight-decay", "weight_decay", false, ""},
-    {"--grad-clip", "grad_clip", false, ""},
-    {"--seed", "seed", false, ""},
-    {"--eval-every", "eval_every", true, "only when the validation loss is measured"},
-    {"--save-every", "save_every", true, "only when checkpoints are written"},
-    {"--keep", "keep", true, "only how many checkpoints are kept"},
+// The settings outside the declared options (SftRunOptions::for_each_option) that a resumed
+// run compares: paths, plain flags and the batch layout. None may change.
+const std::vector<ResumeSetting> kOtherSettings = {
+    {"--model", "base_model"},       {"--data", "train_file"},
+    {"--val", "val_file"},           {"--all-tokens", "loss_on"},
+    {"--skip-invalid", "skip_invalid"}, {"--batching", "layout"},
 };
 
 std::string abs_or_empty(const fs::path& p) { return p.empty() ? std::string() : fs::absolute(p).string(); }
 
-// Every setting of a run in one flat object: SftOptions::to_json() plus the run's own.
-json sft_settings_json(const SftRunOptions& o) {
-  json j = o.train.to_json();
-  j["base_model"] = abs_or_empty(o.model);
-  j["train_file"] = abs_or_empty(o.train_file);
-  j["val_file"] = abs_or_empty(o.val_file);
-  j["val_fraction"] = o.val_fraction;
-  j["loss_on"] = o.loss_on == LossOn::kAll ? "all" : "assistant";
-  j["skip_invalid"] = o.skip_invalid;
-  j["save_every"] = o.save_every;
-  j["keep"] = o.keep;
+// The run's settings outside the declared options (keys of kOtherSettings).
+json other_settings_json(const SftRunOptions& o) {
+  return {{"base_model", abs_or_empty(o.model)},
+          {"train_file", abs_or_empty(o.train_file)},
+          {"val_file", abs_or_empty(o.val_file)},
+          {"loss_on", o.loss_on == LossOn::kAll ? "all" : "assistant"},
+          {"skip_invalid", o.skip_invalid},
+          {"layout", o.train.layout == BatchLayout::kPack ? "pack" : "pad"}};
+}
+
+// The declared options as saved (options_to_json) plus the batch layout.
+json saved_options_json(const SftRunOptions& o) {
+  json j = options_to_json(o);
+  j["layout"] = o.train.layout == BatchLayout::kPack ? "pack" : "pad";
+  return j;
+}
+
+// The saved options of a checkpoint in today's keys. Checkpoints written before the options
+// were declared (base/options.h) saved "batch" for --batch-size and kept val_fraction,
+// save_every and keep beside "options": those are read under their new keys.
+json saved_options_of(const json& sft) {
+  json j = sft.value("options", json::object());
+  if (!j.is_object()) j = json::object();
+  if (j.contains("batch") && !j.contains("batch_size")) j["batch_size"] = j["batch"];
+  for (const char* key : {"val_fraction", "save_every", "keep"})
+    if (!j.contains(key) && sft.contains(key)) j[key] = sft[key];
   return j;
 }
 
@@ -74,7 +72,11 @@ json sft_settings_json(const SftRunOptions& o) {
 const std::vector<std::string>& sft_setting_flags() {
   static const std::vector<std::string> flags = [] {
     std::vector<std::string> v;
-    for (const ResumeSetting& s : kSettings) v.push_back(s.flag);
+    SftRunOptions o;
+    o.for_each_option([&](auto&, const OptionInfo& info) {
+      if (info.resume != OnResume::kNotSaved) v.push_back(info.flag());
+    });
+    for (const ResumeSetting& s : kOtherSettings) v.push_back(s.flag);
     return v;
   }();
   return flags;
@@ -84,6 +86,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
   SftRunOptions o = in;
   SftRunResult result;
   const fs::path run = o.out_dir;
+
+  // Every declared option against its range, before any work (the CLI checked them at
+  // parse time already; this is the same check for callers of the library).
+  validate_options(o);
+  train::LrSchedule::parse_decay(o.train.decay);
 
   RunDirRequest rq;
   rq.dir = run;
@@ -99,27 +106,38 @@ SftRunResult run_sft(const SftRunOptions& in) {
   const json& state = start.state;
   if (resume_ckpt) {
     const json& s = state["sft"];
-    o.train = SftOptions::from_json(s.at("options"));
-    o.model = s.value("base_model", std::string());
-    o.train_file = s.at("train_file").get<std::string>();
-    o.val_file = s.value("val_file", std::string());
-    o.val_fraction = s.at("val_fraction");
-    o.loss_on = s.at("loss_on") == "all" ? LossOn::kAll : LossOn::kAssistant;
-    o.skip_invalid = s.at("skip_invalid");
-    o.save_every = s.value("save_every", o.save_every);
-    o.keep = s.value("keep", o.keep);
-    json now = sft_settings_json(in);
-    if (in.train.seq_len == 0) now.erase("seq_len");  // not given: the model's context
-    std::vector<std::string> accepted;
-    json saved = sft_settings_json(o);
-    if (o.model.empty()) saved.erase("base_model");  // a checkpoint from before it was saved
-    for (const std::string& note : check_resume_settings(kSettings, in.given, now, saved, run, &accepted))
-      if (!o.quiet) std::fprintf(stderr, "note: %s\n", note.c_str());
-    for (const std::string& key : accepted) {
-      if (key == "eval_every") o.train.eval_every = in.train.eval_every;
-      if (key == "save_every") o.save_every = in.save_every;
-      if (key == "keep") o.keep = in.keep;
+    const std::string where = (*resume_ckpt / "trainer_state.json").string();
+    // The plain flags and paths: the run's own; given again, they must be the same.
+    try {
+      o.model = s.value("base_model", std::string());
+      o.train_file = s.at("train_file").get<std::string>();
+      o.val_file = s.value("val_file", std::string());
+      o.loss_on = s.at("loss_on") == "all" ? LossOn::kAll : LossOn::kAssistant;
+      o.skip_invalid = s.at("skip_invalid");
+      o.train.layout = saved_options_of(s).value("layout", std::string("pad")) == "pack" ? BatchLayout::kPack
+                                                                                         : BatchLayout::kPad;
+    } catch (const json::exception& e) {
+      throw Error(std::string("the run's saved settings are not readable: ") + e.what())
+          .at(where)
+          .fix("resume from a checkpoint written by `aji sft train`, or start a new run");
     }
+    json saved_other = other_settings_json(o);
+    if (o.model.empty()) saved_other.erase("base_model");  // a checkpoint from before it was saved
+    std::vector<std::string> other_given;
+    std::set<std::string> declared_given;
+    for (const std::string& flag : in.given) {
+      bool other = false;
+      for (const ResumeSetting& k : kOtherSettings) other = other || flag == k.flag;
+      if (other)
+        other_given.push_back(flag);
+      else if (flag.rfind("--", 0) == 0)
+        declared_given.insert(flag.substr(2));
+    }
+    check_resume_settings(kOtherSettings, other_given, other_settings_json(in), saved_other, run);
+    // The declared options: apply_saved_options keeps the run's values; a safe one given
+    // anew (--eval-every, --save-every, --keep) changes with a note, any other is refused.
+    const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), declared_given, where);
+    report_resumed_options(rep, run, o.quiet);
     if (s.contains("first_loss") && s["first_loss"].is_number()) result.first_loss = s["first_loss"];
     if (s.contains("first_val_loss") && s["first_val_loss"].is_number()) result.first_val_loss = s["first_val_loss"];
   }
@@ -127,7 +145,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   // --- model and tokenizer -----------------------------------------------------------
   const fs::path model_src = resume_ckpt ? *resume_ckpt : o.model;
   const model::ModelConfig cfg = train::load_model_config(train::resolve_model_dir(model_src));
-  const int64_t T_max = o.train.seq_len > 0 ? std::min(o.train.seq_len, cfg.max_seq_len) : cfg.max_seq_len;
+  const int64_t T_max = std::min(o.train.T(cfg.max_seq_len), cfg.max_seq_len);
   require_memory(training_memory(cfg, cfg.num_params(), T_max), "fine-tuning this model (" +
                  std::to_string(cfg.num_params()) + " parameters)",
                  "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)");
@@ -164,7 +182,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
     throw Error("no training conversations").at(o.train_file.string()).fix("check the file with `aji sft check`");
   const std::vector<RenderedSequence> train_seqs = render_conversations(tok, train_convs, o.loss_on, !o.quiet);
   const std::vector<RenderedSequence> val_seqs = render_conversations(tok, val_convs, LossOn::kAssistant, false);
-  const int T = o.train.seq_len > 0 ? o.train.seq_len : model.config().max_seq_len;
+  const int T = o.train.T(model.config().max_seq_len);
   o.train.seq_len = T;
 
   // --- optimizer and state --------------------------------------------------------------
@@ -193,7 +211,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
     json info = {{"stage", "sft"},
                  {"base_model", abs_or_empty(o.model)},
                  {"train_file", fs::absolute(o.train_file).string()},
-                 {"options", o.train.to_json()},
+                 {"options", saved_options_json(o)},
                  {"steps", steps},
                  {"aji_version", AJI_VERSION}};
     write_file_atomic(run / "run.json", info.dump(2) + "\n");
@@ -223,16 +241,13 @@ SftRunResult run_sft(const SftRunOptions& in) {
   auto save = [&](const SftState& s) {
     json ts = {{"step", s.step},
                {"sft",
-                {{"options", o.train.to_json()},
+                {{"options", saved_options_json(o)},
                  {"state", s.to_json()},
                  {"train_file", fs::absolute(o.train_file).string()},
                  {"val_file", o.val_file.empty() ? std::string() : fs::absolute(o.val_file).string()},
-                 {"val_fraction", o.val_fraction},
                  {"loss_on", o.loss_on == LossOn::kAll ? "all" : "assistant"},
                  {"skip_invalid", o.skip_invalid},
                  {"base_model", abs_or_empty(o.model)},
-                 {"save_every", o.save_every},
-                 {"keep", o.keep},
                  {"first_loss", std::isnan(result.first_loss) ? json(nullptr) : json(result.first_loss)},
                  {"first_val_loss", std::isnan(result.first_val_loss) ? json(nullptr) : json(result.first_val_loss)},
                  {"threads", num_threads()}}}};

@@ -14,37 +14,6 @@ namespace aji::align {
 
 using nlohmann::json;
 
-json SftOptions::to_json() const {
-  return {{"batch", batch},       {"grad_accum", grad_accum}, {"seq_len", seq_len},     {"steps", steps},
-          {"epochs", epochs},     {"lr", lr},                 {"min_lr_frac", min_lr_frac}, {"decay", decay},
-          {"warmup", warmup},     {"weight_decay", weight_decay}, {"beta1", beta1},     {"beta2", beta2},
-          {"eps", eps},           {"grad_clip", grad_clip},   {"pad_id", pad_id},       {"seed", seed},
-          {"eval_every", eval_every}, {"layout", layout == BatchLayout::kPack ? "pack" : "pad"}};
-}
-
-SftOptions SftOptions::from_json(const json& j) {
-  SftOptions o;
-  o.batch = j.at("batch");
-  o.grad_accum = j.at("grad_accum");
-  o.seq_len = j.at("seq_len");
-  o.steps = j.at("steps");
-  o.epochs = j.at("epochs");
-  o.lr = j.at("lr");
-  o.min_lr_frac = j.at("min_lr_frac");
-  o.decay = j.at("decay");
-  o.warmup = j.at("warmup");
-  o.weight_decay = j.at("weight_decay");
-  o.beta1 = j.at("beta1");
-  o.beta2 = j.at("beta2");
-  o.eps = j.at("eps");
-  o.grad_clip = j.at("grad_clip");
-  o.pad_id = j.at("pad_id");
-  o.seed = j.at("seed");
-  o.eval_every = j.at("eval_every");
-  o.layout = j.value("layout", std::string("pad")) == "pack" ? BatchLayout::kPack : BatchLayout::kPad;
-  return o;
-}
-
 json SftState::to_json() const { return {{"step", step}, {"epoch", epoch}, {"next_row", next_row}}; }
 
 SftState SftState::from_json(const json& j) {
@@ -56,69 +25,9 @@ SftState SftState::from_json(const json& j) {
 }
 
 int64_t sft_total_steps(int64_t rows, const SftOptions& o) {
-  if (o.steps > 0) return o.steps;
+  if (o.steps && *o.steps > 0) return *o.steps;
   const double per_step = double(o.batch) * std::max(1, o.grad_accum);
   return std::max<int64_t>(1, (int64_t)std::ceil(o.epochs * double(rows) / per_step));
-}
-
-namespace {
-std::string gib(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", bytes / double(1ull << 30));
-  return buf;
-}
-}  // namespace
-
-std::string MemoryEstimate::describe() const {
-  std::string s = gib(total()) + " GiB (weights " + gib(weights) + ", gradients " + gib(grads) + ", AdamW " +
-                  gib(optimizer) + ", activations " + gib(activations);
-  if (extra > 0) s += ", other " + gib(extra);
-  return s + ")";
-}
-
-MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int64_t tokens) {
-  MemoryEstimate m;
-  const double P = double(c.num_params()), N = double(std::max<int64_t>(tokens, 1));
-  m.weights = 4.0 * P;
-  m.grads = 4.0 * P;  // Model::grads() is the size of the whole parameter buffer
-  m.optimizer = 8.0 * double(trained);
-  // The floats Model::forward carves for N positions (model.cpp, the training arena).
-  const double C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff(), FF = c.is_gpt2() ? F : 2 * F;
-  const double per_layer = 4 * C + 4 + QKV + QW + c.n_head + FF;
-  const double rest = 2 * C + 2 + (c.is_gpt2() ? 0 : QKV) + F + 2 * C + QKV + FF + F + QW + C;
-  const double logits_rows = std::max(16.0, std::min(N, double(8 << 20) / c.vocab_size));
-  m.activations = 4.0 * (N * (c.n_layer * per_layer + rest) + logits_rows * c.vocab_size);
-  return m;
-}
-
-double available_memory_bytes() {
-  double avail = 0;
-  auto take = [&](double v) {
-    if (v > 0) avail = avail > 0 ? std::min(avail, v) : v;
-  };
-  {
-    std::ifstream in("/proc/meminfo");
-    std::string key;
-    double kb = 0;
-    std::string unit;
-    while (in >> key >> kb >> unit)
-      if (key == "MemAvailable:") take(kb * 1024.0);
-  }
-  {
-    std::ifstream max("/sys/fs/cgroup/memory.max"), cur("/sys/fs/cgroup/memory.current");
-    std::string m;
-    double used = 0;
-    if (max >> m && m != "max" && cur >> used) take(std::strtod(m.c_str(), nullptr) - used);
-  }
-  if (const char* cap = std::getenv("AJI_MEMORY_LIMIT_MB"); cap && *cap) take(std::strtod(cap, nullptr) * 1048576.0);
-  return avail;
-}
-
-void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix) {
-  const double avail = available_memory_bytes();
-  if (avail <= 0 || need.total() <= avail) return;
-  throw Error(what + " needs about " + need.describe() + " but only " + gib(avail) + " GiB is available")
-      .fix(fix);
 }
 
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,
@@ -153,7 +62,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
                     const std::vector<RenderedSequence>& val, const SftOptions& o, SftState state,
                     const SftHooks& hooks) {
   if (o.batch <= 0 || o.grad_accum <= 0) throw Error("SFT batch size and gradient accumulation must be positive");
-  const int T = o.seq_len > 0 ? o.seq_len : model.config().max_seq_len;
+  const int T = o.T(model.config().max_seq_len);
   if (T > model.config().max_seq_len)
     throw Error("--seq-len " + std::to_string(T) + " is longer than the model's context (" +
                 std::to_string(model.config().max_seq_len) + ")")

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "aji/align/packing.h"
 #include "aji/align/sft_loss.h"
 #include "aji/model/model.h"
+#include "aji/train/memory.h"
 #include "aji/train/optimizer.h"
 
 namespace aji::align {
@@ -30,8 +32,8 @@ struct SftOptions {
   int batch = 32;           // rows per micro-batch (pad: one conversation per row)
   BatchLayout layout = BatchLayout::kPad;  // kPack: rows filled with whole conversations (no cross-attention)
   int grad_accum = 1;       // micro-batches per optimizer step
-  int seq_len = 0;          // T; 0 = the model's context
-  int64_t steps = 0;        // optimizer steps; 0 = from epochs
+  std::optional<int> seq_len;    // T; unset (or 0) = the model's context
+  std::optional<int64_t> steps;  // optimizer steps; unset (or 0: runs saved before the option was optional) = from epochs
   double epochs = 1.0;      // used when steps == 0
   float lr = 1e-3f;
   float min_lr_frac = 0.0f;
@@ -44,8 +46,7 @@ struct SftOptions {
   uint64_t seed = 1234;
   int eval_every = 0;       // validation loss every N steps (0 = only at the end)
   bool quiet = true;
-  nlohmann::json to_json() const;
-  static SftOptions from_json(const nlohmann::json& j);  // the saved subset
+  int T(int context) const { return seq_len && *seq_len > 0 ? *seq_len : context; }
 };
 
 // Where the loop is: the data cursor of the next micro-batch.
@@ -93,26 +94,11 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
                     const std::vector<RenderedSequence>& val, const SftOptions& options, SftState state,
                     const SftHooks& hooks = {});
 
-// Memory a fine-tuning run needs, estimated from the config alone (nothing allocated):
-// weights, gradients and AdamW moments (m, v) of the trained parameters, plus the activation
-// arena of one micro-batch of `tokens` = rows x T positions (the slices Model::forward
-// carves: model.cpp). Used to refuse a model or batch that does not fit with the numbers
-// and the fix, instead of a bare std::bad_alloc halfway through.
-struct MemoryEstimate {
-  double weights = 0, grads = 0, optimizer = 0, activations = 0, extra = 0;  // bytes
-  double total() const { return weights + grads + optimizer + activations + extra; }
-  std::string describe() const;  // "3.2 GiB (weights 1.0, gradients 1.0, AdamW 2.0, ...)"
-};
-MemoryEstimate training_memory(const model::ModelConfig& config, int64_t trained_params, int64_t tokens);
-
-// Bytes this process may still allocate: the smallest of /proc/meminfo's MemAvailable, the
-// cgroup (v2) limit minus usage, and AJI_MEMORY_LIMIT_MB when set (a cap; tests use it).
-// 0 when none of them can be read (no check is made then).
-double available_memory_bytes();
-
-// Throws aji::Error when `need` does not fit in available_memory_bytes(): the estimate, what
-// is available, and `fix` (e.g. "lower --batch-size").
-void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix);
+// The memory estimate (train/memory.h), shared with `aji pretrain`.
+using train::available_memory_bytes;
+using train::MemoryEstimate;
+using train::require_memory;
+using train::training_memory;
 
 // Mean validation loss over every supervised target of seqs (padded batches).
 LossSum sft_validation_loss(model::Model& model, const std::vector<RenderedSequence>& seqs, int batch, int T,

@@ -10,6 +10,7 @@
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/cli/classify_args.h"
+#include "aji/cli/options.h"
 #include "aji/cli/command.h"
 
 namespace {
@@ -148,8 +149,7 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
       "run bit for bit with its own settings (Ctrl-C saves one; a kill loses the steps since the last).\n"
       "Example (SMS spam, TSV with a header 'label<TAB>text'; headerless files: --no-header --label-col 0 --text-col 1):\n"
       "  aji classify train --model out/demo/pretrain/run --data data/classify/sms_spam.tsv --out runs/spam");
-  // Every option is declared (with its range check) here, in one place; the checks run at
-  // parse time, before any model or data is read.
+  // Every check runs at parse time, before any model or data is read.
   ta->cmd = train;
   train->add_option("--model", ta->model, "Base model: an aji run dir, checkpoint dir or Hugging Face dir (new runs)");
   train->add_option("--out", ta->out, "Output directory")->required();
@@ -157,12 +157,6 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
   train->add_option("--train", ta->train, "Training split (instead of --data)");
   train->add_option("--val", ta->val, "Validation split (with --train)");
   train->add_option("--test", ta->test, "Test split (with --train)");
-  train->add_option("--val-fraction", ta->run.val_fraction, "With --data: validation share per class")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.9));
-  train->add_option("--test-fraction", ta->run.test_fraction, "With --data: test share per class")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.9));
   train->add_flag("--balance", ta->run.balance, "Undersample the training split's classes to the smallest one");
   train->add_option("--trainable", ta->trainable, "head, last:N or all")
       ->capture_default_str()
@@ -179,47 +173,29 @@ aji::cli::CommandRegistrar reg(44, [](CLI::App& app) {
   train->add_option("--pooling", ta->pooling, "last (the last non-pad token) or first (a baseline that cannot work)")
       ->capture_default_str()
       ->check(CLI::IsMember({"last", "first"}));
-  train->add_option("--max-len", ta->run.max_len, "Tokens per input, longer ones cut (default: the model's context)")
-      ->check(CLI::Range(1, 1 << 24));
-  train->add_option("--epochs", ta->run.train.epochs, "Passes over the training split")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  train->add_option("--steps", ta->run.train.steps, "Optimizer steps (instead of --epochs)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  train->add_option("--batch-size", ta->run.train.batch, "Examples per step")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1 << 20));
-  train->add_option("--lr", ta->run.train.lr, "Learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-  train->add_option("--warmup", ta->run.train.warmup, "Warmup steps")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--decay", ta->run.train.decay, "constant, linear or cosine")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"constant", "linear", "cosine"}));
-  train->add_option("--weight-decay", ta->run.train.weight_decay, "AdamW weight decay")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--grad-clip", ta->run.train.grad_clip, "Global gradient-norm clip (0 = off)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--eval-every", ta->run.train.eval_every, "Validation every N steps (0 = every epoch)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--save-every", ta->run.save_every, "Checkpoint every N steps for --resume (0 = only at the end)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--keep", ta->run.keep, "Keep the last K checkpoints (0 = all)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  train->add_option("--stop-after", ta->run.stop_after, "End this session after N steps with a checkpoint (resume later)")
-      ->check(CLI::NonNegativeNumber);
+  // The numeric and text options: declared once in ClassifyRunOptions::for_each_option
+  // (align/classify_run.h). 0 means "unset" for --steps and --max-len there; given here,
+  // they must be >= 1.
+  auto declared = aji::cli::add_declared_options(train, ta->run);
+  for (const auto& [name, opt] : declared.options) {
+    if (name == "decay") opt->check(CLI::IsMember({"constant", "linear", "cosine"}));
+    if (name == "steps" || name == "max-len") {
+      // The same check and words, from 1: the declared range (from 0) leaves the help line.
+      ta->run.for_each_option([&, n = name, o = opt](auto&, const aji::OptionInfo& info) {
+        if (info.name != n) return;
+        aji::OptionInfo given = info;
+        given.range.lo = 1;
+        o->get_validator(0)->description("");
+        o->check(aji::cli::range_check(given));
+        o->default_str("");  // unset: from --epochs / the model's context
+      });
+    }
+  }
   train->add_flag("--resume", ta->run.resume, "Continue the run in --out from its latest checkpoint, with its settings");
   train->add_flag("!--no-group-by-length", ta->run.train.group_by_length,
                   "Batch inputs in random order (default: batches of similar length, less padding)");
   train->add_flag("--keep-best", ta->run.train.keep_best,
                   "Save the weights of the evaluation with the best validation accuracy, not the last step's");
-  train->add_option("--seed", ta->run.train.seed, "Seed of the split and the data order")->capture_default_str();
-  train->add_option("--head-seed", ta->run.head_seed, "Seed of the head's initialisation")->capture_default_str();
   train->add_flag("--force", ta->run.force, "Overwrite a run or classifier already in --out");
   ta->read.add_to(train);
   train->callback([ta] { run_train(*ta); });

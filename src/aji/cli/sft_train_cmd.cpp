@@ -6,13 +6,15 @@
 #include "aji/align/sft_run.h"
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
+#include "aji/cli/options.h"
 
 namespace {
 
 aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   auto* sft = aji::cli::subcommand_group(app, "sft", "Supervised fine-tuning: convert, check and mix chat sets; train an instruct model");
-  // Every option is declared (with its range check) here, in one place; the checks run at
-  // parse time, before any data is read.
+  // The numeric and text options are declared once, in SftRunOptions::for_each_option
+  // (align/sft_run.h): their help, defaults and ranges, checked at parse time before any
+  // data is read, and the run's saved settings for --resume.
   auto o = std::make_shared<aji::align::SftRunOptions>();
   auto model = std::make_shared<std::string>(), data = std::make_shared<std::string>(),
        val = std::make_shared<std::string>(), out = std::make_shared<std::string>();
@@ -27,50 +29,24 @@ aji::cli::CommandRegistrar reg(41, [](CLI::App& app) {
   cmd->add_option("--model", *model, "Base model: an aji run dir, checkpoint dir or Hugging Face dir");
   cmd->add_option("--data", *data, "Training conversations (JSONL: {\"messages\": [...]}, .gz/.zst ok)");
   cmd->add_option("--val", *val, "Validation conversations (default: --val-fraction of --data)");
-  cmd->add_option("--val-fraction", o->val_fraction, "Share of --data held out when --val is not given")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--out", *out, "Run directory")->required();
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--force", o->force, "Start over in a run directory that already holds a run");
   cmd->add_flag("--skip-invalid", o->skip_invalid, "Count and skip invalid conversations instead of stopping");
   cmd->add_flag("--all-tokens", *all_tokens, "Train on every token, not only the assistant's");
-  cmd->add_option("--steps", o->train.steps, "Optimizer steps (default: from --epochs)")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  cmd->add_option("--epochs", o->train.epochs, "Passes over the training conversations")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--batch-size", o->train.batch, "Rows per micro-batch (one conversation each, unless --batching pack)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1 << 20));
-  cmd->add_option("--grad-accum", o->train.grad_accum, "Micro-batches per optimizer step")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  auto declared = std::make_shared<aji::cli::DeclaredOptions>(aji::cli::add_declared_options(cmd, *o));
+  for (const auto& [name, opt] : declared->options)
+    if (name == "decay") opt->check(CLI::IsMember({"cosine", "linear", "constant"}));
   auto batching = std::make_shared<std::string>("pad");
   cmd->add_option("--batching", *batching,
                   "pad: one conversation per row, padded; pack: rows of --seq-len filled with whole conversations "
                   "that attend only within themselves (--batch-size counts rows)")
       ->check(CLI::IsMember({"pad", "pack"}))
       ->capture_default_str();
-  cmd->add_option("--seq-len", o->train.seq_len, "Tokens per row (default: the model's context)")->check(CLI::Range(2, 1 << 24));
-  cmd->add_option("--lr", o->train.lr, "Peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--min-lr-frac", o->train.min_lr_frac, "Final learning rate as a fraction of the peak")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--warmup", o->train.warmup, "Warmup steps")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--decay", o->train.decay, "cosine, linear or constant")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"cosine", "linear", "constant"}));
-  cmd->add_option("--weight-decay", o->train.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--grad-clip", o->train.grad_clip, "Global gradient-norm clip (0 = off)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--eval-every", o->train.eval_every, "Validation loss every N steps (0 = at the end)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--save-every", o->save_every, "Checkpoint every N steps (0 = only at the end)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--keep", o->keep, "Keep the last K checkpoints (0 = all)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seed", o->train.seed, "Seed of the data order and the validation split")->capture_default_str();
-  cmd->add_option("--stop-after", o->stop_after, "End this session after N steps with a checkpoint (resume later)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->callback([cmd, o, model, data, val, out, all_tokens, batching] {
+  cmd->callback([cmd, o, declared, model, data, val, out, all_tokens, batching] {
     o->given.clear();
-    for (const std::string& flag : aji::align::sft_setting_flags())
+    for (const std::string& name : declared->given()) o->given.push_back("--" + name);
+    for (const char* flag : {"--model", "--data", "--val", "--all-tokens", "--skip-invalid", "--batching"})
       if (cmd->count(flag) > 0) o->given.push_back(flag);
     o->train.layout = *batching == "pack" ? aji::align::BatchLayout::kPack : aji::align::BatchLayout::kPad;
     o->model = *model;

@@ -26,6 +26,7 @@
 #include "aji/train/checkpoint.h"
 #include "aji/train/loader.h"
 #include "aji/train/loss_curve.h"
+#include "aji/train/memory.h"
 #include "aji/train/optimizer.h"
 
 namespace aji::train {
@@ -178,32 +179,6 @@ fs::path resume_from_dir(const fs::path& run, const fs::path& from) {
   throw Error("--resume-from " + s + ": no training checkpoint there").at(run.string())
       .fix("name one of the run's checkpoints: " + (have.empty() ? std::string("(none)") : have));
 }
-
-// Bytes a training step holds: parameters, gradients and the AdamW moments (4 floats per
-// parameter) plus the activation arena of one (B,T) micro-batch (model.cpp's carve()).
-double estimate_train_bytes(const model::ModelConfig& c, int B, int T) {
-  const double N = static_cast<double>(B) * T, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
-  const double FF = c.is_gpt2() ? F : 2 * F, L = c.n_layer, V = c.vocab_size;
-  const double per_layer = 6 * C + QKV + QW + FF + c.n_head + 4;
-  const double rest = 7 * C + 2 * QKV + 2 * F + 2 * FF + QW + 2;
-  const double logit_rows = std::max(16.0, std::min(N, 8.0 * (1 << 20) / V));
-  const double floats = 4.0 * static_cast<double>(c.num_params()) + N * (L * per_layer + rest) + logit_rows * V +
-                        64.0 * V /* evaluation logits */;
-  return 4.0 * floats;
-}
-
-// MemAvailable of /proc/meminfo in bytes; 0 if unknown.
-double available_memory_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit)
-    if (key == "MemAvailable:") return kb * 1024.0;
-  return 0;
-}
-
-std::string gib(double bytes) { return fmt("%.1f GiB", bytes / (1024.0 * 1024.0 * 1024.0)); }
 
 }  // namespace
 
@@ -396,14 +371,13 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
           .fix("tokenize the data with the model's tokenizer: aji data tokenize --tokenizer " + init_tok->string());
   }
   {
-    const double need = estimate_train_bytes(cfg, B, T), have = available_memory_bytes();
-    if (have > 0 && need > have)
-      throw Error("training this model needs about " + gib(need) + " of memory (" +
-                  fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) + " parameters x 16 bytes for weights, "
-                  "gradients and AdamW, plus the activations of a " + std::to_string(B) + "x" + std::to_string(T) +
-                  " micro-batch); " + gib(have) + " is available")
-          .fix("lower --batch-size (keep the batch with --total-batch-tokens: gradient accumulation) or --seq-len, "
-               "or train a smaller model");
+    MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T);
+    need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
+    require_memory(need,
+                   "training this model (" + fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) +
+                       " parameters, a " + std::to_string(B) + "x" + std::to_string(T) + " micro-batch)",
+                   "lower --batch-size (keep the batch with --total-batch-tokens: gradient accumulation) or "
+                   "--seq-len, or train a smaller model");
   }
 
   DataLoader train_loader(o.data_dir, "train", B, T, o.seed, /*shuffle=*/true);

@@ -1,0 +1,68 @@
+// The one memory estimate of the trainers (train/memory.h): its activation part against
+// what Model::forward really allocates, for both architectures, and the refusal message.
+#include "aji/train/memory.h"
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "aji/base/error.h"
+#include "aji/model/model.h"
+
+namespace {
+
+aji::model::ModelConfig small(aji::model::Arch arch) {
+  aji::model::ModelConfig c;
+  c.arch = arch;
+  c.vocab_size = 300;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = arch == aji::model::Arch::kGpt2 ? 4 : 2;
+  c.d_model = 32;
+  c.d_ff = arch == aji::model::Arch::kGpt2 ? 0 : 64;
+  c.max_seq_len = 32;
+  c.tied_embeddings = arch == aji::model::Arch::kGpt2;
+  c.bias = arch == aji::model::Arch::kGpt2;
+  return c;
+}
+
+TEST(TrainMemory, EstimateMatchesWhatTheModelAllocates) {
+  for (auto arch : {aji::model::Arch::kGpt2, aji::model::Arch::kLlama}) {
+    const aji::model::ModelConfig c = small(arch);
+    aji::model::Model m(c);
+    m.init_weights(1);
+    for (int B : {1, 3}) {
+      m.forward(std::vector<int32_t>(size_t(B) * 32, 1).data(), B, 32);
+      const auto est = aji::train::training_memory(c, (int64_t)m.num_params(), int64_t(B) * 32);
+      const double real = double(m.activation_bytes());
+      EXPECT_NEAR(est.activations, real, 0.05 * real) << "arch " << int(arch) << " B " << B;
+      EXPECT_EQ(est.weights, 4.0 * double(m.num_params()));
+      EXPECT_EQ(est.grads, 4.0 * double(m.num_params()));
+      EXPECT_EQ(est.optimizer, 8.0 * double(m.num_params()));
+    }
+    // A frozen body: no AdamW moments.
+    EXPECT_EQ(aji::train::training_memory(c, 0, 32).optimizer, 0.0);
+  }
+}
+
+TEST(TrainMemory, RefusesWhatDoesNotFitWithTheNumbersAndTheFix) {
+  const auto need = aji::train::training_memory(small(aji::model::Arch::kLlama), 1 << 20, 64);
+  ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(0.5 * need.total() / 1048576.0).c_str(), 1);
+  EXPECT_GT(aji::train::available_memory_bytes(), 0.0);
+  EXPECT_LT(aji::train::available_memory_bytes(), need.total());
+  try {
+    aji::train::require_memory(need, "training this", "lower --batch-size");
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("training this needs about ", 0), 0u) << e.describe();
+    EXPECT_NE(std::string(e.what()).find("GiB is available"), std::string::npos) << e.describe();
+    EXPECT_NE(e.how_to_fix().find("lower --batch-size"), std::string::npos) << e.describe();
+  }
+  ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(2 * need.total() / 1048576.0).c_str(), 1);
+  EXPECT_NO_THROW(aji::train::require_memory(need, "training this", "lower --batch-size"));
+  ::unsetenv("AJI_MEMORY_LIMIT_MB");
+}
+
+}  // namespace
