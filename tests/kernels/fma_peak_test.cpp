@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <time.h>
 #include <vector>
@@ -59,8 +60,15 @@ TEST(FmaPeak, ProbeBoundsAnIndependentGemmAndThePeakIsCachedPerThreadCount) {
     if (t1 > t0) probe = std::max(probe, p.flops / (t1 - t0) / 1e9);
     if (t2 > t1) gemm = std::max(gemm, 2.0 * n * n * n / (t2 - t1) / 1e9);
   }
+#if defined(__SANITIZE_ADDRESS__)
+  // The sanitizer build compiles the probe at -O1 with instrumentation while oneDNN stays
+  // optimised, so the two rates are not comparable there (measured: probe 53, sgemm 104
+  // GFLOP/s). The release build runs this comparison; here only the caching is checked.
+  std::printf("[ note ] sanitizer build: probe %.1f vs sgemm %.1f GFLOP/s not compared\n", probe, gemm);
+#else
   EXPECT_LE(gemm, 1.15 * probe) << "sgemm " << gemm << " GFLOP/s above the probe's peak " << probe;
   EXPECT_GE(gemm, 0.6 * probe) << "sgemm " << gemm << " GFLOP/s far below the probe's peak " << probe;
+#endif
   // measured_peak_gflops times the same probe by the wall clock (best of three, cached):
   // never above the CPU-time figure (lower when the machine was busy).
   const double one = ops::measured_peak_gflops(1);
