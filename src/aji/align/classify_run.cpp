@@ -202,15 +202,7 @@ const std::vector<ResumeSetting> kOtherSettings = {
 }  // namespace
 
 const std::vector<std::string>& classify_setting_flags() {
-  static const std::vector<std::string> flags = [] {
-    std::vector<std::string> v;
-    ClassifyRunOptions o;
-    o.for_each_option([&](auto&, const OptionInfo& info) {
-      if (info.resume != OnResume::kNotSaved) v.push_back(info.flag());
-    });
-    for (const ResumeSetting& s : kOtherSettings) v.push_back(s.flag);
-    return v;
-  }();
+  static const std::vector<std::string> flags = resume_setting_flags<ClassifyRunOptions>(kOtherSettings);
   return flags;
 }
 

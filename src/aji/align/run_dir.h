@@ -50,6 +50,19 @@ struct ResumeSetting {
   const char* key;
 };
 
+// The flags whose values a resumed run keeps: every declared option of Options that is
+// saved (Options::for_each_option, base/options.h) and then the `other` settings.
+template <class Options>
+std::vector<std::string> resume_setting_flags(const std::vector<ResumeSetting>& other) {
+  std::vector<std::string> v;
+  Options o;
+  o.for_each_option([&](auto&, const OptionInfo& info) {
+    if (info.resume != OnResume::kNotSaved) v.push_back(info.flag());
+  });
+  for (const ResumeSetting& s : other) v.push_back(s.flag);
+  return v;
+}
+
 // For each flag in `given` (the flags the user passed) that is in `table`: equal to `saved`
 // -> nothing; different -> aji::Error naming both values and the fix (none of these may
 // change on resume). Keys missing from `saved` or `now` are skipped.

@@ -70,15 +70,7 @@ json saved_options_of(const json& sft) {
 }  // namespace
 
 const std::vector<std::string>& sft_setting_flags() {
-  static const std::vector<std::string> flags = [] {
-    std::vector<std::string> v;
-    SftRunOptions o;
-    o.for_each_option([&](auto&, const OptionInfo& info) {
-      if (info.resume != OnResume::kNotSaved) v.push_back(info.flag());
-    });
-    for (const ResumeSetting& s : kOtherSettings) v.push_back(s.flag);
-    return v;
-  }();
+  static const std::vector<std::string> flags = resume_setting_flags<SftRunOptions>(kOtherSettings);
   return flags;
 }
 
