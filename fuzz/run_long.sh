@@ -23,8 +23,10 @@ for h in "${HARNESSES[@]}"; do
   work="$BUILD/fuzz/corpus/$h"
   log="$BUILD/fuzz/long-$h.log"
   mkdir -p "$work"
+  extra=()  # seed folders read in place (see fuzz/CMakeLists.txt)
+  if [ "$h" = html ]; then extra=("$SRC/../tests/fixtures/data/extract"); fi
   "$bin" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-    -artifact_prefix="$BUILD/fuzz/crash-$h-" "$work" "$SRC/corpus/$h" >"$log" 2>&1
+    -artifact_prefix="$BUILD/fuzz/crash-$h-" "$work" "$SRC/corpus/$h" "${extra[@]}" >"$log" 2>&1
   rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   rate=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
