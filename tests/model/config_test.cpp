@@ -133,3 +133,20 @@ TEST(ModelConfig, LoadErrors) {
 }
 
 }  // namespace
+
+// A number too large for a double ("1e705") makes nlohmann::json::parse throw out_of_range
+// (406), not parse_error; it escaped as a bare exception (found by fuzz_model_config, input
+// fuzz/corpus/model_config/crash-number-overflow). Now an aji::Error naming the file.
+TEST(ModelConfig, NumberTooLargeForADoubleIsAClearError) {
+  aji::test::TempDir tmp;
+  const auto p = tmp.path() / "big.json";
+  aji::write_file_atomic(p, R"({"arch": "llama", "vocab_size": 320, "n_layer": 2, "n_head": 2, "d_model": 32,
+                               "max_seq_len": 32, "rope_theta": 1e705})");
+  try {
+    aji::model::ModelConfig::load(p);
+    FAIL() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.describe().find(p.string()), std::string::npos) << e.describe();
+    EXPECT_NE(e.describe().find("1e705"), std::string::npos) << e.describe();
+  }
+}

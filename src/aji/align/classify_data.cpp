@@ -104,7 +104,7 @@ std::vector<LabeledExample> read_labeled(const std::filesystem::path& path, cons
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line.begin(), line.end());
-      } catch (const nlohmann::json::parse_error& e) {
+      } catch (const nlohmann::json::exception& e) {
         rep.reject(opt.on_invalid, file, ln, "malformed_json", std::string("malformed JSON: ") + e.what(), fix);
         continue;
       }

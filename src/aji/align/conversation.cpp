@@ -73,7 +73,7 @@ std::optional<RuleViolation> parse_conversation_line(std::string_view line, Conv
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     return RuleViolation{"malformed_json", std::string("malformed JSON: ") + e.what()};
   }
   if (!j.is_object()) return RuleViolation{"malformed_json", "the line is JSON but not an object"};

@@ -136,7 +136,7 @@ void convert_oasst(Sink& sink, const std::filesystem::path& input, const Convert
     json tree;
     try {
       tree = json::parse(line.begin(), line.end());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       sink.reject(ln, "malformed_json", std::string("malformed JSON: ") + e.what());
       continue;
     }
@@ -188,7 +188,7 @@ void convert_json_lines(Sink& sink, const std::filesystem::path& input, SourceFo
     json j;
     try {
       j = json::parse(line.begin(), line.end());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       ++sink.rep.records_read;
       sink.reject(ln, "malformed_json", std::string("malformed JSON: ") + e.what());
       continue;

@@ -346,6 +346,8 @@ ModelConfig ModelConfig::load(const std::filesystem::path& path) {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
     throw Error(std::string("model config is not valid JSON: ") + e.what()).at_offset(p.string(), e.byte).fix("fix the JSON syntax");
+  } catch (const json::exception& e) {  // e.g. out_of_range 406: a number too large for a double ("1e705")
+    throw Error(std::string("model config is not valid JSON: ") + e.what()).at(p.string()).fix("fix the number");
   }
   try {
     return from_json(j, p.string());

@@ -135,6 +135,8 @@ json parse_json_file(const fs::path& path, const std::string& what, const std::s
                 e.what() + ")")
         .at_offset(path.string(), e.byte)
         .fix(fix);
+  } catch (const json::exception& e) {  // e.g. out_of_range 406: a number too large ("1e705")
+    throw Error(std::string("the ") + what + " is corrupt (JSON error: " + e.what() + ")").at(path.string()).fix(fix);
   }
 }
 

@@ -322,7 +322,7 @@ bool jsonl_text(std::string_view line, const std::string& field, std::string& te
       const nlohmann::json again = nlohmann::json::parse(line);
       (void)again;
       why = "not valid JSON";
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       why = std::string(e.what()).find("UTF-8") != std::string::npos ? "not valid UTF-8 inside a JSON string"
                                                                       : std::string("not valid JSON (") + e.what() + ")";
     }
