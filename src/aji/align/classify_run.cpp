@@ -244,19 +244,10 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
           .at(where)
           .fix("resume from a checkpoint written by `aji classify train`, or start a new run");
     }
-    std::vector<std::string> other_given;
-    std::set<std::string> declared_given;
-    for (const std::string& flag : in.given) {
-      bool other = false;
-      for (const ResumeSetting& k : kOtherSettings) other = other || flag == k.flag;
-      if (other)
-        other_given.push_back(flag);
-      else if (flag.rfind("--", 0) == 0)
-        declared_given.insert(flag.substr(2));
-    }
-    check_resume_settings(kOtherSettings, other_given, classify_other_settings_json(in),
+    const GivenFlags given = split_given_flags(in.given, kOtherSettings);
+    check_resume_settings(kOtherSettings, given.other, classify_other_settings_json(in),
                           classify_other_settings_json(o), out);
-    report_resumed_options(apply_saved_options(o, settings, declared_given, where), out, o.quiet);
+    report_resumed_options(apply_saved_options(o, settings, given.declared, where), out, o.quiet);
     progress.scalars_from_json(s.at("progress"));
     if (s.value("threads", 0) != num_threads() && !o.quiet)
       std::fprintf(stderr, "note: the run used %d threads, now %d: results will not match a straight run bit for bit\n",

@@ -92,6 +92,19 @@ std::string shown(const json& v) {
 }
 }  // namespace
 
+GivenFlags split_given_flags(const std::vector<std::string>& given, const std::vector<ResumeSetting>& table) {
+  GivenFlags g;
+  for (const std::string& flag : given) {
+    bool other = false;
+    for (const ResumeSetting& k : table) other = other || flag == k.flag;
+    if (other)
+      g.other.push_back(flag);
+    else if (flag.rfind("--", 0) == 0)
+      g.declared.insert(flag.substr(2));
+  }
+  return g;
+}
+
 void check_resume_settings(const std::vector<ResumeSetting>& table, const std::vector<std::string>& given,
                            const json& now, const json& saved, const fs::path& dir) {
   for (const std::string& flag : given) {

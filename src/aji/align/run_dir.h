@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,15 @@ std::vector<std::string> resume_setting_flags(const std::vector<ResumeSetting>& 
   for (const ResumeSetting& s : other) v.push_back(s.flag);
   return v;
 }
+
+// The flags the user passed (`given`), split: those in `table` (compared by
+// check_resume_settings) and the declared options' names without "--" (for
+// apply_saved_options).
+struct GivenFlags {
+  std::vector<std::string> other;
+  std::set<std::string> declared;
+};
+GivenFlags split_given_flags(const std::vector<std::string>& given, const std::vector<ResumeSetting>& table);
 
 // For each flag in `given` (the flags the user passed) that is in `table`: equal to `saved`
 // -> nothing; different -> aji::Error naming both values and the fix (none of these may

@@ -115,20 +115,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
     }
     json saved_other = other_settings_json(o);
     if (o.model.empty()) saved_other.erase("base_model");  // a checkpoint from before it was saved
-    std::vector<std::string> other_given;
-    std::set<std::string> declared_given;
-    for (const std::string& flag : in.given) {
-      bool other = false;
-      for (const ResumeSetting& k : kOtherSettings) other = other || flag == k.flag;
-      if (other)
-        other_given.push_back(flag);
-      else if (flag.rfind("--", 0) == 0)
-        declared_given.insert(flag.substr(2));
-    }
-    check_resume_settings(kOtherSettings, other_given, other_settings_json(in), saved_other, run);
+    const GivenFlags given = split_given_flags(in.given, kOtherSettings);
+    check_resume_settings(kOtherSettings, given.other, other_settings_json(in), saved_other, run);
     // The declared options: apply_saved_options keeps the run's values; a safe one given
     // anew (--eval-every, --save-every, --keep) changes with a note, any other is refused.
-    const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), declared_given, where);
+    const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), given.declared, where);
     report_resumed_options(rep, run, o.quiet);
     if (s.contains("first_loss") && s["first_loss"].is_number()) result.first_loss = s["first_loss"];
     if (s.contains("first_val_loss") && s["first_val_loss"].is_number()) result.first_val_loss = s["first_val_loss"];
