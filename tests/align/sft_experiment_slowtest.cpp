@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
 #include "aji/base/threads.h"
 #include "align/toy_base.h"
@@ -49,23 +51,15 @@ enum class Mask { kRight, kNoEndOfTurn, kShifted };
 
 ChatScore run_sft(Mask mask, aji::model::Model* trained = nullptr) {
   aji::model::Model m = aji::toybase::load_toy_base();
-  aji::Rng rng(2024);
-  std::vector<aji::align::RenderedSequence> train;
-  for (int i = 0; i < 1500 * 32; ++i) {
-    train.push_back(toy::render(toy::sample_sft_conversation(rng), mask != Mask::kNoEndOfTurn));
-    if (mask == Mask::kShifted) {  // mask[i] = original mask[i-1]
-      auto& lm = train.back().loss_mask;
+  std::vector<aji::align::RenderedSequence> train =
+      aji::toybase::toy_sft_rows(1500 * 32, 2024, mask != Mask::kNoEndOfTurn);
+  if (mask == Mask::kShifted)
+    for (auto& seq : train) {  // mask[i] = original mask[i-1]
+      auto& lm = seq.loss_mask;
       for (size_t j = lm.size() - 1; j > 0; --j) lm[j] = lm[j - 1];
       lm[0] = 0;
     }
-  }
-  aji::align::SftOptions o;
-  o.batch = 32;
-  o.steps = 1500;
-  o.lr = 1e-3f;
-  o.decay = "linear";
-  o.min_lr_frac = 0.0f;
-  o.pad_id = toy::kPad;
+  aji::align::SftOptions o = aji::toybase::toy_sft_options(1500);
   aji::train::AdamW opt(m.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   aji::align::SftResult r = aji::align::sft_train(m, opt, train, {}, o, {});
   const char* names[] = {"assistant reply + </a>", "</a> not supervised", "shifted one position later"};
@@ -88,6 +82,17 @@ TEST(SftExperimentA, TeachesTheTemplateAndToStop) {
   EXPECT_LE(before.em, 0.05);
   EXPECT_GE(after.stop, 0.98);
   EXPECT_GE(after.em, 0.60);
+  // The feedback experiments start from this model: the committed fixture was written here
+  // (AJI_WRITE_TOY_SFT=1). Another CPU rounds differently, so compare behaviour, not bits.
+  if (const char* w = std::getenv("AJI_WRITE_TOY_SFT"); w && std::string(w) == "1")
+    aji::train::save_model_dir(aji::toybase::sft_fixture_dir(), trained, {});
+  {
+    aji::model::Model fixture = aji::toybase::load_toy_sft();
+    const ChatScore f = score_heldout(fixture, 300);
+    std::printf("toy SFT fixture: held-out EM %.3f stop %.3f\n", f.em, f.stop);
+    EXPECT_GE(f.stop, 0.98);
+    EXPECT_GE(f.em, 0.60);
+  }
   const ChatScore control = run_sft(Mask::kNoEndOfTurn);
   std::printf("negative control (i) (</a> not supervised): EM %.3f stop %.3f\n", control.em, control.stop);
   EXPECT_LT(control.stop, 0.5);

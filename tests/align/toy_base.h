@@ -111,4 +111,32 @@ inline ToySumExamples toy_sum_examples(int n, uint64_t seed) {
   return out;
 }
 
+// The toy world's SFT model (experiment A's recipe, spec §8.1 A): the base fixture fine-tuned
+// 1,500 steps on the SFT mixture (50% one-turn addition, 35% two-turn, 15% pick a number),
+// batch 32, AdamW lr 1e-3 with linear decay to 0, loss on reply characters and </a>. The
+// feedback experiments (C, D, E, F) all start from it, so it is a committed fixture too
+// (tests/fixtures/toy/sft/); tests/align/sft_experiment_slowtest.cpp retrains it and checks
+// it (AJI_WRITE_TOY_SFT=1 rewrites the fixture).
+inline std::string sft_fixture_dir() { return std::string(AJI_SOURCE_DIR) + "/tests/fixtures/toy/sft"; }
+inline model::Model load_toy_sft() { return train::load_model(sft_fixture_dir()); }
+
+inline std::vector<align::RenderedSequence> toy_sft_rows(int64_t n, uint64_t seed = 2024, bool mask_end_of_turn = true) {
+  Rng rng(seed);
+  std::vector<align::RenderedSequence> rows;
+  rows.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i) rows.push_back(align::toy::render(align::toy::sample_sft_conversation(rng), mask_end_of_turn));
+  return rows;
+}
+
+inline align::SftOptions toy_sft_options(int64_t steps = 1500) {
+  align::SftOptions o;
+  o.batch = 32;
+  o.steps = steps;
+  o.lr = 1e-3f;
+  o.decay = "linear";
+  o.min_lr_frac = 0.0f;
+  o.pad_id = align::toy::kPad;
+  return o;
+}
+
 }  // namespace aji::toybase
