@@ -49,7 +49,10 @@ test-fast: build
 fuzz: build-fuzz
 	fuzz/run_long.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
-demo: build
+# The demo runs only the aji binary: build just that target (no tests, no benchmarks).
+demo: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CCACHE_FLAGS) $(CMAKE_FLAGS) > /dev/null
+	cmake --build $(BUILD) -j $(JOBS) --target aji
 	scripts/demo.sh
 
 bench: build
