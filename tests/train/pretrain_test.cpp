@@ -566,6 +566,36 @@ TEST(Pretrain, NoValidationDataIsAWarningNotASilentNan) {
   EXPECT_TRUE(contains(out, "no validation data (see the warning above)")) << out;
 }
 
+// An MFU above 100% is never printed: a peak given (or measured) too low is raised to what
+// the step did, with a note (the demo once printed "MFU 123.5%" after a busy start).
+TEST(Pretrain, MfuNeverExceedsOneHundredPercent) {
+  Fixture f;
+  std::string out;
+  const int rc = aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 pretrain --config " +
+                                            f.config.string() + " --data " + f.data.string() + " --out " +
+                                            (f.dir.path() / "mfu").string() +
+                                            " --steps 3 --batch-size 2 --seq-len 16 --sample-every 0 --peak-gflops 0.000001 2>&1",
+                                        &out);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_TRUE(contains(out, "the peak estimate was too low")) << out;
+  int lines = 0;
+  for (size_t at = out.find("MFU "); at != std::string::npos; at = out.find("MFU ", at + 4)) {
+    const double pct = std::atof(out.c_str() + at + 4);
+    if (out.compare(at + 4, 3, "is ") == 0) continue;  // "MFU is against ..."
+    ++lines;
+    EXPECT_LE(pct, 100.0) << out;
+  }
+  EXPECT_EQ(lines, 3) << out;
+  std::ifstream metrics(f.dir.path() / "mfu" / "metrics.jsonl");
+  std::string line;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("mfu")) {
+      EXPECT_LE(j["mfu"].get<double>(), 1.0) << line;
+    }
+  }
+}
+
 TEST(Pretrain, OptionsAreValidatedBeforeAnyWork) {
   Fixture f;
   struct Case {

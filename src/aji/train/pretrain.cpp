@@ -543,7 +543,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
 
   const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
   const bool peak_measured = o.peak_gflops_per_core <= 0;
-  const double peak = 1e9 * (peak_measured ? kernels::cpu::measured_peak_gflops(num_threads())
+  double peak = 1e9 * (peak_measured ? kernels::cpu::measured_peak_gflops(num_threads())
                                            : o.peak_gflops_per_core * num_threads());
   if (!o.quiet) {
     std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
@@ -602,7 +602,18 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     elapsed_before += dt;
     ema_step_s = step - session_start <= 1 ? dt : 0.9 * ema_step_s + 0.1 * dt;
     const double tok_s = static_cast<double>(total_batch) / dt;
-    const double mfu = flops_per_step / dt / peak;
+    double mfu = flops_per_step / dt / peak;
+    if (mfu > 1.0) {
+      // An MFU above 100% is never true: the peak it divides by was estimated too low (on
+      // a machine busy at start, or a --peak-gflops below the truth). Raise it to what this
+      // step did, say so once, and never print more than 100%.
+      if (!o.quiet)
+        std::printf("note: this step ran at %.0f GFLOP/s, above the peak estimate of %.0f GFLOP/s: the peak estimate "
+                    "was too low; MFU is now against %.0f GFLOP/s\n",
+                    flops_per_step / dt / 1e9, peak / 1e9, flops_per_step / dt / 1e9);
+      peak = flops_per_step / dt;
+      mfu = 1.0;
+    }
     history.train.push_back({static_cast<double>(step), loss});
     log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
                  {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},

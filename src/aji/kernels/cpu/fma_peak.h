@@ -12,6 +12,7 @@ namespace aji::kernels::cpu {
 struct FmaProbe {
   double flops = 0;        // floating-point operations done (an FMA counts 2)
   double seconds = 0;      // wall time of the loop
+  double cpu_seconds = 0;  // CPU time of the calling thread during the loop (<= seconds when others ran)
   float check = 0;         // lowest (end - start) over all lanes: `rounds` if every FMA ran
   const char* isa = "";    // "avx512", "avx2" or "portable"
 };
@@ -21,7 +22,11 @@ struct FmaProbe {
 FmaProbe fma_probe(int64_t rounds);
 
 // Peak GFLOP/s of `threads` cores running the probe at the same time (so that shared
-// clocks and power limits count): best of three ~20 ms tries. Cached per thread count.
+// clocks and power limits count): each thread's FLOPs per CPU second of its own (robust to
+// other processes taking the cores), summed; the best of five ~20 ms tries and of every
+// earlier measurement on this CPU model and thread count (kept in $AJI_PEAK_CACHE, else
+// $XDG_CACHE_HOME/aji/fma_peak.json or ~/.cache/aji/fma_peak.json; AJI_PEAK_CACHE=off
+// disables the file). Cached in memory per thread count.
 double measured_peak_gflops(int threads);
 
 }  // namespace aji::kernels::cpu
