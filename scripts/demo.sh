@@ -7,7 +7,8 @@
 #   5. a spam classifier fine-tuned from the base model          — aji classify train
 # It ends with a report card, printed and written to out/demo/REPORT.md.
 #
-# Environment: AJI (binary, default build/aji), DEMO_MINUTES (pretraining minutes, default 7),
+# Environment: AJI (binary, default build/aji), PRETRAIN_STEPS (default 400) or DEMO_MINUTES (a
+# pretraining time budget instead), SFT_STEPS (150), CLS_EPOCHS (2),
 # AJI_THREADS (threads, default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # The pretraining part of `make demo`: trains a tokenizer and the `tiny` model (Llama-style,
-# L6 d384, ~17M parameters) on the English + Korean corpus that ships in data/corpus, for
-# about 10 minutes, then prints samples from the trained model.
+# L6 d384, ~17M parameters) on the English + Korean corpus that ships in data/corpus for a
+# fixed number of steps (work, not wall time: a busy machine takes longer but trains the
+# same model), then prints samples from the trained model.
 #
 #   scripts/demo_pretrain.sh [WORK_DIR]        (default: out/demo-pretrain)
 #
-# Environment: AJI (the binary; default build/aji), DEMO_MINUTES (training time; 7),
+# Environment: AJI (the binary; default build/aji), PRETRAIN_STEPS (optimizer steps of 2,048
+# tokens; default 400, about 7 minutes on a quiet 2-core machine), DEMO_MINUTES (a time
+# budget instead of PRETRAIN_STEPS: the step count then depends on the machine's speed),
 # AJI_THREADS (threads; default all cores). Re-running starts the training over (--force);
 # continue an interrupted run with: $AJI pretrain --out WORK_DIR/run --resume
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
 WORK=${1:-out/demo-pretrain}
-MINUTES=${DEMO_MINUTES:-7}
+STEPS=${PRETRAIN_STEPS:-400}
+if [ -n "${DEMO_MINUTES:-}" ]; then BUDGET=(--time-budget "$DEMO_MINUTES"); WHAT="about $DEMO_MINUTES minutes"
+else BUDGET=(--steps "$STEPS"); WHAT="$STEPS steps ($((STEPS * 2048)) tokens)"; fi
 mkdir -p "$WORK"
 
 if [ ! -x "$AJI" ]; then
@@ -27,9 +32,9 @@ echo "== 2. token shards (5% of the documents held out for validation)"
 "$AJI" data tokenize --tokenizer "$WORK/tokenizer.json" --input data/corpus/train --out "$WORK/shards" \
   --val-fraction 0.05 --force
 
-echo "== 3. pretraining tiny for about $MINUTES minutes"
+echo "== 3. pretraining tiny for $WHAT"
 "$AJI" pretrain --config configs/tiny.json --data "$WORK/shards" --out "$WORK/run" --force \
-  --time-budget "$MINUTES" --batch-size 8 --seq-len 256 --lr 2e-3 --warmup 20 \
+  "${BUDGET[@]}" --batch-size 8 --seq-len 256 --lr 2e-3 --warmup 20 \
   --eval-every 50 --eval-batches 8 --sample-every 100 --sample-tokens 48 --save-every 100 --keep 2
 
 echo "== 4. samples from the trained model"
