@@ -412,6 +412,13 @@ TEST(FeedbackMath, TokenRewardsScoreOnEosAndNothingAfterIt) {
       if (t == cm.length[b] - 1) want += score[b];  // the EOS token (or the last one if truncated)
       EXPECT_NEAR(r[i], want, 1e-6) << b << "," << t;
     }
+  // Per-sequence KL for logging: Σ_t k1 over the valid tokens only.
+  const auto kl = token_kl(lp, lp_ref, cm.mask);
+  const auto seq_kl = sequence_logps(kl, cm.mask, B, T);
+  double kl0 = 0;
+  for (int t = 0; t < 3; ++t) kl0 += double(lp[t]) - lp_ref[t];
+  EXPECT_NEAR(seq_kl[0], kl0, 1e-5);
+  EXPECT_EQ(kl[3], 0.0f);
   std::vector<float> v = random_vec(rng, B * T);
   const Gae g = gae(r, v, cm.mask, B, T, 1.0, 0.95);
   EXPECT_EQ(g.advantages[3], 0.0f);

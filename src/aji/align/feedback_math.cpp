@@ -214,6 +214,17 @@ double kl_estimate_grad(KlEstimator est, double logp, double logp_ref) {
   return 0.0;
 }
 
+std::vector<float> token_kl(FloatSpan logp, FloatSpan logp_ref, MaskSpan mask, KlEstimator est) {
+  check_shape(logp_ref.size(), logp.size(), "logp_ref");
+  check_shape(mask.size(), logp.size(), "mask");
+  require_finite_masked(logp, mask, "logp");
+  require_finite_masked(logp_ref, mask, "logp_ref");
+  std::vector<float> kl(logp.size(), 0.0f);
+  for (size_t i = 0; i < logp.size(); ++i)
+    if (mask[i]) kl[i] = float(kl_estimate(est, logp[i], logp_ref[i]));
+  return kl;
+}
+
 // ---------------------------------------------------------------- PPO
 
 std::vector<float> ppo_token_rewards(FloatSpan logp, FloatSpan logp_ref, FloatSpan score, MaskSpan mask, int B,
@@ -224,15 +235,14 @@ std::vector<float> ppo_token_rewards(FloatSpan logp, FloatSpan logp_ref, FloatSp
   check_shape(mask.size(), N, "mask");
   check_shape(score.size(), size_t(B), "score");
   require_finite(score, "score");
-  require_finite_masked(logp, mask, "logp");
-  require_finite_masked(logp_ref, mask, "logp_ref");
+  const std::vector<float> kl = token_kl(logp, logp_ref, mask, est);
   std::vector<float> r(N, 0.0f);
   for (int b = 0; b < B; ++b) {
     int last = -1;
     for (int t = 0; t < T; ++t) {
       const size_t i = size_t(b) * T + t;
       if (!mask[i]) continue;
-      r[i] = float(-beta * kl_estimate(est, logp[i], logp_ref[i]));
+      r[i] = float(-beta * double(kl[i]));
       last = t;
     }
     if (last >= 0) r[size_t(b) * T + last] += score[b];

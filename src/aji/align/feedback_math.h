@@ -112,6 +112,10 @@ enum class KlEstimator { k1, k2, k3 };
 double kl_estimate(KlEstimator est, double logp, double logp_ref);
 double kl_estimate_grad(KlEstimator est, double logp, double logp_ref);  // d/d logp
 
+// Per-token KL estimate (B,T) on valid tokens, 0 elsewhere (for the PPO reward and for
+// logging objective/kl = Σ_t kl_t averaged over sequences: sequence_logps(token_kl(..))).
+std::vector<float> token_kl(FloatSpan logp, FloatSpan logp_ref, MaskSpan mask, KlEstimator est = KlEstimator::k1);
+
 // ---------------------------------------------------------------- PPO (§4)
 // Per-token rewards (B,T): r_t = −β·kl_t on valid tokens, plus score[b] on the last valid
 // token of row b (the stop token when the row terminated; OpenRLHF convention, not TRL's
