@@ -310,6 +310,60 @@ TEST_P(Logprob, BadTemperatureTargetOrCoefficientIsAClearError) {
   EXPECT_THROW(m.lm_head_logprob_backward(b.targets.data(), c.data()), aji::Error);
 }
 
+// A vocabulary large enough that the LM head runs in several row chunks (<= 8M logits per
+// chunk: 64 rows at V = 131072): a batch of 5 rows (80 positions, 2 chunks) gives the
+// log-probs, entropies and gradients of the rows run one at a time (16 positions, 1 chunk).
+TEST_F(Logprob, SeveralVocabularyChunksEqualOneRowAtATime) {
+  ModelConfig c;
+  c.arch = aji::model::Arch::kLlama;
+  c.vocab_size = 131072;
+  c.n_layer = 1;
+  c.n_head = 2;
+  c.n_kv_head = 1;
+  c.d_model = 8;
+  c.d_ff = 16;
+  c.max_seq_len = 16;
+  c.tied_embeddings = true;
+  c.init_std = 0.5f;
+  Model m(c);
+  m.init_weights(17);
+  const int B = 5, T = 16, N = B * T;
+  aji::Rng rng(23);
+  std::vector<int32_t> tokens(N), targets(N);
+  for (auto& t : tokens) t = (int32_t)rng.below(c.vocab_size);
+  for (int i = 0; i < N; ++i) targets[i] = (i % T == T - 1 || i % 7 == 3) ? -1 : tokens[i + 1];
+  std::vector<float> coef(N);
+  for (auto& x : coef) x = (float)rng.normal();
+
+  std::vector<float> lp(N), ent(N);
+  m.zero_grads();
+  m.forward(tokens.data(), B, T);
+  m.lm_head_logprobs(targets.data(), lp.data(), 0.7f, ent.data());
+  m.lm_head_logprob_backward(targets.data(), coef.data(), 0.7f);
+  m.backward(m.d_hidden_buffer());
+  const std::vector<float> g_batch(m.grads(), m.grads() + m.num_params());
+
+  m.zero_grads();
+  std::vector<float> lp1(T), ent1(T);
+  for (int r = 0; r < B; ++r) {
+    m.forward(tokens.data() + r * T, 1, T);
+    m.lm_head_logprobs(targets.data() + r * T, lp1.data(), 0.7f, ent1.data());
+    for (int t = 0; t < T; ++t) {
+      EXPECT_NEAR(lp[r * T + t], lp1[t], 1e-5 * (1 + std::fabs(lp1[t]))) << r << "," << t;
+      EXPECT_NEAR(ent[r * T + t], ent1[t], 1e-5 * (1 + ent1[t])) << r << "," << t;
+    }
+    m.lm_head_logprob_backward(targets.data() + r * T, coef.data() + r * T, 0.7f);
+    m.backward(m.d_hidden_buffer());
+  }
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g_batch.size(); ++i) {
+    num = std::max(num, (double)std::fabs(g_batch[i] - m.grads()[i]));
+    den = std::max(den, (double)std::fabs(m.grads()[i]));
+  }
+  EXPECT_GT(den, 1e-3);
+  EXPECT_LT(num / den, 1e-5) << "max |difference| " << num << " of max |grad| " << den;
+}
+
 INSTANTIATE_TEST_SUITE_P(Arch, Logprob, testing::Values(false, true),
                          [](const testing::TestParamInfo<bool>& i) { return i.param ? "Gpt2Tied" : "LlamaUntied"; });
 
