@@ -32,7 +32,9 @@ struct ScalarHead {
   // positions == nullptr: out (B,T) = w . hidden[b,t] at every position.
   void forward(const float* hidden, int B, int T, const int* positions, float* out) const;
   // d_out as out's shape. Accumulates into d_hidden (B,T,C) (the caller zeroes it) and
-  // into grad. Positions as in forward.
+  // into grad. Positions as in forward. With an LM-head loss on the same trunk (e.g. a
+  // value head beside the policy), run Model::lm_head_logprob_backward first (it
+  // overwrites d_hidden_buffer()), then this into the same buffer, then Model::backward.
   void backward(const float* hidden, int B, int T, const int* positions, const float* d_out, float* d_hidden);
 };
 
