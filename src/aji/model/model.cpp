@@ -406,37 +406,89 @@ void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const 
 
 // ---- LM head loss -----------------------------------------------------------------------------
 
-float Model::lm_head_loss(const int32_t* targets, const float* loss_weights, float grad_scale, float* per_token_loss) {
-  Impl& I = *impl_;
-  if (!I.have_forward) throw Error("lm_head_loss() before forward()");
-  const ModelConfig& c = config_;
-  const int64_t N = (int64_t)B_ * T_, C = c.d_model, V = c.vocab_size;
-  double sum_w = 0.0;
-  for (int64_t i = 0; i < N; ++i) {
+void Model::check_targets(const int32_t* targets, const char* caller) const {
+  if (!impl_->have_forward) throw Error(std::string(caller) + "() before forward()");
+  const int64_t N = (int64_t)B_ * T_, V = config_.vocab_size;
+  for (int64_t i = 0; i < N; ++i)
     if (targets[i] >= V)
       throw Error("target id " + std::to_string(targets[i]) + " at index " + std::to_string(i) +
                   " is outside the vocabulary [0, " + std::to_string(V) + ")")
           .fix("the tokenizer and the model disagree: use a model whose vocab_size covers the tokenizer");
-    if (targets[i] >= 0) sum_w += loss_weights ? loss_weights[i] : 1.0;
-  }
-  float* dW = grads() + I.lm_head;
+}
+
+namespace {
+float inverse_temperature(float temperature) {
+  if (!(temperature > 0.0f) || !std::isfinite(temperature))
+    throw Error("temperature " + std::to_string(temperature) + " is not a positive finite number")
+        .fix("use a temperature > 0 (1 = the model's own distribution)");
+  return 1.0f / temperature;
+}
+}  // namespace
+
+double Model::lm_head_pass(const int32_t* targets, const float* weights, float grad_scale, float inv_temp,
+                           bool with_grad, float* ce_out, float* logprob_out, float* entropy_out) {
+  Impl& I = *impl_;
+  const ModelConfig& c = config_;
+  const int64_t N = (int64_t)B_ * T_, C = c.d_model, V = c.vocab_size;
+  float* dW = with_grad ? grads() + I.lm_head : nullptr;
   const float* Wlm = params_.data() + I.lm_head;
-  if (sum_w <= 0.0) {
-    std::fill_n(I.d_hidden, N * C, 0.0f);
-    if (per_token_loss) std::fill_n(per_token_loss, N, 0.0f);
-    return 0.0f;
-  }
-  const float dscale = static_cast<float>(grad_scale / sum_w);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < N; r0 += I.logits_rows) {
     const int64_t R = std::min(I.logits_rows, N - r0);
     const float* h = I.hidden + r0 * C;
     ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
-    total += ops::softmax_xent_backward_inplace(I.logits, per_token_loss ? per_token_loss + r0 : nullptr, targets + r0,
-                                                loss_weights ? loss_weights + r0 : nullptr, dscale, R, (int)V);
-    ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V, WeightLayout::kOutIn);
+    if (with_grad) {
+      total += ops::softmax_xent_backward_inplace(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
+                                                  weights ? weights + r0 : nullptr, grad_scale, R, (int)V, inv_temp);
+      ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
+                           WeightLayout::kOutIn);
+    } else {
+      if (logprob_out) {
+        ops::log_softmax_pick(logprob_out + r0, I.logits, targets + r0, R, (int)V, inv_temp,
+                              entropy_out ? entropy_out + r0 : nullptr);
+      } else if (entropy_out) {
+        std::vector<float> scratch(R);
+        ops::log_softmax_pick(scratch.data(), I.logits, targets + r0, R, (int)V, inv_temp, entropy_out + r0);
+      }
+    }
   }
+  return total;
+}
+
+float Model::lm_head_loss(const int32_t* targets, const float* loss_weights, float grad_scale, float* per_token_loss) {
+  check_targets(targets, "lm_head_loss");
+  const int64_t N = (int64_t)B_ * T_;
+  double sum_w = 0.0;
+  for (int64_t i = 0; i < N; ++i)
+    if (targets[i] >= 0) sum_w += loss_weights ? loss_weights[i] : 1.0;
+  if (sum_w <= 0.0) {
+    (void)grads();  // allocated as by a real step
+    std::fill_n(impl_->d_hidden, N * config_.d_model, 0.0f);
+    if (per_token_loss) std::fill_n(per_token_loss, N, 0.0f);
+    return 0.0f;
+  }
+  const float dscale = static_cast<float>(grad_scale / sum_w);
+  const double total = lm_head_pass(targets, loss_weights, dscale, 1.0f, true, per_token_loss, nullptr, nullptr);
   return static_cast<float>(total / sum_w);
+}
+
+void Model::lm_head_logprobs(const int32_t* targets, float* logprobs_out, float temperature, float* entropy_out) {
+  check_targets(targets, "lm_head_logprobs");
+  const float inv_temp = inverse_temperature(temperature);
+  lm_head_pass(targets, nullptr, 0.0f, inv_temp, false, nullptr, logprobs_out, entropy_out);
+}
+
+void Model::lm_head_logprob_backward(const int32_t* targets, const float* d_logprobs, float temperature) {
+  check_targets(targets, "lm_head_logprob_backward");
+  const float inv_temp = inverse_temperature(temperature);
+  const int64_t N = (int64_t)B_ * T_;
+  for (int64_t i = 0; i < N; ++i)
+    if (targets[i] >= 0 && !std::isfinite(d_logprobs[i]))
+      throw Error("lm_head_logprob_backward: the coefficient of token " + std::to_string(i % T_) + " in row " +
+                  std::to_string(i / T_) + " is " + std::to_string(d_logprobs[i]))
+          .fix("a NaN or infinity in rewards, advantages or log-ratios upstream; check the reward and the loss");
+  // d logp_i / dz = -(d CE_i / dz): the cross-entropy kernel with weights d_i and scale -1
+  lm_head_pass(targets, d_logprobs, -1.0f, inv_temp, true, nullptr, nullptr, nullptr);
 }
 
 // ---- backward ---------------------------------------------------------------------------------

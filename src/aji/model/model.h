@@ -28,8 +28,10 @@
 //   any head: read hidden(), write d_hidden (B,T,C), accumulate its own parameter grads
 //   backward(d_hidden)            -> accumulates into grads()
 // The LM head is one such head: lm_head_loss() computes a fused, vocabulary-chunked
-// softmax-cross-entropy (never a full (B,T,V) tensor) and fills d_hidden_buffer().
-// A scalar (reward/value) or class head plugs in the same way.
+// softmax-cross-entropy (never a full (B,T,V) tensor) and fills d_hidden_buffer();
+// lm_head_logprobs() / lm_head_logprob_backward() are the per-token log-probabilities and
+// their signed-weight backward on the same chunked path (RL and preference losses).
+// A scalar (reward/value, scalar_head.h) or class head plugs in the same way.
 #pragma once
 
 #include <cstddef>
@@ -83,6 +85,9 @@ class Model {
   // Gradients are allocated (zeroed) on first use, so inference never pays for them.
   float* grads();
   const float* grads() const { return grads_.empty() ? nullptr : grads_.data(); }
+  // False until something asks for grads() (training, backward, lm_head_loss, ...): a frozen
+  // reference model used only through forward + lm_head_logprobs keeps it false.
+  bool has_grads() const { return !grads_.empty(); }
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor* find_tensor(const std::string& name) const;  // nullptr if absent
   float* param(const std::string& name);  // throws if absent
@@ -112,6 +117,22 @@ class Model {
   // per_token_loss (B,T) if not null receives CE_i (0 where ignored).
   float lm_head_loss(const int32_t* targets, const float* loss_weights = nullptr, float grad_scale = 1.0f,
                      float* per_token_loss = nullptr);
+  // Per-token log-probabilities of given targets for the batch of the last forward(), on
+  // the same vocabulary-chunked path as lm_head_loss (never a (B,T,V) tensor):
+  //   logprobs_out[i] = log softmax(logits_i / temperature)[targets[i]]   (B,T)
+  //   entropy_out[i]  = entropy of softmax(logits_i / temperature), nats  (B,T), if not null
+  // both 0 where targets[i] < 0. Touches no gradient (grads() is never allocated), so a
+  // frozen reference model costs no gradient memory. temperature > 0 (else aji::Error).
+  void lm_head_logprobs(const int32_t* targets, float* logprobs_out, float temperature = 1.0f,
+                        float* entropy_out = nullptr);
+  // Backward of L = sum_i d_logprobs[i] * logprob_i (logprob_i as lm_head_logprobs at this
+  // temperature) with signed, unnormalised per-token coefficients (GRPO advantages, DPO
+  // coefficients): 0 or targets[i] < 0 means no contribution. Writes dL/d(hidden) into
+  // d_hidden_buffer() (overwriting) and accumulates the LM-head (tied embedding or lm_head)
+  // gradient into grads(); call backward(d_hidden_buffer()) next. Per token,
+  //   dL/dz = d_i * (onehot(target_i) - softmax(z / T)) / T.
+  // A non-finite d_logprobs at a used position is an aji::Error.
+  void lm_head_logprob_backward(const int32_t* targets, const float* d_logprobs, float temperature = 1.0f);
   // Scratch (B,T,C) for heads to write d(hidden) into; sized by forward().
   float* d_hidden_buffer();
   // Backpropagates d_hidden (B,T,C) through the trunk; accumulates into grads().
@@ -138,6 +159,15 @@ class Model {
   struct Impl;  // layer offsets and the activation arena (model.cpp)
 
  private:
+  // The one vocabulary-chunked LM-head pass behind lm_head_loss, lm_head_logprobs and
+  // lm_head_logprob_backward: logits of I.logits_rows rows at a time, at temperature
+  // 1/inv_temp. With grad: every row's logits become weights[i] * grad_scale * dCE_i/dlogits,
+  // back through the head into d_hidden (overwrite) and the head's grads (+=); returns
+  // sum_i weights[i] * CE_i, ce_out (if not null) gets CE_i. Without grad: logprob_out and
+  // entropy_out (either may be null) as lm_head_logprobs; returns 0.
+  double lm_head_pass(const int32_t* targets, const float* weights, float grad_scale, float inv_temp, bool with_grad,
+                      float* ce_out, float* logprob_out, float* entropy_out);
+  void check_targets(const int32_t* targets, const char* caller) const;
   ModelConfig config_;
   std::vector<float> params_;
   std::vector<float> grads_;

@@ -871,8 +871,9 @@ void add_inplace(float* a, const float* b, int64_t n) {
 // ---- losses --------------------------------------------------------------------------
 
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
-                                     float grad_scale, int64_t n, int V) {
+                                     float grad_scale, int64_t n, int V, float inv_temperature) {
   Prof prof(OpKind::kLoss);
+  const float a = inv_temperature;
   // per-thread partial totals summed in thread order: deterministic (see Partials)
   const int n_threads = omp_get_max_threads();
   std::vector<double> partial(n_threads, 0.0);
@@ -888,12 +889,13 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
       continue;
     }
     const float target_logit = row[t];
-    const float m = vm::max_of(row, V);
-    const float sum = vm::exp_shift_sum(row, row, V, m);
-    const float loss = m + std::log(sum) - target_logit;
-    const float k = w * grad_scale / sum;
-    vm::scale(row, V, k);
-    row[t] -= w * grad_scale;
+    // a > 0, so max(a * x) = a * max(x); with a = 1 every step is the plain softmax exactly
+    const float m = a * vm::max_of(row, V);
+    const float sum = vm::exp_shift_sum(row, row, V, m, a);
+    const float loss = m + std::log(sum) - a * target_logit;
+    const float g = w * grad_scale * a;
+    vm::scale(row, V, g / sum);
+    row[t] -= g;
     if (losses) losses[r] = loss;
     total += (double)w * loss;
   }
@@ -902,17 +904,32 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
   return total;
 }
 
-void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V) {
+void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V,
+                      float inv_temperature, float* entropy) {
   Prof prof(OpKind::kLoss);
+  const float a = inv_temperature;
 #pragma omp parallel if (parallel_worth(n * V))
   {
     std::vector<float> scratch(V);
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < n; ++r) {
+      if (targets[r] < 0) {
+        out[r] = 0.0f;
+        if (entropy) entropy[r] = 0.0f;
+        continue;
+      }
       const float* row = logits + r * V;
-      const float m = vm::max_of(row, V);
-      const float sum = vm::exp_shift_sum(scratch.data(), row, V, m);
-      out[r] = row[targets[r]] - m - std::log(sum);
+      const float mx = vm::max_of(row, V);
+      const float m = a * mx;
+      const float sum = vm::exp_shift_sum(scratch.data(), row, V, m, a);
+      const float log_sum = std::log(sum);
+      out[r] = a * row[targets[r]] - m - log_sum;
+      if (entropy) {
+        // H = log Z - E_p[z] with z = a*x, both relative to the max: log(sum) - a * E_p[x - max]
+        double acc = 0.0;
+        for (int v = 0; v < V; ++v) acc += (double)scratch[v] * (double)(row[v] - mx);
+        entropy[r] = static_cast<float>((double)log_sum - (double)a * acc / (double)sum);
+      }
     }
   }
 }

@@ -109,14 +109,20 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 void add_inplace(float* a, const float* b, int64_t n);  // a += b
 
 // ---- losses --------------------------------------------------------------------------
-// Fused softmax + cross-entropy over n rows of V logits, in place: logits (n,V) become
-// d(loss)/d(logits) * weight * grad_scale, where loss_i = -log softmax(logits_i)[target_i].
-// target < 0 or weight 0 → ignored row (gradient 0, loss 0). weights may be null (= 1).
-// losses (n) receives loss_i (unweighted). Returns sum_i weight_i * loss_i (double).
+// Fused softmax + cross-entropy over n rows of V logits at temperature 1/inv_temperature, in
+// place: logits (n,V) become d(loss_i)/d(logits_i) * weight * grad_scale, where
+//   loss_i = -log softmax(inv_temperature * logits_i)[target_i]
+// (so the gradient carries the factor inv_temperature). target < 0 or weight 0 → ignored row
+// (gradient 0, loss 0). weights may be null (= 1) and may be negative (signed per-token
+// coefficients). losses (n) receives loss_i (unweighted). Returns sum_i weight_i * loss_i (double).
+// inv_temperature = 1 gives exactly the plain softmax cross-entropy.
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
-                                     float grad_scale, int64_t n, int V);
-// out (n) = log softmax(logits_i)[target_i] (no gradient; logits untouched).
-void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V);
+                                     float grad_scale, int64_t n, int V, float inv_temperature = 1.0f);
+// out (n) = log softmax(inv_temperature * logits_i)[target_i] (no gradient; logits untouched);
+// entropy (n) if not null = the entropy of softmax(inv_temperature * logits_i) in nats.
+// target < 0 → out 0 and entropy 0.
+void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V,
+                      float inv_temperature = 1.0f, float* entropy = nullptr);
 
 // ---- profiling -----------------------------------------------------------------------
 // Per-op-kind wall time of top-level op calls (not those nested in another op or in a
