@@ -307,6 +307,7 @@ TEST(Rollout, ToyBaseModelSamplesTheSumAtTemperatureOne) {
     for (float lp : r.logprobs) EXPECT_LE(lp, 1e-6f);
   }
   const double frac = double(right) / rs.size();
+  RecordProperty("fraction_right", std::to_string(frac));
   EXPECT_GT(frac, 0.7) << right << " of " << rs.size();
   EXPECT_GT(stopped, (int)rs.size() * 9 / 10);
 }
