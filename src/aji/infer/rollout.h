@@ -1,0 +1,61 @@
+// Batched rollouts for RL (GRPO, PPO): G sampled continuations of each prompt, decoded
+// together through one KV cache, with the log-probability of every sampled token.
+//
+// How it works (post-training spec §4.1 steps 1-3, §5.2):
+//   - prompts are bucketed by token length (the KV cache's `length` is shared by all rows
+//     of a batch); within a bucket the rows (prompt, sample) are decoded together, up to
+//     max_batch rows at a time;
+//   - each prompt is prefilled ONCE (batch 1) and its KV cache copied into its G rows;
+//   - each row samples with its own Rng seeded from (seed, prompt_index, sample_index), so
+//     the result does not depend on max_batch, bucketing or the thread count (up to float
+//     rounding of batched matmuls; aji's kernels compute each row the same way whatever the
+//     batch, and the tests check identical tokens for max_batch 1 and 64);
+//   - a row ends at its first stop token (kept in the row, its log-prob recorded), at
+//     max_new_tokens, or where prompt + output fill the model's context; rows that ended
+//     are compacted out of the batch (their KV rows copied down) so no work is spent on them.
+//   - logprobs[i] = log softmax(logits / temperature)[token i], over the FULL vocabulary,
+//     even when top-k / top-p narrow what is sampled (spec §4.2: the KL estimate is only
+//     unbiased with pure sampling, which is the default here).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "aji/model/model.h"
+
+namespace aji::infer {
+
+struct RolloutOptions {
+  int group_size = 1;       // G samples per prompt (>= 1)
+  int max_new_tokens = 64;  // >= 0
+  float temperature = 1.0f; // > 0 samples (pure sampling by default); 0 = greedy, logprobs then at temperature 1
+  float top_p = 1.0f;       // allowed but off by default (1 = off)
+  int top_k = 0;            // 0 = off
+  std::vector<int32_t> stop_tokens;  // end-of-turn; the stop token is included in the row and its logprob recorded
+  uint64_t seed = 0;
+  int max_batch = 64;       // rows decoded together at most (>= 1)
+  bool compact = true;      // drop finished rows from the batch (false: keep decoding them with a pad, ignored)
+};
+
+struct Rollout {
+  int prompt_index = 0, sample_index = 0;
+  std::vector<int32_t> tokens;  // generated tokens (stop token included when stopped)
+  std::vector<float> logprobs;  // log softmax(logits/temperature)[token] of each generated token, full softmax
+  bool stopped = false;         // ended on a stop token (else max_new_tokens or context)
+};
+
+// Results ordered prompt-major: prompt 0 samples 0..G-1, prompt 1 samples 0..G-1, ...
+// An empty prompt list gives an empty result. An empty prompt, a prompt of max_seq_len
+// tokens or more, a token id outside the vocabulary or an option out of range is an
+// aji::Error naming the prompt index or the option.
+std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<int32_t>>& prompts,
+                             const RolloutOptions& o);
+
+// log softmax(logits / temperature)[token] over all V logits (temperature <= 0 counts as 1),
+// accumulated in double. The value rollout() records; exposed for tests and trainers.
+float full_logprob(const float* logits, int vocab, int32_t token, float temperature);
+
+// The per-row sampling seed rollout() uses for (seed, prompt_index, sample_index).
+uint64_t rollout_row_seed(uint64_t seed, int prompt_index, int sample_index);
+
+}  // namespace aji::infer
