@@ -158,14 +158,14 @@ std::string english_problem(bool add, int tmpl, const std::string& name, const s
 std::string korean_problem(bool add, int tmpl, const std::string& name, const KoObject& o, int a, int b) {
   static const char* kAdd[] = {
       "{name}는 {obj} {a}{cnt}{eul} 가지고 있고 {b}{cnt}{eul} 더 샀습니다. {obj}{top} 모두 몇 {cnt}입니까?",
-      "상자에 {obj} {a}{cnt}{ga} 있습니다. {name}가 {b}{cnt}{eul} 더 넣었습니다. 상자에 있는 {obj}{top} 모두 몇 "
-      "{cnt}입니까?",
-      "{name}는 오전에 {obj} {a}{cnt}{eul} 받고 오후에 {b}{cnt}{eul} 더 받았습니다. 받은 {obj}{top} 모두 몇 "
-      "{cnt}입니까?",
+      ("상자에 {obj} {a}{cnt}{ga} 있습니다. {name}가 {b}{cnt}{eul} 더 넣었습니다. 상자에 있는 {obj}{top} 모두 몇 "
+       "{cnt}입니까?"),
+      ("{name}는 오전에 {obj} {a}{cnt}{eul} 받고 오후에 {b}{cnt}{eul} 더 받았습니다. 받은 {obj}{top} 모두 몇 "
+       "{cnt}입니까?"),
   };
   static const char* kSub[] = {
-      "{name}는 {obj} {a}{cnt}{eul} 가지고 있었는데 친구에게 {b}{cnt}{eul} 주었습니다. 남은 {obj}{top} 몇 "
-      "{cnt}입니까?",
+      ("{name}는 {obj} {a}{cnt}{eul} 가지고 있었는데 친구에게 {b}{cnt}{eul} 주었습니다. 남은 {obj}{top} 몇 "
+       "{cnt}입니까?"),
       "상자에 {obj} {a}{cnt}{ga} 있습니다. {name}가 {b}{cnt}{eul} 꺼냈습니다. 상자에 남은 {obj}{top} 몇 {cnt}입니까?",
       "{name}는 {obj} {a}{cnt}{eul} 가지고 있었는데 {b}{cnt}{eul} 잃어버렸습니다. 남은 {obj}{top} 몇 {cnt}입니까?",
   };

@@ -7,6 +7,7 @@
 //   tasks make-arithmetic  the generated English/Korean arithmetic word problems (train,
 //                          held-out test, and an SFT set with optional wrong answers)
 //   tasks check            every task's own answer must score 1 under the verifier
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
