@@ -421,3 +421,41 @@ TEST(PrefsCli, ConvertThenCheck) {
   EXPECT_EQ(aji::test::run_command(bin + " prefs convert --format nope " + in.string() + " --out " + out.string() + " 2>&1", &log), 1);
   EXPECT_NE(log.find("hh-rlhf, oasst-ranked"), std::string::npos) << log;
 }
+
+// The bundled HH-RLHF sample through the chat template: each side's prompt + completion is
+// its full rendering, and the --max-tokens filter drops exactly the responses whose full
+// rendering is longer than the limit (computed here from the full renderings).
+TEST(Preferences, BundledHhSampleRendersAndFiltersByLength) {
+  const auto& tok = chat_tokenizer();
+  InputReport rep;
+  auto groups = read_preferences(source_path("data/prefs/hh_rlhf_sample.jsonl"), OnInvalid::kError, &rep);
+  ASSERT_EQ(groups.size(), 300u);
+  const int64_t limit = 256;
+  int64_t want_dropped = 0, want_pairs = 0, want_groups = 0;
+  for (const auto& g : groups) {
+    bool ok[2];
+    for (int k = 0; k < 2; ++k) {
+      Conversation c;
+      c.messages = g.prompt;
+      c.messages.insert(c.messages.end(), g.responses[k].begin(), g.responses[k].end());
+      ok[k] = static_cast<int64_t>(render_conversation(tok, c).ids.size()) <= limit;
+      want_dropped += !ok[k];
+    }
+    want_pairs += ok[0] && ok[1];
+    want_groups += ok[0] && ok[1];
+  }
+  PreferenceRenderReport rr;
+  InputReport skips;
+  auto rendered = render_preferences(tok, groups, limit, "hh", &skips, &rr);
+  EXPECT_EQ(rr.responses_dropped, want_dropped);
+  EXPECT_EQ(rr.pairs_kept, want_pairs);
+  EXPECT_EQ(static_cast<int64_t>(rendered.size()), want_groups);
+  EXPECT_EQ(skips.skipped_count(), 300 - want_groups);
+  EXPECT_GT(want_dropped, 0) << "the limit should bite on this sample";
+  EXPECT_GT(want_groups, 100);
+  for (const auto& r : rendered)
+    for (const auto& c : r.completion_ids) {
+      EXPECT_LE(static_cast<int64_t>(r.prompt_ids.size() + c.size()), limit);
+      EXPECT_EQ(c[c.size() - 2], 100265u) << "a completion ends with <|im_end|>\\n";
+    }
+}
