@@ -456,6 +456,6 @@ TEST(Preferences, BundledHhSampleRendersAndFiltersByLength) {
   for (const auto& r : rendered)
     for (const auto& c : r.completion_ids) {
       EXPECT_LE(static_cast<int64_t>(r.prompt_ids.size() + c.size()), limit);
-      EXPECT_EQ(c[c.size() - 2], 100265u) << "a completion ends with <|im_end|>\\n";
+      EXPECT_EQ(c[c.size() - 2], 100265u) << "a completion ends with <|im_end|> and a newline";
     }
 }
