@@ -1,4 +1,4 @@
-#include "aji/align/run_dir.h"
+#include "aji/train/run_dir.h"
 
 #include <cstdio>
 #include <fstream>
@@ -8,7 +8,7 @@
 #include "aji/base/io.h"
 #include "aji/train/checkpoint.h"
 
-namespace aji::align {
+namespace aji::train {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -26,13 +26,13 @@ RunDirStart open_run_dir(const RunDirRequest& r) {
           (name.rfind("ckpt-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0))
         fs::remove_all(e.path(), ec);
     }
-  const auto checkpoints = train::list_checkpoints(r.dir);
+  const auto checkpoints = list_checkpoints(r.dir);
   if (r.resume) {
     if (checkpoints.empty())
       throw Error("nothing to resume: " + r.dir.string() + " has no checkpoint yet")
           .at(r.dir.string())
           .fix("start the run afresh (nothing there is lost, no --force needed): " + r.fresh_command);
-    start.checkpoint = train::resolve_model_dir(r.dir);
+    start.checkpoint = resolve_model_dir(r.dir);
     const fs::path ts = *start.checkpoint / "trainer_state.json";
     try {
       start.state = json::parse(read_file(ts));
@@ -153,4 +153,4 @@ void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<v
   write_file_atomic(dir / "metrics.jsonl", kept);
 }
 
-}  // namespace aji::align
+}  // namespace aji::train
