@@ -545,8 +545,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
   std::vector<float> token_loss(inputs.size());
   const int64_t session_start = step;
-  auto t_session = std::chrono::steady_clock::now();
-  double ema_step_s = 0.0;
   double first_step_s = 0.0;
   while (step < steps) {
     auto t0 = std::chrono::steady_clock::now();
@@ -574,20 +572,14 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     result.step_losses.push_back(static_cast<float>(loss));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     elapsed_before += dt;
-    ema_step_s = step - session_start <= 1 ? dt : 0.9 * ema_step_s + 0.1 * dt;
     const double tok_s = static_cast<double>(total_batch) / dt;
     const double mfu = flops_per_step / dt / peak;
     log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
                  {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},
                  {"cpu_s", process_cpu_seconds() - cpu0}});
-    if (!o.quiet) {
-      const std::string eta =
-          calibrating ? "?" : Progress::format_duration(ema_step_s * static_cast<double>(steps - step));
-      std::printf("step %5lld/%s | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
-                  (long long)step, calibrating ? "?" : std::to_string(steps).c_str(), loss, lr, norm, tok_s,
-                  100.0 * mfu, eta.c_str());
-      std::fflush(stdout);
-    }
+    trun.print_step(step, calibrating ? 0 : steps, dt,
+                    "loss " + fmt("%.4f", loss) + " | lr " + fmt("%.2e", lr) + " | norm " + fmt("%.3f", norm) + " | " +
+                        fmt("%.0f", tok_s) + " tok/s | MFU " + fmt("%.1f", 100.0 * mfu) + "%");
     if (calibrating && step - session_start == kCalibrationSteps) {
       // Steps 2..4 give the speed (step 1 pays for first-touch allocation); evaluation
       // and samples get ~10% of the budget.
@@ -619,7 +611,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
   if (step > session_start || resume_ckpt) trun.finish(step, steps);
   result.step = step;
-  (void)t_session;
   return result;
 }
 

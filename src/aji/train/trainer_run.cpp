@@ -231,8 +231,8 @@ void TrainerRun::print_step(int64_t step, int64_t total, double seconds, const s
   if (o_.progress_lines > 0 && !(step == 1 || step == total ||
                                  step % std::max<int64_t>(1, total / o_.progress_lines) == 0))
     return;
-  std::printf("step %5lld/%lld | %s | ETA %s\n", (long long)step, (long long)total, middle.c_str(),
-              eta(step, total).c_str());
+  std::printf("step %5lld/%s | %s | ETA %s\n", (long long)step, total > 0 ? std::to_string(total).c_str() : "?",
+              middle.c_str(), total > 0 ? eta(step, total).c_str() : "?");
   std::fflush(stdout);
 }
 

@@ -199,7 +199,8 @@ class TrainerRun {
   void set_total_steps(int64_t total) { total_ = total; }
 
   // "step   12/300 | <middle> | ETA 1m05s" on stdout (unless quiet or thinned out by
-  // progress_lines); the ETA from an average of the step times.
+  // progress_lines); the ETA from an average of the step times. total <= 0: not known yet
+  // ("step 3/? | ... | ETA ?").
   void print_step(int64_t step, int64_t total, double seconds, const std::string& middle);
   std::string eta(int64_t step, int64_t total) const;
 
