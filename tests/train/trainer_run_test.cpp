@@ -220,7 +220,14 @@ TEST(TrainerRun, FreshRefuseForceResumeRules) {
     EXPECT_NE(std::string(e.what()).find("nothing to resume"), std::string::npos) << e.describe();
     EXPECT_NE(e.describe().find("aji toy train --out"), std::string::npos) << e.describe();
   }
+  // A dir an earlier run left before its first checkpoint (metrics, a torn temp file of a
+  // killed write): a fresh start replaces it without --force.
+  fs::create_directories(run);
+  aji::write_file_atomic(run / "metrics.jsonl", json{{"step", 1}, {"loss", 777.25}}.dump() + "\n");
+  std::ofstream(run / "latest.tmp.12345") << "ckpt-";
   toy_run(run, false, false, 0, 2);
+  EXPECT_FALSE(fs::exists(run / "latest.tmp.12345"));
+  EXPECT_EQ(read_or_empty(run / "metrics.jsonl").find("777.25"), std::string::npos);
   // A fresh start on a run with checkpoints is refused; the fix names --resume and --force.
   try {
     toy_run(run, false, false, 0, 2);

@@ -16,16 +16,9 @@ using nlohmann::json;
 RunDirStart open_run_dir(const RunDirRequest& r) {
   if (r.resume && r.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
   RunDirStart start;
-  std::error_code ec;
-  // Half-written checkpoints of a killed process (train::save_checkpoint's ".ckpt-N.tmp.PID"
-  // and "ckpt-N.old"): never used, removed.
-  if (fs::is_directory(r.dir, ec))
-    for (const auto& e : fs::directory_iterator(r.dir, ec)) {
-      const std::string name = e.path().filename().string();
-      if ((name.rfind(".ckpt-", 0) == 0 && name.find(".tmp.") != std::string::npos) ||
-          (name.rfind("ckpt-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0))
-        fs::remove_all(e.path(), ec);
-    }
+  // What a killed process left half-written (".ckpt-N.tmp.PID", "ckpt-N.old", the temp files
+  // of latest, metrics.jsonl...): never used, removed (checkpoint.h).
+  remove_torn_checkpoint_files(r.dir);
   const auto checkpoints = list_checkpoints(r.dir);
   if (r.resume) {
     if (checkpoints.empty())
@@ -52,6 +45,7 @@ RunDirStart open_run_dir(const RunDirRequest& r) {
                 std::to_string(checkpoints.back().first) + ")")
         .at(r.dir.string())
         .fix("continue it with --resume, overwrite it with --force, or choose another --out");
+  std::error_code ec;
   if (!r.finished.empty() && fs::exists(r.dir / r.finished, ec) && !r.force)
     throw Error("the run directory already holds a finished result (" + r.finished + ")")
         .at(r.dir.string())
