@@ -166,7 +166,7 @@ void TrainerRun::start_metrics(int64_t step, const std::function<void(const json
 }
 
 void TrainerRun::log(const json& line) {
-  if (!metrics_.is_open()) start_metrics(-1);
+  if (!metrics_.is_open()) metrics_.open(dir() / "metrics.jsonl", std::ios::app);  // start_metrics not called: append
   metrics_ << line.dump() << "\n";
   metrics_.flush();
   add_to_plot(line);

@@ -28,7 +28,7 @@
 //   model::Model ref = train::load_model(o.model);       // frozen: saved nowhere
 //   train::AdamW opt(policy.num_params(), {...});
 //   int64_t step = 0;
-//   if (run.resuming()) { opt.load(*run.checkpoint() / "optimizer.bin"); step = run.section()["step"]; }
+//   if (run.resuming()) { opt.load(*run.checkpoint() / "optimizer.bin"); step = run.state()["step"]; }
 //   run.ship_tokenizer(model_dir);                      // travels with every checkpoint
 //   run.start_metrics(step);                            // truncates metrics.jsonl on resume
 //   run.set_checkpoint([&](int64_t s) {                 // what a checkpoint holds
