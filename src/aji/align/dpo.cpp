@@ -1,12 +1,12 @@
 #include "aji/align/dpo.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 
 #include "aji/align/feedback_math.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
@@ -212,10 +212,9 @@ ReferenceLogps dpo_reference_logps(model::Model& model, const std::vector<Prefer
   return ref;
 }
 
-DpoStepStats dpo_step(model::Model& policy, train::AdamW& optimizer, const std::vector<PreferenceIds>& pairs,
-                      const ReferenceLogps& ref, const std::vector<int64_t>& batch_idx, const DpoOptions& o,
-                      float lr) {
-  const auto t0 = std::chrono::steady_clock::now();
+DpoStepStats dpo_forward_backward(model::Model& policy, const std::vector<PreferenceIds>& pairs,
+                                  const ReferenceLogps& ref, const std::vector<int64_t>& batch_idx,
+                                  const DpoOptions& o) {
   const size_t P = batch_idx.size();
   if (P == 0) throw Error("DPO step with no pairs").fix("give at least one preference pair");
   if (ref.chosen.size() != pairs.size() || ref.rejected.size() != pairs.size())
@@ -223,7 +222,6 @@ DpoStepStats dpo_step(model::Model& policy, train::AdamW& optimizer, const std::
   DpoStepStats s;
   s.pairs = (int)P;
   PairStats acc;
-  policy.zero_grads();
   const size_t mb = micro_size(o, P);
   for (size_t from = 0; from < P; from += mb) {
     const size_t p = std::min(mb, P - from);
@@ -248,17 +246,21 @@ DpoStepStats dpo_step(model::Model& policy, train::AdamW& optimizer, const std::
   s.margin = acc.margin;
   s.chosen_logratio = acc.chosen_logratio;
   s.rejected_logratio = acc.rejected_logratio;
-  // update
-  s.grad_norm = train::clip_grad_norm(policy.grads(), policy.num_params(), o.grad_clip);
-  s.lr = lr;
-  if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "DPO diverged: loss %g, gradient norm %g (learning rate %.3g)", s.loss,
-                  s.grad_norm, lr);
-    throw Error(buf).fix("lower --lr or raise --beta, then continue from the last checkpoint with --resume");
-  }
-  optimizer.step(policy.params(), policy.grads(), train::all_parameter_ranges(policy), lr);
-  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return s;
+}
+
+DpoStepStats dpo_step(model::Model& policy, train::AdamW& optimizer, const std::vector<PreferenceIds>& pairs,
+                      const ReferenceLogps& ref, const std::vector<int64_t>& batch_idx, const DpoOptions& o,
+                      float lr, int64_t step_index) {
+  DpoStepStats s;
+  const std::vector<train::ParamGroup> groups = {train::ParamGroup::whole_model(policy, optimizer)};
+  const train::StepStats ss = train::train_step(groups, lr, o.grad_clip, "DPO", o.run_dir, [&] {
+    s = dpo_forward_backward(policy, pairs, ref, batch_idx, o);
+    return s.loss;
+  }, step_index);
+  s.grad_norm = ss.grad_norm;
+  s.lr = ss.lr;
+  s.seconds = ss.seconds;
   return s;
 }
 
@@ -285,7 +287,7 @@ DpoResult dpo_train(model::Model& policy, train::AdamW& optimizer, const std::ve
     }
     const int64_t P = std::min<int64_t>(o.batch, n - state.next_pair);
     const std::vector<int64_t> idx(order.begin() + state.next_pair, order.begin() + state.next_pair + P);
-    DpoStepStats s = dpo_step(policy, optimizer, pairs, ref, idx, o, sched.at(state.step));
+    DpoStepStats s = dpo_step(policy, optimizer, pairs, ref, idx, o, sched.at(state.step), state.step);
     state.next_pair += P;
     ++state.step;
     s.step = state.step;

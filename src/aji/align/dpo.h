@@ -27,6 +27,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -65,6 +66,7 @@ struct DpoOptions {
   float grad_clip = 1.0f;
   int32_t pad_id = 0;        // input id at padding (never a target)
   uint64_t seed = 1234;      // data order
+  std::filesystem::path run_dir;  // named in a divergence error (train::train_step); may be empty
 };
 
 // Where the loop is. The epoch's order is dpo_epoch_order(n, seed, epoch).
@@ -112,14 +114,22 @@ struct DpoStepStats {
   double seconds = 0;
 };
 
-// One optimizer step on the pairs `batch_idx` of `pairs`: forward [chosen; rejected],
-// per-token log-probs, DPO (+NLL) loss and gradient from feedback_math, LM-head and trunk
-// backward, gradient clip, AdamW at learning rate lr. Named sub-steps: policy_logps,
-// dpo_loss (fb::dpo_batch, fb::rpo_nll), update. A non-finite loss or gradient is an
-// aji::Error before the weights are touched.
+// The forward and backward of one step on the pairs `batch_idx` of `pairs`, per micro-batch:
+// forward [chosen; rejected] and per-token log-probs (policy_logps), DPO (+NLL) loss and
+// dL/dlogp from feedback_math (dpo_loss: fb::dpo_batch, fb::rpo_nll, fb::broadcast_sequence_grad),
+// LM-head and trunk backward. Gradients ACCUMULATE into policy.grads() (the caller zeroes);
+// returns the step's statistics (loss = the step-mean loss; no grad_norm, lr or step yet).
+DpoStepStats dpo_forward_backward(model::Model& policy, const std::vector<PreferenceIds>& pairs,
+                                  const ReferenceLogps& ref, const std::vector<int64_t>& batch_idx,
+                                  const DpoOptions& o);
+
+// One optimizer step: dpo_forward_backward inside train::train_step (the one trainer step:
+// zero, forward/backward, global norm, NaN/inf stop with an aji::Error naming the step and
+// o.run_dir's last checkpoint, clip, AdamW at learning rate lr). step_index: 0-based, for
+// the error message.
 DpoStepStats dpo_step(model::Model& policy, train::AdamW& optimizer, const std::vector<PreferenceIds>& pairs,
                       const ReferenceLogps& ref, const std::vector<int64_t>& batch_idx, const DpoOptions& o,
-                      float lr);
+                      float lr, int64_t step_index = 0);
 
 struct DpoHooks {
   std::function<void(const DpoStepStats&)> on_step;
