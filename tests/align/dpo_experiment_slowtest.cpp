@@ -81,6 +81,12 @@ FRun run_f(const std::vector<align::PreferenceIds>& train, double beta, double n
   f.reference_unchanged = !reference.has_grads() &&
                           std::memcmp(reference.params(), ref_before.data(), ref_before.size() * sizeof(float)) == 0;
   f.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Memory of the two models (the frozen reference: weights + a forward arena, no gradients,
+  // no AdamW moments; its log-probs were precomputed once, so it runs no forward per step).
+  std::printf("F memory: reference %.0f KB weights + %.0f KB activations (grads: %s) | policy %.0f KB weights+grads+AdamW + %.0f KB activations\n",
+              reference.num_params() * 4 / 1024.0, reference.activation_bytes() / 1024.0,
+              reference.has_grads() ? "yes" : "none", policy.num_params() * 16 / 1024.0,
+              policy.activation_bytes() / 1024.0);
   std::printf(
       "F %-28s %zu steps | loss %.6f -> %.4f | held-out acc %.3f margin %.2f (chosen %+.2f rejected %+.2f) | "
       "satisfaction %.3f in-format %.3f single-digit %.3f distinct %d KL %.2f | %.1f s\n",
