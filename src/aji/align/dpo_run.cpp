@@ -132,7 +132,8 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   refuse_reward_model(ref_dir, o.model);
   const model::ModelConfig cfg = train::load_model_config(ref_dir);
   {
-    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), int64_t(2) * o.train.batch * cfg.max_seq_len);
+    const int64_t pairs_at_once = o.train.micro_batch > 0 ? std::min(o.train.micro_batch, o.train.batch) : o.train.batch;
+    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), 2 * pairs_at_once * cfg.max_seq_len);
     need.extra += double(cfg.num_params()) * 4;  // the frozen reference: weights only
     train::require_memory(need, "DPO on this model (" + std::to_string(cfg.num_params()) + " parameters, policy + reference)",
                           "lower --batch-size or use --micro-batch");
