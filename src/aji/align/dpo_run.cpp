@@ -188,6 +188,12 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   }
 
   // --- reference log-probs (once), optimizer, state -----------------------------------------
+  if (!o.quiet) {
+    std::printf("dpo: %s | %zu train / %zu val pairs (%s; %s)\n", ref_dir.c_str(), train_pairs.size(),
+                val_pairs.size(), report.summary(3).c_str(), rrep.describe().c_str());
+    std::printf("dpo: reference log-probs of %zu pairs (one forward pass)...\n", train_pairs.size() + val_pairs.size());
+    std::fflush(stdout);
+  }
   const auto t_ref = std::chrono::steady_clock::now();
   const int ref_batch = o.train.micro_batch > 0 ? o.train.micro_batch : o.train.batch;
   const ReferenceLogps ref = dpo_reference_logps(reference, train_pairs, ref_batch, o.train.pad_id);
@@ -206,8 +212,6 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
     write_file_atomic(run / "run.json", info.dump(2) + "\n");
   }
   if (!o.quiet) {
-    std::printf("dpo: %s | %zu train / %zu val pairs (%s; %s)\n", ref_dir.c_str(), train_pairs.size(),
-                val_pairs.size(), report.summary(3).c_str(), rrep.describe().c_str());
     std::printf("dpo: %lld steps of %d pairs, beta %g, nll weight %g, lr %.2e (%s), threads %d; reference "
                 "log-probs precomputed in %.1f s\n",
                 (long long)steps, o.train.batch, o.train.beta, o.train.nll_weight, o.train.lr, o.train.decay.c_str(),
