@@ -8,8 +8,9 @@
 //   DPO + NLL (RPO), β 0.1, α 1, lr 1e-4: accuracy >= 0.90, satisfaction >= 0.75, KL <= 1.5
 //                                         nats, in-format >= 0.95;
 //   both: reference parameters bit-identical, and it never allocates gradients.
-// Negative control (run, must fail the criterion): chosen and rejected swapped -> the
-// satisfaction falls below the SFT model's.
+// Negative controls (run, each must fail its criterion): chosen and rejected swapped -> the
+// satisfaction falls below the SFT model's; the DPO+NLL settings without the NLL term -> KL
+// and/or in-format fail (the policy leaves the data distribution).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -138,4 +139,15 @@ TEST(DpoExperimentF, SwappedPairsLowerSatisfaction) {
   const FRun f = run_f(data().train_swapped, 0.5, 0.0, 5e-5f, "NEG swapped, beta 0.5");
   EXPECT_LT(f.after.satisfaction, s0.satisfaction) << "the swapped control must push satisfaction down";
   EXPECT_LT(f.after.satisfaction, s0.satisfaction + 0.15) << "so the pass criterion fails on it";
+}
+
+// Second control: the DPO+NLL run's settings without the NLL term (β 0.1 is weak for 3-token
+// replies with summed log-probs, spec §8.1 F): it must fail at least one of that run's criteria,
+// which shows the NLL term is what keeps the policy in distribution there.
+TEST(DpoExperimentF, WithoutNllBeta01FailsTheRpoCriteria) {
+  aji::set_num_threads(2);
+  const FRun f = run_f(data().train, 0.1, 0.0, 1e-4f, "NEG no NLL, beta 0.1, lr 1e-4");
+  const bool passes = f.heldout.accuracy >= 0.90 && f.after.satisfaction >= 0.75 && f.after.kl <= 1.5 &&
+                      f.after.in_format >= 0.95;
+  EXPECT_FALSE(passes) << "plain DPO at beta 0.1 was expected to leave the data distribution";
 }
