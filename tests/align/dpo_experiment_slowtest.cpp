@@ -107,11 +107,8 @@ aji::dpotoy::SampleScore before() {
   return s;
 }
 
-}  // namespace
-
-TEST(DpoExperimentF, PlainDpoBeta05) {
-  aji::set_num_threads(2);
-  const auto s0 = before();
+void plain_dpo_beta05(const aji::dpotoy::SampleScore& s0) {
+  SCOPED_TRACE("plain DPO, beta 0.5");
   ASSERT_EQ(data().train.size(), 2000u);
   ASSERT_EQ(data().heldout.size(), 300u);
   const FRun f = run_f(data().train, 0.5, 0.0, 5e-5f, "plain, beta 0.5, lr 5e-5");
@@ -121,8 +118,8 @@ TEST(DpoExperimentF, PlainDpoBeta05) {
   EXPECT_TRUE(f.reference_unchanged);
 }
 
-TEST(DpoExperimentF, RpoBeta01Nll1) {
-  aji::set_num_threads(2);
+void rpo_beta01_nll1() {
+  SCOPED_TRACE("DPO + NLL, beta 0.1");
   const FRun f = run_f(data().train, 0.1, 1.0, 1e-4f, "DPO+NLL, beta 0.1, lr 1e-4");
   EXPECT_NEAR(f.step0_dpo_loss, std::numbers::ln2, 1e-6);  // the DPO part; the NLL part adds to it
   EXPECT_GE(f.heldout.accuracy, 0.90);
@@ -133,9 +130,8 @@ TEST(DpoExperimentF, RpoBeta01Nll1) {
 }
 
 // Negative control: the same plain run on swapped pairs teaches the opposite rule.
-TEST(DpoExperimentF, SwappedPairsLowerSatisfaction) {
-  aji::set_num_threads(2);
-  const auto s0 = before();
+void swapped_pairs_lower_satisfaction(const aji::dpotoy::SampleScore& s0) {
+  SCOPED_TRACE("control: swapped pairs");
   const FRun f = run_f(data().train_swapped, 0.5, 0.0, 5e-5f, "NEG swapped, beta 0.5");
   EXPECT_LT(f.after.satisfaction, s0.satisfaction) << "the swapped control must push satisfaction down";
   EXPECT_LT(f.after.satisfaction, s0.satisfaction + 0.15) << "so the pass criterion fails on it";
@@ -144,10 +140,22 @@ TEST(DpoExperimentF, SwappedPairsLowerSatisfaction) {
 // Second control: the DPO+NLL run's settings without the NLL term (β 0.1 is weak for 3-token
 // replies with summed log-probs, spec §8.1 F): it must fail at least one of that run's criteria,
 // which shows the NLL term is what keeps the policy in distribution there.
-TEST(DpoExperimentF, WithoutNllBeta01FailsTheRpoCriteria) {
-  aji::set_num_threads(2);
+void without_nll_fails_rpo_criteria() {
+  SCOPED_TRACE("control: no NLL at beta 0.1");
   const FRun f = run_f(data().train, 0.1, 0.0, 1e-4f, "NEG no NLL, beta 0.1, lr 1e-4");
   const bool passes = f.heldout.accuracy >= 0.90 && f.after.satisfaction >= 0.75 && f.after.kl <= 1.5 &&
                       f.after.in_format >= 0.95;
   EXPECT_FALSE(passes) << "plain DPO at beta 0.1 was expected to leave the data distribution";
+}
+
+}  // namespace
+
+// One test (one process under ctest): the pairs are sampled once for the four runs.
+TEST(DpoExperimentF, PassesAndControlsFail) {
+  aji::set_num_threads(2);
+  const aji::dpotoy::SampleScore s0 = before();
+  plain_dpo_beta05(s0);
+  rpo_beta01_nll1();
+  swapped_pairs_lower_satisfaction(s0);
+  without_nll_fails_rpo_criteria();
 }

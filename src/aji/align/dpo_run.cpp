@@ -43,15 +43,15 @@ json other_settings_json(const DpoRunOptions& o) {
           {"skip_invalid", o.skip_invalid}};
 }
 
-// A reward-model (or value-model) dir has a scalar head next to the trunk, or says so in its
-// trainer state: it is not a policy.
+// A reward-model (or value-model, classifier) dir has a head next to the trunk (score.safetensors,
+// class_head.safetensors), an rm.json, or an "rm" section in its trainer state: it is not a policy.
 void refuse_reward_model(const fs::path& model_dir, const fs::path& given) {
   bool rm = false;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(model_dir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.find("head") != std::string::npos && name.find(".safetensors") != std::string::npos) rm = true;
-    if (name == "score.safetensors") rm = true;
+    if (name == "score.safetensors" || name == "rm.json") rm = true;  // align/reward_model.h's files
   }
   if (fs::exists(model_dir / "trainer_state.json")) {
     try {
@@ -62,7 +62,7 @@ void refuse_reward_model(const fs::path& model_dir, const fs::path& given) {
     }
   }
   if (rm)
-    throw Error("--model " + given.string() + " is a reward model (it has a scalar score head), not a policy")
+    throw Error("--model " + given.string() + " is a reward model (or classifier: it has a score/class head), not a policy")
         .at(model_dir.string())
         .fix("give the SFT model the reward model was trained from as --model (DPO needs no reward model)");
 }
