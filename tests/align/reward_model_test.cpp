@@ -7,14 +7,21 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <numeric>
 #include <unistd.h>
 
+#include "aji/align/conversation.h"
+#include "aji/align/render.h"
 #include "aji/align/reward_model.h"
+#include "aji/align/reward_model_run.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/train/checkpoint.h"
+#include "micro_base.h"
 #include "rm_toy.h"
+#include "test_util.h"
 #include "toy_base.h"
 
 using namespace aji::align;
@@ -202,7 +209,7 @@ TEST(RewardModel, HeadGradientMatchesFiniteDifferences) {
 TEST(RewardModel, ShortRunChangesEveryParameter) {
   aji::set_num_threads(2);
   Model policy = aji::toybase::load_toy_sft();
-  const aji::rmtoy::ToyPrefs data = aji::rmtoy::toy_preferences(policy, 48, 4, 31);
+  const aji::rmtoy::ToyPrefs data = aji::rmtoy::toy_preferences(policy, 24, 4, 31);
   RewardModel rm(aji::toybase::load_toy_sft(), int32_t(toy::kPad));
   const std::vector<float> before(rm.trunk.params(), rm.trunk.params() + rm.trunk.num_params());
   RmOptions o;
@@ -231,9 +238,9 @@ TEST(RewardModel, ShortRunChangesEveryParameter) {
 TEST(RewardModel, ResumeIsBitIdentical) {
   aji::set_num_threads(2);
   Model policy = aji::toybase::load_toy_sft();
-  const aji::rmtoy::ToyPrefs data = aji::rmtoy::toy_preferences(policy, 40, 4, 32);
+  const aji::rmtoy::ToyPrefs data = aji::rmtoy::toy_preferences(policy, 24, 4, 32);
   RmOptions o;
-  o.batch = 6;
+  o.batch = 4;
   o.epochs = 2;  // crosses an epoch boundary
   o.lr = 1e-3f;
   o.decay = "cosine";
@@ -306,4 +313,179 @@ TEST(RewardModel, DirectoryRoundTripAndRefusals) {
     EXPECT_FALSE(e.how_to_fix().empty());
   }
   fs::remove_all(dir);
+}
+
+// ---- `aji rm train` / `aji rm score` end to end on a micro model (micro_base.h) ------------
+
+namespace {
+
+const char* kRmQa[][3] = {{"What color is the sky?", "The sky is blue.", "The sky is green."},
+                          {"How many legs does a cat have?", "A cat has four legs.", "A cat has nine legs."},
+                          {"Say hello.", "Hello! How can I help you today?", "Go away."},
+                          {"하늘은 무슨 색이야?", "하늘은 파란색이야.", "하늘은 초록색이야."}};
+
+std::string msg(const char* role, const std::string& content) {
+  return R"({"role": ")" + std::string(role) + R"(", "content": ")" + content + R"("})";
+}
+
+struct RmRunFixture {
+  aji::test::TempDir dir;
+  fs::path base, prefs, convs;
+  RmRunFixture() {
+    aji::set_num_threads(1);
+    {
+      std::ofstream c(dir.path() / "corpus.txt");
+      for (int i = 0; i < 200; ++i)
+        for (auto& qa : kRmQa) c << qa[0] << " " << qa[1] << " " << qa[2] << "\n\n";
+    }
+    base = aji::test::build_micro_base(dir.path(), dir.path() / "corpus.txt");
+    prefs = dir.path() / "prefs.jsonl";
+    convs = dir.path() / "convs.jsonl";
+    std::ofstream p(prefs), c(convs);
+    for (int i = 0; i < 16; ++i) {
+      auto& qa = kRmQa[i % 4];
+      if (i % 4 == 3)  // a 3-way ranking: 3 pairs
+        p << R"({"prompt": [)" << msg("user", qa[0]) << R"(], "responses": [[)" << msg("assistant", qa[2]) << "], ["
+          << msg("assistant", qa[1]) << "], [" << msg("assistant", "Hmm.") << R"(]], "ranking": [1, 2, 0]})" << "\n";
+      else
+        p << R"({"prompt": [)" << msg("user", qa[0]) << R"(], "chosen": [)" << msg("assistant", qa[1])
+          << R"(], "rejected": [)" << msg("assistant", qa[2]) << "]}\n";
+    }
+    for (auto& qa : kRmQa)
+      for (int k = 1; k <= 2; ++k)
+        c << R"({"messages": [)" << msg("user", qa[0]) << ", " << msg("assistant", qa[k]) << "]}\n";
+  }
+  RmRunOptions options(const std::string& run, int64_t steps) const {
+    RmRunOptions o;
+    o.model = base;
+    o.data = {prefs};
+    o.out_dir = dir.path() / run;
+    o.quiet = true;
+    o.val_fraction = 0.25;
+    o.train.batch = 3;
+    o.train.steps = steps;
+    o.train.lr = 3e-3f;
+    o.train.eval_every = 4;
+    o.save_every = 3;
+    return o;
+  }
+};
+
+std::vector<float> head_of(const fs::path& out) { return load_reward_model(resolve_reward_model_dir(out)).head.w; }
+
+}  // namespace
+
+TEST(RewardModelRun, TrainsWritesTheRmDirAndScoresThroughTheCli) {
+  RmRunFixture f;
+  const RmRunResult r = run_rm_train(f.options("run", 12));
+  EXPECT_EQ(r.steps, 12);
+  EXPECT_EQ(r.n_train + r.n_val, 16);
+  EXPECT_EQ(r.n_val, 4);
+  EXPECT_NEAR(r.first_loss, std::log(2.0), 1e-9);  // zero head
+  EXPECT_EQ(r.val_before.accuracy, 0.5);
+  EXPECT_LT(r.step_losses.back(), r.first_loss);
+  const fs::path run = f.dir.path() / "run";
+  for (const char* name : {"rm/rm.json", "rm/score.safetensors", "rm/model.safetensors", "rm/aji_tokenizer.json",
+                           "summary.json", "metrics.jsonl", "loss.svg", "run.json"})
+    EXPECT_TRUE(fs::exists(run / name)) << name;
+  // metrics.jsonl: every step has loss/accuracy/margin/rewards; evaluations val_accuracy.
+  int steps = 0, evals = 0;
+  std::ifstream m(run / "metrics.jsonl");
+  for (std::string line; std::getline(m, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("loss")) {
+      ++steps;
+      for (const char* k : {"accuracy", "margin", "reward_min", "reward_mean", "reward_max", "grad_norm"})
+        EXPECT_TRUE(j.contains(k)) << k;
+    }
+    if (j.contains("val_accuracy")) ++evals;
+  }
+  EXPECT_EQ(steps, 12);
+  EXPECT_GE(evals, 3);  // step 0, 4, 8, 12
+  // The RM dir: its offset is the chosen replies' mean raw score.
+  RewardModel rm = load_reward_model(resolve_reward_model_dir(run));
+  EXPECT_EQ(rm.offset, r.offset);
+  EXPECT_NE(rm.offset, 0.0f);
+  // A policy loader refuses the RM run dir (its checkpoints are reward models too) and the RM dir.
+  EXPECT_THROW(aji::train::load_model(run), aji::Error);
+  EXPECT_THROW(aji::train::load_model(run / "rm"), aji::Error);
+  // `aji rm train --model` given a reward model is refused with the fix.
+  auto again = f.options("again", 2);
+  again.model = run / "rm";
+  EXPECT_THROW(run_rm_train(again), aji::Error);
+
+  // `aji rm score`: one JSON line per input line, score = reference score − offset.
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " rm score --model " + run.string() + " --input " +
+                                       f.convs.string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  const aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(run / "rm" / "aji_tokenizer.json");
+  InputReport rep;
+  const std::vector<Conversation> convs = read_conversations(f.convs, OnInvalid::kError, &rep);
+  std::istringstream lines(out);
+  size_t n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    ASSERT_LT(n, convs.size()) << out;
+    const nlohmann::json j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["line"], int64_t(n + 1));
+    const RenderedSequence rs = render_conversation(tok, convs[n]);
+    const double want = reference_score(rm, std::vector<int32_t>(rs.ids.begin(), rs.ids.end())) - rm.offset;
+    EXPECT_NEAR(j["score"].get<double>(), want, 1e-4) << line;
+  }
+  EXPECT_EQ(n, convs.size());
+  // A plain model given to `rm score` is refused with the fix.
+  EXPECT_NE(aji::test::run_command(std::string(AJI_BINARY) + " rm score --model " + f.base.string() + " --input " +
+                                       f.convs.string() + " 2>&1",
+                                   &out),
+            0);
+  EXPECT_NE(out.find("not a reward model"), std::string::npos) << out;
+  EXPECT_NE(out.find("aji rm train"), std::string::npos) << out;
+}
+
+TEST(RewardModelRun, ResumeIsBitIdenticalAndBadInputIsClear) {
+  RmRunFixture f;
+  run_rm_train(f.options("full", 9));
+  auto first = f.options("part", 9);
+  first.stop_after = 4;  // checkpoint at 4, stop
+  EXPECT_TRUE(run_rm_train(first).interrupted);
+  EXPECT_THROW(resolve_reward_model_dir(f.dir.path() / "part"), aji::Error);  // not finished yet
+  auto rest = f.options("part", 9);
+  rest.resume = true;
+  rest.given = {"--lr"};  // the same value as saved: accepted
+  const RmRunResult r2 = run_rm_train(rest);
+  EXPECT_EQ(r2.steps, 9);
+  EXPECT_EQ(head_of(f.dir.path() / "part"), head_of(f.dir.path() / "full"));
+  const RewardModel a = load_reward_model(f.dir.path() / "full" / "rm");
+  const RewardModel b = load_reward_model(f.dir.path() / "part" / "rm");
+  EXPECT_EQ(0, std::memcmp(a.trunk.params(), b.trunk.params(), sizeof(float) * a.trunk.num_params()));
+  EXPECT_EQ(a.offset, b.offset);
+  // A finished run is not overwritten without --force.
+  EXPECT_THROW(run_rm_train(f.options("full", 9)), aji::Error);
+
+  // Bad input: chosen equal to rejected names file:line; --skip-invalid counts it instead.
+  const fs::path bad = f.dir.path() / "bad.jsonl";
+  {
+    std::ofstream b(bad);
+    b << R"({"prompt": [)" << msg("user", "hi") << R"(], "chosen": [)" << msg("assistant", "hello")
+      << R"(], "rejected": [)" << msg("assistant", "bye") << "]}\n";
+    b << R"({"prompt": [)" << msg("user", "hi") << R"(], "chosen": [)" << msg("assistant", "same")
+      << R"(], "rejected": [)" << msg("assistant", "same") << "]}\n";
+    b << R"({"prompt": [)" << msg("user", "yo") << R"(], "chosen": [)" << msg("assistant", "hey")
+      << R"(], "rejected": [)" << msg("assistant", "no") << "]}\n";
+  }
+  auto o = f.options("bad", 2);
+  o.data = {bad};
+  o.val_fraction = 0;
+  try {
+    run_rm_train(o);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.describe().find("bad.jsonl:2"), std::string::npos) << e.describe();
+  }
+  o.skip_invalid = true;
+  o.force = true;
+  const RmRunResult rs = run_rm_train(o);
+  EXPECT_EQ(rs.n_train, 2);
 }
