@@ -409,13 +409,25 @@ TEST(RewardModelRun, TrainsWritesTheRmDirAndScoresThroughTheCli) {
   // A policy loader refuses the RM run dir (its checkpoints are reward models too) and the RM dir.
   EXPECT_THROW(aji::train::load_model(run), aji::Error);
   EXPECT_THROW(aji::train::load_model(run / "rm"), aji::Error);
-  // `aji rm train --model` given a reward model is refused with the fix.
-  auto again = f.options("again", 2);
-  again.model = run / "rm";
-  EXPECT_THROW(run_rm_train(again), aji::Error);
+  // Through the CLI: `aji rm train` in the form; given a reward model as --model it
+  // refuses with the fix.
+  std::string out;
+  const std::string train_cmd = std::string(AJI_BINARY) + " -q rm train --data " + f.prefs.string() +
+                                " --epochs 1 --lr 0.003 --batch-size 4 --val-fraction 0.25 --model ";
+  ASSERT_EQ(aji::test::run_command(train_cmd + f.base.string() + " --out " + (f.dir.path() / "cli").string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  EXPECT_TRUE(is_reward_model_dir(f.dir.path() / "cli" / "rm"));
+  EXPECT_EQ(nlohmann::json::parse(std::ifstream(f.dir.path() / "cli" / "summary.json"))["steps"], 3);  // 12 prompts / 4
+  EXPECT_NE(aji::test::run_command(train_cmd + (run / "rm").string() + " --out " + (f.dir.path() / "again").string() +
+                                       " 2>&1",
+                                   &out),
+            0);
+  EXPECT_NE(out.find("reward model"), std::string::npos) << out;
+  EXPECT_NE(out.find("fix:"), std::string::npos) << out;
 
   // `aji rm score`: one JSON line per input line, score = reference score − offset.
-  std::string out;
   ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " rm score --model " + run.string() + " --input " +
                                        f.convs.string() + " 2>&1",
                                    &out),
