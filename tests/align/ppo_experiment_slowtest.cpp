@@ -1,0 +1,125 @@
+// Experiment D of the post-training spec (§8.1 D): PPO-RLHF on the toy world. The policy and
+// the frozen reference start as the committed toy SFT model; pick-a-number prompts "x?";
+// the hidden rule "even" (an even number followed by </a>) is the TRUE metric.
+//
+// Reward: the rule itself (a {0,1} reward function). The spec runs PPO against the reward
+// model of experiment C (trained on the rule's rankings); the RM library is not in this
+// branch yet, so the reward here is the rule and the value model starts from the SFT trunk
+// with a zero head (with an RM it starts from the RM, InstructGPT).
+//
+// Recipe (spec): 30 steps × 64 rollouts (16 prompts × 4), β = 0.05 (k1 in the reward),
+// missing-</a> penalty −1, GAE γ = 1, λ = 0.95, whitening, clip 0.2, value clip 0.2,
+// vf_coef 0.1, 4 PPO epochs × 2 minibatches, AdamW lr 1e-4 eps 1e-5, grad-norm clip 1.
+// Evaluation: 100 fresh prompts × 4 samples at temperature 1.
+// Pass: satisfaction ≥ 0.90; 0.3 ≤ KL ≤ 3.0 nats; distinct replies ≥ 20; the rollout
+// reward and the true-rule rate both rise (first 3 steps vs last 3).
+// Negative control: the advantage sign flipped -> satisfaction falls below the start.
+// Reward hacking in miniature: β = 0 -> larger KL and fewer distinct replies than β = 0.05.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "aji/base/rng.h"
+#include "aji/base/threads.h"
+#include "align/ppo_toy.h"
+
+namespace al = aji::align;
+using aji::ppotoy::ToyPpo;
+
+namespace {
+
+std::vector<std::vector<int32_t>> eval_prompts() {
+  aji::Rng rng(4242);
+  std::vector<std::vector<int32_t>> v;
+  for (int i = 0; i < 100; ++i) v.push_back(aji::ppotoy::pick_prompt(10 + int(rng.below(90))));
+  return v;
+}
+
+al::PpoOptions experiment_options() {
+  al::PpoOptions o = aji::ppotoy::toy_ppo_options();
+  o.prompts_per_step = 16;
+  o.group_size = 4;
+  o.kl_coef = 0.05;
+  o.missing_stop_penalty = -1.0;
+  o.gamma = 1.0;
+  o.lambda = 0.95;
+  o.clip = 0.2;
+  o.value_clip = 0.2;
+  o.vf_coef = 0.1;
+  o.ppo_epochs = 4;
+  o.minibatches = 2;
+  o.lr = 1e-4f;
+  o.value_lr = 1e-4f;
+  o.eps = 1e-5f;
+  o.grad_clip = 1.0f;
+  o.seed = 11;
+  return o;
+}
+
+struct PpoRun {
+  al::PpoEval before, after;
+  double score_start = 0, score_end = 0, true_start = 0, true_end = 0;
+  int warnings = 0;
+};
+
+PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30) {
+  ToyPpo t(o);
+  al::PpoModels m = t.models();
+  const auto pool = aji::ppotoy::pick_prompts();
+  const auto evalp = eval_prompts();
+  PpoRun r;
+  r.before = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 777, aji::ppotoy::even_rule, aji::ppotoy::even_rule);
+  al::RewardHackWatch watch;
+  std::vector<al::PpoStepStats> st;
+  for (int64_t s = 0; s < steps; ++s) {
+    st.push_back(al::ppo_step(m, pool, o, s, aji::ppotoy::even_rule, aji::ppotoy::even_rule));
+    const al::PpoStepStats& x = st.back();
+    if (!watch.add(x.score, x.true_metric).empty()) ++r.warnings;
+    if (s % 10 == 0 || s == steps - 1)
+      std::printf("[%s] step %2lld score %.3f true %.3f kl %.3f entropy %.3f clip %.3f vloss %.4f ev %.3f len %.2f "
+                  "distinct %d (%.2fs)\n",
+                  name, (long long)x.step, x.score, x.true_metric, x.kl, x.entropy, x.clip_frac, x.value_loss,
+                  x.explained_variance, x.reply_length, x.distinct_replies, x.seconds);
+  }
+  for (int i = 0; i < 3; ++i) {
+    r.score_start += st[size_t(i)].score / 3;
+    r.true_start += st[size_t(i)].true_metric / 3;
+    r.score_end += st[st.size() - 1 - size_t(i)].score / 3;
+    r.true_end += st[st.size() - 1 - size_t(i)].true_metric / 3;
+  }
+  r.after = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 778, aji::ppotoy::even_rule, aji::ppotoy::even_rule);
+  std::printf("[%s] eval: satisfaction %.3f -> %.3f, KL %.3f -> %.3f nats, distinct %d -> %d, stop %.3f -> %.3f; "
+              "rollout reward %.3f -> %.3f, true %.3f -> %.3f; hacking warnings %d\n",
+              name, r.before.true_metric, r.after.true_metric, r.before.kl, r.after.kl, r.before.distinct_replies,
+              r.after.distinct_replies, r.before.stop_rate, r.after.stop_rate, r.score_start, r.score_end,
+              r.true_start, r.true_end, r.warnings);
+  return r;
+}
+
+}  // namespace
+
+TEST(PpoExperimentD, RuleRewardLearnsWithinKlAndControlsFail) {
+  aji::set_num_threads(2);
+  const PpoRun d = run_ppo("beta=0.05", experiment_options());
+  EXPECT_GE(d.after.true_metric, 0.90);
+  EXPECT_GE(d.after.kl, 0.3);
+  EXPECT_LE(d.after.kl, 3.0);
+  EXPECT_GE(d.after.distinct_replies, 20);
+  EXPECT_GT(d.score_end, d.score_start);
+  EXPECT_GT(d.true_end, d.true_start);
+  EXPECT_EQ(d.before.kl, 0.0);  // policy == reference before training
+
+  // Negative control: flipped advantages push the policy away from the rule.
+  al::PpoOptions flip = experiment_options();
+  flip.advantage_sign = -1.0;
+  const PpoRun f = run_ppo("flipped", flip);
+  EXPECT_LT(f.after.true_metric, f.before.true_metric);
+  EXPECT_LT(f.after.true_metric, 0.90);  // fails the pass criterion
+
+  // Reward hacking in miniature: without the KL leash the policy drifts further and collapses.
+  al::PpoOptions nokl = experiment_options();
+  nokl.kl_coef = 0.0;
+  const PpoRun z = run_ppo("beta=0", nokl);
+  EXPECT_GT(z.after.kl, d.after.kl);
+  EXPECT_LT(z.after.distinct_replies, d.after.distinct_replies);
+}
