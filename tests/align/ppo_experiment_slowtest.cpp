@@ -107,12 +107,13 @@ TEST(PpoExperimentD, RuleRewardLearnsWithinKlAndControlsFail) {
   EXPECT_GE(d.after.distinct_replies, 20);
   EXPECT_GT(d.score_end, d.score_start);
   EXPECT_GT(d.true_end, d.true_start);
-  EXPECT_EQ(d.before.kl, 0.0);  // policy == reference before training
+  EXPECT_NEAR(d.before.kl, 0.0, 1e-4);  // policy == reference before training (KV-cache vs full forward rounding)
 
-  // Negative control: flipped advantages push the policy away from the rule.
+  // Negative control: flipped advantages push the policy away from the rule (10 steps are
+  // enough to see it: the rule rate is already 0 at step 11 of a 30-step run).
   al::PpoOptions flip = experiment_options();
   flip.advantage_sign = -1.0;
-  const PpoRun f = run_ppo("flipped", flip);
+  const PpoRun f = run_ppo("flipped", flip, 10);
   EXPECT_LT(f.after.true_metric, f.before.true_metric);
   EXPECT_LT(f.after.true_metric, 0.90);  // fails the pass criterion
 
