@@ -15,6 +15,7 @@
 #include "aji/infer/rollout.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/scalar_head_io.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
@@ -250,10 +251,15 @@ void ppo_advantages(PpoModels& m, PpoBatch& b, const PpoOptions& o) {
 void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t step, PpoStepStats& st) {
   const int mb = b.N / o.minibatches;
   Rng rng(step_seed(o.seed, kShuffle, step));
-  const auto policy_ranges = train::all_parameter_ranges(*m.policy);
-  const auto value_ranges = train::all_parameter_ranges(*m.value_trunk);
-  const std::vector<train::DecayRange> head_ranges = {{0, size_t(m.value_head->d_model), false}};
   const int C = m.value_trunk->config().d_model;
+  // The shared trainer step (train/trainer_run.h): zero, forward/backward, global norm over
+  // the groups, NaN/inf stop, clip, AdamW. The value trunk and its head are one group set, so
+  // their gradient norm is clipped together.
+  const std::vector<train::ParamGroup> policy_groups = {train::ParamGroup::whole_model(*m.policy, *m.policy_opt)};
+  const std::vector<train::ParamGroup> value_groups = {
+      train::ParamGroup::whole_model(*m.value_trunk, *m.value_opt),
+      train::ParamGroup{m.value_head->w.data(), m.value_head->grad.data(), m.head_opt,
+                        {{0, size_t(m.value_head->d_model), false}}}};
   int n_mb = 0;
   double clip = 0, vclip = 0, pg = 0, vl = 0, akl = 0;
   for (int e = 0; e < o.ppo_epochs; ++e) {
@@ -266,55 +272,48 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
       const std::vector<float> adv = pick_rows(b.advantages, rows, b.R);
       const std::vector<float> old_v = pick_rows(b.values, rows, b.R);
       const std::vector<float> ret = pick_rows(b.returns, rows, b.R);
-      // --- policy: clipped surrogate
-      const std::vector<float> lp = logprobs_of_rows(*m.policy, b, rows, o.temperature, nullptr);
-      const fb::PpoPolicyLoss pl = fb::ppo_policy_loss(lp, old_lp, adv, mask, o.clip, o.clip);
+      // --- policy: clipped surrogate (fb::ppo_policy_loss) back through the LM head
+      fb::PpoPolicyLoss pl;
+      const train::StepStats ps = train::train_step(
+          policy_groups, o.lr, o.grad_clip, "PPO policy", o.run_dir,
+          [&] {
+            const std::vector<float> lp = logprobs_of_rows(*m.policy, b, rows, o.temperature, nullptr);
+            pl = fb::ppo_policy_loss(lp, old_lp, adv, mask, o.clip, o.clip);
+            const std::vector<int32_t> tgt = pick_rows(b.targets, rows, b.T);
+            const std::vector<float> d_lp = scatter_reply(b, rows, pl.d_logp, b.T);
+            m.policy->lm_head_logprob_backward(tgt.data(), d_lp.data(), o.temperature);
+            m.policy->backward(m.policy->d_hidden_buffer());
+            return pl.loss;
+          },
+          step);
+      st.grad_norm = ps.grad_norm;
       if (n_mb == 0) {
         st.first_ratio_mean = pl.ratio_mean;
         st.first_approx_kl = pl.approx_kl;
       }
-      const std::vector<int32_t> tgt = pick_rows(b.targets, rows, b.T);
-      const std::vector<float> d_lp = scatter_reply(b, rows, pl.d_logp, b.T);
-      m.policy->zero_grads();
-      m.policy->lm_head_logprob_backward(tgt.data(), d_lp.data(), o.temperature);
-      m.policy->backward(m.policy->d_hidden_buffer());
-      st.grad_norm = train::clip_grad_norm(m.policy->grads(), m.policy->num_params(), o.grad_clip);
-      m.policy_opt->step(m.policy->params(), m.policy->grads(), policy_ranges, o.lr);
-      // --- value: clipped squared error × vf_coef
-      const std::vector<float> v = values_of_rows(*m.value_trunk, *m.value_head, b, rows);
-      const fb::ValueLoss vloss = fb::ppo_value_loss(v, old_v, ret, mask, o.value_clip);
-      std::vector<float> dv = scatter_reply(b, rows, vloss.d_values, b.T);
-      for (float& x : dv) x = float(x * o.vf_coef);
-      m.value_trunk->zero_grads();
-      m.value_head->zero_grad();
-      float* dh = m.value_trunk->d_hidden_buffer();
-      std::fill(dh, dh + size_t(rows.size()) * b.T * C, 0.0f);
-      m.value_head->backward(m.value_trunk->hidden(), int(rows.size()), b.T, nullptr, dv.data(), dh);
-      m.value_trunk->backward(dh);
-      {
-        const double n1 = train::global_grad_norm(m.value_trunk->grads(), m.value_trunk->num_params());
-        const double n2 = train::global_grad_norm(m.value_head->grad.data(), m.value_head->grad.size());
-        const double norm = std::sqrt(n1 * n1 + n2 * n2);
-        st.value_grad_norm = norm;
-        if (o.grad_clip > 0 && norm > o.grad_clip) {
-          const float s = float(o.grad_clip / (norm + 1e-6));
-          float* g = m.value_trunk->grads();
-          for (size_t i = 0; i < m.value_trunk->num_params(); ++i) g[i] *= s;
-          for (float& x : m.value_head->grad) x *= s;
-        }
-      }
-      m.value_opt->step(m.value_trunk->params(), m.value_trunk->grads(), value_ranges, o.value_lr);
-      m.head_opt->step(m.value_head->w.data(), m.value_head->grad.data(), head_ranges, o.value_lr);
+      // --- value: clipped squared error (fb::ppo_value_loss) × vf_coef through the head
+      fb::ValueLoss vloss;
+      const train::StepStats vs = train::train_step(
+          value_groups, o.value_lr, o.grad_clip, "PPO value model", o.run_dir,
+          [&] {
+            const std::vector<float> v = values_of_rows(*m.value_trunk, *m.value_head, b, rows);
+            vloss = fb::ppo_value_loss(v, old_v, ret, mask, o.value_clip);
+            std::vector<float> dv = scatter_reply(b, rows, vloss.d_values, b.T);
+            for (float& x : dv) x = float(x * o.vf_coef);
+            float* dh = m.value_trunk->d_hidden_buffer();
+            std::fill(dh, dh + rows.size() * size_t(b.T) * size_t(C), 0.0f);
+            m.value_head->backward(m.value_trunk->hidden(), int(rows.size()), b.T, nullptr, dv.data(), dh);
+            m.value_trunk->backward(dh);
+            return vloss.loss * o.vf_coef;
+          },
+          step);
+      st.value_grad_norm = vs.grad_norm;
       ++n_mb;
       clip += pl.clip_frac;
       vclip += vloss.clip_frac;
       pg += pl.loss;
       vl += vloss.loss;
       akl += pl.approx_kl;
-      if (!std::isfinite(pl.loss) || !std::isfinite(vloss.loss) || !std::isfinite(st.grad_norm) ||
-          !std::isfinite(st.value_grad_norm))
-        throw Error("ppo: step " + std::to_string(step + 1) + " produced a NaN/inf loss or gradient")
-            .fix("lower --lr, or check the reward scale (a huge reward blows up the value loss)");
     }
   }
   st.clip_frac = clip / n_mb;

@@ -17,13 +17,14 @@
 //                    V_t (the state before each reply token) on the right-padded batch,
 //                    per-token k1 KL in the reward, score on the last reply token
 //                    (fb::ppo_token_rewards), GAE (fb::gae), whitening (fb::masked_whiten);
-//   ppo_update       ppo_epochs × minibatches (shuffled with Rng(seed, step)): clipped
-//                    policy loss (fb::ppo_policy_loss) -> lm_head_logprob_backward ->
-//                    backward -> grad clip -> AdamW; value loss with value clip
-//                    (fb::ppo_value_loss) × vf_coef -> ScalarHead::backward -> trunk
-//                    backward -> grad clip -> AdamW (policy and value have their own AdamW,
-//                    OpenRLHF's separate critic optimiser; so vf_coef only scales the
-//                    value gradient before its clip).
+//   ppo_update       ppo_epochs × minibatches (shuffled with Rng(seed, step)), each two
+//                    shared trainer steps (train::train_step: zero, backward, global norm,
+//                    NaN/inf stop, clip, AdamW): the clipped policy loss
+//                    (fb::ppo_policy_loss) -> lm_head_logprob_backward -> backward; the
+//                    value loss with value clip (fb::ppo_value_loss) × vf_coef ->
+//                    ScalarHead::backward -> trunk backward (policy and value have their
+//                    own AdamW, OpenRLHF's separate critic optimiser; so vf_coef only
+//                    scales the value gradient before its clip).
 // Everything random is derived from (seed, step), so a run stopped after step k and resumed
 // from the saved weights + AdamW moments continues bit for bit (same thread count).
 #pragma once
@@ -71,6 +72,7 @@ struct PpoOptions {
   uint64_t seed = 1;
   int max_batch = 64;         // rollout rows decoded together
   double advantage_sign = 1.0;  // -1 flips every advantage: a negative control, never for real runs
+  std::filesystem::path run_dir;  // named by the NaN/inf stop (the last good checkpoint); may be empty
   int rollouts_per_step() const { return prompts_per_step * group_size; }
 };
 
