@@ -2,10 +2,11 @@
 // the frozen reference start as the committed toy SFT model; pick-a-number prompts "x?";
 // the hidden rule "even" (an even number followed by </a>) is the TRUE metric.
 //
-// Reward: the rule itself (a {0,1} reward function). The spec runs PPO against the reward
-// model of experiment C (trained on the rule's rankings); the RM library is not in this
-// branch yet, so the reward here is the rule and the value model starts from the SFT trunk
-// with a zero head (with an RM it starts from the RM, InstructGPT).
+// Reward: the reward model of experiment C, trained here with the RM library on the rule's
+// rankings of K = 4 SFT samples for 600 prompts (rm_toy.h; 3 epochs, lr 1e-3, 8 prompts per
+// step, offset so chosen replies score 0); the value model starts from the RM (trunk + head,
+// InstructGPT). The rule is the TRUE metric column. A second, cheaper arm runs PPO with the
+// rule itself as the reward (value model from the SFT trunk with a zero head).
 //
 // Recipe (spec): 30 steps × 64 rollouts (16 prompts × 4), β = 0.05 (k1 in the reward),
 // missing-</a> penalty −1, GAE γ = 1, λ = 0.95, whitening, clip 0.2, value clip 0.2,
@@ -15,10 +16,13 @@
 // reward and the true-rule rate both rise (first 3 steps vs last 3).
 // Negative control: the advantage sign flipped -> satisfaction falls below the start.
 // Reward hacking in miniature: β = 0 -> larger KL and fewer distinct replies than β = 0.05.
+// (Against the RM, the β = 0.05 run's KL above ln 2 ≈ 0.69 is the RM's within-class score
+// differences being exploited, spec §8.1 D.)
 #include <gtest/gtest.h>
 
 #include <cstdio>
 
+#include "aji/align/reward_model.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "align/ppo_toy.h"
@@ -62,17 +66,41 @@ struct PpoRun {
   int warnings = 0;
 };
 
-PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30) {
-  ToyPpo t(o);
+// The scorer PPO optimises: a RewardFn plus the value model's initialisation.
+struct Reward {
+  al::RewardFn fn = aji::ppotoy::even_rule;
+  const aji::model::Model* value_trunk = nullptr;
+  const aji::model::ScalarHead* value_head = nullptr;
+};
+
+// Experiment C's reward model (spec §8.1 C).
+al::RewardModel train_rm_of_c() {
+  aji::model::Model policy = aji::toybase::load_toy_sft();
+  const aji::rmtoy::ToyPrefs prefs = aji::rmtoy::toy_preferences(policy, 600, 4, 1001);
+  al::RewardModel rm(aji::toybase::load_toy_sft(), int32_t(aji::align::toy::kPad));
+  al::RmOptions o;
+  o.batch = 8;
+  o.epochs = 3;
+  o.lr = 1e-3f;
+  o.weight_decay = 0.0f;
+  o.seed = 11;
+  const al::RmTrainResult r = al::rm_train(rm, prefs.groups, {}, o);
+  std::printf("[rm] experiment C: %lld steps, loss %.4f -> %.4f, offset %.3f\n", (long long)r.steps_done,
+              r.first_step.loss, r.step_losses.back(), rm.offset);
+  return rm;
+}
+
+PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30, const Reward& reward = {}) {
+  ToyPpo t(o, reward.value_trunk, reward.value_head);
   al::PpoModels m = t.models();
   const auto pool = aji::ppotoy::pick_prompts();
   const auto evalp = eval_prompts();
   PpoRun r;
-  r.before = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 777, aji::ppotoy::even_rule, aji::ppotoy::even_rule);
+  r.before = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 777, reward.fn, aji::ppotoy::even_rule);
   al::RewardHackWatch watch;
   std::vector<al::PpoStepStats> st;
   for (int64_t s = 0; s < steps; ++s) {
-    st.push_back(al::ppo_step(m, pool, o, s, aji::ppotoy::even_rule, aji::ppotoy::even_rule));
+    st.push_back(al::ppo_step(m, pool, o, s, reward.fn, aji::ppotoy::even_rule));
     const al::PpoStepStats& x = st.back();
     if (!watch.add(x.score, x.true_metric).empty()) ++r.warnings;
     if (s % 10 == 0 || s == steps - 1)
@@ -87,40 +115,60 @@ PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30) {
     r.score_end += st[st.size() - 1 - size_t(i)].score / 3;
     r.true_end += st[st.size() - 1 - size_t(i)].true_metric / 3;
   }
-  r.after = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 778, aji::ppotoy::even_rule, aji::ppotoy::even_rule);
+  r.after = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 778, reward.fn, aji::ppotoy::even_rule);
   std::printf("[%s] eval: satisfaction %.3f -> %.3f, KL %.3f -> %.3f nats, distinct %d -> %d, stop %.3f -> %.3f; "
-              "rollout reward %.3f -> %.3f, true %.3f -> %.3f; hacking warnings %d\n",
+              "rollout reward %.3f -> %.3f, true %.3f -> %.3f; eval reward %.3f -> %.3f; hacking warnings %d\n",
               name, r.before.true_metric, r.after.true_metric, r.before.kl, r.after.kl, r.before.distinct_replies,
               r.after.distinct_replies, r.before.stop_rate, r.after.stop_rate, r.score_start, r.score_end,
-              r.true_start, r.true_end, r.warnings);
+              r.true_start, r.true_end, r.before.score, r.after.score, r.warnings);
   return r;
 }
 
 }  // namespace
 
-TEST(PpoExperimentD, RuleRewardLearnsWithinKlAndControlsFail) {
+TEST(PpoExperimentD, AgainstTheRewardModelOfC) {
   aji::set_num_threads(2);
-  const PpoRun d = run_ppo("beta=0.05", experiment_options());
+  al::RewardModel rm = train_rm_of_c();
+  Reward reward;
+  reward.fn = [&rm](const std::vector<int32_t>& prompt, const std::vector<int32_t>& reply) {
+    std::vector<int32_t> seq = prompt;
+    seq.insert(seq.end(), reply.begin(), reply.end());
+    return rm.score(seq);
+  };
+  reward.value_trunk = &rm.trunk;
+  reward.value_head = &rm.head;
+  const PpoRun d = run_ppo("rm beta=0.05", experiment_options(), 30, reward);
   EXPECT_GE(d.after.true_metric, 0.90);
   EXPECT_GE(d.after.kl, 0.3);
   EXPECT_LE(d.after.kl, 3.0);
   EXPECT_GE(d.after.distinct_replies, 20);
-  EXPECT_GT(d.score_end, d.score_start);
-  EXPECT_GT(d.true_end, d.true_start);
-  EXPECT_NEAR(d.before.kl, 0.0, 1e-4);  // policy == reference before training (KV-cache vs full forward rounding)
+  EXPECT_GT(d.score_end, d.score_start);  // the RM score rises
+  EXPECT_GT(d.true_end, d.true_start);    // and so does the true rule
+  EXPECT_NEAR(d.before.kl, 0.0, 1e-4);    // policy == reference before training (KV cache vs full forward rounding)
 
   // Negative control: flipped advantages push the policy away from the rule (10 steps are
-  // enough to see it: the rule rate is already 0 at step 11 of a 30-step run).
+  // enough to see it).
   al::PpoOptions flip = experiment_options();
   flip.advantage_sign = -1.0;
-  const PpoRun f = run_ppo("flipped", flip, 10);
+  const PpoRun f = run_ppo("rm flipped", flip, 10, reward);
   EXPECT_LT(f.after.true_metric, f.before.true_metric);
   EXPECT_LT(f.after.true_metric, 0.90);  // fails the pass criterion
 
   // Reward hacking in miniature: without the KL leash the policy drifts further and collapses.
   al::PpoOptions nokl = experiment_options();
   nokl.kl_coef = 0.0;
-  const PpoRun z = run_ppo("beta=0", nokl);
+  const PpoRun z = run_ppo("rm beta=0", nokl, 30, reward);
   EXPECT_GT(z.after.kl, d.after.kl);
   EXPECT_LT(z.after.distinct_replies, d.after.distinct_replies);
+}
+
+// The same recipe with the rule itself as the reward (no RM; value model from the SFT trunk).
+TEST(PpoExperimentD, RuleAsReward) {
+  aji::set_num_threads(2);
+  const PpoRun d = run_ppo("rule beta=0.05", experiment_options());
+  EXPECT_GE(d.after.true_metric, 0.90);
+  EXPECT_GE(d.after.kl, 0.3);
+  EXPECT_LE(d.after.kl, 3.0);
+  EXPECT_GE(d.after.distinct_replies, 20);
+  EXPECT_GT(d.true_end, d.true_start);
 }

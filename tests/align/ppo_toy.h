@@ -1,7 +1,8 @@
 // The toy world of experiment D (post-training spec §8.1 D), shared by the PPO fast tests and
 // the acceptance experiment: pick-a-number prompts "<bos><u>x?</u><a>" (x in 10..99), the
 // hidden rule "even" (the reply is a number whose last digit is even, followed by </a>) as
-// a reward function, and the PPO models built from the committed toy SFT fixture.
+// a reward function (both from experiment C's rm_toy.h), and the PPO models built from the
+// committed toy SFT fixture.
 #pragma once
 
 #include <cstdint>
@@ -11,16 +12,14 @@
 
 #include "aji/align/ppo.h"
 #include "aji/align/synthetic_tasks.h"
+#include "align/rm_toy.h"
 #include "align/toy_base.h"
 
 namespace aji::ppotoy {
 
 namespace toy = aji::align::toy;
 
-inline std::vector<int32_t> pick_prompt(int x) {
-  const std::vector<uint32_t> p = toy::render_prompt({}, std::to_string(x) + "?");
-  return std::vector<int32_t>(p.begin(), p.end());
-}
+using rmtoy::pick_prompt;  // "<bos><u>x?</u><a>" (experiment C's helpers, align/rm_toy.h)
 
 // All 90 pick-a-number prompts (x = 10..99).
 inline std::vector<std::vector<int32_t>> pick_prompts() {
@@ -29,16 +28,10 @@ inline std::vector<std::vector<int32_t>> pick_prompts() {
   return v;
 }
 
-// The hidden rule of experiments C/D: 1 iff the reply is digits (at least one), the last one
-// even, then </a> (and nothing after it).
+// The hidden rule of experiments C/D as a RewardFn: 1 iff the reply is an even number
+// followed by </a> (rmtoy::even_rule).
 inline float even_rule(const std::vector<int32_t>&, const std::vector<int32_t>& reply) {
-  if (reply.size() < 2 || reply.back() != int32_t(toy::kAssistantEnd)) return 0.0f;
-  for (size_t i = 0; i + 1 < reply.size(); ++i) {
-    const int32_t id = reply[i];
-    if (id < int32_t(toy::char_id('0')) || id > int32_t(toy::char_id('9'))) return 0.0f;
-  }
-  const int digit = reply[reply.size() - 2] - int32_t(toy::char_id('0'));
-  return digit % 2 == 0 ? 1.0f : 0.0f;
+  return rmtoy::even_rule(reply);
 }
 
 inline align::PpoOptions toy_ppo_options() {

@@ -52,7 +52,7 @@ using RewardFn = std::function<float(const std::vector<int32_t>& prompt, const s
 struct PpoOptions {
   int prompts_per_step = 16;  // P prompts drawn per step
   int group_size = 4;         // samples per prompt (rollouts per step = P × G)
-  int max_new_tokens = 8;
+  int max_new_tokens = 64;
   float temperature = 1.0f;   // sampling AND every log-prob (spec §4.2)
   int32_t stop_token = -1;    // end of turn (required)
   int32_t pad_id = 0;         // input id at padding (never a target)
