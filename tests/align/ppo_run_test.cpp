@@ -14,6 +14,7 @@
 #include "aji/base/threads.h"
 #include "aji/train/checkpoint.h"
 #include "align/micro_base.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 namespace al = aji::align;
@@ -155,4 +156,57 @@ TEST(PpoRun, BadPromptFiles) {
   } catch (const aji::Error& e) {
     EXPECT_NE(std::string(e.what()).find("no usable prompt"), std::string::npos) << e.what();
   }
+}
+
+// `aji ppo` in the issue's form on a reward model trained by `aji rm train`; a reward model
+// given as the policy, or a policy as the reward, is refused with the fix.
+TEST(PpoRun, CliEndToEndAndModelKindsRefused) {
+  PpoFixture f;
+  const fs::path prefs = f.dir.path() / "prefs.jsonl";
+  {
+    std::ofstream p(prefs);
+    const char* qa[][3] = {{"What color is the sky?", "The sky is blue.", "The sky is green."},
+                           {"Say hello.", "Hello! How can I help you today?", "Go away."}};
+    for (int i = 0; i < 8; ++i)
+      p << R"({"prompt": [{"role": "user", "content": ")" << qa[i % 2][0]
+        << R"("}], "chosen": [{"role": "assistant", "content": ")" << qa[i % 2][1]
+        << R"("}], "rejected": [{"role": "assistant", "content": ")" << qa[i % 2][2] << R"("}]})" << "\n";
+  }
+  std::string out;
+  const fs::path rm = f.dir.path() / "rm";
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " -q rm train --model " + f.base.string() + " --data " +
+                                       prefs.string() + " --epochs 1 --batch-size 4 --val-fraction 0 --out " +
+                                       rm.string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  const fs::path run = f.dir.path() / "ppo";
+  const std::string ppo = std::string(AJI_BINARY) + " --threads 1 ppo --prompts " + f.prompts.string() +
+                          " --steps 2 --kl-coef 0.1 --rollouts-per-step 4 --group-size 2 --max-new-tokens 6 ";
+  ASSERT_EQ(aji::test::run_command(ppo + "--model " + f.base.string() + " --reward " + rm.string() + " --out " +
+                                       run.string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("step"), std::string::npos) << out;
+  const auto summary = nlohmann::json::parse(std::ifstream(run / "summary.json"));
+  EXPECT_EQ(summary["step"], 2);
+  EXPECT_TRUE(summary["last"].contains("score"));
+  // The value model starts from the RM: its head is the RM's score head before training.
+  // (After two steps it has moved; what is checked here is that the run used the RM dir.)
+  EXPECT_NE(nlohmann::json::parse(std::ifstream(run / "run.json"))["reward_describe"].get<std::string>().find("rm"),
+            std::string::npos);
+  // A reward model as --model: refused by the policy loader with the fix.
+  EXPECT_NE(aji::test::run_command(ppo + "--model " + rm.string() + " --reward " + rm.string() + " --out " +
+                                       (f.dir.path() / "bad1").string() + " 2>&1",
+                                   &out),
+            0);
+  EXPECT_NE(out.find("reward model"), std::string::npos) << out;
+  EXPECT_NE(out.find("fix"), std::string::npos) << out;
+  // A policy as --reward: refused by the reward-model loader with the fix.
+  EXPECT_NE(aji::test::run_command(ppo + "--model " + f.base.string() + " --reward " + f.base.string() + " --out " +
+                                       (f.dir.path() / "bad2").string() + " 2>&1",
+                                   &out),
+            0);
+  EXPECT_NE(out.find("aji rm train"), std::string::npos) << out;
 }

@@ -7,6 +7,7 @@
 
 #include "aji/align/ppo_run.h"
 #include "aji/align/reward_model.h"
+#include "aji/align/reward_model_run.h"
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
 #include "aji/cli/options.h"
@@ -58,6 +59,7 @@ aji::cli::CommandRegistrar reg(48, [](CLI::App& app) {
       if (rm_dir.empty())
         throw aji::Error("cannot find the run's reward model").at(info.string()).fix("pass --reward RM_DIR");
     }
+    rm_dir = aji::align::resolve_reward_model_dir(rm_dir);  // an `aji rm train` run dir or its rm/
     aji::align::RewardModel rm = aji::align::load_reward_model(rm_dir);  // refuses a plain model dir
     aji::align::PpoReward r;
     r.score = [&rm](const std::vector<int32_t>& prompt, const std::vector<int32_t>& reply) {
