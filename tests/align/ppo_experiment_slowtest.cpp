@@ -15,8 +15,8 @@
 // Pass: satisfaction ≥ 0.90; 0.3 ≤ KL ≤ 3.0 nats; distinct replies ≥ 20; the rollout
 // reward and the true-rule rate both rise (first 3 steps vs last 3).
 // Negative control: the advantage sign flipped -> satisfaction falls below the start.
-// Reward hacking in miniature: β = 0 -> larger KL and fewer distinct replies than β = 0.05.
-// (Against the RM, the β = 0.05 run's KL above ln 2 ≈ 0.69 is the RM's within-class score
+// Reward hacking in miniature: β = 0 -> larger KL (and, with the rule as the reward, fewer
+// distinct replies) than β = 0.05. (Against the RM, the β = 0.05 run's KL above ln 2 ≈ 0.69 is the RM's within-class score
 // differences being exploited, spec §8.1 D.)
 #include <gtest/gtest.h>
 
@@ -154,16 +154,22 @@ TEST(PpoExperimentD, AgainstTheRewardModelOfC) {
   EXPECT_LT(f.after.true_metric, f.before.true_metric);
   EXPECT_LT(f.after.true_metric, 0.90);  // fails the pass criterion
 
-  // Reward hacking in miniature: without the KL leash the policy drifts further and collapses.
+  // Without the KL leash the policy drifts much further from the reference (measured KL 8.8
+  // vs 2.5 nats) and the true rule ends lower. Against this RM the drift goes into replies the
+  // SFT model never gave (longer ones, some without </a>), so the number of distinct replies
+  // does NOT fall here (measured 42 vs 29); the collapse onto few replies shows with the rule
+  // as the reward (RuleAsReward below).
   al::PpoOptions nokl = experiment_options();
   nokl.kl_coef = 0.0;
   const PpoRun z = run_ppo("rm beta=0", nokl, 30, reward);
-  EXPECT_GT(z.after.kl, d.after.kl);
-  EXPECT_LT(z.after.distinct_replies, d.after.distinct_replies);
+  EXPECT_GT(z.after.kl, 2.0 * d.after.kl);
+  EXPECT_LT(z.after.true_metric, d.after.true_metric);
 }
 
-// The same recipe with the rule itself as the reward (no RM; value model from the SFT trunk).
-TEST(PpoExperimentD, RuleAsReward) {
+// The same recipe with the rule itself as the reward (no RM; value model from the SFT trunk),
+// and reward hacking in miniature: with β = 0 the policy collapses onto fewer replies and
+// drifts further from the reference.
+TEST(PpoExperimentD, RuleAsRewardAndNoKlCollapse) {
   aji::set_num_threads(2);
   const PpoRun d = run_ppo("rule beta=0.05", experiment_options());
   EXPECT_GE(d.after.true_metric, 0.90);
@@ -171,4 +177,10 @@ TEST(PpoExperimentD, RuleAsReward) {
   EXPECT_LE(d.after.kl, 3.0);
   EXPECT_GE(d.after.distinct_replies, 20);
   EXPECT_GT(d.true_end, d.true_start);
+
+  al::PpoOptions nokl = experiment_options();
+  nokl.kl_coef = 0.0;
+  const PpoRun z = run_ppo("rule beta=0", nokl);
+  EXPECT_GT(z.after.kl, d.after.kl);
+  EXPECT_LT(z.after.distinct_replies, d.after.distinct_replies);
 }

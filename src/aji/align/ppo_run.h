@@ -9,9 +9,9 @@
 // metrics.jsonl: one line per step with the columns — "score" (reward-model score),
 // "kl" (Σ per-token k1 over the reply, mean over rollouts), "entropy", "clip_frac",
 // "value_loss", "explained_variance", "reply_length", "true_metric" when a true metric is
-// given — plus pg_loss, approx_kl, stop_rate, distinct_replies, rlhf_reward. The plot
-// (reward.svg... the session's loss.svg) draws rlhf_reward = score − β·KL (logged again as
-// "loss" so the shared plot picks it up) and the true metric on the right axis.
+// given — plus pg_loss, approx_kl, stop_rate, distinct_replies, rlhf_reward. The run's plot
+// (loss.svg, drawn by TrainerRun) shows rlhf_reward = score − β·KL (logged again as "loss"
+// so the shared plot picks it up) and the true metric on the right axis ("val_accuracy").
 // Guards: the reward-hacking watch (ppo.h RewardHackWatch) warns when the score keeps
 // rising while the true metric falls; --max-kl stops the run (with a checkpoint) when the
 // step's KL exceeds it.
