@@ -210,3 +210,34 @@ TEST(PpoRun, CliEndToEndAndModelKindsRefused) {
             0);
   EXPECT_NE(out.find("aji rm train"), std::string::npos) << out;
 }
+
+// --true-verifier: the prompts file is a task file; the verifier's reward on the decoded reply
+// is the "true_metric" column. An unknown verifier name is an error listing the known ones.
+TEST(PpoRun, TrueVerifierColumnFromTasks) {
+  PpoFixture f;
+  const fs::path tasks = f.dir.path() / "tasks.jsonl";
+  {
+    std::ofstream t(tasks);
+    t << R"({"messages": [{"role": "user", "content": "What color is the sky?"}], "answer": "blue"})" << "\n";
+    t << R"({"messages": [{"role": "user", "content": "Say hello."}], "answer": "Hello"})" << "\n";
+  }
+  al::PpoRunOptions o = f.options("verifier", 2);
+  o.prompts = tasks;
+  o.true_verifier = "regex:.";  // any non-empty reply passes: the column is the share of non-empty replies
+  al::PpoReward r = rule_reward();
+  r.truth = nullptr;
+  const al::PpoRunResult res = al::run_ppo(o, r);
+  ASSERT_EQ(res.stats.size(), 2u);
+  for (const auto& st : res.stats) {
+    EXPECT_GE(st.true_metric, 0.0);
+    EXPECT_LE(st.true_metric, 1.0);
+  }
+  o.out_dir = f.dir.path() / "verifier2";
+  o.true_verifier = "no-such-verifier";
+  try {
+    al::run_ppo(o, r);
+    FAIL() << "expected an error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(e.describe().find("exact"), std::string::npos) << e.describe();
+  }
+}

@@ -2,12 +2,15 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "aji/align/conversation.h"
 #include "aji/align/render.h"
+#include "aji/align/verifiers.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -26,8 +29,11 @@ using nlohmann::json;
 
 namespace {
 
-const std::vector<train::ResumeSetting> kOtherSettings = {
-    {"--model", "base_model"}, {"--reward", "reward"}, {"--prompts", "prompts"}, {"--skip-invalid", "skip_invalid"}};
+const std::vector<train::ResumeSetting> kOtherSettings = {{"--model", "base_model"},
+                                                          {"--reward", "reward"},
+                                                          {"--prompts", "prompts"},
+                                                          {"--skip-invalid", "skip_invalid"},
+                                                          {"--true-verifier", "true_verifier"}};
 
 std::string abs_or_empty(const fs::path& p) { return p.empty() ? std::string() : fs::absolute(p).string(); }
 
@@ -35,7 +41,8 @@ json other_settings_json(const PpoRunOptions& o) {
   return {{"base_model", abs_or_empty(o.model)},
           {"reward", abs_or_empty(o.reward)},
           {"prompts", abs_or_empty(o.prompts)},
-          {"skip_invalid", o.skip_invalid}};
+          {"skip_invalid", o.skip_invalid},
+          {"true_verifier", o.true_verifier}};
 }
 
 void save_weights(const fs::path& path, const model::Model& m) {
@@ -54,7 +61,7 @@ std::string fmt(double x, int prec = 3) {
 
 std::vector<std::vector<int32_t>> read_ppo_prompts(const fs::path& path, const fs::path& model_dir, int max_seq_len,
                                                    bool skip_invalid, bool quiet, int32_t* stop_token,
-                                                   int32_t* pad_id) {
+                                                   int32_t* pad_id, std::vector<Task>* tasks) {
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);
@@ -74,7 +81,14 @@ std::vector<std::vector<int32_t>> read_ppo_prompts(const fs::path& path, const f
     if (line.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos) continue;
     ++report.records_read;
     Conversation c;
-    std::optional<RuleViolation> bad = parse_conversation_line(line, c);
+    Task task;
+    std::optional<RuleViolation> bad;
+    if (tasks) {
+      bad = parse_task_line(line, task);
+      c.messages = task.messages;
+    } else {
+      bad = parse_conversation_line(line, c);
+    }
     if (!bad) {
       bad = check_conversation(c, ConversationRules{false});
       if (bad && bad->kind == "no_assistant") bad.reset();  // a one-turn prompt has none
@@ -95,6 +109,10 @@ std::vector<std::vector<int32_t>> read_ppo_prompts(const fs::path& path, const f
     }
     ++report.records_kept;
     prompts.emplace_back(ids.begin(), ids.end());
+    if (tasks) {
+      task.line = reader.line_number();
+      tasks->push_back(std::move(task));
+    }
   }
   if (prompts.empty())
     throw Error("no usable prompt").at(path.string()).fix("give conversations ending with a user turn: {\"messages\":[{\"role\":\"user\",\"content\":\"...\"}]}");
@@ -134,6 +152,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
       o.reward = s.value("reward", std::string());
       o.prompts = s.at("prompts").get<std::string>();
       o.skip_invalid = s.at("skip_invalid");
+      o.true_verifier = s.value("true_verifier", std::string());
       step = trun.state().at("step").get<int64_t>();
       watch.score = s.at("watch_score").get<std::vector<double>>();
       watch.truth = s.at("watch_truth").get<std::vector<double>>();
@@ -182,9 +201,28 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   trun.ship_tokenizer(model_dir);
 
   // --- prompts -------------------------------------------------------------------------
+  std::vector<Task> tasks;
   const std::vector<std::vector<int32_t>> prompts =
       read_ppo_prompts(o.prompts, model_dir, policy.config().max_seq_len, o.skip_invalid, o.quiet, &o.ppo.stop_token,
-                       &o.ppo.pad_id);
+                       &o.ppo.pad_id, o.true_verifier.empty() ? nullptr : &tasks);
+  // The true-metric column from a verifier: the task of a prompt is found by its ids.
+  RewardFn truth = reward.truth;
+  std::unique_ptr<Verifier> verifier;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::map<std::vector<int32_t>, size_t> task_of;
+  VerifyStats vstats;
+  if (!o.true_verifier.empty() && !truth) {
+    verifier = make_verifier(o.true_verifier);
+    tok = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::load(train::require_tokenizer_file(model_dir)));
+    for (size_t i = 0; i < prompts.size(); ++i) task_of.emplace(prompts[i], i);
+    truth = [&](const std::vector<int32_t>& prompt, const std::vector<int32_t>& reply) {
+      const auto it = task_of.find(prompt);
+      if (it == task_of.end()) return 0.0f;
+      std::vector<tokenizer::TokenId> ids(reply.begin(), reply.end());
+      if (!ids.empty() && int32_t(ids.back()) == o.ppo.stop_token) ids.pop_back();
+      return verifier->score(tasks[it->second], tok->decode(ids), &vstats);
+    };
+  }
 
   if (!ckpt) {
     json info = {{"stage", "ppo"},
@@ -225,7 +263,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   {
     const train::TrainerRun::Steps stepping = trun.steps(step, total);
     while (step < total) {
-      const PpoStepStats st = ppo_step(m, prompts, o.ppo, step, reward.score, reward.truth);
+      const PpoStepStats st = ppo_step(m, prompts, o.ppo, step, reward.score, truth);
       ++step;
       json line = st.to_json();
       line["loss"] = st.rlhf_reward;  // the plot's series (see ppo_run.h)
@@ -256,6 +294,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     }
   }
   trun.finish(step, total);
+  if (verifier && !o.quiet) std::printf("ppo: true verifier %s: %s\n", o.true_verifier.c_str(), vstats.summary().c_str());
   result.step = step;
   result.interrupted = trun.stopped();
   result.checkpoint = trun.last_checkpoint();

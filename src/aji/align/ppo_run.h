@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "aji/align/ppo.h"
+#include "aji/align/rl_tasks.h"
 #include "aji/base/options.h"
 
 namespace aji::align {
@@ -35,6 +36,9 @@ struct PpoRunOptions {
   std::filesystem::path out_dir;
   bool resume = false, force = false, quiet = false;
   bool skip_invalid = false;
+  // A verifier (align/verifiers.h: exact, number, choice, regex:P, command:P) for the true-metric
+  // column: the prompts file is then a task file ({"messages":[...], "answer":"..."}).
+  std::string true_verifier;
   int64_t steps = 100;
   int rollouts_per_step = 64;
   int save_every = 0;
@@ -99,9 +103,12 @@ struct PpoRunResult {
 // Prompt ids of a prompt file (conversations ending with a user turn) through the model's
 // chat template; prompts that leave fewer than 2 positions for the reply are counted skips
 // (or errors without skip_invalid) naming file:line; no prompt left is an error.
+// With `tasks` (not null) the file is a task file (rl_tasks.h) and tasks receives the task of
+// each returned prompt.
 std::vector<std::vector<int32_t>> read_ppo_prompts(const std::filesystem::path& path, const std::filesystem::path& model_dir,
                                                    int max_seq_len, bool skip_invalid, bool quiet,
-                                                   int32_t* stop_token, int32_t* pad_id);
+                                                   int32_t* stop_token, int32_t* pad_id,
+                                                   std::vector<Task>* tasks = nullptr);
 
 PpoRunResult run_ppo(const PpoRunOptions& options, const PpoReward& reward);
 

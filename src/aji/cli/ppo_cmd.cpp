@@ -35,11 +35,14 @@ aji::cli::CommandRegistrar reg(48, [](CLI::App& app) {
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its latest checkpoint");
   cmd->add_flag("--force", o->force, "Start over in a run directory that already holds a run");
   cmd->add_flag("--skip-invalid", o->skip_invalid, "Count and skip invalid or too long prompts instead of stopping");
+  cmd->add_option("--true-verifier", o->true_verifier,
+                  "Log a true metric with this verifier (exact, number, choice, regex:P, command:P); --prompts is then "
+                  "a task file with \"answer\" fields");
   auto declared = std::make_shared<aji::cli::DeclaredOptions>(aji::cli::add_declared_options(cmd, *o));
   cmd->callback([cmd, o, declared, model, reward, prompts, out] {
     o->given.clear();
     for (const std::string& name : declared->given()) o->given.push_back("--" + name);
-    for (const char* flag : {"--model", "--reward", "--prompts", "--skip-invalid"})
+    for (const char* flag : {"--model", "--reward", "--prompts", "--skip-invalid", "--true-verifier"})
       if (cmd->count(flag) > 0) o->given.push_back(flag);
     o->model = *model;
     o->reward = *reward;
