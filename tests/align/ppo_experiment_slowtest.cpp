@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <ctime>
 
 #include "aji/align/reward_model.h"
 #include "aji/base/rng.h"
@@ -74,7 +75,10 @@ struct Reward {
 };
 
 // Experiment C's reward model (spec §8.1 C).
+double cpu_seconds() { return double(std::clock()) / CLOCKS_PER_SEC; }
+
 al::RewardModel train_rm_of_c() {
+  const double cpu0 = cpu_seconds();
   aji::model::Model policy = aji::toybase::load_toy_sft();
   const aji::rmtoy::ToyPrefs prefs = aji::rmtoy::toy_preferences(policy, 600, 4, 1001);
   al::RewardModel rm(aji::toybase::load_toy_sft(), int32_t(aji::align::toy::kPad));
@@ -85,12 +89,14 @@ al::RewardModel train_rm_of_c() {
   o.weight_decay = 0.0f;
   o.seed = 11;
   const al::RmTrainResult r = al::rm_train(rm, prefs.groups, {}, o);
-  std::printf("[rm] experiment C: %lld steps, loss %.4f -> %.4f, offset %.3f\n", (long long)r.steps_done,
-              r.first_step.loss, r.step_losses.back(), rm.offset);
+  std::printf("[rm] experiment C: %lld steps, loss %.4f -> %.4f, offset %.3f (%.0f CPU-s)\n", (long long)r.steps_done,
+              r.first_step.loss, r.step_losses.back(), rm.offset, cpu_seconds() - cpu0);
+  std::fflush(stdout);
   return rm;
 }
 
 PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30, const Reward& reward = {}) {
+  const double cpu0 = cpu_seconds();
   ToyPpo t(o, reward.value_trunk, reward.value_head);
   al::PpoModels m = t.models();
   const auto pool = aji::ppotoy::pick_prompts();
@@ -117,10 +123,11 @@ PpoRun run_ppo(const char* name, al::PpoOptions o, int steps = 30, const Reward&
   }
   r.after = al::ppo_evaluate(t.policy, t.ref, evalp, 4, o, 778, reward.fn, aji::ppotoy::even_rule);
   std::printf("[%s] eval: satisfaction %.3f -> %.3f, KL %.3f -> %.3f nats, distinct %d -> %d, stop %.3f -> %.3f; "
-              "rollout reward %.3f -> %.3f, true %.3f -> %.3f; eval reward %.3f -> %.3f; hacking warnings %d\n",
+              "rollout reward %.3f -> %.3f, true %.3f -> %.3f; eval reward %.3f -> %.3f; hacking warnings %d; %.0f CPU-s\n",
               name, r.before.true_metric, r.after.true_metric, r.before.kl, r.after.kl, r.before.distinct_replies,
               r.after.distinct_replies, r.before.stop_rate, r.after.stop_rate, r.score_start, r.score_end,
-              r.true_start, r.true_end, r.before.score, r.after.score, r.warnings);
+              r.true_start, r.true_end, r.before.score, r.after.score, r.warnings, cpu_seconds() - cpu0);
+  std::fflush(stdout);
   return r;
 }
 
