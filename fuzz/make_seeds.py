@@ -69,6 +69,26 @@ def shard_checksum(b):  # src/aji/train/shards.cpp
     return splitmix64(h)
 
 
+def feedback_seeds(put, read, root):
+    def data(*p):
+        with open(os.path.join(root, "data", *p), "rb") as f:
+            return f.read()
+    put("feedback_files", "seed-prefs", b"\x00" + b"\n".join(data("prefs", "hh_rlhf_sample.jsonl").split(b"\n")[:3]))
+    ranking = {"prompt": [{"role": "user", "content": "Tell me a joke."}],
+               "responses": [[{"role": "assistant", "content": r}] for r in ["A pun.", "No.", "the the the", "Knock knock."]],
+               "ranking": [3, [0, 2], 1]}
+    put("feedback_files", "seed-ranking", b"\x00" + json.dumps(ranking).encode() + b"\n")
+    put("feedback_files", "seed-tasks", b"\x01" + b"\n".join(data("rl_tasks", "arith_test.jsonl").split(b"\n")[:4]))
+    hh = [{"chosen": "\n\nHuman: How do I boil an egg?\n\nAssistant: Boil it.\n\nHuman: How long?\n\nAssistant: Nine minutes.",
+           "rejected": "\n\nHuman: How do I boil an egg?\n\nAssistant: Boil it.\n\nHuman: How long?\n\nAssistant: No."},
+          {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello"}]
+    put("feedback_files", "seed-hh", b"\x02" + b"\n".join(json.dumps(r).encode() for r in hh) + b"\n")
+    put("feedback_files", "seed-oasst", b"\x03" + read("sft", "oasst_trees.jsonl").split(b"\n")[0])
+    put("feedback_files", "seed-gsm8k", b"\x04" + b"\n".join(read("sft", "gsm8k_sample.jsonl").split(b"\n")[:3]))
+    put("feedback_files", "seed-verify-number", b"\x05" + "1,234\nso 1000 + 234 = 1234\n#### 1,234".encode())
+    put("feedback_files", "seed-verify-choice", b"\x05" + "B\n정답은 (B)입니다".encode())
+
+
 def main():
     if os.path.isdir(OUT):
         for h in os.listdir(OUT):
@@ -127,6 +147,9 @@ def main():
     put("sft_sources", "seed-self-instruct", b"\x02" + read("sft", "self_instruct_sample.jsonl"))
     put("sft_sources", "seed-gsm8k", b"\x03" + read("sft", "gsm8k_sample.jsonl"))
     put("sft_sources", "seed-gsm8k-keep", b"\x07" + b"\n".join(read("sft", "gsm8k_sample.jsonl").split(b"\n")[:2]))
+
+    # --- feedback data: first byte 0 preferences, 1 tasks, 2 hh-rlhf, 3 oasst-ranked, 4 gsm8k tasks, 5 verifiers
+    feedback_seeds(put, read, ROOT)
 
     # --- labeled data: first byte = format (0 csv, 1 tsv, 2 jsonl) | 4 no header | 8 no label | 16 errors | 32 map
     nsmc = gunzip("tokenizer", "parity", "nsmc_raw_head.tsv.gz").split(b"\n")

@@ -67,22 +67,16 @@ std::optional<RuleViolation> check_conversation(const Conversation& conv, const 
   return std::nullopt;
 }
 
-std::optional<RuleViolation> parse_conversation_line(std::string_view line, Conversation& out) {
-  out.messages.clear();
-  out.source.clear();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::exception& e) {
-    return RuleViolation{"malformed_json", std::string("malformed JSON: ") + e.what()};
+std::optional<RuleViolation> parse_messages(const nlohmann::json& array, std::vector<Message>& out,
+                                            std::string_view what) {
+  if (!array.is_array()) {
+    std::string detail(what);  // appended, not "\"" + ...: GCC 12 -Wrestrict false positive
+    detail.insert(0, 1, '"');
+    detail += "\" is not an array of messages";
+    return RuleViolation{"malformed_json", std::move(detail)};
   }
-  if (!j.is_object()) return RuleViolation{"malformed_json", "the line is JSON but not an object"};
-  auto it = j.find("messages");
-  if (it == j.end())
-    return RuleViolation{"no_messages", "the object has no \"messages\" key"};
-  if (!it->is_array()) return RuleViolation{"malformed_json", "\"messages\" is not an array"};
-  for (size_t i = 0; i < it->size(); ++i) {
-    const auto& m = (*it)[i];
+  for (size_t i = 0; i < array.size(); ++i) {
+    const auto& m = array[i];
     if (!m.is_object()) return RuleViolation{"malformed_json", msg_label(i) + " is not an object"};
     auto r = m.find("role");
     if (r == m.end() || !r->is_string())
@@ -97,8 +91,25 @@ std::optional<RuleViolation> parse_conversation_line(std::string_view line, Conv
     if (!c->is_string())
       return RuleViolation{"malformed_json", msg_label(i) + " has a non-string \"content\" (" +
                                                  std::string(c->type_name()) + ")"};
-    out.messages.push_back({*role, c->get<std::string>()});
+    out.push_back({*role, c->get<std::string>()});
   }
+  return std::nullopt;
+}
+
+std::optional<RuleViolation> parse_conversation_line(std::string_view line, Conversation& out) {
+  out.messages.clear();
+  out.source.clear();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line.begin(), line.end());
+  } catch (const nlohmann::json::exception& e) {
+    return RuleViolation{"malformed_json", std::string("malformed JSON: ") + e.what()};
+  }
+  if (!j.is_object()) return RuleViolation{"malformed_json", "the line is JSON but not an object"};
+  auto it = j.find("messages");
+  if (it == j.end())
+    return RuleViolation{"no_messages", "the object has no \"messages\" key"};
+  if (auto bad = parse_messages(*it, out.messages)) return bad;
   if (auto s = j.find("source"); s != j.end() && s->is_string()) out.source = s->get<std::string>();
   return std::nullopt;
 }

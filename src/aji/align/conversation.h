@@ -49,6 +49,12 @@ struct RuleViolation {
 };
 std::optional<RuleViolation> check_conversation(const Conversation& conv, const ConversationRules& rules = {});
 
+// Parses a JSON array of {"role","content"} objects into messages (appending to out); on
+// failure the violation names the message ("message 2 has unknown role ..."). `what`
+// names the array in the detail when it is not an array ("\"chosen\" is not an array").
+std::optional<RuleViolation> parse_messages(const nlohmann::json& array, std::vector<Message>& out,
+                                            std::string_view what = "messages");
+
 // Parses one JSONL line; on failure returns the violation (malformed JSON included).
 // Does not apply check_conversation except for what is needed to build the struct.
 std::optional<RuleViolation> parse_conversation_line(std::string_view line, Conversation& out);

@@ -1,8 +1,11 @@
 #include "aji/align/converters.h"
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 
 #include "aji/align/delimited.h"
+#include "aji/align/verifiers.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 
@@ -266,6 +269,262 @@ std::vector<Conversation> convert_file(SourceFormat format, const std::filesyste
       break;
   }
   return std::move(sink.out);
+}
+
+// ---- preference data ---------------------------------------------------------------------
+
+std::optional<PreferenceFormat> parse_preference_format(std::string_view name) {
+  if (name == "hh-rlhf") return PreferenceFormat::kHhRlhf;
+  if (name == "oasst-ranked") return PreferenceFormat::kOasstRanked;
+  return std::nullopt;
+}
+
+std::string preference_format_list() { return "hh-rlhf, oasst-ranked"; }
+
+namespace {
+constexpr std::string_view kHuman = "\n\nHuman:";
+constexpr std::string_view kAssistant = "\n\nAssistant:";
+
+std::string trimmed(std::string_view s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return {};
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return std::string(s.substr(b, e - b + 1));
+}
+}  // namespace
+
+std::optional<RuleViolation> parse_hh_transcript(std::string_view text, std::vector<Message>& out) {
+  out.clear();
+  auto next_marker = [&](size_t from, Role* role) {
+    size_t h = text.find(kHuman, from), a = text.find(kAssistant, from);
+    if (h == std::string_view::npos && a == std::string_view::npos) return std::string_view::npos;
+    if (a == std::string_view::npos || (h != std::string_view::npos && h < a)) {
+      *role = Role::kUser;
+      return h;
+    }
+    *role = Role::kAssistant;
+    return a;
+  };
+  Role role{};
+  size_t pos = next_marker(0, &role);
+  if (pos == std::string_view::npos)
+    return RuleViolation{"not_a_transcript", "no \"\\n\\nHuman:\" or \"\\n\\nAssistant:\" turn marker"};
+  if (!trimmed(text.substr(0, pos)).empty())
+    return RuleViolation{"not_a_transcript", "text before the first \"\\n\\nHuman:\" / \"\\n\\nAssistant:\" marker"};
+  while (pos != std::string_view::npos) {
+    size_t start = pos + (role == Role::kUser ? kHuman.size() : kAssistant.size());
+    Role next_role{};
+    size_t next = next_marker(start, &next_role);
+    out.push_back({role, trimmed(text.substr(start, (next == std::string_view::npos ? text.size() : next) - start))});
+    pos = next;
+    role = next_role;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+void convert_hh(const std::filesystem::path& input, OnInvalid policy, InputReport& rep,
+                std::vector<PreferenceGroup>& out) {
+  const std::string file = input.string();
+  const std::string fix =
+      "each line is {\"chosen\":\"\\n\\nHuman: ...\\n\\nAssistant: ...\",\"rejected\":\"...\"}, two transcripts "
+      "that share everything up to the last Assistant turn";
+  LineReader reader(input, size_t(256) << 20);
+  std::string_view line;
+  int64_t index = 0;
+  while (reader.next(line)) {
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    ++rep.records_read;
+    const int64_t ln = reader.line_number();
+    auto reject = [&](const std::string& kind, const std::string& detail) {
+      rep.reject(policy, file, ln, kind, detail, fix);
+    };
+    json j;
+    try {
+      j = json::parse(line.begin(), line.end());
+    } catch (const json::exception& e) {
+      reject("malformed_json", std::string("malformed JSON: ") + e.what());
+      continue;
+    }
+    auto chosen = j.is_object() ? string_field(j, "chosen") : std::nullopt;
+    auto rejected = j.is_object() ? string_field(j, "rejected") : std::nullopt;
+    if (!chosen || !rejected) {
+      reject("missing_field", "an HH-RLHF record needs string \"chosen\" and \"rejected\"");
+      continue;
+    }
+    // The prompt: up to the last "\n\nAssistant:" inside the shared prefix.
+    size_t common = 0;
+    while (common < chosen->size() && common < rejected->size() && (*chosen)[common] == (*rejected)[common])
+      ++common;
+    size_t split = common >= kAssistant.size() ? chosen->rfind(kAssistant, common - kAssistant.size())
+                                               : std::string::npos;
+    if (split == std::string::npos) {
+      reject("no_shared_prompt", "\"chosen\" and \"rejected\" share no prompt ending at an \"\\n\\nAssistant:\" turn");
+      continue;
+    }
+    PreferenceGroup g;
+    g.line = ln;
+    g.source = "hh-rlhf:" + input.filename().string() + ":" + std::to_string(index++);
+    std::optional<RuleViolation> bad = parse_hh_transcript(std::string_view(*chosen).substr(0, split), g.prompt);
+    for (const std::string* side : {&*chosen, &*rejected}) {
+      if (bad) break;
+      std::vector<Message> resp;
+      bad = parse_hh_transcript(std::string_view(*side).substr(split), resp);
+      g.responses.push_back(std::move(resp));
+    }
+    if (!bad) {
+      g.tiers = {{0}, {1}};
+      bad = finish_preference_group(g);
+    }
+    if (bad) {
+      reject(bad->kind, bad->detail);
+      continue;
+    }
+    ++rep.records_kept;
+    out.push_back(std::move(g));
+  }
+}
+
+void convert_oasst_ranked(const std::filesystem::path& input, OnInvalid policy, InputReport& rep,
+                          std::vector<PreferenceGroup>& out) {
+  const std::string file = input.string();
+  const std::string fix =
+      "each line is one OASST message tree {\"message_tree_id\",\"prompt\":{\"role\",\"text\",\"replies\":[...]}} "
+      "whose ranked replies carry an integer \"rank\"";
+  LineReader reader(input, size_t(256) << 20);
+  std::string_view line;
+  while (reader.next(line)) {
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    const int64_t ln = reader.line_number();
+    json tree;
+    try {
+      tree = json::parse(line.begin(), line.end());
+    } catch (const json::exception& e) {
+      ++rep.records_read;
+      rep.reject(policy, file, ln, "malformed_json", std::string("malformed JSON: ") + e.what(), fix);
+      continue;
+    }
+    if (!tree.is_object() || !tree.contains("prompt") || !tree["prompt"].is_object()) {
+      ++rep.records_read;
+      rep.reject(policy, file, ln, "missing_field", "not an OASST message tree: no \"prompt\" object", fix);
+      continue;
+    }
+    const std::string tree_id = tree.value("message_tree_id", std::to_string(ln));
+    // Depth-first over non-deleted messages, carrying the path as the prompt.
+    std::vector<Message> path;
+    std::string problem;
+    std::function<void(const json&)> visit = [&](const json& node) {
+      auto role = string_field(node, "role");
+      auto text = string_field(node, "text");
+      if (!role || !text || (*role != "prompter" && *role != "assistant")) {
+        if (problem.empty())
+          problem = "a message has no string \"text\" or its \"role\" is not prompter/assistant";
+        return;
+      }
+      path.push_back({*role == "prompter" ? Role::kUser : Role::kAssistant, *text});
+      auto replies = node.find("replies");
+      if (replies != node.end() && replies->is_array()) {
+        if (*role == "prompter") {
+          // The ranked assistant replies of this prompt.
+          std::vector<std::pair<int64_t, const json*>> ranked;
+          for (const auto& r : *replies)
+            if (r.is_object() && !r.value("deleted", false) && r.value("role", std::string()) == "assistant" &&
+                r.contains("rank") && r["rank"].is_number_integer() && string_field(r, "text"))
+              ranked.push_back({r["rank"].get<int64_t>(), &r});
+          if (ranked.size() >= 2) {
+            ++rep.records_read;
+            std::stable_sort(ranked.begin(), ranked.end(),
+                             [](const auto& a, const auto& b) { return a.first < b.first; });
+            PreferenceGroup g;
+            g.prompt = path;
+            g.ranked = true;
+            g.line = ln;
+            g.source = "oasst:" + tree_id + ":" + node.value("message_id", std::to_string(path.size()));
+            for (size_t k = 0; k < ranked.size(); ++k) {
+              g.responses.push_back({{Role::kAssistant, *string_field(*ranked[k].second, "text")}});
+              if (k == 0 || ranked[k].first != ranked[k - 1].first) g.tiers.emplace_back();
+              g.tiers.back().push_back(static_cast<int32_t>(k));
+            }
+            if (auto bad = finish_preference_group(g)) {
+              rep.reject(policy, file, ln, bad->kind, "prompt " + g.source + ": " + bad->detail, fix);
+            } else {
+              ++rep.records_kept;
+              out.push_back(std::move(g));
+            }
+          }
+        }
+        for (const auto& r : *replies)
+          if (r.is_object() && !r.value("deleted", false)) visit(r);
+      }
+      path.pop_back();
+    };
+    visit(tree["prompt"]);
+    if (!problem.empty()) {
+      ++rep.records_read;
+      rep.reject(policy, file, ln, "unknown_role", "tree " + tree_id + ": " + problem, fix);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<PreferenceGroup> convert_preferences(PreferenceFormat format, const std::filesystem::path& input,
+                                                 OnInvalid on_invalid, InputReport* report) {
+  InputReport local;
+  InputReport& rep = report ? *report : local;
+  std::vector<PreferenceGroup> out;
+  if (format == PreferenceFormat::kHhRlhf) convert_hh(input, on_invalid, rep, out);
+  else convert_oasst_ranked(input, on_invalid, rep, out);
+  return out;
+}
+
+std::vector<Task> convert_gsm8k_tasks(const std::filesystem::path& input, OnInvalid on_invalid, InputReport* report) {
+  InputReport local;
+  InputReport& rep = report ? *report : local;
+  const std::string file = input.string();
+  const std::string fix = "each line is {\"question\":...,\"answer\":\"...#### 72\"} (GSM8K's shape)";
+  std::vector<Task> out;
+  LineReader reader(input, size_t(256) << 20);
+  std::string_view line;
+  int64_t index = 0;
+  while (reader.next(line)) {
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    ++rep.records_read;
+    const int64_t ln = reader.line_number();
+    json j;
+    try {
+      j = json::parse(line.begin(), line.end());
+    } catch (const json::exception& e) {
+      rep.reject(on_invalid, file, ln, "malformed_json", std::string("malformed JSON: ") + e.what(), fix);
+      continue;
+    }
+    auto q = j.is_object() ? string_field(j, "question") : std::nullopt;
+    auto a = j.is_object() ? string_field(j, "answer") : std::nullopt;
+    if (!q || !a) {
+      rep.reject(on_invalid, file, ln, "missing_field", "a gsm8k record needs string \"question\" and \"answer\"", fix);
+      continue;
+    }
+    auto final_answer = extract_marked_number(*a);
+    if (!final_answer) {
+      rep.reject(on_invalid, file, ln, "no_final_answer", "the answer has no \"#### N\" final line", fix);
+      continue;
+    }
+    Task t;
+    t.messages = {{Role::kUser, trimmed(*q)}};
+    t.answer = *final_answer;
+    t.source = "gsm8k:" + std::to_string(index++);
+    t.line = ln;
+    Conversation c;
+    c.messages = t.messages;
+    if (auto bad = check_conversation(c, ConversationRules{false}); bad && bad->kind != "no_assistant") {
+      rep.reject(on_invalid, file, ln, bad->kind, bad->detail, fix);
+      continue;
+    }
+    ++rep.records_kept;
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 }  // namespace aji::align

@@ -25,6 +25,8 @@
 
 #include "aji/align/conversation.h"
 #include "aji/align/input_report.h"
+#include "aji/align/preferences.h"
+#include "aji/align/rl_tasks.h"
 
 namespace aji::align {
 
@@ -47,5 +49,31 @@ std::vector<Conversation> convert_file(SourceFormat format, const std::filesyste
 
 // Exposed for tests.
 std::string strip_calculator_annotations(std::string_view answer);
+
+// ---- Preference data (preferences.h) ----------------------------------------------------
+//
+//   hh-rlhf       Anthropic HH-RLHF {"chosen": "\n\nHuman: ...\n\nAssistant: ...", "rejected": ...}:
+//                 the prompt is the shared text up to the last "\n\nAssistant:" both
+//                 transcripts have in common, its turns becoming user/assistant messages;
+//                 the rest of each transcript is the response (an assistant reply, or more
+//                 turns when the transcript goes on). chosen == rejected is a counted skip
+//                 (kind chosen_equals_rejected) under --skip-invalid.
+//   oasst-ranked  OASST message trees: every prompter message with two or more ranked,
+//                 non-deleted assistant replies gives one K-way ranking (lower "rank" is
+//                 better, equal ranks are ties); the prompt is the path from the root.
+enum class PreferenceFormat { kHhRlhf, kOasstRanked };
+std::optional<PreferenceFormat> parse_preference_format(std::string_view name);
+std::string preference_format_list();  // "hh-rlhf, oasst-ranked"
+
+std::vector<PreferenceGroup> convert_preferences(PreferenceFormat format, const std::filesystem::path& input,
+                                                 OnInvalid on_invalid, InputReport* report);
+
+// "\n\nHuman: a\n\nAssistant: b" -> [user a, assistant b] (content trimmed). Exposed for tests.
+std::optional<RuleViolation> parse_hh_transcript(std::string_view text, std::vector<Message>& out);
+
+// ---- RL tasks (rl_tasks.h) ---------------------------------------------------------------
+// GSM8K {"question","answer"} -> {"messages":[user question], "answer": the number after
+// "####" with commas removed}; a record without "#### N" is an error / counted skip.
+std::vector<Task> convert_gsm8k_tasks(const std::filesystem::path& input, OnInvalid on_invalid, InputReport* report);
 
 }  // namespace aji::align
