@@ -8,6 +8,7 @@
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/train/safetensors.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
@@ -396,8 +397,9 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
   AJI_CHECK(pg.head_opt.m().size() == head.num_params() &&
                 pg.trunk_opt.m().size() == (head_only ? 0 : model.num_params()),
             "classify_train: the optimizer states do not fit the model and head");
-  train::AdamW& trunk_opt = pg.trunk_opt;
-  train::AdamW& head_opt = pg.head_opt;
+  // Everything that trains, clipped over one global norm (head first, then the trunk).
+  std::vector<train::ParamGroup> groups = {{head.params.data(), head.grads.data(), &pg.head_opt, head_ranges}};
+  if (!head_only) groups.push_back({model.params(), model.grads(), &pg.trunk_opt, trunk_ranges});
 
   train::LrSchedule sched;
   sched.lr = o.lr;
@@ -462,44 +464,21 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     const int64_t* idx = batch_idx.data();
     for (int b = 0; b < B; ++b) labels[size_t(b)] = train.labels[size_t(idx[b])];
 
-    head.zero_grads();
     BatchLoss bl;
-    if (head_only) {  // the trunk is frozen: its cached features stand in for the forward
-      for (int b = 0; b < B; ++b)
-        std::memcpy(pooled.data() + size_t(b) * C, train_feats.data() + size_t(idx[b]) * C, sizeof(float) * C);
-      bl = head_forward_backward(head, pooled.data(), labels.data(), B, nullptr);
-    } else {
-      // Only the trainable ranges: backward writes nothing else, and nothing else is read
-      // (the whole buffer is 4 bytes per parameter, a measurable memset every step).
-      for (const auto& r : trunk_ranges) std::fill_n(model.grads() + r.offset, r.size, 0.0f);
-      bl = classify_forward_backward(model, head, train.ids, idx, B, labels.data(), o.pooling, o.pad_id, o.trainable);
-    }
-    const double loss = bl.loss;
-    if (!std::isfinite(loss))
-      throw Error("classification loss became " + std::to_string(loss) + " at step " + std::to_string(step + 1))
-          .fix("lower --lr (or enable --grad-clip); nothing after the last evaluation is kept");
-
-    // Global-norm clipping over everything that trains.
-    double sq = 0;
-    {
-      const double hn = train::global_grad_norm(head.grads.data(), head.grads.size());
-      sq += hn * hn;
-    }
-    float* G = head_only ? nullptr : model.grads();
-    for (const auto& r : trunk_ranges) {
-      const double rn = train::global_grad_norm(G + r.offset, r.size);
-      sq += rn * rn;
-    }
-    const double norm = std::sqrt(sq);
-    if (o.grad_clip > 0 && norm > o.grad_clip) {
-      const float scale = float(o.grad_clip / (norm + 1e-6));
-      for (float& g : head.grads) g *= scale;
-      for (const auto& r : trunk_ranges)
-        for (size_t i = r.offset; i < r.offset + r.size; ++i) G[i] *= scale;
-    }
-    const float lr = sched.at(step);
-    head_opt.step(head.params.data(), head.grads.data(), head_ranges, lr);
-    if (!head_only) trunk_opt.step(model.params(), G, trunk_ranges, lr);
+    const train::StepStats ss = train::train_step(groups, sched.at(step), o.grad_clip, "Classification", o.run_dir, [&] {
+      if (head_only) {  // the trunk is frozen: its cached features stand in for the forward
+        for (int b = 0; b < B; ++b)
+          std::memcpy(pooled.data() + size_t(b) * C, train_feats.data() + size_t(idx[b]) * C, sizeof(float) * C);
+        bl = head_forward_backward(head, pooled.data(), labels.data(), B, nullptr);
+      } else {
+        // train_step zeroes only the trainable ranges: backward writes nothing else, and
+        // nothing else is read (the whole buffer is a measurable memset every step).
+        bl = classify_forward_backward(model, head, train.ids, idx, B, labels.data(), o.pooling, o.pad_id, o.trainable);
+      }
+      return bl.loss;
+    }, step);
+    const double loss = ss.loss, norm = ss.grad_norm;
+    const float lr = ss.lr;
 
     result.steps_done = step + 1;
     pg.step = step + 1;

@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -157,6 +158,7 @@ struct ClassifyOptions {
   // equals), restored at the end; needs a validation set. Off: the last step's weights.
   bool keep_best = false;
   int eval_every = 0;         // validation every N steps (0: at the end of every epoch)
+  std::filesystem::path run_dir;  // named in a divergence error (train_step); may be empty
 };
 
 struct ClassifyStepInfo {

@@ -9,7 +9,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "aji/align/run_dir.h"
 #include "aji/train/memory.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
@@ -19,12 +18,15 @@
 #include "aji/base/threads.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/loss_curve.h"
+#include "aji/train/run_dir.h"
 #include "aji/train/safetensors.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using train::ResumeSetting;
 
 namespace {
 
@@ -202,7 +204,7 @@ const std::vector<ResumeSetting> kOtherSettings = {
 }  // namespace
 
 const std::vector<std::string>& classify_setting_flags() {
-  static const std::vector<std::string> flags = resume_setting_flags<ClassifyRunOptions>(kOtherSettings);
+  static const std::vector<std::string> flags = train::resume_setting_flags<ClassifyRunOptions>(kOtherSettings);
   return flags;
 }
 
@@ -211,7 +213,8 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   ClassifyRunOptions o = in;
   const fs::path out = o.out_dir;
   const fs::path cdir = out / "classifier";
-  RunDirRequest rq;
+  train::TrainerRun::Options ro;
+  train::RunDirRequest& rq = ro.dir;
   rq.dir = out;
   rq.resume = o.resume;
   rq.force = o.force;
@@ -231,11 +234,17 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   // parse time already; this is the same check for callers of the library).
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
-  const RunDirStart start = open_run_dir(rq);
+  ro.plot_title = "aji classify: " + out.filename().string();
+  ro.plot_labels.y_axis = "loss (nats/example)";
+  ro.plot_labels.train = "train loss (batch mean)";
+  ro.plot_labels.val = "validation loss";
+  ro.progress_lines = 20;
+  train::TrainerRun trun(ro);
+  const std::optional<fs::path>& resume_ckpt = trun.checkpoint();
   ClassifyProgress progress;
-  if (start.checkpoint) {
-    const json& s = start.state.at("classify");
-    const std::string where = (*start.checkpoint / "trainer_state.json").string();
+  if (resume_ckpt) {
+    const json& s = trun.section();
+    const std::string where = trun.state_file();
     json settings = s.at("settings");
     try {
       apply_classify_settings(settings, &o);
@@ -244,19 +253,16 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
           .at(where)
           .fix("resume from a checkpoint written by `aji classify train`, or start a new run");
     }
-    const GivenFlags given = split_given_flags(in.given, kOtherSettings);
-    check_resume_settings(kOtherSettings, given.other, classify_other_settings_json(in),
+    const train::GivenFlags given = train::split_given_flags(in.given, kOtherSettings);
+    train::check_resume_settings(kOtherSettings, given.other, classify_other_settings_json(in),
                           classify_other_settings_json(o), out);
-    report_resumed_options(apply_saved_options(o, settings, given.declared, where), out, o.quiet);
+    train::report_resumed_options(apply_saved_options(o, settings, given.declared, where), out, o.quiet);
     progress.scalars_from_json(s.at("progress"));
-    if (s.value("threads", 0) != num_threads() && !o.quiet)
-      std::fprintf(stderr, "note: the run used %d threads, now %d: results will not match a straight run bit for bit\n",
-                   s.value("threads", 0), num_threads());
   }
   const bool from_one_file = !o.data.empty();
 
   // --- model and tokenizer ---
-  const fs::path model_src = start.checkpoint ? *start.checkpoint : o.model;
+  const fs::path model_src = resume_ckpt ? *resume_ckpt : o.model;
   const fs::path model_dir = train::resolve_model_dir(model_src);
   const model::ModelConfig cfg = train::load_model_config(model_dir);
   const bool head_only = o.train.trainable.kind == TrainableBlocks::Kind::kHead;
@@ -338,8 +344,8 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   ClassHead head(n, model.config().d_model);
   ClassifyOptions to = o.train;
   to.pad_id = input.pad_id;
-  if (start.checkpoint) {
-    const fs::path ck = *start.checkpoint;
+  if (resume_ckpt) {
+    const fs::path ck = *resume_ckpt;
     head = ClassHead::load((ck / kClassHeadFile).string());
     if (head.n_classes != n || head.d_model != model.config().d_model)
       throw Error("the checkpoint's class head (" + std::to_string(head.n_classes) + " classes) does not fit the data (" +
@@ -360,7 +366,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
     head.init(o.head_seed);
   }
   const int64_t steps = classify_total_steps(train.size(), to);
-  if (!start.checkpoint) {
+  if (!resume_ckpt) {
     json info = {{"stage", "classify"},
                  {"base_model", fs::absolute(o.model).string()},
                  {"labels", result.labels.names},
@@ -380,91 +386,51 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
                  {"aji_version", AJI_VERSION}};
     write_file_atomic(out / "run.json", info.dump(2) + "\n");
   }
-  std::vector<train::CurvePoint> curve_train, curve_val, curve_acc;
-  keep_metrics_up_to(out, start.checkpoint ? progress.step : -1, [&](const json& j) {
-    const double st = j["step"].get<double>();
-    if (j.contains("loss")) curve_train.push_back({st, j["loss"].get<double>()});
-    if (j.contains("val_loss") && j["val_loss"].is_number()) curve_val.push_back({st, j["val_loss"].get<double>()});
-    if (j.contains("val_accuracy") && j["val_accuracy"].is_number())
-      curve_acc.push_back({st, j["val_accuracy"].get<double>()});
-  });
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
-  auto write_curve = [&] {
-    train::CurveLabels labels;
-    labels.y_axis = "loss (nats/example)";
-    labels.train = "train loss (batch mean)";
-    labels.val = "validation loss";
-    labels.accuracy = curve_acc;
-    write_file_atomic(out / "loss.svg",
-                      train::loss_curve_svg(curve_train, curve_val, "aji classify: " + out.filename().string(), labels));
-  };
-  double ema = 0;
+  trun.options().save_every = o.save_every;
+  trun.options().keep = o.keep;
+  trun.options().stop_after = o.stop_after;
+  to.run_dir = out;
+  trun.start_metrics(resume_ckpt ? progress.step : -1);
   int64_t real_tokens = 0, padded_tokens = 0;
-  const int64_t session_start = progress.step;
   ClassifyHooks hooks;
   hooks.on_step = [&](const ClassifyStepInfo& i) {
     real_tokens += i.tokens;
     padded_tokens += i.padded_tokens;
-    ema = i.step - session_start <= 1 ? i.seconds : 0.95 * ema + 0.05 * i.seconds;
-    curve_train.push_back({double(i.step), i.loss});
-    metrics << json{{"step", i.step}, {"epoch", i.epoch}, {"loss", i.loss}, {"batch_accuracy", i.batch_accuracy},
-                    {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"tokens", i.tokens}, {"padded_tokens", i.padded_tokens}, {"step_s", i.seconds}}
-                   .dump()
-            << "\n";
-    const bool print = i.step == 1 || i.step == i.steps || i.step % std::max<int64_t>(1, i.steps / 20) == 0;
-    if (!o.quiet && print) {
-      std::printf("step %5lld/%lld | epoch %lld | loss %.4f | batch acc %.2f | lr %.2e | %.0f ex/s | ETA %s\n",
-                  (long long)i.step, (long long)i.steps, (long long)i.epoch + 1, i.loss, i.batch_accuracy, i.lr,
-                  double(i.examples) / std::max(i.seconds, 1e-9),
-                  Progress::format_duration(ema * double(i.steps - i.step)).c_str());
-      std::fflush(stdout);
-    }
+    trun.log({{"step", i.step}, {"epoch", i.epoch}, {"loss", i.loss}, {"batch_accuracy", i.batch_accuracy},
+              {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"tokens", i.tokens}, {"padded_tokens", i.padded_tokens},
+              {"step_s", i.seconds}});
+    char mid[200];
+    std::snprintf(mid, sizeof mid, "epoch %lld | loss %.4f | batch acc %.2f | lr %.2e | %.0f ex/s",
+                  (long long)i.epoch + 1, i.loss, i.batch_accuracy, i.lr, double(i.examples) / std::max(i.seconds, 1e-9));
+    trun.print_step(i.step, i.steps, i.seconds, mid);
   };
   hooks.on_eval = [&](int64_t step, const ClassifyEval& v) {
-    curve_val.push_back({double(step), v.loss});
-    curve_acc.push_back({double(step), v.accuracy});
-    metrics << json{{"step", step}, {"val_loss", v.loss}, {"val_accuracy", v.accuracy}}.dump() << "\n";
-    metrics.flush();
+    trun.log({{"step", step}, {"val_loss", v.loss}, {"val_accuracy", v.accuracy}});
     if (!o.quiet) std::printf("step %lld | val loss %.4f | val accuracy %.4f\n", (long long)step, v.loss, v.accuracy);
   };
-  std::vector<fs::path> tokenizer_files;  // copied into OUT: a resumed run's source checkpoint may be pruned
-  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
-    if (fs::exists(model_dir / name)) {
-      train::copy_file_atomic(model_dir / name, out / name);
-      tokenizer_files.push_back(out / name);
-    }
-  fs::path last_checkpoint;
-  auto save = [&](const ClassifyProgress& p) {
-    metrics.flush();
-    const fs::path files = out / ".checkpoint-files";  // staged here, copied into ckpt-N by name
-    fs::remove_all(files);
-    fs::create_directories(files);
-    head.save((files / kClassHeadFile).string());
-    p.head_opt.save(files / kHeadOptimizerFile);
-    std::vector<fs::path> copy = tokenizer_files;
-    copy.push_back(files / kClassHeadFile);
-    copy.push_back(files / kHeadOptimizerFile);
-    if (!p.best_head.empty()) {
-      std::vector<train::SafeTensorView> views = {{"head", {int64_t(p.best_head.size())}, p.best_head.data()}};
-      if (!p.best_trunk.empty()) views.push_back({"trunk", {int64_t(p.best_trunk.size())}, p.best_trunk.data()});
-      train::save_safetensors(files / kBestFile, views);
-      copy.push_back(files / kBestFile);
-    }
-    json ts = {{"step", p.step},
-               {"classify",
-                {{"settings", classify_settings_json(o)},
-                 {"progress", p.to_json()},
-                 {"labels", result.labels.names},
-                 {"threads", num_threads()}}}};
-    train::CheckpointContents c{&model, head_only ? nullptr : &p.trunk_opt, ts, copy};
-    last_checkpoint = train::save_checkpoint(out, p.step, c, o.keep);
-    fs::remove_all(files);
-  };
+  const std::vector<fs::path> tokenizer_files = trun.ship_tokenizer(model_dir);  // a resumed run's source checkpoint may be pruned
+  const ClassifyProgress* at = &progress;  // what after_step saw last
+  trun.set_checkpoint([&](int64_t) {
+    const ClassifyProgress& p = *at;  // the writers below run later: they read *at, not p
+    train::CheckpointParts c;
+    c.model = &model;
+    c.optimizer = head_only ? nullptr : &p.trunk_opt;
+    c.write.push_back({kClassHeadFile, [&](const fs::path& f) { head.save(f.string()); }});
+    c.write.push_back({kHeadOptimizerFile, [&](const fs::path& f) { at->head_opt.save(f); }});
+    if (!p.best_head.empty())
+      c.write.push_back({kBestFile, [&](const fs::path& f) {
+                           std::vector<train::SafeTensorView> views = {
+                               {"head", {int64_t(at->best_head.size())}, at->best_head.data()}};
+                           if (!at->best_trunk.empty())
+                             views.push_back({"trunk", {int64_t(at->best_trunk.size())}, at->best_trunk.data()});
+                           train::save_safetensors(f, views);
+                         }});
+    c.section = {{"settings", classify_settings_json(o)}, {"progress", p.to_json()}, {"labels", result.labels.names}};
+    return c;
+  });
   hooks.after_step = [&](const ClassifyProgress& p) {
-    const bool last = p.step == steps;
-    const bool stop = interrupt_requested() || (o.stop_after > 0 && p.step - session_start >= o.stop_after);
-    if (last || stop || (o.save_every > 0 && p.step % o.save_every == 0)) save(p);
-    return stop;
+    at = &p;
+    return trun.after_step(p.step, steps);
   };
   std::unique_ptr<Progress> feature_progress;
   hooks.on_features = [&](size_t done, size_t total) {
@@ -481,7 +447,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   const auto t0 = clock::now();
   ClassifyTrainResult r;
   {
-    InterruptGuard sigint;
+    const train::TrainerRun::Steps stepping = trun.steps(progress.step, steps);
     r = classify_train(model, head, train, val, to, hooks, &progress);
   }
   result.seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -496,13 +462,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   if (to.keep_best && r.best_step >= 0 && !o.quiet)
     std::printf("kept the weights of step %lld (best val accuracy %.4f)\n", (long long)r.best_step,
                 r.best_val_accuracy);
-  metrics.close();
-  write_curve();
-  if (r.stopped_early) {
-    if (!o.quiet)
-      std::fprintf(stderr, "stopped at step %lld of %lld; checkpoint %s. Continue with: aji classify train --out %s --resume\n",
-                   (long long)result.steps, (long long)steps, last_checkpoint.c_str(), out.c_str());
-  }
+  trun.finish(result.steps, steps);
 
   // --- save: weights, tokenizer, head, labels, settings — one atomic directory ---
   const fs::path staging = out / ".classifier-files";

@@ -9,7 +9,6 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/align/conversation.h"
-#include "aji/align/run_dir.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -20,11 +19,14 @@
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/loss_curve.h"
+#include "aji/train/run_dir.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using train::ResumeSetting;
 
 namespace {
 
@@ -70,7 +72,7 @@ json saved_options_of(const json& sft) {
 }  // namespace
 
 const std::vector<std::string>& sft_setting_flags() {
-  static const std::vector<std::string> flags = resume_setting_flags<SftRunOptions>(kOtherSettings);
+  static const std::vector<std::string> flags = train::resume_setting_flags<SftRunOptions>(kOtherSettings);
   return flags;
 }
 
@@ -84,21 +86,21 @@ SftRunResult run_sft(const SftRunOptions& in) {
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
 
-  RunDirRequest rq;
-  rq.dir = run;
-  rq.resume = o.resume;
-  rq.force = o.force;
-  rq.quiet = o.quiet;
-  rq.command = "aji sft train";
-  rq.fresh_command = "aji sft train --model MODEL --data FILE --out " + run.string();
-  rq.state_key = "sft";
-  rq.outputs = {"run.json", "metrics.jsonl", "loss.svg"};
-  RunDirStart start = open_run_dir(rq);
-  const std::optional<fs::path> resume_ckpt = start.checkpoint;
-  const json& state = start.state;
+  train::TrainerRun::Options ro;
+  ro.dir.dir = run;
+  ro.dir.resume = o.resume;
+  ro.dir.force = o.force;
+  ro.dir.quiet = o.quiet;
+  ro.dir.command = "aji sft train";
+  ro.dir.fresh_command = "aji sft train --model MODEL --data FILE --out " + run.string();
+  ro.dir.state_key = "sft";
+  ro.dir.outputs = {"run.json", "metrics.jsonl", "loss.svg"};
+  ro.plot_title = "aji sft: " + run.filename().string();
+  train::TrainerRun trun(ro);
+  const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   if (resume_ckpt) {
-    const json& s = state["sft"];
-    const std::string where = (*resume_ckpt / "trainer_state.json").string();
+    const json& s = trun.section();
+    const std::string where = trun.state_file();
     // The plain flags and paths: the run's own; given again, they must be the same.
     try {
       o.model = s.value("base_model", std::string());
@@ -115,12 +117,12 @@ SftRunResult run_sft(const SftRunOptions& in) {
     }
     json saved_other = other_settings_json(o);
     if (o.model.empty()) saved_other.erase("base_model");  // a checkpoint from before it was saved
-    const GivenFlags given = split_given_flags(in.given, kOtherSettings);
-    check_resume_settings(kOtherSettings, given.other, other_settings_json(in), saved_other, run);
+    const train::GivenFlags given = train::split_given_flags(in.given, kOtherSettings);
+    train::check_resume_settings(kOtherSettings, given.other, other_settings_json(in), saved_other, run);
     // The declared options: apply_saved_options keeps the run's values; a safe one given
     // anew (--eval-every, --save-every, --keep) changes with a note, any other is refused.
     const SavedOptionsReport rep = apply_saved_options(o, saved_options_of(s), given.declared, where);
-    report_resumed_options(rep, run, o.quiet);
+    train::report_resumed_options(rep, run, o.quiet);
     if (s.contains("first_loss") && s["first_loss"].is_number()) result.first_loss = s["first_loss"];
     if (s.contains("first_val_loss") && s["first_val_loss"].is_number()) result.first_val_loss = s["first_val_loss"];
   }
@@ -142,12 +144,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
                 std::to_string(model.config().vocab_size))
         .at(tok_path.string())
         .fix("use the tokenizer the model was pretrained with");
-  std::vector<fs::path> ship;  // both tokenizer files travel with every checkpoint
-  for (const char* name : {train::kAjiTokenizerFile, "tokenizer.json"})
-    if (fs::exists(model_dir / name)) {
-      train::copy_file_atomic(model_dir / name, run / name);
-      ship.push_back(run / name);
-    }
+  trun.ship_tokenizer(model_dir);  // both tokenizer files travel with every checkpoint
   o.train.pad_id = (uint32_t)*tok.special_id(tokenizer::kImEnd);  // never a target at padding
 
   // --- data ------------------------------------------------------------------------------
@@ -173,10 +170,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   SftState st;
   if (resume_ckpt) {
     optimizer.load(*resume_ckpt / "optimizer.bin");
-    st = SftState::from_json(state.at("sft").at("state"));
-    if (state["sft"].value("threads", 0) != num_threads() && !o.quiet)
-      std::fprintf(stderr, "note: the run used %d threads, now %d: losses will not match a straight run bit for bit\n",
-                   state["sft"].value("threads", 0), num_threads());
+    st = SftState::from_json(trun.section().at("state"));
   }
   PackOptions po;
   po.T = T;
@@ -211,88 +205,67 @@ SftRunResult run_sft(const SftRunOptions& in) {
   }
 
   // --- metrics, checkpoints -------------------------------------------------------------
-  std::vector<train::CurvePoint> curve_train, curve_val;
-  keep_metrics_up_to(run, resume_ckpt ? st.step : -1, [&](const json& j) {  // what a resumed run logged so far
-    if (j.contains("loss")) curve_train.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    if (j.contains("val_loss")) curve_val.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
-  });
-  std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
-  auto log = [&](const json& j) {
-    metrics << j.dump() << "\n";
-    metrics.flush();
-  };
-  auto save = [&](const SftState& s) {
-    json ts = {{"step", s.step},
-               {"sft",
-                {{"options", saved_options_json(o)},
-                 {"state", s.to_json()},
+  // Settings and changes of --save-every/--keep on resume are the run's options now.
+  trun.options().save_every = o.save_every;
+  trun.options().keep = o.keep;
+  trun.options().stop_after = o.stop_after;
+  o.train.run_dir = run;
+  trun.start_metrics(resume_ckpt ? st.step : -1);
+  trun.set_checkpoint([&](int64_t) {
+    train::CheckpointParts p;
+    p.model = &model;
+    p.optimizer = &optimizer;
+    p.section = {{"options", saved_options_json(o)},
+                 {"state", st.to_json()},
                  {"train_file", fs::absolute(o.train_file).string()},
                  {"val_file", o.val_file.empty() ? std::string() : fs::absolute(o.val_file).string()},
                  {"loss_on", o.loss_on == LossOn::kAll ? "all" : "assistant"},
                  {"skip_invalid", o.skip_invalid},
                  {"base_model", abs_or_empty(o.model)},
                  {"first_loss", std::isnan(result.first_loss) ? json(nullptr) : json(result.first_loss)},
-                 {"first_val_loss", std::isnan(result.first_val_loss) ? json(nullptr) : json(result.first_val_loss)},
-                 {"threads", num_threads()}}}};
-    train::CheckpointContents c{&model, &optimizer, ts, ship};
-    result.checkpoint = train::save_checkpoint(run, s.step, c, o.keep);
-  };
-  auto write_curve = [&] {
-    write_file_atomic(run / "loss.svg",
-                      train::loss_curve_svg(curve_train, curve_val, "aji sft: " + run.filename().string()));
-  };
+                 {"first_val_loss", std::isnan(result.first_val_loss) ? json(nullptr) : json(result.first_val_loss)}};
+    return p;
+  });
 
   if (!val_seqs.empty() && st.step == 0) {
     const LossSum v = sft_validation_loss(model, val_seqs, o.train.batch, T, o.train.pad_id);
     result.first_val_loss = v.mean();
-    curve_val.push_back({0.0, v.mean()});
-    log({{"step", 0}, {"val_loss", v.mean()}});
+    trun.log({{"step", 0}, {"val_loss", v.mean()}});
     if (!o.quiet) std::printf("step 0 | val loss %.4f (before SFT)\n", v.mean());
   }
 
-  double ema = 0;
-  const int64_t session_start = st.step;
   SftHooks hooks;
   hooks.on_step = [&](const SftStepInfo& i) {
     if (std::isnan(result.first_loss)) result.first_loss = i.loss;
     result.last_loss = i.loss;
-    ema = i.step - session_start <= 1 ? i.seconds : 0.9 * ema + 0.1 * i.seconds;
-    curve_train.push_back({(double)i.step, i.loss});
-    log({{"step", i.step}, {"loss", i.loss}, {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"targets", i.targets},
-         {"tokens", i.tokens}, {"step_s", i.seconds}});
-    if (!o.quiet) {
-      std::printf("step %5lld/%lld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | ETA %s\n", (long long)i.step,
-                  (long long)i.steps, i.loss, i.lr, i.grad_norm, i.tokens / std::max(i.seconds, 1e-9),
-                  Progress::format_duration(ema * double(i.steps - i.step)).c_str());
-      std::fflush(stdout);
-    }
+    trun.log({{"step", i.step}, {"loss", i.loss}, {"lr", i.lr}, {"grad_norm", i.grad_norm}, {"targets", i.targets},
+              {"tokens", i.tokens}, {"step_s", i.seconds}});
+    char mid[160];
+    std::snprintf(mid, sizeof mid, "loss %.4f | lr %.2e | norm %.3f | %.0f tok/s", i.loss, i.lr, i.grad_norm,
+                  i.tokens / std::max(i.seconds, 1e-9));
+    trun.print_step(i.step, i.steps, i.seconds, mid);
   };
   hooks.on_eval = [&](int64_t step, const LossSum& v) {
     result.last_val_loss = v.mean();
-    curve_val.push_back({(double)step, v.mean()});
-    log({{"step", step}, {"val_loss", v.mean()}});
+    trun.log({{"step", step}, {"val_loss", v.mean()}});
     if (!o.quiet) std::printf("step %lld | val loss %.4f\n", (long long)step, v.mean());
-    write_curve();
+    trun.write_plot();
   };
   hooks.after_step = [&](const SftState& s) {
-    const bool last = s.step == steps;
-    const bool stop = interrupt_requested() || (o.stop_after > 0 && s.step - session_start >= o.stop_after);
-    if (last || stop || (o.save_every > 0 && s.step % o.save_every == 0)) save(s);
-    return stop;
+    st = s;
+    return trun.after_step(s.step, steps);
   };
 
   SftResult r;
   {
-    InterruptGuard sigint;
+    const train::TrainerRun::Steps stepping = trun.steps(st.step, steps);
     r = sft_train(model, optimizer, train_seqs, val_seqs, o.train, st, hooks);
   }
-  write_curve();
+  trun.finish(r.state.step, steps);
+  result.checkpoint = trun.last_checkpoint();
   result.step = r.state.step;
   result.step_losses = r.step_losses;
   result.interrupted = r.stopped_early;
-  if (result.interrupted && !o.quiet)
-    std::fprintf(stderr, "stopped at step %lld; checkpoint %s. Continue with: aji sft train --out %s --resume\n",
-                 (long long)result.step, result.checkpoint.c_str(), run.c_str());
   return result;
 }
 

@@ -9,6 +9,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
@@ -82,7 +83,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
   sched.warmup = o.warmup;
   sched.min_lr_frac = o.min_lr_frac;
   sched.decay = train::LrSchedule::parse_decay(o.decay);
-  const std::vector<train::DecayRange> ranges = train::all_parameter_ranges(model);
+  const std::vector<train::ParamGroup> groups = {train::ParamGroup::whole_model(model, optimizer)};
 
   std::vector<PackedRow> rows = epoch_rows(planned, o.seed, state.epoch);
   std::vector<TokenBatch> micro;
@@ -103,22 +104,17 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
       step_targets += micro.back().n_targets;
       step_tokens += (int64_t)micro.back().B * micro.back().T;
     }
-    model.zero_grads();
-    double loss = 0.0;
-    for (const TokenBatch& tb : micro) {
-      if (tb.n_targets == 0) continue;
-      const double share = double(tb.n_targets) / double(step_targets);
-      loss += share * sft_forward_backward(model, tb, (float)share);
-    }
-    const double norm = train::clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
-    const float lr = sched.at(state.step);
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      char buf[160];
-      std::snprintf(buf, sizeof buf, "SFT diverged at step %lld: loss %g, gradient norm %g (learning rate %.3g)",
-                    (long long)state.step + 1, loss, norm, lr);
-      throw Error(buf).fix("lower --lr or keep --grad-clip on, then continue from the last checkpoint with --resume");
-    }
-    optimizer.step(model.params(), model.grads(), ranges, lr);
+    const train::StepStats ss = train::train_step(groups, sched.at(state.step), o.grad_clip, "SFT", o.run_dir, [&] {
+      double loss = 0.0;
+      for (const TokenBatch& tb : micro) {
+        if (tb.n_targets == 0) continue;
+        const double share = double(tb.n_targets) / double(step_targets);
+        loss += share * sft_forward_backward(model, tb, (float)share);
+      }
+      return loss;
+    }, state.step);
+    const double loss = ss.loss, norm = ss.grad_norm;
+    const float lr = ss.lr;
     ++state.step;
     result.step_losses.push_back((float)loss);
     SftStepInfo info;

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -46,6 +47,7 @@ struct SftOptions {
   uint64_t seed = 1234;
   int eval_every = 0;       // validation loss every N steps (0 = only at the end)
   bool quiet = true;
+  std::filesystem::path run_dir;  // named in a divergence error (train_step); may be empty
   int T(int context) const { return seq_len && *seq_len > 0 ? *seq_len : context; }
 };
 

@@ -28,6 +28,8 @@
 #include "aji/train/loss_curve.h"
 #include "aji/train/memory.h"
 #include "aji/train/optimizer.h"
+#include "aji/train/run_dir.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::train {
 
@@ -58,34 +60,6 @@ void clear_run_dir(const fs::path& dir) {
   for (const auto& [step, path] : list_checkpoints(dir)) fs::remove_all(path, ec);
   for (const char* f : {"run.json", "latest", "metrics.jsonl", "loss.svg", kAjiTokenizerFile, "tokenizer.json"})
     fs::remove(dir / f, ec);
-}
-
-struct History {
-  std::vector<CurvePoint> train, val;
-};
-
-// Keeps the lines of metrics.jsonl up to `step` (a resumed run rewrites what follows).
-History trim_metrics(const fs::path& path, int64_t step) {
-  History h;
-  if (!fs::exists(path)) return h;
-  std::string kept;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception&) {
-      continue;  // a torn last line from a crash
-    }
-    if (!j.contains("step") || j["step"].get<int64_t>() > step) continue;
-    kept += line + "\n";
-    if (j.contains("loss")) h.train.push_back({j["step"].get<double>(), j["loss"].get<double>()});
-    if (j.contains("val_loss") && j["val_loss"].is_number())
-      h.val.push_back({j["step"].get<double>(), j["val_loss"].get<double>()});
-  }
-  write_file_atomic(path, kept);
-  return h;
 }
 
 std::string fmt(const char* f, double v) {
@@ -428,7 +402,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
 
   model::Model model(cfg);
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
-  const std::vector<DecayRange> ranges = all_parameter_ranges(model);
+  const std::vector<ParamGroup> groups = {ParamGroup::whole_model(model, optimizer)};
 
   // --- schedule and state -----------------------------------------------------------
   LrSchedule sched;
@@ -442,7 +416,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   int64_t step = 0;
   int64_t tokens_seen = 0;
   double elapsed_before = 0.0;
-  History history;
   json run_info = {{"model", cfg.to_json()},
                    {"params", model.num_params()},
                    {"aji_version", AJI_VERSION}};
@@ -454,7 +427,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     step = state.at("step");
     tokens_seen = state.value("tokens_seen", int64_t(0));
     elapsed_before = state.value("elapsed_s", 0.0);
-    history = trim_metrics(run / "metrics.jsonl", step);
     if (!o.resume_from.empty()) {
       // Resuming an earlier checkpoint abandons the later ones: keep-last-K would
       // otherwise count them as the newest and delete the ones this session writes.
@@ -474,7 +446,6 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     } else {
       model.init_weights(o.seed);
     }
-    if (saved_cfg) trim_metrics(run / "metrics.jsonl", 0);  // the first session's steps are redone
   }
   json opts_json =
       options_json(o, T, total_batch, accum, calibrating ? 0 : steps, sched.warmup, manifest.tokenizer_hash);
@@ -484,41 +455,53 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   };
   if (!resume_ckpt) write_run_info();
 
-  std::ofstream metrics(run / "metrics.jsonl", std::ios::app);
-  auto log_metrics = [&](const json& j) {
-    metrics << j.dump() << "\n";
-    metrics.flush();
-  };
+  // The session: metrics.jsonl, the plot, checkpoints, Ctrl-C, --stop-after. The run-dir
+  // rule above is pretrain's own (--resume-from, resume from run.json before the first
+  // checkpoint), so the session adopts what it found.
+  TrainerRun::Options ro;
+  ro.dir.dir = run;
+  ro.dir.resume = o.resume;
+  ro.dir.quiet = o.quiet;
+  ro.dir.command = "aji pretrain";
+  ro.save_every = o.save_every;
+  ro.keep = o.keep;
+  ro.stop_after = o.stop_after;
+  ro.plot_title = "aji pretrain: " + run.filename().string();
+  RunDirStart opened;
+  opened.checkpoint = resume_ckpt;
+  opened.state = state;
+  TrainerRun trun(ro, opened);
+  for (const fs::path& f : ship) trun.ship_file(f);
+  // A resumed run keeps the lines up to its checkpoint; one restarted from run.json (no
+  // checkpoint) redoes the first session's steps; a new run starts an empty file.
+  trun.start_metrics(resume_ckpt ? step : saved_cfg ? 0 : -1);
+  auto log_metrics = [&](const json& j) { trun.log(j); };
   float last_train_loss = NAN;
-  auto save = [&](int64_t at_step) {
-    json st = {{"step", at_step},
-               {"tokens_seen", tokens_seen},
-               {"loader", train_loader.cursor().to_json()},
-               {"schedule", sched.to_json()},
-               {"options", opts_json},
-               {"elapsed_s", elapsed_before},
-               {"metrics",
-                {{"train_loss", last_train_loss},
-                 {"val_loss", result.last_val_loss},
-                 {"val_bpb", result.last_val_bpb}}}};
-    CheckpointContents c{&model, &optimizer, st, ship};
-    result.checkpoint = save_checkpoint(run, at_step, c, o.keep);
-  };
-  auto write_curve = [&]() {
-    write_file_atomic(run / "loss.svg", loss_curve_svg(history.train, history.val,
-                                                       "aji pretrain: " + run.filename().string()));
-  };
+  trun.set_checkpoint([&](int64_t) {
+    CheckpointParts p;
+    p.model = &model;
+    p.optimizer = &optimizer;
+    p.top = {{"tokens_seen", tokens_seen},
+             {"loader", train_loader.cursor().to_json()},
+             {"schedule", sched.to_json()},
+             {"options", opts_json},
+             {"elapsed_s", elapsed_before},
+             {"metrics",
+              {{"train_loss", last_train_loss},
+               {"val_loss", result.last_val_loss},
+               {"val_bpb", result.last_val_bpb}}}};
+    return p;
+  });
   auto run_eval = [&]() {
     if (!val_loader) return;
     Evaluation e = evaluate(model, *val_loader, eval_batches, token_bytes);
     result.last_val_loss = static_cast<float>(e.loss);
     result.last_val_bpb = static_cast<float>(e.bpb);
-    history.val.push_back({static_cast<double>(step), e.loss});
     log_metrics({{"step", step}, {"val_loss", e.loss}, {"val_bpb", std::isfinite(e.bpb) ? json(e.bpb) : json()}});
     if (!o.quiet)
       std::printf("step %lld | val loss %.4f | val bpb %s\n", (long long)step, e.loss,
                   std::isfinite(e.bpb) ? fmt("%.4f", e.bpb).c_str() : "n/a");
-    write_curve();
+    trun.write_plot();
   };
   auto run_sample = [&]() {
     if (!tok) return;
@@ -558,49 +541,37 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
 
   // --- the loop -------------------------------------------------------------------
-  InterruptGuard sigint;
+  const TrainerRun::Steps stepping = trun.steps(step, steps);
   std::vector<int32_t> inputs(static_cast<size_t>(micro_tokens)), targets(inputs.size());
   std::vector<float> token_loss(inputs.size());
   const int64_t session_start = step;
-  auto t_session = std::chrono::steady_clock::now();
-  double ema_step_s = 0.0;
   double first_step_s = 0.0;
   while (step < steps) {
     auto t0 = std::chrono::steady_clock::now();
     const double cpu0 = process_cpu_seconds();
-    model.zero_grads();
-    double loss = 0.0;
-    for (int64_t a = 0; a < accum; ++a) {
-      train_loader.next_batch(inputs.data(), targets.data());
-      model.forward(inputs.data(), B, T);
-      model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum), token_loss.data());
-      model.backward(model.d_hidden_buffer());
-      // The mean is summed here, in order: an OpenMP reduction's combining order varies
-      // from run to run, and the logged loss must not (bit-identical resume).
-      double sum = 0.0;
-      for (float x : token_loss) sum += x;
-      loss += sum / static_cast<double>(token_loss.size()) / static_cast<double>(accum);
-    }
-    const double norm = clip_grad_norm(model.grads(), model.num_params(), o.grad_clip);
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      const auto cks = list_checkpoints(run);
-      throw Error("training diverged at step " + std::to_string(step + 1) + ": the loss is " + fmt("%g", loss) +
-                  " and the gradient norm " + fmt("%g", norm) + " (learning rate " + fmt("%.3g", sched.at(step)) +
-                  "). Nothing was saved after the last good checkpoint" +
-                  (cks.empty() ? std::string(" (there is none yet)") : " (" + cks.back().second.string() + ")"))
-          .at(run.string())
-          .fix("lower --lr (now " + fmt("%g", o.lr) + "), lengthen the warmup, or keep --grad-clip on; then start "
-               "again with --force or continue from the last checkpoint with --resume");
-    }
-    const float lr = sched.at(step);
-    optimizer.step(model.params(), model.grads(), ranges, lr);
+    const StepStats ss = train_step(groups, sched.at(step), o.grad_clip, "Training", run, [&] {
+      double loss = 0.0;
+      for (int64_t a = 0; a < accum; ++a) {
+        train_loader.next_batch(inputs.data(), targets.data());
+        model.forward(inputs.data(), B, T);
+        model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum), token_loss.data());
+        model.backward(model.d_hidden_buffer());
+        // The mean is summed here, in order: an OpenMP reduction's combining order varies
+        // from run to run, and the logged loss must not (bit-identical resume).
+        double sum = 0.0;
+        for (float x : token_loss) sum += x;
+        loss += sum / static_cast<double>(token_loss.size()) / static_cast<double>(accum);
+      }
+      return loss;
+    }, step);
+    const double loss = ss.loss, norm = ss.grad_norm;
+    const float lr = ss.lr;
     ++step;
     tokens_seen += total_batch;
     last_train_loss = static_cast<float>(loss);
     result.step_losses.push_back(static_cast<float>(loss));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     elapsed_before += dt;
-    ema_step_s = step - session_start <= 1 ? dt : 0.9 * ema_step_s + 0.1 * dt;
     const double tok_s = static_cast<double>(total_batch) / dt;
     double mfu = flops_per_step / dt / peak;
     if (mfu > 1.0) {
@@ -614,18 +585,12 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       peak = flops_per_step / dt;
       mfu = 1.0;
     }
-    history.train.push_back({static_cast<double>(step), loss});
     log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
                  {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},
                  {"cpu_s", process_cpu_seconds() - cpu0}});
-    if (!o.quiet) {
-      const std::string eta =
-          calibrating ? "?" : Progress::format_duration(ema_step_s * static_cast<double>(steps - step));
-      std::printf("step %5lld/%s | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | ETA %s\n",
-                  (long long)step, calibrating ? "?" : std::to_string(steps).c_str(), loss, lr, norm, tok_s,
-                  100.0 * mfu, eta.c_str());
-      std::fflush(stdout);
-    }
+    trun.print_step(step, calibrating ? 0 : steps, dt,
+                    "loss " + fmt("%.4f", loss) + " | lr " + fmt("%.2e", lr) + " | norm " + fmt("%.3f", norm) + " | " +
+                        fmt("%.0f", tok_s) + " tok/s | MFU " + fmt("%.1f", 100.0 * mfu) + "%");
     if (calibrating && step - session_start == kCalibrationSteps) {
       // Steps 2..4 give the speed (step 1 pays for first-touch allocation); evaluation
       // and samples get ~10% of the budget.
@@ -642,28 +607,21 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     }
     if (step - session_start == 1) first_step_s = dt;
     if (o.on_step) o.on_step(step, static_cast<float>(loss));
-    const bool last = step == steps;
-    const bool stop_now = interrupt_requested() || (o.stop_after > 0 && step - session_start >= o.stop_after);
-    if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || last)) run_eval();
-    if (o.sample_every > 0 && (step % o.sample_every == 0 || last)) run_sample();
-    if ((o.save_every > 0 && step % o.save_every == 0) || last || stop_now) {
-      save(step);
+    if (val_loader && ((o.eval_every > 0 && step % o.eval_every == 0) || step == steps)) run_eval();
+    if (o.sample_every > 0 && (step % o.sample_every == 0 || step == steps)) run_sample();
+    const fs::path before = trun.last_checkpoint();
+    const bool stop = trun.after_step(step, steps);  // saves when due, at the end, or on a stop
+    if (trun.last_checkpoint() != before) {
+      result.checkpoint = trun.last_checkpoint();
       if (!o.quiet) std::fprintf(stderr, "saved %s\n", result.checkpoint.c_str());
     }
-    if (stop_now && !last) {
+    if (stop) {
       result.interrupted = true;
-      if (!o.quiet)
-        std::fprintf(stderr, "%s at step %lld; checkpoint %s. Continue with: aji pretrain --out %s --resume\n",
-                     interrupt_signal() == SIGTERM ? "terminated (SIGTERM)"
-                     : interrupt_requested()      ? "interrupted"
-                                                  : "stopped", (long long)step, result.checkpoint.c_str(),
-                     run.c_str());
       break;
     }
   }
-  if (!history.train.empty()) write_curve();
+  if (step > session_start || resume_ckpt) trun.finish(step, steps);
   result.step = step;
-  (void)t_session;
   return result;
 }
 

@@ -1,4 +1,4 @@
-#include "aji/align/run_dir.h"
+#include "aji/train/run_dir.h"
 
 #include <cstdio>
 #include <fstream>
@@ -8,7 +8,7 @@
 #include "aji/base/io.h"
 #include "aji/train/checkpoint.h"
 
-namespace aji::align {
+namespace aji::train {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -16,23 +16,16 @@ using nlohmann::json;
 RunDirStart open_run_dir(const RunDirRequest& r) {
   if (r.resume && r.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
   RunDirStart start;
-  std::error_code ec;
-  // Half-written checkpoints of a killed process (train::save_checkpoint's ".ckpt-N.tmp.PID"
-  // and "ckpt-N.old"): never used, removed.
-  if (fs::is_directory(r.dir, ec))
-    for (const auto& e : fs::directory_iterator(r.dir, ec)) {
-      const std::string name = e.path().filename().string();
-      if ((name.rfind(".ckpt-", 0) == 0 && name.find(".tmp.") != std::string::npos) ||
-          (name.rfind("ckpt-", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".old") == 0))
-        fs::remove_all(e.path(), ec);
-    }
-  const auto checkpoints = train::list_checkpoints(r.dir);
+  // What a killed process left half-written (".ckpt-N.tmp.PID", "ckpt-N.old", the temp files
+  // of latest, metrics.jsonl...): never used, removed (checkpoint.h).
+  remove_torn_checkpoint_files(r.dir);
+  const auto checkpoints = list_checkpoints(r.dir);
   if (r.resume) {
     if (checkpoints.empty())
       throw Error("nothing to resume: " + r.dir.string() + " has no checkpoint yet")
           .at(r.dir.string())
           .fix("start the run afresh (nothing there is lost, no --force needed): " + r.fresh_command);
-    start.checkpoint = train::resolve_model_dir(r.dir);
+    start.checkpoint = resolve_model_dir(r.dir);
     const fs::path ts = *start.checkpoint / "trainer_state.json";
     try {
       start.state = json::parse(read_file(ts));
@@ -52,6 +45,7 @@ RunDirStart open_run_dir(const RunDirRequest& r) {
                 std::to_string(checkpoints.back().first) + ")")
         .at(r.dir.string())
         .fix("continue it with --resume, overwrite it with --force, or choose another --out");
+  std::error_code ec;
   if (!r.finished.empty() && fs::exists(r.dir / r.finished, ec) && !r.force)
     throw Error("the run directory already holds a finished result (" + r.finished + ")")
         .at(r.dir.string())
@@ -153,4 +147,4 @@ void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<v
   write_file_atomic(dir / "metrics.jsonl", kept);
 }
 
-}  // namespace aji::align
+}  // namespace aji::train

@@ -1,4 +1,5 @@
-// The run directory of a post-training command (`aji sft train`, `aji classify train`): one
+// The run directory of a training command (`aji sft train`, `aji classify train`, and the
+// trainers built on train/trainer_run.h): one
 // rule for starting, resuming and overwriting, and for keeping a resumed run's settings.
 //
 //   fresh start, dir has a checkpoint  -> refused unless --force (the fix names --resume)
@@ -23,7 +24,7 @@
 
 #include "aji/base/options.h"
 
-namespace aji::align {
+namespace aji::train {
 
 struct RunDirRequest {
   std::filesystem::path dir;
@@ -90,4 +91,4 @@ void report_resumed_options(const SavedOptionsReport& rep, const std::filesystem
 void keep_metrics_up_to(const std::filesystem::path& dir, int64_t step,
                         const std::function<void(const nlohmann::json&)>& each);
 
-}  // namespace aji::align
+}  // namespace aji::train

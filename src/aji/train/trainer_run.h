@@ -1,0 +1,224 @@
+// One trainer step and one run directory for every trainer (pretrain, SFT, classification,
+// and the preference / RL trainers): the pieces a training command needs around its own
+// forward and backward, written once.
+//
+//   train_step()   one optimizer step over one or more parameter groups: zero the groups'
+//                  gradients, the trainer's forward/backward callback, the global gradient
+//                  norm over every group, the NaN/inf stop (an aji::Error naming the step and
+//                  the last good checkpoint), clipping, and each group's AdamW step.
+//   TrainerRun     the run directory (run_dir.h's fresh / refuse / --force / --resume rule),
+//                  checkpoints (model weights + optimizer.bin + trainer_state.json with the
+//                  trainer's named section + the tokenizer + any extra files such as a head or
+//                  a second optimizer; every N steps, the last K kept, atomic, `latest`), the
+//                  latest checkpoint loaded on resume, metrics.jsonl (one JSON line per step or
+//                  evaluation; on resume the lines up to the checkpoint's step are kept), the
+//                  loss plot (loss_curve.h; written at checkpoints and at the end), Ctrl-C and
+//                  SIGTERM (save and stop), --stop-after, and the progress line with its ETA.
+//
+// A trainer needs nothing more than its state section, what to save, and a step callback:
+//
+//   train::TrainerRun::Options ro;
+//   ro.dir = {.dir = out, .resume = o.resume, .force = o.force, .quiet = o.quiet,
+//             .command = "aji dpo train", .fresh_command = "aji dpo train ... --out " + out.string(),
+//             .state_key = "dpo", .outputs = {"run.json", "metrics.jsonl", "loss.svg"}};
+//   ro.save_every = o.save_every; ro.keep = o.keep; ro.stop_after = o.stop_after;
+//   ro.plot_title = "aji dpo: " + out.filename().string();
+//   train::TrainerRun run(ro);                          // refuses / clears / finds the checkpoint
+//   model::Model policy = train::load_model(run.resuming() ? *run.checkpoint() : o.model);
+//   model::Model ref = train::load_model(o.model);       // frozen: saved nowhere
+//   train::AdamW opt(policy.num_params(), {...});
+//   int64_t step = 0;
+//   if (run.resuming()) { opt.load(*run.checkpoint() / "optimizer.bin"); step = run.state()["step"]; }
+//   run.ship_tokenizer(model_dir);                      // travels with every checkpoint
+//   run.start_metrics(step);                            // truncates metrics.jsonl on resume
+//   run.set_checkpoint([&](int64_t s) {                 // what a checkpoint holds
+//     train::CheckpointParts p;
+//     p.model = &policy; p.optimizer = &opt; p.section = {{"step", s}, {"beta", o.beta}};
+//     return p;
+//   });
+//   std::vector<train::ParamGroup> groups = {train::ParamGroup::whole_model(policy, opt)};
+//   train::TrainerRun::Steps loop = run.steps(step, total);  // Ctrl-C handled from here on
+//   while (step < total) {
+//     const train::StepStats s = train::train_step(groups, sched.at(step), o.grad_clip, "DPO", out,
+//                                                  [&] { return dpo_forward_backward(...); }, step);
+//     ++step;
+//     run.log({{"step", step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm}});
+//     run.print_step(step, total, s.seconds, "loss " + ...);
+//     if (run.after_step(step, total)) break;           // saves when due, at the end, or on stop
+//   }
+//   run.finish(step, total);                            // plot; the "continue with" line if stopped
+// An RM adds its scalar head as a second ParamGroup and writes it with CheckpointParts::write;
+// PPO adds the value head the same way; frozen models (reference, RM) are not in any group.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/base/interrupt.h"
+#include "aji/train/loss_curve.h"
+#include "aji/train/optimizer.h"
+#include "aji/train/run_dir.h"
+
+namespace aji::model {
+class Model;
+}
+
+namespace aji::train {
+
+// ---- one optimizer step --------------------------------------------------------------------
+
+// A parameter buffer, its gradients, and the AdamW that updates it over `ranges` (offsets into
+// params and grads). Only the ranges are zeroed, measured, clipped and updated: a trainable
+// subset of a model is a group whose ranges cover that subset.
+struct ParamGroup {
+  float* params = nullptr;
+  float* grads = nullptr;
+  AdamW* optimizer = nullptr;
+  std::vector<DecayRange> ranges;
+  // All of a model's parameters (all_parameter_ranges) with opt.
+  static ParamGroup whole_model(model::Model& model, AdamW& opt);
+};
+
+struct StepStats {
+  double loss = 0;       // what the callback returned
+  double grad_norm = 0;  // before clipping, over every group
+  float lr = 0;
+  double seconds = 0;    // wall time of the whole step
+};
+
+// One optimizer step (step_index: the 0-based index of this step, for messages):
+//   1. zero every group's gradients over its ranges;
+//   2. loss = forward_backward() (accumulates gradients; any micro-batching is its own);
+//   3. the global L2 norm over every group's ranges (one contiguous span: global_grad_norm of
+//      it; several: the square root of the sum of their squares);
+//   4. loss or norm not finite -> aji::Error "<what> diverged at step N: loss .., gradient
+//      norm .. (learning rate ..). Nothing was saved after the last good checkpoint (..)",
+//      naming run_dir's newest checkpoint (run_dir may be empty); the fix says what to lower;
+//   5. clip (torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when norm >
+//      max_norm; max_norm <= 0: off);
+//   6. each group's optimizer->step(params, grads, ranges, lr).
+StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max_norm, const std::string& what,
+                     const std::filesystem::path& run_dir, const std::function<double()>& forward_backward,
+                     int64_t step_index);
+
+// The error train_step throws (also for a trainer that checks a loss of its own).
+[[noreturn]] void throw_diverged(const std::string& what, int64_t step_index, double loss, double norm, float lr,
+                                 const std::filesystem::path& run_dir);
+
+// ---- the run --------------------------------------------------------------------------------
+
+// What one checkpoint holds besides the step.
+struct CheckpointParts {
+  const model::Model* model = nullptr;
+  const AdamW* optimizer = nullptr;  // optimizer.bin (nullptr: none, e.g. a frozen trunk)
+  nlohmann::json section = nlohmann::json::object();  // trainer_state.json[state_key]
+  nlohmann::json top = nlohmann::json::object();      // more keys at trainer_state.json's top level
+  // Files written into the checkpoint under a name (a class head, a second optimizer, the
+  // best weights so far): each writer is called with the path to write.
+  std::vector<std::pair<std::string, std::function<void(const std::filesystem::path&)>>> write;
+};
+
+class TrainerRun {
+ public:
+  struct Options {
+    RunDirRequest dir;     // the run-dir rule (run_dir.h)
+    int save_every = 0;    // a checkpoint every N steps (0: only at the end and on a stop)
+    int keep = 0;          // keep the newest K checkpoints (<= 0: all)
+    int64_t stop_after = 0;  // stop (with a checkpoint) after this many steps of this session
+    std::string plot_title;
+    CurveLabels plot_labels;  // its accuracy series is filled from "val_accuracy" lines
+    int progress_lines = 0;   // print_step prints every step (0) or about this many lines a run
+  };
+
+  // Applies the run-dir rule (open_run_dir); on resume reads the checkpoint's trainer state and
+  // notes (unless quiet) when the thread count differs from the run's.
+  explicit TrainerRun(Options options);
+  // For a trainer whose run directory follows rules of its own (aji pretrain: --resume-from,
+  // a run resumed from its run.json before the first checkpoint): `opened` is what its own
+  // rule found; open_run_dir is not applied. An empty state_key writes no section (the
+  // trainer's state is CheckpointParts::top).
+  TrainerRun(Options options, RunDirStart opened);
+  ~TrainerRun();
+  TrainerRun(const TrainerRun&) = delete;
+  TrainerRun& operator=(const TrainerRun&) = delete;
+
+  const std::filesystem::path& dir() const { return o_.dir.dir; }
+  bool quiet() const { return o_.dir.quiet; }
+  bool resuming() const { return start_.checkpoint.has_value(); }
+  const std::optional<std::filesystem::path>& checkpoint() const { return start_.checkpoint; }
+  const nlohmann::json& state() const { return start_.state; }  // trainer_state.json (null: fresh)
+  const nlohmann::json& section() const;                       // state()[state_key]
+  // "trainer_state.json" of the checkpoint resumed (for error locations).
+  std::string state_file() const;
+  Options& options() { return o_; }  // e.g. save_every/keep changed by a resumed run's notes
+
+  // Copies model_dir's tokenizer files (aji_tokenizer.json, tokenizer.json) into the run dir;
+  // they travel with every checkpoint. Returns the copies.
+  const std::vector<std::filesystem::path>& ship_tokenizer(const std::filesystem::path& model_dir);
+  void ship_file(const std::filesystem::path& file) { ship_.push_back(file); }
+
+  // metrics.jsonl: keeps the lines up to `step` (a fresh run: none; pass -1) and rebuilds the
+  // plot's series from them ("loss", "val_loss", "val_accuracy"); each(line) sees every kept line.
+  void start_metrics(int64_t step, const std::function<void(const nlohmann::json&)>& each = {});
+  // Appends one line (flushed) and adds its "loss" / "val_loss" / "val_accuracy" to the plot.
+  void log(const nlohmann::json& line);
+  void write_plot() const;
+
+  // What a checkpoint of a given step holds (called at every save).
+  void set_checkpoint(std::function<CheckpointParts(int64_t step)> parts) { parts_ = std::move(parts); }
+  std::filesystem::path save(int64_t step);
+  const std::filesystem::path& last_checkpoint() const { return last_checkpoint_; }
+
+  // The stepping phase: Ctrl-C and SIGTERM set a flag instead of ending the process while the
+  // returned object lives (a second signal ends it). session_start: the step this session began at.
+  class Steps {
+   public:
+    Steps() = default;
+
+   private:
+    friend class TrainerRun;
+    std::unique_ptr<InterruptGuard> guard_;
+  };
+  [[nodiscard]] Steps steps(int64_t session_start, int64_t total);
+
+  // After step `step` (1-based, done) of `total`: saves a checkpoint when due (every
+  // save_every), at the last step, or when stopping (Ctrl-C, SIGTERM, --stop-after); returns
+  // true when the loop should stop (never at the last step).
+  bool after_step(int64_t step, int64_t total);
+  bool stopped() const { return stopped_; }
+  int64_t total_steps() const { return total_; }
+  void set_total_steps(int64_t total) { total_ = total; }
+
+  // "step   12/300 | <middle> | ETA 1m05s" on stdout (unless quiet or thinned out by
+  // progress_lines); the ETA from an average of the step times. total <= 0: not known yet
+  // ("step 3/? | ... | ETA ?").
+  void print_step(int64_t step, int64_t total, double seconds, const std::string& middle);
+  std::string eta(int64_t step, int64_t total) const;
+
+  // Writes the plot; when the loop stopped early, says (unless quiet) where and how to continue.
+  void finish(int64_t step, int64_t total);
+
+ private:
+  void add_to_plot(const nlohmann::json& line);
+  Options o_;
+  RunDirStart start_;
+  std::vector<std::filesystem::path> ship_;
+  std::function<CheckpointParts(int64_t)> parts_;
+  std::filesystem::path last_checkpoint_;
+  std::vector<CurvePoint> train_, val_, acc_;
+  std::ofstream metrics_;
+  int64_t session_start_ = 0, total_ = 0;
+  double ema_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace aji::train
