@@ -8,6 +8,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::align {
 
@@ -213,67 +214,79 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
   st.tokens = total_tokens;
   const bool want_ref = reference != nullptr;
   const int chunk = o.update_batch > 0 ? o.update_batch : std::max(N, 1);
-  policy.zero_grads();
   double loss = 0, kl_sum = 0, k3_sum = 0, ent_sum = 0, clip_sum = 0, drift = 0;
   int64_t k3_n = 0;
-  for (int c0 = 0; c0 < N; c0 += chunk) {
-    const int Bc = std::min(chunk, N - c0);
-    std::vector<const std::vector<int32_t>*> cp(all_prompts.begin() + c0, all_prompts.begin() + c0 + Bc);
-    std::vector<const infer::Rollout*> co(all_outs.begin() + c0, all_outs.begin() + c0 + Bc);
-    RowBatch rb = make_rows(cp, co, pad);
-    const size_t n = size_t(rb.B) * rb.T;
-    std::vector<float> logp(n), ent(n), logp_ref;
-    if (want_ref) {
-      logp_ref.resize(n);
-      reference->forward(rb.ids.data(), rb.B, rb.T);
-      reference->lm_head_logprobs(rb.targets.data(), logp_ref.data(), o.temperature);
-    }
-    policy.forward(rb.ids.data(), rb.B, rb.T);
-    policy.lm_head_logprobs(rb.targets.data(), logp.data(), o.temperature, ent.data());
-    std::vector<uint8_t> train_mask = rb.mask;
-    std::vector<uint8_t> terminated(rb.B);
-    for (int b = 0; b < rb.B; ++b) terminated[b] = co[b]->stopped ? 1 : 0;
-    if (o.mask_truncated) fb::mask_truncated_completions(train_mask, terminated, rb.B, rb.T);
-    for (int b = 0; b < rb.B; ++b) {
-      const int Lp = rb.prompt_len[b];
-      for (size_t j = 0; j < co[b]->tokens.size(); ++j) {
-        const size_t i = size_t(b) * rb.T + size_t(Lp - 1) + j;
-        drift = std::max(drift, (double)std::fabs(logp[i] - co[b]->logprobs[j]));
-        ent_sum += ent[i];
-        if (want_ref) {
-          kl_sum += fb::kl_estimate(fb::KlEstimator::k1, logp[i], logp_ref[i]);
-          if (train_mask[i]) {
-            k3_sum += fb::kl_estimate(fb::KlEstimator::k3, logp[i], logp_ref[i]);
-            ++k3_n;
+  auto forward_backward = [&]() -> double {
+    for (int c0 = 0; c0 < N; c0 += chunk) {
+      const int Bc = std::min(chunk, N - c0);
+      std::vector<const std::vector<int32_t>*> cp(all_prompts.begin() + c0, all_prompts.begin() + c0 + Bc);
+      std::vector<const infer::Rollout*> co(all_outs.begin() + c0, all_outs.begin() + c0 + Bc);
+      RowBatch rb = make_rows(cp, co, pad);
+      const size_t n = size_t(rb.B) * rb.T;
+      std::vector<float> logp(n), ent(n), logp_ref;
+      if (want_ref) {
+        logp_ref.resize(n);
+        reference->forward(rb.ids.data(), rb.B, rb.T);
+        reference->lm_head_logprobs(rb.targets.data(), logp_ref.data(), o.temperature);
+      }
+      policy.forward(rb.ids.data(), rb.B, rb.T);
+      policy.lm_head_logprobs(rb.targets.data(), logp.data(), o.temperature, ent.data());
+      std::vector<uint8_t> train_mask = rb.mask;
+      std::vector<uint8_t> terminated(rb.B);
+      for (int b = 0; b < rb.B; ++b) terminated[b] = co[b]->stopped ? 1 : 0;
+      if (o.mask_truncated) fb::mask_truncated_completions(train_mask, terminated, rb.B, rb.T);
+      for (int b = 0; b < rb.B; ++b) {
+        const int Lp = rb.prompt_len[b];
+        for (size_t j = 0; j < co[b]->tokens.size(); ++j) {
+          const size_t i = size_t(b) * rb.T + size_t(Lp - 1) + j;
+          drift = std::max(drift, (double)std::fabs(logp[i] - co[b]->logprobs[j]));
+          ent_sum += ent[i];
+          if (want_ref) {
+            kl_sum += fb::kl_estimate(fb::KlEstimator::k1, logp[i], logp_ref[i]);
+            if (train_mask[i]) {
+              k3_sum += fb::kl_estimate(fb::KlEstimator::k3, logp[i], logp_ref[i]);
+              ++k3_n;
+            }
           }
         }
       }
+      fb::GrpoConfig cfg;
+      cfg.eps_low = o.eps_low;
+      cfg.eps_high = o.eps_high;
+      cfg.beta = o.beta;
+      cfg.loss_type = o.loss_type;
+      cfg.max_completion_length = o.max_new_tokens;
+      double scale = 1.0;
+      if (o.loss_type == fb::GrpoLossType::dapo || o.loss_type == fb::GrpoLossType::bnpo) {
+        // Both normalise by the step's trained tokens (the step is the whole batch).
+        cfg.loss_type = fb::GrpoLossType::dapo;
+        cfg.global_active_tokens = std::max<int64_t>(total_tokens, 1);
+      } else {
+        scale = double(Bc) / double(N);  // 1/B over the whole step, not the chunk
+      }
+      std::vector<float> adv_c(adv.begin() + c0, adv.begin() + c0 + Bc);
+      // mu = 1: the old policy is the current one (detached), so rho == 1.
+      fb::GrpoLoss gl = fb::grpo_loss(logp, logp, logp_ref, adv_c, train_mask, rb.B, rb.T, cfg);
+      if (scale != 1.0)
+        for (float& d : gl.d_logp) d = float(double(d) * scale);
+      loss += gl.loss * scale;
+      clip_sum += gl.clip_frac * double(gl.n_valid);
+      if (gl.n_valid > 0) {
+        policy.lm_head_logprob_backward(rb.targets.data(), gl.d_logp.data(), o.temperature);
+        policy.backward(policy.d_hidden_buffer());
+      }
     }
-    fb::GrpoConfig cfg;
-    cfg.eps_low = o.eps_low;
-    cfg.eps_high = o.eps_high;
-    cfg.beta = o.beta;
-    cfg.loss_type = o.loss_type;
-    cfg.max_completion_length = o.max_new_tokens;
-    double scale = 1.0;
-    if (o.loss_type == fb::GrpoLossType::dapo || o.loss_type == fb::GrpoLossType::bnpo) {
-      // Both normalise by the step's trained tokens (the step is the whole batch).
-      cfg.loss_type = fb::GrpoLossType::dapo;
-      cfg.global_active_tokens = std::max<int64_t>(total_tokens, 1);
-    } else {
-      scale = double(Bc) / double(N);  // 1/B over the whole step, not the chunk
-    }
-    std::vector<float> adv_c(adv.begin() + c0, adv.begin() + c0 + Bc);
-    // mu = 1: the old policy is the current one (detached), so rho == 1.
-    fb::GrpoLoss gl = fb::grpo_loss(logp, logp, logp_ref, adv_c, train_mask, rb.B, rb.T, cfg);
-    if (scale != 1.0)
-      for (float& d : gl.d_logp) d = float(double(d) * scale);
-    loss += gl.loss * scale;
-    clip_sum += gl.clip_frac * double(gl.n_valid);
-    if (gl.n_valid > 0) {
-      policy.lm_head_logprob_backward(rb.targets.data(), gl.d_logp.data(), o.temperature);
-      policy.backward(policy.d_hidden_buffer());
-    }
+    return loss;
+  };
+  if (total_tokens > 0) {
+    // Zero, forward/backward, global norm, NaN/inf stop, clip, AdamW: the shared trainer step.
+    const std::vector<train::ParamGroup> groups = {train::ParamGroup::whole_model(policy, optimizer)};
+    const train::StepStats ss = train::train_step(groups, lr, o.grad_clip, "GRPO", o.run_dir, forward_backward, step);
+    st.grad_norm = ss.grad_norm;
+  } else {
+    // Nothing to train (every completion masked out): metrics only, and no optimizer step,
+    // since AdamW's moments would still move the weights on a zero gradient.
+    forward_backward();
   }
   st.loss = loss;
   st.kl = want_ref ? kl_sum / std::max(N, 1) : 0.0;
@@ -282,19 +295,6 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
   st.clip_frac = total_tokens ? clip_sum / double(total_tokens) : 0.0;
   st.logprob_drift = drift;
 
-  if (total_tokens > 0) {
-    const double norm = train::clip_grad_norm(policy.grads(), policy.num_params(), o.grad_clip);
-    st.grad_norm = norm;
-    if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      char buf[200];
-      std::snprintf(buf, sizeof buf, "GRPO diverged at step %lld: loss %g, gradient norm %g (learning rate %.3g)",
-                    (long long)step + 1, loss, norm, lr);
-      throw Error(buf).fix("lower --lr or keep --grad-clip on, then continue from the last checkpoint with --resume");
-    }
-    optimizer.step(policy.params(), policy.grads(), train::all_parameter_ranges(policy), lr);
-  }
-  // else: nothing was trained (every completion masked out); the optimizer step is skipped,
-  // since AdamW's moments would still move the weights on a zero gradient.
   if (rollouts_out) *rollouts_out = std::move(outs);
   if (rewards_out) *rewards_out = std::move(rewards_d);
   st.seconds = since(t0);

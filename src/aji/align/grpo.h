@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -48,6 +49,7 @@ struct GrpoTask {
   std::vector<int32_t> prompt;  // rendered generation prompt (ends with the assistant-start token)
   std::string answer;           // reference answer for the verifier (may be empty for rule rewards)
   std::string source;           // "file:line" (for messages), may be empty
+  int64_t id = -1;              // the caller's own index (e.g. into its verifier tasks)
 };
 
 // Reward of one completion (tokens after the prompt, the stop token included when
@@ -82,6 +84,7 @@ struct GrpoOptions {
   // Multiplies every advantage: 1 normally; -1 is the experiments' negative control
   // (reward the wrong completions). Not a CLI option.
   double advantage_sign = 1.0;
+  std::filesystem::path run_dir;  // named by the divergence error (may be empty)
 };
 
 // What one step measured (also a metrics.jsonl line).
