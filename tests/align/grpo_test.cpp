@@ -92,7 +92,15 @@ TEST(Grpo, EqualRewardsGiveZeroGradient) {
 // returned rollouts and rewards; and splitting the update into chunks changes nothing.
 TEST(Grpo, LossNormalisationsMatchFormulas) {
   set_num_threads(1);
-  const std::vector<align::GrpoTask> tasks = pick_tasks(4, 2);
+  // Sums of 1, 2 and 3 digits: completions of unequal length.
+  const std::vector<align::GrpoTask> tasks = {addition_task(3, 4), addition_task(45, 67), addition_task(20, 30),
+                                              addition_task(99, 99)};
+  // A reward that varies between samples whatever the model does.
+  auto varied = [](const align::GrpoTask&, const infer::Rollout& r) {
+    int64_t s = 0;
+    for (int32_t t : r.tokens) s += t;
+    return double(s % 3) / 2.0;
+  };
   using LT = align::fb::GrpoLossType;
   for (LT lt : {LT::grpo, LT::bnpo, LT::dr_grpo, LT::dapo}) {
     std::vector<float> whole_grads;
@@ -106,7 +114,7 @@ TEST(Grpo, LossNormalisationsMatchFormulas) {
       std::vector<infer::Rollout> outs;
       std::vector<double> rewards;
       const align::GrpoStepStats st =
-          align::grpo_step(policy, nullptr, opt, ptrs(tasks), even_reward, o, 0, o.lr, &outs, &rewards);
+          align::grpo_step(policy, nullptr, opt, ptrs(tasks), varied, o, 0, o.lr, &outs, &rewards);
       const std::vector<double> A = ref_advantages(rewards, o.group_size, true);
       const double B = (double)outs.size();
       double num = 0, tokens = 0, per_seq = 0;
