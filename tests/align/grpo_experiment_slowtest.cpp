@@ -73,6 +73,7 @@ E1Run run_e1(bool deepseek, double advantage_sign, int64_t steps) {
               deepseek ? "DeepSeekMath" : "nanochat", advantage_sign, r.before.satisfaction, r.after.satisfaction,
               r.after.kl, r.before.distinct, r.after.distinct, r.before.in_format, r.after.in_format,
               tr.stats.back().mean_reward, tr.stats.back().frac_zero_std, r.seconds);
+  std::fflush(stdout);
   return r;
 }
 
@@ -165,6 +166,7 @@ E2Run run_e2(const model::Model& noisy, bool deepseek, double advantage_sign, in
               "%.1f s\n",
               deepseek ? "DeepSeekMath" : "nanochat", advantage_sign, before.train_t1, r.after.train_t1,
               before.heldout_t1, r.after.heldout_t1, before.greedy, r.after.greedy, r.after.stop, r.seconds);
+  std::fflush(stdout);
   return r;
 }
 
@@ -180,10 +182,12 @@ TEST(GrpoExperiment, E2NoisyAddition) {
     train::AdamW opt(noisy.num_params(), {so.beta1, so.beta2, so.eps, so.weight_decay});
     align::sft_train(noisy, opt, rows, {}, so, {});
     std::printf("E2 noisy SFT: 300 steps in %.1f s\n", secs(t0));
+    std::fflush(stdout);
   }
   const AddEval before = add_eval(noisy);
   std::printf("E2 noisy SFT: T=1 EM train %.3f, held-out %.3f, greedy %.3f, stop %.3f\n", before.train_t1,
               before.heldout_t1, before.greedy, before.stop);
+  std::fflush(stdout);
   for (bool deepseek : {false, true}) {
     const E2Run r = run_e2(noisy, deepseek, 1.0, 150, before);
     EXPECT_GE(r.after.train_t1 - before.train_t1, 0.08) << (deepseek ? "DeepSeekMath" : "nanochat");
