@@ -241,7 +241,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   eo.stop_tokens = {stop};
   eo.seed = o.seed ^ 0xE7A1ULL;
 
-  train::AdamW optimizer(policy.num_params(), {0.9f, 0.95f, 1e-8f, o.weight_decay});
+  train::AdamW optimizer(policy.num_params(), {go.beta1, go.beta2, go.eps, go.weight_decay});
   if (resume_ckpt) optimizer.load(*resume_ckpt / "optimizer.bin");
 
   if (!resume_ckpt) {
