@@ -140,9 +140,17 @@ TEST(GrpoRun, ResumeIsBitIdentical) {
   EXPECT_EQ(r2.step, 4);
   EXPECT_EQ(weights(a.out_dir), weights(b.out_dir));
   // The metrics of the resumed run hold each step once.
-  int steps = 0;
-  for (const nlohmann::json& j : read_jsonl(b.out_dir / "metrics.jsonl")) steps += j.contains("reward") ? 1 : 0;
+  int steps = 0, evals = 0;
+  for (const nlohmann::json& j : read_jsonl(b.out_dir / "metrics.jsonl")) {
+    steps += j.contains("reward") ? 1 : 0;
+    evals += j.contains("eval_pass@1") ? 1 : 0;
+  }
   EXPECT_EQ(steps, 4);
+  EXPECT_EQ(evals, 2) << "before (first session) and after (second)";
+  const nlohmann::json sb = nlohmann::json::parse(aji::read_file(b.out_dir / "summary.json"));
+  const nlohmann::json sa = nlohmann::json::parse(aji::read_file(a.out_dir / "summary.json"));
+  EXPECT_EQ(sb["eval_before"], sa["eval_before"]) << "the first evaluation travels in the checkpoint";
+  EXPECT_EQ(sb["eval_after"], sa["eval_after"]);
   // A setting that decides the run cannot change on resume.
   aji::align::GrpoRunOptions d = c;
   d.kl_coef = 0.5;

@@ -137,6 +137,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   int64_t step = 0;
+  json eval_before = nullptr;  // the run's first evaluation (kept in checkpoints for summary.json)
   if (resume_ckpt) {
     const json& s = trun.section();
     const std::string where = trun.state_file();
@@ -149,6 +150,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
       o.skip_invalid = s.at("skip_invalid");
       step = s.at("step").get<int64_t>();
       if (s.contains("first_reward") && s["first_reward"].is_number()) result.first_reward = s["first_reward"];
+      eval_before = s.value("eval_before", json(nullptr));
     } catch (const json::exception& e) {
       throw Error(std::string("the run's saved settings are not readable: ") + e.what())
           .at(where)
@@ -276,6 +278,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
     sec["options"] = options_to_json(o);
     sec["step"] = s;
     sec["first_reward"] = std::isnan(result.first_reward) ? json(nullptr) : json(result.first_reward);
+    sec["eval_before"] = eval_before;
     p.section = sec;
     return p;
   });
@@ -289,9 +292,9 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
     std::fflush(stdout);
     return e;
   };
-  if (!eval_tasks.empty()) {
+  if (!eval_tasks.empty() && !resume_ckpt) {  // a resumed run has its first evaluation already
     result.eval_before = evaluate(step);
-    if (resume_ckpt && !o.quiet) std::printf("(evaluation at the resumed step; the run's first one is in its metrics)\n");
+    eval_before = eval_json(result.eval_before);
   }
 
   int64_t warned_at = -1, zero_std_steps = 0;
@@ -338,7 +341,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
                     {"steps", r.step},
                     {"first_reward", std::isnan(result.first_reward) ? json(nullptr) : json(result.first_reward)},
                     {"last_reward", std::isnan(result.last_reward) ? json(nullptr) : json(result.last_reward)},
-                    {"eval_before", eval_json(result.eval_before)},
+                    {"eval_before", eval_before},
                     {"eval_after", eval_json(result.eval_after)},
                     {"steps_mostly_zero_std", zero_std_steps},
                     {"verifier", verifier->name()},
