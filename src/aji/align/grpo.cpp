@@ -198,7 +198,7 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
     for (float& a : adv) a = float(double(a) * o.advantage_sign);
 
   // 4. update: rows in the training layout, in chunks of update_batch rows
-  int32_t pad = o.stop_tokens.front();
+  const int32_t pad = o.stop_tokens.empty() ? 0 : o.stop_tokens.front();  // any id: pads are never targets
   std::vector<const std::vector<int32_t>*> all_prompts(N);
   std::vector<const infer::Rollout*> all_outs(N);
   for (int i = 0; i < N; ++i) {
