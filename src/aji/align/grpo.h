@@ -15,7 +15,8 @@
 //                  reference's log-probs when beta > 0 (or when a reference is given, for
 //                  the KL metric); fb::grpo_loss = -min(rho A, clip(rho) A) + beta k3 with
 //                  the chosen aggregation (dapo default); lm_head_logprob_backward +
-//                  backward; grad-norm clip; AdamW.
+//                  backward, inside train::train_step (train/trainer_run.h: global norm,
+//                  NaN/inf stop, clip, AdamW).
 // mu = 1 (one update per sampled batch): the old policy is the policy itself, so
 // logp_old = logp (detached) and rho == 1 exactly; the clipped form is kept so that the
 // loss is the spec's formula (and a later mu > 1 only changes logp_old).
