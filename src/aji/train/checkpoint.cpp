@@ -233,6 +233,12 @@ void load_weights(model::Model& model, const fs::path& path) {
 model::Model load_model(const fs::path& path, fs::path* resolved_dir) {
   const fs::path dir = resolve_model_dir(path);
   if (resolved_dir) *resolved_dir = dir;
+  // A reward model directory (align/reward_model.h writes rm.json beside the trunk) is not a
+  // policy: its LM head was never trained for the reward.
+  if (fs::exists(dir / "rm.json"))
+    throw Error(dir.string() + " is a reward model directory (rm.json), not a language model")
+        .at(dir.string())
+        .fix("pass the SFT model directory here; a reward model goes to `aji rm score --model` or `aji ppo --reward`");
   model::Model m(load_model_config(dir));
   load_weights(m, dir / "model.safetensors");
   return m;
