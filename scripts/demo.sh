@@ -7,13 +7,34 @@
 #   5. a spam classifier fine-tuned from the base model          — aji classify train
 # It ends with a report card, printed and written to out/demo/REPORT.md.
 #
-# Environment: AJI (binary, default build/aji), PRETRAIN_STEPS (default 400) or DEMO_MINUTES (a
-# pretraining time budget instead), SFT_STEPS (150), CLS_EPOCHS (2),
-# AJI_THREADS (threads, default all cores).
+# It ends with a report card, printed and written to out/demo/REPORT.md and REPORT.html
+# (loss curves inline: open it in a browser).
+#
+# Sizes (DEMO_SCALE): the work of each stage is fixed (steps, not minutes), so a busy machine
+# takes longer but trains the same models.
+#   quick    a smoke run of every stage in a minute or two (what the CI test runs)
+#   default  about 15 minutes on a quiet 2-core machine, build included
+#   long     about an hour: a noticeably better base and chat model
+# Environment: AJI (binary, default build/aji), DEMO_OUT (default out/demo), DEMO_SCALE, and
+# per-stage overrides PRETRAIN_STEPS, SFT_STEPS, CLS_EPOCHS / CLS_STEPS, or DEMO_MINUTES (a
+# pretraining time budget instead of steps), AJI_THREADS (threads, default all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
 OUT=${DEMO_OUT:-out/demo}
+SCALE=${DEMO_SCALE:-default}
+case "$SCALE" in
+  quick) : "${PRETRAIN_STEPS:=6}" "${SFT_STEPS:=4}" "${CLS_STEPS:=4}" ;;
+  default) : "${PRETRAIN_STEPS:=400}" "${SFT_STEPS:=150}" "${CLS_EPOCHS:=2}" ;;
+  long) : "${PRETRAIN_STEPS:=3000}" "${SFT_STEPS:=600}" "${CLS_EPOCHS:=3}" ;;
+  *) echo "DEMO_SCALE must be quick, default or long, not '$SCALE'" >&2; exit 2 ;;
+esac
+export PRETRAIN_STEPS SFT_STEPS
+export CLS_EPOCHS=${CLS_EPOCHS:-} CLS_STEPS=${CLS_STEPS:-}
+if [ ! -x "$AJI" ]; then
+  echo "aji binary not found at $AJI (build it first: make build, or run make demo)" >&2
+  exit 1
+fi
 mkdir -p "$OUT"
 START=$(date +%s)
 stage_times=()
@@ -51,7 +72,8 @@ REPORT="$OUT/REPORT.md"
 {
   echo "# aji demo report card"
   echo
-  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads ${AJI_THREADS:-all}."
+  echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, threads ${AJI_THREADS:-all}, scale $SCALE" \
+       "(pretraining $PRETRAIN_STEPS steps, SFT $SFT_STEPS steps, classifier ${CLS_STEPS:+$CLS_STEPS steps}${CLS_EPOCHS:+$CLS_EPOCHS epochs})."
   echo
   echo "| stage | seconds |"
   echo "|---|---|"
@@ -80,10 +102,14 @@ PY
   [ -n "$last_val" ] && echo "- final validation loss: $last_val"
   echo "- run directory: $OUT/pretrain/run (metrics.jsonl, loss.svg, checkpoints)"
   echo
+  echo "![pretraining loss (train and validation)](pretrain/run/loss.svg)"
+  echo
   echo "## Supervised fine-tuning"
   echo
   grep -E "^done: " "$OUT/sft.log" | sed 's/^done: /- /' || true
   echo "- run directory: $OUT/sft/run"
+  echo
+  echo "![SFT loss (train and validation)](sft/run/loss.svg)"
   echo
   echo "## Chat (greedy)"
   echo
@@ -92,6 +118,23 @@ PY
   echo "## Spam classifier (SMS Spam Collection)"
   echo
   grep -E "^spam classifier:" "$OUT/classify.log" 2>/dev/null | sed 's/^/- /' || echo "- (not run)"
+  if [ -f "$OUT/classify/run/report.json" ]; then
+    echo
+    echo "Confusion matrix on the test split (rows: true label, columns: predicted):"
+    echo
+    python3 - "$OUT/classify/run/report.json" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+labels, m = r["labels"], r["confusion_matrix"]
+print("| true \\ predicted | " + " | ".join(labels) + " |")
+print("|---|" + "---|" * len(labels))
+for name, row in zip(labels, m):
+    print(f"| {name} | " + " | ".join(str(x) for x in row) + " |")
+PY
+  fi
 } > "$REPORT"
+python3 scripts/demo_report_html.py "$REPORT" "$OUT/REPORT.html" || echo "(REPORT.html not written)"
 echo
 cat "$REPORT"
+echo
+echo "report card: $REPORT and $OUT/REPORT.html (open it in a browser)"

@@ -20,7 +20,7 @@ mkdir -p "$WORK"
 echo "== 1. fine-tune a spam classifier: $(( $(wc -l < data/classify/sms_spam.tsv) - 1 )) SMS messages, trainable ${CLS_TRAINABLE:-last:2}"
 "$AJI" classify train --model "$BASE" --data data/classify/sms_spam.tsv \
   --out "$WORK/run" --force --trainable "${CLS_TRAINABLE:-last:2}" \
-  --epochs "${CLS_EPOCHS:-2}" --batch-size 8 --lr 5e-4 --max-len 128 --keep-best 2>&1 | tee "$WORK/train.log"
+  $( [ -n "${CLS_STEPS:-}" ] && echo "--steps $CLS_STEPS" || echo "--epochs ${CLS_EPOCHS:-2}" ) --batch-size 8 --lr 5e-4 --max-len 128 --keep-best 2>&1 | tee "$WORK/train.log"
 
 echo "== 2. label two new messages"
 printf '%s\n' '{"text": "WINNER!! You have won a 1000 cash prize. Call 09061701461 now to claim"}' \

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <numeric>
 #include <unistd.h>
@@ -202,6 +203,25 @@ TEST(RewardModel, HeadGradientMatchesFiniteDifferences) {
     rm.head.w[size_t(c)] = keep;
     EXPECT_NEAR(grad[size_t(c)], (up - down) / (2 * h), 2e-3 + 1e-2 * std::fabs(grad[size_t(c)])) << "c " << c;
   }
+}
+
+// Diverged weights (a NaN in the head) stop the step with train_step's error, not a crash or
+// a silent update.
+TEST(RewardModel, NonFiniteRewardStopsTheStepWithAClearError) {
+  aji::set_num_threads(1);
+  const std::vector<RmGroup> gs = small_groups();
+  RewardModel rm = toy_rm();
+  rm.head.w[3] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> before(rm.trunk.params(), rm.trunk.params() + rm.trunk.num_params());
+  RmProgress pg;
+  const std::vector<int64_t> idx = {0, 1};
+  try {
+    rm_step(rm, gs, idx.data(), 2, RmOptions{}, pg, 1e-3f, 6);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("diverged at step 7"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(0, std::memcmp(before.data(), rm.trunk.params(), sizeof(float) * before.size())) << "weights changed";
 }
 
 // Smoke test (§8.3 check 30): a short run => finite loss and EVERY trainable parameter

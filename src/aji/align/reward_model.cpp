@@ -154,7 +154,10 @@ void rm_forward_backward(RewardModel& rm, const std::vector<RmGroup>& groups, co
     }
     std::vector<float> r(static_cast<size_t>(rows)), dr(static_cast<size_t>(rows), 0.0f);
     rm.head.forward(rm.trunk.hidden(), rows, T, pos.data(), r.data());
-    fb::require_finite(r, "reward");
+    if (fb::first_non_finite(r) >= 0) {  // diverged weights: train_step stops with its error
+      st.loss = st.bt_loss = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
     int at = 0;
     for (size_t g = gi; g < ge; ++g) {
       const RmGroup& grp = groups[size_t(use[g])];

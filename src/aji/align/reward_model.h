@@ -122,8 +122,9 @@ struct RmStepStats {
 
 // Forward + loss + backward of the groups idx[0..n) of `groups`: accumulates gradients into
 // rm.trunk.grads() (the caller zeroes them) and rm.head.grad. Groups without pairs are
-// skipped (not counted). scale multiplies every gradient (1/#groups of the step).
-// Fills stats except grad_norm/lr. Exposed for tests (K forwards per prompt, the loss).
+// skipped (not counted); the step loss is the mean over the others. A non-finite reward
+// (diverged weights) makes stats.loss NaN and stops there (rm_step then throws train_step's
+// divergence error). Fills stats except grad_norm/lr/seconds. Exposed for tests.
 void rm_forward_backward(RewardModel& rm, const std::vector<RmGroup>& groups, const int64_t* idx, int n,
                          const RmOptions& o, RmStepStats& stats);
 
