@@ -2,7 +2,7 @@
 # Long fuzzing run (make fuzz): every harness for FUZZ_SECONDS (default 120), one after
 # the other, with a persistent working corpus in BUILD/fuzz/corpus/<harness>/ (grows
 # across runs) plus the committed seeds. Prints a table of the inputs executed per harness
-# (also written to BUILD/fuzz/long-summary.txt); exits 1 if any harness found a crash,
+# (also written to FUZZ_SUMMARY); exits 1 if any harness found a crash,
 # leak or timeout (the input is saved as BUILD/fuzz/crash-<harness>-*).
 #   usage: fuzz/run_long.sh [BUILD_DIR] [SECONDS_PER_HARNESS] [HARNESS...]
 # Settings (environment):
@@ -13,6 +13,7 @@
 #   FUZZ_MAX_LEN=BYTES   longest input for every harness (default: per harness, below)
 #   FUZZ_MAX_LEN_<h>=B   longest input for harness <h> only, e.g. FUZZ_MAX_LEN_html=65536
 #   FUZZ_NICE=N          run the fuzzers under `nice -n N` (default 0)
+#   FUZZ_SUMMARY=FILE    where the table goes (default BUILD/fuzz/long-summary.txt)
 set -uo pipefail
 BUILD=${1:-build-fuzz}
 SECONDS_EACH=${2:-${FUZZ_SECONDS:-120}}
@@ -40,7 +41,7 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SRC/lsan.supp}  # see lsan.supp
 failed=0
-summary="$BUILD/fuzz/long-summary.txt"
+summary=${FUZZ_SUMMARY:-$BUILD/fuzz/long-summary.txt}
 mkdir -p "$BUILD/fuzz"
 header=$(printf '%-18s %12s %8s %8s %8s %8s  %s' harness executed seconds exec/s max_len corpus result)
 echo "$header" | tee "$summary"
