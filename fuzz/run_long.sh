@@ -43,7 +43,9 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$SRC/lsan.supp}  # see lsan.sup
 failed=0
 summary=${FUZZ_SUMMARY:-$BUILD/fuzz/long-summary.txt}
 mkdir -p "$BUILD/fuzz"
-header=$(printf '%-18s %12s %8s %8s %8s %8s  %s' harness executed seconds exec/s max_len corpus result)
+# cpu_s: CPU seconds the harness used (user + sys, all its processes); exec/cpu_s is the
+# rate on one idle core, which does not depend on what else the machine was doing.
+header=$(printf '%-18s %12s %8s %8s %8s %11s %8s %8s  %s' harness executed seconds exec/s cpu_s exec/cpu_s max_len corpus result)
 echo "$header" | tee "$summary"
 total=0
 for h in "${HARNESSES[@]}"; do
@@ -58,11 +60,14 @@ for h in "${HARNESSES[@]}"; do
   mode=()
   if [ "$JOBS" -gt 1 ]; then mode=(-fork="$JOBS"); elif [ -n "${FUZZ_RUNS:-}" ]; then mode=(-runs="$FUZZ_RUNS"); fi
   start=$(date +%s)
-  nice -n "$NICE" "$bin" "${mode[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
-    -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$BUILD/fuzz/crash-$h-" \
-    "$work" "$SRC/corpus/$h" "${extra[@]}" >"$log" 2>&1
+  TIMEFORMAT='%U %S'
+  { time nice -n "$NICE" "$bin" "${mode[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+      -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$BUILD/fuzz/crash-$h-" \
+      "$work" "$SRC/corpus/$h" "${extra[@]}" >"$log" 2>&1; } 2>"$log.cpu"
   rc=$?
   secs=$(($(date +%s) - start))
+  read -r user sys <"$log.cpu"
+  cpu=$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN { printf "%.1f", u + s }')
   if [ "$JOBS" -gt 1 ]; then  # fork mode: the last "#N: cov: ..." line counts every job's runs
     execs=$(grep -o '^#[0-9]*: cov' "$log" | grep -o '[0-9]*' | tail -1)
   else
@@ -71,10 +76,12 @@ for h in "${HARNESSES[@]}"; do
   execs=${execs:-0}
   total=$((total + execs))
   rate=$((secs > 0 ? execs / secs : 0))
+  cpu_rate=$(awk -v n="$execs" -v c="$cpu" 'BEGIN { printf "%.0f", c > 0 ? n / c : 0 }')
   units=$(ls "$work" | wc -l)
   result=ok
   if [ $rc -ne 0 ]; then result="FAILED (rc $rc, see $log)"; failed=1; fi
-  printf '%-18s %12s %8s %8s %8s %8s  %s\n' "$h" "$execs" "$secs" "$rate" "$max_len" "$units" "$result" | tee -a "$summary"
+  printf '%-18s %12s %8s %8s %8s %11s %8s %8s  %s\n' "$h" "$execs" "$secs" "$rate" "$cpu" "$cpu_rate" "$max_len" "$units" \
+    "$result" | tee -a "$summary"
 done
 printf '%-18s %12s\n' total "$total" | tee -a "$summary"
 exit $failed
