@@ -76,7 +76,7 @@ for h in "${HARNESSES[@]}"; do
   execs=${execs:-0}
   total=$((total + execs))
   rate=$((secs > 0 ? execs / secs : 0))
-  cpu_rate=$(awk -v n="$execs" -v c="$cpu" 'BEGIN { printf "%.0f", c > 0 ? n / c : 0 }')
+  cpu_rate=$(awk -v n="$execs" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0 ? n / c : 0) }')
   units=$(ls "$work" | wc -l)
   result=ok
   if [ $rc -ne 0 ]; then result="FAILED (rc $rc, see $log)"; failed=1; fi
