@@ -46,6 +46,8 @@ test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) -L fast
 
 # Long fuzzing: each harness FUZZ_SECONDS (default 120), inputs executed per harness.
+# Also FUZZ_RUNS=1000000 (stop a harness at that count), FUZZ_JOBS=2 (-fork=2), FUZZ_NICE,
+# FUZZ_MAX_LEN[_<harness>]: see fuzz/run_long.sh.
 fuzz: build-fuzz
 	fuzz/run_long.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 

@@ -241,6 +241,41 @@ TEST(Io, LineReaderPlainGzipMultiMemberAndZstd) {
   }
 }
 
+// Readers size their buffers with read_size_hint: the rest of a plain file plus one, a
+// guess for compressed data. A guess far below the real size (text that compresses 100x)
+// must still read everything, line by line and whole.
+TEST(Io, ReadSizeHintFollowsTheFileAndUnderestimatesAreHarmless) {
+  TempDir dir;
+  std::ofstream(dir.path() / "small.txt", std::ios::binary) << "0123456789";
+  aji::InputStream small(dir.path() / "small.txt");
+  EXPECT_EQ(small.read_size_hint(size_t(1) << 20), 11u);
+  char buf[16];
+  EXPECT_EQ(small.read(buf, 11), 10u);
+  EXPECT_EQ(small.read_size_hint(size_t(1) << 20), 1u);
+  EXPECT_EQ(small.read(buf, 1), 0u);
+
+  std::string big;
+  for (int i = 0; big.size() < (size_t(3) << 20); ++i) big += "row " + std::to_string(i % 10) + " aaaaaaaaaaaaaaaa\n";
+  std::ofstream(dir.path() / "big.txt", std::ios::binary) << big;
+  aji::InputStream plain(dir.path() / "big.txt");
+  EXPECT_EQ(plain.read_size_hint(size_t(1) << 20), size_t(1) << 20);  // capped
+  const std::string gz = gzip(big);
+  ASSERT_LT(gz.size() * 20, big.size());  // the guess (4x compressed) is far too small
+  std::ofstream(dir.path() / "big.gz", std::ios::binary) << gz;
+  aji::InputStream packed(dir.path() / "big.gz");
+  // A few times the compressed bytes, at least 64 KiB: far under the 3 MiB it holds.
+  EXPECT_EQ(packed.read_size_hint(size_t(1) << 20), std::max<size_t>(size_t(1) << 16, 4 * gz.size()));
+  for (const char* name : {"big.txt", "big.gz"}) {
+    SCOPED_TRACE(name);
+    EXPECT_EQ(aji::read_file(dir.path() / name), big);
+    aji::LineReader r(dir.path() / name);
+    std::string joined;
+    std::string_view line;
+    while (r.next(line)) joined.append(line).push_back('\n');
+    EXPECT_EQ(joined, big);
+  }
+}
+
 TEST(Io, TruncatedGzipIsAnErrorNamingTheFile) {
   TempDir dir;
   std::string big;

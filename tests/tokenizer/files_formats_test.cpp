@@ -219,5 +219,30 @@ TEST(HfFile, UnsupportedFilesFailClearly) {
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 }
 
+// fuzz_tokenizer_files: a vocab id of 377777777774 (cut to 32 bits) sized the token table
+// to ~2^32 strings (out of memory). An id past the entry count, or over 32 bits, is now a
+// clear error before anything is allocated; the fuzz input is kept in fuzz/corpus/.
+TEST(HfFile, VocabIdsBeyondTheEntryCountFailBeforeAllocating) {
+  TempDir dir;
+  const auto path = dir.path() / "tokenizer.json";
+  const std::string fuzzed = read_file(source_path("fuzz/corpus/tokenizer_files/oom-hf-vocab-id-3.8e11"));
+  ASSERT_FALSE(fuzzed.empty());
+  write_file_atomic(path, fuzzed.substr(1));  // byte 0 picks the harness's loader
+  std::string msg = error_of([&] { load_hf_tokenizer_json(path); });
+  EXPECT_NE(msg.find("ids must be contiguous"), std::string::npos) << msg;  // (it has several such ids)
+  const json base = json::parse(read_file(source_path("tests/fixtures/tokenizer/hf_trained_cl100k.json")));
+  const size_t entries = base["model"]["vocab"].size();
+  for (const uint64_t id : {uint64_t(entries) + 5, uint64_t(3000000000), uint64_t(1) << 40}) {  // not a special id
+    json j = base;
+    j["model"]["vocab"]["Q"] = id;  // "Q" is a byte-level token; its old id is now missing
+    write_file_atomic(path, j.dump());
+    msg = error_of([&] { load_hf_tokenizer_json(path); });
+    EXPECT_NE(msg.find(std::to_string(id)), std::string::npos) << msg;
+    EXPECT_NE(msg.find("tokenizer.json"), std::string::npos) << msg;
+  }
+  write_file_atomic(path, base.dump());  // the fixture itself still loads
+  EXPECT_NO_THROW(load_hf_tokenizer_json(path));
+}
+
 }  // namespace
 }  // namespace aji::tokenizer

@@ -230,6 +230,41 @@ TEST(Loader, CursorRestoreReplaysTheSameBatchesAcrossEpochs) {
   EXPECT_EQ(in[0], 0);  // val starts at its first document's BOS
 }
 
+// fuzz_checkpoint_state: an "epoch" of 8.9e39 reached get<uint64_t>(), a float-to-integer
+// conversion out of range (undefined behaviour); a negative count wrapped around. Both are
+// now aji::Errors naming the field; the fuzz input is fuzz/corpus/checkpoint_state/.
+TEST(Loader, CursorCountsOutOfRangeAreClearErrors) {
+  const std::string input =
+      aji::read_file(aji::test::source_path("fuzz/corpus/checkpoint_state/ubsan-loader-epoch-float-overflow"));
+  ASSERT_FALSE(input.empty());
+  const nlohmann::json fuzzed = nlohmann::json::parse(input.substr(1));  // byte 0 picks the harness's format
+  LoaderCursor good;
+  good.epoch = 3;
+  good.shard_index = 1;
+  good.position = 17;
+  const nlohmann::json ok = good.to_json();
+  std::vector<std::pair<std::string, nlohmann::json>> bad = {{"epoch", fuzzed}};
+  for (const char* key : {"epoch", "shard_index", "position"})
+    for (const nlohmann::json& v : {nlohmann::json(-5), nlohmann::json(2.5), nlohmann::json(1e300), nlohmann::json("7")}) {
+      nlohmann::json j = ok;
+      j[key] = v;
+      bad.emplace_back(key, j);
+    }
+  for (const auto& [key, j] : bad) {
+    SCOPED_TRACE(j.dump());
+    try {
+      (void)LoaderCursor::from_json(j);
+      ADD_FAILURE() << "expected an error";
+    } catch (const aji::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+  }
+  const LoaderCursor back = LoaderCursor::from_json(ok);  // in-range counts still load
+  EXPECT_EQ(back.epoch, 3u);
+  EXPECT_EQ(back.shard_index, 1u);
+  EXPECT_EQ(back.position, 17u);
+}
+
 TEST(Loader, SequenceLongerThanEveryShardIsAClearError) {
   TempDir dir;
   uint32_t id = 0;

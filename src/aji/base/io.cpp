@@ -1,6 +1,7 @@
 #include "aji/base/io.h"
 
 #include <glob.h>
+#include <sys/stat.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -29,7 +30,8 @@ struct InputStream::Impl {
   std::string path;
   std::FILE* file = nullptr;
   uint64_t consumed = 0;  // compressed bytes handed to the decoder
-  std::vector<char> in_buf = std::vector<char>(1 << 17);
+  uint64_t file_size = 0;  // 0: unknown (not a regular file)
+  std::vector<char> in_buf;  // compressed input only
   size_t in_pos = 0, in_len = 0;
   bool file_eof = false;
   // gzip
@@ -70,6 +72,8 @@ InputStream::InputStream(const fs::path& path) : path_(path.string()), impl_(std
         .at(path_)
         .fix("check the path and its permissions");
   }
+  struct stat st{};
+  if (::fstat(::fileno(impl_->file), &st) == 0 && S_ISREG(st.st_mode)) impl_->file_size = static_cast<uint64_t>(st.st_size);
   unsigned char magic[4] = {0, 0, 0, 0};
   impl_->path = path_;
   size_t got = std::fread(magic, 1, 4, impl_->file);
@@ -83,11 +87,26 @@ InputStream::InputStream(const fs::path& path) : path_(path.string()), impl_(std
     compression_ = Compression::kZstd;
     impl_->zd = ZSTD_createDCtx();
   }
+  if (compression_ != Compression::kNone) {
+    constexpr size_t kInBuf = 1 << 17;
+    const uint64_t fsize = impl_->file_size;
+    impl_->in_buf.resize(fsize ? static_cast<size_t>(std::min<uint64_t>(kInBuf, std::max<uint64_t>(4096, fsize + 1)))
+                               : kInBuf);
+  }
 }
 
 InputStream::~InputStream() = default;
 
 uint64_t InputStream::compressed_offset() const { return impl_->consumed; }
+
+size_t InputStream::read_size_hint(size_t cap) const {
+  const Impl& s = *impl_;
+  if (s.file_size == 0 || s.consumed > s.file_size) return cap;  // unknown, or the file grew
+  const uint64_t left = s.file_size - s.consumed;
+  if (compression_ == Compression::kNone) return static_cast<size_t>(std::min<uint64_t>(cap, left + 1));
+  // Decompressed size is unknown: a few times what is left, at least 64 KiB.
+  return static_cast<size_t>(std::min<uint64_t>(cap, std::max<uint64_t>(uint64_t(1) << 16, left * 4)));
+}
 
 size_t InputStream::read(char* out, size_t n) {
   Impl& s = *impl_;
@@ -170,7 +189,7 @@ bool LineReader::fill() {
     pos_ = 0;
   }
   size_t old = buf_.size();
-  size_t chunk = 1 << 20;
+  size_t chunk = stream_.read_size_hint(size_t(1) << 20);
   buf_.resize(old + chunk);
   size_t got = stream_.read(buf_.data() + old, chunk);
   buf_.resize(old + got);
@@ -212,11 +231,13 @@ bool LineReader::next(std::string_view& line) {
 std::string read_file(const fs::path& path) {
   InputStream in(path);
   std::string out;
-  std::vector<char> buf(1 << 20);
-  for (;;) {
-    size_t got = in.read(buf.data(), buf.size());
+  for (;;) {  // read straight into `out`, sized to the file when it is small
+    const size_t old = out.size();
+    const size_t want = in.read_size_hint(size_t(1) << 20);
+    out.resize(old + want);
+    const size_t got = in.read(out.data() + old, want);
+    out.resize(old + got);
     if (got == 0) break;
-    out.append(buf.data(), got);
   }
   return out;
 }

@@ -30,6 +30,10 @@ class InputStream {
   const std::string& path() const { return path_; }
   // Bytes of the underlying (compressed) file consumed so far.
   uint64_t compressed_offset() const;
+  // How many bytes a caller's next read() should ask for, at most `cap`: the rest of a
+  // plain file plus one (to see its end), or a guess from the compressed bytes left. So a
+  // reader sizes its buffer to a small file instead of zeroing `cap` bytes for each.
+  size_t read_size_hint(size_t cap) const;
 
   struct Impl;
 

@@ -347,6 +347,23 @@ struct ByteSource {
 
   static constexpr size_t kChunk = 1 << 18;
   static constexpr size_t kMaxRetained = size_t(256) << 20;
+  uint64_t file_size = 0;  // gzip: the file's size, 0 if unknown
+
+  // Compressed bytes to read next when cbuf[0..have) is buffered: kChunk, or the rest of
+  // the file plus one when that is smaller (a small file does not zero a 256 KiB buffer).
+  size_t compressed_chunk(size_t have) const {
+    const uint64_t end = cbase + have;
+    if (file_size == 0 || end > file_size) return kChunk;
+    return static_cast<size_t>(std::min<uint64_t>(kChunk, file_size - end + 1));
+  }
+  // How many decompressed bytes the next read() should ask for, at most `cap` (see
+  // InputStream::read_size_hint).
+  size_t read_size_hint(size_t cap) const {
+    if (!gzip) return stream ? stream->read_size_hint(cap) : cap;
+    if (file_size == 0) return cap;
+    const uint64_t left = file_size > cbase + cpos ? file_size - (cbase + cpos) : 0;
+    return static_cast<size_t>(std::min<uint64_t>(cap, std::max<uint64_t>(uint64_t(1) << 16, left * 4)));
+  }
 
   ~ByteSource() {
     if (z_init) inflateEnd(&zs);
@@ -368,6 +385,9 @@ struct ByteSource {
     if (got == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
       gzip = true;
       file = f;
+      std::error_code size_ec;
+      const auto size = fs::file_size(p, size_ec);
+      if (!size_ec) file_size = size;
       if (inflateInit2(&zs, 15 + 16) != Z_OK) throw Error("zlib init failed").at(path);
       z_init = true;
     } else {
@@ -414,8 +434,9 @@ struct ByteSource {
     cbase += keep_from;
     cpos -= keep_from;
     size_t old = cbuf.size();
-    cbuf.resize(old + kChunk);
-    size_t got = std::fread(cbuf.data() + old, 1, kChunk, file);
+    const size_t chunk = compressed_chunk(old);
+    cbuf.resize(old + chunk);
+    size_t got = std::fread(cbuf.data() + old, 1, chunk, file);
     cbuf.resize(old + got);
     if (got == 0) {
       file_eof = true;
@@ -446,8 +467,9 @@ struct ByteSource {
         return;
       }
       size_t old = cbuf.size();
-      cbuf.resize(old + kChunk);
-      size_t got = std::fread(cbuf.data() + old, 1, kChunk, file);
+      const size_t chunk = compressed_chunk(old);
+      cbuf.resize(old + chunk);
+      size_t got = std::fread(cbuf.data() + old, 1, chunk, file);
       cbuf.resize(old + got);
       if (got == 0) {
         file_eof = true;
@@ -595,7 +617,7 @@ struct DocumentReader::Impl {
         src.prune(buf_base);
       }
       size_t old = buf.size();
-      size_t chunk = std::max<size_t>(1 << 20, n - (buf.size() - pos));
+      size_t chunk = src.read_size_hint(std::max<size_t>(1 << 20, n - (buf.size() - pos)));
       buf.resize(old + chunk);
       size_t got = src.read(buf.data() + old, chunk);
       buf.resize(old + got);
@@ -629,7 +651,7 @@ struct DocumentReader::Impl {
     buf.clear();
     pos = 0;
     uint64_t limit = opt.max_document_bytes;
-    std::vector<char> chunk(1 << 20);
+    std::vector<char> chunk(src.read_size_hint(1 << 20));
     uint64_t total = bytes.size();
     for (;;) {
       if (total > limit) {  // keep counting, stop buffering

@@ -502,8 +502,20 @@ Tokenizer load_hf_tokenizer_json(const fs::path& path) {
   for (auto& [text, idj] : vocab.items()) {
     if (!idj.is_number_unsigned())
       throw Error("vocab entry \"" + text + "\" has a non-numeric id").at(path.string()).fix(kHfFix);
-    const uint32_t id = idj.get<uint32_t>();
+    // An id past the entry count cannot be contiguous; checked before sizing the table by
+    // it (an id of 3.8e11 asked for 2^32 strings: found by fuzz_tokenizer_files).
+    const uint64_t id64 = idj.get<uint64_t>();
+    if (id64 > UINT32_MAX)
+      throw Error("vocab entry \"" + text + "\" has id " + std::to_string(id64) + ", over 2^32 - 1")
+          .at(path.string())
+          .fix(kHfFix);
+    const uint32_t id = static_cast<uint32_t>(id64);
     if (auto a = added_by_id.find(id); a != added_by_id.end()) continue;  // specials are not ordinary tokens
+    if (id64 >= vocab.size())
+      throw Error("vocab entry \"" + text + "\" has id " + std::to_string(id64) + " but the vocabulary has only " +
+                  std::to_string(vocab.size()) + " entries (ids must be contiguous)")
+          .at(path.string())
+          .fix(kHfFix);
     if (!from_byte_level(text, raw) || raw.empty())
       throw Error("vocab entry \"" + text + "\" is not in the byte-level alphabet").at(path.string()).fix(kHfFix);
     if (id >= token_bytes.size()) {

@@ -16,11 +16,20 @@ nlohmann::json LoaderCursor::to_json() const {
           {"rng_state", {hex64(rng_state[0]), hex64(rng_state[1]), hex64(rng_state[2]), hex64(rng_state[3])}}};
 }
 
+// A count in the cursor: a JSON integer >= 0. get<uint64_t>() alone would cast a float
+// (8.9e39: undefined behaviour) or wrap a negative number (found by fuzz_checkpoint_state).
+static uint64_t cursor_count(const nlohmann::json& j, const char* key) {
+  const nlohmann::json& v = j.at(key);
+  if (!v.is_number_unsigned())
+    throw Error(std::string("loader ") + key + " is not a whole number >= 0: " + v.dump().substr(0, 40));
+  return v.get<uint64_t>();
+}
+
 LoaderCursor LoaderCursor::from_json(const nlohmann::json& j) {
   LoaderCursor c;
-  c.epoch = j.at("epoch").get<uint64_t>();
-  c.shard_index = j.at("shard_index").get<uint64_t>();
-  c.position = j.at("position").get<uint64_t>();
+  c.epoch = cursor_count(j, "epoch");
+  c.shard_index = cursor_count(j, "shard_index");
+  c.position = cursor_count(j, "position");
   const auto& r = j.at("rng_state");
   for (int i = 0; i < 4; ++i) {
     const std::string h = r.at(i).get<std::string>();
