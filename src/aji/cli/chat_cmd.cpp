@@ -17,7 +17,7 @@
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
 #include "aji/cli/sampling_args.h"
-#include "aji/infer/chat.h"
+#include "aji/align/chat.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
 
@@ -155,7 +155,7 @@ void run_chat(ChatArgs& a) {
   aji::model::Model model = aji::train::load_model(a.model, &dir);
   const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
   aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
-  aji::infer::ChatSession chat(model, tok, a.g);
+  aji::align::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);
   const bool quiet = aji::cli::global_options().quiet;
   if (announce_seed && !quiet)

@@ -7,7 +7,7 @@
 #include "aji/align/render.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
-#include "aji/infer/chat.h"
+#include "aji/align/chat.h"
 #include "aji/tokenizer/tokenizer_files.h"
 #include "aji/train/checkpoint.h"
 #include "byte_model.h"
@@ -22,7 +22,7 @@ TEST(ChatPrompt, IsAPrefixOfTheTrainingRendering) {
   auto tok = byte_tok(true);
   std::vector<Message> h = {{Role::kSystem, "Be brief."}, {Role::kUser, "hi"}, {Role::kAssistant, "hello"},
                             {Role::kUser, "2+2? 안녕"}};
-  auto prompt = aji::infer::build_chat_prompt(tok, h, 100000, 0);
+  auto prompt = aji::align::build_chat_prompt(tok, h, 100000, 0);
   aji::align::Conversation conv;
   conv.messages = h;
   conv.messages.push_back({Role::kAssistant, "4"});
@@ -47,7 +47,7 @@ TEST(ChatPrompt, DropsOldestTurnsKeepsSystem) {
   h.push_back({Role::kUser, "last"});
   auto fit = [&](int max_context, int reserve, int* dropped) {
     std::vector<Message> copy = h;
-    auto ids = aji::infer::build_chat_prompt(tok, copy, max_context, reserve, dropped);
+    auto ids = aji::align::build_chat_prompt(tok, copy, max_context, reserve, dropped);
     EXPECT_EQ(copy.size(), h.size() - static_cast<size_t>(*dropped));
     EXPECT_EQ(copy.front().content, "sys");
     EXPECT_EQ(copy.back().content, "last");
@@ -72,7 +72,7 @@ TEST(ChatPrompt, DropsOldestTurnsKeepsSystem) {
   EXPECT_EQ(fit(36, 0, &dropped), 36u);  // system + last user + prompt only
   EXPECT_EQ(dropped, 10);
   std::vector<Message> h2 = h;
-  EXPECT_THROW(aji::infer::build_chat_prompt(tok, h2, 35, 0), aji::Error);
+  EXPECT_THROW(aji::align::build_chat_prompt(tok, h2, 35, 0), aji::Error);
 }
 
 TEST(ChatPrompt, TokenizerWithoutChatTokensIsAClearError) {
@@ -89,7 +89,7 @@ TEST(ChatSession, RepliesKeepHistoryAndNeverPrintImEnd) {
   aji::infer::GenerateOptions o;
   o.max_tokens = 8;
   o.sampling = {0.0f, 0, 1.0f};
-  aji::infer::ChatSession s(m, tok, o);
+  aji::align::ChatSession s(m, tok, o);
   s.set_system("sys");
   std::string streamed;
   std::string r = s.reply("hi", [&](const std::string& p) { streamed += p; });
@@ -102,7 +102,7 @@ TEST(ChatSession, RepliesKeepHistoryAndNeverPrintImEnd) {
   s.reset();
   EXPECT_EQ(s.history().size(), 1u);
   aji::tokenizer::Tokenizer plain = byte_tok(false);
-  EXPECT_THROW(aji::infer::ChatSession(m, plain, o), aji::Error);
+  EXPECT_THROW(aji::align::ChatSession(m, plain, o), aji::Error);
 }
 
 TEST(ChatCli, PromptRepliesAndClearErrors) {
@@ -137,7 +137,7 @@ TEST(ChatSession, StopRetryUndoSaveAndTheFullHistory) {
   aji::infer::GenerateOptions o;
   o.max_tokens = 12;
   o.sampling = {0.0f, 0, 1.0f};
-  aji::infer::ChatSession s(m, tok, o);
+  aji::align::ChatSession s(m, tok, o);
   EXPECT_EQ(s.system(), "");
   s.set_system("sys");
   EXPECT_EQ(s.system(), "sys");
@@ -178,7 +178,7 @@ TEST(ChatSession, StopRetryUndoSaveAndTheFullHistory) {
   aji::infer::GenerateOptions small = o;
   aji::model::Model m64(aji::test::byte_model_config(64));
   m64.init_weights(4);
-  aji::infer::ChatSession t(m64, tok, small);
+  aji::align::ChatSession t(m64, tok, small);
   int dropped = 0;
   for (int i = 0; i < 4; ++i) t.reply("question " + std::to_string(i), nullptr, &dropped);
   EXPECT_GT(dropped, 0);

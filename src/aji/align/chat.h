@@ -14,7 +14,7 @@
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 
-namespace aji::infer {
+namespace aji::align {
 
 // The prompt ids for the next assistant turn. history ends with a user turn. When the
 // prompt plus reserve tokens exceed max_context, whole user+assistant turn pairs are
@@ -26,7 +26,7 @@ std::vector<int32_t> build_chat_prompt(const tokenizer::Tokenizer& tok, std::vec
 class ChatSession {
  public:
   // Throws aji::Error (with the fix) when the tokenizer lacks the chat special tokens.
-  ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, GenerateOptions options);
+  ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, infer::GenerateOptions options);
 
   void set_system(const std::string& text);  // empty = no system message
   std::string system() const;                // "" when there is none
@@ -52,16 +52,16 @@ class ChatSession {
   void save(const std::filesystem::path& path) const;
 
   // Why the last reply ended (kCallback: `stop` said so).
-  StopReason last_stop() const { return last_stop_; }
+  infer::StopReason last_stop() const { return last_stop_; }
 
  private:
   model::Model& model_;
   const tokenizer::Tokenizer& tok_;
-  GenerateOptions options_;
+  infer::GenerateOptions options_;
   int32_t im_end_ = -1;
   std::vector<align::Message> history_;
   uint64_t turn_ = 0;
-  StopReason last_stop_ = StopReason::kStopToken;
+  infer::StopReason last_stop_ = infer::StopReason::kStopToken;
 };
 
-}  // namespace aji::infer
+}  // namespace aji::align

@@ -1,4 +1,4 @@
-#include "aji/infer/chat.h"
+#include "aji/align/chat.h"
 
 #include <algorithm>
 
@@ -7,7 +7,7 @@
 #include "aji/infer/sampler.h"
 #include "aji/tokenizer/chat_template.h"
 
-namespace aji::infer {
+namespace aji::align {
 
 std::vector<int32_t> build_chat_prompt(const tokenizer::Tokenizer& tok, std::vector<align::Message>& history,
                                        int max_context, int reserve, int* dropped) {
@@ -30,7 +30,7 @@ std::vector<int32_t> build_chat_prompt(const tokenizer::Tokenizer& tok, std::vec
   }
 }
 
-ChatSession::ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, GenerateOptions options)
+ChatSession::ChatSession(model::Model& model, const tokenizer::Tokenizer& tok, infer::GenerateOptions options)
     : model_(model), tok_(tok), options_(std::move(options)) {
   align::require_chat_tokens(tok);
   im_end_ = static_cast<int32_t>(*tok.special_id(tokenizer::kImEnd));
@@ -60,11 +60,11 @@ std::string ChatSession::reply(const std::string& user, const PieceFn& on_piece,
   // Throws (and the history stays as it was) when even this turn alone does not fit.
   std::vector<int32_t> prompt = build_chat_prompt(tok_, window, ctx, reserve, dropped);
   history_.push_back({align::Role::kUser, user});
-  GenerateOptions o = options_;
+  infer::GenerateOptions o = options_;
   o.seed = options_.seed + turn_++;
-  Utf8Streamer stream;
+  infer::Utf8Streamer stream;
   std::string text;
-  generate(
+  infer::generate(
       model_, prompt, o,
       [&](int32_t id) {
         if (id == im_end_) return true;  // the end of the turn is not text
@@ -112,4 +112,4 @@ void ChatSession::save(const std::filesystem::path& path) const {
   align::write_conversations(path, {conv});
 }
 
-}  // namespace aji::infer
+}  // namespace aji::align
