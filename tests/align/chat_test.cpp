@@ -10,7 +10,7 @@
 #include "aji/align/chat.h"
 #include "aji/tokenizer/tokenizer_files.h"
 #include "aji/train/checkpoint.h"
-#include "byte_model.h"
+#include "infer/byte_model.h"
 #include "test_util.h"
 
 using aji::align::Message;
