@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "aji/align/records.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -28,11 +29,6 @@ std::optional<Role> parse_role(std::string_view name) {
 
 namespace {
 
-bool is_blank(std::string_view s) {
-  for (char c : s)
-    if (c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\f' && c != '\v') return false;
-  return true;
-}
 
 std::string msg_label(size_t i) { return "message " + std::to_string(i + 1); }
 
@@ -45,7 +41,7 @@ std::optional<RuleViolation> check_conversation(const Conversation& conv, const 
   if (m[0].role == Role::kSystem) start = 1;
   bool any_assistant = false;
   for (size_t i = 0; i < m.size(); ++i) {
-    if (is_blank(m[i].content))
+    if (is_blank_line(m[i].content))
       return RuleViolation{"empty_content", msg_label(i) + " (" + role_name(m[i].role) + ") has empty content"};
     if (size_t bad = find_invalid_utf8(m[i].content); bad != std::string_view::npos)
       return RuleViolation{"invalid_utf8", msg_label(i) + " has invalid UTF-8 at byte " + std::to_string(bad) +
@@ -119,26 +115,17 @@ std::vector<Conversation> read_conversations(const std::filesystem::path& path, 
   InputReport local;
   InputReport& rep = report ? *report : local;
   std::vector<Conversation> out;
-  LineReader reader(path, size_t(256) << 20);
-  std::string_view line;
-  const std::string file = path.string();
   const std::string fix =
       "each line must be {\"messages\":[{\"role\":\"user\",\"content\":\"...\"},{\"role\":\"assistant\","
       "\"content\":\"...\"}]} with an optional leading system message and alternating user/assistant turns";
-  while (reader.next(line)) {
-    if (is_blank(line)) continue;
-    ++rep.records_read;
+  for_each_record(path, policy, rep, fix, [&](std::string_view line, int64_t line_number) {
     Conversation conv;
-    conv.line = reader.line_number();
-    auto bad = parse_conversation_line(line, conv);
+    conv.line = line_number;
+    std::optional<RuleViolation> bad = parse_conversation_line(line, conv);
     if (!bad) bad = check_conversation(conv, rules);
-    if (bad) {
-      rep.reject(policy, file, reader.line_number(), bad->kind, bad->detail, fix);
-      continue;
-    }
-    ++rep.records_kept;
-    out.push_back(std::move(conv));
-  }
+    if (!bad) out.push_back(std::move(conv));
+    return bad;
+  });
   return out;
 }
 

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/align/render.h"
+#include "aji/align/records.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -17,7 +18,6 @@ namespace {
 
 using json = nlohmann::json;
 
-bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos; }
 
 bool same_messages(const std::vector<Message>& a, const std::vector<Message>& b) {
   if (a.size() != b.size()) return false;
@@ -206,25 +206,19 @@ std::vector<PreferenceGroup> read_preferences(const std::filesystem::path& path,
   InputReport local;
   InputReport& rep = report ? *report : local;
   std::vector<PreferenceGroup> out;
-  LineReader reader(path, size_t(256) << 20);
-  std::string_view line;
-  const std::string file = path.string();
   const std::string fix =
       "each line is {\"prompt\":[messages ending with a user turn],\"chosen\":[{\"role\":\"assistant\","
       "\"content\":\"...\"}],\"rejected\":[...]} or {\"prompt\":[...],\"responses\":[[...],[...],...],"
       "\"ranking\":[indices best first, tied ones in a list]}";
-  while (reader.next(line)) {
-    if (is_blank(line)) continue;
-    ++rep.records_read;
+  for_each_record(path, policy, rep, fix, [&](std::string_view line, int64_t line_number) {
     PreferenceGroup g;
-    if (auto bad = parse_preference_line(line, g)) {
-      rep.reject(policy, file, reader.line_number(), bad->kind, bad->detail, fix);
-      continue;
+    std::optional<RuleViolation> bad = parse_preference_line(line, g);
+    if (!bad) {
+      g.line = line_number;
+      out.push_back(std::move(g));
     }
-    g.line = reader.line_number();
-    ++rep.records_kept;
-    out.push_back(std::move(g));
-  }
+    return bad;
+  });
   return out;
 }
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/align/records.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -15,7 +16,6 @@ namespace aji::align {
 
 namespace {
 using json = nlohmann::json;
-bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r\n\f\v") == std::string_view::npos; }
 }  // namespace
 
 std::optional<RuleViolation> parse_task_line(std::string_view line, Task& out) {
@@ -43,7 +43,7 @@ std::optional<RuleViolation> parse_task_line(std::string_view line, Task& out) {
   else if (a->is_number()) out.answer = a->dump();
   else
     return RuleViolation{"malformed_json", "\"answer\" is " + std::string(a->type_name()) + ", not a string"};
-  if (is_blank(out.answer)) return RuleViolation{"empty_answer", "\"answer\" is empty"};
+  if (is_blank_line(out.answer)) return RuleViolation{"empty_answer", "\"answer\" is empty"};
   if (size_t bad = find_invalid_utf8(out.answer); bad != std::string::npos)
     return RuleViolation{"invalid_utf8", "\"answer\" has invalid UTF-8 at byte " + std::to_string(bad)};
   if (auto s = j.find("source"); s != j.end() && s->is_string()) out.source = s->get<std::string>();
@@ -54,24 +54,19 @@ std::vector<Task> read_tasks(const std::filesystem::path& path, OnInvalid policy
   InputReport local;
   InputReport& rep = report ? *report : local;
   std::vector<Task> out;
-  LineReader reader(path, size_t(256) << 20);
-  std::string_view line;
   const std::string file = path.string();
   const std::string fix =
       "each line is {\"messages\":[{\"role\":\"user\",\"content\":\"...\"}],\"answer\":\"...\"} (the messages end "
       "with the user turn to answer)";
-  while (reader.next(line)) {
-    if (is_blank(line)) continue;
-    ++rep.records_read;
+  for_each_record(path, policy, rep, fix, [&](std::string_view line, int64_t line_number) {
     Task t;
-    if (auto bad = parse_task_line(line, t)) {
-      rep.reject(policy, file, reader.line_number(), bad->kind, bad->detail, fix);
-      continue;
+    std::optional<RuleViolation> bad = parse_task_line(line, t);
+    if (!bad) {
+      t.line = line_number;
+      out.push_back(std::move(t));
     }
-    t.line = reader.line_number();
-    ++rep.records_kept;
-    out.push_back(std::move(t));
-  }
+    return bad;
+  });
   if (out.empty())
     throw Error(rep.records_read == 0 ? "the task file has no tasks"
                                       : "no valid task in the file (" + rep.summary(3) + ")")
