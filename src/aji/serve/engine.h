@@ -1,0 +1,114 @@
+// The serving engine: one thread owns the model and decodes every running request
+// together (continuous batching). A request joins the decode batch as soon as its prompt
+// is prefilled and leaves it when it stops; a cancelled request (client gone, stop string,
+// timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
+// never touches the model: it submits requests here and receives tokens through callbacks.
+//
+// Determinism: each request samples with its own Rng seeded from its `seed`, and every
+// row of a batched decode step is computed the same way whatever the batch (aji's
+// kernels), so a seeded request gives the same tokens alone or beside others.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aji/infer/sampler.h"
+#include "aji/model/model.h"
+
+namespace aji::serve {
+
+struct TopLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+};
+
+// One token with its log-probability under the model's raw distribution
+// (log softmax of the logits at temperature 1, before any sampling filter, as OpenAI and
+// vLLM report), and the `top` most likely alternatives, most likely first.
+struct TokenEvent {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<TopLogprob> top;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;       // non-empty; every id < vocab; prompt.size() < context
+  int max_tokens = 16;               // >= 0; 0 = nothing generated (prompt scoring only)
+  infer::SamplingParams sampling;    // temperature 0 = greedy
+  uint64_t seed = 0;
+  std::vector<int32_t> stop_tokens;  // generation ends after producing one (reported, finish kStop)
+  int top_logprobs = 0;              // k >= 0 alternatives per token in TokenEvent::top
+  bool score_prompt = false;         // echo + logprobs: on_prompt gets one event per prompt token
+};
+
+enum class Finish {
+  kStop,       // a stop token was produced
+  kLength,     // max_tokens reached, or prompt + output filled the context
+  kCancelled,  // cancel(), on_token returned false, or shutdown without finishing
+  kError,      // the engine failed on this request (message in on_done)
+};
+
+struct Callbacks {
+  // Called on the engine thread, before any token, only when score_prompt: one event per
+  // prompt token; event 0 has logprob NaN and no alternatives (nothing precedes it),
+  // event i >= 1 is log p(prompt[i] | prompt[<i]) with its top-k alternatives.
+  std::function<void(const std::vector<TokenEvent>&)> on_prompt;
+  // Called on the engine thread for each generated token (stop tokens included).
+  // Return false to cancel the request (on_done(kCancelled) follows).
+  std::function<bool(const TokenEvent&)> on_token;
+  // Called exactly once, last, on the engine thread. error is empty unless kError.
+  std::function<void(Finish, const std::string& error)> on_done;
+};
+
+struct EngineOptions {
+  int max_batch = 8;   // requests decoded together at most (>= 1)
+  int max_queue = 64;  // requests waiting to start at most (>= 0); submit() refuses beyond
+  int context = 0;     // 0 = the model's max_seq_len; else min(context, max_seq_len)
+};
+
+struct EngineStats {
+  int queued = 0;               // waiting to start
+  int running = 0;              // in the decode batch now
+  int max_batch = 0;
+  uint64_t requests_finished = 0;
+  uint64_t prompt_tokens = 0;   // prefilled (or scored) so far
+  uint64_t generated_tokens = 0;
+  uint64_t decode_steps = 0;    // batched decode steps run
+  uint64_t decode_rows = 0;     // sum over steps of the rows in the batch (occupancy = rows / steps / max_batch)
+};
+
+class Engine {
+ public:
+  // Starts the engine thread. The model must outlive the engine and is used only by it.
+  Engine(model::Model& model, EngineOptions options);
+  ~Engine();  // shutdown(false)
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  int context() const;  // the context length requests must fit (prompt + output)
+
+  // Thread-safe. Throws aji::Error (the HTTP layer answers 400 with its message) for an
+  // invalid request: empty prompt, an id outside the vocabulary, prompt.size() >= context(),
+  // negative max_tokens or top_logprobs, bad sampling parameters. Returns the request id,
+  // or -1 when max_queue requests are already waiting or the engine is shutting down
+  // (the HTTP layer answers 429/503). Callbacks run later on the engine thread.
+  int64_t submit(GenerationRequest request, Callbacks callbacks);
+
+  // Thread-safe; unknown or finished ids are ignored. on_done(kCancelled) follows.
+  void cancel(int64_t id);
+
+  // Thread-safe. Stops accepting requests; finish_inflight = true completes the running and
+  // queued ones, false cancels them. Returns when the engine thread has exited. Idempotent.
+  void shutdown(bool finish_inflight);
+
+  EngineStats stats() const;  // thread-safe snapshot
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace aji::serve
