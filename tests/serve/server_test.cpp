@@ -418,3 +418,20 @@ TEST_F(ServeFixture, ShutdownFinishesTheStreamInFlight) {
   EXPECT_EQ(evs.back(), "[DONE]");
   EXPECT_EQ(json::parse(evs[evs.size() - 2])["choices"][0]["finish_reason"], "length");
 }
+
+TEST_F(ServeFixture, RequestTimeoutCancelsAndSays504OrStreamsAnError) {
+  sv::ServerOptions so;
+  so.request_timeout_s = 0.001;  // no generation of 4000 tokens finishes in 1 ms
+  start(4096, {}, so, {});
+  auto r = post("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 4000}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "timeout_error");
+  auto evs = events(post_stream("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 4000}, {"stream", true}}));
+  ASSERT_GE(evs.size(), 2u);
+  EXPECT_EQ(evs.back(), "[DONE]");
+  EXPECT_EQ(json::parse(evs[evs.size() - 2])["error"]["code"], "timeout");  // the error as a data event
+  for (int i = 0; i < 300 && engine_->stats().running + engine_->stats().queued > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(engine_->stats().running + engine_->stats().queued, 0);  // both were cancelled
+}
