@@ -394,7 +394,14 @@ TEST_F(ServeFixture, TokenizerRoutesAndMetrics) {
 
   ASSERT_EQ(post("/v1/chat/completions", kChat)->status, 200);
   client_->Get("/nope");
-  const std::string m = client_->Get("/metrics")->body;
+  // httplib logs a request (our counter) just after sending its response: wait for it.
+  std::string m;
+  for (int i = 0; i < 200; ++i) {
+    m = client_->Get("/metrics")->body;
+    if (m.find("status=\"404\"") != std::string::npos && m.find("chat/completions\",status=\"200\"") != std::string::npos)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_NE(m.find("aji_requests_total{route=\"/v1/chat/completions\",status=\"200\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("aji_requests_total{route=\"other\",status=\"404\"} 1"), std::string::npos) << m;
   EXPECT_NE(m.find("aji_time_to_first_token_seconds_count 1"), std::string::npos) << m;
