@@ -419,3 +419,23 @@ TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
     EXPECT_EQ(s.generated_tokens, 16u * 24u);
   }
 }
+
+// shutdown() from a callback (the engine thread) does not wait for itself: it returns and
+// the engine stops after the step, cancelling what is left.
+TEST(ServeEngine, ShutdownFromACallback) {
+  auto m = load("llama");
+  Engine e(m, {});
+  GenerationRequest r;
+  r.prompt = {1, 2, 3};
+  r.max_tokens = 30;
+  Tracked t;
+  t.id = e.submit(r, t.callbacks([&](const TokenEvent&) {
+    e.shutdown(false);
+    return true;
+  }));
+  t.wait();
+  EXPECT_EQ(t.out->finish, Finish::kCancelled);
+  EXPECT_LE(t.out->tokens.size(), 2u);
+  e.shutdown(true);  // joins the engine thread, which has ended
+  EXPECT_EQ(e.submit(r, {}), -1);
+}

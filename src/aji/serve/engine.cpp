@@ -9,6 +9,7 @@
 #include "aji/serve/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
@@ -20,8 +21,11 @@
 #include <unordered_set>
 #include <utility>
 
+#include <omp.h>
+
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
+#include "aji/base/threads.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/kernels/cpu/vec_math.h"
 
@@ -102,6 +106,7 @@ struct Engine::Impl {
 
   std::mutex join_mu;
   std::thread thread;
+  std::atomic<std::thread::id> engine_tid{};
 
   // engine thread only
   std::unique_ptr<Request> prefilling;          // the request whose prompt is being fed
@@ -324,7 +329,15 @@ void Engine::Impl::loop() {
 // ---- public API ----------------------------------------------------------------------------
 
 Engine::Engine(model::Model& model, EngineOptions options) : impl_(std::make_unique<Impl>(model, options)) {
-  impl_->thread = std::thread([this] { impl_->loop(); });
+  // OpenMP's thread count is a per-thread setting: the engine thread takes the process-wide
+  // one (--threads, AJI_THREADS) as it is now; left at the runtime's default it would run
+  // every op on all cores whatever --threads says.
+  const int threads = aji::num_threads();
+  impl_->thread = std::thread([this, threads] {
+    impl_->engine_tid = std::this_thread::get_id();
+    omp_set_num_threads(threads);
+    impl_->loop();
+  });
 }
 
 Engine::~Engine() { shutdown(false); }
@@ -388,6 +401,7 @@ void Engine::shutdown(bool finish_inflight) {
     if (!finish_inflight) I.abort = true;
   }
   I.cv.notify_one();
+  if (I.engine_tid.load() == std::this_thread::get_id()) return;  // from a callback: the loop ends after it
   std::lock_guard<std::mutex> g(I.join_mu);
   if (I.thread.joinable()) I.thread.join();
 }

@@ -89,6 +89,8 @@ struct EngineStats {
 class Engine {
  public:
   // Starts the engine thread. The model must outlive the engine and is used only by it.
+  // The engine thread runs its ops on aji::num_threads() threads as set now (--threads).
+  // aji::Error for max_batch < 1 or max_queue < 0.
   Engine(model::Model& model, EngineOptions options);
   ~Engine();  // shutdown(false)
   Engine(const Engine&) = delete;
@@ -108,6 +110,8 @@ class Engine {
 
   // Thread-safe. Stops accepting requests; finish_inflight = true completes the running and
   // queued ones, false cancels them. Returns when the engine thread has exited. Idempotent.
+  // From a callback (the engine thread) it returns at once and the engine stops after the
+  // current step; the destructor must not run on the engine thread.
   void shutdown(bool finish_inflight);
 
   EngineStats stats() const;  // thread-safe snapshot
