@@ -405,6 +405,7 @@ TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
     };
     std::vector<std::vector<int32_t>> alone;
     for (int i = 0; i < 8; ++i) alone.push_back(run_one(e, make(i)).ids());
+    const auto before = e.stats();
     std::vector<Tracked> ts(8);
     for (int i = 0; i < 8; ++i) {
       ts[i].id = e.submit(make(i), ts[i].callbacks());
@@ -417,6 +418,11 @@ TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
     const auto s = e.stats();
     EXPECT_EQ(s.requests_finished, 16u);
     EXPECT_EQ(s.generated_tokens, 16u * 24u);
+    // they really shared the decode batch (one prefill per step: the batch grows by one a step)
+    const double rows_per_step =
+        double(s.decode_rows - before.decode_rows) / double(s.decode_steps - before.decode_steps);
+    EXPECT_GT(rows_per_step, 2.0);
+    EXPECT_EQ(before.decode_rows, before.decode_steps);  // alone: one row a step
   }
 }
 
