@@ -17,6 +17,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <condition_variable>
 #include <mutex>
@@ -175,6 +176,51 @@ void BM_DecodeStep(benchmark::State& st) {
   st.counters["rows/s"] = benchmark::Counter((double)done, benchmark::Counter::kIsRate);
 }
 
+// How far the GEMM path (batch_invariant = 0) moves a row: `rows` sequences of different
+// lengths decode one step together and each again alone; counters: rows_differ (rows not
+// bit-identical to alone), max_abs_diff (largest logit difference), argmax_differ.
+void BM_GemmRowDiff(benchmark::State& st) {
+  aji::set_num_threads(1);
+  auto& m = tiny_model();
+  const int n = (int)st.range(0), V = m.config().vocab_size;
+  int rows_differ = 0, argmax_differ = 0;
+  double max_diff = 0;
+  for (auto _ : st) {
+    std::vector<aji::model::KVCache> a, b;
+    std::vector<aji::model::KVCache*> pa;
+    std::vector<float> lg((size_t)n * V), one((size_t)V);
+    std::vector<int32_t> toks((size_t)n);
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> p;
+      for (int j = 0; j < 5 + 3 * i; ++j) p.push_back((j * 97 + i * 31) % V);
+      a.push_back(m.make_cache(1, 128));
+      m.forward_infer(p.data(), 1, (int)p.size(), a.back(), one.data());
+      b.push_back(a.back());
+      toks[(size_t)i] = (i * 13 + 5) % V;
+    }
+    for (auto& c : a) pa.push_back(&c);
+    m.forward_decode(toks.data(), n, pa.data(), lg.data(), false);
+    for (int i = 0; i < n; ++i) {
+      aji::model::KVCache* pb[1] = {&b[(size_t)i]};
+      m.forward_decode(&toks[(size_t)i], 1, pb, one.data(), false);
+      const float* row = lg.data() + (size_t)i * V;
+      int am1 = 0, am2 = 0;
+      bool same = true;
+      for (int v = 0; v < V; ++v) {
+        same = same && row[v] == one[(size_t)v];
+        max_diff = std::max(max_diff, (double)std::fabs(row[v] - one[(size_t)v]));
+        if (one[(size_t)v] > one[(size_t)am1]) am1 = v;
+        if (row[v] > row[am2]) am2 = v;
+      }
+      rows_differ += !same;
+      argmax_differ += am1 != am2;
+    }
+  }
+  st.counters["rows_differ"] = rows_differ;
+  st.counters["max_abs_diff"] = max_diff;
+  st.counters["argmax_differ"] = argmax_differ;
+}
+
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"clients", "threads", "invariant"});
   for (int t : {1, 2})
@@ -192,6 +238,7 @@ BENCHMARK(BM_DecodeStep)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(0.2);
+BENCHMARK(BM_GemmRowDiff)->ArgName("rows")->Arg(5)->Arg(16)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Divergence)
     ->ArgNames({"sampled", "invariant"})
     ->Args({0, 0})
