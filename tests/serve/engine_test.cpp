@@ -445,3 +445,51 @@ TEST(ServeEngine, ShutdownFromACallback) {
   e.shutdown(true);  // joins the engine thread, which has ended
   EXPECT_EQ(e.submit(r, {}), -1);
 }
+
+// Short prompts waiting together are prefilled in the same step: every one has its first
+// token before the batch decodes anyone's second.
+TEST(ServeEngine, ABurstOfShortPromptsIsPrefilledInOneStep) {
+  auto m = load("llama");
+  EngineOptions opt;
+  opt.max_batch = 8;
+  Engine e(m, opt);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false, entered = false;
+  std::vector<std::pair<int, int>> order;  // (request, token index), engine thread only
+  GenerationRequest r;
+  r.prompt = {5, 6, 7, 8};
+  r.max_tokens = 3;
+  std::vector<Tracked> ts(5);
+  auto log = [&](int who) {
+    return [&, who](const TokenEvent&) {
+      int n = 0;
+      for (const auto& o : order) n += o.first == who;
+      order.push_back({who, n});
+      return true;
+    };
+  };
+  ts[0].id = e.submit(r, ts[0].callbacks([&](const TokenEvent& ev) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (!entered) {
+      entered = true;
+      cv.notify_all();
+      cv.wait(lk, [&] { return release; });
+    }
+    return log(0)(ev);
+  }));
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return entered; });
+  }
+  for (int i = 1; i < 5; ++i) ts[i].id = e.submit(r, ts[i].callbacks(log(i)));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : ts) t.wait();
+  ASSERT_EQ(order.size(), 15u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(order[i].second, 0) << "event " << i;
+  for (const auto& t : ts) EXPECT_EQ(t.out->finish, Finish::kLength);
+}
