@@ -4,11 +4,13 @@
 // timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
 // never touches the model: it submits requests here and receives tokens through callbacks.
 //
-// Scheduling: each engine step (1) applies cancels, (2) feeds up to 256 prompt tokens of
-// ONE waiting request into its own KV cache (batch 1; a longer prompt takes several steps)
-// and, once its prompt is in, samples its first token and adds it to the batch, then (3)
-// decodes one token for every request in the batch (Model::forward_decode: each row has its
-// own cache and length). A request waits in the queue while max_batch requests are running.
+// Scheduling: each engine step (1) applies cancels, (2) prefills: the next chunk (<= 256
+// tokens) of the prompt being fed, into that request's own KV cache (batch 1; a longer
+// prompt takes several steps), then further waiting prompts while their first chunks fit
+// the step's 256-token budget; a request whose prompt is in samples its first token and
+// joins the batch; then (3) decodes one token for every request in the batch
+// (Model::forward_decode: each row has its own cache and length). A request waits in the
+// queue while max_batch requests are running.
 // score_prompt runs one extra full forward over the prompt (Model::token_logits, logits in
 // chunks of rows, never a (T,V) buffer) before the prefill.
 //
