@@ -4,6 +4,16 @@
 // timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
 // never touches the model: it submits requests here and receives tokens through callbacks.
 //
+// Scheduling: each engine step (1) applies cancels, (2) prefills: the next chunk (<= 256
+// tokens) of the prompt being fed, into that request's own KV cache (batch 1; a longer
+// prompt takes several steps), then further waiting prompts while their first chunks fit
+// the step's 256-token budget; a request whose prompt is in samples its first token and
+// joins the batch; then (3) decodes one token for every request in the batch
+// (Model::forward_decode: each row has its own cache and length). A request waits in the
+// queue while max_batch requests are running.
+// score_prompt runs one extra full forward over the prompt (Model::token_logits, logits in
+// chunks of rows, never a (T,V) buffer) before the prefill.
+//
 // Determinism: each request samples with its own Rng seeded from its `seed`, its prompt is
 // prefilled alone (batch 1, in chunks that depend only on its length), and every row of a
 // batched decode step is computed bit for bit as it would be alone (batch_invariant, the
@@ -67,6 +77,8 @@ struct Callbacks {
 struct EngineOptions {
   int max_batch = 8;   // requests decoded together at most (>= 1)
   int max_queue = 64;  // requests waiting to start at most (>= 0); submit() refuses beyond
+                       // (every request waits in the queue until the engine thread takes it,
+                       // so 0 refuses all)
   int context = 0;     // 0 = the model's max_seq_len; else min(context, max_seq_len)
   // true: every decode row is computed exactly as it would be alone (Model::forward_decode's
   // batch-invariant products), so a seeded request's tokens never depend on the others.
@@ -89,6 +101,8 @@ struct EngineStats {
 class Engine {
  public:
   // Starts the engine thread. The model must outlive the engine and is used only by it.
+  // The engine thread runs its ops on aji::num_threads() threads as set now (--threads).
+  // aji::Error for max_batch < 1 or max_queue < 0.
   Engine(model::Model& model, EngineOptions options);
   ~Engine();  // shutdown(false)
   Engine(const Engine&) = delete;
@@ -108,6 +122,8 @@ class Engine {
 
   // Thread-safe. Stops accepting requests; finish_inflight = true completes the running and
   // queued ones, false cancels them. Returns when the engine thread has exited. Idempotent.
+  // From a callback (the engine thread) it returns at once and the engine stops after the
+  // current step; the destructor must not run on the engine thread.
   void shutdown(bool finish_inflight);
 
   EngineStats stats() const;  // thread-safe snapshot
