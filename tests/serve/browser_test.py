@@ -3,8 +3,9 @@
 
 Starts `build/aji serve` on a free port with a tiny random-weight model (serve_util.py), opens
 the page, types an English and then a Korean message, waits for each streamed reply, clicks
-Regenerate, checks that Enter while an IME is composing does not send, and takes screenshots at
-desktop (1280x900) and phone (390x844) size. Each screenshot is decoded here (a small PNG reader,
+Regenerate, checks that Enter while an IME is composing does not send, New chat, Stop on a long
+reply, and takes screenshots at desktop (1280x900) and phone (390x844) size. A second server
+with --api-key checks that the page shows the 401 and that the key typed into Settings works. Each screenshot is decoded here (a small PNG reader,
 stdlib only) and must not be blank (grey-level variance and distinct colours); every reply
 element must have text; the phone layout must not scroll sideways.
 
@@ -215,6 +216,35 @@ def send_and_wait(b, text):
     return reply
 
 
+def api_key_flow(chromedriver, chromium, model_dir, out):
+    """A server with --api-key: without the key the page shows the 401; with the key typed into
+    Settings (kept in localStorage), Regenerate gets the reply."""
+    with serve_util.Server(model_dir, extra_args=["--api-key", "page-key"]) as srv:
+        b = Browser(chromedriver, chromium, 1280, 900)
+        try:
+            b.get(srv.base + "/")
+            b.js("localStorage.clear(); document.getElementById('max_tokens').value = '16';")
+            b.type(b.find("#input"), "hello\ue007")
+            wait_for(lambda: b.find_all(".msg.error"), 30, "the 401 error on the page")
+            err = b.js("return document.querySelector('.msg.error .body').textContent;")
+            print("without the key the page shows: %r" % err)
+            assert "401" in err, "the error does not say 401: %r" % err
+            b.click(b.find("#toggle"))
+            b.type(b.find("#apikey"), "page-key")
+            b.js("document.getElementById('apikey').dispatchEvent(new Event('change'));")
+            assert b.js("return localStorage.getItem('aji.apikey');") == "page-key", "the key is not kept"
+            b.click(b.find("#regen"))
+            wait_for(lambda: b.find_all(".msg.assistant[data-done='1']"), 60, "the reply with the key")
+            reply = b.js("return document.querySelector('.msg.assistant .body').textContent;")
+            assert reply.strip() and not b.find_all(".msg.assistant + .msg.error"), "no reply with the key"
+            print("with the key: reply %r" % reply[:40])
+            check_not_blank(b.screenshot(), os.path.join(out, "chat_api_key.png"), "api key")
+        finally:
+            b.close()
+        rc = srv.stop()
+        assert rc == 0, "aji serve --api-key exited with %d on SIGTERM" % rc
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base-url", help="test this running server instead of starting build/aji serve")
@@ -281,11 +311,29 @@ def main():
             # New chat empties the conversation.
             b.click(b.find("#newchat"))
             assert not b.find_all(".msg"), "New chat left messages on the page"
+            b.set_size(1280, 900)
+
+            # Stop: a long reply, stopped as soon as it starts streaming. A tiny model may finish
+            # before the click lands; then the check is reported as not reached, not passed.
+            b.js("document.getElementById('max_tokens').value = '400';")
+            b.type(b.find("#input"), "Write a long story.\ue007")
+            if wait_for(lambda: b.js("return !!document.querySelector('.msg.assistant.streaming') ||"
+                                     " !!document.querySelector('.msg.assistant[data-done]');"), 30, "a reply"):
+                b.click(b.find("#stop"))
+            wait_for(lambda: b.find_all(".msg.assistant[data-done='1']"), 60, "the stopped reply")
+            status = b.js("return document.getElementById('status').textContent;")
+            if "stopped" in status:
+                print("stop: the reply was stopped mid-stream (status: %s)" % status)
+                assert b.js("return !document.getElementById('send').disabled;"), "Send stays disabled after Stop"
+            else:
+                print("stop: NOT CHECKED, the reply finished before the click (status: %s)" % status)
+            b.click(b.find("#newchat"))
         finally:
             b.close()
         if server:
             rc = server.stop()
             assert rc == 0, "aji serve exited with %d on SIGTERM:\n%s" % (rc, server.log_text())
+            api_key_flow(chromedriver, chromium, os.path.join(tmp, "model"), out)
     except Exception:
         if server:
             print("--- aji serve log ---\n" + server.log_text())
