@@ -679,6 +679,116 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   cache.length += n_new;
 }
 
+void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches, float* logits_out,
+                           bool batch_invariant) {
+  const ModelConfig& c = config_;
+  if (n <= 0) throw Error("forward_decode: no rows");
+  check_tokens(tokens, n, c.vocab_size, "token");
+  std::vector<int32_t> pos(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const KVCache* kv = caches[i];
+    if (!kv || kv->batch != 1 || kv->n_layer != c.n_layer || kv->kv_width != c.kv_width())
+      throw Error("forward_decode: the KV cache of row " + std::to_string(i) + " was not made for this model with batch 1")
+          .fix("make each row's cache with make_cache(1)");
+    if (kv->length + 1 > kv->max_len)
+      throw Error("the context of row " + std::to_string(i) + " is full: " + std::to_string(kv->length) + " + 1 tokens > " +
+                  std::to_string(kv->max_len))
+          .fix("stop decoding a sequence when it reaches its cache's max_len");
+    pos[static_cast<size_t>(i)] = kv->length;
+  }
+  Impl& I = *impl_;
+  const int64_t N = n, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
+  const int64_t FF = c.is_gpt2() ? F : 2 * F;
+  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act) {
+    *x = a.take(N * C);
+    *ln = a.take(N * C);
+    *qkv = a.take(N * QKV);
+    *atty = a.take(N * QW);
+    *fc = a.take(N * FF);
+    *act = a.take(N * F);
+  };
+  float *x, *ln, *qkv, *atty, *fc, *act;
+  Bump count;
+  carve(count, &x, &ln, &qkv, &atty, &fc, &act);
+  if (I.infer.size() < count.used) I.infer.resize(count.used);
+  Bump real{0, I.infer.data()};
+  carve(real, &x, &ln, &qkv, &atty, &fc, &act);
+
+  const float* P = params_.data();
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+  // Rows in groups the few-row kernel takes: each row's result is then the one-row result.
+  constexpr int64_t kGroup = 4;
+  auto matmul = [&](float* out, const float* inp, const float* w, const float* bias, int IC, int OC, WeightLayout l,
+                    bool accumulate) {
+    if (!batch_invariant) {
+      ops::matmul_forward(out, inp, w, bias, N, IC, OC, l, accumulate);
+      return;
+    }
+    for (int64_t r0 = 0; r0 < N; r0 += kGroup)
+      ops::matmul_forward(out + r0 * OC, inp + r0 * IC, w, bias, std::min(kGroup, N - r0), IC, OC, l, accumulate);
+  };
+
+  ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, n, 1, (int)C, 0, pos.data());
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& Lw = I.layers[l];
+    if (c.is_gpt2())
+      ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln1_w, N, (int)C, c.norm_eps);
+    matmul(qkv, ln, P + Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, lay, false);
+    if (!c.is_gpt2()) {
+      if (c.qk_norm) {
+        ops::head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        ops::head_rmsnorm_forward(qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+      }
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), n, 1, QKV, 0, c.n_head, c.hd(), 0, false, pos.data());
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), n, 1, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false,
+                      pos.data());
+    }
+    for (int i = 0; i < n; ++i) {
+      KVCache& kv = *caches[i];
+      const int p = pos[static_cast<size_t>(i)];
+      const float* row = qkv + (int64_t)i * QKV;
+      std::memcpy(kv.k_at(l, 0) + (int64_t)p * KVW, row + QW, sizeof(float) * KVW);
+      std::memcpy(kv.v_at(l, 0) + (int64_t)p * KVW, row + QW + KVW, sizeof(float) * KVW);
+      // the row's own attention: one query at position p against its p + 1 keys
+      ops::AttnDims dims;
+      dims.B = 1, dims.Tq = 1, dims.Tk = p + 1, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
+      dims.q_pos0 = p;
+      dims.q_bs = QKV;
+      dims.q_ts = QKV;
+      dims.k_bs = dims.v_bs = (int64_t)kv.max_len * KVW;
+      dims.k_ts = dims.v_ts = KVW;
+      dims.o_bs = QW;
+      dims.o_ts = QW;
+      ops::attention_forward(atty + (int64_t)i * QW, nullptr, row, kv.k_at(l, 0), kv.v_at(l, 0), dims);
+    }
+    matmul(x, atty, P + Lw.o_w, W(Lw.o_b), (int)QW, (int)C, lay, true);
+    if (c.is_gpt2())
+      ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln2_w, N, (int)C, c.norm_eps);
+    matmul(fc, ln, P + Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, lay, false);
+    if (c.is_gpt2()) {
+      // row by row: the vector/scalar split of the element-wise kernel then falls where it
+      // does for one row alone (F need not be a multiple of the vector width)
+      if (batch_invariant)
+        for (int64_t r = 0; r < N; ++r) ops::gelu_forward(act + r * F, fc + r * F, F);
+      else
+        ops::gelu_forward(act, fc, N * F);
+    } else
+      ops::swiglu_forward(act, fc, N, (int)F);
+    matmul(x, act, P + Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, lay, true);
+  }
+  if (c.is_gpt2())
+    ops::layernorm_forward(ln, nullptr, nullptr, x, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
+  else
+    ops::rmsnorm_forward(ln, nullptr, x, P + I.lnf_w, N, (int)C, c.norm_eps);
+  matmul(logits_out, ln, P + I.lm_head, nullptr, (int)C, c.vocab_size, WeightLayout::kOutIn, false);
+  for (int i = 0; i < n; ++i) ++caches[i]->length;
+}
+
 std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
   if (T < 2) return {};
   forward(tokens, 1, T);
@@ -692,6 +802,19 @@ std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
     ops::log_softmax_pick(out.data() + r0, I.logits, tokens + 1 + r0, R, config_.vocab_size);
   }
   return out;
+}
+
+void Model::token_logits(const int32_t* tokens, int T, const std::function<void(int, int, const float*)>& fn) {
+  if (T < 2) return;
+  forward(tokens, 1, T);  // the same pass as token_logprobs
+  Impl& I = *impl_;
+  const int64_t C = config_.d_model;
+  const int64_t n = T - 1;
+  for (int64_t r0 = 0; r0 < n; r0 += I.logits_rows) {
+    const int64_t R = std::min(I.logits_rows, n - r0);
+    lm_logits(I.hidden + r0 * C, (int)R, I.logits);
+    fn((int)r0, (int)R, I.logits);
+  }
 }
 
 }  // namespace aji::model

@@ -36,6 +36,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -149,9 +150,29 @@ class Model {
   // Appends n_new tokens per sequence (tokens (batch, n_new)) at cache.length, advances
   // it, and writes the logits of each sequence's last new position: (batch, V).
   void forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out);
+  // One decode step over n sequences that each have their own cache (batch 1, any
+  // length): token i is appended to *caches[i] at its own position caches[i]->length (RoPE
+  // or wpe at that position), each cache advances by one, and logits_out (n,V) gets every
+  // row's next-token logits. The n rows are stacked for every matrix product (QKV, output
+  // projection, MLP, LM head); attention runs per row against its own cache. This is the
+  // step of continuous batching: sequences of different lengths decode together.
+  // batch_invariant = true computes each row exactly as forward_infer(token, 1, 1) on that
+  // row alone would (the products go through the few-row kernel in groups of at most 4
+  // rows), so a row's logits never depend on which other rows share the step; false lets
+  // the GEMM library take all n rows at once (faster for many rows, but its blocking can
+  // change a row's last bits with the batch shape).
+  void forward_decode(const int32_t* tokens, int n, KVCache* const* caches, float* logits_out,
+                      bool batch_invariant = true);
   // log p(tokens[i] | tokens[<i]) for i = 1..T-1 (T-1 values), chunked over the vocab
   // (no (T,V) buffer). T <= max_seq_len.
   std::vector<float> token_logprobs(const int32_t* tokens, int T);
+  // The logits behind token_logprobs, for callers that need more than the picked value
+  // (top-k alternatives, serving's echo + logprobs): one forward over tokens (T <=
+  // max_seq_len, T >= 2), then fn(first, rows, logits) for consecutive chunks of positions,
+  // logits (rows, V) being the prediction of tokens[first + 1 ..]. The chunks and the
+  // products are those of token_logprobs, so a log-softmax of these rows (ops::
+  // log_softmax_pick) equals its values bit for bit. Never a (T,V) buffer.
+  void token_logits(const int32_t* tokens, int T, const std::function<void(int, int, const float*)>& fn);
 
   // Bytes held by the activation arena now (for memory reports).
   size_t activation_bytes() const;

@@ -4,9 +4,10 @@
 // timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
 // never touches the model: it submits requests here and receives tokens through callbacks.
 //
-// Determinism: each request samples with its own Rng seeded from its `seed`, and every
-// row of a batched decode step is computed the same way whatever the batch (aji's
-// kernels), so a seeded request gives the same tokens alone or beside others.
+// Determinism: each request samples with its own Rng seeded from its `seed`, its prompt is
+// prefilled alone (batch 1, in chunks that depend only on its length), and every row of a
+// batched decode step is computed bit for bit as it would be alone (batch_invariant, the
+// default), so a seeded request gives the same tokens alone or beside others.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +68,11 @@ struct EngineOptions {
   int max_batch = 8;   // requests decoded together at most (>= 1)
   int max_queue = 64;  // requests waiting to start at most (>= 0); submit() refuses beyond
   int context = 0;     // 0 = the model's max_seq_len; else min(context, max_seq_len)
+  // true: every decode row is computed exactly as it would be alone (Model::forward_decode's
+  // batch-invariant products), so a seeded request's tokens never depend on the others.
+  // false: one GEMM over the whole batch (faster at large batches; a row's logits may then
+  // differ in the last bits with the batch shape, and rarely a sampled token with them).
+  bool batch_invariant = true;
 };
 
 struct EngineStats {
@@ -83,6 +89,8 @@ struct EngineStats {
 class Engine {
  public:
   // Starts the engine thread. The model must outlive the engine and is used only by it.
+  // The engine thread runs its ops on aji::num_threads() threads as set now (--threads).
+  // aji::Error for max_batch < 1 or max_queue < 0.
   Engine(model::Model& model, EngineOptions options);
   ~Engine();  // shutdown(false)
   Engine(const Engine&) = delete;
@@ -102,6 +110,8 @@ class Engine {
 
   // Thread-safe. Stops accepting requests; finish_inflight = true completes the running and
   // queued ones, false cancels them. Returns when the engine thread has exited. Idempotent.
+  // From a callback (the engine thread) it returns at once and the engine stops after the
+  // current step; the destructor must not run on the engine thread.
   void shutdown(bool finish_inflight);
 
   EngineStats stats() const;  // thread-safe snapshot

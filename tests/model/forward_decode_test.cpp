@@ -1,0 +1,159 @@
+// Model::forward_decode (one decode step over rows with their own caches and lengths)
+// against forward_infer on each row alone, and against the full forward pass.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "aji/base/error.h"
+#include "aji/base/threads.h"
+#include "aji/model/model.h"
+#include "aji/train/checkpoint.h"
+#include "test_util.h"
+
+using aji::model::KVCache;
+using aji::model::Model;
+using aji::model::ModelConfig;
+
+namespace {
+
+// Llama with grouped-query attention, QK-norm and a width (d_ff 36) that is not a multiple
+// of the vector width, so the element-wise kernels' scalar tails are exercised too.
+Model small_llama_qk_norm() {
+  ModelConfig c;
+  c.arch = aji::model::Arch::kLlama;
+  c.vocab_size = 77;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = 2;
+  c.d_model = 32;
+  c.d_ff = 36;
+  c.max_seq_len = 48;
+  c.qk_norm = true;
+  c.init_std = 0.3f;  // peaked distributions: a sharper test of the logits
+  Model m(c);
+  m.init_weights(5);
+  return m;
+}
+
+// gpt2 with d_model 20: F = 80 and C = 20 are not multiples of 8 or 16 (GELU's tail).
+Model small_gpt2_odd() {
+  ModelConfig c;
+  c.arch = aji::model::Arch::kGpt2;
+  c.vocab_size = 61;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_kv_head = 2;
+  c.d_model = 20;
+  c.max_seq_len = 40;
+  c.tied_embeddings = true;
+  c.bias = true;
+  c.init_std = 0.3f;
+  Model m(c);
+  m.init_weights(9);
+  return m;
+}
+
+// n rows with prompts of different lengths, each prefilled into its own cache; then
+// `steps` decode steps through forward_decode and, independently, through forward_infer
+// on each row alone. batch_invariant: bitwise; otherwise within 1e-4 (GEMM blocking).
+void check_model(Model& m, int n, int steps, bool batch_invariant) {
+  const int V = m.config().vocab_size, C = m.config().d_model;
+  std::vector<std::vector<int32_t>> seqs(static_cast<size_t>(n));
+  std::vector<KVCache> batched, alone;
+  std::vector<float> logits(static_cast<size_t>(V));
+  for (int i = 0; i < n; ++i) {
+    auto& s = seqs[static_cast<size_t>(i)];
+    for (int j = 0; j < 1 + 3 * i + (i % 2) * 5; ++j) s.push_back((j * 11 + i * 5 + 3) % V);
+    KVCache kv = m.make_cache(1);
+    m.forward_infer(s.data(), 1, static_cast<int>(s.size()), kv, logits.data());
+    batched.push_back(kv);
+    alone.push_back(kv);
+  }
+  std::vector<KVCache*> ptrs;
+  for (auto& kv : batched) ptrs.push_back(&kv);
+  std::vector<float> got(static_cast<size_t>(n) * V), want(static_cast<size_t>(V)), full(static_cast<size_t>(V));
+  double max_full = 0.0, max_alone = 0.0;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<int32_t> tok(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) tok[static_cast<size_t>(i)] = (step * 7 + i * 13 + 1) % V;
+    m.forward_decode(tok.data(), n, ptrs.data(), got.data(), batch_invariant);
+    for (int i = 0; i < n; ++i) {
+      auto& s = seqs[static_cast<size_t>(i)];
+      s.push_back(tok[static_cast<size_t>(i)]);
+      const float* row = got.data() + static_cast<size_t>(i) * V;
+      m.forward_infer(&tok[static_cast<size_t>(i)], 1, 1, alone[static_cast<size_t>(i)], want.data());
+      EXPECT_EQ(batched[static_cast<size_t>(i)].length, static_cast<int>(s.size()));
+      EXPECT_EQ(alone[static_cast<size_t>(i)].length, static_cast<int>(s.size()));
+      // the independent reference: the training forward over the whole sequence
+      const int T = static_cast<int>(s.size());
+      m.forward(s.data(), 1, T);
+      m.lm_logits(m.hidden() + static_cast<size_t>(T - 1) * C, 1, full.data());
+      for (int v = 0; v < V; ++v) {
+        max_full = std::max(max_full, (double)std::fabs(row[v] - full[static_cast<size_t>(v)]));
+        max_alone = std::max(max_alone, (double)std::fabs(row[v] - want[static_cast<size_t>(v)]));
+      }
+      if (batch_invariant) {
+        EXPECT_EQ(std::memcmp(row, want.data(), sizeof(float) * V), 0) << "row " << i << " step " << step;
+      }
+    }
+  }
+  for (int i = 0; batch_invariant && i < n; ++i) {  // the caches hold the same keys and values too
+    EXPECT_EQ(batched[static_cast<size_t>(i)].k, alone[static_cast<size_t>(i)].k);
+    EXPECT_EQ(batched[static_cast<size_t>(i)].v, alone[static_cast<size_t>(i)].v);
+  }
+  EXPECT_LT(max_full, 1e-4);
+  if (batch_invariant)
+    EXPECT_EQ(max_alone, 0.0);
+  else
+    EXPECT_LT(max_alone, 1e-4);
+}
+
+}  // namespace
+
+TEST(ForwardDecode, RowsEqualForwardInferAloneBitForBit) {
+  aji::set_num_threads(1);
+  for (std::string name : {"llama", "gpt2"}) {
+    SCOPED_TRACE(name);
+    auto m = aji::train::load_model(aji::test::source_path("tests/fixtures/infer/hf-" + name));
+    for (int n : {1, 3, 6, 9}) check_model(m, n, 4, true);
+  }
+  auto q = small_llama_qk_norm();
+  check_model(q, 7, 5, true);
+  auto g = small_gpt2_odd();
+  check_model(g, 7, 5, true);
+}
+
+TEST(ForwardDecode, BitwiseAlsoWithThreads) {
+  aji::set_num_threads(2);
+  auto m = aji::train::load_model(aji::test::source_path("tests/fixtures/infer/hf-llama"));
+  check_model(m, 6, 3, true);
+  aji::set_num_threads(1);
+}
+
+TEST(ForwardDecode, GemmPathAgreesToRounding) {
+  aji::set_num_threads(1);
+  auto q = small_llama_qk_norm();
+  check_model(q, 9, 3, false);
+  auto g = small_gpt2_odd();
+  check_model(g, 9, 3, false);
+}
+
+TEST(ForwardDecode, RejectsAFullOrForeignCache) {
+  aji::set_num_threads(1);
+  auto m = aji::train::load_model(aji::test::source_path("tests/fixtures/infer/hf-llama"));
+  std::vector<float> logits(static_cast<size_t>(m.config().vocab_size) * 2);
+  KVCache a = m.make_cache(1, 2), b = m.make_cache(2);
+  const int32_t toks[2] = {1, 2};
+  KVCache* rows[2] = {&a, &b};
+  EXPECT_THROW(m.forward_decode(toks, 2, rows, logits.data()), aji::Error);  // b has batch 2
+  rows[1] = &a;
+  m.forward_decode(toks, 1, rows, logits.data());
+  m.forward_decode(toks, 1, rows, logits.data());
+  EXPECT_EQ(a.length, 2);
+  EXPECT_THROW(m.forward_decode(toks, 1, rows, logits.data()), aji::Error);  // full
+  const int32_t bad = 96;
+  KVCache c = m.make_cache(1);
+  KVCache* one[1] = {&c};
+  EXPECT_THROW(m.forward_decode(&bad, 1, one, logits.data()), aji::Error);
+}
