@@ -16,6 +16,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
 #include "aji/cli/sampling_args.h"
 #include "aji/infer/generate.h"
 #include "aji/tokenizer/tokenizer.h"
@@ -25,55 +26,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct ModelArgs {
-  std::string model;
-  std::string tokenizer;  // override
-  bool no_bos = false;
-};
+using aji::cli::ModelArgs;
+using Loaded = aji::cli::LoadedModel;
+using aji::cli::add_model_options;
 
-struct Loaded {
-  aji::model::Model model;
-  aji::tokenizer::Tokenizer tok;
-  std::optional<int32_t> bos;            // prepended to the text
-  std::vector<int32_t> stop_tokens;      // end of text
-};
-
-Loaded load(const ModelArgs& a) {
-  fs::path dir;
-  aji::model::Model model = aji::train::load_model(a.model, &dir);
-  const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
-  aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
-  if (tok.vocab_size() > static_cast<size_t>(model.config().vocab_size))
-    throw aji::Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
-                     std::to_string(model.config().vocab_size))
-        .at(tok_path.string())
-        .fix("use the tokenizer that was trained with this model");
-  std::optional<int32_t> bos;
-  std::vector<int32_t> stops;
-  const auto eot = tok.special_id("<|endoftext|>");
-  if (model.config().bos_token_id >= 0)
-    bos = model.config().bos_token_id;
-  else if (eot)
-    bos = static_cast<int32_t>(*eot);
-  if (model.config().eos_token_id >= 0) stops.push_back(model.config().eos_token_id);
-  if (eot) stops.push_back(static_cast<int32_t>(*eot));
-  if (a.no_bos) bos.reset();
-  return {std::move(model), std::move(tok), bos, stops};
-}
-
-std::vector<int32_t> encode(const Loaded& l, const std::string& text) {
-  std::vector<int32_t> ids;
-  if (l.bos) ids.push_back(*l.bos);
-  for (auto id : l.tok.encode(text, aji::tokenizer::SpecialPolicy::kAsText)) ids.push_back(static_cast<int32_t>(id));
-  return ids;
-}
-
-void add_model_options(CLI::App* cmd, ModelArgs& a) {
-  cmd->add_option("--model", a.model, "Model: aji run dir, checkpoint dir (RUN/ckpt-N) or Hugging Face model dir")
-      ->required();
-  cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer file (default: the one in the model directory)");
-  cmd->add_flag("--no-bos", a.no_bos, "Do not start the text with the model's <|endoftext|> / BOS token");
-}
+Loaded load(const ModelArgs& a) { return aji::cli::load_model_for_inference(a); }
+std::vector<int32_t> encode(const Loaded& l, const std::string& text) { return aji::cli::encode_text(l, text); }
 
 struct GenerateArgs {
   ModelArgs m;

@@ -1,0 +1,99 @@
+// `aji serve`: the model behind an OpenAI-compatible HTTP API and a chat page
+// (src/aji/serve/, docs/serve.md). Loads like `aji generate` (cli/model_loader.h).
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "aji/base/error.h"
+#include "aji/base/interrupt.h"
+#include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
+#include "aji/serve/engine.h"
+#include "aji/serve/server.h"
+
+namespace {
+
+struct ServeArgs {
+  aji::cli::ModelArgs m;
+  aji::serve::ServerOptions server;
+  aji::serve::EngineOptions engine;
+  std::string name;
+};
+
+bool is_loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+void run_serve(ServeArgs& a) {
+  if (a.engine.max_batch < 1) throw aji::Error("--max-batch must be >= 1").fix("give --max-batch 1 or more");
+  if (a.engine.max_queue < 0) throw aji::Error("--max-queue must be >= 0").fix("give --max-queue 0 or more");
+  if (a.engine.context < 0) throw aji::Error("--ctx must be >= 0").fix("0 = the model's context length");
+  if (!(a.server.request_timeout_s > 0)) throw aji::Error("--timeout must be > 0 seconds").fix("e.g. --timeout 600");
+  if (a.server.max_body < 1024) throw aji::Error("--max-body must be at least 1024 bytes").fix("e.g. --max-body 8388608");
+  if (a.server.port < 0 || a.server.port > 65535) throw aji::Error("--port must be 0..65535").fix("e.g. --port 8080");
+  const bool quiet = aji::cli::global_options().quiet;
+  aji::cli::LoadedModel l = aji::cli::load_model_for_inference(a.m);
+  a.server.model_name = a.name.empty() ? std::filesystem::path(a.m.model).filename().string() : a.name;
+  if (a.server.model_name.empty()) a.server.model_name = "aji";
+  if (a.server.http_threads <= 0) a.server.http_threads = a.engine.max_batch + a.engine.max_queue + 8;
+
+  aji::serve::Engine engine(l.model, a.engine);
+  aji::serve::Server server(engine, l.tok, {l.bos, l.stop_tokens}, a.server);
+  const int port = server.bind();
+  const std::string& host = a.server.host;
+  if (!is_loopback(host) && a.server.api_key.empty())
+    std::fprintf(stderr,
+                 "warning: listening on %s without --api-key: anyone who can reach this address can use the model\n",
+                 host.c_str());
+  const std::string shown = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  const std::string url = "http://" + shown + ":" + std::to_string(port);
+  std::printf("aji serve: model '%s' (context %d tokens) at %s/\n  chat page: %s/\n  OpenAI API: %s/v1 "
+              "(e.g. curl %s/v1/chat/completions -H 'Content-Type: application/json' "
+              "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}')\n",
+              a.server.model_name.c_str(), engine.context(), url.c_str(), url.c_str(), url.c_str(), url.c_str());
+  if (!quiet) std::printf("  Ctrl-C stops the server after the requests in flight (twice: at once)\n");
+  std::fflush(stdout);
+
+  aji::InterruptGuard guard;
+  std::thread http([&] { server.run(); });
+  while (!aji::interrupt_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (!quiet) std::fprintf(stderr, "aji serve: stopping (finishing the requests in flight)\n");
+  server.begin_shutdown();
+  http.join();
+  engine.shutdown(/*finish_inflight=*/true);
+  if (!quiet) std::fprintf(stderr, "aji serve: stopped\n");
+}
+
+aji::cli::CommandRegistrar reg(65, [](CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API with a chat page");
+  cmd->footer(
+      "Example: aji serve --model runs/sft --port 8080   then open http://127.0.0.1:8080/\n"
+      "Routes: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics, /tokenizer_info;\n"
+      "POST /tokenize, /detokenize. Binds 127.0.0.1 unless --host says otherwise. docs/serve.md has the details.");
+  aji::cli::add_model_options(cmd, a->m);
+  cmd->add_option("--host", a->server.host, "Address to listen on (0.0.0.0 = every interface; give --api-key then)")
+      ->capture_default_str();
+  cmd->add_option("--port", a->server.port, "Port (0 = any free port)")->capture_default_str();
+  cmd->add_option("--api-key", a->server.api_key,
+                  "Require 'Authorization: Bearer KEY' on the generation routes and /metrics")
+      ->envname("AJI_API_KEY");
+  cmd->add_option("--name", a->name, "Model id shown by /v1/models (default: the model directory's name)");
+  cmd->add_option("--max-batch", a->engine.max_batch, "Requests decoded together at most")->capture_default_str();
+  cmd->add_option("--max-queue", a->engine.max_queue, "Requests waiting at most; more get 429")
+      ->capture_default_str();
+  cmd->add_option("--ctx", a->engine.context, "Context length in tokens (0 = the model's)")->capture_default_str();
+  cmd->add_option("--timeout", a->server.request_timeout_s, "Seconds a request may run before it is cancelled")
+      ->capture_default_str();
+  cmd->add_option("--max-body", a->server.max_body, "Largest request body in bytes; larger get 413")
+      ->capture_default_str();
+  cmd->add_option("--max-n", a->server.max_n, "Most choices (n) per request")->capture_default_str();
+  cmd->add_option("--http-threads", a->server.http_threads,
+                  "Connections served at once (default: max-batch + max-queue + 8)");
+  a->server.http_threads = 0;
+  cmd->callback([a] { run_serve(*a); });
+});
+
+}  // namespace
