@@ -65,10 +65,11 @@ def make_tiny_model(out_dir, vocab_size=384, d_model=32, n_layer=2, n_head=4, co
     os.makedirs(out_dir, exist_ok=True)
     tok_path = os.path.join(out_dir, "aji_tokenizer.json")
     if not os.path.exists(tok_path):
-        subprocess.run([aji_binary(), "tokenizer", "train", "--input",
-                        os.path.join(ROOT, "tests", "fixtures", "tokenizer", "train_tiny.txt"),
-                        "--vocab-size", str(vocab_size), "--out", tok_path],
-                       check=True, stdout=subprocess.DEVNULL)
+        p = subprocess.run([aji_binary(), "tokenizer", "train", "--input",
+                            os.path.join(ROOT, "tests", "fixtures", "tokenizer", "train_tiny.txt"),
+                            "--vocab-size", str(vocab_size), "--out", tok_path], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError("aji tokenizer train failed:\n" + p.stdout + p.stderr)
     with open(tok_path) as f:
         tok = json.load(f)
     n_vocab = tok["n_ranks"] + len(tok["specials"])
