@@ -7,7 +7,8 @@ non-streamed chat and completion requests. Stdlib only (threads + http.client).
 
 Each client loops until the deadline: it picks a route (chat or completions), streamed or not
 (--stream-fraction), a prompt (English or Korean) and max_tokens in [--min-tokens, --max-tokens],
-opens a fresh connection, sends the request and checks the reply:
+opens a fresh connection (or, with --keep-alive, reuses its own; a kept connection the server has
+closed is reopened and the request resent, counted apart), sends the request and checks the reply:
   * non-streamed: status 200, JSON of the right `object`, one choice per `n` with text,
     finish_reason stop|length, usage.total_tokens = prompt_tokens + completion_tokens,
     completion_tokens <= max_tokens;
@@ -83,6 +84,7 @@ class Stats:
         self.latency = []
         self.by_kind = {}
         self.examples = []
+        self.reconnects = 0
 
     def record(self, kind, ok, tokens=0, ttft=None, latency=None, problem=None, malformed=False):
         with self.lock:
@@ -108,8 +110,12 @@ class Malformed(Exception):
     pass
 
 
-def one_request(host, port, headers, model, rng, args):
-    """Returns (kind, completion_tokens, ttft or None, latency). Raises on failure / Malformed."""
+RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+def one_request(host, port, headers, model, rng, args, pool):
+    """Returns (kind, completion_tokens, ttft or None, latency). Raises on failure / Malformed.
+    pool: this client's kept-alive connection ({} without --keep-alive: a fresh one each time)."""
     chat = rng.random() < args.chat_fraction
     stream = rng.random() < args.stream_fraction
     max_tokens = rng.randint(args.min_tokens, args.max_tokens)
@@ -126,11 +132,23 @@ def one_request(host, port, headers, model, rng, args):
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     kind = ("chat" if chat else "completions") + ("+stream" if stream else "")
-    conn = http.client.HTTPConnection(host, port, timeout=args.timeout)
     t0 = time.perf_counter()
+    for attempt in (0, 1):
+        reused = "conn" in pool
+        conn = pool.pop("conn", None) or http.client.HTTPConnection(host, port, timeout=args.timeout)
+        try:
+            conn.request("POST", path, json.dumps(body), dict(headers, **{"Content-Type": "application/json"}))
+            resp = conn.getresponse()
+            break
+        except RETRYABLE:
+            conn.close()
+            # A kept-alive connection the server closed meanwhile (its keep-alive limit or
+            # timeout) is not a failure: every HTTP client reconnects and resends then.
+            if not (reused and attempt == 0):
+                raise
+            pool["reconnects"] = pool.get("reconnects", 0) + 1
+    ok = False
     try:
-        conn.request("POST", path, json.dumps(body), dict(headers, **{"Content-Type": "application/json"}))
-        resp = conn.getresponse()
         if resp.status != 200:
             raise RuntimeError("HTTP %d: %s" % (resp.status, resp.read()[:200]))
         if not stream:
@@ -151,6 +169,7 @@ def one_request(host, port, headers, model, rng, args):
             if (u.get("total_tokens") != u.get("prompt_tokens", -1) + u.get("completion_tokens", -1)
                     or not 0 <= u.get("completion_tokens", -1) <= max_tokens):
                 raise Malformed("usage wrong: %r" % u)
+            ok = True
             return kind, u["completion_tokens"], None, latency
         ttft, ids, finishes, usage, done, n_lines = None, set(), [], None, False, 0
         buf = b""
@@ -197,21 +216,30 @@ def one_request(host, port, headers, model, rng, args):
             raise Malformed("finish_reasons %r" % finishes)
         if not usage or not 0 <= usage.get("completion_tokens", -1) <= max_tokens:
             raise Malformed("usage %r" % usage)
+        ok = True
         return kind, usage["completion_tokens"], ttft, latency
     finally:
-        conn.close()
+        if ok and args.keep_alive and not resp.will_close:
+            pool["conn"] = conn
+        else:
+            conn.close()
 
 
 def client_loop(idx, host, port, headers, model, args, deadline, stats):
     rng = random.Random(args.seed * 1000 + idx)
+    pool = {}
     while time.time() < deadline:
         try:
-            kind, toks, ttft, lat = one_request(host, port, headers, model, rng, args)
+            kind, toks, ttft, lat = one_request(host, port, headers, model, rng, args, pool)
             stats.record(kind, True, toks, ttft, lat)
         except Malformed as e:
             stats.record("?", False, problem="malformed: %s" % e, malformed=True)
         except Exception as e:  # noqa: BLE001 - every failure is counted and shown
             stats.record("?", False, problem="%s: %s" % (type(e).__name__, e))
+    if "conn" in pool:
+        pool["conn"].close()
+    with stats.lock:
+        stats.reconnects += pool.get("reconnects", 0)
 
 
 def free_port():
@@ -275,6 +303,11 @@ def main():
     ap.add_argument("--stream-fraction", type=float, default=0.5)
     ap.add_argument("--chat-fraction", type=float, default=0.5)
     ap.add_argument("--timeout", type=float, default=300, help="per-request timeout, seconds")
+    ap.add_argument("--keep-alive", action="store_true",
+                    help="each client keeps its connection open between requests (default: a fresh one each)")
+    ap.add_argument("--phases", type=int, default=1,
+                    help="run the load this many times, RSS after each (flat memory: no growth after the first); "
+                         "the numbers printed are the last phase's")
     ap.add_argument("--idle", type=float, default=3, help="seconds idle before the last RSS reading")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
@@ -301,6 +334,7 @@ def main():
     host, port = u.hostname, u.port
     headers = {"Authorization": "Bearer " + args.api_key} if args.api_key else {}
     result = {}
+    phase_failures = []
     try:
         wait_health(base, proc)
         st, raw = get_json(host, port, "/v1/models", headers)
@@ -309,8 +343,16 @@ def main():
         warm, _ = run_phase(host, port, headers, model, args, min(4, args.clients), 3)
         rss["after_warmup"] = rss_kib(pid) if pid else None
         print("warm-up: %d requests, %d failed" % (warm.requests, warm.failures + warm.malformed), flush=True)
-        stats, wall = run_phase(host, port, headers, model, args, args.clients, args.duration)
-        rss["after_load"] = rss_kib(pid) if pid else None
+        rss["after_each_phase"] = []
+        for phase in range(args.phases):
+            stats, wall = run_phase(host, port, headers, model, args, args.clients, args.duration)
+            rss["after_each_phase"].append(rss_kib(pid) if pid else None)
+            if args.phases > 1:
+                print("phase %d: %d requests, %d failed, %d malformed, RSS %s KiB" % (
+                    phase + 1, stats.requests, stats.failures, stats.malformed, rss["after_each_phase"][-1]),
+                    flush=True)
+                phase_failures.append(stats.failures + stats.malformed)
+        rss["after_load"] = rss["after_each_phase"][-1]
         time.sleep(args.idle)
         rss["after_idle"] = rss_kib(pid) if pid else None
         st, metrics = get_json(host, port, "/metrics", headers)
@@ -323,14 +365,17 @@ def main():
                         "n": len(stats.ttft)},
             "latency_ms": {"p50": round(pct(stats.latency, 50) * 1000, 1),
                            "p99": round(pct(stats.latency, 99) * 1000, 1)},
-            "rss_kib": rss, "problems": stats.examples,
-            "metrics_status": st,
+            "rss_kib": rss, "problems": stats.examples, "keep_alive": args.keep_alive,
+            "keep_alive_reconnects": stats.reconnects,
+            "metrics_status": st, "failures_by_phase": phase_failures,
         }
         print("%d clients x %.0f s: %d requests (%s), %d failed, %d malformed" % (
             args.clients, wall, stats.requests, ", ".join("%s %d" % (k, v[0]) for k, v in sorted(stats.by_kind.items())),
             stats.failures, stats.malformed))
-        print("generated %d tokens: %.1f tok/s aggregate, %.2f requests/s" % (stats.tokens, stats.tokens / wall,
-                                                                              stats.ok / wall))
+        print("generated %d tokens: %.1f tok/s aggregate, %.2f requests/s%s" % (
+            stats.tokens, stats.tokens / wall, stats.ok / wall,
+            " (keep-alive; %d reconnects after the server closed an idle connection)" % stats.reconnects
+            if args.keep_alive else " (a fresh connection per request)"))
         print("time to first token (streamed): p50 %.0f ms, p99 %.0f ms; latency: p50 %.0f ms, p99 %.0f ms" % (
             result["ttft_ms"]["p50"], result["ttft_ms"]["p99"], result["latency_ms"]["p50"],
             result["latency_ms"]["p99"]))
@@ -353,7 +398,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
-    sys.exit(1 if result.get("failures") or result.get("malformed") else 0)
+    sys.exit(1 if result.get("failures") or result.get("malformed") or any(phase_failures) else 0)
 
 
 if __name__ == "__main__":
