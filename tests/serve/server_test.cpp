@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/align/render.h"
-#include "aji/base/io.h"
+#include "aji/base/atomic_file.h"
 #include "aji/infer/generate.h"
 #include "aji/infer/sampler.h"
 #include "aji/serve/engine.h"
@@ -184,8 +184,13 @@ TEST_F(ServeFixture, StopStringsEndTheReplyWithoutTheStopText) {
   std::string finish;
   const std::string full = greedy_text(chat_prompt(*tok_), 40, {kEot, kImEnd}, &finish);
   ASSERT_GE(full.size(), 6u) << "the random model should say something";
-  // Stop at the 4th..5th bytes of the greedy text: the reply is what comes before them.
-  const std::string stop = full.substr(3, 2);
+  // Stop at the 3rd character of the greedy text (a whole UTF-8 character): the reply is
+  // what comes before its first occurrence.
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < full.size(); ++i)
+    if ((static_cast<unsigned char>(full[i]) & 0xC0) != 0x80) starts.push_back(i);
+  ASSERT_GE(starts.size(), 4u);
+  const std::string stop = full.substr(starts[2], starts[3] - starts[2]);
   const std::string want = full.substr(0, full.find(stop));
   json b = kChat;
   b["max_tokens"] = 40;
@@ -223,7 +228,7 @@ TEST_F(ServeFixture, EchoLogprobsEqualAjiScore) {
 
   // A text prompt follows `aji score`'s BOS rule: compare with the CLI's own numbers.
   const std::string text = "The cat sat on the mat. 고양이";
-  aji::write_file(tmp_.path() / "t.txt", text);
+  aji::write_file_atomic(tmp_.path() / "t.txt", text);
   std::string out;
   ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " score --model " + dir_.string() + " --input " +
                                        (tmp_.path() / "t.txt").string() + " --json",
@@ -270,8 +275,8 @@ TEST_F(ServeFixture, CompletionsPromptFormsAndNChoices) {
     EXPECT_EQ(many["choices"][i]["text"], single["choices"][0]["text"]) << i;
   }
   // The string prompt and the list-of-strings form agree.
-  json s1 = json::parse(post("/v1/completions", {{"prompt", "ab"}, {"temperature", 0}, {"max_tokens", 4}})->body);
-  json s2 = json::parse(post("/v1/completions", {{"prompt", {"ab"}}, {"temperature", 0}, {"max_tokens", 4}})->body);
+  json s1 = json::parse(post("/v1/completions", {{"prompt", "ab"}, {"temperature", 0}, {"max_tokens", 5}})->body);
+  json s2 = json::parse(post("/v1/completions", {{"prompt", {"ab"}}, {"temperature", 0}, {"max_tokens", 5}})->body);
   EXPECT_EQ(s1["choices"][0]["text"], s2["choices"][0]["text"]);
   EXPECT_EQ(s1["choices"][0]["text"], want1);  // "ab" with BOS = p1
 }
@@ -412,4 +417,21 @@ TEST_F(ServeFixture, ShutdownFinishesTheStreamInFlight) {
   ASSERT_FALSE(evs.empty());
   EXPECT_EQ(evs.back(), "[DONE]");
   EXPECT_EQ(json::parse(evs[evs.size() - 2])["choices"][0]["finish_reason"], "length");
+}
+
+TEST_F(ServeFixture, RequestTimeoutCancelsAndSays504OrStreamsAnError) {
+  sv::ServerOptions so;
+  so.request_timeout_s = 0.001;  // no generation of 4000 tokens finishes in 1 ms
+  start(4096, {}, so, {});
+  auto r = post("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 4000}, {"temperature", 0}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 504) << r->body;
+  EXPECT_EQ(json::parse(r->body)["error"]["type"], "timeout_error");
+  auto evs = events(post_stream("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 4000}, {"stream", true}}));
+  ASSERT_GE(evs.size(), 2u);
+  EXPECT_EQ(evs.back(), "[DONE]");
+  EXPECT_EQ(json::parse(evs[evs.size() - 2])["error"]["code"], "timeout");  // the error as a data event
+  for (int i = 0; i < 300 && engine_->stats().running + engine_->stats().queued > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(engine_->stats().running + engine_->stats().queued, 0);  // both were cancelled
 }
