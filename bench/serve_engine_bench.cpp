@@ -2,6 +2,7 @@
 // (configs/tiny.json, random init): `clients` requests submitted at once, each a 32-token
 // prompt and 64 new tokens, sampled at temperature 1 with its own seed. Counters:
 //   tok/s    aggregate generated tokens per second (prefill included in the time)
+//   tok/cpu_s the same per second of the process's CPU time (all threads)
 //   ttft_ms  mean time from submit to the first token
 //   occupancy decode rows per step / max_batch
 //   build/bench/serve_engine_bench [--benchmark_filter=clients:16]
@@ -16,6 +17,8 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
+#include <ctime>
 #include <condition_variable>
 #include <mutex>
 #include <vector>
@@ -94,6 +97,7 @@ void BM_Engine(benchmark::State& st) {
   double ttft = 0;
   int64_t n_req = 0;
   uint64_t seed = 0;
+  const std::clock_t cpu0 = std::clock();  // the process's CPU time: steadier than wall time on a shared machine
   for (auto _ : st) {
     std::vector<aji::serve::GenerationRequest> reqs;
     for (int i = 0; i < clients; ++i) reqs.push_back(request(m.config().vocab_size, seed++, 1.0f));
@@ -105,7 +109,9 @@ void BM_Engine(benchmark::State& st) {
       ++n_req;
     }
   }
+  const double cpu_s = (double)(std::clock() - cpu0) / CLOCKS_PER_SEC;
   const auto s = e.stats();
+  st.counters["tok/cpu_s"] = cpu_s > 0 ? (double)tokens / cpu_s : 0.0;
   st.counters["tok/s"] = benchmark::Counter((double)tokens, benchmark::Counter::kIsRate);
   st.counters["ttft_ms"] = 1e3 * ttft / (double)std::max<int64_t>(1, n_req);
   st.counters["occupancy"] = s.decode_steps ? (double)s.decode_rows / (double)s.decode_steps / clients : 0.0;
@@ -145,6 +151,76 @@ void BM_Divergence(benchmark::State& st) {
   st.counters["tokens"] = (double)total;
 }
 
+// One decode step (Model::forward_decode) of `rows` sequences at 64 positions each:
+// mode 0 = one GEMM over all rows, 1 = batch-invariant (products in groups of <= 4 rows
+// through the one-row kernel). Counter rows/s = decoded rows per second.
+// (Measured 2026-12-05 on a loaded 2-core machine, 16 rows: CPU time per step 17 ms GEMM,
+// 21 ms invariant; a kernel streaming each weight once for all 16 rows was slower, 23 ms:
+// the 16 input rows of the MLP down projection do not fit L1.)
+void BM_DecodeStep(benchmark::State& st) {
+  const int rows = (int)st.range(0), mode = (int)st.range(1);
+  aji::set_num_threads((int)st.range(2));
+  auto& m = tiny_model();
+  std::vector<aji::model::KVCache> caches;
+  std::vector<aji::model::KVCache*> ptrs;
+  for (int i = 0; i < rows; ++i) caches.push_back(m.make_cache(1));
+  for (auto& c : caches) ptrs.push_back(&c);
+  std::vector<int32_t> toks(rows, 7);
+  std::vector<float> logits((size_t)rows * m.config().vocab_size);
+  int64_t done = 0;
+  for (auto _ : st) {
+    for (auto& c : caches) c.length = 64;
+    m.forward_decode(toks.data(), rows, ptrs.data(), logits.data(), mode == 1);
+    done += rows;
+  }
+  st.counters["rows/s"] = benchmark::Counter((double)done, benchmark::Counter::kIsRate);
+}
+
+// How far the GEMM path (batch_invariant = 0) moves a row: `rows` sequences of different
+// lengths decode one step together and each again alone; counters: rows_differ (rows not
+// bit-identical to alone), max_abs_diff (largest logit difference), argmax_differ.
+void BM_GemmRowDiff(benchmark::State& st) {
+  aji::set_num_threads(1);
+  auto& m = tiny_model();
+  const int n = (int)st.range(0), V = m.config().vocab_size;
+  int rows_differ = 0, argmax_differ = 0;
+  double max_diff = 0;
+  for (auto _ : st) {
+    std::vector<aji::model::KVCache> a, b;
+    std::vector<aji::model::KVCache*> pa;
+    std::vector<float> lg((size_t)n * V), one((size_t)V);
+    std::vector<int32_t> toks((size_t)n);
+    for (int i = 0; i < n; ++i) {
+      std::vector<int32_t> p;
+      for (int j = 0; j < 5 + 3 * i; ++j) p.push_back((j * 97 + i * 31) % V);
+      a.push_back(m.make_cache(1, 128));
+      m.forward_infer(p.data(), 1, (int)p.size(), a.back(), one.data());
+      b.push_back(a.back());
+      toks[(size_t)i] = (i * 13 + 5) % V;
+    }
+    for (auto& c : a) pa.push_back(&c);
+    m.forward_decode(toks.data(), n, pa.data(), lg.data(), false);
+    for (int i = 0; i < n; ++i) {
+      aji::model::KVCache* pb[1] = {&b[(size_t)i]};
+      m.forward_decode(&toks[(size_t)i], 1, pb, one.data(), false);
+      const float* row = lg.data() + (size_t)i * V;
+      int am1 = 0, am2 = 0;
+      bool same = true;
+      for (int v = 0; v < V; ++v) {
+        same = same && row[v] == one[(size_t)v];
+        max_diff = std::max(max_diff, (double)std::fabs(row[v] - one[(size_t)v]));
+        if (one[(size_t)v] > one[(size_t)am1]) am1 = v;
+        if (row[v] > row[am2]) am2 = v;
+      }
+      rows_differ += !same;
+      argmax_differ += am1 != am2;
+    }
+  }
+  st.counters["rows_differ"] = rows_differ;
+  st.counters["max_abs_diff"] = max_diff;
+  st.counters["argmax_differ"] = argmax_differ;
+}
+
 void args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"clients", "threads", "invariant"});
   for (int t : {1, 2})
@@ -156,6 +232,13 @@ void args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK(BM_Engine)->Apply(args);
+BENCHMARK(BM_DecodeStep)
+    ->ArgNames({"rows", "mode", "threads"})
+    ->ArgsProduct({{1, 4, 16}, {0, 1}, {1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(0.2);
+BENCHMARK(BM_GemmRowDiff)->ArgName("rows")->Arg(5)->Arg(16)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Divergence)
     ->ArgNames({"sampled", "invariant"})
     ->Args({0, 0})

@@ -405,6 +405,7 @@ TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
     };
     std::vector<std::vector<int32_t>> alone;
     for (int i = 0; i < 8; ++i) alone.push_back(run_one(e, make(i)).ids());
+    const auto before = e.stats();
     std::vector<Tracked> ts(8);
     for (int i = 0; i < 8; ++i) {
       ts[i].id = e.submit(make(i), ts[i].callbacks());
@@ -417,6 +418,11 @@ TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
     const auto s = e.stats();
     EXPECT_EQ(s.requests_finished, 16u);
     EXPECT_EQ(s.generated_tokens, 16u * 24u);
+    // they really shared the decode batch (one prefill per step: the batch grows by one a step)
+    const double rows_per_step =
+        double(s.decode_rows - before.decode_rows) / double(s.decode_steps - before.decode_steps);
+    EXPECT_GT(rows_per_step, 2.0);
+    EXPECT_EQ(before.decode_rows, before.decode_steps);  // alone: one row a step
   }
 }
 
@@ -438,4 +444,52 @@ TEST(ServeEngine, ShutdownFromACallback) {
   EXPECT_LE(t.out->tokens.size(), 2u);
   e.shutdown(true);  // joins the engine thread, which has ended
   EXPECT_EQ(e.submit(r, {}), -1);
+}
+
+// Short prompts waiting together are prefilled in the same step: every one has its first
+// token before the batch decodes anyone's second.
+TEST(ServeEngine, ABurstOfShortPromptsIsPrefilledInOneStep) {
+  auto m = load("llama");
+  EngineOptions opt;
+  opt.max_batch = 8;
+  Engine e(m, opt);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false, entered = false;
+  std::vector<std::pair<int, int>> order;  // (request, token index), engine thread only
+  GenerationRequest r;
+  r.prompt = {5, 6, 7, 8};
+  r.max_tokens = 3;
+  std::vector<Tracked> ts(5);
+  auto log = [&](int who) {
+    return [&, who](const TokenEvent&) {
+      int n = 0;
+      for (const auto& o : order) n += o.first == who;
+      order.push_back({who, n});
+      return true;
+    };
+  };
+  ts[0].id = e.submit(r, ts[0].callbacks([&](const TokenEvent& ev) {
+    std::unique_lock<std::mutex> lk(mu);
+    if (!entered) {
+      entered = true;
+      cv.notify_all();
+      cv.wait(lk, [&] { return release; });
+    }
+    return log(0)(ev);
+  }));
+  {
+    std::unique_lock<std::mutex> lk(mu);
+    cv.wait(lk, [&] { return entered; });
+  }
+  for (int i = 1; i < 5; ++i) ts[i].id = e.submit(r, ts[i].callbacks(log(i)));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& t : ts) t.wait();
+  ASSERT_EQ(order.size(), 15u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(order[i].second, 0) << "event " << i;
+  for (const auto& t : ts) EXPECT_EQ(t.out->finish, Finish::kLength);
 }

@@ -35,10 +35,14 @@ namespace ops = aji::kernels::cpu;
 
 namespace {
 
-// Prompt tokens prefilled per engine step at most: a long prompt is fed in chunks of this
-// many tokens, one chunk per step, so the decode batch is never stalled for a whole long
-// prefill (time to the next token of the running requests stays bounded).
+// Prompt tokens prefilled per engine step: a long prompt is fed in chunks of this many
+// tokens, one chunk per step, so the decode batch is never stalled for a whole long prefill
+// (time to the next token of the running requests stays bounded). Short prompts that
+// arrive together are prefilled in the same step while their chunks fit this budget (time
+// to first token of a burst). A request's chunks depend only on its own prompt length, so
+// its prefill is computed the same way whatever else is waiting (determinism).
 constexpr int kPrefillChunk = 256;
+
 
 // Log-softmax of one logits row at temperature 1, computed exactly as
 // ops::log_softmax_pick computes it (so a prompt's values equal Model::token_logprobs and
@@ -85,6 +89,14 @@ struct Request {
   int generated = 0;
   int32_t next_input = 0;  // the last sampled token, fed at the next decode step
 };
+
+// Prefill work of the next chunk of r: its tokens, plus the whole prompt when a score_prompt
+// pass comes first.
+int next_chunk_cost(const Request& r) {
+  const int T = static_cast<int>(r.req.prompt.size());
+  const int chunk = std::min(kPrefillChunk, T - r.prefilled);
+  return chunk + (r.prefilled == 0 && r.req.score_prompt ? T : 0);
+}
 
 }  // namespace
 
@@ -319,7 +331,28 @@ void Engine::Impl::loop() {
       if (to_cancel.count(r->id)) finish(r, Finish::kCancelled);
     running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
 
-    if (prefilling) prefill_step();
+    // Prefill: the current prompt's next chunk, then more waiting prompts while their
+    // first chunks fit the step's budget and the batch has room.
+    int fed = 0;
+    while (prefilling) {
+      fed += next_chunk_cost(*prefilling);
+      prefill_step();
+      if (prefilling || static_cast<int>(running.size()) >= opt.max_batch) break;
+      std::vector<std::unique_ptr<Request>> gone;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        while (!queue.empty() && (cancels.count(queue.front()->id) || abort)) {
+          gone.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+        if (!queue.empty() && fed + next_chunk_cost(*queue.front()) <= kPrefillChunk) {
+          prefilling = std::move(queue.front());
+          queue.pop_front();
+        }
+        st.queued = static_cast<int>(queue.size());
+      }
+      for (auto& g : gone) finish(g, Finish::kCancelled);
+    }
     decode_step();
     std::lock_guard<std::mutex> lk(mu);
     st.running = static_cast<int>(running.size());

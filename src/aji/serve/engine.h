@@ -4,6 +4,14 @@
 // timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
 // never touches the model: it submits requests here and receives tokens through callbacks.
 //
+// Scheduling: each engine step (1) applies cancels, (2) feeds up to 256 prompt tokens of
+// ONE waiting request into its own KV cache (batch 1; a longer prompt takes several steps)
+// and, once its prompt is in, samples its first token and adds it to the batch, then (3)
+// decodes one token for every request in the batch (Model::forward_decode: each row has its
+// own cache and length). A request waits in the queue while max_batch requests are running.
+// score_prompt runs one extra full forward over the prompt (Model::token_logits, logits in
+// chunks of rows, never a (T,V) buffer) before the prefill.
+//
 // Determinism: each request samples with its own Rng seeded from its `seed`, its prompt is
 // prefilled alone (batch 1, in chunks that depend only on its length), and every row of a
 // batched decode step is computed bit for bit as it would be alone (batch_invariant, the
@@ -67,6 +75,8 @@ struct Callbacks {
 struct EngineOptions {
   int max_batch = 8;   // requests decoded together at most (>= 1)
   int max_queue = 64;  // requests waiting to start at most (>= 0); submit() refuses beyond
+                       // (every request waits in the queue until the engine thread takes it,
+                       // so 0 refuses all)
   int context = 0;     // 0 = the model's max_seq_len; else min(context, max_seq_len)
   // true: every decode row is computed exactly as it would be alone (Model::forward_decode's
   // batch-invariant products), so a seeded request's tokens never depend on the others.
