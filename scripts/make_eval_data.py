@@ -43,6 +43,12 @@ def split(rows, n_eval=N_EVAL, n_few=N_FEWSHOT, max_chars=None):
     random.Random(SEED).shuffle(idx)
     few = [rows[i] for i in idx[:n_few]]
     ev = [rows[i] for i in idx[n_few:n_few + n_eval]]
+    # Some sources repeat a question (PIQA, OpenBookQA): a few-shot example must never be an
+    # evaluated item, so an example whose context is an evaluated item's leaves the split.
+    def key(r):
+        return r["contexts"][r["gold"]] if "contexts" in r else r["context"]
+    seen = {key(r) for r in ev}
+    few = [r for r in few if key(r) not in seen]
     return ev, few
 
 

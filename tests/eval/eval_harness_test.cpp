@@ -223,3 +223,22 @@ TEST(EvalHarness, GenerativeTaskExtractsTheMarkedNumber) {
   EXPECT_EQ(res.metrics[0].value, 0.0);
   EXPECT_LE(res.items[0]["generation"].get<std::string>().size(), 8u);
 }
+
+TEST(EvalHarness, ATaskWithNoItemThatFitsReportsNoMetricInsteadOfZero) {
+  aji::test::TempDir tmp;
+  auto tok = byte_tok();
+  auto m = tiny();
+  std::ofstream(tmp.path() / "long.jsonl") << nlohmann::json({{"context", std::string(100, 'q')},
+                                                              {"choices", {"a", "b"}},
+                                                              {"gold", 0}})
+                                                  .dump()
+                                           << "\n";
+  auto t = aji::eval::load_task((tmp.path() / "long.jsonl").string(), tmp.path());
+  aji::eval::EvalOptions o;
+  o.bos = 256;
+  auto res = aji::eval::evaluate_task(m, tok, t, o);
+  EXPECT_EQ(res.n, 0);
+  EXPECT_EQ(res.too_long, 1);
+  EXPECT_TRUE(res.metrics.empty());
+  EXPECT_NE(aji::eval::results_table({res}).find("(no item scored)"), std::string::npos);
+}

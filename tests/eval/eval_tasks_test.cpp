@@ -21,7 +21,7 @@ std::string error_of(const std::function<void()>& f) {
   try {
     f();
   } catch (const aji::Error& e) {
-    return std::string(e.what()) + " | " + e.how_to_fix();
+    return e.describe();
   }
   return "";
 }

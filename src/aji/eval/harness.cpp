@@ -297,6 +297,11 @@ TaskResult evaluate_task(model::Model& model, const tokenizer::Tokenizer& tok, c
                            {"correct", ok}});
   }
 
+  // No item scored (all too long, or --limit 0): no metric at all rather than a fake 0.
+  if (acc.empty()) {
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return res;
+  }
   switch (spec.kind) {
     case TaskKind::kMultipleChoice:
       res.n = static_cast<int64_t>(acc.size());

@@ -37,12 +37,18 @@ std::string results_table(const std::vector<TaskResult>& results) {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%-16s %-22s %5s %8s %8s %6s\n", "task", "metric", "shots", "value", "stderr", "n");
   os << buf;
-  for (const auto& r : results)
+  for (const auto& r : results) {
     for (const auto& m : r.metrics) {
       std::snprintf(buf, sizeof buf, "%-16s %-22s %5d %8.4f %8.4f %6lld\n", r.task.c_str(), m.name.c_str(), r.shots,
                     m.value, m.stderr_, static_cast<long long>(r.n));
       os << buf;
     }
+    if (r.metrics.empty()) {
+      std::snprintf(buf, sizeof buf, "%-16s %-22s %5d %8s %8s %6d\n", r.task.c_str(), "(no item scored)", r.shots,
+                    "n/a", "n/a", 0);
+      os << buf;
+    }
+  }
   return os.str();
 }
 
@@ -50,10 +56,13 @@ std::string results_markdown(const std::string& model, const std::vector<TaskRes
   std::ostringstream os;
   os << "## Evaluation\n\nModel: `" << model << "`\n\n";
   os << "| task | metric | shots | value | stderr | n |\n|---|---|---:|---:|---:|---:|\n";
-  for (const auto& r : results)
+  for (const auto& r : results) {
     for (const auto& m : r.metrics)
       os << "| " << r.task << (r.chat ? " (chat)" : "") << " | " << m.name << " | " << r.shots << " | "
          << fmt("%.4f", m.value) << " | " << fmt("%.4f", m.stderr_) << " | " << r.n << " |\n";
+    if (r.metrics.empty())
+      os << "| " << r.task << (r.chat ? " (chat)" : "") << " | (no item scored) | " << r.shots << " | n/a | n/a | 0 |\n";
+  }
   os << "\n";
   for (const auto& r : results) {
     if (r.too_long > 0)
