@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "aji/base/error.h"
+#include "aji/align/render.h"
 #include "aji/eval/harness.h"
 #include "aji/eval/report.h"
 #include "test_util.h"
@@ -241,4 +242,57 @@ TEST(EvalHarness, ATaskWithNoItemThatFitsReportsNoMetricInsteadOfZero) {
   EXPECT_EQ(res.too_long, 1);
   EXPECT_TRUE(res.metrics.empty());
   EXPECT_NE(aji::eval::results_table({res}).find("(no item scored)"), std::string::npos);
+}
+
+TEST(EvalHarness, ChatModeScoresTheAssistantTurnAfterTheChatTemplate) {
+  aji::test::TempDir tmp;
+  std::vector<std::string> ranks;
+  for (int b = 0; b < 256; ++b) ranks.push_back(std::string(1, static_cast<char>(b)));
+  auto tok = aji::tokenizer::Tokenizer::from_ranks(
+      ranks, aji::tokenizer::SplitPattern::kGpt2, {{"<|endoftext|>", 256}, {"<|im_start|>", 257}, {"<|im_end|>", 258}});
+  auto m = tiny(259, 128);
+  std::ofstream(tmp.path() / "c.jsonl") << R"({"context":"Capital of France?","choices":["Paris","Rome"],"gold":0})"
+                                        << "\n";
+  auto t = aji::eval::load_task((tmp.path() / "c.jsonl").string(), tmp.path());
+  aji::eval::EvalOptions o;
+  o.chat = true;
+  auto res = aji::eval::evaluate_task(m, tok, t, o);
+  ASSERT_EQ(res.n, 1);
+  std::vector<int32_t> prompt;
+  for (auto id : aji::align::render_generation_prompt(tok, {{aji::align::Role::kUser, "Capital of France?"}}))
+    prompt.push_back(static_cast<int32_t>(id));
+  // The rendered prompt ends with the assistant header; the reply is scored without a delimiter.
+  ASSERT_GE(prompt.size(), 11u);
+  EXPECT_EQ(prompt[prompt.size() - 11], 257);  // <|im_start|>
+  EXPECT_EQ(tok.decode(reinterpret_cast<const uint32_t*>(prompt.data()) + prompt.size() - 10, 10), "assistant\n");
+  EXPECT_NEAR(res.items[0]["logliks"][0].get<double>(), reference_loglik(m, {prompt, ids_of("Paris")}), 1e-4);
+  EXPECT_NEAR(res.items[0]["logliks"][1].get<double>(), reference_loglik(m, {prompt, ids_of("Rome")}), 1e-4);
+  // Without the chat tokens, --chat is a clear error.
+  EXPECT_THROW(aji::eval::evaluate_task(m, byte_tok(), t, o), aji::Error);
+}
+
+TEST(EvalHarness, CompareReadsRunsBackAndDrawsOneBarPerRunAndTask) {
+  aji::test::TempDir tmp;
+  aji::eval::TaskResult a;
+  a.task = "arc_easy";
+  a.n = 10;
+  a.metrics = {{"acc", 0.5, 0.1}, {"acc_norm", 0.6, 0.1}};
+  aji::eval::TaskResult b = a;
+  b.metrics = {{"acc", 0.7, 0.1}, {"acc_norm", 0.8, 0.1}};
+  for (auto [name, r] : {std::pair{"base", a}, std::pair{"sft", b}}) {
+    std::filesystem::create_directories(tmp.path() / name);
+    std::ofstream(tmp.path() / name / "results.json") << aji::eval::results_json("m", {r}, false).dump();
+  }
+  std::vector<aji::eval::RunSummary> runs = {aji::eval::load_run_summary((tmp.path() / "base").string()),
+                                             aji::eval::load_run_summary((tmp.path() / "sft" / "results.json").string())};
+  EXPECT_EQ(runs[0].label, "base");
+  EXPECT_EQ(runs[1].label, "sft");
+  std::string md = aji::eval::compare_markdown(runs);
+  EXPECT_NE(md.find("| arc_easy | 0 | acc_norm | 0.6000 ± 0.1000 | 0.8000 ± 0.1000 |"), std::string::npos) << md;
+  std::string svg = aji::eval::compare_svg(runs);
+  size_t bars = 0;
+  for (size_t p = svg.find("<title>"); p != std::string::npos; p = svg.find("<title>", p + 1)) ++bars;
+  EXPECT_EQ(bars, 2u);  // acc_norm is the headline metric: one bar per run
+  EXPECT_NE(svg.find("sft: 0.8000"), std::string::npos);
+  EXPECT_THROW(aji::eval::load_run_summary((tmp.path() / "none").string()), aji::Error);
 }

@@ -95,7 +95,9 @@ RunSummary load_run_summary(const std::string& path) {
     throw Error(std::string("results.json is not valid JSON: ") + e.what()).at(p.string()).fix("rerun `aji eval run`");
   }
   RunSummary s;
-  s.label = j.value("model", fs::path(path).filename().string());
+  // The run's directory name (eval/base, eval/sft -> "base", "sft"): what the user named it.
+  s.label = fs::absolute(p).parent_path().filename().string();
+  if (s.label.empty()) s.label = j.value("model", path);
   if (!j.contains("results") || !j["results"].is_array())
     throw Error("results.json has no \"results\" list").at(p.string()).fix("rerun `aji eval run`");
   for (const auto& r : j["results"]) {

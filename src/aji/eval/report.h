@@ -20,7 +20,7 @@ nlohmann::json results_json(const std::string& model, const std::vector<TaskResu
 
 // A run loaded back from results.json (or its directory) for `aji eval compare`.
 struct RunSummary {
-  std::string label;  // the model path, or the directory name
+  std::string label;  // the run directory's name (eval/base -> "base")
   struct Row {
     std::string task, metric;
     int shots = 0;
