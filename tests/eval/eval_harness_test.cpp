@@ -93,16 +93,20 @@ TEST(EvalHarness, BatchedScoresEqualUnbatchedAndTheModelsOwnPaths) {
   auto one = aji::eval::score_requests(m, reqs, 1, 1 << 20, true);
   auto many = aji::eval::score_requests(m, reqs, 7, 1 << 20, true);
   auto small_budget = aji::eval::score_requests(m, reqs, 64, 100, true);  // the token budget splits batches
+  auto prefix = aji::eval::score_requests_prefix_cache(m, reqs, true);   // shared contexts computed once
   for (size_t i = 0; i < reqs.size(); ++i) {
     SCOPED_TRACE(i);
     const double ref = reference_loglik(m, reqs[i]);
     EXPECT_NEAR(one[i].sum_logprob, ref, 1e-4);
     EXPECT_NEAR(many[i].sum_logprob, one[i].sum_logprob, 1e-4);
     EXPECT_NEAR(small_budget[i].sum_logprob, one[i].sum_logprob, 1e-4);
+    EXPECT_NEAR(prefix[i].sum_logprob, one[i].sum_logprob, 1e-4);
+    EXPECT_EQ(prefix[i].n_tokens, one[i].n_tokens);
     EXPECT_EQ(one[i].n_tokens, static_cast<int64_t>(reqs[i].continuation.size()));
     const bool g = reference_greedy(m, reqs[i]);
     EXPECT_EQ(one[i].greedy, g);
     EXPECT_EQ(many[i].greedy, g);
+    EXPECT_EQ(prefix[i].greedy, g);
   }
   // A request the model itself would reproduce greedily is reported as such.
   aji::eval::ScoreRequest r{{256, 'a'}, {}};
@@ -115,6 +119,7 @@ TEST(EvalHarness, BatchedScoresEqualUnbatchedAndTheModelsOwnPaths) {
     r.continuation.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
   }
   EXPECT_TRUE(aji::eval::score_requests(m, {r}, 4, 1 << 20, true)[0].greedy);
+  EXPECT_TRUE(aji::eval::score_requests_prefix_cache(m, {r}, true)[0].greedy);
 }
 
 TEST(EvalHarness, MeanStderrIsTheSampleStandardErrorOfTheMean) {
@@ -169,6 +174,11 @@ TEST(EvalHarness, MultipleChoiceTaskMatchesPicksFromTokenLogprobsAndCountsTooLon
   o.batch = 1;
   auto res1 = aji::eval::evaluate_task(m, tok, t, o);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(res1.items[i]["pred"], res.items[i]["pred"]);
+  o.prefix_cache = true;
+  auto res2 = aji::eval::evaluate_task(m, tok, t, o);
+  for (size_t i = 0; i < 4; ++i)
+    for (size_t k = 0; k < qs[i].second.size(); ++k)
+      EXPECT_NEAR(res2.items[i]["logliks"][k].get<double>(), res.items[i]["logliks"][k].get<double>(), 1e-4);
   // The report says what was left out.
   std::string md = aji::eval::results_markdown("m", {res});
   EXPECT_NE(md.find("1 items longer than the model's context were left out"), std::string::npos) << md;

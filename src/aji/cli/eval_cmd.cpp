@@ -29,6 +29,7 @@ struct RunArgs {
   bool no_bos = false;
   int batch = 32;
   int64_t batch_tokens = 16384;
+  bool prefix_cache = false;
   int max_gen_tokens = 256;
   uint64_t seed = 1234;
 };
@@ -62,6 +63,7 @@ void run_eval(const RunArgs& a) {
   o.chat = a.chat;
   o.batch = a.batch;
   o.batch_tokens = a.batch_tokens;
+  o.prefix_cache = a.prefix_cache;
   o.max_gen_tokens = a.max_gen_tokens;
   o.seed = a.seed;
   // The BOS rule of `aji generate`: the model's BOS, else <|endoftext|>; --no-bos: none
@@ -151,6 +153,8 @@ aji::cli::CommandRegistrar reg(75, [](CLI::App& app) {
       ->check(CLI::PositiveNumber);
   run->add_option("--batch-tokens", ra->batch_tokens, "Most tokens (rows x length) per forward (default 16384)")
       ->check(CLI::PositiveNumber);
+  run->add_flag("--prefix-cache", ra->prefix_cache,
+                "Compute each item's shared context once (KV cache) and decode the choices step by step");
   run->add_option("--max-gen-tokens", ra->max_gen_tokens, "Generative tasks: most tokens generated (default 256)")
       ->check(CLI::PositiveNumber);
   run->add_option("--seed", ra->seed, "Few-shot sampling seed (default 1234)");

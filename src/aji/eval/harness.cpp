@@ -113,6 +113,71 @@ std::vector<RequestScore> score_requests(model::Model& model, const std::vector<
   return out;
 }
 
+std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const std::vector<ScoreRequest>& requests,
+                                                      bool want_greedy) {
+  const int max_len = model.config().max_seq_len;
+  const int V = model.config().vocab_size;
+  std::vector<RequestScore> out(requests.size());
+  std::vector<float> logits(V), step;
+  std::vector<int32_t> toks;
+  // log p(id) and whether id is the argmax, from one row of logits (double log-sum-exp).
+  auto read = [&](const float* l, int32_t id, RequestScore& s) {
+    const float mx = *std::max_element(l, l + V);
+    double z = 0;
+    for (int v = 0; v < V; ++v) z += std::exp(double(l[v]) - mx);
+    s.sum_logprob += double(l[id]) - mx - std::log(z);
+    if (want_greedy && s.greedy) s.greedy = static_cast<int32_t>(std::max_element(l, l + V) - l) == id;
+  };
+  for (size_t i = 0; i < requests.size();) {
+    size_t j = i + 1;
+    while (j < requests.size() && requests[j].context == requests[i].context) ++j;
+    const auto& ctx = requests[i].context;
+    size_t lmax = 0;
+    for (size_t r = i; r < j; ++r) {
+      if (ctx.empty() || requests[r].continuation.empty())
+        throw Error("a scoring request needs a non-empty context and continuation");
+      lmax = std::max(lmax, requests[r].continuation.size());
+      if (ctx.size() + requests[r].continuation.size() > static_cast<size_t>(max_len))
+        throw Error("a request exceeds the model's context of " + std::to_string(max_len))
+            .fix("use fewer shots or shorter items");
+    }
+    const int B = static_cast<int>(j - i);
+    const int cap = static_cast<int>(ctx.size() + lmax);
+    model::KVCache one = model.make_cache(1, cap);
+    model.forward_infer(ctx.data(), 1, static_cast<int>(ctx.size()), one, logits.data());
+    for (size_t r = i; r < j; ++r) {
+      out[r].greedy = true;
+      out[r].n_tokens = static_cast<int64_t>(requests[r].continuation.size());
+      read(logits.data(), requests[r].continuation[0], out[r]);
+    }
+    if (lmax > 1) {
+      model::KVCache many = model.make_cache(B, cap);
+      const size_t n = ctx.size() * static_cast<size_t>(one.kv_width);
+      for (int l = 0; l < one.n_layer; ++l)
+        for (int b = 0; b < B; ++b) {
+          std::copy(one.k_at(l, 0), one.k_at(l, 0) + n, many.k_at(l, b));
+          std::copy(one.v_at(l, 0), one.v_at(l, 0) + n, many.v_at(l, b));
+        }
+      many.length = one.length;
+      step.resize(size_t(B) * V);
+      toks.assign(B, 0);
+      for (size_t t = 0; t + 1 < lmax; ++t) {
+        for (int b = 0; b < B; ++b) {
+          const auto& c = requests[i + b].continuation;
+          toks[b] = t < c.size() ? c[t] : c.back();  // past its end a row only pads
+        }
+        model.forward_infer(toks.data(), B, 1, many, step.data());
+        for (int b = 0; b < B; ++b) {
+          const auto& c = requests[i + b].continuation;
+          if (t + 1 < c.size()) read(step.data() + size_t(b) * V, c[t + 1], out[i + b]);
+        }
+      }
+    }
+    i = j;
+  }
+  return out;
+}
+
 double mean_stderr(const std::vector<double>& v) {
   if (v.size() < 2) return 0.0;
   double m = std::accumulate(v.begin(), v.end(), 0.0) / double(v.size());
@@ -229,8 +294,9 @@ TaskResult evaluate_task(model::Model& model, const tokenizer::Tokenizer& tok, c
   std::vector<double> acc, acc_norm, core, flexible;
   double baseline = 0;
   if (!requests.empty()) {
-    std::vector<RequestScore> scores =
-        score_requests(model, requests, o.batch, o.batch_tokens, spec.kind == TaskKind::kLanguageModel);
+    const bool greedy = spec.kind == TaskKind::kLanguageModel;
+    std::vector<RequestScore> scores = o.prefix_cache ? score_requests_prefix_cache(model, requests, greedy)
+                                                      : score_requests(model, requests, o.batch, o.batch_tokens, greedy);
     for (const Pending& p : pending) {
       const TaskItem& it = task.items[p.item];
       nlohmann::json rec = {{"index", p.item}, {"line", it.line}};

@@ -56,12 +56,21 @@ ScoreRequest encode_pair(const tokenizer::Tokenizer& tok, const std::string& con
 std::vector<RequestScore> score_requests(model::Model& model, const std::vector<ScoreRequest>& requests, int batch,
                                          int64_t batch_tokens, bool want_greedy);
 
+// The same scores with the shared context computed once: requests with identical context
+// ids (the choices of one item) run the context once through the KV cache (batch 1), copy
+// it into a cache of one row per choice, then feed the continuations one position per step,
+// reading the log-probabilities off each step's logits. Saves (choices - 1) x context tokens
+// of compute; pays one small decode step per continuation token.
+std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const std::vector<ScoreRequest>& requests,
+                                                      bool want_greedy);
+
 struct EvalOptions {
   int shots = 0;
   int64_t limit = -1;             // first N items; < 0: all
   bool chat = false;              // render through the chat template, score/generate the assistant turn
   int batch = 32;                 // rows per forward; 1: one request per forward
   int64_t batch_tokens = 16384;   // B*T per forward
+  bool prefix_cache = false;      // score_requests_prefix_cache instead of batched concatenations
   std::optional<int32_t> bos;     // prepended to every prompt
   std::optional<int32_t> eot;     // context for an empty context when there is no bos
   std::vector<int32_t> stop_tokens;  // generation
