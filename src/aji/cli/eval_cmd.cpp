@@ -27,7 +27,7 @@ struct RunArgs {
   std::string data_dir;
   bool chat = false;
   bool no_bos = false;
-  int batch = 32;
+  int batch = 8;
   int64_t batch_tokens = 16384;
   bool prefix_cache = false;
   int max_gen_tokens = 256;
@@ -149,7 +149,7 @@ aji::cli::CommandRegistrar reg(75, [](CLI::App& app) {
   run->add_option("--data-dir", ra->data_dir, "Where the bundled tasks are (default: data/eval)");
   run->add_flag("--chat", ra->chat, "Render each item through the chat template; score/generate the assistant turn");
   run->add_flag("--no-bos", ra->no_bos, "Do not start prompts with BOS/<|endoftext|> (lm-eval's hf default for GPT-2)");
-  run->add_option("--batch", ra->batch, "Sequences per forward pass (1 = no batching; default 32)")
+  run->add_option("--batch", ra->batch, "Sequences per forward pass (1 = no batching; default 8)")
       ->check(CLI::PositiveNumber);
   run->add_option("--batch-tokens", ra->batch_tokens, "Most tokens (rows x length) per forward (default 16384)")
       ->check(CLI::PositiveNumber);

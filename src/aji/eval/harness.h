@@ -68,7 +68,7 @@ struct EvalOptions {
   int shots = 0;
   int64_t limit = -1;             // first N items; < 0: all
   bool chat = false;              // render through the chat template, score/generate the assistant turn
-  int batch = 32;                 // rows per forward; 1: one request per forward
+  int batch = 8;                  // rows per forward; 1: one request per forward
   int64_t batch_tokens = 16384;   // B*T per forward
   bool prefix_cache = false;      // score_requests_prefix_cache instead of batched concatenations
   std::optional<int32_t> bos;     // prepended to every prompt
