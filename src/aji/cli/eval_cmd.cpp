@@ -1,0 +1,175 @@
+// `aji eval run|compare|tasks` (docs/eval.md): few-shot evaluation on the bundled tasks
+// (data/eval) or task files, as lm-evaluation-harness scores them; runs side by side.
+// Other `aji eval ...` commands (memorize) add themselves to the same group.
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+
+#include "aji/base/atomic_file.h"
+#include "aji/base/error.h"
+#include "aji/cli/command.h"
+#include "aji/eval/harness.h"
+#include "aji/eval/report.h"
+#include "aji/eval/tasks.h"
+#include "aji/train/checkpoint.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunArgs {
+  std::string model;
+  std::string tokenizer;
+  std::vector<std::string> tasks;
+  std::vector<int> shots{0};
+  int64_t limit = -1;
+  std::string out;
+  std::string data_dir;
+  bool chat = false;
+  bool no_bos = false;
+  int batch = 8;
+  int64_t batch_tokens = 16384;
+  bool prefix_cache = false;
+  int max_gen_tokens = 256;
+  uint64_t seed = 1234;
+};
+
+void write_atomic(const fs::path& p, const std::string& s) {
+  aji::AtomicFileWriter w(p);
+  w.write(s);
+  w.commit();
+}
+
+void run_eval(const RunArgs& a) {
+  const fs::path data_dir = a.data_dir.empty() ? aji::eval::default_eval_data_dir() : fs::path(a.data_dir);
+  // Load and validate every task before the model (a bad task fails fast).
+  std::vector<aji::eval::Task> tasks;
+  for (const auto& t : a.tasks) tasks.push_back(aji::eval::load_task(t, data_dir));
+  for (int k : a.shots)
+    if (k < 0) throw aji::Error("--shots must be >= 0").fix("give e.g. --shots 0 5");
+
+  fs::path dir;
+  aji::model::Model model = aji::train::load_model(a.model, &dir);
+  const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
+  aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
+  if (tok.vocab_size() > static_cast<size_t>(model.config().vocab_size))
+    throw aji::Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
+                     std::to_string(model.config().vocab_size))
+        .at(tok_path.string())
+        .fix("use the tokenizer that was trained with this model");
+
+  aji::eval::EvalOptions o;
+  o.limit = a.limit;
+  o.chat = a.chat;
+  o.batch = a.batch;
+  o.batch_tokens = a.batch_tokens;
+  o.prefix_cache = a.prefix_cache;
+  o.max_gen_tokens = a.max_gen_tokens;
+  o.seed = a.seed;
+  // The BOS rule of `aji generate`: the model's BOS, else <|endoftext|>; --no-bos: none
+  // (lm-eval's hf default for GPT-2), an empty context then starts with <|endoftext|>.
+  const auto eot = tok.special_id("<|endoftext|>");
+  if (eot) o.eot = static_cast<int32_t>(*eot);
+  if (model.config().bos_token_id >= 0)
+    o.bos = model.config().bos_token_id;
+  else if (eot)
+    o.bos = static_cast<int32_t>(*eot);
+  if (a.no_bos) o.bos.reset();
+  if (model.config().eos_token_id >= 0) o.stop_tokens.push_back(model.config().eos_token_id);
+  if (eot) o.stop_tokens.push_back(static_cast<int32_t>(*eot));
+  if (auto im_end = tok.special_id("<|im_end|>")) o.stop_tokens.push_back(static_cast<int32_t>(*im_end));
+
+  const bool quiet = aji::cli::global_options().quiet;
+  std::vector<aji::eval::TaskResult> results;
+  for (const auto& t : tasks)
+    for (int k : a.shots) {
+      o.shots = k;
+      if (!quiet) std::fprintf(stderr, "%s, %d-shot%s ...\n", t.spec.name.c_str(), k, a.chat ? ", chat" : "");
+      results.push_back(aji::eval::evaluate_task(model, tok, t, o));
+      const auto& r = results.back();
+      if (!quiet) {
+        std::fprintf(stderr, "  %lld items in %.2f s (%.1f items/s)", static_cast<long long>(r.n), r.seconds,
+                     r.items_per_s());
+        if (r.too_long) std::fprintf(stderr, "; %lld items longer than the context left out", (long long)r.too_long);
+        std::fprintf(stderr, "\n");
+      }
+    }
+  std::fputs(aji::eval::results_table(results).c_str(), stdout);
+  for (const auto& r : results)
+    if (r.too_long)
+      std::printf("%s %d-shot: %lld items longer than the model's context (%d tokens) were left out, not truncated\n",
+                  r.task.c_str(), r.shots, static_cast<long long>(r.too_long), model.config().max_seq_len);
+  if (!a.out.empty()) {
+    fs::create_directories(a.out);
+    write_atomic(fs::path(a.out) / "results.json", aji::eval::results_json(a.model, results, true).dump(1) + "\n");
+    write_atomic(fs::path(a.out) / "report.md", aji::eval::results_markdown(a.model, results));
+    if (!quiet) std::fprintf(stderr, "wrote %s/results.json and report.md\n", a.out.c_str());
+  }
+}
+
+struct CompareArgs {
+  std::vector<std::string> runs;
+  std::string out;
+};
+
+void run_compare(const CompareArgs& a) {
+  std::vector<aji::eval::RunSummary> runs;
+  for (const auto& r : a.runs) runs.push_back(aji::eval::load_run_summary(r));
+  const std::string md = aji::eval::compare_markdown(runs);
+  std::fputs(md.c_str(), stdout);
+  if (!a.out.empty()) {
+    fs::create_directories(a.out);
+    write_atomic(fs::path(a.out) / "compare.md", "## Evaluation: models side by side\n\n" + md +
+                                                     "\n![scores per task](compare.svg)\n");
+    write_atomic(fs::path(a.out) / "compare.svg", aji::eval::compare_svg(runs));
+    if (!aji::cli::global_options().quiet)
+      std::fprintf(stderr, "wrote %s/compare.md and compare.svg\n", a.out.c_str());
+  }
+}
+
+void run_tasks(const std::string& data_dir_arg) {
+  const fs::path data_dir = data_dir_arg.empty() ? aji::eval::default_eval_data_dir() : fs::path(data_dir_arg);
+  std::printf("%-14s %-7s %s\n", "task", "kind", "description");
+  for (const auto& s : aji::eval::task_registry())
+    std::printf("%-14s %-7s %s\n", s.name.c_str(), aji::eval::task_kind_name(s.kind), s.description.c_str());
+  std::printf("\ndata: %s (a JSONL file path is accepted as a task too; docs/eval.md)\n", data_dir.string().c_str());
+}
+
+aji::cli::CommandRegistrar reg(75, [](CLI::App& app) {
+  CLI::App* group = aji::cli::subcommand_group(app, "eval", "Evaluate models: few-shot tasks, comparisons");
+
+  auto ra = std::make_shared<RunArgs>();
+  CLI::App* run = group->add_subcommand("run", "Score a model on evaluation tasks (0- and k-shot), as lm-eval does");
+  run->add_option("--model", ra->model, "Model: aji run dir, checkpoint dir or Hugging Face model dir")->required();
+  run->add_option("--tokenizer", ra->tokenizer, "Tokenizer file (default: the one in the model directory)");
+  run->add_option("--tasks", ra->tasks, "Task names (see `aji eval tasks`) or JSONL task files")->required();
+  run->add_option("--shots", ra->shots, "Few-shot example counts, e.g. --shots 0 5 (default 0)");
+  run->add_option("--limit", ra->limit, "Evaluate only the first N items of each task");
+  run->add_option("--out", ra->out, "Directory for results.json and report.md");
+  run->add_option("--data-dir", ra->data_dir, "Where the bundled tasks are (default: data/eval)");
+  run->add_flag("--chat", ra->chat, "Render each item through the chat template; score/generate the assistant turn");
+  run->add_flag("--no-bos", ra->no_bos, "Do not start prompts with BOS/<|endoftext|> (lm-eval's hf default for GPT-2)");
+  run->add_option("--batch", ra->batch, "Sequences per forward pass (1 = no batching; default 8)")
+      ->check(CLI::PositiveNumber);
+  run->add_option("--batch-tokens", ra->batch_tokens, "Most tokens (rows x length) per forward (default 16384)")
+      ->check(CLI::PositiveNumber);
+  run->add_flag("--prefix-cache", ra->prefix_cache,
+                "Compute each item's shared context once (KV cache) and decode the choices step by step");
+  run->add_option("--max-gen-tokens", ra->max_gen_tokens, "Generative tasks: most tokens generated (default 256)")
+      ->check(CLI::PositiveNumber);
+  run->add_option("--seed", ra->seed, "Few-shot sampling seed (default 1234)");
+  run->callback([ra] { run_eval(*ra); });
+
+  auto ca = std::make_shared<CompareArgs>();
+  CLI::App* cmp = group->add_subcommand("compare", "Put several `aji eval run` outputs side by side, with a plot");
+  cmp->add_option("runs", ca->runs, "--out directories (or results.json files) of eval runs")->required();
+  cmp->add_option("--out", ca->out, "Directory for compare.md and compare.svg");
+  cmp->callback([ca] { run_compare(*ca); });
+
+  auto dd = std::make_shared<std::string>();
+  CLI::App* tasks = group->add_subcommand("tasks", "List the bundled evaluation tasks");
+  tasks->add_option("--data-dir", *dd, "Where the bundled tasks are (default: data/eval)");
+  tasks->callback([dd] { run_tasks(*dd); });
+});
+
+}  // namespace
