@@ -123,7 +123,13 @@ bool is_chat_model_dir(const fs::path& dir) {
 void write_hf_tokenizer_files(const fs::path& dir, const model::ModelConfig& config, bool chat) {
   const auto tok_file = find_tokenizer_file(dir);
   if (!tok_file) return;
-  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(*tok_file);
+  std::optional<tokenizer::Tokenizer> loaded;
+  try {
+    loaded = tokenizer::Tokenizer::load(*tok_file);
+  } catch (const std::exception&) {
+    return;  // a tokenizer file aji cannot read: the checkpoint is still written, without these files
+  }
+  const tokenizer::Tokenizer& tok = *loaded;
   const auto endoftext = tok.special_id("<|endoftext|>");
   const auto im_start = tok.special_id(tokenizer::kImStart), im_end = tok.special_id(tokenizer::kImEnd);
   if (!endoftext) return;

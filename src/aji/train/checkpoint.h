@@ -92,8 +92,8 @@ bool is_chat_model_dir(const std::filesystem::path& model_dir);
 // lm-evaluation-harness load it: tokenizer_config.json (tokenizer_class, bos/eos/pad tokens,
 // model_max_length, the chat template) and generation_config.json (bos, eos, pad ids); for
 // a chat model config.json's eos_token_id becomes <|im_end|> and generation stops at
-// [<|im_end|>, <|endoftext|>]. Does nothing when the dir has no tokenizer or its tokenizer
-// lacks <|endoftext|>. save_checkpoint calls it for every checkpoint.
+// [<|im_end|>, <|endoftext|>]. Does nothing when the dir has no tokenizer, aji cannot read
+// it, or it lacks <|endoftext|>. save_checkpoint calls it for every checkpoint.
 void write_hf_tokenizer_files(const std::filesystem::path& model_dir, const model::ModelConfig& config, bool chat);
 
 // Copies a file atomically (temp + rename).
