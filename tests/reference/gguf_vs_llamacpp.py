@@ -4,8 +4,9 @@
 What it does (everything offline, small models trained on the bundled corpus):
   1. models (cached in --work): token shards of data/corpus/train with the committed
      tokenizers tests/fixtures/gguf/tokenizer_{cl100k,gpt2}.json; a Llama (2 layers, d128,
-     4 heads, 2 KV heads: the Q/K permutation with GQA) and a GPT-2 (2 layers, d128) pretrained
-     300 steps; the Llama fine-tuned 400 steps on data/sft (a chat model).
+     4 heads, 2 KV heads: the Q/K permutation with GQA), a GPT-2 (2 layers, d128) and a Llama with
+     QK-norm and tied embeddings (exported as llama.cpp's qwen3) pretrained 300 steps; the Llama
+     fine-tuned 400 steps on data/sft (a chat model).
   2. `aji export gguf` of each at f32 and q8_0 (and the base Llama at f16).
   3. every file read back with the `gguf` package (gguf-py): version, required keys and
      their types, tensor names and ggml shapes, 32-byte aligned offsets, vocabulary arrays;
@@ -71,24 +72,32 @@ def build_models(aji, work, force):
                   "qk_norm": False},
         "gpt2": {"arch": "gpt2", "vocab_size": 1024, "n_layer": 2, "n_head": 4, "d_model": 128, "max_seq_len": 128,
                  "norm_eps": 1e-5},
+        # llama with QK-norm: exported as llama.cpp's qwen3 (tied embeddings, NEOX RoPE)
+        "qwen3": {"arch": "llama", "vocab_size": 1024, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "d_model": 128,
+                  "d_ff": 256, "max_seq_len": 128, "norm_eps": 1e-6, "rope_theta": 1000000, "tied_embeddings": True,
+                  "qk_norm": True},
     }
-    toks = {"llama": "tests/fixtures/gguf/tokenizer_cl100k.json", "gpt2": "tests/fixtures/gguf/tokenizer_gpt2.json"}
+    toks = {"llama": "tests/fixtures/gguf/tokenizer_cl100k.json", "gpt2": "tests/fixtures/gguf/tokenizer_gpt2.json",
+            "qwen3": "tests/fixtures/gguf/tokenizer_cl100k.json"}
+    steps = {"llama": "300", "gpt2": "300", "qwen3": "300"}
     for name, cfg in specs.items():
         run_dir = w / f"{name}_run"
         if (run_dir / "latest").exists() and not force:
             continue
         (w / f"{name}_cfg.json").write_text(json.dumps(cfg))
-        run([aji, "data", "tokenize", "--tokenizer", toks[name], "--input", "data/corpus/train",
-             "--out", w / f"shards_{name}", "--force", "--threads", "1"])
-        run([aji, "pretrain", "--config", w / f"{name}_cfg.json", "--data", w / f"shards_{name}", "--out", run_dir,
-             "--force", "--steps", "300", "--batch-size", "8", "--seq-len", "128", "--lr", "3e-3",
+        shards = w / ("shards_gpt2" if name == "gpt2" else "shards_cl100k")
+        if not (shards / "manifest.json").exists() or force:
+            run([aji, "data", "tokenize", "--tokenizer", toks[name], "--input", "data/corpus/train",
+                 "--out", shards, "--force", "--threads", "1"])
+        run([aji, "pretrain", "--config", w / f"{name}_cfg.json", "--data", shards, "--out", run_dir,
+             "--force", "--steps", steps[name], "--batch-size", "8", "--seq-len", "128", "--lr", "3e-3",
              "--eval-every", "0", "--sample-every", "0", "--save-every", "0", "--keep", "1", "--threads", "1"])
     if force or not (w / "sft_run" / "latest").exists():
         run([aji, "sft", "train", "--model", w / "llama_run", "--data", "data/sft/train.jsonl", "--val",
              "data/sft/val.jsonl", "--out", w / "sft_run", "--force", "--steps", "400", "--batch-size", "8",
              "--seq-len", "128", "--batching", "pack", "--lr", "2e-3", "--skip-invalid", "--threads", "1"])
     return {"llama": (w / "llama_run", "base", toks["llama"]), "llama-chat": (w / "sft_run", "chat", toks["llama"]),
-            "gpt2": (w / "gpt2_run", "base", toks["gpt2"])}
+            "gpt2": (w / "gpt2_run", "base", toks["gpt2"]), "qwen3": (w / "qwen3_run", "base", toks["qwen3"])}
 
 
 def build_tools(llama, work):
@@ -127,7 +136,7 @@ def check_file(path, model_dir, ftype, llama):
             "tokenizer.ggml.model": T.STRING, "tokenizer.ggml.pre": T.STRING, "tokenizer.ggml.tokens": T.ARRAY,
             "tokenizer.ggml.token_type": T.ARRAY, "tokenizer.ggml.merges": T.ARRAY,
             "tokenizer.ggml.bos_token_id": T.UINT32, "tokenizer.ggml.eos_token_id": T.UINT32}
-    if arch == "llama":
+    if arch in ("llama", "qwen3"):
         need.update({f"{arch}.attention.head_count_kv": T.UINT32, f"{arch}.rope.freq_base": T.FLOAT32,
                      f"{arch}.attention.layer_norm_rms_epsilon": T.FLOAT32, f"{arch}.rope.dimension_count": T.UINT32})
     else:
@@ -152,7 +161,7 @@ def check_file(path, model_dir, ftype, llama):
     for t in r.tensors:
         assert t.data_offset % 32 == 0, f"{t.name} at {t.data_offset}"
         shape = list(int(x) for x in t.shape)  # gguf-py: ne order
-        if arch == "llama":
+        if arch in ("llama", "qwen3"):
             m = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
                  "output.weight": "lm_head.weight"}
             if t.name.startswith("blk."):
@@ -162,14 +171,15 @@ def check_file(path, model_dir, ftype, llama):
                         "attn_output.weight": "self_attn.o_proj.weight",
                         "ffn_norm.weight": "post_attention_layernorm.weight",
                         "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
-                        "ffn_down.weight": "mlp.down_proj.weight"}[rest]
+                        "ffn_down.weight": "mlp.down_proj.weight", "attn_q_norm.weight": "self_attn.q_norm.weight",
+                        "attn_k_norm.weight": "self_attn.k_norm.weight"}[rest]
                 hf_name = f"model.layers.{n}.{base}"
             else:
                 hf_name = m[t.name]
             want = st[hf_name]
-            if t.name.endswith("attn_q.weight"):
+            if arch == "llama" and t.name.endswith("attn_q.weight"):
                 want = permute(want, hf_cfg["num_attention_heads"], hf_cfg["num_attention_heads"])
-            if t.name.endswith("attn_k.weight"):
+            if arch == "llama" and t.name.endswith("attn_k.weight"):
                 want = permute(want, hf_cfg["num_attention_heads"], hf_cfg["num_key_value_heads"])
         else:
             m = {"token_embd.weight": "transformer.wte.weight", "position_embd.weight": "transformer.wpe.weight",
@@ -291,6 +301,19 @@ def main():
                       f" ({len(ours['ids'])} ids, max|dlogit| {dl:.2e}){' CLI TEXT DIFFERS' if e.get('cli_text_equal') is False else ''}"
                       f"  {prompt!r}")
 
+    # --- control: the same Llama without the Q/K permutation loads but does not match ---
+    bad = work / "llama-f32-unpermuted.gguf"
+    unpermuted_copy(ggufs[("llama", "f32")], bad, resolve_ckpt(models["llama"][0]) / "model.safetensors")
+    ctrl = []
+    for prompt in BASE_PROMPTS:
+        ours = json.loads(run([aji_ids, models["llama"][0], "base", str(N_PREDICT)], stdin=prompt.encode()))
+        theirs = json.loads(run([driver, bad, str(N_PREDICT)], stdin=prompt.encode()))
+        ctrl.append({"prompt": prompt, "equal": ours["ids"] == theirs["ids"],
+                     "first_logits_max_abs_diff": float(np.abs(np.array(ours["logits"]) - np.array(theirs["logits"])).max())})
+    result["unpermuted_control"] = {"prompts": len(ctrl), "equal": sum(c["equal"] for c in ctrl),
+                                    "min_first_logits_abs_diff": min(c["first_logits_max_abs_diff"] for c in ctrl)}
+    print("control, Q/K not permuted:", result["unpermuted_control"])
+
     # --- summary ---
     def summary(ftype):
         g = [e for e in result["greedy"] if e["type"] == ftype]
@@ -313,9 +336,38 @@ def main():
     pathlib.Path(a.out).write_text("{\n" + ",\n".join(lines) + "\n}\n")
     print(json.dumps(result["summary"], indent=1))
     ok = result["summary"]["tokenize_equal"] == result["summary"]["tokenize_cases"] and \
-        result["summary"]["f32"]["equal"] == result["summary"]["f32"]["prompts"]
+        result["summary"]["f32"]["equal"] == result["summary"]["f32"]["prompts"] and \
+        result["unpermuted_control"]["min_first_logits_abs_diff"] > 1e-2
     print("RESULT:", "PASS" if ok else "FAIL", "->", a.out)
     return 0 if ok else 1
+
+
+def unpermuted_copy(src, dst, st_path):
+    """The f32 Llama file rewritten by gguf-py's GGUFWriter with attn_q/attn_k in Hugging Face's
+    row order (no permutation): the bug issue 17 warns about. It still loads; its logits must not
+    match aji's."""
+    import gguf
+    from safetensors.numpy import load_file
+    st = load_file(str(st_path))
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), arch=r.fields["general.architecture"].contents())
+    for k, f in r.fields.items():
+        if k.startswith("GGUF.") or k == "general.architecture":
+            continue
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(k, f.contents(), f.types[0], sub_type=f.types[-1])
+        else:
+            w.add_key_value(k, f.contents(), f.types[0])
+    for t in r.tensors:
+        data = np.array(t.data)
+        if t.name.endswith(("attn_q.weight", "attn_k.weight")):
+            n, rest = t.name[4:].split(".", 1)
+            data = st[f"model.layers.{n}.self_attn.{rest[5]}_proj.weight"]
+        w.add_tensor(t.name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def unicode_to_bytes():
