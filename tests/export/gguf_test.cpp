@@ -472,3 +472,38 @@ TEST(Gguf, LlamaCppComparisonFixture) {
   }
   EXPECT_GE(f32_cases, 6);
 }
+
+// `aji export gguf` end to end: a chat checkpoint is recognised, a bad --type or a refused
+// tokenizer fails with the fix and leaves no file.
+TEST(GgufCli, ExportsAChatCheckpointAndRefusesCleanly) {
+  TempDir dir;
+  const auto m = make_model(llama_config());
+  aji::train::CheckpointContents c;
+  c.model = &m;
+  c.trainer_state = {{"step", 1}, {"sft", json::object()}};
+  fs::copy_file(aji::test::source_path("tests/fixtures/gguf/tokenizer_cl100k.json"),
+                dir.path() / aji::train::kAjiTokenizerFile);
+  c.copy_files = {dir.path() / aji::train::kAjiTokenizerFile};
+  aji::train::save_checkpoint(dir.path() / "run", 1, c, 0);
+  const std::string aji = std::string(AJI_BINARY) + " export gguf --threads 1 --model " + (dir.path() / "run").string();
+  const fs::path out = dir.path() / "out" / "m.gguf";
+  fs::create_directories(out.parent_path());
+  std::string text;
+  ASSERT_EQ(aji::test::run_command(aji + " --out " + out.string() + " --type q8_0 2>&1", &text), 0) << text;
+  EXPECT_NE(text.find("chat model"), std::string::npos) << text;
+  const File f = read_gguf(out);
+  EXPECT_EQ(f.kv.at("general.name"), "run");
+  EXPECT_EQ(f.kv.at("tokenizer.ggml.eot_token_id"), *fixture_tokenizer().special_id("<|im_end|>"));
+  EXPECT_EQ(f.find("blk.0.attn_q.weight")->type, TensorType::kQ8_0);
+  fs::remove(out);
+  EXPECT_NE(aji::test::run_command(aji + " --out " + out.string() + " --type q4_k 2>&1", &text), 0);
+  EXPECT_NE(text.find("f32, f16, bf16, q8_0"), std::string::npos) << text;
+  EXPECT_NE(aji::test::run_command(aji + " --out " + (dir.path() / "out" / "m.bin").string() + " 2>&1", &text), 0);
+  // A tokenizer with more ids than the model: refused, nothing written.
+  EXPECT_NE(aji::test::run_command(aji + " --out " + out.string() + " --tokenizer " +
+                                       aji::test::source_path("tests/fixtures/tokenizer/hf_trained_cl100k.json").string() +
+                                       " 2>&1",
+                                   &text),
+            0);
+  EXPECT_TRUE(dir_is_empty(out.parent_path())) << text;
+}
