@@ -72,6 +72,11 @@ std::string render_chat_text(const std::vector<ChatMessage>& messages, bool add_
   return s;
 }
 
+std::string_view chat_template_jinja() {
+  return "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+         "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+}
+
 std::vector<ChatMessage> parse_chat_messages(std::string_view json_text) {
   nlohmann::json j = nlohmann::json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   const std::string fix = "give a JSON array of {\"role\": \"user\", \"content\": \"...\"} objects";

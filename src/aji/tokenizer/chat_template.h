@@ -44,6 +44,11 @@ ChatTokens render_chat(const Tokenizer& tok, const std::vector<ChatMessage>& mes
 // The same conversation as text (for display and for the reference scripts).
 std::string render_chat_text(const std::vector<ChatMessage>& messages, bool add_generation_prompt = false);
 
+// The same template in Jinja, as Hugging Face's tokenizer_config.json "chat_template" and
+// GGUF's tokenizer.chat_template carry it (messages, add_generation_prompt; no BOS): it
+// renders exactly render_chat_text. The HF and GGUF exports both write this one string.
+std::string_view chat_template_jinja();
+
 // Parses a JSON array of {"role": ..., "content": ...} objects (or an object with a
 // "messages" array, as OpenAI / HF chat data has it). Errors name the message index.
 std::vector<ChatMessage> parse_chat_messages(std::string_view json_text);

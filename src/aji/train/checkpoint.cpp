@@ -9,6 +9,8 @@
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/tokenizer/chat_template.h"
+#include "aji/tokenizer/tokenizer.h"
 #include "aji/train/safetensors.h"
 
 namespace aji::train {
@@ -77,6 +79,7 @@ fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoint
     if (c.optimizer) c.optimizer->save(tmp / "optimizer.bin");
     if (!c.trainer_state.is_null()) write_file_atomic(tmp / "trainer_state.json", c.trainer_state.dump(2) + "\n");
     for (const auto& f : c.copy_files) copy_file_atomic(f, tmp / f.filename());
+    write_hf_tokenizer_files(tmp, c.model->config(), is_chat_trainer_state(c.trainer_state));
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;
@@ -92,6 +95,72 @@ fs::path save_checkpoint(const fs::path& run_dir, int64_t step, const Checkpoint
       if (all[i].second != final_dir) fs::remove_all(all[i].second, ec);
   }
   return final_dir;
+}
+
+bool is_chat_trainer_state(const nlohmann::json& s) {
+  if (!s.is_object()) return false;
+  for (const char* k : {"sft", "dpo", "ppo", "grpo"})
+    if (s.contains(k)) return true;
+  return false;
+}
+
+bool is_chat_model_dir(const fs::path& dir) {
+  try {
+    if (fs::exists(dir / "trainer_state.json") &&
+        is_chat_trainer_state(nlohmann::json::parse(read_file(dir / "trainer_state.json"))))
+      return true;
+    const auto tok_file = find_tokenizer_file(dir);
+    if (!tok_file || !fs::exists(dir / "config.json")) return false;
+    const nlohmann::json cfg = nlohmann::json::parse(read_file(dir / "config.json"));
+    if (!cfg.contains("eos_token_id") || !cfg["eos_token_id"].is_number_integer()) return false;
+    const auto im_end = tokenizer::Tokenizer::load(*tok_file).special_id(tokenizer::kImEnd);
+    return im_end && cfg["eos_token_id"].get<int64_t>() == static_cast<int64_t>(*im_end);
+  } catch (const std::exception&) {
+    return false;  // unreadable files: not known to be a chat model
+  }
+}
+
+void write_hf_tokenizer_files(const fs::path& dir, const model::ModelConfig& config, bool chat) {
+  const auto tok_file = find_tokenizer_file(dir);
+  if (!tok_file) return;
+  std::optional<tokenizer::Tokenizer> loaded;
+  try {
+    loaded = tokenizer::Tokenizer::load(*tok_file);
+  } catch (const std::exception&) {
+    return;  // a tokenizer file aji cannot read: the checkpoint is still written, without these files
+  }
+  const tokenizer::Tokenizer& tok = *loaded;
+  const auto endoftext = tok.special_id("<|endoftext|>");
+  const auto im_start = tok.special_id(tokenizer::kImStart), im_end = tok.special_id(tokenizer::kImEnd);
+  if (!endoftext) return;
+  chat = chat && im_start && im_end;
+  auto text_of = [&](int id, tokenizer::TokenId fallback) {
+    return std::string(tok.token_bytes(id >= 0 ? static_cast<tokenizer::TokenId>(id) : fallback));
+  };
+  const tokenizer::TokenId bos = config.bos_token_id >= 0 ? static_cast<tokenizer::TokenId>(config.bos_token_id)
+                                                          : *endoftext;
+  const tokenizer::TokenId eos = chat ? *im_end
+                                      : (config.eos_token_id >= 0 ? static_cast<tokenizer::TokenId>(config.eos_token_id)
+                                                                  : *endoftext);
+  nlohmann::json tc = {{"tokenizer_class", "PreTrainedTokenizerFast"},
+                       {"bos_token", text_of(static_cast<int>(bos), bos)},
+                       {"eos_token", text_of(static_cast<int>(eos), eos)},
+                       {"pad_token", text_of(static_cast<int>(*endoftext), *endoftext)},
+                       {"model_max_length", config.max_seq_len},
+                       {"clean_up_tokenization_spaces", false}};
+  if (im_start && im_end) tc["chat_template"] = std::string(tokenizer::chat_template_jinja());
+  write_file_atomic(dir / "tokenizer_config.json", tc.dump(2) + "\n");
+  nlohmann::json gc = {{"bos_token_id", bos}, {"pad_token_id", *endoftext}};
+  if (chat)
+    gc["eos_token_id"] = {*im_end, *endoftext};
+  else
+    gc["eos_token_id"] = eos;
+  write_file_atomic(dir / "generation_config.json", gc.dump(2) + "\n");
+  if (chat && fs::exists(dir / "config.json")) {  // transformers reads the model's eos from config.json too
+    nlohmann::json hf = nlohmann::json::parse(read_file(dir / "config.json"));
+    hf["eos_token_id"] = *im_end;
+    write_file_atomic(dir / "config.json", hf.dump(2) + "\n");
+  }
 }
 
 void save_model_dir(const fs::path& dir, const model::Model& model, const std::vector<fs::path>& copy_files) {

@@ -82,6 +82,20 @@ std::optional<std::filesystem::path> find_tokenizer_file(const std::filesystem::
 std::filesystem::path require_tokenizer_file(const std::filesystem::path& model_dir,
                                              const std::filesystem::path& chosen = {});
 
+// A chat model's trainer_state.json: it carries an "sft", "dpo", "ppo" or "grpo" section.
+bool is_chat_trainer_state(const nlohmann::json& trainer_state);
+// A model dir of a chat model: its trainer_state.json says so (above), or its config.json's
+// eos_token_id is the tokenizer's <|im_end|> (a Hugging Face export written by aji).
+bool is_chat_model_dir(const std::filesystem::path& model_dir);
+
+// The Hugging Face files beside the tokenizer of a model dir, so transformers and
+// lm-evaluation-harness load it: tokenizer_config.json (tokenizer_class, bos/eos/pad tokens,
+// model_max_length, the chat template) and generation_config.json (bos, eos, pad ids); for
+// a chat model config.json's eos_token_id becomes <|im_end|> and generation stops at
+// [<|im_end|>, <|endoftext|>]. Does nothing when the dir has no tokenizer, aji cannot read
+// it, or it lacks <|endoftext|>. save_checkpoint calls it for every checkpoint.
+void write_hf_tokenizer_files(const std::filesystem::path& model_dir, const model::ModelConfig& config, bool chat);
+
 // Copies a file atomically (temp + rename).
 void copy_file_atomic(const std::filesystem::path& from, const std::filesystem::path& to);
 
