@@ -122,16 +122,18 @@ runs = [json.load(open(p, encoding="utf-8")) for p in sys.argv[1:]]
 d0 = runs[0]
 print(f"{len(d0['replies'])} fixed prompts (data/sft/demo_chat_prompts.jsonl, English and Korean), each its own "
       f"conversation, at most {d0['max_tokens']} tokens per reply; greedy, and sampled with `{d0['decoding']['sampled']}`. "
-      "A reply is degenerate when it is empty, its most frequent word is over half of it, a 1-4-gram repeats "
-      "3 times in a row, or one character is over half of it. Identity: exact = the reply equals the answer in "
+      "A reply is degenerate when it is empty, its most frequent word is over half of it, a 1-4-word n-gram repeats "
+      "3 times in a row, a 2-8 character unit repeats 4 times in a row, or one character is over half of it "
+      "(scripts/demo_chat_eval.py); not degenerate does not mean sensible, read the replies. Ended its turn: the "
+      "model closed its reply with <|im_end|> before the token limit. Identity: exact = the reply equals the answer in "
       "data/sft/identity.jsonl; names itself = it says aji / 아지 (trained questions, and held-out paraphrases).")
 print()
-print("| model | decoding | degenerate (en) | degenerate (ko) | identity exact | names itself (trained q.) | names itself (held-out q.) |")
-print("|---|---|---|---|---|---|---|")
+print("| model | decoding | degenerate (en) | degenerate (ko) | ended its turn | identity exact | names itself (trained q.) | names itself (held-out q.) |")
+print("|---|---|---|---|---|---|---|---|")
 f = lambda v: f"{v[0]}/{v[1]}"
 for d in runs:
     for mode, s in d["summary"].items():
-        print(f"| {d['label']} | {mode} | {f(s['degenerate_en'])} | {f(s['degenerate_ko'])} | {f(s['identity_exact'])} | "
+        print(f"| {d['label']} | {mode} | {f(s['degenerate_en'])} | {f(s['degenerate_ko'])} | {f(s['ended'])} | {f(s['identity_exact'])} | "
               f"{f(s['identity_contains_trained'])} | {f(s['identity_contains_held-out'])} |")
 print()
 print("Replies before (base model with the chat template) and after SFT:")

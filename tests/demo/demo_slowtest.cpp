@@ -43,8 +43,9 @@ TEST(Demo, QuickScaleRunsEveryStageAndWritesTheReportCard) {
   const std::string md = read_all(out / "REPORT.md");
   for (const char* section : {"# aji demo report card", "| stage | seconds |", "scale quick", "## Data cleaning",
                               "## Pretraining", "from the data stage (step 1): 16 documents", "final validation loss",
-                              "## Supervised fine-tuning", "## Chat", "| model | decoding | degenerate (en) |",
-                              "| base model | greedy |", "| after SFT | sampled |",
+                              "## Supervised fine-tuning", "## Chat",
+                              "| model | decoding | degenerate (en) | degenerate (ko) | ended its turn |",
+                              "| base model | greedy |", "| after SFT | sampled |", "Replies before",
                               "## Spam classifier", "Confusion matrix", "| ham |", "| spam |"})
     EXPECT_NE(md.find(section), std::string::npos) << "REPORT.md lacks \"" << section << "\"\n" << md;
   EXPECT_EQ(md.find("(not run)"), std::string::npos) << md;
