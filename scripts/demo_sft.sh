@@ -11,7 +11,7 @@
 #   scripts/demo_sft.sh BASE_RUN_DIR [WORK_DIR]      (default WORK_DIR: out/demo-sft)
 #
 # Environment: AJI (binary; build/aji), SFT_STEPS (optimizer steps of 8 packed rows of 256
-# tokens, ~45 short conversations each step; default 200, about 2.5 epochs of demo_train.jsonl), SFT_LR (default 1e-3),
+# tokens, ~45 short conversations each step; default 200, about 2.5 epochs of demo_train.jsonl), SFT_LR (default 3e-3; docs/demo.md),
 # SFT_DATA / SFT_VAL (default data/sft/demo_train.jsonl / demo_val.jsonl), CHAT_MAX_TOKENS
 # (tokens per measured reply, default 48), CHAT_SAMPLING (the sampled decoding; default
 # "--temperature 0.7 --top-k 0 --top-p 0.9 --repetition-penalty 1.1 --seed 1"), AJI_THREADS.
@@ -44,7 +44,7 @@ fi
 
 echo "== 2. SFT: $(wc -l < "$DATA") conversations, $STEPS steps of 8 packed rows of 256 tokens, loss on the assistant's turns"
 "$AJI" sft train --model "$BASE" --data "$DATA" --val "$VAL" --out "$WORK/run" --force \
-  --steps "$STEPS" --batch-size 8 --seq-len 256 --batching pack --lr "${SFT_LR:-1e-3}" --warmup 10 --decay linear \
+  --steps "$STEPS" --batch-size 8 --seq-len 256 --batching pack --lr "${SFT_LR:-3e-3}" --warmup 10 --decay linear \
   --eval-every 50 --save-every 100 --keep 1
 
 if [ "$CHAT" = 1 ]; then
