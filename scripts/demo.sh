@@ -2,11 +2,10 @@
 # `make demo`: the whole pipeline, tiny, on data that ships with the repo.
 #   1. clean real web pages (WARC + HTML) into text       — aji data run
 #   2. train a byte-level BPE tokenizer on English+Korean  — aji tokenizer train
-#   3. tokenize, pretrain the `tiny` model, sample from it — aji data tokenize / pretrain / generate / score
-#   4. supervised fine-tuning on the bundled chat set, then chat — aji sft train / chat
+#   3. tokenize the bundled corpus plus the documents step 1 cleaned, pretrain the demo model
+#      (configs/demo-small.json), sample from it — aji data tokenize / pretrain / generate / score
+#   4. supervised fine-tuning on short chat conversations, chat measured before and after — aji sft train / chat
 #   5. a spam classifier fine-tuned from the base model          — aji classify train
-# It ends with a report card, printed and written to out/demo/REPORT.md.
-#
 # It ends with a report card, printed and written to out/demo/REPORT.md and REPORT.html
 # (loss curves inline: open it in a browser).
 #
@@ -24,12 +23,13 @@ AJI=${AJI:-build/aji}
 OUT=${DEMO_OUT:-out/demo}
 SCALE=${DEMO_SCALE:-default}
 case "$SCALE" in
-  quick) : "${PRETRAIN_STEPS:=6}" "${SFT_STEPS:=4}" "${CLS_STEPS:=4}" ;;
-  default) : "${PRETRAIN_STEPS:=400}" "${SFT_STEPS:=150}" "${CLS_EPOCHS:=2}" ;;
-  long) : "${PRETRAIN_STEPS:=3000}" "${SFT_STEPS:=600}" "${CLS_EPOCHS:=3}" ;;
+  quick) : "${PRETRAIN_STEPS:=6}" "${SFT_STEPS:=4}" "${CLS_STEPS:=4}" "${CHAT_MAX_TOKENS:=6}" ;;
+  default) : "${PRETRAIN_STEPS:=700}" "${SFT_STEPS:=200}" "${CLS_EPOCHS:=2}" ;;
+  long) : "${PRETRAIN_STEPS:=5000}" "${SFT_STEPS:=800}" "${CLS_EPOCHS:=3}" ;;
   *) echo "DEMO_SCALE must be quick, default or long, not '$SCALE'" >&2; exit 2 ;;
 esac
 export PRETRAIN_STEPS SFT_STEPS
+[ -n "${CHAT_MAX_TOKENS:-}" ] && export CHAT_MAX_TOKENS
 export CLS_EPOCHS=${CLS_EPOCHS:-} CLS_STEPS=${CLS_STEPS:-}
 if [ ! -x "$AJI" ]; then
   echo "aji binary not found at $AJI (build it first: make build, or run make demo)" >&2
@@ -50,11 +50,11 @@ stamp "data cleaning" "$t"
 echo
 echo "################ 2-4. tokenizer, pretraining, samples ################"
 t=$(date +%s)
-AJI="$AJI" scripts/demo_pretrain.sh "$OUT/pretrain" 2>&1 | tee "$OUT/pretrain.log"
+AJI="$AJI" scripts/demo_pretrain.sh "$OUT/pretrain" "$OUT/clean" 2>&1 | tee "$OUT/pretrain.log"
 stamp "tokenizer + pretraining + samples" "$t"
 
 echo
-echo "################ 5. supervised fine-tuning and chat ################"
+echo "################ 5. supervised fine-tuning, chat measured before and after ################"
 t=$(date +%s)
 AJI="$AJI" scripts/demo_sft.sh "$OUT/pretrain/run" "$OUT/sft" 2>&1 | tee "$OUT/sft.log"
 stamp "SFT + chat" "$t"
@@ -97,6 +97,8 @@ PY
   echo
   echo "## Pretraining"
   echo
+  sed -n 's/^corpus: /- corpus: /p; s/^from the data stage: /- from the data stage (step 1): /p' "$OUT/pretrain/corpus.txt" 2>/dev/null || true
+  echo "- model: $(basename "${PRETRAIN_CONFIG:-configs/demo-small.json}"), $PRETRAIN_STEPS steps of 8 x 256 tokens"
   grep -E "^(en|ko): " "$OUT/pretrain.log" | sed 's/^/- held-out /' || true
   last_val=$(grep -o '"val_loss":[^,}]*' "$OUT/pretrain/run/metrics.jsonl" 2>/dev/null | tail -1 | cut -d: -f2)
   [ -n "$last_val" ] && echo "- final validation loss: $last_val"
@@ -111,9 +113,42 @@ PY
   echo
   echo "![SFT loss (train and validation)](sft/run/loss.svg)"
   echo
-  echo "## Chat (greedy)"
+  echo "## Chat"
   echo
-  if [ -f "$OUT/sft/chat.txt" ]; then echo '```'; cat "$OUT/sft/chat.txt"; echo '```'; fi
+  if [ -f "$OUT/sft/chat_base.json" ] && [ -f "$OUT/sft/chat_sft.json" ]; then
+    python3 - "$OUT/sft/chat_base.json" "$OUT/sft/chat_sft.json" <<'PY' || true
+import json, sys
+runs = [json.load(open(p, encoding="utf-8")) for p in sys.argv[1:]]
+d0 = runs[0]
+print(f"{len(d0['replies'])} fixed prompts (data/sft/demo_chat_prompts.jsonl, English and Korean), each its own "
+      f"conversation, at most {d0['max_tokens']} tokens per reply; greedy, and sampled with `{d0['decoding']['sampled']}`. "
+      "A reply is degenerate when it is empty, its most frequent word is over half of it, a 1-4-word n-gram repeats "
+      "3 times in a row, a 2-8 character unit repeats 4 times in a row, or one character is over half of it "
+      "(scripts/demo_chat_eval.py); not degenerate does not mean sensible, read the replies. Ended its turn: the "
+      "model closed its reply with <|im_end|> before the token limit. Identity: exact = the reply equals the answer in "
+      "data/sft/identity.jsonl; names itself = it says aji / 아지 (trained questions, and held-out paraphrases).")
+print()
+print("| model | decoding | degenerate (en) | degenerate (ko) | ended its turn | identity exact | names itself (trained q.) | names itself (held-out q.) |")
+print("|---|---|---|---|---|---|---|---|")
+f = lambda v: f"{v[0]}/{v[1]}"
+for d in runs:
+    for mode, s in d["summary"].items():
+        print(f"| {d['label']} | {mode} | {f(s['degenerate_en'])} | {f(s['degenerate_ko'])} | {f(s['ended'])} | {f(s['identity_exact'])} | "
+              f"{f(s['identity_contains_trained'])} | {f(s['identity_contains_held-out'])} |")
+print()
+print("Replies before (base model with the chat template) and after SFT:")
+print()
+print("```")
+one = lambda t: " ".join(t.split()) or "(empty)"
+for r0, r1 in zip(runs[0]["replies"], runs[1]["replies"]):
+    print(f"user: {r0['prompt']}")
+    for label, r in (("base", r0), ("SFT ", r1)):
+        for mode in ("greedy", "sampled"):
+            flag = "  [degenerate]" if r[mode]["degenerate"] else ""
+            print(f"  {label} {mode:7}: {one(r[mode]['reply'])}{flag}")
+print("```")
+PY
+  elif [ -f "$OUT/sft/chat.txt" ]; then echo '```'; cat "$OUT/sft/chat.txt"; echo '```'; fi
   echo
   echo "## Spam classifier (SMS Spam Collection)"
   echo
@@ -138,3 +173,7 @@ echo
 cat "$REPORT"
 echo
 echo "report card: $REPORT and $OUT/REPORT.html (open it in a browser)"
+echo
+echo "Talk to the fine-tuned model:"
+echo "  $AJI chat --model $OUT/sft/run                (in this terminal)"
+echo "  $AJI serve --model $OUT/sft/run               then open http://127.0.0.1:8080/"

@@ -36,12 +36,16 @@ TEST(Demo, QuickScaleRunsEveryStageAndWritesTheReportCard) {
   ASSERT_EQ(aji::test::run_command(cmd, &log), 0) << log.substr(log.size() > 6000 ? log.size() - 6000 : 0);
   // Every stage's artifact.
   for (const char* p : {"clean/report.json", "pretrain/tokenizer.json", "pretrain/run/latest", "pretrain/run/loss.svg",
-                        "pretrain/run/metrics.jsonl", "sft/run/latest", "sft/run/loss.svg", "sft/chat.txt",
+                        "pretrain/run/metrics.jsonl", "pretrain/corpus/web_clean.txt", "sft/run/latest",
+                        "sft/run/loss.svg", "sft/chat.txt", "sft/chat_base.json", "sft/chat_sft.json",
                         "classify/run/report.json", "classify/predictions.jsonl", "REPORT.md", "REPORT.html"})
     EXPECT_TRUE(fs::exists(out / p)) << p << "\n" << log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
   const std::string md = read_all(out / "REPORT.md");
   for (const char* section : {"# aji demo report card", "| stage | seconds |", "scale quick", "## Data cleaning",
-                              "## Pretraining", "final validation loss", "## Supervised fine-tuning", "## Chat",
+                              "## Pretraining", "from the data stage (step 1): 16 documents", "final validation loss",
+                              "## Supervised fine-tuning", "## Chat",
+                              "| model | decoding | degenerate (en) | degenerate (ko) | ended its turn |",
+                              "| base model | greedy |", "| after SFT | sampled |", "Replies before",
                               "## Spam classifier", "Confusion matrix", "| ham |", "| spam |"})
     EXPECT_NE(md.find(section), std::string::npos) << "REPORT.md lacks \"" << section << "\"\n" << md;
   EXPECT_EQ(md.find("(not run)"), std::string::npos) << md;
@@ -49,7 +53,12 @@ TEST(Demo, QuickScaleRunsEveryStageAndWritesTheReportCard) {
   EXPECT_NE(page.find("<h2>Pretraining</h2>"), std::string::npos);
   EXPECT_EQ(count(page, "<svg"), 2u) << "both loss curves inlined";
   EXPECT_EQ(page.find("not found)"), std::string::npos) << "an image the report names is missing";
-  EXPECT_EQ(count(page, "<table>"), 2u) << "stage table and confusion matrix";
+  EXPECT_EQ(count(page, "<table>"), 3u) << "stage table, chat metrics and confusion matrix";
+  // The chat measurement: the 16 fixed prompts, each answered greedy and sampled.
   const std::string chat = read_all(out / "sft" / "chat.txt");
-  EXPECT_EQ(count(chat, "user: "), 4u) << chat;
+  EXPECT_EQ(count(chat, "user: "), 16u) << chat;
+  EXPECT_EQ(count(chat, "assistant (greedy): "), 16u) << chat;
+  EXPECT_EQ(count(chat, "assistant (sampled): "), 16u) << chat;
+  // The demo ends by telling the user how to talk to the model.
+  EXPECT_NE(log.find("serve --model " + (out / "sft" / "run").string()), std::string::npos) << log.substr(log.size() > 600 ? log.size() - 600 : 0);
 }
