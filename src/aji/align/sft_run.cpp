@@ -99,6 +99,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   ro.dir.state_key = "sft";
   ro.dir.outputs = {"run.json", "metrics.jsonl", "loss.svg"};
   ro.plot_title = "aji sft: " + run.filename().string();
+  ro.splits_data = true;  // sft_train deals the micro-batches over the ranks
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   if (resume_ckpt) {

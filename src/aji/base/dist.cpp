@@ -49,13 +49,13 @@ Launch launch_from_env(const std::function<const char*(const char*)>& getenv) {
   static const Source kSources[] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "mpirun"},
                                     {"PMI_SIZE", "PMI_RANK", "PMI"},
                                     {"PMIX_SIZE", "PMIX_RANK", "PMIx"},
-                                    {"SLURM_NTASKS", "SLURM_PROCID", "srun"}};
+                                    {"SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "srun"}};
   Launch l;
   for (const Source& s : kSources) {
     const char* size = getenv(s.size);
     if (!size) continue;
-    // SLURM_NTASKS is also set inside an sbatch script itself (not under srun): only with
-    // SLURM_PROCID (set per task by srun) is the process one of the tasks.
+    // srun sets SLURM_STEP_NUM_TASKS and SLURM_PROCID for each task of its job step. Not
+    // SLURM_NTASKS: the sbatch script itself has it (the allocation's size) and is one process.
     const char* rank = getenv(s.rank);
     if (std::string(s.launcher) == "srun" && !rank) continue;
     l.size = parse_count(size, s.size, 1);

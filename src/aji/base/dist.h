@@ -11,7 +11,8 @@
 //   NCCL (later)    the same interface over device buffers; train_step does not change.
 //
 // Launch detection (launch_from_env): OMPI_COMM_WORLD_SIZE (OpenMPI's mpirun),
-// PMI_SIZE / PMIX_RANK (MPICH, Slurm's PMI), SLURM_NTASKS with SLURM_PROCID (srun). A size
+// PMI_SIZE / PMI_RANK (MPICH, Slurm's PMI-2), SLURM_STEP_NUM_TASKS with SLURM_PROCID (a task of
+// srun; SLURM_NTASKS alone is also set in the sbatch script itself, one process). A size
 // of 1, or no such variable: SingleProcess, whatever the build. A launch of N > 1 in a
 // build without MPI is an aji::Error naming the variable and the fix (never N copies of
 // the same run, each writing the same files).

@@ -500,6 +500,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   ro.keep = o.keep;
   ro.stop_after = o.stop_after;
   ro.plot_title = "aji pretrain: " + run.filename().string();
+  ro.splits_data = true;  // DataLoader::set_shard
   RunDirStart opened;
   opened.checkpoint = resume_ckpt;
   opened.state = state;

@@ -138,7 +138,18 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 
 // ---- the run --------------------------------------------------------------------------------
 
+namespace {
+void require_data_split(const TrainerRun::Options& o) {
+  if (dist::launch_size() <= 1 || o.splits_data) return;
+  throw Error((o.dir.command.empty() ? std::string("this trainer") : o.dir.command) + " does not split its batches over ranks yet: started as one of " +
+              std::to_string(dist::launch_size()) + " processes, every rank would train on the same data")
+      .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain` and `aji sft train` run "
+           "data-parallel (docs/distributed.md)");
+}
+}  // namespace
+
 TrainerRun::TrainerRun(Options options) : o_(std::move(options)), root_(dist::is_root()) {
+  require_data_split(o_);
   dist::Communicator& comm = dist::world();
   if (comm.size() <= 1) {
     start_ = open_run_dir(o_.dir);
@@ -168,7 +179,9 @@ TrainerRun::TrainerRun(Options options) : o_(std::move(options)), root_(dist::is
 }
 
 TrainerRun::TrainerRun(Options options, RunDirStart opened)
-    : o_(std::move(options)), start_(std::move(opened)), root_(dist::is_root()) {}
+    : o_(std::move(options)), start_(std::move(opened)), root_(dist::is_root()) {
+  require_data_split(o_);
+}
 
 TrainerRun::~TrainerRun() = default;
 

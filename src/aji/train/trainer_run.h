@@ -149,6 +149,10 @@ class TrainerRun {
     std::string plot_title;
     CurveLabels plot_labels;  // its accuracy series is filled from "val_accuracy" lines
     int progress_lines = 0;   // print_step prints every step (0) or about this many lines a run
+    // The trainer gives each rank its own part of every batch (pretrain, SFT). Under mpirun /
+    // srun with N > 1 a trainer that does not is refused with a clear error (N ranks would
+    // each compute the same batch and write the same files).
+    bool splits_data = false;
   };
 
   // Applies the run-dir rule (open_run_dir); on resume reads the checkpoint's trainer state and
