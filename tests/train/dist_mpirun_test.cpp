@@ -19,6 +19,7 @@
 
 #include "align/micro_base.h"
 #include "aji/base/dist.h"
+#include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
@@ -98,10 +99,16 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
   TempDir dir;
   const fs::path d = dir.path();
   {
+    // pretrain_test's corpus: sentences of a small grammar, in paragraphs.
+    const char* subj[] = {"the cat", "a dog", "my friend", "the old king", "a small bird", "the teacher"};
+    const char* verb[] = {"sees", "likes", "finds", "follows", "paints", "remembers"};
+    const char* obj[] = {"the red ball", "a green tree", "the quiet river", "an open door", "the long road"};
+    aji::Rng rng(5);
     std::ofstream c(d / "corpus.txt");
-    const char* words[] = {"the cat", "a dog", "sees", "likes", "the red ball", "a green tree", "runs", "sleeps"};
     for (int p = 0; p < 600; ++p) {
-      for (int i = 0; i < 1 + p % 4; ++i) c << words[(p * 7 + i) % 8] << " " << words[(p * 3 + i * 5) % 8] << ". ";
+      const int n = 1 + static_cast<int>(rng.below(4));
+      for (int i = 0; i < n; ++i)
+        c << subj[rng.below(6)] << " " << verb[rng.below(6)] << " " << obj[rng.below(5)] << ". ";
       c << "\n\n";
     }
   }

@@ -141,7 +141,8 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 namespace {
 void require_data_split(const TrainerRun::Options& o) {
   if (dist::launch_size() <= 1 || o.splits_data) return;
-  throw Error((o.dir.command.empty() ? std::string("this trainer") : o.dir.command) + " does not split its batches over ranks yet: started as one of " +
+  const std::string who = o.dir.command.empty() ? std::string("this trainer") : o.dir.command;
+  throw Error(who + " does not split its batches over ranks yet: started as one of " +
               std::to_string(dist::launch_size()) + " processes, every rank would train on the same data")
       .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain` and `aji sft train` run "
            "data-parallel (docs/distributed.md)");
