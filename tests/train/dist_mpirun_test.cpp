@@ -31,10 +31,10 @@ using aji::test::TempDir;
 
 namespace {
 
-// Measured on this machine (2 steps of AdamW... 4 steps, micro models): 1.2e-7 between
-// 2 ranks and one batch of 2B, 1e-8 against 2 accumulated micro-batches. The bounds leave
-// room for other compilers and BLAS paths while still catching a missing all-reduce or a
-// wrong scale (those differ by > 1e-3 after one step).
+// Measured here (micro models, 4-5 steps, 1 thread per process): pretrain 1.2e-7 between 2
+// ranks and one batch of 2B, 2e-8 against 2 accumulated micro-batches of B; SFT 6e-8. The
+// bounds leave room for other compilers and kernels while still catching a missing all-reduce
+// or a wrong scale (those move parameters by > 1e-3 in one step).
 constexpr double kParamTol = 1e-5;
 constexpr double kLossTol = 1e-5;  // relative
 
