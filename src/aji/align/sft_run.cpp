@@ -10,6 +10,7 @@
 
 #include "aji/align/conversation.h"
 #include "aji/base/atomic_file.h"
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
 #include "aji/base/io.h"
@@ -80,6 +81,8 @@ SftRunResult run_sft(const SftRunOptions& in) {
   SftRunOptions o = in;
   SftRunResult result;
   const fs::path run = o.out_dir;
+  const bool root = dist::is_root();  // under mpirun / srun: rank 0 alone writes and prints
+  if (!root) o.quiet = true;
 
   // Every declared option against its range, before any work (the CLI checked them at
   // parse time already; this is the same check for callers of the library).
@@ -96,6 +99,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   ro.dir.state_key = "sft";
   ro.dir.outputs = {"run.json", "metrics.jsonl", "loss.svg"};
   ro.plot_title = "aji sft: " + run.filename().string();
+  ro.splits_data = true;  // sft_train deals the micro-batches over the ranks
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   if (resume_ckpt) {
@@ -184,7 +188,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
                    "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
                    "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len");
   }
-  if (!resume_ckpt) {
+  if (!resume_ckpt && root) {
     json info = {{"stage", "sft"},
                  {"base_model", abs_or_empty(o.model)},
                  {"train_file", fs::absolute(o.train_file).string()},
@@ -227,7 +231,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
     return p;
   });
 
-  if (!val_seqs.empty() && st.step == 0) {
+  if (!val_seqs.empty() && st.step == 0 && root) {
     const LossSum v = sft_validation_loss(model, val_seqs, o.train.batch, T, o.train.pad_id);
     result.first_val_loss = v.mean();
     trun.log({{"step", 0}, {"val_loss", v.mean()}});

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/train/trainer_run.h"
@@ -63,6 +64,15 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
                     const std::vector<RenderedSequence>& val, const SftOptions& o, SftState state,
                     const SftHooks& hooks) {
   if (o.batch <= 0 || o.grad_accum <= 0) throw Error("SFT batch size and gradient accumulation must be positive");
+  // Data parallelism (base/dist.h): --grad-accum micro-batches per step over all ranks;
+  // rank r builds and runs micro-batches r, r+N, ... of each step.
+  dist::Communicator& comm = dist::world();
+  const int ranks = comm.size(), rank = comm.rank();
+  if (o.grad_accum % ranks != 0)
+    throw Error("--grad-accum " + std::to_string(o.grad_accum) + " does not split over " + std::to_string(ranks) +
+                " ranks (each rank runs grad-accum / ranks micro-batches of a step)")
+        .fix("use --grad-accum " + std::to_string(ranks) + " or another multiple of " + std::to_string(ranks) +
+             " (the step is batch-size x grad-accum rows, whatever the number of ranks)");
   const int T = o.T(model.config().max_seq_len);
   if (T > model.config().max_seq_len)
     throw Error("--seq-len " + std::to_string(T) + " is longer than the model's context (" +
@@ -99,16 +109,25 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
         rows = epoch_rows(planned, o.seed, state.epoch);
       }
       const int B = (int)std::min<int64_t>(o.batch, (int64_t)rows.size() - state.next_row);
-      micro.push_back(make_batch(train_seqs, rows, (size_t)state.next_row, B, T, o.pad_id, /*shrink_to_longest=*/true));
+      if (a % ranks == rank) {
+        micro.push_back(make_batch(train_seqs, rows, (size_t)state.next_row, B, T, o.pad_id, /*shrink_to_longest=*/true));
+        step_targets += micro.back().n_targets;
+        step_tokens += (int64_t)micro.back().B * micro.back().T;
+      }
       state.next_row += B;
-      step_targets += micro.back().n_targets;
-      step_tokens += (int64_t)micro.back().B * micro.back().T;
+    }
+    if (ranks > 1) {  // the step's counts over every rank
+      double counts[2] = {(double)step_targets, (double)step_tokens};
+      comm.allreduce_sum(counts, 2);
+      step_targets = (int64_t)counts[0];
+      step_tokens = (int64_t)counts[1];
     }
     const train::StepStats ss = train::train_step(groups, sched.at(state.step), o.grad_clip, "SFT", o.run_dir, [&] {
       double loss = 0.0;
       for (const TokenBatch& tb : micro) {
         if (tb.n_targets == 0) continue;
-        const double share = double(tb.n_targets) / double(step_targets);
+        // Times the ranks: train_step takes the mean over them, the step's loss is the sum.
+        const double share = double(tb.n_targets) / double(step_targets) * ranks;
         loss += share * sft_forward_backward(model, tb, (float)share);
       }
       return loss;
@@ -128,7 +147,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
     info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (hooks.on_step) hooks.on_step(info);
     const bool last = state.step == steps;
-    if (!val.empty() && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
+    if (!val.empty() && rank == 0 && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
       LossSum v = sft_validation_loss(model, val, o.batch, T, o.pad_id);
       result.last_val_loss = v.mean();
       if (hooks.on_eval) hooks.on_eval(state.step, v);

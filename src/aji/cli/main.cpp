@@ -8,6 +8,7 @@
 #include <iostream>
 #include <vector>
 
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
@@ -73,15 +74,18 @@ int main(int argc, char** argv) {
   aji::cli::register_all_commands(app);
   try {
     if (std::getenv("AJI_THREADS")) (void)aji::num_threads();  // an invalid AJI_THREADS is an error now, not later
+    if (aji::dist::launch_rank() > 0) opts.quiet = true;  // under mpirun / srun rank 0 alone prints progress
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const aji::Error& e) {
     std::fflush(stdout);
+    aji::dist::abort_all_if_distributed(e.describe());  // one rank of several: ends them all
     std::cerr << e.describe() << std::endl;
     return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);
+    aji::dist::abort_all_if_distributed(std::string("error: ") + e.what());
     std::cerr << "error: " << e.what() << std::endl;
     return 1;
   }

@@ -150,7 +150,7 @@ void DataLoader::set_cursor(const LoaderCursor& c) {
         .fix("resume with the same --data directory and --seed the run was started with");
 }
 
-void DataLoader::next_window(int32_t* in, int32_t* tgt) {
+std::pair<uint32_t, uint64_t> DataLoader::advance() {
   while (position_ >= window_order_.size()) {  // this shard is used up: the next one, or a new epoch
     position_ = 0;
     if (++shard_index_ >= shards_.size()) {
@@ -161,7 +161,11 @@ void DataLoader::next_window(int32_t* in, int32_t* tgt) {
     start_shard();
   }
   const uint32_t si = shard_order_[shard_index_];
-  const uint64_t start = window_starts_[si][window_order_[position_++]];
+  return {si, window_starts_[si][window_order_[position_++]]};
+}
+
+void DataLoader::next_window(int32_t* in, int32_t* tgt) {
+  const auto [si, start] = advance();
   shards_[si].read(start, window_.size(), window_.data());
   for (int t = 0; t < T_; ++t) {
     in[t] = static_cast<int32_t>(window_[t]);
@@ -170,7 +174,17 @@ void DataLoader::next_window(int32_t* in, int32_t* tgt) {
 }
 
 void DataLoader::next_batch(int32_t* inputs, int32_t* targets) {
+  for (int64_t i = 0; i < static_cast<int64_t>(rank_) * B_; ++i) advance();  // the ranks before this one
   for (int b = 0; b < B_; ++b) next_window(inputs + static_cast<size_t>(b) * T_, targets + static_cast<size_t>(b) * T_);
+  for (int64_t i = 0; i < static_cast<int64_t>(ranks_ - 1 - rank_) * B_; ++i) advance();  // the ranks after it
+}
+
+void DataLoader::set_shard(int rank, int ranks) {
+  if (ranks < 1 || rank < 0 || rank >= ranks)
+    throw Error("loader shard " + std::to_string(rank) + " of " + std::to_string(ranks) + " does not exist")
+        .fix("a rank is in [0, ranks)");
+  rank_ = rank;
+  ranks_ = ranks;
 }
 
 }  // namespace aji::train

@@ -17,11 +17,19 @@
 // shard), so rows of a batch come from all over the shard (a shard usually holds several
 // sources back to back). Without shuffle, file order and window order. Row b of a batch
 // is the b-th window served.
+//
+// Data parallelism (set_shard). Rank r of N takes, of every N*B consecutive windows of that
+// order, the B windows from r*B on: its a-th batch is global batch a*N + r of a single
+// process with the same B, and the N ranks together read every window of an epoch once.
+// Each rank passes over (without reading) the windows of the others, so the cursor is the
+// same on every rank after every batch: a checkpoint written by N ranks resumes on any
+// number of ranks (the cursor is global).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +55,11 @@ class DataLoader {
 
   // Fills inputs and targets, each (B,T) row-major.
   void next_batch(int32_t* inputs, int32_t* targets);
+  // This loader serves rank `rank` of `ranks` (see above; 0 of 1: every window, the default).
+  // An aji::Error when rank is not in [0, ranks).
+  void set_shard(int rank, int ranks);
+  int shard_rank() const { return rank_; }
+  int shard_count() const { return ranks_; }
   // Back to the first window of epoch 0.
   void reset();
 
@@ -63,6 +76,8 @@ class DataLoader {
 
  private:
   void next_window(int32_t* in, int32_t* tgt);
+  // Moves the cursor to the next window and returns (shard, start) of the window it passed.
+  std::pair<uint32_t, uint64_t> advance();
   void start_epoch();  // shard order of epoch_
   void start_shard();  // window order of the current shard
   uint64_t stream_seed(uint64_t a, uint64_t b) const;
@@ -74,6 +89,7 @@ class DataLoader {
   uint64_t seed_;
   bool shuffle_;
   uint64_t total_tokens_ = 0, total_windows_ = 0;
+  int rank_ = 0, ranks_ = 1;
   std::vector<uint32_t> window_;  // T+1 scratch
 
   // cursor

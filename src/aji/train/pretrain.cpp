@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/base/atomic_file.h"
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
 #include "aji/base/io.h"
@@ -160,9 +161,15 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   PretrainOptions o = opt_in;
   PretrainResult result;
   const fs::path run = o.out_dir;
+  // Data parallelism (base/dist.h): rank 0 alone writes (run dir, checkpoints, metrics,
+  // samples, progress); every rank reads its own part of each batch.
+  dist::Communicator& comm = dist::world();
+  const int ranks = comm.size();
+  const bool root = comm.rank() == 0;
+  if (!root) o.quiet = true;
   auto warn = [&](const std::string& w) {  // always printed: something the user should act on
     result.warnings.push_back(w);
-    std::fprintf(stderr, "warning: %s\n", w.c_str());
+    if (root) std::fprintf(stderr, "warning: %s\n", w.c_str());
   };
   if (!o.resume_from.empty()) o.resume = true;
   if (o.resume && o.force) throw Error("--resume and --force contradict each other").fix("pass one of them");
@@ -184,7 +191,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::string where;  // the file the saved settings come from
   // A session killed mid-write (SIGKILL, power loss) leaves temp files; what they were to
   // replace is complete (every write is atomic), so the leftovers just go.
-  const int torn = remove_torn_checkpoint_files(run);
+  const int torn = root ? remove_torn_checkpoint_files(run) : 0;
   if (torn > 0 && !o.quiet)
     std::fprintf(stderr, "note: removed %d unfinished write(s) of an interrupted session\n", torn);
   if (o.resume) {
@@ -239,8 +246,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
                (has_ckpt ? "" : " (it starts again from step 0 with its saved settings)") +
                ", overwrite it with --force, or choose another --out");
     }
-    clear_run_dir(run);
+    if (root) clear_run_dir(run);
   }
+  if (ranks > 1) comm.barrier();  // the others read the run directory after rank 0 cleaned it
 
   // --- the run's settings -----------------------------------------------------------
   if (!saved_opts.is_null()) {
@@ -289,12 +297,22 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
                 std::to_string(cfg.max_seq_len) + ")")
         .fix("use --seq-len <= " + std::to_string(cfg.max_seq_len) + " or raise max_seq_len in the config");
   const int64_t micro_tokens = static_cast<int64_t>(B) * T;
-  const int64_t total_batch = o.total_batch_tokens > 0 ? o.total_batch_tokens : micro_tokens;
-  if (total_batch % micro_tokens != 0)
-    throw Error("--total-batch-tokens " + std::to_string(total_batch) + " is not a multiple of batch*seq_len = " +
-                std::to_string(micro_tokens))
-        .fix("use a multiple of " + std::to_string(micro_tokens) + " (e.g. " + std::to_string(micro_tokens * 4) + ")");
-  const int64_t accum = total_batch / micro_tokens;
+  // With N ranks every rank runs micro-batches of B x T; the total batch is the job's.
+  const int64_t total_batch = o.total_batch_tokens > 0 ? o.total_batch_tokens : micro_tokens * ranks;
+  if (total_batch % (micro_tokens * ranks) != 0) {
+    if (ranks == 1)
+      throw Error("--total-batch-tokens " + std::to_string(total_batch) + " is not a multiple of batch*seq_len = " +
+                  std::to_string(micro_tokens))
+          .fix("use a multiple of " + std::to_string(micro_tokens) + " (e.g. " + std::to_string(micro_tokens * 4) +
+               ")");
+    throw Error("--total-batch-tokens " + std::to_string(total_batch) + " is not a multiple of batch*seq_len*ranks = " +
+                std::to_string(B) + "*" + std::to_string(T) + "*" + std::to_string(ranks) + " = " +
+                std::to_string(micro_tokens * ranks))
+        .fix("use a multiple of " + std::to_string(micro_tokens * ranks) + " (e.g. " +
+             std::to_string(micro_tokens * ranks * 2) + "), or a --batch-size or number of ranks that divides it");
+  }
+  const int64_t accum = total_batch / micro_tokens;        // micro-batches per step, all ranks together
+  const int64_t rank_accum = accum / ranks;                // of which this rank runs
 
   // How long: --steps, else --tokens, else --time-budget (on --resume: the run's length
   // unless one of them is given again).
@@ -355,6 +373,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
 
   DataLoader train_loader(o.data_dir, "train", B, T, o.seed, /*shuffle=*/true);
+  train_loader.set_shard(comm.rank(), ranks);
   std::optional<DataLoader> val_loader;
   if (manifest.val.empty()) {
     warn("no validation data in " + o.data_dir.string() +
@@ -379,13 +398,13 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::optional<tokenizer::Tokenizer> tok;
   std::vector<fs::path> ship;
   std::vector<uint32_t> token_bytes;
-  fs::create_directories(run);
+  if (root) fs::create_directories(run);
   if (fs::exists(tok_file)) {
     tok = tokenizer::Tokenizer::load(tok_file);
-    copy_file_atomic(tok_file, run / kAjiTokenizerFile);
+    if (root) copy_file_atomic(tok_file, run / kAjiTokenizerFile);
     ship.push_back(run / kAjiTokenizerFile);
     try {
-      tokenizer::save_hf_tokenizer_json(*tok, run / "tokenizer.json");
+      if (root) tokenizer::save_hf_tokenizer_json(*tok, run / "tokenizer.json");
       ship.push_back(run / "tokenizer.json");
     } catch (const Error& e) {
       if (!o.quiet) std::fprintf(stderr, "note: no tokenizer.json for Hugging Face (%s)\n", e.what());
@@ -427,7 +446,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     step = state.at("step");
     tokens_seen = state.value("tokens_seen", int64_t(0));
     elapsed_before = state.value("elapsed_s", 0.0);
-    if (!o.resume_from.empty()) {
+    if (!o.resume_from.empty() && root) {
       // Resuming an earlier checkpoint abandons the later ones: keep-last-K would
       // otherwise count them as the newest and delete the ones this session writes.
       std::error_code ec;
@@ -451,8 +470,22 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       options_json(o, T, total_batch, accum, calibrating ? 0 : steps, sched.warmup, manifest.tokenizer_hash);
   auto write_run_info = [&]() {
     run_info["options"] = opts_json;
-    write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
+    if (root) write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
   };
+  if (ranks > 1) {
+    // Every rank must run the same settings on the same data: compare with rank 0's.
+    std::string rank0 = opts_json.dump();
+    comm.broadcast(rank0, 0);
+    if (rank0 != opts_json.dump()) {
+      std::string diff;
+      const json j0 = json::parse(rank0);
+      for (const auto& [k, v] : opts_json.items())
+        if (!j0.contains(k) || j0[k] != v)
+          diff += (diff.empty() ? "" : ", ") + k + " " + v.dump() + " (rank 0: " + (j0.contains(k) ? j0[k].dump() : "-") + ")";
+      throw Error("rank " + std::to_string(comm.rank()) + " was started with other settings than rank 0: " + diff)
+          .fix("start every rank with the same command line, --threads and data (mpirun/srun do this for one command)");
+    }
+  }
   if (!resume_ckpt) write_run_info();
 
   // The session: metrics.jsonl, the plot, checkpoints, Ctrl-C, --stop-after. The run-dir
@@ -467,6 +500,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   ro.keep = o.keep;
   ro.stop_after = o.stop_after;
   ro.plot_title = "aji pretrain: " + run.filename().string();
+  ro.splits_data = true;  // DataLoader::set_shard
   RunDirStart opened;
   opened.checkpoint = resume_ckpt;
   opened.state = state;
@@ -493,7 +527,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     return p;
   });
   auto run_eval = [&]() {
-    if (!val_loader) return;
+    if (!val_loader || !root) return;  // rank 0 evaluates; the others wait at the next all-reduce
     Evaluation e = evaluate(model, *val_loader, eval_batches, token_bytes);
     result.last_val_loss = static_cast<float>(e.loss);
     result.last_val_bpb = static_cast<float>(e.bpb);
@@ -504,7 +538,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     trun.write_plot();
   };
   auto run_sample = [&]() {
-    if (!tok) return;
+    if (!tok || !root) return;
     std::vector<int32_t> prompt = {static_cast<int32_t>(manifest.bos_id)};
     if (!o.sample_prompt.empty())
       for (auto id : tok->encode(o.sample_prompt, tokenizer::SpecialPolicy::kAsText))
@@ -526,8 +560,10 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
 
   const double flops_per_step = cfg.train_flops_per_token(T) * static_cast<double>(total_batch);
   const bool peak_measured = o.peak_gflops_per_core <= 0;
-  double peak = 1e9 * (peak_measured ? kernels::cpu::measured_peak_gflops(num_threads())
-                                           : o.peak_gflops_per_core * num_threads());
+  // The job's peak: every rank's threads (rank 0 measures its cores; the others print no MFU).
+  double peak = 1e9 * ranks * (!peak_measured ? o.peak_gflops_per_core * num_threads()
+                               : root         ? kernels::cpu::measured_peak_gflops(num_threads())
+                                              : 1.0);
   if (!o.quiet) {
     std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
                 cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.vocab_size, cfg.max_seq_len,
@@ -535,6 +571,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     std::printf("data: %llu train tokens | batch %d x %d x %lld accum = %lld tokens/step | %s steps | threads %d\n",
                 (unsigned long long)train_loader.total_tokens(), B, T, (long long)accum, (long long)total_batch,
                 calibrating ? "time-budgeted" : std::to_string(steps).c_str(), num_threads());
+    if (ranks > 1)
+      std::printf("data parallel: %d ranks (%s) x %d threads | %lld micro-batches of %d x %d per rank and step\n",
+                  ranks, comm.name().c_str(), num_threads(), (long long)rank_accum, B, T);
     std::printf("MFU is against %.0f GFLOP/s (%s)\n", peak / 1e9,
                 peak_measured ? "fp32 FMA peak of these cores, measured now" : "--peak-gflops");
     std::fflush(stdout);
@@ -551,16 +590,17 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     const double cpu0 = process_cpu_seconds();
     const StepStats ss = train_step(groups, sched.at(step), o.grad_clip, "Training", run, [&] {
       double loss = 0.0;
-      for (int64_t a = 0; a < accum; ++a) {
+      // This rank's micro-batches; train_step averages gradients and loss over the ranks.
+      for (int64_t a = 0; a < rank_accum; ++a) {
         train_loader.next_batch(inputs.data(), targets.data());
         model.forward(inputs.data(), B, T);
-        model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(accum), token_loss.data());
+        model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(rank_accum), token_loss.data());
         model.backward(model.d_hidden_buffer());
         // The mean is summed here, in order: an OpenMP reduction's combining order varies
         // from run to run, and the logged loss must not (bit-identical resume).
         double sum = 0.0;
         for (float x : token_loss) sum += x;
-        loss += sum / static_cast<double>(token_loss.size()) / static_cast<double>(accum);
+        loss += sum / static_cast<double>(token_loss.size()) / static_cast<double>(rank_accum);
       }
       return loss;
     }, step);
@@ -585,9 +625,10 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       peak = flops_per_step / dt;
       mfu = 1.0;
     }
-    log_metrics({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
-                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt},
-                 {"cpu_s", process_cpu_seconds() - cpu0}});
+    json line = {{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens", tokens_seen},
+                 {"tok_per_s", tok_s}, {"mfu", mfu}, {"step_s", dt}, {"cpu_s", process_cpu_seconds() - cpu0}};
+    if (ranks > 1) line["comm_s"] = ss.comm_seconds;  // rank 0's time in the gradient all-reduce
+    log_metrics(line);
     trun.print_step(step, calibrating ? 0 : steps, dt,
                     "loss " + fmt("%.4f", loss) + " | lr " + fmt("%.2e", lr) + " | norm " + fmt("%.3f", norm) + " | " +
                         fmt("%.0f", tok_s) + " tok/s | MFU " + fmt("%.1f", 100.0 * mfu) + "%");
@@ -597,6 +638,11 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       const double per_step = (elapsed_before - first_step_s) / static_cast<double>(kCalibrationSteps - 1);
       const double left = 0.9 * o.time_budget * 60.0 - elapsed_before;
       steps = std::max<int64_t>(step + 1, step + static_cast<int64_t>(left / per_step));
+      if (ranks > 1) {  // rank 0's count for every rank: the ranks must stop at the same step
+        double s0 = root ? static_cast<double>(steps) : 0.0;
+        comm.allreduce_sum(&s0, 1);
+        steps = static_cast<int64_t>(s0);
+      }
       sched.total = steps;
       opts_json["steps"] = steps;
       calibrating = false;

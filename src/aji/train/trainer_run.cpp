@@ -5,8 +5,10 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <set>
 
 #include "aji/base/atomic_file.h"
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
@@ -28,10 +30,18 @@ namespace {
 
 struct Span {
   float* grads;
+  float* params;
   size_t size;
 };
 
-// The groups' ranges as contiguous spans of gradient memory (adjacent ranges merged).
+// Parameter buffers already made equal on every rank (broadcast from rank 0) in this
+// stepping phase: TrainerRun::steps() clears it, so each phase starts from rank 0's weights.
+std::set<const float*>& synced_params() {
+  static std::set<const float*> s;
+  return s;
+}
+
+// The groups' ranges as contiguous spans of gradient (and parameter) memory (adjacent ranges merged).
 std::vector<Span> spans_of(const std::vector<ParamGroup>& groups) {
   std::vector<Span> spans;
   for (const ParamGroup& g : groups) {
@@ -42,7 +52,7 @@ std::vector<Span> spans_of(const std::vector<ParamGroup>& groups) {
       const size_t begin = r[i].offset;
       size_t end = begin + r[i].size;
       for (++i; i < r.size() && r[i].offset == end; ++i) end += r[i].size;
-      if (end > begin) spans.push_back({g.grads + begin, end - begin});
+      if (end > begin) spans.push_back({g.grads + begin, g.params ? g.params + begin : nullptr, end - begin});
     }
   }
   return spans;
@@ -75,10 +85,29 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
                      const fs::path& run_dir, const std::function<double()>& forward_backward, int64_t step_index) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<Span> spans = spans_of(groups);
+  dist::Communicator& comm = dist::world();
+  const double comm0 = comm.comm_seconds();
+  if (comm.size() > 1) {
+    // The first step of a stepping phase starts every rank from rank 0's parameters (equal
+    // anyway when every rank initialised from the same seed or loaded the same checkpoint).
+    for (const ParamGroup& g : groups)
+      if (g.params && synced_params().insert(g.params).second)
+        for (const Span& s : spans_of({g})) comm.broadcast(s.params, s.size, 0);
+  }
   for (const Span& s : spans) std::fill_n(s.grads, s.size, 0.0f);
   StepStats st;
   st.lr = lr;
   st.loss = forward_backward();
+  if (comm.size() > 1) {
+    // Data parallelism: each rank computed the gradient of its part of the batch; their
+    // mean is the gradient of the whole batch (dist.h). Before the norm, so clipping,
+    // the divergence stop and AdamW see the same numbers on every rank.
+    for (const Span& s : spans) comm.allreduce_mean(s.grads, s.size);
+    double loss = st.loss;
+    comm.allreduce_sum(&loss, 1);
+    st.loss = loss / comm.size();
+  }
+  st.comm_seconds = comm.comm_seconds() - comm0;
   if (spans.size() == 1) {
     st.grad_norm = global_grad_norm(spans[0].grads, spans[0].size);
   } else {
@@ -109,8 +138,39 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 
 // ---- the run --------------------------------------------------------------------------------
 
-TrainerRun::TrainerRun(Options options) : o_(std::move(options)) {
-  start_ = open_run_dir(o_.dir);
+namespace {
+void require_data_split(const TrainerRun::Options& o) {
+  if (dist::launch_size() <= 1 || o.splits_data) return;
+  const std::string who = o.dir.command.empty() ? std::string("this trainer") : o.dir.command;
+  throw Error(who + " does not split its batches over ranks yet: started as one of " +
+              std::to_string(dist::launch_size()) + " processes, every rank would train on the same data")
+      .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain` and `aji sft train` run "
+           "data-parallel (docs/distributed.md)");
+}
+}  // namespace
+
+TrainerRun::TrainerRun(Options options) : o_(std::move(options)), root_(dist::is_root()) {
+  require_data_split(o_);
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1) {
+    start_ = open_run_dir(o_.dir);
+  } else {
+    // Rank 0 applies the run-dir rule (it alone creates, clears or refuses); the others take
+    // what it found. An error on rank 0 ends every rank (dist::abort_all_if_distributed).
+    std::string found;
+    if (root_) {
+      start_ = open_run_dir(o_.dir);
+      found = json{{"checkpoint", start_.checkpoint ? start_.checkpoint->string() : std::string()},
+                   {"state", start_.state}}.dump();
+    }
+    comm.broadcast(found, 0);
+    if (!root_) {
+      const json j = json::parse(found);
+      const std::string ck = j.at("checkpoint").get<std::string>();
+      if (!ck.empty()) start_.checkpoint = fs::path(ck);
+      start_.state = j.at("state");
+    }
+  }
   if (resuming()) {
     const int threads = section().value("threads", 0);
     if (threads != num_threads() && !quiet())
@@ -119,7 +179,10 @@ TrainerRun::TrainerRun(Options options) : o_(std::move(options)) {
   }
 }
 
-TrainerRun::TrainerRun(Options options, RunDirStart opened) : o_(std::move(options)), start_(std::move(opened)) {}
+TrainerRun::TrainerRun(Options options, RunDirStart opened)
+    : o_(std::move(options)), start_(std::move(opened)), root_(dist::is_root()) {
+  require_data_split(o_);
+}
 
 TrainerRun::~TrainerRun() = default;
 
@@ -136,7 +199,7 @@ std::string TrainerRun::state_file() const {
 const std::vector<fs::path>& TrainerRun::ship_tokenizer(const fs::path& model_dir) {
   for (const char* name : {kAjiTokenizerFile, "tokenizer.json"})
     if (fs::exists(model_dir / name)) {
-      copy_file_atomic(model_dir / name, dir() / name);
+      if (root_) copy_file_atomic(model_dir / name, dir() / name);
       ship_.push_back(dir() / name);
     }
   return ship_;
@@ -154,6 +217,7 @@ void TrainerRun::add_to_plot(const json& j) {
 }
 
 void TrainerRun::start_metrics(int64_t step, const std::function<void(const json&)>& each) {
+  if (!root_) return;  // rank 0 writes the metrics
   train_.clear();
   val_.clear();
   acc_.clear();
@@ -166,6 +230,7 @@ void TrainerRun::start_metrics(int64_t step, const std::function<void(const json
 }
 
 void TrainerRun::log(const json& line) {
+  if (!root_) return;
   if (!metrics_.is_open()) metrics_.open(dir() / "metrics.jsonl", std::ios::app);  // start_metrics not called: append
   metrics_ << line.dump() << "\n";
   metrics_.flush();
@@ -173,6 +238,7 @@ void TrainerRun::log(const json& line) {
 }
 
 void TrainerRun::write_plot() const {
+  if (!root_) return;
   CurveLabels labels = o_.plot_labels;
   if (!acc_.empty()) labels.accuracy = acc_;
   write_file_atomic(dir() / "loss.svg", loss_curve_svg(train_, val_, o_.plot_title, labels));
@@ -180,6 +246,14 @@ void TrainerRun::write_plot() const {
 
 fs::path TrainerRun::save(int64_t step) {
   if (!parts_) throw Error("internal: TrainerRun::save without set_checkpoint");
+  dist::Communicator& comm = dist::world();
+  if (!root_) {
+    // Rank 0 writes the checkpoint; the others wait for it, so nothing after a save (an
+    // evaluation of the saved model, the next session) reads a checkpoint half-written.
+    last_checkpoint_ = dir() / ("ckpt-" + std::to_string(step));
+    comm.barrier();
+    return last_checkpoint_;
+  }
   CheckpointParts p = parts_(step);
   json ts = p.top.is_object() ? p.top : json::object();
   ts["step"] = step;
@@ -201,6 +275,7 @@ fs::path TrainerRun::save(int64_t step) {
   last_checkpoint_ = save_checkpoint(dir(), step, c, o_.keep);
   if (!p.write.empty()) fs::remove_all(staging);
   write_plot();
+  if (comm.size() > 1) comm.barrier();
   return last_checkpoint_;
 }
 
@@ -208,6 +283,7 @@ TrainerRun::Steps TrainerRun::steps(int64_t session_start, int64_t total) {
   session_start_ = session_start;
   total_ = total;
   stopped_ = false;
+  synced_params().clear();  // the first train_step of this phase broadcasts the parameters
   Steps s;
   s.guard_ = std::make_unique<InterruptGuard>();
   return s;
@@ -215,7 +291,13 @@ TrainerRun::Steps TrainerRun::steps(int64_t session_start, int64_t total) {
 
 bool TrainerRun::after_step(int64_t step, int64_t total) {
   const bool last = step == total;
-  const bool stop = interrupt_requested() || (o_.stop_after > 0 && step - session_start_ >= o_.stop_after);
+  bool stop = interrupt_requested() || (o_.stop_after > 0 && step - session_start_ >= o_.stop_after);
+  dist::Communicator& comm = dist::world();
+  if (comm.size() > 1) {  // a Ctrl-C seen by one rank stops all of them at the same step
+    double any = stop ? 1.0 : 0.0;
+    comm.allreduce_sum(&any, 1);
+    stop = any > 0;
+  }
   if (last || stop || (o_.save_every > 0 && step % o_.save_every == 0)) save(step);
   stopped_ = stop && !last;
   return stopped_;
@@ -237,6 +319,7 @@ void TrainerRun::print_step(int64_t step, int64_t total, double seconds, const s
 }
 
 void TrainerRun::finish(int64_t step, int64_t total) {
+  if (!root_) return;
   metrics_.flush();
   write_plot();
   if (stopped_ && !quiet())

@@ -47,6 +47,10 @@
 //     if (run.after_step(step, total)) break;           // saves when due, at the end, or on stop
 //   }
 //   run.finish(step, total);                            // plot; the "continue with" line if stopped
+// Under mpirun / srun (base/dist.h, docs/distributed.md) every rank runs this same code:
+// train_step averages the gradients and the loss over the ranks, TrainerRun lets rank 0
+// alone write, and after_step stops every rank at the same step. Each trainer gives each
+// rank its own part of every batch (train/loader.h's shard for pretraining).
 // An RM adds its scalar head as a second ParamGroup and writes it with CheckpointParts::write;
 // PPO adds the value head the same way; frozen models (reference, RM) are not in any group.
 #pragma once
@@ -93,6 +97,7 @@ struct StepStats {
   double grad_norm = 0;  // before clipping, over every group
   float lr = 0;
   double seconds = 0;    // wall time of the whole step
+  double comm_seconds = 0;  // of which in the gradient all-reduce (0 in a single process)
 };
 
 // One optimizer step (step_index: the 0-based index of this step, for messages):
@@ -106,6 +111,13 @@ struct StepStats {
 //   5. clip (torch.nn.utils.clip_grad_norm_: scale by max_norm/(norm+1e-6) when norm >
 //      max_norm; max_norm <= 0: off);
 //   6. each group's optimizer->step(params, grads, ranges, lr).
+// Data parallelism (several ranks, base/dist.h): the first train_step after
+// TrainerRun::steps() broadcasts each group's parameters (its ranges) from rank 0; after
+// forward_backward the gradients over the groups' ranges are all-reduced to their mean
+// over the ranks (before 3., so clipping and AdamW see the same numbers everywhere) and
+// the returned loss is averaged too. So forward_backward on each rank computes its part
+// of the batch such that the MEAN over ranks is the whole batch's loss and gradient (a
+// trainer weighting by a global count scales its part by the number of ranks).
 StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max_norm, const std::string& what,
                      const std::filesystem::path& run_dir, const std::function<double()>& forward_backward,
                      int64_t step_index);
@@ -137,6 +149,10 @@ class TrainerRun {
     std::string plot_title;
     CurveLabels plot_labels;  // its accuracy series is filled from "val_accuracy" lines
     int progress_lines = 0;   // print_step prints every step (0) or about this many lines a run
+    // The trainer gives each rank its own part of every batch (pretrain, SFT). Under mpirun /
+    // srun with N > 1 a trainer that does not is refused with a clear error (N ranks would
+    // each compute the same batch and write the same files).
+    bool splits_data = false;
   };
 
   // Applies the run-dir rule (open_run_dir); on resume reads the checkpoint's trainer state and
@@ -152,7 +168,12 @@ class TrainerRun {
   TrainerRun& operator=(const TrainerRun&) = delete;
 
   const std::filesystem::path& dir() const { return o_.dir.dir; }
-  bool quiet() const { return o_.dir.quiet; }
+  // Quiet as asked, and on every rank but 0 (base/dist.h): one progress line per job.
+  bool quiet() const { return o_.dir.quiet || !root_; }
+  // Rank 0 of a data-parallel job (or a single process): the rank that writes the run
+  // directory, the metrics, the plot, the checkpoints and the progress. The others read
+  // (a resumed checkpoint) but write nothing; save() waits for rank 0's checkpoint.
+  bool root() const { return root_; }
   bool resuming() const { return start_.checkpoint.has_value(); }
   const std::optional<std::filesystem::path>& checkpoint() const { return start_.checkpoint; }
   const nlohmann::json& state() const { return start_.state; }  // trainer_state.json (null: fresh)
@@ -219,6 +240,7 @@ class TrainerRun {
   int64_t session_start_ = 0, total_ = 0;
   double ema_ = 0;
   bool stopped_ = false;
+  bool root_ = true;
 };
 
 }  // namespace aji::train

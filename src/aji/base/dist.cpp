@@ -1,0 +1,236 @@
+#include "aji/base/dist.h"
+
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <vector>
+
+#include "aji/base/error.h"
+
+#ifdef AJI_MPI
+// The C API only: OpenMPI's mpi.h otherwise pulls in the deprecated C++ bindings (libmpi_cxx).
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#endif
+
+namespace aji::dist {
+
+void SingleProcess::abort(int code, const std::string& message) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::exit(code);
+}
+
+namespace {
+
+int parse_count(const char* value, const char* variable, int min) {
+  const std::string s = value;
+  char* end = nullptr;
+  const long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || end == s.c_str() || *end != '\0' || v < min || v > INT_MAX)
+    throw Error(std::string("the launcher's ") + variable + "=\"" + s + "\" is not a whole number >= " +
+                std::to_string(min))
+        .fix("start aji with mpirun -np N or srun -n N, or unset " + std::string(variable));
+  return static_cast<int>(v);
+}
+
+}  // namespace
+
+Launch launch_from_env(const std::function<const char*(const char*)>& getenv) {
+  struct Source {
+    const char* size;
+    const char* rank;
+    const char* launcher;
+  };
+  // OpenMPI's mpirun first, then PMI(x) (MPICH, srun --mpi=pmi2/pmix), then plain srun.
+  static const Source kSources[] = {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "mpirun"},
+                                    {"PMI_SIZE", "PMI_RANK", "PMI"},
+                                    {"PMIX_SIZE", "PMIX_RANK", "PMIx"},
+                                    {"SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "srun"}};
+  Launch l;
+  for (const Source& s : kSources) {
+    const char* size = getenv(s.size);
+    if (!size) continue;
+    // srun sets SLURM_STEP_NUM_TASKS and SLURM_PROCID for each task of its job step. Not
+    // SLURM_NTASKS: the sbatch script itself has it (the allocation's size) and is one process.
+    const char* rank = getenv(s.rank);
+    if (std::string(s.launcher) == "srun" && !rank) continue;
+    l.size = parse_count(size, s.size, 1);
+    l.rank = rank ? parse_count(rank, s.rank, 0) : 0;
+    if (l.rank >= l.size)
+      throw Error(std::string("the launcher's ") + s.rank + "=" + std::to_string(l.rank) + " is not below " + s.size +
+                  "=" + std::to_string(l.size))
+          .fix("start aji with mpirun -np N or srun -n N");
+    l.variable = s.size;
+    l.launcher = s.launcher;
+    return l;
+  }
+  return l;
+}
+
+bool built_with_mpi() {
+#ifdef AJI_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+#ifdef AJI_MPI
+namespace {
+
+void check(int rc, const char* call) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  throw Error(std::string(call) + " failed: " + std::string(text, static_cast<size_t>(len)))
+      .fix("check that every rank runs the same command and that the network between the hosts is up");
+}
+
+// MPI counts are int: larger buffers go in pieces of at most 2^30 elements.
+constexpr size_t kPiece = size_t(1) << 30;
+
+class Mpi final : public Communicator {
+ public:
+  Mpi() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+      std::atexit([] {
+        int finalized = 0;
+        MPI_Finalized(&finalized);
+        if (!finalized) MPI_Finalize();
+      });
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    char version[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(version, &len);
+    std::string v(version, static_cast<size_t>(len));
+    if (const size_t cut = v.find_first_of(",\n"); cut != std::string::npos) v.resize(cut);
+    name_ = "MPI (" + v + ")";
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return name_; }
+
+  void allreduce_mean(float* data, size_t n) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t off = 0; off < n; off += kPiece) {
+      const int count = static_cast<int>(std::min(kPiece, n - off));
+      check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+    if (size_ > 1) {
+      const float scale = 1.0f / static_cast<float>(size_);
+      for (size_t i = 0; i < n; ++i) data[i] *= scale;
+    }
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void allreduce_sum(double* data, size_t n) override {
+    for (size_t off = 0; off < n; off += kPiece) {
+      const int count = static_cast<int>(std::min(kPiece, n - off));
+      check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+  }
+  void broadcast(float* data, size_t n, int root) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t off = 0; off < n; off += kPiece) {
+      const int count = static_cast<int>(std::min(kPiece, n - off));
+      check(MPI_Bcast(data + off, count, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+    }
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void broadcast(std::string& bytes, int root) override {
+    unsigned long long n = bytes.size();
+    check(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, MPI_COMM_WORLD), "MPI_Bcast");
+    bytes.resize(static_cast<size_t>(n));
+    for (size_t off = 0; off < bytes.size(); off += kPiece) {
+      const int count = static_cast<int>(std::min<size_t>(kPiece, bytes.size() - off));
+      check(MPI_Bcast(bytes.data() + off, count, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast");
+    }
+  }
+  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  [[noreturn]] void abort(int code, const std::string& message) override {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s\n", message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);  // MPI_Abort does not return; this keeps [[noreturn]] honest
+  }
+
+ private:
+  int rank_ = 0, size_ = 1;
+  std::string name_;
+};
+
+}  // namespace
+#endif
+
+namespace {
+
+std::unique_ptr<Communicator>& world_ptr() {
+  static std::unique_ptr<Communicator> w;
+  return w;
+}
+
+const Launch& env_launch() {
+  static const Launch l = launch_from_env([](const char* k) { return std::getenv(k); });
+  return l;
+}
+
+}  // namespace
+
+int launch_size() { return env_launch().size; }
+int launch_rank() { return env_launch().rank; }
+
+Communicator& world() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const Launch& l = env_launch();
+    if (l.size <= 1) {
+      world_ptr() = std::make_unique<SingleProcess>();
+      return;
+    }
+#ifdef AJI_MPI
+    world_ptr() = std::make_unique<Mpi>();
+    if (world_ptr()->size() != l.size)
+      throw Error("the launcher says " + std::to_string(l.size) + " processes (" + l.variable + ") but MPI has " +
+                  std::to_string(world_ptr()->size()))
+          .fix("start aji with the MPI that built it (mpirun from openmpi-bin), or srun --mpi=pmix");
+#else
+    throw Error("aji was started as one of " + std::to_string(l.size) + " processes (" + l.variable + "=" +
+                std::to_string(l.size) + ", " + l.launcher + ") but this build has no MPI: every process would " +
+                "train the same model alone and write the same files")
+        .fix("install libopenmpi-dev and rebuild (cmake -DAJI_MPI=ON), or run one process without " + l.launcher);
+#endif
+  });
+  if (!world_ptr()) throw Error("internal: dist::world() failed to start before");
+  return *world_ptr();
+}
+
+bool is_root() { return launch_size() <= 1 || world().rank() == 0; }
+
+void abort_all_if_distributed(const std::string& message, int code) {
+  if (launch_size() <= 1 || !built_with_mpi()) return;
+  if (!world_ptr()) {  // failed before the first collective call: join the job to end it
+    try {
+      (void)world();
+    } catch (const std::exception&) {
+      return;
+    }
+  }
+  if (world_ptr()->size() <= 1) return;
+  Communicator& w = *world_ptr();
+  w.abort(code, "[rank " + std::to_string(w.rank()) + "/" + std::to_string(w.size()) + "] " + message +
+                    "\n[rank " + std::to_string(w.rank()) + "/" + std::to_string(w.size()) +
+                    "] stopping every rank of the job (MPI_Abort)");
+}
+
+}  // namespace aji::dist

@@ -1,0 +1,210 @@
+// Data parallelism for real: `mpirun -np 2` runs of `aji pretrain` and `aji sft train` (B rows
+// per rank, a global batch of 2B) against one process with the same global batch (as one
+// batch of 2B and as 2 accumulated micro-batches of B). The reference is the single-process
+// run: the final parameters must agree to kParamTol and the per-step losses to kLossTol
+// (not bit for bit: the 2 ranks sum their gradients in another order than one process).
+// Also: rank 0 alone writes (one metrics line per step), a checkpoint of 2 ranks resumes on
+// 1 (the loader's cursor is global), and a bad setting ends both ranks with a clear error
+// instead of a hang. Skipped, saying why, without mpirun, in a build without MPI, and in
+// the sanitizer build (OpenMPI's own allocations trip LeakSanitizer).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "align/micro_base.h"
+#include "aji/base/dist.h"
+#include "aji/base/rng.h"
+#include "aji/base/threads.h"
+#include "aji/model/model.h"
+#include "aji/train/checkpoint.h"
+#include "aji/train/tokenize_data.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using aji::test::TempDir;
+
+namespace {
+
+// Measured here (micro models, 4-5 steps, 1 thread per process): pretrain 1.2e-7 between 2
+// ranks and one batch of 2B, 2e-8 against 2 accumulated micro-batches of B; SFT 6e-8. The
+// bounds leave room for other compilers and kernels while still catching a missing all-reduce
+// or a wrong scale (those move parameters by > 1e-3 in one step).
+constexpr double kParamTol = 1e-5;
+constexpr double kLossTol = 1e-5;  // relative
+
+std::string skip_reason() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "sanitizer build: OpenMPI's allocations trip LeakSanitizer";
+#endif
+  if (!aji::dist::built_with_mpi()) return "this aji was built without MPI (cmake -DAJI_MPI=ON, libopenmpi-dev)";
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return "mpirun is not installed (openmpi-bin)";
+  return "";
+}
+
+std::string mpirun(int np) {
+  return "timeout 180 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
+         " -x AJI_THREADS=1 " + AJI_BINARY;
+}
+std::string single() { return std::string("AJI_THREADS=1 ") + AJI_BINARY; }
+
+std::vector<float> weights(const fs::path& run) {
+  aji::model::Model m = aji::train::load_model(run);
+  return {m.params(), m.params() + m.num_params()};
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+// The train losses of metrics.jsonl, in order.
+std::vector<double> losses(const fs::path& run) {
+  std::ifstream f(run / "metrics.jsonl");
+  std::vector<double> v;
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+  }
+  return v;
+}
+
+void expect_same_run(const fs::path& ref, const fs::path& run, size_t steps) {
+  const std::vector<double> a = losses(ref), b = losses(run);
+  ASSERT_EQ(a.size(), steps) << ref;
+  ASSERT_EQ(b.size(), steps) << run << ": one metrics line per step (rank 0 alone writes)";
+  for (size_t i = 0; i < steps; ++i) EXPECT_NEAR(b[i], a[i], kLossTol * std::fabs(a[i])) << "step " << i + 1;
+  const double d = max_abs_diff(weights(ref), weights(run));
+  EXPECT_LE(d, kParamTol) << ref << " vs " << run;
+  std::printf("%s vs %s: max |parameter difference| %.3g\n", ref.filename().c_str(), run.filename().c_str(), d);
+}
+
+int count(const std::string& hay, const std::string& needle) {
+  int n = 0;
+  for (size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  {
+    // pretrain_test's corpus: sentences of a small grammar, in paragraphs.
+    const char* subj[] = {"the cat", "a dog", "my friend", "the old king", "a small bird", "the teacher"};
+    const char* verb[] = {"sees", "likes", "finds", "follows", "paints", "remembers"};
+    const char* obj[] = {"the red ball", "a green tree", "the quiet river", "an open door", "the long road"};
+    aji::Rng rng(5);
+    std::ofstream c(d / "corpus.txt");
+    for (int p = 0; p < 600; ++p) {
+      const int n = 1 + static_cast<int>(rng.below(4));
+      for (int i = 0; i < n; ++i)
+        c << subj[rng.below(6)] << " " << verb[rng.below(6)] << " " << obj[rng.below(5)] << ". ";
+      c << "\n\n";
+    }
+  }
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " -q tokenizer train --input " + (d / "corpus.txt").string() +
+                                       " --vocab-size 320 --out " + (d / "tok.json").string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  aji::train::TokenizeDataOptions t;
+  t.tokenizer = d / "tok.json";
+  t.inputs = {(d / "corpus.txt").string()};
+  t.out_dir = d / "data";
+  t.val_fraction = 0.1;
+  t.shard_tokens = 2048;
+  t.progress = false;
+  aji::train::tokenize_data(t);
+  std::ofstream(d / "micro.json") << R"({"arch": "llama", "vocab_size": 320, "n_layer": 2, "n_head": 2,
+      "n_kv_head": 1, "d_model": 32, "d_ff": 64, "max_seq_len": 32})";
+  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + t.out_dir.string() +
+                             " --steps 4 --seq-len 16 --eval-every 2 --sample-every 0 --save-every 0 --peak-gflops 1";
+  auto run = [&](const std::string& prefix, const std::string& args, std::string* o = nullptr) {
+    std::string text;
+    const int rc = aji::test::run_command(prefix + common + " " + args + " 2>&1", &text);
+    EXPECT_EQ(rc, 0) << prefix << common << " " << args << "\n" << text;
+    if (o) *o = text;
+  };
+  run(single(), "-q --batch-size 4 --out " + (d / "one").string());
+  run(single(), "-q --batch-size 2 --total-batch-tokens 64 --out " + (d / "accum").string());
+  std::string shown;
+  run(mpirun(2), "--batch-size 2 --total-batch-tokens 64 --out " + (d / "two").string(), &shown);
+  expect_same_run(d / "one", d / "two", 4);
+  expect_same_run(d / "accum", d / "two", 4);
+  // Rank 0 alone prints: one progress line per step, one summary.
+  EXPECT_EQ(count(shown, "step     1/4 | loss"), 1) << shown;
+  EXPECT_EQ(count(shown, "done: 4 steps"), 1) << shown;
+  EXPECT_EQ(count(shown, "data parallel: 2 ranks"), 1) << shown;
+
+  // Elastic resume: 2 ranks stop after 2 steps; one process continues the same run.
+  run(mpirun(2), "-q --batch-size 2 --total-batch-tokens 64 --stop-after 2 --out " + (d / "elastic").string());
+  std::string resumed;
+  ASSERT_EQ(aji::test::run_command(single() + " -q pretrain --resume --out " + (d / "elastic").string() + " 2>&1",
+                                   &resumed),
+            0)
+      << resumed;
+  expect_same_run(d / "one", d / "elastic", 4);
+
+  // A total batch the ranks cannot split: a clear error on every rank, no hang.
+  std::string bad;
+  EXPECT_NE(aji::test::run_command(mpirun(2) + common + " -q --batch-size 2 --total-batch-tokens 32 --out " +
+                                       (d / "bad").string() + " 2>&1",
+                                   &bad),
+            0);
+  EXPECT_NE(bad.find("batch*seq_len*ranks"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("MPI_Abort"), std::string::npos) << bad;
+}
+
+TEST(DistMpirun, SftOnTwoRanksMatchesOneProcess) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  aji::set_num_threads(1);
+  TempDir dir;
+  const fs::path d = dir.path();
+  const char* qa[][2] = {{"What color is the sky?", "The sky is blue."},
+                         {"How many legs does a cat have?", "A cat has four legs."},
+                         {"Say hello.", "Hello! How can I help you today?"},
+                         {"Name a fruit.", "An apple is a fruit."}};
+  {
+    std::ofstream c(d / "corpus.txt");
+    for (int i = 0; i < 200; ++i)
+      for (auto& p : qa) c << p[0] << " " << p[1] << "\n\n";
+  }
+  const fs::path base = aji::test::build_micro_base(d, d / "corpus.txt");
+  {
+    std::ofstream tr(d / "train.jsonl"), va(d / "val.jsonl");
+    for (int i = 0; i < 14; ++i)
+      (i < 11 ? tr : va) << R"({"messages": [{"role": "user", "content": ")" << qa[i % 4][0]
+                         << R"("}, {"role": "assistant", "content": ")" << qa[i % 4][1] << R"("}]})" << "\n";
+  }
+  // 11 conversations, 2 x 2 rows a step: the 3rd step crosses the epoch (a short micro-batch).
+  const std::string common = " sft train --model " + base.string() + " --data " + (d / "train.jsonl").string() +
+                             " --val " + (d / "val.jsonl").string() + " --steps 5 --lr 3e-3 --batch-size 2";
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(single() + " -q" + common + " --grad-accum 2 --out " + (d / "one").string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  ASSERT_EQ(aji::test::run_command(mpirun(2) + common + " --grad-accum 2 --out " + (d / "two").string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  EXPECT_EQ(count(out, "done: 5 steps"), 1) << out;
+  expect_same_run(d / "one", d / "two", 5);
+
+  // --grad-accum 1 cannot be split over 2 ranks: a clear error, both ranks end.
+  EXPECT_NE(aji::test::run_command(mpirun(2) + " -q" + common + " --grad-accum 1 --out " + (d / "bad").string() + " 2>&1",
+                                   &out),
+            0);
+  EXPECT_NE(out.find("--grad-accum 1 does not split over 2 ranks"), std::string::npos) << out;
+}
