@@ -140,7 +140,7 @@ void check_probe(std::optional<int32_t> bos, int offset) {
     for (int k = 0; k < offset + P; ++k) doc.push_back(static_cast<int32_t>(rng.next_u64() % V));
     std::vector<int32_t> prompt;
     if (bos && offset == 0) prompt.push_back(*bos);
-    prompt.insert(prompt.end(), doc.begin() + offset, doc.end());
+    for (size_t k = static_cast<size_t>(offset); k < doc.size(); ++k) prompt.push_back(doc[k]);
     aji::infer::GenerateOptions g;
     g.max_tokens = S;
     g.sampling.temperature = 0.0f;
