@@ -4,6 +4,7 @@
 #include <zlib.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "tokenizer_test_util.h"
 
@@ -14,6 +15,10 @@ std::string aji_cmd(const std::string& args) { return std::string(AJI_BINARY) + 
 std::string cl100k_path() { return source_path("data/tokenizer/cl100k_base.tiktoken").string(); }
 
 void write(const std::filesystem::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
+std::string read_file_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
 
 TEST(TokenizerCli, EncodeDecodeRoundTrip) {
   TempDir dir;
@@ -66,6 +71,48 @@ TEST(TokenizerCli, StdinAndSpecials) {
                         &out),
             0);
   EXPECT_EQ(out, "<|im_start|>user");
+}
+
+// --ordinary: special-token text encoded as plain text, as tiktoken's encode_ordinary /
+// encode(disallowed_special=()) do (fixture from tests/reference/tiktoken_ordinary_reference.py);
+// --allow-special gives tiktoken's allowed_special="all" ids; the default refuses special text.
+TEST(TokenizerCli, OrdinaryMatchesTiktokenEncodeOrdinary) {
+  TempDir dir;
+  const nlohmann::json fx =
+      nlohmann::json::parse(read_file_bytes(source_path("tests/fixtures/tokenizer/tiktoken_ordinary.json")));
+  ASSERT_GE(fx["cases"].size(), 10u);
+  auto ids_text = [](const nlohmann::json& arr) {
+    std::string s;
+    for (size_t i = 0; i < arr.size(); ++i) s += (i ? " " : "") + std::to_string(arr[i].get<uint32_t>());
+    return s + "\n";
+  };
+  int k = 0;
+  for (const auto& c : fx["cases"]) {
+    const std::string tok = source_path("data/tokenizer/" + c["encoding"].get<std::string>() + ".tiktoken").string();
+    const std::filesystem::path in = dir.path() / ("in" + std::to_string(k++) + ".txt");
+    write(in, c["text"].get<std::string>());
+    std::string out;
+    ASSERT_EQ(run_command(aji_cmd("tokenizer encode --ordinary --tokenizer " + tok + " --input " + in.string()), &out), 0);
+    EXPECT_EQ(out, ids_text(c["ordinary"])) << c["text"];
+    ASSERT_EQ(run_command(aji_cmd("tokenizer encode --allow-special --tokenizer " + tok + " --input " + in.string()),
+                          &out),
+              0);
+    EXPECT_EQ(out, ids_text(c["allowed"])) << c["text"];
+    const int rc = run_command(aji_cmd("tokenizer encode --tokenizer " + tok + " --input " + in.string()) + " 2>/dev/null",
+                               &out);
+    if (c["allowed"] != c["ordinary"]) {
+      EXPECT_NE(rc, 0) << c["text"];  // default unchanged: special text is an error
+    } else {
+      EXPECT_EQ(rc, 0) << c["text"];
+      EXPECT_EQ(out, ids_text(c["ordinary"])) << c["text"];
+    }
+  }
+  std::string err;
+  EXPECT_NE(run_command(aji_cmd("tokenizer encode --ordinary --allow-special --tokenizer " + cl100k_path() +
+                                " --input " + (dir.path() / "in0.txt").string() + " 2>&1"),
+                        &err),
+            0);
+  EXPECT_NE(err.find("--ordinary"), std::string::npos) << err;
 }
 
 TEST(TokenizerCli, JsonlEncodeAndDecode) {

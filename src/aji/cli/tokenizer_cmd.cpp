@@ -95,9 +95,13 @@ void for_each_line(std::string_view data, F&& fn) {
 
 bool is_blank(std::string_view s) { return s.find_first_not_of(" \t\r") == std::string_view::npos; }
 
-void run_encode(const CommonOptions& o, bool allow_special, const std::string& jsonl_field) {
+void run_encode(const CommonOptions& o, bool allow_special, bool ordinary, const std::string& jsonl_field) {
+  if (allow_special && ordinary)
+    throw Error("--allow-special and --ordinary contradict each other")
+        .fix("--allow-special turns special-token text into its id, --ordinary encodes it as plain text: pick one");
   Tokenizer tok = load_with_specials(o);
-  const SpecialPolicy policy = allow_special ? SpecialPolicy::kAllow : SpecialPolicy::kDisallow;
+  const SpecialPolicy policy =
+      ordinary ? SpecialPolicy::kAsText : allow_special ? SpecialPolicy::kAllow : SpecialPolicy::kDisallow;
   const std::string data = read_input(o.input);
   const std::string name = input_name(o.input);
   std::string out;
@@ -264,6 +268,7 @@ aji::cli::CommandRegistrar reg(10, [](CLI::App& app) {
 
   static CommonOptions enc;
   static bool allow_special = false;
+  static bool ordinary = false;
   static std::string jsonl_field;
   CLI::App* encode = group->add_subcommand(
       "encode",
@@ -273,9 +278,12 @@ aji::cli::CommandRegistrar reg(10, [](CLI::App& app) {
   encode->add_flag("--allow-special", allow_special,
                    "Encode special-token text (e.g. <|endoftext|>) as its special id; without this flag such "
                    "text is an error");
+  encode->add_flag("--ordinary", ordinary,
+                   "Encode special-token text as ordinary text (tiktoken's encode_ordinary, or "
+                   "disallowed_special=()): '<|endoftext|>' becomes the ids of its bytes, never an error");
   encode->add_option("--jsonl-field", jsonl_field, "Read JSONL and encode this string field of each line");
   encode->add_option("--input", enc.input, "Read this file instead of stdin (.gz/.zst are decompressed)");
-  encode->callback([] { run_encode(enc, allow_special, jsonl_field); });
+  encode->callback([] { run_encode(enc, allow_special, ordinary, jsonl_field); });
 
   static CommonOptions dec;
   CLI::App* decode = group->add_subcommand(

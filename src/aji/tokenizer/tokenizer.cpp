@@ -117,7 +117,9 @@ struct Tokenizer::Index {
   std::vector<uint32_t> pair_id;  // 65536: id of the 2-byte token b0 b1 (kNoToken if none)
   bool whole_piece_shortcut = true;
   // Specials: id -> index into specials_ for decode; first-byte filter for the scan.
-  std::vector<int32_t> special_at;  // indexed by id - n_ranks
+  std::vector<int32_t> special_at;  // indexed by id - special_base
+  size_t special_base = 0;           // n_ranks, or 0 when ordinary_ids_ is set
+  std::vector<int32_t> index_of;     // ordinary_ids_ set: id -> ordinary index (-1: none)
   bool special_first_byte[256] = {};
 };
 
@@ -303,13 +305,29 @@ std::string printable(std::string_view s) {
 // --- construction -------------------------------------------------------------------
 
 Tokenizer Tokenizer::from_ranks(std::vector<std::string> token_bytes, SplitPattern pattern,
-                                std::vector<SpecialToken> specials, std::vector<uint32_t> merge_priority) {
+                                std::vector<SpecialToken> specials, std::vector<uint32_t> merge_priority,
+                                std::vector<TokenId> ordinary_ids) {
   if (token_bytes.size() >= size_t(kNoToken / 2))
     throw Error("too many tokens: " + std::to_string(token_bytes.size())).fix("aji supports up to 2^31 tokens");
   if (!merge_priority.empty() && merge_priority.size() != token_bytes.size())
     throw Error("merge_priority has " + std::to_string(merge_priority.size()) + " entries for " +
                 std::to_string(token_bytes.size()) + " tokens")
         .fix("give one priority per ordinary token, or none");
+  if (!ordinary_ids.empty()) {
+    if (ordinary_ids.size() != token_bytes.size())
+      throw Error("ordinary_ids has " + std::to_string(ordinary_ids.size()) + " entries for " +
+                  std::to_string(token_bytes.size()) + " tokens")
+          .fix("give one id per ordinary token, or none");
+    for (size_t i = 1; i < ordinary_ids.size(); ++i)
+      if (ordinary_ids[i] <= ordinary_ids[i - 1])
+        throw Error("ordinary token ids are not strictly ascending (" + std::to_string(ordinary_ids[i - 1]) +
+                    " then " + std::to_string(ordinary_ids[i]) + ")")
+            .fix("list the ordinary tokens in id order, each id once");
+    if (ordinary_ids.back() >= kNoToken / 2) throw Error("an ordinary token id is too large");
+    bool identity = true;
+    for (size_t i = 0; i < ordinary_ids.size() && identity; ++i) identity = ordinary_ids[i] == i;
+    if (identity) ordinary_ids.clear();
+  }
   Tokenizer t;
   t.pattern_ = pattern;
   size_t total = 0;
@@ -324,6 +342,7 @@ Tokenizer Tokenizer::from_ranks(std::vector<std::string> token_bytes, SplitPatte
   }
   t.specials_ = std::move(specials);
   t.merge_priority_ = std::move(merge_priority);
+  t.ordinary_ids_ = std::move(ordinary_ids);
   t.finalize();
   return t;
 }
@@ -368,15 +387,23 @@ void Tokenizer::finalize() {
     }
   index->whole_piece_shortcut = merge_priority_.empty();
 
-  // Specials: validate, then the id -> special map and the first-byte filter.
+  // Ordinary ids with holes (specials inside the range): the id -> index map.
   size_t max_id = n;
+  if (!ordinary_ids_.empty()) {
+    max_id = size_t(ordinary_ids_.back()) + 1;
+    index->index_of.assign(max_id, -1);
+    for (size_t i = 0; i < n; ++i) index->index_of[ordinary_ids_[i]] = int32_t(i);
+  }
+  index->special_base = ordinary_ids_.empty() ? n : 0;
+  // Specials: validate, then the id -> special map and the first-byte filter.
   for (size_t k = 0; k < specials_.size(); ++k) {
     const auto& sp = specials_[k];
     if (sp.text.empty()) throw Error("a special token has empty text").fix("give every special token some text");
-    if (sp.id < n)
-      throw Error("special token \"" + sp.text + "\" has id " + std::to_string(sp.id) +
-                  ", which is an ordinary token's id (ordinary ids are 0.." + std::to_string(n - 1) + ")")
-          .fix("give the special token an id of " + std::to_string(n) + " or more");
+    const bool clash = ordinary_ids_.empty() ? sp.id < n : sp.id < index->index_of.size() && index->index_of[sp.id] >= 0;
+    if (clash)
+      throw Error("special token \"" + sp.text + "\" has id " + std::to_string(sp.id) + ", which is an ordinary token's id" +
+                  (ordinary_ids_.empty() ? " (ordinary ids are 0.." + std::to_string(n - 1) + ")" : std::string()))
+          .fix("give the special token an id no ordinary token has, e.g. " + std::to_string(max_id));
     if (sp.id >= kNoToken / 2) throw Error("special token \"" + sp.text + "\" has a too large id");
     for (size_t j = 0; j < k; ++j) {
       if (specials_[j].text == sp.text)
@@ -388,9 +415,9 @@ void Tokenizer::finalize() {
     }
     max_id = std::max<size_t>(max_id, size_t(sp.id) + 1);
   }
-  index->special_at.assign(max_id - n, -1);
+  index->special_at.assign(max_id - index->special_base, -1);
   for (size_t k = 0; k < specials_.size(); ++k) {
-    index->special_at[specials_[k].id - n] = int32_t(k);
+    index->special_at[specials_[k].id - index->special_base] = int32_t(k);
     index->special_first_byte[uint8_t(specials_[k].text[0])] = true;
   }
   index_ = std::move(index);
@@ -415,7 +442,21 @@ Tokenizer Tokenizer::load(const std::filesystem::path& path) {
 
 // --- vocabulary ---------------------------------------------------------------------
 
-size_t Tokenizer::vocab_size() const { return n_ranks() + (index_ ? index_->special_at.size() : 0); }
+size_t Tokenizer::vocab_size() const {
+  return index_ ? index_->special_base + index_->special_at.size() : n_ranks();
+}
+
+uint32_t Tokenizer::merge_priority(TokenId id) const {
+  size_t index = id;
+  if (!ordinary_ids_.empty()) {
+    if (!index_ || id >= index_->index_of.size() || index_->index_of[id] < 0)
+      throw Error("token id " + std::to_string(id) + " is not an ordinary token").fix("ask for an ordinary token's id");
+    index = size_t(index_->index_of[id]);
+  } else if (id >= n_ranks()) {
+    throw Error("token id " + std::to_string(id) + " is not an ordinary token").fix("ask for an ordinary token's id");
+  }
+  return ordinary_priority(index);
+}
 
 std::optional<TokenId> Tokenizer::special_id(std::string_view text) const {
   for (const auto& sp : specials_)
@@ -429,7 +470,7 @@ std::optional<TokenId> Tokenizer::rank_of(std::string_view bytes) const {
           offsets_.data(), nullptr, index_->byte_id, index_->pair_id.data()};
   uint32_t id = v.find(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   if (id == kNoToken) return std::nullopt;
-  return id;
+  return ordinary_id(id);
 }
 
 void Tokenizer::add_special(std::string text, std::optional<TokenId> id) {
@@ -452,9 +493,14 @@ void Tokenizer::add_special(std::string text, std::optional<TokenId> id) {
 }
 
 std::string_view Tokenizer::token_bytes(TokenId id) const {
-  if (id < n_ranks()) return std::string_view(bytes_).substr(offsets_[id], offsets_[id + 1] - offsets_[id]);
-  if (index_ && id - n_ranks() < index_->special_at.size()) {
-    int32_t k = index_->special_at[id - n_ranks()];
+  if (!ordinary_ids_.empty()) {
+    if (index_ && id < index_->index_of.size() && index_->index_of[id] >= 0)
+      return ordinary_bytes(size_t(index_->index_of[id]));
+  } else if (id < n_ranks()) {
+    return std::string_view(bytes_).substr(offsets_[id], offsets_[id + 1] - offsets_[id]);
+  }
+  if (index_ && id >= index_->special_base && id - index_->special_base < index_->special_at.size()) {
+    int32_t k = index_->special_at[id - index_->special_base];
     if (k >= 0) return specials_[size_t(k)].text;
   }
   throw Error("token id " + std::to_string(id) + " is not in this tokenizer (vocabulary size " +
@@ -510,12 +556,15 @@ void Tokenizer::encode_ordinary_serial(std::string_view text, std::vector<TokenI
           merge_priority_.empty() ? nullptr : merge_priority_.data(), index_->byte_id, index_->pair_id.data()};
   const auto* s = reinterpret_cast<const uint8_t*>(text.data());
   bool shortcut = index_->whole_piece_shortcut;
+  const size_t first = out.size();
   switch (pattern_) {
     case SplitPattern::kCl100k: encode_pieces<SplitPattern::kCl100k>(v, shortcut, s, text.size(), out); break;
     case SplitPattern::kO200k: encode_pieces<SplitPattern::kO200k>(v, shortcut, s, text.size(), out); break;
     case SplitPattern::kGpt2: encode_pieces<SplitPattern::kGpt2>(v, shortcut, s, text.size(), out); break;
     case SplitPattern::kQwen2: encode_pieces<SplitPattern::kQwen2>(v, shortcut, s, text.size(), out); break;
   }
+  if (!ordinary_ids_.empty())  // the encoder works on indices; give the file's ids
+    for (size_t i = first; i < out.size(); ++i) out[i] = ordinary_ids_[out[i]];
 }
 
 namespace {
@@ -609,6 +658,11 @@ std::vector<std::vector<TokenId>> Tokenizer::encode_batch(const std::vector<std:
 // --- decoding -----------------------------------------------------------------------
 
 std::string Tokenizer::decode(const TokenId* ids, size_t n) const {
+  if (!ordinary_ids_.empty()) {  // specials inside the ordinary range: look every id up
+    std::string out;
+    for (size_t i = 0; i < n; ++i) out += token_bytes(ids[i]);
+    return out;
+  }
   const size_t nr = n_ranks();
   size_t total = 0;
   for (size_t i = 0; i < n; ++i)

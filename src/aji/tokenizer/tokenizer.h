@@ -3,7 +3,10 @@
 //
 // Data layout (decode = memcpy): token i's bytes are token_bytes[offsets[i] .. offsets[i+1]).
 // Ids of ordinary tokens are 0..n_ranks-1 and a lower id merges first; special tokens
-// sit at ids of their own (they may leave gaps, as cl100k does).
+// sit at ids of their own (they may leave gaps, as cl100k does). Hugging Face files may
+// put special tokens INSIDE the ordinary range (e.g. <|endoftext|> at id 0, as `tokenizers`'
+// trainer does with special_tokens=[...]): then ordinary token i (0..n_ranks-1, in id
+// order) has id ordinary_id(i), and every id the API takes or returns is that id.
 #pragma once
 
 #include <cstdint>
@@ -42,9 +45,13 @@ class Tokenizer {
   // merge order differs from id order pass merge_priority[id] (lower merges first);
   // then the "whole piece is one token" shortcut is off and every piece runs full BPE
   // (HF BPE without ignore_merges). All 256 single bytes must be tokens.
+  // ordinary_ids (optional, strictly ascending, one per token): the id of each ordinary
+  // token when they are not 0..n-1 (specials fill the holes); merge_priority is then indexed
+  // like token_bytes.
   static Tokenizer from_ranks(std::vector<std::string> token_bytes, SplitPattern pattern,
                               std::vector<SpecialToken> specials,
-                              std::vector<uint32_t> merge_priority = {});
+                              std::vector<uint32_t> merge_priority = {},
+                              std::vector<TokenId> ordinary_ids = {});
   // Loads any supported file: aji's own (JSON, "format": "aji-tokenizer"), tiktoken rank
   // files (.tiktoken: "base64 rank" lines), Hugging Face tokenizer.json. Detects the kind
   // from the content and dispatches to tokenizer_files.h. Errors name the file and line.
@@ -73,15 +80,26 @@ class Tokenizer {
   std::string_view token_bytes(TokenId id) const;  // specials give their text
 
   // --- vocabulary ---------------------------------------------------------------
-  size_t n_ranks() const { return offsets_.empty() ? 0 : offsets_.size() - 1; }
+  size_t n_ranks() const { return offsets_.empty() ? 0 : offsets_.size() - 1; }  // ordinary tokens
+  // Ordinary token by index 0..n_ranks-1 (in id order): its id, bytes, merge priority.
+  TokenId ordinary_id(size_t index) const { return ordinary_ids_.empty() ? TokenId(index) : ordinary_ids_[index]; }
+  std::string_view ordinary_bytes(size_t index) const {
+    return std::string_view(bytes_).substr(offsets_[index], offsets_[index + 1] - offsets_[index]);
+  }
+  uint32_t ordinary_priority(size_t index) const {
+    return merge_priority_.empty() ? uint32_t(index) : merge_priority_[index];
+  }
+  // Ids of the ordinary tokens when specials sit inside their range; empty: 0..n_ranks-1.
+  const std::vector<TokenId>& ordinary_ids() const { return ordinary_ids_; }
   size_t vocab_size() const;  // max id + 1, specials included
   SplitPattern pattern() const { return pattern_; }
   const std::vector<SpecialToken>& specials() const { return specials_; }
   std::optional<TokenId> special_id(std::string_view text) const;
   std::optional<TokenId> rank_of(std::string_view bytes) const;  // ordinary token by bytes
-  // Merge priority of an ordinary token (== id unless the tokenizer has merge_priority).
-  uint32_t merge_priority(TokenId id) const { return merge_priority_.empty() ? id : merge_priority_[id]; }
-  const std::vector<uint32_t>& merge_priorities() const { return merge_priority_; }  // empty: == id
+  // Merge priority of an ordinary token by id (== id unless the tokenizer has
+  // merge_priority or ordinary_ids); an id that is not an ordinary token is an aji::Error.
+  uint32_t merge_priority(TokenId id) const;
+  const std::vector<uint32_t>& merge_priorities() const { return merge_priority_; }  // by index; empty: == index
   // Adds (or re-ids) a special token; throws if the id clashes with an ordinary token.
   void add_special(std::string text, std::optional<TokenId> id = std::nullopt);
 
@@ -93,7 +111,8 @@ class Tokenizer {
   std::string bytes_;              // all ordinary token bytes, concatenated
   std::vector<uint32_t> offsets_;  // n_ranks + 1 offsets into bytes_
   std::vector<SpecialToken> specials_;
-  std::vector<uint32_t> merge_priority_;  // empty: priority == id
+  std::vector<uint32_t> merge_priority_;  // by index; empty: priority == index
+  std::vector<TokenId> ordinary_ids_;     // by index; empty: id == index
   // The encoder's lookup structures are private to tokenizer-core's implementation
   // (built by finalize()); see tokenizer.cpp.
   struct Index;

@@ -89,7 +89,8 @@ bool base64_decode(std::string_view in, std::string& out) {
 
 // FNV-1a 64 over the vocabulary (lengths and priorities included), to catch edits and bit rot.
 uint64_t vocab_checksum(size_t n, const std::function<std::string_view(size_t)>& bytes_of,
-                        const std::function<uint32_t(size_t)>& priority_of, const std::vector<SpecialToken>& specials) {
+                        const std::function<uint32_t(size_t)>& priority_of, const std::vector<SpecialToken>& specials,
+                        const std::vector<TokenId>& ordinary_ids) {
   uint64_t h = 0xcbf29ce484222325ULL;
   auto feed = [&](const void* p, size_t len) {
     const auto* b = static_cast<const uint8_t*>(p);
@@ -107,13 +108,14 @@ uint64_t vocab_checksum(size_t n, const std::function<std::string_view(size_t)>&
     feed(s.text.data(), s.text.size());
     feed(&s.id, 4);
   }
+  for (const TokenId id : ordinary_ids) feed(&id, 4);  // only files with specials inside the range have them
   return h;
 }
 
 uint64_t vocab_checksum(const Tokenizer& tok) {
   return vocab_checksum(
-      tok.n_ranks(), [&](size_t id) { return tok.token_bytes(static_cast<TokenId>(id)); },
-      [&](size_t id) { return tok.merge_priority(static_cast<TokenId>(id)); }, tok.specials());
+      tok.n_ranks(), [&](size_t i) { return tok.ordinary_bytes(i); }, [&](size_t i) { return tok.ordinary_priority(i); },
+      tok.specials(), tok.ordinary_ids());
 }
 
 std::string hex64(uint64_t v) {
@@ -296,9 +298,11 @@ void save_aji_tokenizer_file(const Tokenizer& tok, const fs::path& path) {
   for (auto& [k, v] : kv) meta[k] = v;
   j["metadata"] = meta;
   if (!tok.merge_priorities().empty()) j["merge_priority"] = tok.merge_priorities();
+  // Specials inside the ordinary range (Hugging Face files): each token's id.
+  if (!tok.ordinary_ids().empty()) j["ordinary_ids"] = tok.ordinary_ids();
   // Tokens last: one base64 string per ordinary token, in id order.
   ordered_json tokens = ordered_json::array();
-  for (size_t id = 0; id < tok.n_ranks(); ++id) tokens.push_back(base64_encode(tok.token_bytes(TokenId(id))));
+  for (size_t i = 0; i < tok.n_ranks(); ++i) tokens.push_back(base64_encode(tok.ordinary_bytes(i)));
   j["tokens"] = std::move(tokens);
   // One token per line keeps the file diff-able and greppable.
   std::string text = j.dump(-1, ' ', /*ensure_ascii=*/false, json::error_handler_t::strict);
@@ -380,13 +384,23 @@ Tokenizer load_aji_tokenizer_file(const fs::path& path) {
       priority.push_back(p.get<uint32_t>());
     }
   }
+  std::vector<TokenId> ordinary_ids;
+  if (auto it = j.find("ordinary_ids"); it != j.end()) {
+    if (!it->is_array() || it->size() != n_ranks)
+      throw Error("\"ordinary_ids\" must be an array with one id per token").at(path.string()).fix(fix);
+    for (const json& p : *it) {
+      if (!p.is_number_unsigned()) throw Error("\"ordinary_ids\" holds a non-number").at(path.string()).fix(fix);
+      ordinary_ids.push_back(p.get<TokenId>());
+    }
+  }
   if (auto it = j.find("checksum"); it != j.end()) {
     const std::string want = it->is_string() ? it->get<std::string>() : "";
     const std::string got =
         "fnv1a64:" +
         hex64(vocab_checksum(
             n_ranks, [&](size_t id) { return std::string_view(token_bytes[id]); },
-            [&](size_t id) { return priority.empty() ? static_cast<uint32_t>(id) : priority[id]; }, specials));
+            [&](size_t id) { return priority.empty() ? static_cast<uint32_t>(id) : priority[id]; }, specials,
+            ordinary_ids));
     if (want != got)
       throw Error("the tokenizer file's checksum does not match its contents (" + want + " in the file, " + got +
                   " computed): the file was damaged or edited by hand")
@@ -395,7 +409,8 @@ Tokenizer load_aji_tokenizer_file(const fs::path& path) {
   }
   Tokenizer tok;
   try {
-    tok = Tokenizer::from_ranks(std::move(token_bytes), *pattern, std::move(specials), std::move(priority));
+    tok = Tokenizer::from_ranks(std::move(token_bytes), *pattern, std::move(specials), std::move(priority),
+                                std::move(ordinary_ids));
   } catch (Error& e) {
     throw std::move(e.at(path.string()));
   }
@@ -496,8 +511,11 @@ Tokenizer load_hf_tokenizer_json(const fs::path& path) {
     added_by_id[a["id"].get<uint32_t>()] = a["content"].get<std::string>();
   }
   const json& vocab = require(model, "vocab", json::value_t::object, path, "the model", kHfFix);
-  std::vector<std::string> token_bytes;
-  std::vector<bool> have;
+  // Ordinary tokens in id order. Their ids are 0..n-1, or (files whose special tokens sit
+  // inside the ordinary range, e.g. <|endoftext|> at 0 from `tokenizers`' trainer) ids with
+  // holes that the specials fill; every other hole is an error.
+  std::vector<std::pair<uint32_t, std::string>> entries;  // (id, bytes)
+  entries.reserve(vocab.size());
   std::string raw;
   for (auto& [text, idj] : vocab.items()) {
     if (!idj.is_number_unsigned())
@@ -510,35 +528,42 @@ Tokenizer load_hf_tokenizer_json(const fs::path& path) {
           .at(path.string())
           .fix(kHfFix);
     const uint32_t id = static_cast<uint32_t>(id64);
-    if (auto a = added_by_id.find(id); a != added_by_id.end()) continue;  // specials are not ordinary tokens
-    if (id64 >= vocab.size())
+    if (auto a = added_by_id.find(id); a != added_by_id.end()) {
+      if (a->second == text) continue;  // the special's own vocab entry: not an ordinary token
+      throw Error("vocab entry \"" + text + "\" and the special token \"" + a->second + "\" share the id " +
+                  std::to_string(id))
+          .at(path.string())
+          .fix("give the special token an id of its own (with HF tokenizers, tokenizer.add_special_tokens([...]) "
+               "appends it after the vocabulary)");
+    }
+    if (id64 >= vocab.size() + added_by_id.size())
       throw Error("vocab entry \"" + text + "\" has id " + std::to_string(id64) + " but the vocabulary has only " +
                   std::to_string(vocab.size()) + " entries (ids must be contiguous)")
           .at(path.string())
           .fix(kHfFix);
     if (!from_byte_level(text, raw) || raw.empty())
       throw Error("vocab entry \"" + text + "\" is not in the byte-level alphabet").at(path.string()).fix(kHfFix);
-    if (id >= token_bytes.size()) {
-      token_bytes.resize(id + 1);
-      have.resize(id + 1, false);
-    }
-    if (have[id]) throw Error("two vocab entries share the id " + std::to_string(id)).at(path.string()).fix(kHfFix);
-    token_bytes[id] = raw;
-    have[id] = true;
+    entries.emplace_back(id, raw);
   }
-  for (size_t id = 0; id < token_bytes.size(); ++id)
-    if (!have[id]) {
-      const bool is_special = added_by_id.count(static_cast<uint32_t>(id)) != 0;
-      throw Error(is_special
-                      ? "the special token \"" + added_by_id[static_cast<uint32_t>(id)] + "\" has id " +
-                            std::to_string(id) + ", inside the ordinary vocabulary"
-                      : "the vocabulary has no token with id " + std::to_string(id) + " (ids must be contiguous)")
-          .at(path.string())
-          .fix(is_special ? "aji keeps special tokens after the ordinary ones (as GPT-2, Llama-3 and Qwen2 do); with "
-                            "HF tokenizers, train without special_tokens and add them afterwards with "
-                            "tokenizer.add_special_tokens([...])"
-                          : kHfFix);
-    }
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::vector<std::string> token_bytes;
+  std::vector<TokenId> ordinary_ids;
+  token_bytes.reserve(entries.size());
+  ordinary_ids.reserve(entries.size());
+  uint32_t expect = 0;  // the next id: an ordinary token's, or a special's that fills a hole
+  for (auto& [id, bytes] : entries) {
+    if (!ordinary_ids.empty() && id == ordinary_ids.back())
+      throw Error("two vocab entries share the id " + std::to_string(id)).at(path.string()).fix(kHfFix);
+    for (; expect < id; ++expect)
+      if (!added_by_id.count(expect))
+        throw Error("the vocabulary has no token with id " + std::to_string(expect) + " (ids must be contiguous)")
+            .at(path.string())
+            .fix(kHfFix);
+    ordinary_ids.push_back(id);
+    token_bytes.push_back(std::move(bytes));
+    expect = id + 1;
+  }
 
   // Merges -> merge priority of the token each one creates (the first merge creating it).
   std::unordered_map<std::string_view, uint32_t> id_of;
@@ -587,7 +612,7 @@ Tokenizer load_hf_tokenizer_json(const fs::path& path) {
     if (merge_index[id] == kUnset) {
       if (token_bytes[id].size() > 1) {
         // A multi-byte token no merge creates: HF's encoder can never produce it.
-        throw Error("vocab token \"" + printable(token_bytes[id]) + "\" (id " + std::to_string(id) +
+        throw Error("vocab token \"" + printable(token_bytes[id]) + "\" (id " + std::to_string(ordinary_ids[id]) +
                     ") is not created by any merge")
             .at(path.string())
             .fix("every multi-byte BPE token must come from a merge; add it as an added token instead");
@@ -608,7 +633,8 @@ Tokenizer load_hf_tokenizer_json(const fs::path& path) {
 
   Tokenizer tok;
   try {
-    tok = Tokenizer::from_ranks(std::move(token_bytes), *pattern, std::move(specials), std::move(priority));
+    tok = Tokenizer::from_ranks(std::move(token_bytes), *pattern, std::move(specials), std::move(priority),
+                                std::move(ordinary_ids));
   } catch (Error& e) {
     throw std::move(e.at(path.string()));
   }
@@ -623,9 +649,9 @@ void save_hf_tokenizer_json(const Tokenizer& tok, const fs::path& path) {
   std::unordered_map<std::string_view, uint32_t> prio_of_bytes;
   prio_of_bytes.reserve(n * 2);
   std::vector<std::pair<uint32_t, uint32_t>> order;  // (priority, id)
-  for (uint32_t id = 0; id < n; ++id) {
-    prio_of_bytes.emplace(tok.token_bytes(id), tok.merge_priority(id));
-    order.emplace_back(tok.merge_priority(id), id);
+  for (uint32_t i = 0; i < n; ++i) {  // by ordinary index (ids may have holes, see ordinary_ids)
+    prio_of_bytes.emplace(tok.ordinary_bytes(i), tok.ordinary_priority(i));
+    order.emplace_back(tok.ordinary_priority(i), i);
   }
   std::sort(order.begin(), order.end());
 
@@ -662,25 +688,27 @@ void save_hf_tokenizer_json(const Tokenizer& tok, const fs::path& path) {
   // The vocab object is written by hand, in id order: ordered_json's object insert is a
   // linear search (quadratic for 200k tokens) and json's std::map would sort by key.
   std::string vocab_text = "{";
-  for (uint32_t id = 0; id < n; ++id) {
-    if (id) vocab_text += ",\n";
-    vocab_text += json(to_byte_level(tok.token_bytes(id))).dump();
+  for (uint32_t i = 0; i < n; ++i) {
+    if (i) vocab_text += ",\n";
+    vocab_text += json(to_byte_level(tok.ordinary_bytes(i))).dump();
     vocab_text += ':';
-    vocab_text += std::to_string(id);
+    vocab_text += std::to_string(tok.ordinary_id(i));
   }
   vocab_text += "}";
   const std::string kVocabPlaceholder = "\"@@aji-vocab@@\"";
   ordered_json merges = ordered_json::array();
   for (auto& [prio, id] : order) {
-    const std::string_view t = tok.token_bytes(id);
+    const std::string_view t = tok.ordinary_bytes(id);
     if (t.size() < 2) continue;
     std::pair<std::string_view, std::string_view> parts;
     if (!merge_for_token(t, prio, prio_of_bytes, parts))
-      throw Error("token " + std::to_string(id) + " (\"" + printable(t) +
+      throw Error("token " + std::to_string(tok.ordinary_id(id)) + " (\"" + printable(t) +
                   "\") cannot be built from two tokens of lower rank, so it has no BPE merge")
           .at(path.string())
           .fix("only tokenizers whose every token is reachable by merges can be written as tokenizer.json");
-    merges.push_back(ordered_json::array({to_byte_level(parts.first), to_byte_level(parts.second)}));
+    // "A B" strings: every tokenizers release reads them (the pair form needs 0.20+). Byte-level
+    // tokens never hold a space (it is 'Ġ'), so the split is unambiguous.
+    merges.push_back(to_byte_level(parts.first) + " " + to_byte_level(parts.second));
   }
   j["model"] = {{"type", "BPE"},
                 {"dropout", nullptr},
