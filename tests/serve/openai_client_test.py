@@ -198,15 +198,13 @@ def error_tests(client, model, base):
     check(s == 400, "error: temperature 'hot' -> %d (want 400)" % s)
     s = status_of(lambda: client.completions.create(model=model, prompt="x" * 5000, max_tokens=4))
     check(s == 400, "error: a prompt longer than the context -> %d (want 400)" % s)
-    # Issue #16 asks 404 for an unknown model; the server (docs/serve.md) accepts any model name
-    # and echoes it, as the research notes advise (clients send their own names). Either passes.
+    # An unknown model is a 404 (model_not_found), as OpenAI and vLLM answer.
     try:
-        r = client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}],
-                                           max_tokens=2)
-        check(r.model == "no-such-model", "model: an unknown model name is accepted and echoed (%r)" % r.model)
-        print("NOTE: an unknown model gets 200, not the 404 issue #16 lists (docs/serve.md: any name is accepted)")
-    except openai.NotFoundError:
-        check(True, "error: unknown model -> 404")
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}],
+                                       max_tokens=2)
+        check(False, "error: unknown model -> 404 (got a reply)")
+    except openai.NotFoundError as e:
+        check(getattr(e, "code", None) == "model_not_found", "error: unknown model -> 404 model_not_found")
     try:
         client.chat.completions.create(model=model, messages=[], max_tokens=4)
     except openai.BadRequestError as e:

@@ -307,6 +307,12 @@ TEST_F(ServeFixture, ClientMistakesAre400NeverServerErrors) {
   auto nf = client_->Get("/v1/nothing");
   EXPECT_EQ(nf->status, 404);
   EXPECT_EQ(json::parse(nf->body)["error"]["type"], "not_found_error");
+  // A model other than the served one is a 404 model_not_found, on both generation routes.
+  auto um = code("/v1/chat/completions",
+                 json{{"model", "no-such-model"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}}.dump());
+  EXPECT_EQ(um.first, 404);
+  EXPECT_EQ(um.second, "model_not_found");
+  EXPECT_EQ(code("/v1/completions", R"({"model":"gpt-4o","prompt":"hi","max_tokens":1})").first, 404);
   EXPECT_EQ(client_->Get("/health")->status, 200);  // still serving
 }
 

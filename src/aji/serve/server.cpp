@@ -10,6 +10,11 @@
 #include <mutex>
 #include <random>
 
+// cpp-httplib 0.11 listens with a backlog of 5: bursts of new connections (64 clients, one
+// connection per request) overflowed it and were reset. 512 is the kernel's usual somaxconn.
+#ifndef CPPHTTPLIB_LISTEN_BACKLOG
+#define CPPHTTPLIB_LISTEN_BACKLOG 512
+#endif
 #include <httplib.h>
 
 #include "aji/align/render.h"
@@ -466,7 +471,7 @@ struct Server::Impl {
     p.stop_tokens.push_back(*im_end);  // a chat reply ends at <|im_end|>
     const std::string id = make_id("chatcmpl-");
     const int64_t created = static_cast<int64_t>(std::time(nullptr));
-    const std::string model = r.model.empty() ? opt.model_name : r.model;
+    const std::string model = checked_model(r.model);
     const int64_t prompt_n = static_cast<int64_t>(ids.size());
     auto job = submit(p);
     if (!r.stream) {
@@ -543,7 +548,7 @@ struct Server::Impl {
     p.prompt_tokens = prompt_n;
     const std::string id = make_id("cmpl-");
     const int64_t created = static_cast<int64_t>(std::time(nullptr));
-    const std::string model = r.model.empty() ? opt.model_name : r.model;
+    const std::string model = checked_model(r.model);
     auto job = submit(p);
     if (!r.stream) {
       if (!wait_all(job)) return send_error(res, timeout_error());
@@ -627,6 +632,16 @@ struct Server::Impl {
               {"pad_token", nullptr},
               {"add_bos_token", rules.bos.has_value()}};
     send_json(res, j);
+  }
+
+  // The id a reply names: the served model's. A request naming another model is a 404
+  // (model_not_found), as OpenAI and vLLM answer; an absent or empty "model" means this one.
+  std::string checked_model(const std::string& requested) const {
+    if (requested.empty() || requested == opt.model_name) return opt.model_name;
+    throw ApiException(make_error(404, "not_found_error",
+                                  "the model '" + requested + "' does not exist; this server serves '" +
+                                      opt.model_name + "' (GET /v1/models lists it)",
+                                  "model_not_found", "model"));
   }
 
   void models(httplib::Response& res) {
