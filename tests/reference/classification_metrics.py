@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""scikit-learn reference for aji::eval::classification_report (tests/eval/classification_metrics_test.cpp).
+"""scikit-learn reference for aji::align::classification_report (tests/align/classification_metrics_test.cpp).
 
 Writes tests/fixtures/classify/metrics_cases.json: for several (gold, pred) cases — random,
 skewed like SMS spam, a class never predicted, a class absent from gold, perfect, all

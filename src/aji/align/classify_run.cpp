@@ -494,9 +494,9 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   if (test.size() > 0) {
     ClassifyEval ev = classify_evaluate(model, head, test, to.pooling, input.pad_id, std::max(16, to.batch));
     result.has_test = true;
-    result.test = eval::classification_report(test.labels, ev.predictions, n);
-    write_file_atomic(out / "report.txt", eval::format_report(result.test, result.labels.names));
-    json rj = eval::report_to_json(result.test, result.labels.names);
+    result.test = classification_report(test.labels, ev.predictions, n);
+    write_file_atomic(out / "report.txt", format_report(result.test, result.labels.names));
+    json rj = report_to_json(result.test, result.labels.names);
     rj["train_seconds"] = result.seconds;
     rj["steps"] = result.steps;
     write_file_atomic(out / "report.json", rj.dump(2) + "\n");

@@ -24,7 +24,7 @@
 #include "aji/align/classifier.h"
 #include "aji/align/classify_data.h"
 #include "aji/base/options.h"
-#include "aji/eval/classification_metrics.h"
+#include "aji/align/classification_metrics.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 
@@ -110,7 +110,7 @@ struct ClassifyRunResult {
   double seconds = 0;            // training (features + steps), not data loading
   double val_accuracy = NAN;
   bool has_test = false;
-  eval::ClassificationReport test;  // on the test split (when there is one)
+  ClassificationReport test;  // on the test split (when there is one)
   LabelSet labels;
   int64_t n_train = 0, n_val = 0, n_test = 0, truncated = 0;
   std::filesystem::path classifier_dir;

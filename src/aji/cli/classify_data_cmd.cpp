@@ -10,7 +10,7 @@
 #include "aji/base/error.h"
 #include "aji/cli/classify_args.h"
 #include "aji/cli/command.h"
-#include "aji/eval/classification_metrics.h"
+#include "aji/align/classification_metrics.h"
 
 namespace {
 
@@ -87,9 +87,9 @@ void run_metrics(const MetricsArgs& a) {
   LabelSet labels = a.labels_file.empty() ? LabelSet::from_examples(gold) : LabelSet::load(a.labels_file);
   auto g = encode_labels(gold, labels, a.gold, OnInvalid::kError, nullptr);
   auto p = encode_labels(pred, labels, a.pred, OnInvalid::kError, nullptr);
-  auto report = aji::eval::classification_report(g, p, static_cast<int>(labels.size()));
-  std::printf("%s", aji::eval::format_report(report, labels.names).c_str());
-  if (!a.json_out.empty()) aji::write_file_atomic(a.json_out, aji::eval::report_to_json(report, labels.names).dump(2) + "\n");
+  auto report = aji::align::classification_report(g, p, static_cast<int>(labels.size()));
+  std::printf("%s", aji::align::format_report(report, labels.names).c_str());
+  if (!a.json_out.empty()) aji::write_file_atomic(a.json_out, aji::align::report_to_json(report, labels.names).dump(2) + "\n");
 }
 
 aji::cli::CommandRegistrar reg(45, [](CLI::App& app) {

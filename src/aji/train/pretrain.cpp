@@ -410,8 +410,12 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       if (!o.quiet) std::fprintf(stderr, "note: no tokenizer.json for Hugging Face (%s)\n", e.what());
     }
     token_bytes.assign(static_cast<size_t>(cfg.vocab_size), 0);
-    for (size_t id = 0; id < tok->n_ranks() && id < token_bytes.size(); ++id)
-      token_bytes[id] = static_cast<uint32_t>(tok->token_bytes(static_cast<tokenizer::TokenId>(id)).size());
+    // By ordinary index, through its id: specials may sit inside the ordinary id range
+    // (Hugging Face files), so ordinary ids are not always 0..n_ranks-1.
+    for (size_t i = 0; i < tok->n_ranks(); ++i) {
+      const size_t id = tok->ordinary_id(i);
+      if (id < token_bytes.size()) token_bytes[id] = static_cast<uint32_t>(tok->ordinary_bytes(i).size());
+    }
     for (const auto& s : tok->specials())
       if (s.id < token_bytes.size()) token_bytes[s.id] = 0;  // specials stand for no text
   } else if (!o.quiet) {

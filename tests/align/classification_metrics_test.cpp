@@ -4,10 +4,10 @@
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
-#include "aji/eval/classification_metrics.h"
+#include "aji/align/classification_metrics.h"
 #include "test_util.h"
 
-using namespace aji::eval;
+using namespace aji::align;
 
 // Every case of tests/fixtures/classify/metrics_cases.json was computed by scikit-learn
 // (tests/reference/classification_metrics.py): accuracy_score, precision_recall_fscore_support

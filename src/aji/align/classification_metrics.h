@@ -13,7 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace aji::eval {
+namespace aji::align {
 
 struct ClassMetrics {
   double precision = 0, recall = 0, f1 = 0;
@@ -43,4 +43,4 @@ std::string format_report(const ClassificationReport& report, const std::vector<
 // {"accuracy", "macro_f1", ..., "per_class": {name: {...}}, "labels": [...], "confusion_matrix": [[...]]}
 nlohmann::ordered_json report_to_json(const ClassificationReport& report, const std::vector<std::string>& label_names);
 
-}  // namespace aji::eval
+}  // namespace aji::align

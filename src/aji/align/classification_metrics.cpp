@@ -1,11 +1,11 @@
-#include "aji/eval/classification_metrics.h"
+#include "aji/align/classification_metrics.h"
 
 #include <algorithm>
 #include <cstdio>
 
 #include "aji/base/error.h"
 
-namespace aji::eval {
+namespace aji::align {
 
 namespace {
 double safe_div(double num, double den) { return den > 0 ? num / den : 0.0; }
@@ -134,4 +134,4 @@ nlohmann::ordered_json report_to_json(const ClassificationReport& r, const std::
   return j;
 }
 
-}  // namespace aji::eval
+}  // namespace aji::align
