@@ -52,7 +52,7 @@ void run_train(TrainArgs& a) {
   const ClassifyRunResult r = run_classify_train(o);
   if (r.has_test) {
     std::printf("\ntest split (%lld examples):\n%s", (long long)r.n_test,
-                aji::eval::format_report(r.test, r.labels.names).c_str());
+                aji::align::format_report(r.test, r.labels.names).c_str());
     std::printf("classifier: test accuracy %.4f (majority baseline %.4f), macro F1 %.4f; %lld steps in %.0f s; %s\n",
                 r.test.accuracy, r.test.majority_baseline, r.test.macro_f1, (long long)r.steps, r.seconds,
                 r.classifier_dir.c_str());
@@ -123,12 +123,12 @@ void run_eval(const UseArgs& a) {
   const LabeledIds data = read_for(c, a, /*labeled=*/true, &examples, &report);
   if (data.size() == 0) throw aji::Error("no labeled examples left to evaluate").at(a.input);
   const ClassifyEval ev = classify_evaluate(c.model, c.head, data, c.pooling, c.input.pad_id, a.batch);
-  const auto rep = aji::eval::classification_report(data.labels, ev.predictions, c.head.n_classes);
-  std::printf("%s", aji::eval::format_report(rep, c.labels.names).c_str());
+  const auto rep = aji::align::classification_report(data.labels, ev.predictions, c.head.n_classes);
+  std::printf("%s", aji::align::format_report(rep, c.labels.names).c_str());
   std::printf("accuracy %.4f on %zu examples (majority baseline %.4f), mean loss %.4f\n", rep.accuracy, data.size(),
               rep.majority_baseline, ev.loss);
   if (!a.json_out.empty()) {
-    auto j = aji::eval::report_to_json(rep, c.labels.names);
+    auto j = aji::align::report_to_json(rep, c.labels.names);
     j["loss"] = ev.loss;
     aji::write_file_atomic(a.json_out, j.dump(2) + "\n");
   }
