@@ -8,6 +8,7 @@
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
 #include "aji/eval/harness.h"
 #include "aji/eval/report.h"
 #include "aji/eval/tasks.h"
@@ -48,15 +49,10 @@ void run_eval(const RunArgs& a) {
   for (int k : a.shots)
     if (k < 0) throw aji::Error("--shots must be >= 0").fix("give e.g. --shots 0 5");
 
-  fs::path dir;
-  aji::model::Model model = aji::train::load_model(a.model, &dir);
-  const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
-  aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
-  if (tok.vocab_size() > static_cast<size_t>(model.config().vocab_size))
-    throw aji::Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
-                     std::to_string(model.config().vocab_size))
-        .at(tok_path.string())
-        .fix("use the tokenizer that was trained with this model");
+  // The model, its tokenizer and the BOS / end-of-text rule of `aji generate` (cli/model_loader.h).
+  aji::cli::LoadedModel loaded = aji::cli::load_model_for_inference({a.model, a.tokenizer, a.no_bos});
+  aji::model::Model& model = loaded.model;
+  const aji::tokenizer::Tokenizer& tok = loaded.tok;
 
   aji::eval::EvalOptions o;
   o.limit = a.limit;
@@ -66,17 +62,10 @@ void run_eval(const RunArgs& a) {
   o.prefix_cache = a.prefix_cache;
   o.max_gen_tokens = a.max_gen_tokens;
   o.seed = a.seed;
-  // The BOS rule of `aji generate`: the model's BOS, else <|endoftext|>; --no-bos: none
-  // (lm-eval's hf default for GPT-2), an empty context then starts with <|endoftext|>.
-  const auto eot = tok.special_id("<|endoftext|>");
-  if (eot) o.eot = static_cast<int32_t>(*eot);
-  if (model.config().bos_token_id >= 0)
-    o.bos = model.config().bos_token_id;
-  else if (eot)
-    o.bos = static_cast<int32_t>(*eot);
-  if (a.no_bos) o.bos.reset();
-  if (model.config().eos_token_id >= 0) o.stop_tokens.push_back(model.config().eos_token_id);
-  if (eot) o.stop_tokens.push_back(static_cast<int32_t>(*eot));
+  // --no-bos (lm-eval's hf default for GPT-2): an empty context then starts with <|endoftext|>.
+  if (const auto eot = tok.special_id("<|endoftext|>")) o.eot = static_cast<int32_t>(*eot);
+  o.bos = loaded.bos;
+  o.stop_tokens = loaded.stop_tokens;
   if (auto im_end = tok.special_id("<|im_end|>")) o.stop_tokens.push_back(static_cast<int32_t>(*im_end));
 
   const bool quiet = aji::cli::global_options().quiet;

@@ -11,6 +11,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
 #include "aji/eval/memorize.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
@@ -49,22 +50,13 @@ void run_memorize(const MemorizeArgs& a) {
   }
   fs::create_directories(out);
 
-  fs::path dir;
-  aji::model::Model model = aji::train::load_model(a.model, &dir);
-  const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
-  const aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
-  if (tok.vocab_size() > static_cast<size_t>(model.config().vocab_size))
-    throw aji::Error("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model only " +
-                     std::to_string(model.config().vocab_size))
-        .at(tok_path.string())
-        .fix("use the tokenizer that was trained with this model");
+  // The model, its tokenizer and the BOS rule of `aji generate` / `aji data tokenize`
+  // (the config's BOS, else <|endoftext|>; --no-bos: none), from cli/model_loader.h.
+  aji::cli::LoadedModel loaded = aji::cli::load_model_for_inference({a.model, a.tokenizer, a.no_bos});
+  aji::model::Model& model = loaded.model;
+  const aji::tokenizer::Tokenizer& tok = loaded.tok;
   aji::eval::MemorizeOptions o = a.o;
-  // The same BOS rule as `aji generate` / `aji data tokenize`: the config's BOS, else <|endoftext|>.
-  if (model.config().bos_token_id >= 0)
-    o.bos = model.config().bos_token_id;
-  else if (auto eot = tok.special_id("<|endoftext|>"))
-    o.bos = static_cast<int32_t>(*eot);
-  if (a.no_bos) o.bos.reset();
+  o.bos = loaded.bos;
 
   const std::vector<aji::eval::ProbeDocument> docs = aji::eval::count_duplicates(inputs, work);
   const aji::eval::MemorizeResult r = aji::eval::memorize_probe(model, tok, docs, o);
