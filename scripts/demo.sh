@@ -123,7 +123,7 @@ d0 = runs[0]
 print(f"{len(d0['replies'])} fixed prompts (data/sft/demo_chat_prompts.jsonl, English and Korean), each its own "
       f"conversation, at most {d0['max_tokens']} tokens per reply; greedy, and sampled with `{d0['decoding']['sampled']}`. "
       "A reply is degenerate when it is empty, its most frequent word is over half of it, a 1-4-word n-gram repeats "
-      "3 times in a row, a 2-8 character unit repeats 4 times in a row, or one character is over half of it "
+      "3 times in a row, one 4-word phrase occurs 3 times anywhere, a 2-8 character unit repeats 4 times in a row, or one character is over half of it "
       "(scripts/demo_chat_eval.py); not degenerate does not mean sensible, read the replies. Ended its turn: the "
       "model closed its reply with <|im_end|> before the token limit. Identity: exact = the reply equals the answer in "
       "data/sft/identity.jsonl; names itself = it says aji / 아지 (trained questions, and held-out paraphrases).")

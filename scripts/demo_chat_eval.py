@@ -5,7 +5,7 @@ once greedy and once sampled, and each reply is scored:
 
   degenerate  the reply is empty, or (on whitespace tokens, at least 4 of them) its most
               frequent token is more than half of it, or an n-gram (n = 1..4) repeats 3 times in
-              a row, or a 2-8 character unit repeats 4 times in a row ("’m’m’m’m"), or one
+              a row, or one 4-word phrase occurs 3 times anywhere, or a 2-8 character unit repeats 4 times in a row ("’m’m’m’m"), or one
               punctuation mark 6 times, or (at least 8 characters) one non-space character is more
               than half of them
               ("# = = = =", "I am I am I am", "!!!!!!!!")
@@ -47,6 +47,13 @@ def degenerate(reply):
                 g = toks[i:i + k]
                 if toks[i + k:i + 2 * k] == g and toks[i + 2 * k:i + 3 * k] == g:
                     return f"{k}-gram {' '.join(g)!r} repeats 3 times in a row"
+        # A phrase loop with variation between the repeats ("… of the king, And I have been a man of
+        # the king, And I have a king of the king, …"): one 4-word phrase 3 times anywhere.
+        grams = collections.Counter(tuple(toks[i:i + 4]) for i in range(len(toks) - 3))
+        if grams:
+            g, n = grams.most_common(1)[0]
+            if n >= 3:
+                return f"the phrase {' '.join(g)!r} occurs {n} times"
     m = LOOP.search(text)
     if m:
         unit = m.group(1) or m.group(2)
