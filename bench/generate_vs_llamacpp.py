@@ -39,9 +39,10 @@ def load_config(name):
     cfg.setdefault("norm_eps", 1e-5)
     cfg.setdefault("rope_theta", 10000.0)
     cfg.setdefault("tied_embeddings", False)
+    cfg.setdefault("qk_norm", False)
     if cfg["arch"] != "llama":
         raise SystemExit("%s: only Llama-family configs map onto llama.cpp's llama architecture" % name)
-    if cfg.get("qk_norm"):
+    if cfg["qk_norm"]:
         raise SystemExit("%s: QK-norm has no llama-architecture GGUF equivalent" % name)
     return path, cfg
 

@@ -42,23 +42,11 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from generate_vs_llamacpp import load_config  # noqa: E402  (one reader of an aji config for both llama.cpp benchmarks)
 ROOT = os.path.dirname(HERE)
 AJI_CONFIG_KEYS = ("arch", "vocab_size", "n_layer", "n_head", "n_kv_head", "d_model", "d_ff", "max_seq_len",
                    "norm_eps", "rope_theta", "tied_embeddings", "qk_norm")
-
-
-def load_config(name):
-    path = name if os.path.exists(name) else os.path.join(ROOT, "configs", name + ".json")
-    with open(path) as f:
-        cfg = json.load(f)
-    cfg.setdefault("n_kv_head", cfg["n_head"])
-    cfg.setdefault("norm_eps", 1e-5)
-    cfg.setdefault("rope_theta", 10000.0)
-    cfg.setdefault("tied_embeddings", False)
-    cfg.setdefault("qk_norm", False)
-    if cfg["arch"] != "llama" or cfg["qk_norm"]:
-        raise SystemExit("%s: only Llama-family configs without QK-norm map onto llama.cpp's llama" % name)
-    return path, cfg
 
 
 def random_weights(cfg, seed=0):

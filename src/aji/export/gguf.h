@@ -33,6 +33,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/half.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 
@@ -91,11 +92,11 @@ std::string bytes_to_unicode(std::string_view bytes);
 // ordinary multi-byte tokens for which it does not.
 std::vector<std::string> bpe_merges(const tokenizer::Tokenizer& tok, size_t* unreachable = nullptr);
 
-// IEEE half and bfloat16, round to nearest even (NaN stays NaN).
-uint16_t f32_to_f16(float f);
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_bf16(float f);
-float bf16_to_f32(uint16_t b);
+// IEEE half and bfloat16 (base/half.h).
+using ::aji::bf16_to_f32;
+using ::aji::f16_to_f32;
+using ::aji::f32_to_bf16;
+using ::aji::f32_to_f16;
 
 // ggml's Q8_0: n (a multiple of 32) floats -> n/32 blocks of 34 bytes (fp16 scale d =
 // max|x|/127, then 32 int8 round(x/d)); and back.

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/half.h"
+
 namespace aji::train {
 
 struct SafeTensorView {
@@ -43,7 +45,8 @@ struct SafeTensorsFile {
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
 };
 
-float f16_to_f32(uint16_t h);
-float bf16_to_f32(uint16_t b);
+// Half-precision reads (base/half.h).
+using ::aji::bf16_to_f32;
+using ::aji::f16_to_f32;
 
 }  // namespace aji::train
