@@ -28,7 +28,10 @@ both sides (TRL precompute_ref_log_probs=True; aji always does), AdamW. Step tim
 reference pass.
 
 Each side runs in its own process (AJI_THREADS / torch.set_num_threads); the first step of each run is a
-warm-up and is left out; the table shows the median of the remaining steps.
+warm-up and is left out; the table shows the median of the remaining steps. Besides wall time, each
+step's CPU seconds (user + system, all threads) are recorded: TRL's from time.process_time() in a
+trainer callback, aji's by polling /proc/PID/stat whenever a new metrics.jsonl step line appears (20 ms
+resolution). On a shared, loaded machine the CPU ratio is the fairer one.
 """
 import argparse
 import json
@@ -107,17 +110,58 @@ def prepare(args):
 
 
 # ---------------------------------------------------------------- aji side
+def proc_cpu(pid):
+    """user + system CPU seconds of a running process (all its threads), from /proc."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_aji_timed(cmd, env, metrics, key):
+    """Run aji; each time a metrics.jsonl line with KEY appears, record the process's CPU time so far
+    (polled every 20 ms), so per-step CPU seconds can be compared on a loaded machine."""
+    if os.path.exists(metrics):
+        os.remove(metrics)
+    logpath = os.path.dirname(metrics) + ".log"
+    log = open(logpath, "w")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    cpu_marks, seen, last = [], 0, 0.0
+    while True:
+        done = p.poll() is not None
+        c = proc_cpu(p.pid)
+        if c is not None:
+            last = c
+        if os.path.exists(metrics):
+            lines = [l for l in open(metrics) if key in l]
+            while seen < len(lines):
+                cpu_marks.append(last)
+                seen += 1
+        if done:
+            break
+        time.sleep(0.02)
+    log.close()
+    if p.returncode != 0:
+        sys.stderr.write(open(logpath).read()[-4000:])
+        raise SystemExit("command failed (%d): %s" % (p.returncode, " ".join(cmd)))
+    return [b - a for a, b in zip(cpu_marks, cpu_marks[1:])], open(logpath).read()
+
+
 def aji_grpo(args, info, threads):
     out = os.path.join(args.work, "aji-grpo-%d" % threads)
     env = dict(os.environ, AJI_THREADS=str(threads))
-    run([args.aji, "grpo", "--model", info["model"], "--tasks", info["tasks"], "--verifier", "number",
+    cpu, _ = run_aji_timed([args.aji, "grpo", "--model", info["model"], "--tasks", info["tasks"], "--verifier", "number",
          "--out", out, "--force", "--steps", str(args.grpo_steps), "--group-size", str(args.group),
          "--prompts-per-step", str(args.prompts), "--max-new-tokens", str(args.max_new), "--lr", "1e-4",
          "--kl-coef", "0.04", "--temperature", "1", "--loss-type", "dapo", "--save-every", "0", "--keep", "1"],
-        env=env)
+        env, os.path.join(out, "metrics.jsonl"), '"rollout_seconds"')
     steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"rollout_seconds"' in l]
     rows = [{"step_s": s["seconds"], "rollout_s": s["rollout_seconds"], "tokens": s["tokens"],
              "reply_len": s["reply_len"]} for s in steps]
+    for k in range(1, len(rows)):  # CPU of step k = between the lines of steps k-1 and k (step 0 has none)
+        rows[k]["cpu_s"] = cpu[k - 1] if k - 1 < len(cpu) else None
     return rows
 
 
@@ -127,15 +171,18 @@ def aji_dpo(args, info, threads):
     val = os.path.join(args.work, "val_one.jsonl")
     with open(info["pairs"], encoding="utf-8") as f, open(val, "w", encoding="utf-8") as o:
         o.write(f.readline())
-    log = run([args.aji, "dpo", "--model", info["model"], "--data", info["pairs"], "--val", val, "--out", out,
+    cpu, log = run_aji_timed([args.aji, "dpo", "--model", info["model"], "--data", info["pairs"], "--val", val, "--out", out,
                "--force", "--steps", str(args.dpo_steps), "--batch-size", str(args.dpo_batch), "--beta", "0.1",
                "--lr", "1e-6", "--kl-prompts", "0", "--eval-every", "0", "--save-every", "0", "--keep", "1"],
-              env=env)
+                             env, os.path.join(out, "metrics.jsonl"), '"step_s"')
     m = re.search(r"too_long[^0-9]*(\d+)", log)
     if m and int(m.group(1)) > 0:
         raise SystemExit("aji dropped %s pairs as too long; the filter disagrees with aji's rendering" % m.group(1))
     steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"step_s"' in l]
-    return [{"step_s": s["step_s"], "tokens": s.get("tokens")} for s in steps]
+    rows = [{"step_s": s["step_s"], "tokens": s.get("tokens")} for s in steps]
+    for k in range(1, len(rows)):
+        rows[k]["cpu_s"] = cpu[k - 1] if k - 1 < len(cpu) else None
+    return rows
 
 
 # ---------------------------------------------------------------- TRL side (runs in a child process)
@@ -154,10 +201,10 @@ def trl_worker(kind, args, info, threads, result_path):
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, a, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
+            times.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
 
     common = dict(output_dir=os.path.join(args.work, "trl-%s-%d" % (kind, threads)), max_steps=0,
                   logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, fp16=False,
@@ -200,8 +247,8 @@ def trl_worker(kind, args, info, threads, result_path):
 
         tr._generate = timed_generate
         tr.train()
-        res = [{"step_s": t, "rollout_s": g[0], "tokens": g[1], "reply_len": g[1] / (args.prompts * args.group)}
-               for t, g in zip(times, gen)]
+        res = [{"step_s": t[0], "cpu_s": t[1], "rollout_s": g[0], "tokens": g[1],
+                "reply_len": g[1] / (args.prompts * args.group)} for t, g in zip(times, gen)]
     else:
         from trl import DPOConfig, DPOTrainer
         rows = [json.loads(l) for l in open(info["pairs"], encoding="utf-8")]
@@ -211,7 +258,7 @@ def trl_worker(kind, args, info, threads, result_path):
                         beta=0.1, learning_rate=1e-6, max_length=256, precompute_ref_log_probs=True)
         tr = DPOTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[Timer()])
         tr.train()
-        res = [{"step_s": t} for t in times]
+        res = [{"step_s": t[0], "cpu_s": t[1]} for t in times]
     json.dump(res, open(result_path, "w"))
 
 
@@ -230,8 +277,8 @@ def trl_side(kind, args, info, threads):
 
 
 def med(rows, key):
-    xs = [r[key] for r in rows[1:]] or [r[key] for r in rows]
-    return statistics.median(xs)
+    xs = [r[key] for r in rows[1:] if r.get(key) is not None]
+    return statistics.median(xs) if xs else None
 
 
 def main():
@@ -270,26 +317,30 @@ def main():
             for name, rows in (("aji", a), ("TRL", t)):
                 step, ro = med(rows, "step_s"), med(rows, "rollout_s")
                 tokps = statistics.median([r["tokens"] / r["rollout_s"] for r in rows[1:] or rows])
-                results.append(("GRPO", name, threads, step, ro, step - ro, tokps, med(rows, "reply_len")))
+                results.append(("GRPO", name, threads, step, ro, step - ro, tokps, med(rows, "reply_len"),
+                                med(rows, "cpu_s")))
         if args.only in (None, "dpo"):
             a = aji_dpo(args, info, threads)
             t = trl_side("dpo", args, info, threads)
             for name, rows in (("aji", a), ("TRL", t)):
-                results.append(("DPO", name, threads, med(rows, "step_s"), None, None, None, None))
+                results.append(("DPO", name, threads, med(rows, "step_s"), None, None, None, None,
+                                med(rows, "cpu_s")))
         print("load average %s" % " ".join("%.1f" % x for x in os.getloadavg()))
-    print("\n| step | impl | threads | step s | rollout s | update s | rollout tok/s | reply len |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| step | impl | threads | step s (wall) | rollout s | update s | rollout tok/s | reply len | step CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     f = lambda x, p="%.3f": "—" if x is None else p % x
     for r in results:
-        print("| %s | %s | %d | %s | %s | %s | %s | %s |" % (r[0], r[1], r[2], f(r[3]), f(r[4]), f(r[5]),
-                                                            f(r[6], "%.0f"), f(r[7], "%.1f")))
+        print("| %s | %s | %d | %s | %s | %s | %s | %s | %s |" % (r[0], r[1], r[2], f(r[3]), f(r[4]), f(r[5]),
+                                                                 f(r[6], "%.0f"), f(r[7], "%.1f"), f(r[8])))
     print()
     for kind in ("GRPO", "DPO"):
         for threads in args.threads:
             a = [r for r in results if r[0] == kind and r[1] == "aji" and r[2] == threads]
             t = [r for r in results if r[0] == kind and r[1] == "TRL" and r[2] == threads]
             if a and t:
-                line = "%s, %d thread(s): TRL step / aji step = %.2fx" % (kind, threads, t[0][3] / a[0][3])
+                line = "%s, %d thread(s): TRL step / aji step = %.2fx wall" % (kind, threads, t[0][3] / a[0][3])
+                if a[0][8] and t[0][8]:
+                    line += ", %.2fx CPU" % (t[0][8] / a[0][8])
                 if kind == "GRPO":
                     line += "; rollout tokens/s aji / TRL = %.2fx; update TRL / aji = %.2fx" % (
                         a[0][6] / t[0][6], t[0][5] / a[0][5])

@@ -6,7 +6,7 @@
 #
 # 0. aji prefs convert --format hh-rlhf (2,333 of 2,354 pairs; the rest are counted skips); a seeded
 #    90/10 record split: train.jsonl (RM, DPO, SFT, PPO prompts), heldout.jsonl (evaluation only)
-# 1. tokenizer (BPE, VOCAB tokens) and a small Llama (L4 d256, context 256) pretrained on the training
+# 1. tokenizer (BPE, VOCAB tokens) and a small Llama (L2 d128, context 256, ~0.7M parameters) pretrained on the training
 #    transcripts (prompt + chosen reply)
 # 2. SFT on the training pairs' prompt + chosen reply (InstructGPT's demonstrations stand-in)
 # 3. aji rm train on train.jsonl (+ its own 5% validation split); held-out pairwise accuracy of the RM
@@ -15,21 +15,21 @@
 # 5. aji dpo on train.jsonl with --val heldout.jsonl
 # 6. greedy replies of SFT, PPO and DPO to a few held-out prompts (aji chat), scored by the RM
 #
-# Environment: AJI (default build/aji), VOCAB, PRE_STEPS, SFT_STEPS, RM_EPOCHS, RM_LR, PPO_STEPS, PPO_KL,
-# PPO_LR, DPO_EPOCHS, DPO_LR, DPO_BETA. Summary in WORK_DIR/report.txt.
+# Environment: AJI (default build/aji), VOCAB, PRE_STEPS, SFT_STEPS, RM_STEPS, RM_LR, PPO_STEPS, PPO_KL,
+# PPO_LR, DPO_STEPS, DPO_LR, DPO_BETA. Summary in WORK_DIR/report.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
 WORK=${1:-out/hh-rlhf}
-VOCAB=${VOCAB:-4096}
-PRE_STEPS=${PRE_STEPS:-400}
-SFT_STEPS=${SFT_STEPS:-200}
-RM_EPOCHS=${RM_EPOCHS:-1}
-RM_LR=${RM_LR:-3e-5}
-PPO_STEPS=${PPO_STEPS:-30}
+VOCAB=${VOCAB:-2048}
+PRE_STEPS=${PRE_STEPS:-150}
+SFT_STEPS=${SFT_STEPS:-60}
+RM_STEPS=${RM_STEPS:-80}
+RM_LR=${RM_LR:-1e-4}
+PPO_STEPS=${PPO_STEPS:-15}
 PPO_KL=${PPO_KL:-0.05}
-PPO_LR=${PPO_LR:-1e-5}
-DPO_EPOCHS=${DPO_EPOCHS:-1}
+PPO_LR=${PPO_LR:-3e-5}
+DPO_STEPS=${DPO_STEPS:-40}
 DPO_LR=${DPO_LR:-5e-6}
 DPO_BETA=${DPO_BETA:-0.1}
 SRC=${HH_FILE:-../shared/data/hh_rlhf/helpful-base-test.jsonl.gz}
@@ -69,9 +69,9 @@ print("pairs: %d train, %d held out" % (len(train), len(held)))
 PY
 cat > "$WORK/model.json" <<JSON
 {
-  "comment": "A small Llama for the HH-RLHF run: L4 d256 4 heads, context 256, vocab $VOCAB.",
-  "arch": "llama", "vocab_size": $VOCAB, "n_layer": 4, "n_head": 4, "n_kv_head": 4, "d_model": 256,
-  "d_ff": 768, "max_seq_len": 256, "norm_eps": 1e-5, "rope_theta": 10000, "tied_embeddings": true,
+  "comment": "A small Llama for the HH-RLHF run: L2 d128 4 heads, context 256, vocab $VOCAB.",
+  "arch": "llama", "vocab_size": $VOCAB, "n_layer": 2, "n_head": 4, "n_kv_head": 4, "d_model": 128,
+  "d_ff": 384, "max_seq_len": 256, "norm_eps": 1e-5, "rope_theta": 10000, "tied_embeddings": true,
   "qk_norm": false
 }
 JSON
@@ -81,7 +81,7 @@ echo "== 1. tokenizer + pretraining ($PRE_STEPS steps)"
 "$AJI" data tokenize --tokenizer "$WORK/tokenizer.json" --input "$WORK/text.jsonl" --jsonl-field text \
   --out "$WORK/shards" --val-fraction 0.05 --force
 "$AJI" pretrain --config "$WORK/model.json" --data "$WORK/shards" --out "$WORK/base" --force \
-  --steps "$PRE_STEPS" --batch-size 16 --seq-len 256 --lr 2e-3 --warmup 20 \
+  --steps "$PRE_STEPS" --batch-size 8 --seq-len 256 --lr 2e-3 --warmup 20 \
   --eval-every 100 --eval-batches 4 --sample-every 0 --save-every 0 --keep 1
 
 echo "== 2. SFT ($SFT_STEPS steps)"
@@ -91,7 +91,7 @@ echo "== 2. SFT ($SFT_STEPS steps)"
 
 echo "== 3. reward model"
 "$AJI" rm train --model "$WORK/sft" --data "$WORK/train.jsonl" --out "$WORK/rm" --force \
-  --epochs "$RM_EPOCHS" --lr "$RM_LR" --batch-size 8 --val-fraction 0.05 --save-every 0 --keep 1 --skip-invalid
+  --steps "$RM_STEPS" --lr "$RM_LR" --batch-size 8 --val-fraction 0.05 --save-every 0 --keep 1 --skip-invalid
 "$AJI" rm score --model "$WORK/rm" --input "$WORK/heldout_chosen.jsonl" --skip-invalid > "$WORK/heldout_chosen.scores" || true
 "$AJI" rm score --model "$WORK/rm" --input "$WORK/heldout_rejected.jsonl" --skip-invalid > "$WORK/heldout_rejected.scores" || true
 
@@ -102,7 +102,7 @@ echo "== 4. PPO against the RM ($PPO_STEPS steps)"
 
 echo "== 5. DPO"
 "$AJI" dpo --model "$WORK/sft" --data "$WORK/train.jsonl" --val "$WORK/heldout.jsonl" --out "$WORK/dpo" --force \
-  --epochs "$DPO_EPOCHS" --lr "$DPO_LR" --beta "$DPO_BETA" --batch-size 8 --eval-every 50 --kl-prompts 8 \
+  --steps "$DPO_STEPS" --lr "$DPO_LR" --beta "$DPO_BETA" --batch-size 8 --eval-every 20 --kl-prompts 8 \
   --max-new-tokens 48 --save-every 0 --keep 1 --skip-invalid
 
 echo "== 6. samples (greedy, 48 tokens) and report"
