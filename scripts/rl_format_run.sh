@@ -12,7 +12,7 @@
 # 2. a small Llama (L2 d128, 0.56M parameters) pretrained on that text
 # 3. SFT on format_sft.jsonl
 # 4. GRPO on format_train.jsonl, pass@1 / pass@G on the 300 held-out prompts (format_test.jsonl)
-# 5. negative control: the same GRPO with a large KL coefficient (CONTROL_KL, default 1.0)
+# 5. control: the same GRPO with a large KL coefficient (CONTROL_KL, default 1.0), evaluated half as often
 # 6. heldout_pass1.svg: held-out pass@1 against the GRPO step, both runs
 #
 # Environment: AJI (default build/aji), PRE_STEPS, SFT_STEPS, GRPO_STEPS, GRPO_LR, GROUP, KL, CONTROL_KL,
@@ -66,16 +66,16 @@ echo "== 3. SFT on format_sft.jsonl for $SFT_STEPS steps"
   --steps "$SFT_STEPS" --batch-size 16 --seq-len 128 --batching pack --lr 1e-3 --warmup 10 --decay linear \
   --eval-every 100 --save-every 0 --keep 1
 
-grpo() {  # grpo OUT_DIR KL_COEF
+grpo() {  # grpo OUT_DIR KL_COEF EVAL_EVERY
   "$AJI" grpo --model "$WORK/sft" --tasks data/rl_tasks/format_train.jsonl --verifier "$VERIFIER" \
     --eval-tasks data/rl_tasks/format_test.jsonl --out "$1" --force \
     --steps "$GRPO_STEPS" --group-size "$GROUP" --prompts-per-step 16 --max-new-tokens 24 --lr "$GRPO_LR" \
-    --kl-coef "$2" --temperature 1 --eval-every "$EVAL_EVERY" --eval-samples "$EVAL_SAMPLES" --save-every 0 --keep 1
+    --kl-coef "$2" --temperature 1 --eval-every "$3" --eval-samples "$EVAL_SAMPLES" --save-every 0 --keep 1
 }
 echo "== 4. GRPO: $GRPO_STEPS steps, 16 prompts x G=$GROUP, lr $GRPO_LR, kl $KL"
-grpo "$WORK/grpo" "$KL"
+grpo "$WORK/grpo" "$KL" "$EVAL_EVERY"
 echo "== 5. negative control: kl $CONTROL_KL"
-grpo "$WORK/grpo-control" "$CONTROL_KL"
+grpo "$WORK/grpo-control" "$CONTROL_KL" "$((2 * EVAL_EVERY))"
 
 echo "== 6. curve"
 python3 - "$WORK" "$KL" "$CONTROL_KL" <<'PY'
@@ -86,7 +86,8 @@ def curve(d):
     for line in open(d + "/metrics.jsonl"):
         m = json.loads(line)
         if "eval_pass@1" in m:
-            pts.append((m["step"], m["eval_pass@1"], m.get("eval_pass@G")))
+            g = [v for k, v in m.items() if k.startswith("eval_pass@") and k != "eval_pass@1"]
+            pts.append((m["step"], m["eval_pass@1"], g[0] if g else float("nan")))
     return pts
 runs = [("GRPO, beta %s" % kl, curve(work + "/grpo"), "#1f77b4"), ("control, beta %s" % ckl, curve(work + "/grpo-control"), "#d62728")]
 W, H, L, R, T, B = 560, 320, 50, 20, 20, 40
