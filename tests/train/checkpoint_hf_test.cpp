@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/atomic_file.h"
 #include "aji/base/io.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/chat_template.h"

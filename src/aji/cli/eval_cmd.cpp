@@ -30,7 +30,7 @@ struct RunArgs {
   bool no_bos = false;
   int batch = 8;
   int64_t batch_tokens = 16384;
-  bool prefix_cache = false;
+  bool prefix_cache = true;
   int max_gen_tokens = 256;
   uint64_t seed = 1234;
 };
@@ -193,12 +193,15 @@ aji::cli::CommandRegistrar reg(75, [](CLI::App& app) {
   run->add_option("--data-dir", ra->data_dir, "Where the bundled tasks are (default: data/eval)");
   run->add_flag("--chat", ra->chat, "Render each item through the chat template; score/generate the assistant turn");
   run->add_flag("--no-bos", ra->no_bos, "Do not start prompts with BOS/<|endoftext|> (lm-eval's hf default for GPT-2)");
-  run->add_option("--batch", ra->batch, "Sequences per forward pass (1 = no batching; default 8)")
+  run->add_option("--batch", ra->batch,
+                  "With --no-prefix-cache: sequences per forward pass (1 = no batching; default 8)")
       ->check(CLI::PositiveNumber);
-  run->add_option("--batch-tokens", ra->batch_tokens, "Most tokens (rows x length) per forward (default 16384)")
+  run->add_option("--batch-tokens", ra->batch_tokens,
+                  "With --no-prefix-cache: most tokens (rows x length) per forward (default 16384)")
       ->check(CLI::PositiveNumber);
-  run->add_flag("--prefix-cache", ra->prefix_cache,
-                "Compute each item's shared context once (KV cache), then score all its choices in one pass");
+  run->add_flag("--prefix-cache,!--no-prefix-cache", ra->prefix_cache,
+                "Compute each item's shared context once (KV cache), then score all its choices in one pass "
+                "(default); --no-prefix-cache: batched full sequences (--batch, --batch-tokens)");
   run->add_option("--max-gen-tokens", ra->max_gen_tokens, "Generative tasks: most tokens generated (default 256)")
       ->check(CLI::PositiveNumber);
   run->add_option("--seed", ra->seed, "Few-shot sampling seed (default 1234)");
