@@ -26,7 +26,7 @@ Model make(aji::model::Arch arch) {
   c.d_ff = 36;
   c.max_seq_len = 40;
   c.qk_norm = arch == aji::model::Arch::kLlama;
-  c.tied_embeddings = arch == aji::model::Arch::kGpt2;  // GPT-2 always ties its LM head
+  c.tied_embeddings = c.bias = arch == aji::model::Arch::kGpt2;  // GPT-2: tied LM head, biases
   c.init_std = 0.3f;  // peaked distributions: argmax ties are unlikely
   Model m(c);
   m.init_weights(7);
