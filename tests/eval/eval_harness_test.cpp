@@ -145,6 +145,7 @@ TEST(EvalHarness, MultipleChoiceTaskMatchesPicksFromTokenLogprobsAndCountsTooLon
   aji::eval::EvalOptions o;
   o.bos = 256;
   o.batch = 3;
+  o.prefix_cache = false;  // the batched path here; the default (prefix cache) path below
   auto res = aji::eval::evaluate_task(m, tok, t, o);
   EXPECT_EQ(res.n, 4);
   EXPECT_EQ(res.too_long, 1);

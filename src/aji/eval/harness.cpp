@@ -116,18 +116,10 @@ std::vector<RequestScore> score_requests(model::Model& model, const std::vector<
 std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const std::vector<ScoreRequest>& requests,
                                                       bool want_greedy) {
   const int max_len = model.config().max_seq_len;
-  const int V = model.config().vocab_size;
   std::vector<RequestScore> out(requests.size());
-  std::vector<float> logits(V), step;
-  std::vector<int32_t> toks;
-  // log p(id) and whether id is the argmax, from one row of logits (double log-sum-exp).
-  auto read = [&](const float* l, int32_t id, RequestScore& s) {
-    const float mx = *std::max_element(l, l + V);
-    double z = 0;
-    for (int v = 0; v < V; ++v) z += std::exp(double(l[v]) - mx);
-    s.sum_logprob += double(l[id]) - mx - std::log(z);
-    if (want_greedy && s.greedy) s.greedy = static_cast<int32_t>(std::max_element(l, l + V) - l) == id;
-  };
+  std::vector<int32_t> toks, targets;
+  std::vector<float> lp, last;
+  std::vector<uint8_t> top;
   for (size_t i = 0; i < requests.size();) {
     size_t j = i + 1;
     while (j < requests.size() && requests[j].context == requests[i].context) ++j;
@@ -141,36 +133,44 @@ std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const
         throw Error("a request exceeds the model's context of " + std::to_string(max_len))
             .fix("use fewer shots or shorter items");
     }
+    // The context but its last token once through the cache; then every choice's row feeds
+    // [last context token, continuation but its last token] and scores each continuation
+    // token at the position before it, all rows and positions in one forward_extend.
     const int B = static_cast<int>(j - i);
-    const int cap = static_cast<int>(ctx.size() + lmax);
-    model::KVCache one = model.make_cache(1, cap);
-    model.forward_infer(ctx.data(), 1, static_cast<int>(ctx.size()), one, logits.data());
-    for (size_t r = i; r < j; ++r) {
-      out[r].greedy = true;
-      out[r].n_tokens = static_cast<int64_t>(requests[r].continuation.size());
-      read(logits.data(), requests[r].continuation[0], out[r]);
+    const int pre = static_cast<int>(ctx.size()) - 1;
+    const int cap = pre + static_cast<int>(lmax);
+    model::KVCache many;
+    if (pre > 0) {
+      model::KVCache one = model.make_cache(1, pre);
+      last.resize(static_cast<size_t>(model.config().vocab_size));
+      model.forward_infer(ctx.data(), 1, pre, one, last.data());
+      many = model.repeat_cache(one, B, cap);
+    } else {
+      many = model.make_cache(B, cap);
     }
-    if (lmax > 1) {
-      model::KVCache many = model.make_cache(B, cap);
-      const size_t n = ctx.size() * static_cast<size_t>(one.kv_width);
-      for (int l = 0; l < one.n_layer; ++l)
-        for (int b = 0; b < B; ++b) {
-          std::copy(one.k_at(l, 0), one.k_at(l, 0) + n, many.k_at(l, b));
-          std::copy(one.v_at(l, 0), one.v_at(l, 0) + n, many.v_at(l, b));
-        }
-      many.length = one.length;
-      step.resize(size_t(B) * V);
-      toks.assign(B, 0);
-      for (size_t t = 0; t + 1 < lmax; ++t) {
-        for (int b = 0; b < B; ++b) {
-          const auto& c = requests[i + b].continuation;
-          toks[b] = t < c.size() ? c[t] : c.back();  // past its end a row only pads
-        }
-        model.forward_infer(toks.data(), B, 1, many, step.data());
-        for (int b = 0; b < B; ++b) {
-          const auto& c = requests[i + b].continuation;
-          if (t + 1 < c.size()) read(step.data() + size_t(b) * V, c[t + 1], out[i + b]);
-        }
+    const size_t T = lmax;
+    toks.assign(size_t(B) * T, 0);  // id 0 pads (causal: padding after a row's end changes nothing)
+    targets.assign(size_t(B) * T, -1);
+    for (int b = 0; b < B; ++b) {
+      const auto& c = requests[i + b].continuation;
+      toks[size_t(b) * T] = ctx.back();
+      for (size_t t = 0; t < c.size(); ++t) {
+        if (t + 1 < c.size()) toks[size_t(b) * T + t + 1] = c[t];
+        targets[size_t(b) * T + t] = c[t];
+      }
+    }
+    lp.assign(size_t(B) * T, 0.0f);
+    top.assign(size_t(B) * T, 0);
+    model.forward_extend(toks.data(), B, static_cast<int>(T), many, targets.data(), lp.data(),
+                         want_greedy ? top.data() : nullptr);
+    for (int b = 0; b < B; ++b) {
+      const auto& c = requests[i + b].continuation;
+      RequestScore& s = out[i + b];
+      s.n_tokens = static_cast<int64_t>(c.size());
+      s.greedy = true;
+      for (size_t t = 0; t < c.size(); ++t) {
+        s.sum_logprob += lp[size_t(b) * T + t];
+        if (want_greedy) s.greedy = s.greedy && top[size_t(b) * T + t];
       }
     }
     i = j;

@@ -137,10 +137,13 @@ std::string compare_markdown(const std::vector<RunSummary>& runs) {
   return os.str();
 }
 
-std::string compare_svg(const std::vector<RunSummary>& runs) {
-  // One headline metric per (task, shots): acc_norm when present, else the first metric.
-  std::vector<std::pair<std::string, int>> groups;
-  std::map<std::pair<std::string, int>, std::string> headline;
+namespace {
+const char* const kColors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"};
+
+// One headline metric per (task, shots): acc_norm when present, else the first metric;
+// groups in order of first appearance.
+void headline_metrics(const std::vector<RunSummary>& runs, std::vector<std::pair<std::string, int>>& groups,
+                      std::map<std::pair<std::string, int>, std::string>& headline) {
   for (const auto& r : runs)
     for (const auto& row : r.rows) {
       auto key = std::make_pair(row.task, row.shots);
@@ -152,7 +155,21 @@ std::string compare_svg(const std::vector<RunSummary>& runs) {
         h->second = "acc_norm";
       }
     }
-  const char* colors[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"};
+}
+
+const RunSummary::Row* find_row(const RunSummary& r, const std::string& task, int shots, const std::string& metric) {
+  auto it = std::find_if(r.rows.begin(), r.rows.end(), [&](const RunSummary::Row& x) {
+    return x.task == task && x.shots == shots && x.metric == metric;
+  });
+  return it == r.rows.end() ? nullptr : &*it;
+}
+}  // namespace
+
+std::string compare_svg(const std::vector<RunSummary>& runs) {
+  std::vector<std::pair<std::string, int>> groups;
+  std::map<std::pair<std::string, int>, std::string> headline;
+  headline_metrics(runs, groups, headline);
+  const char* const* colors = kColors;
   const double bar = 14, gap = 18, left = 60, top = 40, plot_h = 260;
   const double group_w = bar * double(std::max<size_t>(runs.size(), 1)) + gap;
   const double width = left + group_w * double(groups.size()) + 20 + 200;
@@ -172,10 +189,8 @@ std::string compare_svg(const std::vector<RunSummary>& runs) {
   for (size_t g = 0; g < groups.size(); ++g) {
     const double x0 = left + group_w * double(g) + gap / 2;
     for (size_t r = 0; r < runs.size(); ++r) {
-      auto it = std::find_if(runs[r].rows.begin(), runs[r].rows.end(), [&](const RunSummary::Row& x) {
-        return x.task == groups[g].first && x.shots == groups[g].second && x.metric == headline[groups[g]];
-      });
-      if (it == runs[r].rows.end() || !std::isfinite(it->value)) continue;
+      const RunSummary::Row* it = find_row(runs[r], groups[g].first, groups[g].second, headline[groups[g]]);
+      if (!it || !std::isfinite(it->value)) continue;
       const double v = std::clamp(it->value, 0.0, 1.0);
       const double x = x0 + bar * double(r), y = top + plot_h * (1 - v);
       os << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << bar - 2 << "\" height=\"" << top + plot_h - y
@@ -196,6 +211,93 @@ std::string compare_svg(const std::vector<RunSummary>& runs) {
        << colors[r % 8] << "\"/>\n";
     os << "<text x=\"" << lx + 14 << "\" y=\"" << top + 16.0 * double(r) + 9 << "\">" << xml_escape(runs[r].label)
        << "</text>\n";
+  }
+  os << "</svg>\n";
+  return os.str();
+}
+
+std::string steps_markdown(const std::vector<StepSummary>& steps) {
+  std::vector<RunSummary> runs;
+  for (const auto& s : steps) runs.push_back(s.run);
+  std::vector<std::pair<std::string, int>> groups;
+  std::map<std::pair<std::string, int>, std::string> headline;
+  headline_metrics(runs, groups, headline);
+  std::ostringstream os;
+  os << "| step |";
+  for (const auto& g : groups) os << " " << g.first << " " << g.second << "-shot " << headline[g] << " |";
+  os << "\n|---:|";
+  for (size_t i = 0; i < groups.size(); ++i) os << "---:|";
+  os << "\n";
+  for (const auto& s : steps) {
+    os << "| " << s.step << " |";
+    for (const auto& g : groups) {
+      const RunSummary::Row* row = find_row(s.run, g.first, g.second, headline[g]);
+      if (row)
+        os << " " << fmt("%.4f", row->value) << " ± " << fmt("%.4f", row->stderr_) << " |";
+      else
+        os << " – |";
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::string steps_svg(const std::vector<StepSummary>& steps) {
+  std::vector<RunSummary> runs;
+  for (const auto& s : steps) runs.push_back(s.run);
+  std::vector<std::pair<std::string, int>> groups;
+  std::map<std::pair<std::string, int>, std::string> headline;
+  headline_metrics(runs, groups, headline);
+  double s0 = 0, s1 = 1;
+  if (!steps.empty()) {
+    s0 = double(steps.front().step);
+    s1 = double(steps.back().step);
+    for (const auto& s : steps) s0 = std::min(s0, double(s.step)), s1 = std::max(s1, double(s.step));
+  }
+  if (s1 <= s0) s1 = s0 + 1;
+  const double left = 60, top = 40, plot_w = 480, plot_h = 260;
+  const double width = left + plot_w + 20 + 220, height = top + plot_h + 60;
+  auto X = [&](double step) { return left + plot_w * (step - s0) / (s1 - s0); };
+  auto Y = [&](double v) { return top + plot_h * (1 - std::clamp(v, 0.0, 1.0)); };
+  std::ostringstream os;
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+  os << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  os << "<text x=\"" << left << "\" y=\"20\" font-size=\"14\">Evaluation against training step (acc_norm for "
+        "multiple choice), ±1 stderr</text>\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = t / 4.0;
+    os << "<line x1=\"" << left << "\" y1=\"" << Y(v) << "\" x2=\"" << left + plot_w << "\" y2=\"" << Y(v)
+       << "\" stroke=\"#ddd\"/>\n";
+    os << "<text x=\"" << left - 6 << "\" y=\"" << Y(v) + 4 << "\" text-anchor=\"end\">" << fmt("%.2f", v)
+       << "</text>\n";
+  }
+  for (const auto& s : steps)
+    os << "<text x=\"" << X(double(s.step)) << "\" y=\"" << top + plot_h + 16 << "\" text-anchor=\"middle\">"
+       << s.step << "</text>\n";
+  os << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << top + plot_h + 36 << "\" text-anchor=\"middle\">"
+     << "training step</text>\n";
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const char* color = kColors[g % 8];
+    std::string points;
+    for (const auto& s : steps) {
+      const RunSummary::Row* row = find_row(s.run, groups[g].first, groups[g].second, headline[groups[g]]);
+      if (!row || !std::isfinite(row->value)) continue;
+      const double x = X(double(s.step)), y = Y(row->value);
+      points += fmt("%.1f", x) + "," + fmt("%.1f", y) + " ";
+      os << "<circle cx=\"" << x << "\" cy=\"" << y << "\" r=\"3\" fill=\"" << color << "\"><title>"
+         << xml_escape(groups[g].first) << " " << groups[g].second << "-shot, step " << s.step << ": "
+         << fmt("%.4f", row->value) << "</title></circle>\n";
+      os << "<line x1=\"" << x << "\" x2=\"" << x << "\" y1=\"" << Y(row->value - row->stderr_) << "\" y2=\""
+         << Y(row->value + row->stderr_) << "\" stroke=\"" << color << "\"/>\n";
+    }
+    if (!points.empty())
+      os << "<polyline points=\"" << points << "\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
+    const double ly = top + 16.0 * double(g);
+    os << "<rect x=\"" << left + plot_w + 20 << "\" y=\"" << ly << "\" width=\"10\" height=\"10\" fill=\"" << color
+       << "\"/>\n";
+    os << "<text x=\"" << left + plot_w + 34 << "\" y=\"" << ly + 9 << "\">" << xml_escape(groups[g].first) << " "
+       << groups[g].second << "-shot " << xml_escape(headline[groups[g]]) << "</text>\n";
   }
   os << "</svg>\n";
   return os.str();

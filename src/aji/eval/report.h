@@ -3,6 +3,7 @@
 // grouped bar chart (score per task per run) as a small hand-written SVG.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -36,5 +37,16 @@ std::string compare_markdown(const std::vector<RunSummary>& runs);
 // Bars: for each (task, shots) the chosen metric (acc_norm for mc, else the first one), one
 // bar per run, error bars of ±1 stderr.
 std::string compare_svg(const std::vector<RunSummary>& runs);
+
+// Score against training step: the evaluation of each checkpoint of one run (ckpt-N).
+struct StepSummary {
+  int64_t step = 0;
+  RunSummary run;
+};
+// One row per step, one "value ± stderr" column per (task, shots) with its headline metric
+// (acc_norm for mc, else the first), steps in the given order.
+std::string steps_markdown(const std::vector<StepSummary>& steps);
+// One line per (task, shots): the headline metric against the step, ±1 stderr bars.
+std::string steps_svg(const std::vector<StepSummary>& steps);
 
 }  // namespace aji::eval

@@ -80,6 +80,9 @@ struct Model::Impl {
   std::vector<float> infer;
   int64_t infer_cap_N = 0;
   int infer_cap_batch = 0;
+  float* infer_x = nullptr;  // forward_infer's last residual (batch*n_new, C), read by forward_extend
+  std::vector<float> extend_rows, extend_logits, extend_last;
+  std::vector<int32_t> extend_targets;
 };
 
 const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw,
@@ -676,6 +679,7 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   else
     ops::rmsnorm_forward(lastn, nullptr, last, P + I.lnf_w, batch, (int)C, c.norm_eps);
   lm_logits(lastn, batch, logits_out);
+  I.infer_x = x;
   cache.length += n_new;
 }
 
@@ -814,6 +818,82 @@ void Model::token_logits(const int32_t* tokens, int T, const std::function<void(
     const int64_t R = std::min(I.logits_rows, n - r0);
     lm_logits(I.hidden + r0 * C, (int)R, I.logits);
     fn((int)r0, (int)R, I.logits);
+  }
+}
+
+// ---- extend: every new position scored (forward_infer's layers, eval's shared prefixes) -----------
+
+KVCache Model::repeat_cache(const KVCache& prefix, int batch, int max_len) const {
+  if (prefix.batch != 1 || prefix.n_layer != config_.n_layer || prefix.kv_width != config_.kv_width())
+    throw Error("repeat_cache: the prefix cache was not made for this model with batch 1");
+  KVCache kv = make_cache(batch, max_len);
+  if (prefix.length > kv.max_len)
+    throw Error("repeat_cache: a prefix of " + std::to_string(prefix.length) + " positions does not fit " +
+                std::to_string(kv.max_len));
+  const size_t n = (size_t)prefix.length * prefix.kv_width;
+  for (int l = 0; l < kv.n_layer; ++l) {
+    const float* k = prefix.k.data() + (size_t)l * prefix.max_len * prefix.kv_width;  // batch 1: row 0 of layer l
+    const float* v = prefix.v.data() + (size_t)l * prefix.max_len * prefix.kv_width;
+    for (int b = 0; b < batch; ++b) {
+      std::copy(k, k + n, kv.k_at(l, b));
+      std::copy(v, v + n, kv.v_at(l, b));
+    }
+  }
+  kv.length = prefix.length;
+  return kv;
+}
+
+void Model::forward_extend(const int32_t* tokens, int batch, int n_new, KVCache& cache, const int32_t* targets,
+                           float* logprobs_out, uint8_t* argmax_out) {
+  const ModelConfig& c = config_;
+  const int64_t C = c.d_model, V = c.vocab_size;
+  if (batch <= 0 || n_new <= 0) throw Error("forward_extend: no new tokens");
+  const int64_t N = (int64_t)batch * n_new;
+  for (int64_t i = 0; i < N; ++i)
+    if (targets[i] >= V)
+      throw Error("target id " + std::to_string(targets[i]) + " at index " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(V) + ")")
+          .fix("the tokenizer and the model disagree: use a model whose vocab_size covers the tokenizer");
+  Impl& I = *impl_;
+  I.extend_last.resize((size_t)batch * V);
+  forward_infer(tokens, batch, n_new, cache, I.extend_last.data());  // the layers; leaves I.infer_x
+  // the positions with a target, gathered, through the final norm and the LM head in chunks
+  std::vector<int64_t> used;
+  for (int64_t i = 0; i < N; ++i) {
+    logprobs_out[i] = 0.0f;
+    if (argmax_out) argmax_out[i] = 0;
+    if (targets[i] >= 0) used.push_back(i);
+  }
+  const int64_t n = (int64_t)used.size();
+  if (n == 0) return;
+  const int64_t R = std::max<int64_t>(16, std::min<int64_t>(n, (8 << 20) / V));
+  I.extend_rows.resize((size_t)(2 * R * C));
+  I.extend_logits.resize((size_t)(R * V));
+  I.extend_targets.resize((size_t)R);
+  std::vector<float> lp((size_t)R);
+  const float* P = params_.data();
+  for (int64_t r0 = 0; r0 < n; r0 += R) {
+    const int64_t rows = std::min(R, n - r0);
+    float* raw = I.extend_rows.data();
+    float* normed = raw + R * C;
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(raw + r * C, I.infer_x + used[(size_t)(r0 + r)] * C, sizeof(float) * C);
+      I.extend_targets[(size_t)r] = targets[used[(size_t)(r0 + r)]];
+    }
+    if (c.is_gpt2())
+      ops::layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, P + I.lnf_b, rows, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(normed, nullptr, raw, P + I.lnf_w, rows, (int)C, c.norm_eps);
+    lm_logits(normed, (int)rows, I.extend_logits.data());
+    ops::log_softmax_pick(lp.data(), I.extend_logits.data(), I.extend_targets.data(), rows, (int)V);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = used[(size_t)(r0 + r)];
+      logprobs_out[i] = lp[(size_t)r];
+      if (argmax_out) {
+        const float* l = I.extend_logits.data() + r * V;
+        argmax_out[i] = (int32_t)(std::max_element(l, l + V) - l) == targets[i];
+      }
+    }
   }
 }
 

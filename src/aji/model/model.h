@@ -174,6 +174,18 @@ class Model {
   // log_softmax_pick) equals its values bit for bit. Never a (T,V) buffer.
   void token_logits(const int32_t* tokens, int T, const std::function<void(int, int, const float*)>& fn);
 
+  // --- extending a cache, every new position scored (eval's shared-prefix scoring) ---
+  // A cache of `batch` rows, each a copy of the first prefix->length positions of the
+  // batch-1 cache `prefix`, room for max_len positions (0 = max_seq_len).
+  KVCache repeat_cache(const KVCache& prefix, int batch, int max_len = 0) const;
+  // forward_infer for tokens (batch, n_new) at cache.length (causal inside the new block,
+  // every row against its own cache row), but scoring EVERY new position: logprobs_out
+  // (batch, n_new) gets log softmax(logits)[targets[i]] (0 where targets[i] < 0; padding),
+  // and argmax_out (if not null) 1 where targets[i] is the argmax of its row's logits.
+  // Only positions with a target go through the final norm and the LM head.
+  void forward_extend(const int32_t* tokens, int batch, int n_new, KVCache& cache, const int32_t* targets,
+                      float* logprobs_out, uint8_t* argmax_out = nullptr);
+
   // Bytes held by the activation arena now (for memory reports).
   size_t activation_bytes() const;
 

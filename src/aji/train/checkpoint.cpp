@@ -163,7 +163,8 @@ void write_hf_tokenizer_files(const fs::path& dir, const model::ModelConfig& con
   }
 }
 
-void save_model_dir(const fs::path& dir, const model::Model& model, const std::vector<fs::path>& copy_files) {
+void save_model_dir(const fs::path& dir, const model::Model& model, const std::vector<fs::path>& copy_files,
+                    bool chat) {
   fs::path tmp = dir;
   tmp += ".tmp." + std::to_string(::getpid());
   std::error_code ec;
@@ -172,6 +173,7 @@ void save_model_dir(const fs::path& dir, const model::Model& model, const std::v
   try {
     write_model_files(tmp, model);
     for (const auto& f : copy_files) copy_file_atomic(f, tmp / f.filename());
+    write_hf_tokenizer_files(tmp, model.config(), chat);
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

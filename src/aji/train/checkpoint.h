@@ -46,9 +46,11 @@ std::filesystem::path save_checkpoint(const std::filesystem::path& run_dir, int6
                                       const CheckpointContents& contents, int keep);
 
 // Writes a weights-only model dir (model.safetensors, config.json, aji_config.json,
-// copied files) at dir, atomically (temp dir + rename).
+// copied files) at dir, atomically (temp dir + rename). With a tokenizer among the copied
+// files it also gets the Hugging Face tokenizer_config.json and generation_config.json
+// (write_hf_tokenizer_files, as every checkpoint; chat: <|im_end|> ends generation).
 void save_model_dir(const std::filesystem::path& dir, const model::Model& model,
-                    const std::vector<std::filesystem::path>& copy_files);
+                    const std::vector<std::filesystem::path>& copy_files, bool chat = false);
 
 // Removes what an interrupted writer left in a run dir: a process killed with SIGKILL
 // mid-save leaves its hidden temp dir `.ckpt-N.tmp.PID` (or `ckpt-N.old`), and the temp
