@@ -26,21 +26,25 @@ if [ ! -f "$WORK/data/.done" ]; then
   touch "$WORK/data/.done"
 fi
 COMMON="pretrain --config $CONFIG --data $WORK/data --steps $STEPS --seq-len 256 --eval-every 0 --sample-every 0
-        --save-every 0 --force -q --batch-size 2 --total-batch-tokens 1024"
+        --save-every 0 --force -q --total-batch-tokens 1024"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+# REUSE=1 keeps the runs already in $WORK (e.g. after adding one).
+done_already() { [ "${REUSE:-0}" = 1 ] && [ -s "$WORK/$1/metrics.jsonl" ]; }
 run() {  # name, launcher prefix
   local name=$1
   shift
-  /usr/bin/time -f "%M" -o "$WORK/$name.rss0" "$@" $COMMON --out "$WORK/$name" > "$WORK/$name.log" 2>&1 ||
+  done_already "$name" && return
+  /usr/bin/time -f "%M" -o "$WORK/$name.rss0" "$@" $COMMON --batch-size 2 --out "$WORK/$name" > "$WORK/$name.log" 2>&1 ||
     { echo "$name failed:"; tail -20 "$WORK/$name.log"; exit 1; }
 }
 run t11 env AJI_THREADS=1 "$AJI"
 run t12 env AJI_THREADS=2 "$AJI"
-run_mpi() {  # name, np, env...
+run_mpi() {  # name, np, env... (micro-batches of 1024 / np tokens: one per rank and step)
   local name=$1 np=$2
   shift 2
+  done_already "$name" && return
   $MPIRUN -np "$np" -x AJI_THREADS=1 "$@" sh -c "exec /usr/bin/time -f %M -o $WORK/$name.rss.\$OMPI_COMM_WORLD_RANK $AJI \"\$@\"" aji \
-    $COMMON --out "$WORK/$name" > "$WORK/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/$name.log"; exit 1; }
+    $COMMON --batch-size $((4 / np)) --out "$WORK/$name" > "$WORK/$name.log" 2>&1 || { echo "$name failed:"; tail -20 "$WORK/$name.log"; exit 1; }
 }
 run_mpi r2_blocking 2 -x AJI_OVERLAP=0
 run_mpi r2_overlap 2
