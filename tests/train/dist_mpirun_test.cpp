@@ -9,10 +9,15 @@
 // the sanitizer build (OpenMPI's own allocations trip LeakSanitizer).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +28,7 @@
 #include "aji/base/threads.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
+#include "aji/train/optimizer.h"
 #include "aji/train/tokenize_data.h"
 #include "test_util.h"
 
@@ -92,12 +98,9 @@ int count(const std::string& hay, const std::string& needle) {
   return n;
 }
 
-}  // namespace
-
-TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
-  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  TempDir dir;
-  const fs::path d = dir.path();
+// The pretraining fixture: a corpus of a small grammar, a 320-token BPE, the corpus
+// tokenized into d/data and the micro model d/micro.json. Returns the data dir.
+fs::path make_pretrain_data(const fs::path& d) {
   {
     // pretrain_test's corpus: sentences of a small grammar, in paragraphs.
     const char* subj[] = {"the cat", "a dog", "my friend", "the old king", "a small bird", "the teacher"};
@@ -113,7 +116,7 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
     }
   }
   std::string out;
-  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " -q tokenizer train --input " + (d / "corpus.txt").string() +
+  EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " -q tokenizer train --input " + (d / "corpus.txt").string() +
                                        " --vocab-size 320 --out " + (d / "tok.json").string() + " 2>&1",
                                    &out),
             0)
@@ -128,7 +131,17 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
   aji::train::tokenize_data(t);
   std::ofstream(d / "micro.json") << R"({"arch": "llama", "vocab_size": 320, "n_layer": 2, "n_head": 2,
       "n_kv_head": 1, "d_model": 32, "d_ff": 64, "max_seq_len": 32})";
-  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + t.out_dir.string() +
+  return t.out_dir;
+}
+
+}  // namespace
+
+TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  const fs::path data = make_pretrain_data(d);
+  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
                              " --steps 4 --seq-len 16 --eval-every 2 --sample-every 0 --save-every 0 --peak-gflops 1";
   auto run = [&](const std::string& prefix, const std::string& args, std::string* o = nullptr) {
     std::string text;
@@ -207,4 +220,108 @@ TEST(DistMpirun, SftOnTwoRanksMatchesOneProcess) {
                                    &out),
             0);
   EXPECT_NE(out.find("--grad-accum 1 does not split over 2 ranks"), std::string::npos) << out;
+}
+
+// The overlapped all-reduce (the default) against the blocking one (AJI_OVERLAP=0), and ZeRO-1
+// (AJI_ZERO=1: AdamW's state sharded over the ranks, the parameters all-gathered) against
+// plain data parallelism: with 2 ranks the sums are the same (a + b either way round) and
+// the per-element AdamW arithmetic is the same, so the final weights must be bit-identical.
+// A ZeRO-1 checkpoint holds the whole optimizer state: it resumes on one process.
+TEST(DistMpirun, OverlapAndZero1MatchTheBlockingUnshardedRun) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  const fs::path data = make_pretrain_data(d);
+  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
+                             " --steps 4 --seq-len 16 --eval-every 0 --sample-every 0 --save-every 0 --peak-gflops 1"
+                             " -q --batch-size 2 --total-batch-tokens 64";
+  auto run = [&](const std::string& env, const std::string& args) {
+    std::string text;
+    const std::string cmd = "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 -x AJI_THREADS=1 " +
+                            env + " " + AJI_BINARY + common + " " + args + " 2>&1";
+    EXPECT_EQ(aji::test::run_command(cmd, &text), 0) << cmd << "\n" << text;
+  };
+  run("-x AJI_OVERLAP=0", "--out " + (d / "blocking").string());
+  run("", "--out " + (d / "overlap").string());
+  run("-x AJI_ZERO=1", "--out " + (d / "zero").string());
+  const std::vector<float> blocking = weights(d / "blocking");
+  EXPECT_EQ(max_abs_diff(blocking, weights(d / "overlap")), 0.0) << "overlapped all-reduce";
+  EXPECT_EQ(max_abs_diff(blocking, weights(d / "zero")), 0.0) << "ZeRO-1";
+  EXPECT_EQ(losses(d / "blocking"), losses(d / "zero"));
+  // The ZeRO-1 checkpoint is unsharded: the same optimizer.bin as the plain run's.
+  aji::train::AdamW a(weights(d / "blocking").size(), {}), b(a.size(), {});
+  a.load(aji::train::list_checkpoints(d / "blocking").back().second / "optimizer.bin");
+  b.load(aji::train::list_checkpoints(d / "zero").back().second / "optimizer.bin");
+  EXPECT_EQ(a.m(), b.m());
+  EXPECT_EQ(a.v(), b.v());
+  EXPECT_EQ(a.step_count(), b.step_count());
+
+  // Elastic: 2 ZeRO-1 ranks stop after 2 steps, one process finishes the run.
+  run("-x AJI_ZERO=1", "--stop-after 2 --out " + (d / "elastic").string());
+  std::string resumed;
+  ASSERT_EQ(aji::test::run_command(single() + " -q pretrain --resume --out " + (d / "elastic").string() + " 2>&1",
+                                   &resumed),
+            0)
+      << resumed;
+  expect_same_run(d / "blocking", d / "elastic", 4);
+}
+
+// A rank killed outright (kill -9) mid-run: the other rank and mpirun end within seconds
+// with a message naming the killed rank, nothing hangs, and the last checkpoint is intact:
+// one process resumes from it and finishes the run.
+TEST(DistMpirun, KillNineOfOneRankEndsTheJobAndTheCheckpointResumes) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  const fs::path data = make_pretrain_data(d);
+  const fs::path out = d / "victim";
+  const std::string cmd = "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2 -x AJI_THREADS=1 " +
+                          std::string(AJI_BINARY) + " pretrain --config " + (d / "micro.json").string() + " --data " +
+                          data.string() + " --steps 100000 --seq-len 16 --eval-every 0 --sample-every 0 --save-every 2"
+                          " --keep 2 --peak-gflops 1 -q --batch-size 2 --total-batch-tokens 64 --out " + out.string();
+  ASSERT_EQ(std::system(("(" + cmd + " > " + (d / "log").string() + " 2>&1; echo $? > " + (d / "rc").string() + ") &").c_str()),
+            0);
+  // Rank 1: the aji process of this run whose environment says OMPI_COMM_WORLD_RANK=1.
+  auto find_rank1 = [&]() -> int {
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream c(e.path() / "cmdline"), env(e.path() / "environ");
+      const std::string cl((std::istreambuf_iterator<char>(c)), {}), en((std::istreambuf_iterator<char>(env)), {});
+      if (cl.find(out.string()) != std::string::npos && cl.find("mpirun") == std::string::npos &&
+          en.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos)
+        return std::stoi(name);
+    }
+    return 0;
+  };
+  // Wait for 2 checkpoints (step 4 at least), then kill rank 1.
+  int pid = 0;
+  for (int i = 0; i < 600 && !fs::exists(out / "ckpt-4"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(fs::exists(out / "ckpt-4")) << "no checkpoint after 60 s";
+  pid = find_rank1();
+  ASSERT_GT(pid, 0) << "rank 1 not found";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  for (int i = 0; i < 600 && !fs::exists(d / "rc"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(fs::exists(d / "rc")) << "the job still runs 30 s after rank 1 was killed";
+  std::printf("kill -9 of rank 1: the job ended %.2f s later\n", seconds);
+  EXPECT_LT(seconds, 15.0);
+  std::ifstream rc(d / "rc"), lg(d / "log");
+  int code = 0;
+  rc >> code;
+  EXPECT_NE(code, 0);
+  const std::string log((std::istreambuf_iterator<char>(lg)), {});
+  EXPECT_NE(log.find("rank 1"), std::string::npos) << log;
+  EXPECT_NE(log.find("signal 9"), std::string::npos) << log;
+  // The newest checkpoint loads and the run resumes from it on one process.
+  const auto cks = aji::train::list_checkpoints(out);
+  ASSERT_FALSE(cks.empty());
+  EXPECT_NO_THROW(aji::train::load_model(cks.back().second));
+  std::string resumed;
+  EXPECT_EQ(aji::test::run_command(single() + " -q pretrain --resume --steps " + std::to_string(cks.back().first + 2) +
+                                       " --out " + out.string() + " 2>&1",
+                                   &resumed),
+            0)
+      << resumed;
 }

@@ -394,8 +394,8 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
     pg.trunk_opt = train::AdamW(head_only ? 0 : model.num_params(), acfg);
     pg.head_opt = train::AdamW(head.num_params(), acfg);
   }
-  AJI_CHECK(pg.head_opt.m().size() == head.num_params() &&
-                pg.trunk_opt.m().size() == (head_only ? 0 : model.num_params()),
+  AJI_CHECK(pg.head_opt.size() == head.num_params() &&
+                pg.trunk_opt.size() == (head_only ? 0 : model.num_params()),
             "classify_train: the optimizer states do not fit the model and head");
   // Everything that trains, clipped over one global norm (head first, then the trunk).
   std::vector<train::ParamGroup> groups = {{head.params.data(), head.grads.data(), &pg.head_opt, head_ranges}};
@@ -459,7 +459,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
       pg.next_batch = 0;
     }
     const int64_t epoch = pg.epoch;
-    const std::vector<int64_t>& batch_idx = batches[size_t(pg.next_batch++)];
+    const std::vector<int64_t> batch_idx = train::rank_share(batches[size_t(pg.next_batch++)]);
     const int B = int(batch_idx.size());
     const int64_t* idx = batch_idx.data();
     for (int b = 0; b < B; ++b) labels[size_t(b)] = train.labels[size_t(idx[b])];

@@ -1,6 +1,7 @@
 #include "aji/align/classify_run.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/train/memory.h"
+#include "aji/base/dist.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -239,6 +241,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   ro.plot_labels.train = "train loss (batch mean)";
   ro.plot_labels.val = "validation loss";
   ro.progress_lines = 20;
+  ro.splits_data = true;  // each rank takes its share of every batch (train::rank_share)
   train::TrainerRun trun(ro);
   const std::optional<fs::path>& resume_ckpt = trun.checkpoint();
   ClassifyProgress progress;
@@ -305,10 +308,12 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
     train_ex = pick(all, split.train);
     val_ex = pick(all, split.val);
     test_ex = pick(all, split.test);
-    fs::create_directories(out / "split");
-    write_labeled_jsonl(out / "split" / "train.jsonl", all, split.train);
-    write_labeled_jsonl(out / "split" / "val.jsonl", all, split.val);
-    write_labeled_jsonl(out / "split" / "test.jsonl", all, split.test);
+    if (trun.root()) {  // under mpirun every rank splits the same way; rank 0 writes
+      fs::create_directories(out / "split");
+      write_labeled_jsonl(out / "split" / "train.jsonl", all, split.train);
+      write_labeled_jsonl(out / "split" / "val.jsonl", all, split.val);
+      write_labeled_jsonl(out / "split" / "test.jsonl", all, split.test);
+    }
     train_name = val_name = test_name = o.data.string();
   } else {
     train_ex = read_labeled(o.train_file, o.read, &report);
@@ -366,7 +371,8 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
     head.init(o.head_seed);
   }
   const int64_t steps = classify_total_steps(train.size(), to);
-  if (!resume_ckpt) {
+  train::require_rank_split(to.batch, "--batch-size");
+  if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "classify"},
                  {"base_model", fs::absolute(o.model).string()},
                  {"labels", result.labels.names},
@@ -393,7 +399,15 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   trun.start_metrics(resume_ckpt ? progress.step : -1);
   int64_t real_tokens = 0, padded_tokens = 0;
   ClassifyHooks hooks;
-  hooks.on_step = [&](const ClassifyStepInfo& i) {
+  hooks.on_step = [&](const ClassifyStepInfo& mine) {
+    ClassifyStepInfo i = mine;  // this rank's part; the loss is the step's already (train_step)
+    if (dist::world().size() > 1) {
+      i.examples = int64_t(train::rank_means({&i.batch_accuracy}, double(i.examples)));
+      double sums[2] = {double(i.tokens), double(i.padded_tokens)};
+      dist::world().allreduce_sum(sums, 2);
+      i.tokens = int64_t(sums[0]);
+      i.padded_tokens = int64_t(sums[1]);
+    }
     real_tokens += i.tokens;
     padded_tokens += i.padded_tokens;
     trun.log({{"step", i.step}, {"epoch", i.epoch}, {"loss", i.loss}, {"batch_accuracy", i.batch_accuracy},
@@ -463,6 +477,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
     std::printf("kept the weights of step %lld (best val accuracy %.4f)\n", (long long)r.best_step,
                 r.best_val_accuracy);
   trun.finish(result.steps, steps);
+  if (!trun.root()) return result;  // rank 0 writes the classifier and the report
 
   // --- save: weights, tokenizer, head, labels, settings — one atomic directory ---
   const fs::path staging = out / ".classifier-files";

@@ -286,7 +286,7 @@ DpoResult dpo_train(model::Model& policy, train::AdamW& optimizer, const std::ve
       order = dpo_epoch_order(n, o.seed, state.epoch);
     }
     const int64_t P = std::min<int64_t>(o.batch, n - state.next_pair);
-    const std::vector<int64_t> idx(order.begin() + state.next_pair, order.begin() + state.next_pair + P);
+    const std::vector<int64_t> idx = train::rank_share({order.begin() + state.next_pair, order.begin() + state.next_pair + P});
     DpoStepStats s = dpo_step(policy, optimizer, pairs, ref, idx, o, sched.at(state.step), state.step);
     state.next_pair += P;
     ++state.step;

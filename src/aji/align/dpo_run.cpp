@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -11,6 +12,7 @@
 
 #include "aji/align/preferences.h"
 #include "aji/align/render.h"
+#include "aji/base/dist.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
@@ -102,6 +104,7 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   ro.plot_labels.train = "train loss (DPO + NLL)";
   ro.plot_labels.val = "held-out loss";
   ro.plot_labels.accuracy_name = "held-out implicit-reward accuracy";
+  ro.splits_data = true;  // each rank takes its share of every batch's pairs (train::rank_share)
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   if (resume_ckpt) {
@@ -206,7 +209,8 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
     st = DpoState::from_json(trun.section().at("state"));
   }
   const int64_t steps = dpo_total_steps((int64_t)train_pairs.size(), o.train);
-  if (!resume_ckpt) {
+  train::require_rank_split(o.train.batch, "--batch-size");
+  if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "dpo"}, {"options", options_to_json(o)}, {"steps", steps}, {"aji_version", AJI_VERSION}};
     info.update(other_settings_json(o));
     write_file_atomic(run / "run.json", info.dump(2) + "\n");
@@ -272,7 +276,16 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   if (st.step == 0) evaluate(0);
   const auto t0 = std::chrono::steady_clock::now();
   DpoHooks hooks;
-  hooks.on_step = [&](const DpoStepStats& i) {
+  hooks.on_step = [&](const DpoStepStats& mine) {
+    DpoStepStats i = mine;  // this rank's pairs of the step: the means and counts over every rank
+    if (dist::world().size() > 1) {
+      double tokens = double(i.tokens);
+      dist::world().allreduce_sum(&tokens, 1);
+      i.tokens = int64_t(tokens);
+      i.pairs = int(train::rank_means({&i.loss, &i.dpo_loss, &i.nll_loss, &i.accuracy, &i.margin, &i.chosen_logratio,
+                                       &i.rejected_logratio},
+                                      double(i.pairs)));
+    }
     if (std::isnan(result.first_loss)) result.first_loss = i.loss;
     result.last_loss = i.loss;
     trun.log({{"step", i.step}, {"loss", i.loss}, {"dpo_loss", i.dpo_loss}, {"nll_loss", i.nll_loss},
@@ -299,7 +312,7 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   result.checkpoint = trun.last_checkpoint();
   result.step = r.state.step;
   result.interrupted = r.stopped_early;
-  if (result.interrupted) return result;
+  if (result.interrupted || !trun.root()) return result;  // rank 0 writes the summary
   const json summary = {
       {"stage", "dpo"},
       {"steps", result.step},

@@ -207,11 +207,11 @@ void RmProgress::scalars_from_json(const nlohmann::json& j) {
 namespace {
 void size_optimizers(RewardModel& rm, const RmOptions& o, RmProgress& pg) {
   const train::AdamWConfig acfg{o.beta1, o.beta2, o.eps, o.weight_decay};
-  if (pg.trunk_opt.m().empty() && pg.head_opt.m().empty()) {
+  if (pg.trunk_opt.size() == 0 && pg.head_opt.size() == 0) {
     pg.trunk_opt = train::AdamW(rm.trunk.num_params(), acfg);
     pg.head_opt = train::AdamW(rm.head.w.size(), acfg);
   }
-  AJI_CHECK(pg.trunk_opt.m().size() == rm.trunk.num_params() && pg.head_opt.m().size() == rm.head.w.size(),
+  AJI_CHECK(pg.trunk_opt.size() == rm.trunk.num_params() && pg.head_opt.size() == rm.head.w.size(),
             "rm: the optimizer states do not fit the reward model");
 }
 }  // namespace
@@ -227,6 +227,7 @@ RmStepStats rm_step(RewardModel& rm, const std::vector<RmGroup>& groups, const i
     rm_forward_backward(rm, groups, idx, n, o, st);
     return st.loss;
   }, step_index);
+  st.loss = ss.loss;  // the step's (under mpirun: over every rank's prompts)
   st.lr = ss.lr;
   st.grad_norm = ss.grad_norm;
   st.seconds = ss.seconds;
@@ -352,7 +353,7 @@ RmTrainResult rm_train(RewardModel& rm, const std::vector<RmGroup>& train_all, c
       batches = rm_epoch_batches(train.size(), o.batch, o.seed, pg.epoch);
       pg.next_batch = 0;
     }
-    const std::vector<int64_t>& b = batches[size_t(pg.next_batch++)];
+    const std::vector<int64_t> b = train::rank_share(batches[size_t(pg.next_batch++)]);
     const float lr = sched.at(step);
     const RmStepStats st = rm_step(rm, train, b.data(), int(b.size()), o, pg, lr, step);
     pg.step = step + 1;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -9,6 +10,7 @@
 #include "aji/align/conversation.h"
 #include "aji/align/preferences.h"
 #include "aji/align/render.h"
+#include "aji/base/dist.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -125,6 +127,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   ro.plot_labels.train = "train loss (batch mean)";
   ro.plot_labels.val = "held-out loss";
   ro.progress_lines = 30;
+  ro.splits_data = true;  // each rank takes its share of every batch's prompts (train::rank_share)
   train::TrainerRun trun(ro);
   const std::optional<fs::path>& resume_ckpt = trun.checkpoint();
   RmProgress progress;
@@ -231,7 +234,8 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
     if (!o.quiet) std::fprintf(stderr, "resuming %s at step %lld\n", resume_ckpt->c_str(), (long long)progress.step);
   }
   const int64_t steps = rm_total_steps(train_groups.size(), to);
-  if (!resume_ckpt) {
+  train::require_rank_split(to.batch, "--batch-size");
+  if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "rm"},
                  {"base_model", abs_or_empty(o.model)},
                  {"data", data_json(o.data)},
@@ -262,7 +266,30 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   }
 
   RmHooks hooks;
-  hooks.on_step = [&](int64_t step, int64_t total, const RmStepStats& s) {
+  hooks.on_step = [&](int64_t step, int64_t total, const RmStepStats& mine) {
+    RmStepStats s = mine;  // this rank's part of the step: the means and counts over every rank
+    if (dist::world().size() > 1) {
+      const double pairs = double(s.pairs), seqs = double(s.sequences_forwarded);
+      double rmin = -s.reward_min, rmax = s.reward_max, tokens = double(s.tokens);
+      dist::world().allreduce_sum(&tokens, 1);
+      s.tokens = int64_t(tokens);
+      s.groups = int64_t(train::rank_means({&s.loss, &s.bt_loss}, double(s.groups)));
+      s.pairs = int64_t(train::rank_means({&s.accuracy, &s.margin}, pairs));
+      s.sequences_forwarded = int64_t(train::rank_means({&s.reward_mean}, seqs));
+      // The extremes: each rank's in its own slot of a sum.
+      const int n = dist::world().size(), r = dist::world().rank();
+      std::vector<double> ext(2 * size_t(n), 0.0);
+      ext[2 * size_t(r)] = seqs > 0 ? rmin : -INFINITY;
+      ext[2 * size_t(r) + 1] = seqs > 0 ? rmax : -INFINITY;
+      dist::world().allreduce_sum(ext.data(), ext.size());
+      rmin = rmax = -INFINITY;
+      for (int k = 0; k < n; ++k) {
+        rmin = std::max(rmin, ext[2 * size_t(k)]);
+        rmax = std::max(rmax, ext[2 * size_t(k) + 1]);
+      }
+      s.reward_min = -rmin;
+      s.reward_max = rmax;
+    }
     if (std::isnan(result.first_loss)) result.first_loss = s.loss;
     trun.log({{"step", step},         {"loss", s.loss},           {"bt_loss", s.bt_loss},
               {"accuracy", s.accuracy}, {"margin", s.margin},       {"reward_min", s.reward_min},
@@ -325,7 +352,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   result.interrupted = r.stopped_early;
   result.val_after = r.last_val;
   trun.finish(result.steps, steps);
-  if (result.interrupted) return result;
+  if (result.interrupted || !trun.root()) return result;  // rank 0 writes the RM directory
 
   // --- the RM directory and the summary ---
   result.offset = rm.offset;

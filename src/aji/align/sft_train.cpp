@@ -65,14 +65,10 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
                     const SftHooks& hooks) {
   if (o.batch <= 0 || o.grad_accum <= 0) throw Error("SFT batch size and gradient accumulation must be positive");
   // Data parallelism (base/dist.h): --grad-accum micro-batches per step over all ranks;
-  // rank r builds and runs micro-batches r, r+N, ... of each step.
+  // rank r builds and runs micro-batches r, r+N, ... of each step (train::rank_takes).
   dist::Communicator& comm = dist::world();
-  const int ranks = comm.size(), rank = comm.rank();
-  if (o.grad_accum % ranks != 0)
-    throw Error("--grad-accum " + std::to_string(o.grad_accum) + " does not split over " + std::to_string(ranks) +
-                " ranks (each rank runs grad-accum / ranks micro-batches of a step)")
-        .fix("use --grad-accum " + std::to_string(ranks) + " or another multiple of " + std::to_string(ranks) +
-             " (the step is batch-size x grad-accum rows, whatever the number of ranks)");
+  const int ranks = comm.size();
+  train::require_rank_split(o.grad_accum, "--grad-accum");
   const int T = o.T(model.config().max_seq_len);
   if (T > model.config().max_seq_len)
     throw Error("--seq-len " + std::to_string(T) + " is longer than the model's context (" +
@@ -109,7 +105,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
         rows = epoch_rows(planned, o.seed, state.epoch);
       }
       const int B = (int)std::min<int64_t>(o.batch, (int64_t)rows.size() - state.next_row);
-      if (a % ranks == rank) {
+      if (train::rank_takes(a)) {
         micro.push_back(make_batch(train_seqs, rows, (size_t)state.next_row, B, T, o.pad_id, /*shrink_to_longest=*/true));
         step_targets += micro.back().n_targets;
         step_tokens += (int64_t)micro.back().B * micro.back().T;
@@ -147,7 +143,7 @@ SftResult sft_train(model::Model& model, train::AdamW& optimizer, const std::vec
     info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (hooks.on_step) hooks.on_step(info);
     const bool last = state.step == steps;
-    if (!val.empty() && rank == 0 && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
+    if (!val.empty() && comm.rank() == 0 && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
       LossSum v = sft_validation_loss(model, val, o.batch, T, o.pad_id);
       result.last_val_loss = v.mean();
       if (hooks.on_eval) hooks.on_eval(state.step, v);

@@ -1,5 +1,6 @@
 #include "aji/base/dist.h"
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdio>
@@ -22,6 +23,10 @@ void SingleProcess::abort(int code, const std::string& message) {
   std::fflush(stdout);
   std::fprintf(stderr, "%s\n", message.c_str());
   std::exit(code);
+}
+
+void SingleProcess::gather(const float* part, float* all, const std::vector<size_t>& counts, int) {
+  if (!counts.empty() && part != all) std::copy_n(part, counts[0], all);
 }
 
 namespace {
@@ -157,6 +162,48 @@ class Mpi final : public Communicator {
     }
   }
   void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  void start_allreduce_sum(float* data, size_t n) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t off = 0; off < n; off += kPiece) {
+      const int count = static_cast<int>(std::min(kPiece, n - off));
+      pending_.emplace_back();
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending_.back()),
+            "MPI_Iallreduce");
+    }
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void poll() override {
+    if (pending_.empty()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    int done = 0;
+    check(MPI_Testall(static_cast<int>(pending_.size()), pending_.data(), &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+    if (done) pending_.clear();
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void wait_all() override {
+    if (pending_.empty()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    check(MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    pending_.clear();
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void allgather(float* data, const std::vector<size_t>& counts) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<int> cnt, disp;
+    parts(counts, cnt, disp);
+    check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, cnt.data(), disp.data(), MPI_FLOAT, MPI_COMM_WORLD),
+          "MPI_Allgatherv");
+    comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  void gather(const float* part, float* all, const std::vector<size_t>& counts, int root) override {
+    std::vector<int> cnt, disp;
+    parts(counts, cnt, disp);
+    const size_t r = static_cast<size_t>(rank_);
+    if (rank_ == root && part != all + disp[r]) std::copy_n(part, cnt[r], all + disp[r]);
+    check(MPI_Gatherv(rank_ == root ? MPI_IN_PLACE : part, cnt[r], MPI_FLOAT, all, cnt.data(), disp.data(), MPI_FLOAT,
+                      root, MPI_COMM_WORLD),
+          "MPI_Gatherv");
+  }
   [[noreturn]] void abort(int code, const std::string& message) override {
     std::fflush(stdout);
     std::fprintf(stderr, "%s\n", message.c_str());
@@ -166,8 +213,22 @@ class Mpi final : public Communicator {
   }
 
  private:
+  // MPI's int counts and displacements of the parts (each part and the whole < 2^31).
+  void parts(const std::vector<size_t>& counts, std::vector<int>& cnt, std::vector<int>& disp) const {
+    if (counts.size() != static_cast<size_t>(size_))
+      throw Error("allgather: " + std::to_string(counts.size()) + " parts for " + std::to_string(size_) + " ranks");
+    size_t at = 0;
+    for (size_t c : counts) {
+      if (at + c > size_t(INT_MAX))
+        throw Error("allgather: a buffer of more than 2^31 floats").fix("shard a smaller model, or use more ranks");
+      cnt.push_back(static_cast<int>(c));
+      disp.push_back(static_cast<int>(at));
+      at += c;
+    }
+  }
   int rank_ = 0, size_ = 1;
   std::string name_;
+  std::vector<MPI_Request> pending_;
 };
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace aji::dist {
 
@@ -42,6 +43,24 @@ class Communicator {
   virtual void broadcast(float* data, size_t n, int root = 0) = 0;
   virtual void broadcast(std::string& bytes, int root = 0) = 0;
   virtual void barrier() = 0;
+
+  // Overlapping communication with computation (train_step's all-reduce during the
+  // backward pass): start_allreduce_sum starts an in-place sum of data over the ranks and
+  // returns at once; data must not be touched until wait_all() has returned, which
+  // completes every started reduction. poll() lets the library move started reductions
+  // along (MPI_Testall) between pieces of computation. The sums are those allreduce_mean
+  // would compute before its 1/size scale.
+  virtual void start_allreduce_sum(float* data, size_t n) = 0;
+  virtual void poll() {}
+  virtual void wait_all() {}
+  // In place: the buffer is split into size() consecutive parts of counts[r] elements;
+  // afterwards every rank holds every rank's part (ZeRO-1's parameter all-gather).
+  virtual void allgather(float* data, const std::vector<size_t>& counts) = 0;
+  // The parts as above, gathered on root only: every rank gives its part (counts[rank()]
+  // elements); root receives the whole buffer in `all` (which may hold root's part in place
+  // already); `all` is not used on the other ranks.
+  virtual void gather(const float* part, float* all, const std::vector<size_t>& counts, int root = 0) = 0;
+
   // Ends every rank of the job (exit status `code`) after printing `message` on stderr.
   [[noreturn]] virtual void abort(int code, const std::string& message) = 0;
 
@@ -63,6 +82,9 @@ class SingleProcess final : public Communicator {
   void broadcast(float*, size_t, int) override {}
   void broadcast(std::string&, int) override {}
   void barrier() override {}
+  void start_allreduce_sum(float*, size_t) override {}
+  void allgather(float*, const std::vector<size_t>&) override {}
+  void gather(const float* part, float* all, const std::vector<size_t>& counts, int) override;
   [[noreturn]] void abort(int code, const std::string& message) override;
 };
 

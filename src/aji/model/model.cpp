@@ -567,6 +567,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
                               A.ln1_rstd, N, (int)C);
     else
       ops::rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
+    if (on_layer_backward) on_layer_backward(l);
   }
   if (first_layer == 0)
     ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C,

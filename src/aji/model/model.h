@@ -141,6 +141,10 @@ class Model {
   // grads of layers < first_layer and of the embeddings are left untouched, and their
   // backward work is skipped. first_layer == n_layer backpropagates only the final norm.
   void backward(const float* d_hidden, int first_layer = 0);
+  // When set, backward() calls it with l as soon as block l's gradients are complete for this
+  // call (l = n_layer-1 down to first_layer): data parallelism (train/trainer_run.h) starts
+  // reducing them while the blocks below are computed. Transient: not moved with the model.
+  std::function<void(int layer)> on_layer_backward;
 
   // LM-head logits of n rows of hidden states (n,C) -> (n,V). For heads and tests.
   void lm_logits(const float* hidden_rows, int n, float* logits_out) const;

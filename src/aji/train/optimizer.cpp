@@ -1,9 +1,12 @@
 #include "aji/train/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "aji/base/atomic_file.h"
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
@@ -12,7 +15,63 @@
 
 namespace aji::train {
 
-AdamW::AdamW(size_t n_params, AdamWConfig config) : config_(config), m_(n_params, 0.0f), v_(n_params, 0.0f) {}
+AdamW::AdamW(size_t n_params, AdamWConfig config)
+    : config_(config), m_(n_params, 0.0f), v_(n_params, 0.0f), n_(n_params) {}
+
+namespace {
+// ZeRO-1's parts of a buffer of n elements: rank r holds [n*r/N, n*(r+1)/N).
+std::vector<size_t> zero_counts(size_t n, int ranks) {
+  std::vector<size_t> c(static_cast<size_t>(ranks));
+  for (int r = 0; r < ranks; ++r)
+    c[static_cast<size_t>(r)] = n * static_cast<size_t>(r + 1) / static_cast<size_t>(ranks) -
+                                n * static_cast<size_t>(r) / static_cast<size_t>(ranks);
+  return c;
+}
+}  // namespace
+
+bool zero1_requested() {
+  static const bool on = [] {
+    const char* v = std::getenv("AJI_ZERO");
+    if (v == nullptr || std::string(v).empty() || std::string(v) == "0") return false;
+    if (std::string(v) != "1")
+      throw Error(std::string("AJI_ZERO=") + v + " is not a ZeRO stage aji has")
+          .fix("use AJI_ZERO=1 (AdamW's state sharded over the ranks) or leave it unset");
+    return true;
+  }();
+  return on && dist::launch_size() > 1;
+}
+
+void AdamW::shard() {
+  dist::Communicator& comm = dist::world();
+  if (sharded_ || comm.size() <= 1) return;
+  const size_t r = static_cast<size_t>(comm.rank()), N = static_cast<size_t>(comm.size());
+  lo_ = n_ * r / N;
+  const size_t hi = n_ * (r + 1) / N;
+  std::vector<float>(m_.begin() + long(lo_), m_.begin() + long(hi)).swap(m_);
+  std::vector<float>(v_.begin() + long(lo_), v_.begin() + long(hi)).swap(v_);
+  sharded_ = true;
+}
+
+AdamW AdamW::gathered(int root) const {
+  AdamW full;
+  full.config_ = config_;
+  full.t_ = t_;
+  full.n_ = n_;
+  if (!sharded_) {
+    full.m_ = m_;
+    full.v_ = v_;
+    return full;
+  }
+  dist::Communicator& comm = dist::world();
+  const std::vector<size_t> counts = zero_counts(n_, comm.size());
+  if (comm.rank() == root) {
+    full.m_.assign(n_, 0.0f);
+    full.v_.assign(n_, 0.0f);
+  }
+  comm.gather(m_.data(), full.m_.data(), counts, root);
+  comm.gather(v_.data(), full.v_.data(), counts, root);
+  return full;
+}
 
 void AdamW::step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr) {
   ++t_;
@@ -23,14 +82,18 @@ void AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   const float step_size = static_cast<float>(lr / bc1);
   const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
-  float* m = m_.data();
-  float* v = v_.data();
+  // m and v hold [lo_, lo_ + m_.size()) of the buffer (all of it unless sharded): index from lo_.
+  float* m = m_.data() - lo_;
+  float* v = v_.data() - lo_;
   const int threads = num_threads();
+  const size_t lo = lo_, hi = lo_ + m_.size();
   for (const DecayRange& r : ranges) {
-    AJI_CHECK(r.offset + r.size <= m_.size(), "AdamW range outside the parameter buffer");
+    AJI_CHECK(r.offset + r.size <= n_, "AdamW range outside the parameter buffer");
     const float decay_mul =
         r.decay ? static_cast<float>(1.0 - static_cast<double>(lr) * config_.weight_decay) : 1.0f;
-    const int64_t begin = static_cast<int64_t>(r.offset), end = static_cast<int64_t>(r.offset + r.size);
+    // ZeRO-1: only this rank's part of the range.
+    const int64_t begin = static_cast<int64_t>(std::max(r.offset, lo)),
+                  end = static_cast<int64_t>(std::min(r.offset + r.size, hi));
 #pragma omp parallel for simd schedule(static) num_threads(threads) if (r.size > 32768)
     for (int64_t i = begin; i < end; ++i) {
       const float g = grads[i];
@@ -43,6 +106,10 @@ void AdamW::step(float* params, const float* grads, const std::vector<DecayRange
       p = p + (-step_size) * mi / denom;  // torch's addcdiv order
       params[i] = p;
     }
+  }
+  if (sharded_) {  // every rank's updated part to every rank
+    dist::Communicator& comm = dist::world();
+    comm.allgather(params, zero_counts(n_, comm.size()));
   }
 }
 
@@ -57,6 +124,7 @@ constexpr char kAdamMagic[8] = {'A', 'J', 'I', 'A', 'D', 'A', 'M', 'W'};
 }
 
 void AdamW::save(const std::filesystem::path& path) const {
+  AJI_CHECK(!sharded_, "AdamW::save of a sharded (ZeRO-1) state: save gathered() instead");
   std::string head(8, '\0');
   std::memcpy(head.data(), kAdamMagic, 8);
   auto put = [&head](const void* p, size_t n) { head.append(static_cast<const char*>(p), n); };
@@ -97,9 +165,9 @@ void AdamW::load(const std::filesystem::path& path) {
   get(&version, 4);
   get(&n, 8);
   if (version != 1) throw bad("has unsupported version " + std::to_string(version));
-  if (n != m_.size())
+  if (n != n_)
     throw Error("optimizer state holds " + std::to_string(n) + " parameters but the model has " +
-                std::to_string(m_.size()))
+                std::to_string(n_))
         .at(path.string())
         .fix("resume with the same model config the run was started with");
   if (data.size() != head_bytes + 8 * n) throw bad("is truncated");
@@ -109,9 +177,10 @@ void AdamW::load(const std::filesystem::path& path) {
   get(&config_.eps, 4);
   get(&config_.weight_decay, 4);
   get(&sum, 8);
-  get(m_.data(), n * 4);
-  get(v_.data(), n * 4);
-  if ((shard_checksum(m_.data(), n * 4) ^ (shard_checksum(v_.data(), n * 4) * 3)) != sum) throw bad("checksum mismatch");
+  // The whole state is in the file; a sharded optimizer keeps its part.
+  if ((shard_checksum(p, n * 4) ^ (shard_checksum(p + n * 4, n * 4) * 3)) != sum) throw bad("checksum mismatch");
+  std::memcpy(m_.data(), p + lo_ * 4, m_.size() * 4);
+  std::memcpy(v_.data(), p + n * 4 + lo_ * 4, v_.size() * 4);
 }
 
 double global_grad_norm(const float* grads, size_t n) {

@@ -52,15 +52,36 @@ class AdamW {
   std::vector<float>& m() { return m_; }
   std::vector<float>& v() { return v_; }
 
+  // ZeRO-1 (data parallelism, docs/distributed.md): shard() keeps m and v only for this
+  // rank's part of the buffer, [shard_begin(), shard_end()) (the ranks' parts are consecutive,
+  // n / ranks each); step() then updates only those elements and all-gathers the parameters
+  // from every rank (a collective: every rank calls step). Optimizer memory per rank falls
+  // as 1/N; the results are the unsharded ones (the same per-element arithmetic).
+  // One process: nothing changes. gathered() is the whole state (a collective; the full
+  // m and v on `root`, empty elsewhere), which is what checkpoints hold, so a sharded run
+  // resumes with any number of ranks; load() of a sharded optimizer keeps its part.
+  void shard();
+  bool sharded() const { return sharded_; }
+  size_t size() const { return n_; }  // parameters covered (m().size() when not sharded)
+  size_t shard_begin() const { return lo_; }
+  size_t shard_end() const { return lo_ + m_.size(); }
+  AdamW gathered(int root = 0) const;
+
   // optimizer.bin: magic "AJIADAMW", version, n, step, config, m, v, checksum.
-  void save(const std::filesystem::path& path) const;
+  void save(const std::filesystem::path& path) const;  // not sharded (save gathered())
   void load(const std::filesystem::path& path);  // n must match; errors name the file
 
  private:
   AdamWConfig config_;
   std::vector<float> m_, v_;
   int64_t t_ = 0;
+  size_t n_ = 0, lo_ = 0;
+  bool sharded_ = false;
 };
+
+// ZeRO-1 asked for (AJI_ZERO=1 in the environment, the one place it is declared) in a job of
+// more than one rank: train_step shards each group's optimizer at its first step.
+bool zero1_requested();
 
 // The decay ranges of every tensor of a model (all parameters trained; decay as the
 // model's tensor table says: matrices yes, norms, biases and embeddings no).

@@ -599,6 +599,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
         train_loader.next_batch(inputs.data(), targets.data());
         model.forward(inputs.data(), B, T);
         model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(rank_accum), token_loss.data());
+        if (a == rank_accum - 1) overlap_next_backward(model);  // the all-reduce starts during this backward
         model.backward(model.d_hidden_buffer());
         // The mean is summed here, in order: an OpenMP reduction's combining order varies
         // from run to run, and the logged loss must not (bit-identical resume).

@@ -4,8 +4,12 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <set>
+#include <string>
+#include <utility>
 
 #include "aji/base/atomic_file.h"
 #include "aji/base/dist.h"
@@ -58,6 +62,67 @@ std::vector<Span> spans_of(const std::vector<ParamGroup>& groups) {
   return spans;
 }
 
+// The overlapped all-reduce armed by overlap_next_backward: the model whose next backward
+// starts reducing its blocks, and the gradient pieces started so far.
+struct Overlap {
+  model::Model* model = nullptr;
+  std::vector<std::pair<float*, size_t>> started;
+};
+Overlap& overlap() {
+  static Overlap o;
+  return o;
+}
+
+bool overlap_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("AJI_OVERLAP");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
+}
+
+// Each block's [offset, size) in the parameter buffer, from the tensor names ("model.layers.L."
+// or "transformer.h.L."); {0, 0} for a block whose tensors are not contiguous.
+std::vector<std::pair<size_t, size_t>> block_spans(const model::Model& model) {
+  const int L = model.config().n_layer;
+  std::vector<size_t> lo(size_t(L), SIZE_MAX), hi(size_t(L), 0), total(size_t(L), 0);
+  for (const model::ParamTensor& t : model.tensors()) {
+    size_t at = t.name.find("layers.");
+    size_t len = 7;
+    if (at == std::string::npos) {
+      at = t.name.find(".h.");
+      len = 3;
+    }
+    if (at == std::string::npos) continue;
+    const size_t digits = at + len, end = t.name.find('.', digits);
+    if (end == std::string::npos || end == digits ||
+        t.name.find_first_not_of("0123456789", digits) != end)
+      continue;
+    const int l = std::stoi(t.name.substr(digits, end - digits));
+    if (l < 0 || l >= L) continue;
+    lo[size_t(l)] = std::min(lo[size_t(l)], t.offset);
+    hi[size_t(l)] = std::max(hi[size_t(l)], t.offset + t.numel);
+    total[size_t(l)] += t.numel;
+  }
+  std::vector<std::pair<size_t, size_t>> spans(size_t(L), {0, 0});
+  for (size_t l = 0; l < size_t(L); ++l)
+    if (total[l] > 0 && hi[l] - lo[l] == total[l]) spans[l] = {lo[l], total[l]};
+  return spans;
+}
+
+// The optimizers train_step sharded (ZeRO-1) in this stepping phase, in the groups' order (the
+// same on every rank: save() gathers them one after the other).
+std::vector<AdamW*>& sharded_optimizers() {
+  static std::vector<AdamW*> s;
+  return s;
+}
+
+// This rank's weight in the steps that follow a rank_share (1 until one is called).
+double& share_weight() {
+  static double w = 1.0;
+  return w;
+}
+
 std::string num(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
@@ -97,8 +162,48 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
   for (const Span& s : spans) std::fill_n(s.grads, s.size, 0.0f);
   StepStats st;
   st.lr = lr;
-  st.loss = forward_backward();
-  if (comm.size() > 1) {
+  // rank_share's weight of this rank's part (0: it has no item in this step).
+  const double weight = comm.size() > 1 ? share_weight() : 1.0;
+  if (comm.size() > 1 && zero1_requested())  // ZeRO-1: each optimizer keeps its rank's part
+    for (const ParamGroup& g : groups)
+      if (g.optimizer) {
+        g.optimizer->shard();  // once; kept on later steps
+        std::vector<AdamW*>& all = sharded_optimizers();
+        if (std::find(all.begin(), all.end(), g.optimizer) == all.end()) all.push_back(g.optimizer);
+      }
+  overlap().started.clear();
+  st.loss = weight != 0 ? forward_backward() : 0.0;
+  Overlap& ov = overlap();
+  if (ov.model) ov.model->on_layer_backward = nullptr;
+  ov.model = nullptr;
+  if (!ov.started.empty()) {
+    // The blocks the backward started; the rest of every span now, then all of it at once.
+    for (const Span& s : spans) {
+      std::vector<std::pair<float*, size_t>> in;
+      for (const auto& p : ov.started)
+        if (p.first >= s.grads && p.first + p.second <= s.grads + s.size) in.push_back(p);
+      std::sort(in.begin(), in.end());
+      float* at = s.grads;
+      for (const auto& p : in) {
+        if (p.first > at) comm.start_allreduce_sum(at, size_t(p.first - at));
+        at = p.first + p.second;
+      }
+      if (at < s.grads + s.size) comm.start_allreduce_sum(at, size_t(s.grads + s.size - at));
+    }
+    comm.wait_all();
+    const float scale = 1.0f / static_cast<float>(comm.size());  // allreduce_mean's scale
+    for (const Span& s : spans)
+      for (size_t i = 0; i < s.size; ++i) s.grads[i] *= scale;
+    double loss = st.loss;
+    comm.allreduce_sum(&loss, 1);
+    st.loss = loss / comm.size();
+  } else if (comm.size() > 1) {
+    if (weight != 1 && weight != 0) {
+      const float w = static_cast<float>(weight);
+      for (const Span& s : spans)
+        for (size_t i = 0; i < s.size; ++i) s.grads[i] *= w;
+      st.loss *= weight;
+    }
     // Data parallelism: each rank computed the gradient of its part of the batch; their
     // mean is the gradient of the whole batch (dist.h). Before the norm, so clipping,
     // the divergence stop and AdamW see the same numbers on every rank.
@@ -136,6 +241,66 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
   return st;
 }
 
+// ---- data parallelism: each rank's part of a step ------------------------------------------
+
+void require_rank_split(int64_t n, const std::string& flag) {
+  const int ranks = dist::world().size();
+  if (ranks <= 1 || (n > 0 && n % ranks == 0)) return;
+  throw Error(flag + " " + std::to_string(n) + " does not split over " + std::to_string(ranks) +
+              " ranks (each rank takes " + flag.substr(flag.find_first_not_of('-')) + " / ranks items of a step)")
+      .fix("use " + flag + " " + std::to_string(ranks) + ", " + std::to_string(2 * ranks) + " or another multiple of " +
+           std::to_string(ranks) + " (the step's size does not depend on the number of ranks), or start " +
+           "a number of ranks that divides " + std::to_string(n));
+}
+
+bool rank_takes(int64_t i) {
+  dist::Communicator& comm = dist::world();
+  return comm.size() <= 1 || i % comm.size() == comm.rank();
+}
+
+std::vector<int64_t> rank_share(const std::vector<int64_t>& items) {
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1) return items;
+  std::vector<int64_t> mine;
+  for (size_t i = static_cast<size_t>(comm.rank()); i < items.size(); i += static_cast<size_t>(comm.size()))
+    mine.push_back(items[i]);
+  share_weight() = items.empty() ? 0.0 : double(comm.size()) * double(mine.size()) / double(items.size());
+  return mine;
+}
+
+void overlap_next_backward(model::Model& model) {
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1 || !overlap_enabled() || share_weight() != 1.0) return;
+  overlap().model = &model;
+  // An untied LM head's gradient is final already (the loss ran before this backward).
+  if (const model::ParamTensor* head = model.find_tensor("lm_head.weight")) {
+    comm.start_allreduce_sum(model.grads() + head->offset, head->numel);
+    overlap().started.push_back({model.grads() + head->offset, head->numel});
+  }
+  model.on_layer_backward = [&model, spans = block_spans(model)](int l) {
+    const auto [offset, size] = spans[size_t(l)];
+    dist::Communicator& c = dist::world();
+    if (size > 0) {
+      c.start_allreduce_sum(model.grads() + offset, size);
+      overlap().started.push_back({model.grads() + offset, size});
+    }
+    c.poll();  // lets the reductions started for the blocks above move on
+  };
+}
+
+double rank_means(std::initializer_list<double*> means, double count) {
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1) return count;
+  std::vector<double> v;
+  for (double* m : means) v.push_back(count > 0 ? *m * count : 0.0);
+  v.push_back(count);
+  comm.allreduce_sum(v.data(), v.size());
+  const double total = v.back();
+  size_t k = 0;
+  for (double* m : means) *m = total > 0 ? v[k++] / total : 0.0;
+  return total;
+}
+
 // ---- the run --------------------------------------------------------------------------------
 
 namespace {
@@ -144,8 +309,8 @@ void require_data_split(const TrainerRun::Options& o) {
   const std::string who = o.dir.command.empty() ? std::string("this trainer") : o.dir.command;
   throw Error(who + " does not split its batches over ranks yet: started as one of " +
               std::to_string(dist::launch_size()) + " processes, every rank would train on the same data")
-      .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain` and `aji sft train` run "
-           "data-parallel (docs/distributed.md)");
+      .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain`, `aji sft train`, "
+           "`aji classify train`, `aji rm train` and `aji dpo` run data-parallel (docs/distributed.md)");
 }
 }  // namespace
 
@@ -247,6 +412,22 @@ void TrainerRun::write_plot() const {
 fs::path TrainerRun::save(int64_t step) {
   if (!parts_) throw Error("internal: TrainerRun::save without set_checkpoint");
   dist::Communicator& comm = dist::world();
+  // ZeRO-1: checkpoints hold the whole optimizer state (resumable with any number of ranks):
+  // every rank sends its part, rank 0 writes the gathered state and then takes its part back.
+  std::vector<std::pair<AdamW*, AdamW>> unsharded;
+  for (AdamW* o : sharded_optimizers()) {
+    AdamW full = o->gathered(0);
+    if (root_) {
+      std::swap(*o, full);
+      unsharded.emplace_back(o, std::move(full));
+    }
+  }
+  struct Reshard {
+    std::vector<std::pair<AdamW*, AdamW>>& list;
+    ~Reshard() {
+      for (auto& [o, part] : list) std::swap(*o, part);
+    }
+  } reshard{unsharded};
   if (!root_) {
     // Rank 0 writes the checkpoint; the others wait for it, so nothing after a save (an
     // evaluation of the saved model, the next session) reads a checkpoint half-written.
@@ -284,6 +465,8 @@ TrainerRun::Steps TrainerRun::steps(int64_t session_start, int64_t total) {
   total_ = total;
   stopped_ = false;
   synced_params().clear();  // the first train_step of this phase broadcasts the parameters
+  sharded_optimizers().clear();
+  share_weight() = 1.0;     // until the trainer's first rank_share
   Steps s;
   s.guard_ = std::make_unique<InterruptGuard>();
   return s;

@@ -59,6 +59,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -125,6 +126,40 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 // The error train_step throws (also for a trainer that checks a loss of its own).
 [[noreturn]] void throw_diverged(const std::string& what, int64_t step_index, double loss, double norm, float lr,
                                  const std::filesystem::path& run_dir);
+
+// ---- data parallelism: each rank's part of a step ------------------------------------------
+
+// The one way a trainer splits the items of a step (examples, preference pairs, RM groups,
+// GRPO groups, PPO prompts; SFT's micro-batches) over the ranks of a data-parallel job
+// (base/dist.h): rank r of N takes items r, r+N, r+2N, ... of the step's list, in order.
+// The union over the ranks is the step of one process, whatever N is.
+//
+// require_rank_split(n, flag): n (the step's item count, e.g. --batch-size) must be a
+// multiple of N; otherwise an aji::Error on every rank naming n, N and the sizes that work.
+void require_rank_split(int64_t n, const std::string& flag);
+// Does this rank take item i of a step (i % N == r)? True for every item in one process.
+bool rank_takes(int64_t i);
+// This rank's items of `items`. A trainer whose forward_backward returns the MEAN over the
+// items it is given (loss and gradients) gets the whole step's mean from train_step, also for
+// a short step (the end of an epoch) that N does not divide: rank_share remembers this rank's
+// weight N * mine / all, and the following train_step calls scale this rank's loss and
+// gradients by it before averaging over the ranks (a rank with no item skips its
+// forward_backward). One process: the same items, weight 1.
+std::vector<int64_t> rank_share(const std::vector<int64_t>& items);
+// Step statistics that are means over this rank's `count` items (accuracy, margin, ...):
+// replaced in place by the means over every rank's items; returns the total count. One
+// process: unchanged.
+double rank_means(std::initializer_list<double*> means, double count);
+
+// Overlapping the gradient all-reduce with the backward pass (pretraining; docs/distributed.md):
+// called just before the LAST backward of a step's forward_backward (after it, nothing adds
+// to the gradients), it starts a non-blocking sum over the ranks of an untied LM head's
+// gradient at once, and makes that backward start one for each block's gradients as soon as
+// the block is done, while the blocks below compute;
+// train_step then reduces what is left (embeddings, final norm, a separate head), waits for
+// all, and scales by 1/N: the same sums as the blocking path. No-op in one process, with
+// AJI_OVERLAP=0 (the blocking path, for comparison), or after a rank_share weight != 1.
+void overlap_next_backward(model::Model& model);
 
 // ---- the run --------------------------------------------------------------------------------
 

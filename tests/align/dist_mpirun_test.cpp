@@ -1,0 +1,197 @@
+// Data parallelism for the post-training trainers, for real: `mpirun -np 2` runs of `aji dpo`,
+// `aji rm train` and `aji classify train` against one process with the same global batch.
+// Each rank takes its share of every batch (train::rank_share, trainer_run.h: rank r takes
+// items r, r+N, ...); the reference is the single-process run: per-step losses to kLossTol
+// (relative) and the final weights to kParamTol. Each run crosses an epoch end with a batch
+// that 2 does not divide, so the weighting of unequal shares is exercised too. Also: N not
+// dividing --batch-size is a clear error on every rank naming the sizes that work. Skipped,
+// saying why, without mpirun, in a build without MPI, and in the sanitizer build.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aji/align/reward_model.h"
+#include "aji/base/dist.h"
+#include "aji/base/rng.h"
+#include "aji/model/model.h"
+#include "aji/train/checkpoint.h"
+#include "align/micro_base.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using aji::test::TempDir;
+
+namespace {
+
+// Measured here (micro model d32, 4 steps, lr 3e-3, 1 thread per rank): largest parameter
+// difference 1.2e-7 for classification, 2.1e-5 for DPO and 1.6e-5 for the reward model; the
+// step losses and metrics agree to 1e-5 relative. Not bit for bit: each rank pads its rows to
+// its own longest sequence and the ranks sum their gradients in another order, so gradients
+// differ by float rounding, and AdamW's first steps turn a rounding difference of a gradient
+// element near 0 into an update difference up to lr * |dg| / eps. A missing all-reduce or a
+// wrong weight moves most parameters by ~lr (3e-3) within a step and the losses by > 1e-3.
+constexpr double kParamTol = 1e-4;
+constexpr double kLossTol = 1e-5;  // relative
+
+std::string skip_reason() {
+#if defined(__SANITIZE_ADDRESS__)
+  return "sanitizer build: OpenMPI's allocations trip LeakSanitizer";
+#endif
+  if (!aji::dist::built_with_mpi()) return "this aji was built without MPI (cmake -DAJI_MPI=ON, libopenmpi-dev)";
+  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return "mpirun is not installed (openmpi-bin)";
+  return "";
+}
+
+std::string mpirun(int np) {
+  return "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
+         " -x AJI_THREADS=1 " + AJI_BINARY;
+}
+std::string single() { return std::string("AJI_THREADS=1 ") + AJI_BINARY; }
+
+std::vector<float> weights(const fs::path& dir) {
+  if (fs::exists(dir / "rm.json")) {  // a reward model: the trunk, then the score head
+    aji::align::RewardModel rm = aji::align::load_reward_model(dir);
+    std::vector<float> w(rm.trunk.params(), rm.trunk.params() + rm.trunk.num_params());
+    w.insert(w.end(), rm.head.w.begin(), rm.head.w.end());
+    return w;
+  }
+  aji::model::Model m = aji::train::load_model(dir);
+  return {m.params(), m.params() + m.num_params()};
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+// The values of `key` on the lines of metrics.jsonl that have it, in order.
+std::vector<double> series(const fs::path& run, const std::string& key) {
+  std::ifstream f(run / "metrics.jsonl");
+  std::vector<double> v;
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains(key) && j[key].is_number() && j.contains("step") && !j.contains("val_loss"))
+      v.push_back(j[key].get<double>());
+  }
+  return v;
+}
+
+// Same per-step losses (and the other step means in `keys`) and the same final weights.
+void expect_same_run(const fs::path& one, const fs::path& two, size_t steps, const fs::path& weights_one,
+                     const fs::path& weights_two, const std::vector<std::string>& keys) {
+  for (const std::string& key : keys) {
+    const std::vector<double> a = series(one, key), b = series(two, key);
+    ASSERT_EQ(a.size(), steps) << one << " " << key;
+    ASSERT_EQ(b.size(), steps) << two << " " << key << ": one metrics line per step (rank 0 alone writes)";
+    for (size_t i = 0; i < steps; ++i)
+      EXPECT_NEAR(b[i], a[i], kLossTol * std::max(1.0, std::fabs(a[i]))) << key << " at step " << i + 1;
+  }
+  const double d = max_abs_diff(weights(weights_one), weights(weights_two));
+  EXPECT_LE(d, kParamTol) << weights_one << " vs " << weights_two;
+  std::printf("%s: 2 ranks vs 1 process, max |parameter difference| %.3g\n", two.filename().c_str(), d);
+}
+
+int run(const std::string& cmd, std::string* out) { return aji::test::run_command(cmd + " 2>&1", out); }
+
+const char* kPairs[][3] = {{"What color is the sky?", "The sky is blue.", "The sky is green."},
+                           {"How many legs does a cat have?", "A cat has four legs.", "A cat has nine legs."},
+                           {"Say hello.", "Hello! How can I help you today?", "Go away."},
+                           {"Name a fruit.", "An apple is a fruit.", "A chair is a fruit."}};
+
+struct PrefFixture {
+  TempDir dir;
+  fs::path base, prefs;
+  PrefFixture() {
+    {
+      std::ofstream c(dir.path() / "corpus.txt");
+      for (int i = 0; i < 150; ++i)
+        for (auto& p : kPairs) c << p[0] << " " << p[1] << " " << p[2] << "\n\n";
+    }
+    base = aji::test::build_micro_base(dir.path(), dir.path() / "corpus.txt");
+    prefs = dir.path() / "prefs.jsonl";
+    std::ofstream out(prefs);
+    // 7 pairs: batches of 4 leave a batch of 3 at each epoch's end (2 ranks take 2 and 1).
+    for (int i = 0; i < 7; ++i) {
+      auto& p = kPairs[i % 4];
+      out << R"({"prompt": [{"role": "user", "content": ")" << p[0] << R"("}], "chosen": [{"role": "assistant", "content": ")"
+          << p[1] << R"("}], "rejected": [{"role": "assistant", "content": ")" << p[2] << R"("}]})" << "\n";
+    }
+  }
+};
+
+}  // namespace
+
+TEST(DistMpirunAlign, DpoOnTwoRanksMatchesOneProcess) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  PrefFixture f;
+  const fs::path d = f.dir.path();
+  const std::string common = " -q dpo --model " + f.base.string() + " --data " + f.prefs.string() +
+                             " --val-fraction 0 --kl-prompts 0 --steps 4 --batch-size 4 --lr 3e-3 --beta 0.5"
+                             " --nll-weight 0.2";
+  std::string out;
+  ASSERT_EQ(run(single() + common + " --out " + (d / "one").string(), &out), 0) << out;
+  ASSERT_EQ(run(mpirun(2) + common + " --out " + (d / "two").string(), &out), 0) << out;
+  expect_same_run(d / "one", d / "two", 4, d / "one", d / "two", {"loss", "accuracy", "margin"});
+  EXPECT_TRUE(fs::exists(d / "two" / "summary.json"));
+
+  // --batch-size 3 cannot be split over 2 ranks: a clear error on every rank, no hang.
+  EXPECT_NE(run(mpirun(2) + " -q dpo --model " + f.base.string() + " --data " + f.prefs.string() +
+                    " --val-fraction 0 --kl-prompts 0 --steps 2 --batch-size 3 --out " + (d / "bad").string(),
+                &out),
+            0);
+  EXPECT_NE(out.find("--batch-size 3 does not split over 2 ranks"), std::string::npos) << out;
+  EXPECT_NE(out.find("--batch-size 2, 4 or another multiple of 2"), std::string::npos) << out;
+}
+
+TEST(DistMpirunAlign, RewardModelOnTwoRanksMatchesOneProcess) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  PrefFixture f;
+  const fs::path d = f.dir.path();
+  const std::string common = " -q rm train --model " + f.base.string() + " --data " + f.prefs.string() +
+                             " --val-fraction 0 --steps 4 --batch-size 4 --lr 3e-3";
+  std::string out;
+  ASSERT_EQ(run(single() + common + " --out " + (d / "one").string(), &out), 0) << out;
+  ASSERT_EQ(run(mpirun(2) + common + " --out " + (d / "two").string(), &out), 0) << out;
+  expect_same_run(d / "one", d / "two", 4, d / "one" / "rm", d / "two" / "rm",
+                  {"loss", "accuracy", "margin", "reward_mean", "reward_min", "reward_max", "tokens"});
+}
+
+TEST(DistMpirunAlign, ClassifyOnTwoRanksMatchesOneProcess) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  aji::Rng rng(5);
+  auto text = [&](bool spam) {
+    const char* w[2][4] = {{"see", "you", "at", "home"}, {"free", "cash", "call", "now"}};
+    std::string s;
+    for (int i = 0, n = 3 + int(rng.below(4)); i < n; ++i) s += std::string(w[spam][rng.below(4)]) + " ";
+    return s + (spam ? "prize!" : "tonight.");
+  };
+  {
+    std::ofstream c(d / "corpus.txt");
+    for (int i = 0; i < 300; ++i) c << text(i % 2) << "\n\n";
+    std::ofstream t(d / "train.jsonl");
+    for (int i = 0; i < 10; ++i) {  // batches of 4: 4, 4, 2 per epoch
+      const bool spam = i % 3 == 0;
+      t << nlohmann::json{{"text", text(spam)}, {"label", spam ? "spam" : "ham"}}.dump() << "\n";
+    }
+  }
+  aji::test::MicroBaseOptions mb;
+  mb.vocab_size = 300;  // what a BPE of this small corpus reaches
+  const fs::path base = aji::test::build_micro_base(d, d / "corpus.txt", mb);
+  const std::string common = " -q classify train --model " + base.string() + " --train " + (d / "train.jsonl").string() +
+                             " --trainable all --steps 4 --batch-size 4 --lr 3e-3";
+  std::string out;
+  ASSERT_EQ(run(single() + common + " --out " + (d / "one").string(), &out), 0) << out;
+  ASSERT_EQ(run(mpirun(2) + common + " --out " + (d / "two").string(), &out), 0) << out;
+  expect_same_run(d / "one", d / "two", 4, d / "one" / "classifier", d / "two" / "classifier",
+                  {"loss", "batch_accuracy", "tokens"});
+}
