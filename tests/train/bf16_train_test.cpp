@@ -185,7 +185,7 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
   aji::train::tokenize_data(t);
   std::ofstream(dir.path() / "micro.json") << R"({"arch": "gpt2", "vocab_size": 300, "n_layer": 2, "n_head": 2,
                                                   "d_model": 32, "max_seq_len": 32})";
-  auto options = [&](const std::string& run, int64_t steps) {
+  auto options = [&](const std::string& run, int64_t steps, bool resume = false) {
     aji::train::PretrainOptions o;
     o.config = dir.path() / "micro.json";
     o.data_dir = t.out_dir;
@@ -201,6 +201,11 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
     o.save_every = 3;
     o.quiet = true;
     o.precision = "bf16";
+    if (resume) {  // the model and the data are the run's
+      o.resume = true;
+      o.config.clear();
+      o.data_dir.clear();
+    }
     return o;
   };
   const std::string expect = aji::kernels::cpu::bf16_supported() ? "bf16" : "fp32";
@@ -209,9 +214,8 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
   first.stop_after = 3;
   const auto a = aji::train::pretrain(first);
   ASSERT_EQ(a.step, 3);
-  auto second = options("split", 0);
+  auto second = options("split", 0, true);
   second.precision = "auto";  // not given: the run's own
-  second.resume = true;
   const auto b = aji::train::pretrain(second);
   ASSERT_EQ(b.step, 6);
   std::vector<float> joined = a.step_losses;
@@ -224,8 +228,7 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
   EXPECT_EQ(info.at("options").at("precision"), expect);
 
   // the bf16 run continued in fp32 (given explicitly): it trains on from the fp32 master weights
-  auto in_fp32 = options("split", 9);
-  in_fp32.resume = true;
+  auto in_fp32 = options("split", 9, true);
   in_fp32.given = {"precision", "steps"};
   in_fp32.precision = "fp32";
   const auto c = aji::train::pretrain(in_fp32);
@@ -236,8 +239,7 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
   auto f32 = options("f32", 3);
   f32.precision = "fp32";
   (void)aji::train::pretrain(f32);
-  auto to_bf16 = options("f32", 6);
-  to_bf16.resume = true;
+  auto to_bf16 = options("f32", 6, true);
   to_bf16.given = {"precision", "steps"};
   const auto d = aji::train::pretrain(to_bf16);
   EXPECT_EQ(d.step, 6);

@@ -428,6 +428,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // fp32 and the reverse.
   std::string precision_note;
   const std::string saved_precision = saved_opts.is_object() ? saved_opts.value("precision", std::string("fp32")) : "";
+  // a run saved before --precision existed trained in fp32, and continues so unless asked
+  if (saved_opts.is_object() && !saved_opts.contains("precision") && !o.given.count("precision")) o.precision = "fp32";
   const model::Precision precision = resolve_precision(o.precision, &precision_note);
   o.precision = model::precision_name(precision);
   if (!saved_precision.empty() && saved_precision != o.precision && !o.quiet)
