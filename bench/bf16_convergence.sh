@@ -8,16 +8,16 @@
 #   bench/bf16_convergence.sh [WORK_DIR]   (default out/bf16-convergence)
 #
 # Environment: AJI (default build/aji), BENCH (default build/bench/bf16_train_bench, for the
-# plot), STEPS (default 300), BATCH (default 8), SEQ (default 128), LR (default 3e-3),
+# plot), STEPS (default 60), BATCH (default 4), SEQ (default 128), LR (default 3e-3),
 # PARALLEL=1 runs the two trainings at the same time (one thread each).
-# The corpus is /work/shared-style tinyshakespeare when present (DATA_TXT), else data/corpus/train.
+# The corpus: DATA_TXT (default ../shared/data/tinyshakespeare/input.txt), else data/corpus/train.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
 BENCH=${BENCH:-build/bench/bf16_train_bench}
 WORK=${1:-out/bf16-convergence}
-STEPS=${STEPS:-300}
-BATCH=${BATCH:-8}
+STEPS=${STEPS:-60}
+BATCH=${BATCH:-4}
 SEQ=${SEQ:-128}
 LR=${LR:-3e-3}
 DATA_TXT=${DATA_TXT:-../shared/data/tinyshakespeare/input.txt}
