@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
@@ -209,6 +210,10 @@ TEST(Bf16Train, PretrainResumeIsBitIdenticalAndSwitchesPrecision) {
     return o;
   };
   const std::string expect = aji::kernels::cpu::bf16_supported() ? "bf16" : "fp32";
+  auto bad = options("bad", 2);
+  bad.precision = "fp16";
+  EXPECT_THROW(aji::train::pretrain(bad), aji::Error);
+  EXPECT_FALSE(fs::exists(dir.path() / "bad")) << "an unknown --precision must be refused before any work";
   const auto straight = aji::train::pretrain(options("straight", 6));
   auto first = options("split", 6);
   first.stop_after = 3;

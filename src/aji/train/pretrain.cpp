@@ -182,6 +182,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // already; this covers callers of the API).
   validate_options(o);
   LrSchedule::parse_decay(o.decay);
+  (void)resolve_precision(o.precision);  // an unknown --precision: refused before any work
 
   // --- the run directory ----------------------------------------------------------
   std::optional<fs::path> resume_ckpt;
