@@ -8,6 +8,7 @@
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/kernels/cpu/ops.h"
 
 namespace aji::model {
@@ -75,6 +76,9 @@ struct Model::Impl {
   // recomputes it instead of storing it) share this.
   const float* attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw, const float* qkv, int B,
                              int T);
+
+  // bf16 copy of every parameter (same offsets as params()), for Precision::kBf16
+  std::vector<uint16_t> w16;
 
   // inference arena
   std::vector<float> infer;
@@ -177,7 +181,8 @@ Model::Model(const ModelConfig& config) : config_(config) {
 Model::~Model() { delete impl_; }
 Model::Model(Model&& o) noexcept
     : config_(o.config_), params_(std::move(o.params_)), grads_(std::move(o.grads_)),
-      tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_) {
+      tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_), precision_(o.precision_),
+      params_changed_(o.params_changed_) {
   o.impl_ = nullptr;
 }
 Model& Model::operator=(Model&& o) noexcept {
@@ -190,6 +195,8 @@ Model& Model::operator=(Model&& o) noexcept {
     impl_ = o.impl_;
     B_ = o.B_;
     T_ = o.T_;
+    precision_ = o.precision_;
+    params_changed_ = o.params_changed_;
     o.impl_ = nullptr;
   }
   return *this;
@@ -209,10 +216,24 @@ const ParamTensor* Model::find_tensor(const std::string& name) const {
 float* Model::param(const std::string& name) {
   const ParamTensor* t = find_tensor(name);
   if (!t) throw Error("model has no tensor \"" + name + "\"").fix("tensor names follow the Hugging Face layout of " + std::string(arch_name(config_.arch)));
+  params_changed_ = true;
   return params_.data() + t->offset;
 }
 
+const char* precision_name(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+void Model::set_precision(Precision p) {
+  if (p == precision_) return;
+  precision_ = p;
+  params_changed_ = true;
+  if (p == Precision::kFp32) {
+    impl_->w16.clear();
+    impl_->w16.shrink_to_fit();
+  }
+}
+
 void Model::init_weights(uint64_t seed) {
+  params_changed_ = true;
   const float std_dev = config_.init_std;
   const float resid_std = std_dev / std::sqrt(2.0f * config_.n_layer);
   for (size_t ti = 0; ti < tensors_.size(); ++ti) {
@@ -351,6 +372,19 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+  const bool bf16 = precision_ == Precision::kBf16;
+  if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change
+    I.w16.resize(params_.size());
+    ops::round_to_bf16(I.w16.data(), P, (int64_t)params_.size());
+    params_changed_ = false;
+  }
+  // out (N,OC) (+)= inp (N,IC) x the weight at offset w (+ bias), in this model's precision
+  auto matmul = [&](float* out, const float* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
+    if (bf16)
+      ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
+    else
+      ops::matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
+  };
 
   ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0,
                          I.pos_ptr());
@@ -370,22 +404,22 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
       ops::layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-    ops::matmul_forward(A.qkv, A.ln1, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay);
+    matmul(A.qkv, A.ln1, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, qkv + QW + c.kv_width(), dims);
     std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
-    ops::matmul_forward(A.resid_mid, A.atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
+    matmul(A.resid_mid, A.atty, Lw.o_w, W(Lw.o_b), (int)QW, (int)C, true);
     if (c.is_gpt2())
       ops::layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(A.ln2, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-    ops::matmul_forward(A.fc, A.ln2, P + Lw.fc_w, W(Lw.fc_b), N, (int)C, (int)FF, lay);
+    matmul(A.fc, A.ln2, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
     if (c.is_gpt2())
       ops::gelu_forward(I.act, A.fc, N * F);
     else
       ops::swiglu_forward(I.act, A.fc, N, (int)F);
     std::memcpy(out, A.resid_mid, sizeof(float) * N * C);
-    ops::matmul_forward(out, I.act, P + Lw.proj_w, W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+    matmul(out, I.act, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
   }
   if (c.is_gpt2())
     ops::layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
@@ -435,16 +469,24 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
   const int64_t N = (int64_t)B_ * T_, C = c.d_model, V = c.vocab_size;
   float* dW = with_grad ? grads() + I.lm_head : nullptr;
   const float* Wlm = params_.data() + I.lm_head;
+  const uint16_t* Wlm16 = precision_ == Precision::kBf16 ? I.w16.data() + I.lm_head : nullptr;  // set by forward()
   double total = 0.0;
   for (int64_t r0 = 0; r0 < N; r0 += I.logits_rows) {
     const int64_t R = std::min(I.logits_rows, N - r0);
     const float* h = I.hidden + r0 * C;
-    ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
+    if (Wlm16)
+      ops::matmul_forward_bf16(I.logits, h, Wlm16, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
+    else
+      ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
     if (with_grad) {
       total += ops::softmax_xent_backward_inplace(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
                                                   weights ? weights + r0 : nullptr, grad_scale, R, (int)V, inv_temp);
-      ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
-                           WeightLayout::kOutIn);
+      if (Wlm16)
+        ops::matmul_backward_bf16(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm16, R, (int)C, (int)V,
+                                  WeightLayout::kOutIn);
+      else
+        ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
+                             WeightLayout::kOutIn);
     } else {
       if (logprob_out) {
         ops::log_softmax_pick(logprob_out + r0, I.logits, targets + r0, R, (int)V, inv_temp,
@@ -508,6 +550,15 @@ void Model::backward(const float* d_hidden, int first_layer) {
   float* G = grads();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto Gb = [&](size_t o) -> float* { return o == kNone ? nullptr : G + o; };
+  // the weight products of forward(), backwards, in the same precision (the bf16 copy of
+  // the weights is the one forward() used)
+  const bool bf16 = precision_ == Precision::kBf16;
+  auto matmul_bwd = [&](float* dinp, size_t w, float* dbias, const float* dout, const float* inp, int IC, int OC) {
+    if (bf16)
+      ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
+    else
+      ops::matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
+  };
 
   std::fill_n(I.d_resid, N * C, 0.0f);
   if (c.is_gpt2())
@@ -532,19 +583,19 @@ void Model::backward(const float* d_hidden, int first_layer) {
       ops::gelu_forward(I.act, A.fc, N * F);  // recomputed instead of stored per layer
     else
       ops::swiglu_forward(I.act, A.fc, N, (int)F);
-    ops::matmul_backward(I.d_act, G + Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, P + Lw.proj_w, N, (int)F, (int)C, lay);
+    matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, (int)F, (int)C);
     if (c.is_gpt2())
       ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
     else
       ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
-    ops::matmul_backward(I.d_tmp, G + Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, P + Lw.fc_w, N, (int)C, (int)FF, lay);
+    matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
                               A.ln2_rstd, N, (int)C);
     else
       ops::rmsnorm_backward(I.d_resid, G + Lw.ln2_w, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_rstd, N, (int)C);
     // attention: resid_mid = resid_in + o_proj(attn(qkv(norm1(resid_in))))
-    ops::matmul_backward(I.d_atty, G + Lw.o_w, Gb(Lw.o_b), I.d_resid, A.atty, P + Lw.o_w, N, (int)QW, (int)C, lay);
+    matmul_bwd(I.d_atty, Lw.o_w, Gb(Lw.o_b), I.d_resid, A.atty, (int)QW, (int)C);
     // recompute the normed + rotated q, k
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     const int64_t KVW = c.kv_width();
@@ -561,7 +612,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
                                    c.norm_eps);
       }
     }
-    ops::matmul_backward(I.d_tmp, G + Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, P + Lw.qkv_w, N, (int)C, (int)QKV, lay);
+    matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, (int)C, (int)QKV);
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
                               A.ln1_rstd, N, (int)C);

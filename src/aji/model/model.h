@@ -44,6 +44,14 @@
 
 namespace aji::model {
 
+// Arithmetic of the training-path matrix products (forward, backward, the LM-head loss):
+// kFp32 everything in fp32; kBf16 products with bf16 inputs and fp32 accumulation
+// (kernels/cpu/bf16_gemm.h) from a bf16 copy of the weights, with fp32 master weights,
+// gradients, norms, softmax, attention and losses (docs/bf16.md). Decoding
+// (forward_infer, forward_decode, lm_logits) is not affected.
+enum class Precision { kFp32, kBf16 };
+const char* precision_name(Precision p);  // "fp32", "bf16"
+
 struct ParamTensor {
   std::string name;            // Hugging Face name
   std::vector<int64_t> shape;  // Hugging Face shape (row-major)
@@ -81,7 +89,11 @@ class Model {
 
   // --- parameters ------------------------------------------------------------------
   size_t num_params() const { return params_.size(); }
-  float* params() { return params_.data(); }
+  // Non-const access counts as a change of the weights (the bf16 copy is refreshed).
+  float* params() {
+    params_changed_ = true;
+    return params_.data();
+  }
   const float* params() const { return params_.data(); }
   // Gradients are allocated (zeroed) on first use, so inference never pays for them.
   float* grads();
@@ -97,6 +109,14 @@ class Model {
   // projections scaled by 1/sqrt(2*n_layer), biases 0, norm gains 1. Deterministic.
   void init_weights(uint64_t seed);
   void zero_grads();
+
+  // Training-path precision (default kFp32). With kBf16, forward() refreshes the bf16 copy
+  // of the weights (one buffer, 2 bytes per parameter) when they changed since the last
+  // refresh: through params()/param()/init_weights, or as declared by params_updated().
+  void set_precision(Precision p);
+  Precision precision() const { return precision_; }
+  // The weights were written through a pointer obtained earlier (an optimizer step).
+  void params_updated() { params_changed_ = true; }
 
   // --- training --------------------------------------------------------------------
   // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).
@@ -211,6 +231,8 @@ class Model {
   std::vector<ParamTensor> tensors_;
   Impl* impl_ = nullptr;
   int B_ = 0, T_ = 0;
+  Precision precision_ = Precision::kFp32;
+  bool params_changed_ = true;  // the bf16 copy (if any) is stale
 };
 
 }  // namespace aji::model

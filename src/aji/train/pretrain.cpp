@@ -182,6 +182,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // already; this covers callers of the API).
   validate_options(o);
   LrSchedule::parse_decay(o.decay);
+  (void)resolve_precision(o.precision);  // an unknown --precision: refused before any work
 
   // --- the run directory ----------------------------------------------------------
   std::optional<fs::path> resume_ckpt;
@@ -423,7 +424,21 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
   if (cfg.eos_token_id < 0) cfg.eos_token_id = static_cast<int>(manifest.bos_id);
 
+  // Precision, resolved once: the saved settings record what the run trains in. The
+  // checkpoints hold fp32 master weights either way, so a run trained in bf16 resumes in
+  // fp32 and the reverse.
+  std::string precision_note;
+  const std::string saved_precision = saved_opts.is_object() ? saved_opts.value("precision", std::string("fp32")) : "";
+  // a run saved before --precision existed trained in fp32, and continues so unless asked
+  if (saved_opts.is_object() && !saved_opts.contains("precision") && !o.given.count("precision")) o.precision = "fp32";
+  const model::Precision precision = resolve_precision(o.precision, &precision_note);
+  o.precision = model::precision_name(precision);
+  if (!saved_precision.empty() && saved_precision != o.precision && !o.quiet)
+    std::fprintf(stderr, "note: the run trained in %s until now, this session trains in %s (checkpoints hold fp32 "
+                 "master weights, so both read them)\n", saved_precision.c_str(), o.precision.c_str());
+
   model::Model model(cfg);
+  model.set_precision(precision);
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const std::vector<ParamGroup> groups = {ParamGroup::whole_model(model, optimizer)};
 
@@ -566,8 +581,10 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   const bool peak_measured = o.peak_gflops_per_core <= 0;
   // The job's peak: every rank's threads (rank 0 measures its cores; the others print no MFU).
   double peak = 1e9 * ranks * (!peak_measured ? o.peak_gflops_per_core * num_threads()
-                               : root         ? kernels::cpu::measured_peak_gflops(num_threads())
-                                              : 1.0);
+                               : !root        ? 1.0
+                               : precision == model::Precision::kBf16
+                                   ? kernels::cpu::measured_bf16_peak_gflops(num_threads())
+                                   : kernels::cpu::measured_peak_gflops(num_threads()));
   if (!o.quiet) {
     std::printf("model: %s L%d d%d heads %d/%d vocab %d context %d | %.2fM parameters\n", model::arch_name(cfg.arch),
                 cfg.n_layer, cfg.d_model, cfg.n_head, cfg.n_kv_head, cfg.vocab_size, cfg.max_seq_len,
@@ -578,8 +595,11 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     if (ranks > 1)
       std::printf("data parallel: %d ranks (%s) x %d threads | %lld micro-batches of %d x %d per rank and step\n",
                   ranks, comm.name().c_str(), num_threads(), (long long)rank_accum, B, T);
+    std::printf("%s\n", precision_note.c_str());
     std::printf("MFU is against %.0f GFLOP/s (%s)\n", peak / 1e9,
-                peak_measured ? "fp32 FMA peak of these cores, measured now" : "--peak-gflops");
+                !peak_measured ? "--peak-gflops"
+                : precision == model::Precision::kBf16 ? "bf16 vdpbf16ps peak of these cores, measured now"
+                                                       : "fp32 FMA peak of these cores, measured now");
     std::fflush(stdout);
   }
 

@@ -61,6 +61,7 @@ struct PretrainOptions {
   uint64_t seed = 1337;
   double peak_gflops_per_core = 0.0;  // fp32 peak of one core for MFU; 0 = measure it (FMA probe)
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
+  std::string precision = "auto";  // auto, fp32 or bf16 (trainer_run.h's resolve_precision); saved resolved
   // Called after every optimizer step with (step, train loss); for tests and front ends.
   std::function<void(int64_t, float)> on_step;
 
@@ -99,6 +100,8 @@ struct PretrainOptions {
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
     v(peak_gflops_per_core, OptionInfo{"peak-gflops", "fp32 peak GFLOP/s of one core, for the MFU figure "
                                                       "(0 = measured at start)", R::at_least(0), change});
+    v(precision, OptionInfo{"precision", "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs "
+                                         "AVX512-BF16 or AMX; auto = bf16 where the CPU has it", R::any(), change});
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

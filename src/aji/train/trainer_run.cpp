@@ -16,6 +16,7 @@
 #include "aji/base/error.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
 
@@ -27,7 +28,33 @@ using nlohmann::json;
 // ---- one optimizer step --------------------------------------------------------------------
 
 ParamGroup ParamGroup::whole_model(model::Model& model, AdamW& opt) {
-  return {model.params(), model.grads(), &opt, all_parameter_ranges(model)};
+  return {model.params(), model.grads(), &opt, all_parameter_ranges(model), &model};
+}
+
+model::Precision resolve_precision(const std::string& requested, std::string* note) {
+  const bool native = kernels::cpu::bf16_supported();
+  std::string why;
+  model::Precision p = model::Precision::kFp32;
+  if (requested == "auto") {
+    p = native ? model::Precision::kBf16 : model::Precision::kFp32;
+    why = native ? std::string("bf16 mixed precision (the default on this CPU: ") + kernels::cpu::bf16_isa_name() + ")"
+                 : std::string("fp32 (the default: this CPU has no native bf16 products, oneDNN ISA ") +
+                       kernels::cpu::bf16_isa_name() + ")";
+  } else if (requested == "bf16") {
+    if (native) {
+      p = model::Precision::kBf16;
+      why = std::string("bf16 mixed precision (") + kernels::cpu::bf16_isa_name() + ")";
+    } else {
+      why = std::string("fp32: --precision bf16 asked, but this CPU has no native bf16 products (oneDNN ISA ") +
+            kernels::cpu::bf16_isa_name() + "; bf16 needs AVX512-BF16 or AMX), so the run falls back to fp32";
+    }
+  } else if (requested == "fp32") {
+    why = "fp32";
+  } else {
+    throw Error("--precision " + requested + " is not a precision").fix("use auto, fp32 or bf16");
+  }
+  if (note) *note = "precision: " + why;
+  return p;
 }
 
 namespace {
@@ -157,7 +184,10 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     // anyway when every rank initialised from the same seed or loaded the same checkpoint).
     for (const ParamGroup& g : groups)
       if (g.params && synced_params().insert(g.params).second)
-        for (const Span& s : spans_of({g})) comm.broadcast(s.params, s.size, 0);
+        for (const Span& s : spans_of({g})) {
+          comm.broadcast(s.params, s.size, 0);
+          if (g.model) g.model->params_updated();
+        }
   }
   for (const Span& s : spans) std::fill_n(s.grads, s.size, 0.0f);
   StepStats st;
@@ -236,7 +266,10 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     }
   }
   for (const ParamGroup& g : groups)
-    if (g.optimizer) g.optimizer->step(g.params, g.grads, g.ranges, lr);
+    if (g.optimizer) {
+      g.optimizer->step(g.params, g.grads, g.ranges, lr);
+      if (g.model) g.model->params_updated();
+    }
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;
 }

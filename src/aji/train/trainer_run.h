@@ -75,6 +75,7 @@
 
 namespace aji::model {
 class Model;
+enum class Precision;
 }
 
 namespace aji::train {
@@ -89,6 +90,9 @@ struct ParamGroup {
   float* grads = nullptr;
   AdamW* optimizer = nullptr;
   std::vector<DecayRange> ranges;
+  // The model whose weights these are, if any: told after each update (and after the
+  // ranks' first broadcast) that its weights changed, so its bf16 copy is refreshed.
+  model::Model* model = nullptr;
   // All of a model's parameters (all_parameter_ranges) with opt.
   static ParamGroup whole_model(model::Model& model, AdamW& opt);
 };
@@ -122,6 +126,15 @@ struct StepStats {
 StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max_norm, const std::string& what,
                      const std::filesystem::path& run_dir, const std::function<double()>& forward_backward,
                      int64_t step_index);
+
+// ---- precision (model.h's Precision, --precision) ----------------------------------------
+
+// The training-path precision for a requested "auto", "fp32" or "bf16" (anything else is an
+// aji::Error naming the choices): "auto" is bf16 where the CPU runs bf16 products natively
+// (AVX512-BF16 or AMX, kernels/cpu/bf16_gemm.h), else fp32; "bf16" on a CPU without them
+// falls back to fp32. *note (if not null) gets one line saying which and why, for the
+// start of a run.
+model::Precision resolve_precision(const std::string& requested, std::string* note = nullptr);
 
 // The error train_step throws (also for a trainer that checks a loss of its own).
 [[noreturn]] void throw_diverged(const std::string& what, int64_t step_index, double loss, double norm, float lr,

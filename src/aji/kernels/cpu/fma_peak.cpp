@@ -77,6 +77,15 @@ __attribute__((target("avx512f"))) FmaProbe probe_avx512(int64_t rounds) {
   AJI_FMA_PROBE_BODY(__m512, 16, _mm512_set1_ps, _mm512_fmadd_ps, "avx512");
 }
 
+// vdpbf16ps a, one, one with `one` the float 1.0 read as two bf16 values (0, 1): every lane
+// gains 0*0 + 1*1 = 1 per instruction, so the FMA probe's check holds; each instruction is
+// 16 lanes x 2 multiply-adds (the FLOP count is doubled below).
+#define AJI_DPBF16(a, b, c) _mm512_dpbf16_ps(a, (__m512bh)(b), (__m512bh)(c))
+__attribute__((target("avx512f,avx512bf16"))) FmaProbe probe_avx512_bf16(int64_t rounds) {
+  AJI_FMA_PROBE_BODY(__m512, 16, _mm512_set1_ps, AJI_DPBF16, "avx512bf16");
+}
+#undef AJI_DPBF16
+
 __attribute__((target("avx2,fma"))) FmaProbe probe_avx2(int64_t rounds) {
   AJI_FMA_PROBE_BODY(__m256, 8, _mm256_set1_ps, _mm256_fmadd_ps, "avx2");
 }
@@ -101,6 +110,20 @@ FmaProbe fma_probe(int64_t rounds) {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return probe_avx2(rounds);
 #endif
   return probe_portable(rounds);
+}
+
+FmaProbe bf16_probe(int64_t rounds) {
+#if AJI_PROBE_X86
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16")) {
+    FmaProbe p = probe_avx512_bf16(rounds);
+    p.flops *= 2;  // two bf16 products per lane and instruction
+    return p;
+  }
+#endif
+  (void)rounds;
+  FmaProbe none;
+  none.isa = "none";
+  return none;
 }
 
 namespace {
@@ -128,15 +151,15 @@ std::filesystem::path peak_cache_path() {
 // One try: every thread runs the probe at once; each thread's rate is its FLOPs per CPU
 // second of its own (time the scheduler gave to other processes does not count), and the
 // peak is their sum. With the whole machine to itself the CPU time equals the wall time.
-double probe_once(int threads) {
+double probe_once(int threads, FmaProbe (*probe)(int64_t)) {
   constexpr int64_t kRounds = 1 << 22;  // ~15 ms per try at 100 GFLOP/s; below 2^24 so `check` stays exact
   std::vector<FmaProbe> per(threads);
 #pragma omp parallel num_threads(threads)
-  per[omp_get_thread_num()] = fma_probe(kRounds);
+  per[omp_get_thread_num()] = probe(kRounds);
   double sum = 0;
   for (const auto& p : per) {
     const double t = p.cpu_seconds > 0 ? std::min(p.cpu_seconds, p.seconds) : p.seconds;
-    if (t <= 0) return 0;
+    if (t <= 0 || p.flops <= 0) return 0;
     sum += p.flops / t / 1e9;
   }
   return sum;
@@ -144,19 +167,23 @@ double probe_once(int threads) {
 
 }  // namespace
 
-double measured_peak_gflops(int threads) {
+namespace {
+// The best of five tries and of the cache file under key `prefix` + threads.
+double measured_peak(int threads, FmaProbe (*probe)(int64_t), const std::string& prefix) {
   static std::mutex mu;
-  static std::map<int, double> cache;
+  static std::map<std::string, double> cache;
   threads = std::max(1, threads);
   std::lock_guard<std::mutex> lock(mu);
-  if (auto it = cache.find(threads); it != cache.end()) return it->second;
+  const std::string mem_key = prefix + std::to_string(threads);
+  if (auto it = cache.find(mem_key); it != cache.end()) return it->second;
   double best = 0;
-  for (int attempt = 0; attempt < 5; ++attempt) best = std::max(best, probe_once(threads));
+  for (int attempt = 0; attempt < 5; ++attempt) best = std::max(best, probe_once(threads, probe));
+  if (best <= 0) return cache[mem_key] = 0;  // no such instructions here
   // The best figure ever measured on this CPU model (a load that slowed every try still
   // cannot lower it), kept in a small JSON file; a missing or damaged file is ignored.
   const std::filesystem::path path = peak_cache_path();
   if (!path.empty()) {
-    const std::string cpu = cpu_model_name(), key = std::to_string(threads);
+    const std::string cpu = cpu_model_name(), key = mem_key;
     nlohmann::json j = nlohmann::json::object();
     try {
       std::ifstream in(path);
@@ -178,8 +205,12 @@ double measured_peak_gflops(int threads) {
       // a cache we cannot write (read-only home) costs nothing but the next measurement
     }
   }
-  cache[threads] = best;
+  cache[mem_key] = best;
   return best;
 }
+}  // namespace
+
+double measured_peak_gflops(int threads) { return measured_peak(threads, fma_probe, ""); }
+double measured_bf16_peak_gflops(int threads) { return measured_peak(threads, bf16_probe, "bf16:"); }
 
 }  // namespace aji::kernels::cpu

@@ -29,4 +29,13 @@ FmaProbe fma_probe(int64_t rounds);
 // disables the file). Cached in memory per thread count.
 double measured_peak_gflops(int threads);
 
+// The bf16 peak, measured the same way: 12 independent `vdpbf16ps` chains (AVX512-BF16: 16
+// lanes, each adding a dot product of two bf16 pairs = 4 FLOPs per lane per instruction) a =
+// a + dot((0,1),(0,1)). isa "avx512bf16", or "none" (flops 0) on a CPU without it.
+FmaProbe bf16_probe(int64_t rounds);
+// GFLOP/s of `threads` cores running bf16_probe at once, as measured_peak_gflops (best of
+// five tries and of the cache file, key "bf16:<threads>"); 0 on a CPU without AVX512-BF16.
+// The ceiling of a bf16 matrix product, for MFU in bf16 training.
+double measured_bf16_peak_gflops(int threads);
+
 }  // namespace aji::kernels::cpu
