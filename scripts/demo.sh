@@ -160,7 +160,7 @@ g = b["samples"]
 print(f"GRPO from the SFT model on arithmetic word problems in English and Korean (+ and -, operands 2..9; "
       f"data/rl_tasks/demo_arith_train.jsonl, made by scripts/demo_make_rl_tasks.sh), reward 1 when the reply's "
       f"answer is right (verifier `{s['verifier']}`): {s['steps']} steps x {o.get('prompts_per_step', '?')} prompts x "
-      f"G={o.get('group_size', '?')} sampled replies at temperature {o.get('temperature', '?')}, lr {o.get('lr', '?')}, "
+      f"G={o.get('group_size', '?')} sampled replies at temperature {o.get('temperature', '?')}, lr {o.get('lr', 0):g}, "
       f"KL coefficient {o.get('kl_coef', '?')}. Held-out: {b['tasks']} problems from data/rl_tasks/demo_arith_heldout.jsonl "
       f"(in neither the SFT nor the RL training set), {g} samples each at the same temperature.")
 print()
@@ -232,10 +232,12 @@ PY
   echo
   if [ -f "$OUT/eval/compare/compare.md" ]; then
     echo "The pretrained (base), SFT and RL models on bundled tasks (data/eval; docs/eval.md), the first" \
-         "${EVAL_LIMIT} items of each, 0-shot and 3-shot, scored as lm-evaluation-harness does (no chat template: every" \
-         "model sees the same prompts). Chance: 0.25 on arc_easy, 0.5 on piqa, 0.33 on klue_nli (acc), 0 on ko_analogy."
+         "${EVAL_LIMIT} items of each, 0-shot and 3-shot (KLUE-NLI: 1-shot; 3 examples do not fit the 256-token context)," \
+         "scored as lm-evaluation-harness does (no chat template: every model sees the same prompts; items longer than" \
+         "the context are left out, n in eval/*/results.json). Chance: 0.25 on arc_easy, 0.5 on piqa, 0.33 on klue_nli," \
+         "0 on ko_analogy (exact answer). Value ± standard error; CORE's centered accuracy is in compare.md."
     echo
-    grep -v -e '^## ' -e '^!\[' "$OUT/eval/compare/compare.md"
+    grep -v -e '^## ' -e '^!\[' -e '| core_centered |' "$OUT/eval/compare/compare.md"
     echo
     echo "![scores per task and model](eval/compare/compare.svg)"
   else

@@ -119,8 +119,13 @@ TEST(Demo, QuickScaleRunsEveryStageAndWritesTheReportCard) {
     EXPECT_EQ(seen.size(), 8u) << model << ": 4 tasks x 2 shot counts";
   }
   EXPECT_EQ(tasks, (std::set<std::string>{"arc_easy", "piqa", "klue_nli", "ko_analogy"}));
-  for (const std::string& t : tasks)
-    EXPECT_TRUE(std::regex_search(md, std::regex("\\| " + t + " \\| 3 \\| acc \\| [0-9.]+ ± [0-9.]+ \\| [0-9.]+ ± [0-9.]+ \\| [0-9.]+ ± [0-9.]+ \\|"))) << t << "\n" << md;
+  EXPECT_NE(md.find("| task | shots | metric | base | sft | rl |"), std::string::npos) << md;
+  const std::string score = " [0-9]\\.[0-9]{4} ± [0-9]\\.[0-9]{4} \\|";
+  for (const auto& [t, k] : std::vector<std::pair<std::string, int>>{
+           {"arc_easy", 0}, {"arc_easy", 3}, {"piqa", 3}, {"ko_analogy", 3}, {"klue_nli", 0}, {"klue_nli", 1}})
+    EXPECT_TRUE(std::regex_search(md, std::regex("\\| " + t + " \\| " + std::to_string(k) + " \\| acc \\|" + score +
+                                                 score + score)))
+        << t << " " << k << "-shot\n" << md;
 
   // GGUF: a GGUF file, and the report's llama.cpp command runs that file.
   {
