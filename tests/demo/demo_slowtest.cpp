@@ -93,8 +93,10 @@ TEST(Demo, QuickScaleRunsEveryStageAndWritesTheReportCard) {
   EXPECT_NE(md.find(after > before ? "RL lifted" : after == before ? "RL did not change" : "RL lowered"),
             std::string::npos)
       << md;
-  EXPECT_EQ(count(read_all(out / "rl/run/metrics.jsonl"), "\"reward\""), 2u + 2u)  // 2 steps + 2 evaluations
-      << read_all(out / "rl/run/metrics.jsonl");
+  const std::string rl_metrics = read_all(out / "rl/run/metrics.jsonl");
+  EXPECT_EQ(count(rl_metrics, "\"reward\""), 2u) << "one line per step\n" << rl_metrics;
+  EXPECT_EQ(count(rl_metrics, "\"eval_pass@1\""), 2u) << "evaluated before and after\n" << rl_metrics;
+  EXPECT_EQ(count(read_all(out / "rl/reward.svg"), "<circle"), 2u + 2u) << "2 steps and 2 held-out points";
 
   // Evaluation: each model scored every task at 0 and 3 shots on the first 8 items; the
   // comparison table in the report has a row per (task, shots) and a column per model.
