@@ -9,6 +9,8 @@
 #   - English instructions: Self-Instruct instances whose prompt <= 200 and output <= 160
 #     characters (Apache-2.0)
 #   - identity (data/sft/identity.jsonl, who the model is), 12 copies in train, none in val
+#   - arithmetic word problems with worked replies (data/rl_tasks/demo_arith_sft.jsonl, made by
+#     scripts/demo_make_rl_tasks.sh; aji's own generator): the format of the demo's RL stage
 # No GSM8K, no OASST (long, multi-paragraph answers).
 #
 #   scripts/demo_make_sft_data.sh [SHARED_DATA_DIR]   (default /work/shared/data; AJI=binary)
@@ -18,6 +20,7 @@ DATA="${1:-/work/shared/data}"
 AJI="${AJI:-build/aji}"
 SEED=20261205
 [ -x "$AJI" ] || { echo "error: $AJI not found; build first (make build) or set AJI=" >&2; exit 1; }
+[ -f data/rl_tasks/demo_arith_sft.jsonl ] || { echo "error: run scripts/demo_make_rl_tasks.sh first" >&2; exit 1; }
 for f in korean_chatbot/ChatbotData.csv hh_rlhf/helpful-base-test.jsonl.gz self_instruct/seed_tasks.jsonl \
          self_instruct/user_oriented_instructions.jsonl; do
   [ -f "$DATA/$f" ] || { echo "error: $DATA/$f is missing" >&2; exit 1; }
@@ -51,6 +54,7 @@ with open(f"{tmp}/si_short.jsonl", "w", encoding="utf-8") as out:
 PY
 "$AJI" sft mix --seed "$SEED" --val-fraction 0.05 \
   --in "$tmp/chatbot.jsonl:2000" --in "$tmp/hh.jsonl" --in "$tmp/si_short.jsonl" \
+  --in data/rl_tasks/demo_arith_sft.jsonl \
   --train "$tmp/train.jsonl" --val data/sft/demo_val.jsonl
 ids=()
 for _ in $(seq 12); do ids+=(--in data/sft/identity.jsonl); done
