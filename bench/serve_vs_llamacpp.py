@@ -254,7 +254,8 @@ def load(port, clients, duration, prompts, gen, extra):
     def client(i):
         k = i
         while time.time() < deadline:
-            body = dict({"model": "m", "prompt": prompts[k % len(prompts)], "max_tokens": gen, "temperature": 0,
+            # no "model": aji answers 404 for an id it does not serve; llama-server ignores it
+            body = dict({"prompt": prompts[k % len(prompts)], "max_tokens": gen, "temperature": 0,
                          "stream": True, "stream_options": {"include_usage": True}}, **extra)
             k += clients
             try:
