@@ -41,9 +41,9 @@ constexpr auto kWatchPeriod = std::chrono::milliseconds(100);
 // A stream with nothing to send writes an SSE comment this often (keeps proxies awake).
 constexpr auto kPingPeriod = std::chrono::seconds(15);
 // The listening socket's backlog. Debian's libcpp-httplib is compiled with a backlog of 5
-// (CPPHTTPLIB_LISTEN_BACKLOG is fixed inside the .so, a #define here changes nothing): a
-// burst of 64 clients opening connections overflowed it, and the SYNs dropped were resent
-// a second later. bind() listens again on the bound socket with this one.
+// (CPPHTTPLIB_LISTEN_BACKLOG is fixed inside the .so, a #define here changes nothing), and
+// a burst of 64 clients opening connections can overflow it (connections reset, or SYNs
+// dropped and resent a second later). bind() listens again on the bound socket with this.
 constexpr int kListenBacklog = 512;
 
 // cpp-httplib's server with the listening socket in reach (a protected member).
@@ -80,7 +80,9 @@ bool socket_end(int fd, bool peer, std::string& ip, int& port) {
 // TCP connection; the descriptor stays open, and is this connection's, while its handler
 // runs) and then peeks at it without blocking: a read of 0 bytes is the client's FIN, an
 // error other than EAGAIN a reset; pending bytes (a pipelined request) mean it is there.
-// The search (a few dozen getsockname calls) runs once per request, at the first check.
+// (A client in this same process, as in the tests, has the two ends the other way round, so
+// its socket never matches.) The search (a few dozen getsockname calls) runs once per
+// request, at the first check.
 // A client that half-closes its side after sending (shutdown(SHUT_WR)) counts as gone:
 // HTTP clients do not do that.
 class ConnectionWatch {
