@@ -85,6 +85,7 @@ class Stats:
         self.by_kind = {}
         self.examples = []
         self.reconnects = 0
+        self.started = 0
 
     def record(self, kind, ok, tokens=0, ttft=None, latency=None, problem=None, malformed=False):
         with self.lock:
@@ -120,6 +121,8 @@ def one_request(host, port, headers, model, rng, args, pool):
     stream = rng.random() < args.stream_fraction
     max_tokens = rng.randint(args.min_tokens, args.max_tokens)
     prompt = rng.choice(PROMPTS)
+    if args.max_prompt_repeat > 1:  # random prompt sizes: the prompt repeated 1..R times
+        prompt = " ".join([prompt] * rng.randint(1, args.max_prompt_repeat))
     body = {"model": model, "max_tokens": max_tokens, "temperature": rng.choice([0.0, 0.7, 1.0]),
             "seed": rng.randint(0, 1 << 30)}
     if chat:
@@ -229,6 +232,11 @@ def client_loop(idx, host, port, headers, model, args, deadline, stats):
     rng = random.Random(args.seed * 1000 + idx)
     pool = {}
     while time.time() < deadline:
+        if args.max_requests:
+            with stats.lock:
+                if stats.started >= args.max_requests:
+                    break
+                stats.started += 1
         try:
             kind, toks, ttft, lat = one_request(host, port, headers, model, rng, args, pool)
             stats.record(kind, True, toks, ttft, lat)
@@ -272,7 +280,9 @@ def get_json(host, port, path, headers):
     return r.status, r.read()
 
 
-def run_phase(host, port, headers, model, args, clients, duration):
+def run_phase(host, port, headers, model, args, clients, duration, pid=None, rss_every=0, timeline=None):
+    """timeline (a list) gets (seconds since the start, requests answered, RSS KiB) every
+    rss_every seconds while the phase runs, and once at its end."""
     stats = Stats()
     deadline = time.time() + duration
     threads = [threading.Thread(target=client_loop, args=(i, host, port, headers, model, args, deadline, stats),
@@ -280,6 +290,14 @@ def run_phase(host, port, headers, model, args, clients, duration):
     t0 = time.perf_counter()
     for t in threads:
         t.start()
+    if rss_every > 0 and pid and timeline is not None:
+        while any(t.is_alive() for t in threads):
+            end = time.time() + rss_every
+            while time.time() < end and any(t.is_alive() for t in threads):
+                time.sleep(0.1)
+            with stats.lock:
+                done = stats.requests
+            timeline.append((round(time.perf_counter() - t0, 1), done, rss_kib(pid)))
     for t in threads:
         t.join()
     return stats, time.perf_counter() - t0
@@ -308,6 +326,12 @@ def main():
     ap.add_argument("--phases", type=int, default=1,
                     help="run the load this many times, RSS after each (flat memory: no growth after the first); "
                          "the numbers printed are the last phase's")
+    ap.add_argument("--max-requests", type=int, default=0,
+                    help="stop each phase after this many requests (0 = only --duration bounds it)")
+    ap.add_argument("--max-prompt-repeat", type=int, default=1,
+                    help="random prompt sizes: each prompt is its text repeated 1..R times")
+    ap.add_argument("--rss-every", type=float, default=0,
+                    help="sample the server's RSS every S seconds during the load (a timeline: flat memory)")
     ap.add_argument("--idle", type=float, default=3, help="seconds idle before the last RSS reading")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the results here")
@@ -344,8 +368,10 @@ def main():
         rss["after_warmup"] = rss_kib(pid) if pid else None
         print("warm-up: %d requests, %d failed" % (warm.requests, warm.failures + warm.malformed), flush=True)
         rss["after_each_phase"] = []
+        timeline = []
         for phase in range(args.phases):
-            stats, wall = run_phase(host, port, headers, model, args, args.clients, args.duration)
+            stats, wall = run_phase(host, port, headers, model, args, args.clients, args.duration, pid,
+                                    args.rss_every, timeline)
             rss["after_each_phase"].append(rss_kib(pid) if pid else None)
             if args.phases > 1:
                 print("phase %d: %d requests, %d failed, %d malformed, RSS %s KiB" % (
@@ -367,7 +393,7 @@ def main():
                            "p99": round(pct(stats.latency, 99) * 1000, 1)},
             "rss_kib": rss, "problems": stats.examples, "keep_alive": args.keep_alive,
             "keep_alive_reconnects": stats.reconnects,
-            "metrics_status": st, "failures_by_phase": phase_failures,
+            "metrics_status": st, "failures_by_phase": phase_failures, "rss_timeline": timeline,
         }
         print("%d clients x %.0f s: %d requests (%s), %d failed, %d malformed" % (
             args.clients, wall, stats.requests, ", ".join("%s %d" % (k, v[0]) for k, v in sorted(stats.by_kind.items())),
@@ -383,6 +409,10 @@ def main():
             print("server RSS (MiB): idle %.1f, after warm-up %.1f, after load %.1f, after %.0f s idle %.1f" % tuple(
                 [rss["idle"] / 1024, rss["after_warmup"] / 1024, rss["after_load"] / 1024, args.idle,
                  rss["after_idle"] / 1024]))
+        if timeline:
+            print("RSS over the load (s, requests answered in the phase, MiB):")
+            for t, n, r in timeline:
+                print("  %7.1f %7d %8.1f" % (t, n, (r or 0) / 1024))
         for p in stats.examples:
             print("  problem: " + p)
     finally:

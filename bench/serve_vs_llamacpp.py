@@ -254,7 +254,8 @@ def load(port, clients, duration, prompts, gen, extra):
     def client(i):
         k = i
         while time.time() < deadline:
-            body = dict({"model": "m", "prompt": prompts[k % len(prompts)], "max_tokens": gen, "temperature": 0,
+            # no "model": aji answers 404 for an id it does not serve; llama-server ignores it
+            body = dict({"prompt": prompts[k % len(prompts)], "max_tokens": gen, "temperature": 0,
                          "stream": True, "stream_options": {"include_usage": True}}, **extra)
             k += clients
             try:
@@ -297,7 +298,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=32)
     ap.add_argument("--gen", type=int, default=32)
     ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "data", "tinyshakespeare", "input.txt"))
-    ap.add_argument("--servers", nargs="+", default=["aji", "llama.cpp"], choices=["aji", "llama.cpp"])
+    ap.add_argument("--servers", nargs="+", default=["aji", "llama.cpp"], choices=["aji", "aji-gemm", "llama.cpp"],
+                    help="aji-gemm: aji serve --no-batch-invariant (one GEMM over the decode batch)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     cmax = max(args.clients)
@@ -313,10 +315,14 @@ def main():
             for server in args.servers:
                 port = free_port()
                 log = os.path.join(tmp, "%s-%s.log" % (name, server.replace(".", "")))
-                if server == "aji":
-                    d = write_aji_dir(cfg, weights, os.path.join(tmp, name + "-aji"), args.aji, args.corpus)
+                if server.startswith("aji"):
+                    d = os.path.join(tmp, name + "-aji")
+                    if not os.path.exists(d):
+                        write_aji_dir(cfg, weights, d, args.aji, args.corpus)
                     cmd = [args.aji, "--threads", str(args.threads), "serve", "--model", d, "--port", str(port),
                            "--max-batch", str(cmax), "--max-queue", str(2 * cmax)]
+                    if server == "aji-gemm":
+                        cmd.append("--no-batch-invariant")
                     extra = {}
                 else:
                     g = os.path.join(tmp, name + ".gguf")
@@ -333,13 +339,14 @@ def main():
                     load(port, 1, 2, prompts, args.gen, extra)  # warm-up
                     for c in args.clients:
                         r = load(port, c, args.duration, prompts, args.gen, extra)
-                        r.update(config=name, server=server, threads=args.threads)
+                        r.update(config=name, server=server, threads=args.threads,
+                                 loadavg_1m=round(os.getloadavg()[0], 2))
                         results.append(r)
                         print("%-12s %-9s clients %3d: %7.1f tok/s | TTFT p50 %7.1f p99 %7.1f ms | latency p50 %7.1f "
-                              "p99 %7.1f ms | %d requests, %d failed %s" % (
+                              "p99 %7.1f ms | %d requests, %d failed | load %.1f %s" % (
                                   name, server, c, r["tok_per_s"], r["ttft_ms_p50"], r["ttft_ms_p99"],
                                   r["latency_ms_p50"], r["latency_ms_p99"], r["requests"], r["failed"],
-                                  r["errors"] or ""), flush=True)
+                                  r["loadavg_1m"], r["errors"] or ""), flush=True)
                 finally:
                     rc = stop(proc)
                     print("%s exit status on SIGTERM: %s" % (server, rc), flush=True)
@@ -347,10 +354,11 @@ def main():
         for name in args.configs:
             for c in args.clients:
                 row = {r["server"]: r for r in results if r["config"] == name and r["clients"] == c}
-                if "aji" in row and "llama.cpp" in row:
-                    a, l = row["aji"]["tok_per_s"], row["llama.cpp"]["tok_per_s"]
-                    print("  %-12s clients %3d: aji %8.1f  llama-server %8.1f  -> %.2fx" % (name, c, a, l,
-                                                                                           a / l if l else 0))
+                for aji in ("aji", "aji-gemm"):
+                    if aji in row and "llama.cpp" in row:
+                        a, l = row[aji]["tok_per_s"], row["llama.cpp"]["tok_per_s"]
+                        print("  %-12s clients %3d: %-8s %8.1f  llama-server %8.1f  -> %.2fx" % (
+                            name, c, aji, a, l, a / l if l else 0))
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)

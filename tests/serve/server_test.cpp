@@ -12,6 +12,11 @@
 #include <memory>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "aji/align/render.h"
@@ -376,6 +381,57 @@ TEST_F(ServeFixture, ClientDisconnectCancelsTheGeneration) {
   }
   EXPECT_TRUE(idle) << "the engine still runs the request of a client that left";
   EXPECT_LT(engine_->stats().generated_tokens - before.generated_tokens, 4000u);
+  EXPECT_EQ(client_->Get("/health")->status, 200);
+}
+
+// A non-streamed request never writes before its answer is ready, so the server has to
+// notice by itself that its client left: a raw socket sends a long request (16 choices of
+// 4000 tokens, decoded one at a time), waits until the engine runs it and closes. The engine
+// must drop every choice within a bounded time and /metrics must count the cancel.
+TEST_F(ServeFixture, NonStreamedClientDisconnectCancelsTheGeneration) {
+  sv::EngineOptions eo;
+  eo.max_batch = 1;  // the 16 choices run one after another: minutes of work if not cancelled
+  start(4096, eo, {}, {});  // no stop tokens: only max_tokens or a cancel ends a choice
+  const auto before = engine_->stats();
+  const std::string body =
+      json{{"prompt", "abc"}, {"max_tokens", 4000}, {"n", 16}, {"temperature", 0}}.dump();
+  const std::string http = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port_));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::send(fd, http.data(), http.size(), 0), static_cast<ssize_t>(http.size()));
+  bool running = false;
+  for (int i = 0; i < 2000 && !running; ++i) {
+    running = engine_->stats().running == 1;
+    if (!running) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(running) << "the request never started";
+  ::close(fd);
+  const auto t0 = std::chrono::steady_clock::now();
+  bool idle = false;
+  while (!idle && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    const auto s = engine_->stats();
+    idle = s.running == 0 && s.queued == 0 && s.requests_finished >= before.requests_finished + 16;
+    if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(idle) << "the engine still runs the request of a client that left";
+  EXPECT_LT(waited, 3.0) << "the server checks its client every 100 ms";
+  EXPECT_LT(engine_->stats().generated_tokens - before.generated_tokens, 16u * 4000u / 2);
+  std::string m;
+  for (int i = 0; i < 200; ++i) {
+    m = client_->Get("/metrics")->body;
+    if (m.find("aji_requests_cancelled_total{reason=\"client_disconnected\"} 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_NE(m.find("aji_requests_cancelled_total{reason=\"client_disconnected\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("aji_engine_running 0"), std::string::npos) << m;
+  EXPECT_EQ(server_->metrics().cancelled_count("timeout"), 0u);
   EXPECT_EQ(client_->Get("/health")->status, 200);
 }
 

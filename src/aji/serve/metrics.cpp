@@ -37,7 +37,10 @@ void Histogram::render(const std::string& name, std::string& out) const {
 
 Metrics::Metrics()
     : ttft_({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
-      itl_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}) {}
+      itl_({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}) {
+  cancelled_["client_disconnected"] = 0;  // listed from the start, so a dashboard sees them at 0
+  cancelled_["timeout"] = 0;
+}
 
 void Metrics::request_done(const std::string& route, int status) {
   std::lock_guard<std::mutex> l(mu_);
@@ -60,6 +63,17 @@ void Metrics::inter_token_latency(double seconds) {
   itl_.observe(seconds);
 }
 
+void Metrics::cancelled(const std::string& reason) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++cancelled_[reason];
+}
+
+uint64_t Metrics::cancelled_count(const std::string& reason) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = cancelled_.find(reason);
+  return it == cancelled_.end() ? 0 : it->second;
+}
+
 uint64_t Metrics::requests(const std::string& route, int status) const {
   std::lock_guard<std::mutex> l(mu_);
   auto it = requests_.find({route, status});
@@ -74,6 +88,10 @@ std::string Metrics::render(const EngineStats& e) const {
   for (const auto& [k, v] : requests_)
     o += "aji_requests_total{route=\"" + k.first + "\",status=\"" + std::to_string(k.second) + "\"} " +
          std::to_string(v) + "\n";
+  o += "# HELP aji_requests_cancelled_total Requests cancelled by the server before they finished, by reason.\n";
+  o += "# TYPE aji_requests_cancelled_total counter\n";
+  for (const auto& [k, v] : cancelled_)
+    o += "aji_requests_cancelled_total{reason=\"" + k + "\"} " + std::to_string(v) + "\n";
   o += "# HELP aji_prompt_tokens_total Prompt tokens of answered requests.\n# TYPE aji_prompt_tokens_total counter\n";
   o += "aji_prompt_tokens_total " + std::to_string(prompt_tokens_) + "\n";
   o += "# HELP aji_completion_tokens_total Generated tokens of answered requests.\n"

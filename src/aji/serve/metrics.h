@@ -36,6 +36,10 @@ class Metrics {
   void tokens(uint64_t prompt, uint64_t completion);
   void time_to_first_token(double seconds);
   void inter_token_latency(double seconds);
+  // A request the server cancelled before it finished: "client_disconnected" (the client
+  // closed its connection), "timeout" (--timeout).
+  void cancelled(const std::string& reason);
+  uint64_t cancelled_count(const std::string& reason) const;
   // The whole exposition (text/plain; version=0.0.4), with the engine's gauges.
   std::string render(const EngineStats& engine) const;
   uint64_t requests(const std::string& route, int status) const;
@@ -43,6 +47,7 @@ class Metrics {
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;
+  std::map<std::string, uint64_t> cancelled_;
   uint64_t prompt_tokens_ = 0;
   uint64_t completion_tokens_ = 0;
   Histogram ttft_;

@@ -10,11 +10,15 @@
 #include <mutex>
 #include <random>
 
-// cpp-httplib 0.11 listens with a backlog of 5: bursts of new connections (64 clients, one
-// connection per request) overflowed it and were reset. 512 is the kernel's usual somaxconn.
-#ifndef CPPHTTPLIB_LISTEN_BACKLOG
-#define CPPHTTPLIB_LISTEN_BACKLOG 512
-#endif
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
 #include <httplib.h>
 
 #include "aji/align/render.h"
@@ -31,6 +35,97 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr const char* kJson = "application/json";
+
+// How often a handler that waits for the engine checks that its client is still there.
+constexpr auto kWatchPeriod = std::chrono::milliseconds(100);
+// A stream with nothing to send writes an SSE comment this often (keeps proxies awake).
+constexpr auto kPingPeriod = std::chrono::seconds(15);
+// The listening socket's backlog. Debian's libcpp-httplib is compiled with a backlog of 5
+// (CPPHTTPLIB_LISTEN_BACKLOG is fixed inside the .so, a #define here changes nothing), and
+// a burst of 64 clients opening connections can overflow it (connections reset, or SYNs
+// dropped and resent a second later). bind() listens again on the bound socket with this.
+constexpr int kListenBacklog = 512;
+
+// cpp-httplib's server with the listening socket in reach (a protected member).
+class HttpServer : public httplib::Server {
+ public:
+  socket_t listening_socket() const { return svr_sock_; }
+};
+
+// "ip", port of one end of a socket (getsockname / getpeername), formatted as cpp-httplib
+// formats Request::remote_addr and local_addr (getnameinfo, NI_NUMERICHOST).
+bool socket_end(int fd, bool peer, std::string& ip, int& port) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  const int rc = peer ? ::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len)
+                      : ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  if (rc != 0) return false;
+  if (a.ss_family == AF_INET) port = ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  else if (a.ss_family == AF_INET6) port = ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  else return false;
+  char host[NI_MAXHOST] = {0};
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) != 0)
+    return false;
+  ip = host;
+  return true;
+}
+
+// Whether the client of the request being handled is still connected.
+//
+// cpp-httplib 0.11 gives a handler no way to ask (Request::is_connection_closed came in a
+// later release, and the socket is not exposed to handlers), and the server learns that a
+// client left only when a write fails, which a non-streamed request never does until its
+// answer is ready. So the watch finds the request's socket among the process's descriptors
+// by its two ends (local req.local_addr:local_port, peer req.remote_addr:remote_port: one
+// TCP connection; the descriptor stays open, and is this connection's, while its handler
+// runs) and then peeks at it without blocking: a read of 0 bytes is the client's FIN, an
+// error other than EAGAIN a reset; pending bytes (a pipelined request) mean it is there.
+// (A client in this same process, as in the tests, has the two ends the other way round, so
+// its socket never matches.) The search (a few dozen getsockname calls) runs once per
+// request, at the first check.
+// A client that half-closes its side after sending (shutdown(SHUT_WR)) counts as gone:
+// HTTP clients do not do that.
+class ConnectionWatch {
+ public:
+  explicit ConnectionWatch(const httplib::Request& req) : req_(req) {}
+
+  bool gone() {
+    if (fd_ == kUnsearched) fd_ = find();
+    if (fd_ < 0) return false;  // not found: never claim the client left
+    char c;
+    const ssize_t n = ::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return true;
+    return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  }
+
+ private:
+  static constexpr int kUnsearched = -2;
+
+  int find() const {
+    if (req_.remote_port <= 0 || req_.local_port <= 0) return -1;
+    DIR* d = ::opendir("/proc/self/fd");
+    if (!d) return -1;
+    const int self = ::dirfd(d);
+    int found = -1;
+    std::string ip;
+    int port = 0;
+    while (dirent* e = ::readdir(d)) {
+      char* end = nullptr;
+      const long fd = std::strtol(e->d_name, &end, 10);
+      if (end == e->d_name || *end != '\0' || fd == self) continue;
+      const int f = static_cast<int>(fd);
+      if (!socket_end(f, false, ip, port) || port != req_.local_port || ip != req_.local_addr) continue;
+      if (!socket_end(f, true, ip, port) || port != req_.remote_port || ip != req_.remote_addr) continue;
+      found = f;
+      break;
+    }
+    ::closedir(d);
+    return found;
+  }
+
+  const httplib::Request& req_;
+  int fd_ = kUnsearched;
+};
 
 ApiError make_error(int status, std::string type, std::string message, std::string code = "",
                     std::string param = "") {
@@ -109,7 +204,7 @@ struct Server::Impl {
   TextRules rules;
   ServerOptions opt;
   Metrics metrics;
-  httplib::Server http;
+  HttpServer http;
   std::atomic<bool> draining{false};
   int64_t started = 0;
   std::optional<int32_t> im_end;
@@ -325,18 +420,46 @@ struct Server::Impl {
     return cb;
   }
 
-  // Waits until every choice is done or the request timed out (then cancels them).
-  // Returns false on timeout.
-  bool wait_all(const std::shared_ptr<Job>& job) {
+  enum class Waited { kDone, kTimedOut, kClientGone };
+
+  // Waits until every choice is done, the request timed out or its client hung up (checked
+  // every kWatchPeriod); in the last two cases cancels the choices, so that the engine frees
+  // their cache rows at its next step, and waits briefly for it.
+  Waited wait_all(const std::shared_ptr<Job>& job, const httplib::Request& req) {
     const auto deadline = job->arrival + std::chrono::duration_cast<Clock::duration>(
                                              std::chrono::duration<double>(opt.request_timeout_s));
+    ConnectionWatch watch(req);
+    Waited why = Waited::kDone;
     std::unique_lock<std::mutex> l(job->mu);
-    if (job->cv.wait_until(l, deadline, [&] { return job->remaining == 0; })) return true;
+    for (;;) {
+      if (job->cv.wait_until(l, std::min(deadline, Clock::now() + kWatchPeriod),
+                             [&] { return job->remaining == 0; }))
+        return Waited::kDone;
+      if (Clock::now() >= deadline) {
+        why = Waited::kTimedOut;
+        break;
+      }
+      l.unlock();
+      const bool gone = watch.gone();
+      l.lock();
+      if (gone) {
+        why = Waited::kClientGone;
+        break;
+      }
+    }
     l.unlock();
     cancel_all(*job);
+    metrics.cancelled(why == Waited::kTimedOut ? "timeout" : "client_disconnected");
     l.lock();
     job->cv.wait_for(l, std::chrono::seconds(5), [&] { return job->remaining == 0; });
-    return false;
+    return why;
+  }
+
+  // The answer to a non-streamed request that did not finish: 504 on timeout; for a client
+  // that left, nginx's 499 (nobody reads it; /metrics counts it).
+  static void send_unfinished(httplib::Response& res, Waited why) {
+    if (why == Waited::kTimedOut) return send_error(res, timeout_error());
+    send_error(res, make_error(499, "invalid_request_error", "the client closed the connection", "client_closed"));
   }
 
   static ApiError timeout_error() {
@@ -356,16 +479,21 @@ struct Server::Impl {
   // Streams the job's events as SSE. `first` writes the chunks that open each choice,
   // `piece` turns an event into a chunk, `end` the closing chunk of a choice.
   template <class PieceFn, class EndFn>
-  void stream(httplib::Response& res, std::shared_ptr<Job> job, std::vector<std::string> opening,
+  void stream(const httplib::Request& req, httplib::Response& res, std::shared_ptr<Job> job, std::vector<std::string> opening,
               PieceFn piece_chunk, EndFn end_chunk, std::optional<json> usage_tail) {
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, job, opening = std::move(opening), piece_chunk, end_chunk, usage_tail](size_t, httplib::DataSink& sink) {
+        [this, &req, job, opening = std::move(opening), piece_chunk, end_chunk, usage_tail](size_t,
+                                                                                          httplib::DataSink& sink) {
           auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-          bool ok = true;
-          for (const auto& s : opening) ok = ok && write(s);
+          // Everything one wake-up brings goes out in one write (one chunk, one send()).
+          std::string out;
+          for (const auto& s : opening) out += s;
+          bool ok = write(out);
+          auto last_write = Clock::now();
+          ConnectionWatch watch(req);
           const auto deadline = job->arrival + std::chrono::duration_cast<Clock::duration>(
                                                    std::chrono::duration<double>(opt.request_timeout_s));
           bool timed_out = false;
@@ -374,13 +502,13 @@ struct Server::Impl {
             bool finished = false;
             {
               std::unique_lock<std::mutex> l(job->mu);
-              job->cv.wait_until(l, std::min(deadline, Clock::now() + std::chrono::seconds(15)),
+              job->cv.wait_until(l, std::min(deadline, Clock::now() + kWatchPeriod),
                                  [&] { return !job->events.empty() || job->remaining == 0; });
               evs.swap(job->events);
               finished = job->remaining == 0;
             }
+            out.clear();
             for (auto& ev : evs) {
-              if (!ok) break;
               if (ev.end) {
                 std::string fin;
                 std::optional<ApiError> err;
@@ -392,30 +520,43 @@ struct Server::Impl {
                   if (fin == "cancelled")
                     err = make_error(503, "unavailable_error", "the request was cancelled", "cancelled");
                 }
-                if (err) {
-                  ok = write(sse_event(error_json(*err)));
-                  continue;
-                }
-                ok = write(sse_event(end_chunk(ev.choice, fin)));
+                out += sse_event(err ? error_json(*err) : end_chunk(ev.choice, fin));
               } else {
-                ok = write(sse_event(piece_chunk(ev)));
+                out += sse_event(piece_chunk(ev));
               }
+            }
+            const auto now = Clock::now();
+            if (!out.empty()) {
+              ok = write(out);
+              last_write = now;
             }
             if (!ok || (finished && evs.empty())) break;
             if (finished) continue;  // drain what came with the last wake-up
-            if (Clock::now() >= deadline) {
+            if (now >= deadline) {
               timed_out = true;
               break;
             }
-            if (evs.empty()) ok = write(": ping\n\n");  // SSE comment: keeps proxies awake, finds gone clients
+            if (evs.empty()) {
+              // Nothing to send (waiting in the queue, or a slow step): is the client still
+              // there? Every kPingPeriod an SSE comment keeps proxies awake.
+              if (watch.gone()) {
+                ok = false;
+              } else if (now - last_write >= kPingPeriod) {
+                ok = write(": ping\n\n");
+                last_write = now;
+              }
+            }
           }
           if (!ok) {  // the client went away: free its rows in the engine
             cancel_all(*job);
+            metrics.cancelled("client_disconnected");
             return false;
           }
+          out.clear();
           if (timed_out) {
             cancel_all(*job);
-            write(sse_event(error_json(timeout_error())));
+            metrics.cancelled("timeout");
+            out = sse_event(error_json(timeout_error()));
           } else if (usage_tail) {
             json u;
             {
@@ -424,9 +565,10 @@ struct Server::Impl {
               u = *usage_tail;
               u["usage"] = usage_json(usage);
             }
-            write(sse_event(u));
+            out = sse_event(u);
           }
-          write(std::string(kSseDone));
+          out += kSseDone;
+          write(out);
           sink.done();
           return true;
         });
@@ -475,7 +617,7 @@ struct Server::Impl {
     const int64_t prompt_n = static_cast<int64_t>(ids.size());
     auto job = submit(p);
     if (!r.stream) {
-      if (!wait_all(job)) return send_error(res, timeout_error());
+      if (const Waited w = wait_all(job, req); w != Waited::kDone) return send_unfinished(res, w);
       std::lock_guard<std::mutex> l(job->mu);
       if (auto e = choice_error(*job)) return send_error(res, *e);
       std::vector<ChatChoice> cs;
@@ -507,7 +649,7 @@ struct Server::Impl {
     };
     std::optional<json> tail;
     if (r.include_usage) tail = usage_chunk(id, "chat.completion.chunk", created, model, {});
-    stream(res, job, std::move(opening), piece, end, tail);
+    stream(req, res, job, std::move(opening), piece, end, tail);
   }
 
   void completions(const httplib::Request& req, httplib::Response& res) {
@@ -551,7 +693,7 @@ struct Server::Impl {
     const std::string model = checked_model(r.model);
     auto job = submit(p);
     if (!r.stream) {
-      if (!wait_all(job)) return send_error(res, timeout_error());
+      if (const Waited w = wait_all(job, req); w != Waited::kDone) return send_unfinished(res, w);
       std::lock_guard<std::mutex> l(job->mu);
       if (auto e = choice_error(*job)) return send_error(res, *e);
       std::vector<CompletionChoice> cs;
@@ -588,7 +730,7 @@ struct Server::Impl {
     };
     std::optional<json> tail;
     if (r.include_usage) tail = usage_chunk(id, "text_completion", created, model, {});
-    stream(res, job, std::move(opening), piece, end, tail);
+    stream(req, res, job, std::move(opening), piece, end, tail);
   }
 
   void tokenize(const httplib::Request& req, httplib::Response& res) {
@@ -792,6 +934,17 @@ int Server::bind() {
   if (!ok)
     throw Error("cannot listen on " + impl_->opt.host + ":" + std::to_string(impl_->opt.port))
         .fix("the port may be in use or the host not an address of this machine; pick another --port or --host");
+  // TCP_NODELAY on the listening socket, which accepted connections inherit (Linux): a
+  // stream writes one small chunk per token, and with Nagle's algorithm a chunk waits for
+  // the client's (delayed) ACK of the previous one. Debian's library is built without
+  // CPPHTTPLIB_TCP_NODELAY (llama-server's copy sets it).
+  const int one = 1;
+  ::setsockopt(h.listening_socket(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // A larger backlog than the one compiled into the library (see kListenBacklog); listen()
+  // on a listening socket only changes its backlog.
+  if (::listen(h.listening_socket(), kListenBacklog) != 0)
+    throw Error("cannot listen on " + impl_->opt.host + ":" + std::to_string(port) + ": " + std::strerror(errno))
+        .fix("check the system's limits on sockets (net.core.somaxconn)");
   return port;
 }
 
