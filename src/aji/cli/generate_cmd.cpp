@@ -77,6 +77,7 @@ void run_generate(GenerateArgs& a) {
   a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
   const std::string text = read_prompt(a);
   const bool quiet = aji::cli::global_options().quiet;
+  a.m.keep_fp32 = a.no_cache;  // --no-cache runs the full-sequence forward, which needs the fp32 matrices
   Loaded l = load(a.m);
   std::vector<int32_t> prompt = encode(l, text);
   a.g.stop_tokens = l.stop_tokens;
@@ -176,6 +177,7 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
               "The prompt may also come from --prompt-file FILE or stdin. Notes (the seed, why it stopped) go to "
               "stderr.");
   add_model_options(gen, ga->m);
+  aji::cli::add_weights_option(gen, ga->m.weights);
   CLI::Option* prompt_opt = gen->add_option("--prompt", ga->prompt, "Text to continue");
   gen->add_option("--prompt-file", ga->prompt_file, "Read the text to continue from a file (- = stdin)");
   gen->add_option("--stop", ga->stops,
