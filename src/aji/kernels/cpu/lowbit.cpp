@@ -24,7 +24,8 @@ bool cpu_bf16() {
 }
 bool cpu_vnni() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq");
+                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vl");
   return ok && !g_force_portable;
 }
 
@@ -109,12 +110,13 @@ PackedWeight PackedWeight::pack(const float* w, int OC, int IC, WeightLayout lay
   if (type == WeightType::kBF16)
     p.bf16_.resize(n);
   else {
-    p.q_.resize(n);
+    p.qu_.resize(n);
     p.d_.resize(n / kQ8BlockSize);
   }
 #pragma omp parallel
   {
     std::vector<float> row(layout == WeightLayout::kInOut ? IC : 0);
+    std::vector<int8_t> q(type == WeightType::kQ8_0 ? IC : 0);
 #pragma omp for schedule(static)
     for (int o = 0; o < OC; ++o) {
       const float* src = w + static_cast<int64_t>(o) * IC;
@@ -125,8 +127,10 @@ PackedWeight PackedWeight::pack(const float* w, int OC, int IC, WeightLayout lay
       const size_t at = static_cast<size_t>(o) * IC;
       if (type == WeightType::kBF16)
         for (int k = 0; k < IC; ++k) p.bf16_[at + k] = f32_to_bf16(src[k]);
-      else
-        quantize_q8_0_split(src, IC, p.q_.data() + at, p.d_.data() + at / kQ8BlockSize);
+      else {
+        quantize_q8_0_split(src, IC, q.data(), p.d_.data() + at / kQ8BlockSize);
+        for (int k = 0; k < IC; ++k) p.qu_[at + k] = static_cast<uint8_t>(q[k] + 128);
+      }
     }
   }
   return p;
@@ -140,8 +144,8 @@ void PackedWeight::dequantize_rows(int o0, int n, float* out) const {
   } else {
     for (size_t b = 0; b < cnt / kQ8BlockSize; ++b) {
       const float d = f16_to_f32(d_[at / kQ8BlockSize + b]);
-      const int8_t* q = q_.data() + at + b * kQ8BlockSize;
-      for (size_t j = 0; j < kQ8BlockSize; ++j) out[b * kQ8BlockSize + j] = d * q[j];
+      const uint8_t* q = qu_.data() + at + b * kQ8BlockSize;
+      for (size_t j = 0; j < kQ8BlockSize; ++j) out[b * kQ8BlockSize + j] = d * static_cast<float>(q[j] - 128);
     }
   }
 }
@@ -149,18 +153,31 @@ void PackedWeight::dequantize_rows(int o0, int n, float* out) const {
 // ---- row kernels ----------------------------------------------------------------------------
 // Activations prepared once per call:
 //   bf16: xb (N, ICp) bf16 bits, ICp = IC rounded up to 32, zero padded.
-//   q8_0: xq (N, IC) int8 + 128 as uint8 (the unsigned operand of vpdpbusd), dx (N, nb) the
-//         block scales as float (fp16 values), dxe (N, npair*16): dx of the block pair's
-//         blocks, each repeated 8 times (the lanes vpdpbusd sums a block into); 0 past nb.
+//   q8_0: xq (N, IC) int8 (the signed operand of vpdpbusd), dx (N, nb) the block scales as
+//         float (fp16 values), dxe (N, npair*16): dx of the block pair's blocks, each repeated
+//         8 times (the lanes vpdpbusd sums a block into), and cx (N, npair*16): -128 times the
+//         sum of the 4 activations each lane takes (vpdpbusd's start: the weights come + 128);
+//         both 0 past nb.
 namespace {
 
 struct Prepared {
   std::vector<uint16_t> xb;
-  std::vector<uint8_t> xu;
+  std::vector<int32_t> cx;
   std::vector<int8_t> xq;
   std::vector<uint16_t> dxh;
   std::vector<float> dx, dxe;
 };
+
+// The intrinsics below are the masked forms with an explicit source (and a store-and-add
+// instead of _mm512_reduce_add_ps): GCC 12's plain forms start from _mm512_undefined_*,
+// which -Wmaybe-uninitialized reports.
+__attribute__((target("avx512f"))) inline float hsum(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float h[8];
+  for (int i = 0; i < 8; ++i) h[i] = t[i] + t[i + 8];
+  return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
 
 void finish(float* out, int64_t OC, int64_t r, int o, float v, const float* bias, bool accumulate) {
   v += bias ? bias[o] : 0.0f;
@@ -168,10 +185,39 @@ void finish(float* out, int64_t OC, int64_t r, int o, float v, const float* bias
   y = accumulate ? y + v : v;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows_avx512(float* out, const Prepared& P,
-                                                                             const PackedWeight& w,
-                                                                             const float* bias, int64_t N,
-                                                                             bool accumulate) {
+// R (1..kRowChunk) activation rows against one weight row, the row count a template
+// argument so the accumulators stay in registers. Every row's arithmetic is the same
+// sequence whatever R is: a row's result does not depend on the rows beside it.
+#define AJI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+template <int R>
+AJI_BF16_TARGET inline void bf16_dot_rows(const uint16_t* wr, const uint16_t* xr, int ICp, int nfull, __mmask32 tail,
+                                          float* res) {
+  __m512 a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 1 < nfull; k += 2) {  // two accumulators: vdpbf16ps' latency
+    const __m512i w0 = _mm512_loadu_si512(wr + k * 32), w1 = _mm512_loadu_si512(wr + k * 32 + 32);
+    for (int r = 0; r < R; ++r) {
+      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)w0);
+      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32 + 32), (__m512bh)w1);
+    }
+  }
+  if (k < nfull || tail) {  // one more vector, whole or masked (the activations are zero padded)
+    const __m512i wv = k < nfull ? _mm512_loadu_si512(wr + k * 32) : _mm512_maskz_loadu_epi16(tail, wr + k * 32);
+    for (int r = 0; r < R; ++r)
+      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
+    ++k;
+  }
+  if (k < nfull || (k == nfull && tail)) {  // the tail after a whole odd vector
+    const __m512i wv = _mm512_maskz_loadu_epi16(tail, wr + k * 32);
+    for (int r = 0; r < R; ++r)
+      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
+  }
+  for (int r = 0; r < R; ++r) res[r] = hsum(_mm512_add_ps(a0[r], a1[r]));
+}
+
+AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias,
+                                      int64_t N, bool accumulate) {
   const int OC = w.rows(), IC = w.cols();
   const int ICp = (IC + 31) / 32 * 32;
   const int nfull = IC / 32;
@@ -181,80 +227,77 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void bf16_rows_avx512(flo
     const uint16_t* wr = w.bf16() + static_cast<int64_t>(o) * IC;
     for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
       const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
-      __m512 a0[kRowChunk], a1[kRowChunk];
-      for (int r = 0; r < kRowChunk; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
       const uint16_t* xr = P.xb.data() + r0 * ICp;
-      int k = 0;
-      for (; k < nfull; ++k) {
-        const __m512i wv = _mm512_loadu_si512(wr + k * 32);
-        for (int r = 0; r < R; ++r) {
-          const __m512i xv = _mm512_loadu_si512(xr + r * ICp + k * 32);
-          if (k & 1)
-            a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)xv, (__m512bh)wv);
-          else
-            a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)xv, (__m512bh)wv);
-        }
+      float res[kRowChunk];
+      switch (R) {
+        case 1: bf16_dot_rows<1>(wr, xr, ICp, nfull, tail, res); break;
+        case 2: bf16_dot_rows<2>(wr, xr, ICp, nfull, tail, res); break;
+        case 3: bf16_dot_rows<3>(wr, xr, ICp, nfull, tail, res); break;
+        default: bf16_dot_rows<4>(wr, xr, ICp, nfull, tail, res); break;
       }
-      if (tail) {
-        const __m512i wv = _mm512_maskz_loadu_epi16(tail, wr + k * 32);
-        for (int r = 0; r < R; ++r) {
-          const __m512i xv = _mm512_loadu_si512(xr + r * ICp + k * 32);
-          if (k & 1)
-            a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)xv, (__m512bh)wv);
-          else
-            a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)xv, (__m512bh)wv);
-        }
-      }
-      for (int r = 0; r < R; ++r)
-        finish(out, OC, r0 + r, o, _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r])), bias, accumulate);
+      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
     }
   }
 }
+#undef AJI_BF16_TARGET
 
-__attribute__((target("avx512f,avx512bw,avx512dq,avx512vnni"))) void q8_rows_avx512(float* out, const Prepared& P,
-                                                                                    const PackedWeight& w,
-                                                                                    const float* bias, int64_t N,
-                                                                                    bool accumulate) {
+#define AJI_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+template <int R>
+AJI_VNNI_TARGET inline void q8_dot_rows(const uint8_t* wr, const uint16_t* dr, const Prepared& P, int64_t r0, int IC,
+                                        int nb, const __m512i* idx, float* res) {
+  const int npair = (nb + 1) / 2;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const int8_t* xq = P.xq.data() + r0 * IC;
+  const int32_t* cx = P.cx.data() + r0 * npair * 16;
+  const float* dxe = P.dxe.data() + r0 * npair * 16;
+  __m512 dw16 = _mm512_setzero_ps();
+  for (int p = 0; p < npair; ++p) {
+    if ((p & 7) == 0) {
+      const int nleft = std::min(16, nb - 2 * p);
+      const __m256i h = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << nleft) - 1), dr + 2 * p);
+      dw16 = _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, h);
+    }
+    const __m512 dwe = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF, idx[p & 7], dw16);
+    const __mmask64 m = 2 * p + 1 < nb ? ~0ull : 0xFFFFFFFFull;  // the last pair may hold one block
+    const __m512i wv = _mm512_maskz_loadu_epi8(m, wr + p * 64);
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_maskz_loadu_epi8(m, xq + r * IC + p * 64);
+      // -128 sum(x) + sum (w + 128) x = sum w x, per lane
+      const __m512i is = _mm512_dpbusd_epi32(_mm512_loadu_si512(cx + (r * npair + p) * 16), wv, xv);
+      const __m512 sc = _mm512_mul_ps(dwe, _mm512_loadu_ps(dxe + (r * npair + p) * 16));
+      acc[r] = _mm512_fmadd_ps(_mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), 0xFFFF, is), sc, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) res[r] = hsum(acc[r]);
+}
+
+AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
+                                    bool accumulate) {
   const int OC = w.rows(), IC = w.cols();
-  const int nb = IC / 32, npair = (nb + 1) / 2;
+  const int nb = IC / 32;
   // idx[p]: lanes 0-7 take scale 2p, lanes 8-15 scale 2p+1 (of a group of 16 scales)
   __m512i idx[8];
   for (int p = 0; p < 8; ++p)
     idx[p] = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * p), _mm512_set1_epi32(2 * p + 1));
-  const __m512i ones = _mm512_set1_epi8(1);
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
   for (int o = 0; o < OC; ++o) {
-    const int8_t* wr = w.q() + static_cast<int64_t>(o) * IC;
+    const uint8_t* wr = w.qu() + static_cast<int64_t>(o) * IC;
     const uint16_t* dr = w.d() + static_cast<int64_t>(o) * nb;
     for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
       const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
-      __m512 acc[kRowChunk];
-      for (int r = 0; r < kRowChunk; ++r) acc[r] = _mm512_setzero_ps();
-      __m512 dw16 = _mm512_setzero_ps();
-      for (int p = 0; p < npair; ++p) {
-        if ((p & 7) == 0) {
-          const int b0 = 2 * p, nleft = std::min(16, nb - b0);
-          const __m256i h = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << nleft) - 1), dr + b0);
-          dw16 = _mm512_cvtph_ps(h);
-        }
-        const __m512 dwe = _mm512_permutexvar_ps(idx[p & 7], dw16);
-        const bool two = 2 * p + 1 < nb;
-        const __m512i wv = two ? _mm512_loadu_si512(wr + p * 64) : _mm512_maskz_loadu_epi8(0xFFFFFFFFull, wr + p * 64);
-        // vpdpbusd(x + 128, w) = x.w + 128 sum(w): take the second term off
-        const __m512i corr = _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, wv), 7);
-        for (int r = 0; r < R; ++r) {
-          const int64_t row = r0 + r;
-          const __m512i xv = two ? _mm512_loadu_si512(P.xu.data() + row * IC + p * 64)
-                                 : _mm512_maskz_loadu_epi8(0xFFFFFFFFull, P.xu.data() + row * IC + p * 64);
-          const __m512i is = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), xv, wv), corr);
-          const __m512 s = _mm512_mul_ps(dwe, _mm512_loadu_ps(P.dxe.data() + (row * npair + p) * 16));
-          acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), s, acc[r]);
-        }
+      float res[kRowChunk];
+      switch (R) {
+        case 1: q8_dot_rows<1>(wr, dr, P, r0, IC, nb, idx, res); break;
+        case 2: q8_dot_rows<2>(wr, dr, P, r0, IC, nb, idx, res); break;
+        case 3: q8_dot_rows<3>(wr, dr, P, r0, IC, nb, idx, res); break;
+        default: q8_dot_rows<4>(wr, dr, P, r0, IC, nb, idx, res); break;
       }
-      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, _mm512_reduce_add_ps(acc[r]), bias, accumulate);
+      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
     }
   }
 }
+#undef AJI_VNNI_TARGET
 
 // Portable: the same formats in plain loops (each row on its own: batch-invariant).
 void bf16_rows_portable(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
@@ -280,14 +323,14 @@ void q8_rows_portable(float* out, const Prepared& P, const PackedWeight& w, cons
   const int OC = w.rows(), IC = w.cols(), nb = IC / 32;
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
   for (int o = 0; o < OC; ++o) {
-    const int8_t* wr = w.q() + static_cast<int64_t>(o) * IC;
+    const uint8_t* wr = w.qu() + static_cast<int64_t>(o) * IC;
     const uint16_t* dr = w.d() + static_cast<int64_t>(o) * nb;
     for (int64_t r = 0; r < N; ++r) {
       const int8_t* xr = P.xq.data() + r * IC;
       float s = 0.0f;
       for (int b = 0; b < nb; ++b) {
         int32_t is = 0;
-        for (int j = 0; j < 32; ++j) is += static_cast<int32_t>(xr[b * 32 + j]) * wr[b * 32 + j];
+        for (int j = 0; j < 32; ++j) is += static_cast<int32_t>(xr[b * 32 + j]) * (wr[b * 32 + j] - 128);
         s += f16_to_f32(dr[b]) * P.dx[r * nb + b] * static_cast<float>(is);
       }
       finish(out, OC, r, o, s, bias, accumulate);
@@ -310,12 +353,17 @@ void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, boo
   for (int64_t r = 0; r < N; ++r) quantize_q8_0_split(inp + r * IC, IC, P.xq.data() + r * IC, P.dxh.data() + r * nb);
   for (size_t i = 0; i < P.dx.size(); ++i) P.dx[i] = f16_to_f32(P.dxh[i]);
   if (!vnni) return;
-  P.xu.resize(P.xq.size());
-  for (size_t i = 0; i < P.xq.size(); ++i) P.xu[i] = static_cast<uint8_t>(P.xq[i] + 128);
   P.dxe.assign(static_cast<size_t>(N) * npair * 16, 0.0f);
+  P.cx.assign(static_cast<size_t>(N) * npair * 16, 0);
   for (int64_t r = 0; r < N; ++r)
-    for (int b = 0; b < nb; ++b)
-      std::fill_n(P.dxe.data() + (r * npair + b / 2) * 16 + (b & 1) * 8, 8, P.dx[r * nb + b]);
+    for (int b = 0; b < nb; ++b) {
+      const size_t at = static_cast<size_t>(r * npair + b / 2) * 16 + (b & 1) * 8;
+      std::fill_n(P.dxe.data() + at, 8, P.dx[r * nb + b]);
+      for (int l = 0; l < 8; ++l) {
+        const int8_t* x4 = P.xq.data() + r * IC + b * 32 + l * 4;
+        P.cx[at + l] = -128 * (x4[0] + x4[1] + x4[2] + x4[3]);
+      }
+    }
 }
 
 // Many rows: dequantize panels of output rows to fp32 and let dnnl_sgemm multiply.

@@ -5,12 +5,14 @@
 //   kBF16  one bfloat16 per weight (round to nearest even, base/half.h).
 //   kQ8_0  ggml's Q8_0: blocks of 32 weights along the input dimension, each block one fp16
 //          scale d = max|w|/127 and 32 int8 round(w/d) (quantize_q8_0, llama.cpp's rounding).
-//          Stored split: the int8 values (OC*IC bytes) and the fp16 scales (OC*IC/32), the
-//          same 34 bytes per block as ggml's block_q8_0.
+//          Stored split: the int8 values plus 128 as uint8 (OC*IC bytes: the unsigned operand
+//          of vpdpbusd) and the fp16 scales (OC*IC/32), the same 34 bytes per block as ggml's
+//          block_q8_0 and the same numbers.
 // Products, out (N,OC) = inp (N,IC) W^T (+ bias), as llama.cpp computes them:
 //   kBF16  the activations rounded to bf16, vdpbf16ps products, fp32 accumulation.
 //   kQ8_0  each activation row quantized per block of 32 like the weights (fp16 scale), the
-//          integer block dot products with VNNI vpdpbusd, then sum_b d_w[b] d_x[b] isum[b] in fp32.
+//          integer block dot products with VNNI vpdpbusd (sum (w+128) x, started from
+//          -128 sum x so it is exact), then sum_b d_w[b] d_x[b] isum[b] in fp32.
 // N <= kPackedRows: the row kernel (streams the weight once for all rows, multithreaded over
 // output rows). Each row's result is the same bits whatever N and the other rows are (batch
 // invariance of Model::forward_decode). N > kPackedRows (prompt processing): the weight is
@@ -57,18 +59,18 @@ class PackedWeight {
   WeightType type() const { return type_; }
   int rows() const { return oc_; }
   int cols() const { return ic_; }
-  size_t bytes() const { return bf16_.size() * 2 + q_.size() + d_.size() * 2; }
+  size_t bytes() const { return bf16_.size() * 2 + qu_.size() + d_.size() * 2; }
   // Rows [o0, o0+n) as fp32 (n, IC): the exact values the products use.
   void dequantize_rows(int o0, int n, float* out) const;
   const uint16_t* bf16() const { return bf16_.data(); }
-  const int8_t* q() const { return q_.data(); }
+  const uint8_t* qu() const { return qu_.data(); }  // int8 value + 128
   const uint16_t* d() const { return d_.data(); }
 
  private:
   WeightType type_ = WeightType::kF32;
   int oc_ = 0, ic_ = 0;
   std::vector<uint16_t> bf16_;
-  std::vector<int8_t> q_;
+  std::vector<uint8_t> qu_;
   std::vector<uint16_t> d_;
 };
 
