@@ -77,7 +77,9 @@ void run_generate(GenerateArgs& a) {
   a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
   const std::string text = read_prompt(a);
   const bool quiet = aji::cli::global_options().quiet;
-  a.m.keep_fp32 = a.no_cache;  // --no-cache runs the full-sequence forward, which needs the fp32 matrices
+  if (a.no_cache && a.m.weights != "fp32")
+    throw aji::Error("--no-cache recomputes every step with the full-sequence forward, which runs on fp32 weights")
+        .fix("drop --weights " + a.m.weights + " (or --no-cache)");
   Loaded l = load(a.m);
   std::vector<int32_t> prompt = encode(l, text);
   a.g.stop_tokens = l.stop_tokens;

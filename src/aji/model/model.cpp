@@ -417,7 +417,7 @@ float* Model::d_hidden_buffer() {
 
 void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const {
   const ModelConfig& c = config_;
-  if (!impl_->packed_lm_head.empty()) {
+  if (impl_->fp32_dropped && !impl_->packed_lm_head.empty()) {  // else fp32, as forward()
     ops::packed_matmul_forward(logits_out, hidden_rows, impl_->packed_lm_head, nullptr, n);
     return;
   }
@@ -797,7 +797,10 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
     ops::layernorm_forward(lastn, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, batch, (int)C, c.norm_eps);
   else
     ops::rmsnorm_forward(lastn, nullptr, last, P + I.lnf_w, batch, (int)C, c.norm_eps);
-  lm_logits(lastn, batch, logits_out);
+  if (!I.packed_lm_head.empty())
+    ops::packed_matmul_forward(logits_out, lastn, I.packed_lm_head, nullptr, batch);
+  else
+    lm_logits(lastn, batch, logits_out);
   cache.length += n_new;
 }
 

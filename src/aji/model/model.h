@@ -177,8 +177,10 @@ class Model {
 
   // --- low-precision weights for generation (kernels/cpu/lowbit.h) ---------------------
   // Converts the matrices decoding streams (QKV, output projection, MLP, LM head / tied
-  // embedding) to bf16 or q8_0 once; forward_infer, forward_decode and lm_logits then use
-  // them. Norms, biases and the embedding lookup stay fp32. q8_0 keeps a matrix whose input
+  // embedding) to bf16 or q8_0 once; forward_infer and forward_decode then use them (and
+  // lm_logits once the fp32 copies are dropped; until then it stays fp32 like forward(), so
+  // token_logprobs / token_logits stay exact). Norms, biases and the embedding lookup stay
+  // fp32. q8_0 keeps a matrix whose input
   // width is not a multiple of 32 in fp32 (listed in kept_fp32). drop_fp32 (only when no
   // gradients exist) frees the fp32 copies of the converted matrices (a tied embedding is
   // kept for the lookup); after that forward() and everything built on it (training,
