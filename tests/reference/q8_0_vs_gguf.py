@@ -7,7 +7,8 @@ model twice (f32 and q8_0), quantizes the f32 matrices with gguf.quants.quantize
 gguf-py reference of ggml's quantize_row_q8_0_ref: fp16 scale max|x|/127, values rounded
 half away from zero), and compares the bytes of every Q8_0 tensor.
 
-Usage:  python3 tests/reference/q8_0_vs_gguf.py [--aji build/aji] [--model DIR ...]
+Usage:  python3 tests/reference/q8_0_vs_gguf.py [--aji build/aji] --model RUN_DIR [--model ...]
+(any model directory with its tokenizer: an aji run or checkpoint, e.g. the demo's run)
 Exit 0: every tensor equal; 1: a difference; 77: the gguf package is missing (skip).
 """
 import argparse
@@ -34,10 +35,10 @@ def tensors(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--aji", default=os.path.join(ROOT, "build", "aji"))
-    ap.add_argument("--model", action="append",
-                    help="model directories (default: tests/fixtures/infer/hf-llama and hf-gpt2)")
+    ap.add_argument("--model", action="append", required=True,
+                    help="model directory with its tokenizer (repeatable)")
     a = ap.parse_args()
-    models = a.model or [os.path.join(ROOT, "tests/fixtures/infer", m) for m in ("hf-llama", "hf-gpt2")]
+    models = a.model
     compared = blocks = bad = 0
     with tempfile.TemporaryDirectory() as tmp:
         for m in models:
