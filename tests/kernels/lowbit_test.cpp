@@ -161,6 +161,12 @@ TEST(Lowbit, ProductsMatchFp64OnDequantizedWeights) {
     }
   }
   ops::packed_force_portable(false);
+  // the dequantize + sgemm path with its panel filled by two threads (256 x 160 >= the
+  // parallel threshold)
+  aji::set_num_threads(2);
+  check_product(WeightType::kQ8_0, 33, 600, 160, true, false, WeightLayout::kOutIn);
+  check_product(WeightType::kBF16, 20, 600, 160, false, true, WeightLayout::kInOut);
+  aji::set_num_threads(1);
 }
 
 TEST(Lowbit, RowsAreTheSameBitsAloneOrInABatch) {

@@ -371,13 +371,14 @@ void dequant_sgemm(float* out, const float* inp, const PackedWeight& w, const fl
                    bool accumulate) {
   const int OC = w.rows(), IC = w.cols();
   constexpr int kPanel = 256;
-  static thread_local std::vector<float> panel;
-  panel.resize(static_cast<size_t>(kPanel) * IC);
+  static thread_local std::vector<float> panel_buf;  // this (the calling) thread's
+  panel_buf.resize(static_cast<size_t>(kPanel) * IC);
+  float* const panel = panel_buf.data();  // the OpenMP workers write through this pointer
   for (int o0 = 0; o0 < OC; o0 += kPanel) {
     const int n = std::min(kPanel, OC - o0);
 #pragma omp parallel for if (parallel_worth((int64_t)n * IC)) schedule(static)
-    for (int i = 0; i < n; ++i) w.dequantize_rows(o0 + i, 1, panel.data() + static_cast<size_t>(i) * IC);
-    sgemm('N', 'T', N, n, IC, 1.0f, inp, IC, panel.data(), IC, accumulate ? 1.0f : 0.0f, out + o0, OC);
+    for (int i = 0; i < n; ++i) w.dequantize_rows(o0 + i, 1, panel + static_cast<size_t>(i) * IC);
+    sgemm('N', 'T', N, n, IC, 1.0f, inp, IC, panel, IC, accumulate ? 1.0f : 0.0f, out + o0, OC);
   }
   if (bias) {
 #pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
