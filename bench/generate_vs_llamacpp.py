@@ -3,7 +3,7 @@
 
   /usr/bin/python3 bench/generate_vs_llamacpp.py --llama-bench PATH/llama-bench \\
         --gguf-py PATH/llama.cpp/gguf-py [--configs bench/configs/llama-17m.json llama-small] \\
-        [--threads 1] [--prompt 128] [--gen 64]
+        [--threads 1] [--prompt 128] [--gen 64] [--weights fp32 bf16 q8_0] [--batch 1 16]
 
 For each aji config (Llama family, fp32) the script writes a GGUF file of the same shapes
 with random weights (llama.cpp's own gguf-py writer; an SPM-style vocabulary of dummy
@@ -14,8 +14,13 @@ pieces, since speed does not depend on the strings), then runs
   aji --threads THREADS bench generate --config CFG --batch 1 --prompt-len 1 --gen GEN --json
 
 (llama-bench's tg test generates from an empty context, hence aji's 1-token prompt.)
-Both are batch 1, fp32 weights, with a KV cache. Prints tokens/s of prompt processing and
-of generation for both, and aji/llama.cpp.
+Both with a KV cache, at the same weight type (--weights: aji's `--weights fp32|bf16|q8_0`
+against a GGUF whose matrices are F32, BF16 or Q8_0, written with gguf-py's own quantizer;
+norms stay F32 in both). Batch 1 rows use llama-bench; llama-bench has no batched decode
+test, so rows with --batch > 1 run llama-batched-bench (-npp PROMPT -ntg GEN -npl BATCH) when
+--llama-batched-bench is given, and aji's batch-B decode after a PROMPT-token prompt (else aji
+only). Prints tokens/s of prompt processing and of
+generation for both, and aji/llama.cpp.
 
 llama.cpp is not a dependency of aji: build llama-bench from a llama.cpp checkout
 (`cmake -B build -DGGML_NATIVE=ON -DLLAMA_CURL=OFF && cmake --build build --target llama-bench`).
@@ -47,10 +52,11 @@ def load_config(name):
     return path, cfg
 
 
-def write_gguf(cfg, path, gguf_py):
+def write_gguf(cfg, path, gguf_py, wtype="fp32"):
     sys.path.insert(0, gguf_py)
     import numpy as np
     import gguf
+    from gguf.quants import quantize
 
     rng = np.random.default_rng(0)
     C, L, H, KV, F, V = (cfg["d_model"], cfg["n_layer"], cfg["n_head"], cfg["n_kv_head"], cfg["d_ff"],
@@ -66,7 +72,9 @@ def write_gguf(cfg, path, gguf_py):
     w.add_layer_norm_rms_eps(cfg["norm_eps"])
     w.add_rope_dimension_count(hd)
     w.add_rope_freq_base(cfg["rope_theta"])
-    w.add_file_type(0)  # all F32
+    qtype = {"fp32": gguf.GGMLQuantizationType.F32, "bf16": gguf.GGMLQuantizationType.BF16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0}[wtype]
+    w.add_file_type({"fp32": 0, "bf16": 32, "q8_0": 7}[wtype])  # matrices in wtype, norms F32
     # SPM-style vocabulary: <unk> <s> </s>, the 256 byte pieces, then dummy pieces.
     tokens = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
     tokens += ["p%d" % i for i in range(V - len(tokens))]
@@ -80,7 +88,11 @@ def write_gguf(cfg, path, gguf_py):
     w.add_unk_token_id(0)
 
     def t(name, *shape):
-        w.add_tensor(name, (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32))
+        x = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
+        if qtype == gguf.GGMLQuantizationType.F32 or shape[-1] % 32:
+            w.add_tensor(name, x)
+        else:
+            w.add_tensor(name, quantize(x, qtype), raw_dtype=qtype)
 
     t("token_embd.weight", V, C)
     w.add_tensor("output_norm.weight", np.ones(C, dtype=np.float32))
@@ -112,15 +124,27 @@ def run_llama_bench(exe, gguf_path, prompt, gen, threads):
             "build": rows[0].get("build_commit", "?")}
 
 
-def run_aji(aji, cfg_path, prompt, gen, threads):
+def run_llama_batched(exe, gguf_path, prompt, gen, threads, batch):
+    # llama-batched-bench: `batch` sequences of `prompt` tokens, then `gen` decode steps of all
+    # of them together; S_TG = generated tokens/s over all sequences.
+    out = subprocess.check_output([exe, "-m", gguf_path, "-c", str(batch * (prompt + gen) + 64), "-b", "2048",
+                                   "-ub", "512", "-npp", str(prompt), "-ntg", str(gen), "-npl", str(batch),
+                                   "-t", str(threads), "--output-format", "jsonl"], stderr=subprocess.DEVNULL)
+    row = [json.loads(l) for l in out.decode().splitlines() if l.startswith("{")][-1]
+    return {"pp_tokens_per_second": row["speed_pp"], "tg_tokens_per_second": row["speed_tg"], "build": "?"}
+
+
+def run_aji(aji, cfg_path, prompt, gen, threads, weights="fp32", batch=1):
     # llama-bench's tg test generates from an empty context and its pp test processes one
-    # prompt: measure aji the same way (generation after a 1-token prompt).
+    # prompt: measure aji the same way (generation after a 1-token prompt). Batched rows
+    # (llama-batched-bench) decode after a full prompt.
     def bench(p, g):
         out = subprocess.check_output([aji, "--threads", str(threads), "bench", "generate", "--config", cfg_path,
-                                       "--batch", "1", "--prompt-len", str(p), "--gen", str(g), "--json"])
+                                       "--batch", str(batch), "--prompt-len", str(p), "--gen", str(g), "--json",
+                                       "--weights", weights], stderr=subprocess.DEVNULL)
         return json.loads(out)
     pp = bench(prompt, 1)
-    tg = bench(1, gen)
+    tg = bench(1 if batch == 1 else prompt, gen)
     return {"prompt_tokens_per_second": pp["prompt_tokens_per_second"],
             "gen_tokens_per_second": tg["gen_tokens_per_second"], "peak_rss_mib": tg["peak_rss_mib"]}
 
@@ -134,25 +158,36 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "bf16", "q8_0"])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument("--llama-batched-bench", help="llama.cpp's llama-batched-bench (rows with --batch > 1)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             cfg_path, cfg = load_config(name)
-            gguf_path = os.path.join(tmp, os.path.basename(cfg_path) + ".gguf")
-            write_gguf(cfg, gguf_path, args.gguf_py)
-            for th in args.threads:
-                lc = run_llama_bench(args.llama_bench, gguf_path, args.prompt, args.gen, th)
-                a = run_aji(args.aji, cfg_path, args.prompt, args.gen, th)
-                pp_ratio = a["prompt_tokens_per_second"] / lc["pp_tokens_per_second"]
-                tg_ratio = a["gen_tokens_per_second"] / lc["tg_tokens_per_second"]
-                print("%-16s threads=%d  prompt %d: aji %.0f tok/s, llama.cpp %.0f -> %.2fx | "
-                      "generation %d: aji %.1f tok/s, llama.cpp %.1f -> %.2fx" %
-                      (os.path.basename(cfg_path), th, args.prompt, a["prompt_tokens_per_second"],
-                       lc["pp_tokens_per_second"], pp_ratio, args.gen, a["gen_tokens_per_second"],
-                       lc["tg_tokens_per_second"], tg_ratio))
-                results.append({"config": cfg_path, "threads": th, "aji": a, "llama_cpp": lc})
+            for wt in args.weights:
+                gguf_path = os.path.join(tmp, os.path.basename(cfg_path) + "." + wt + ".gguf")
+                write_gguf(cfg, gguf_path, args.gguf_py, wt)
+                for th in args.threads:
+                    for b in args.batch:
+                        if b == 1:
+                            lc = run_llama_bench(args.llama_bench, gguf_path, args.prompt, args.gen, th)
+                        elif args.llama_batched_bench:
+                            lc = run_llama_batched(args.llama_batched_bench, gguf_path, args.prompt, args.gen, th, b)
+                        else:
+                            lc = None
+                        a = run_aji(args.aji, cfg_path, args.prompt, args.gen, th, wt, b)
+                        lpp = lc["pp_tokens_per_second"] if lc else float("nan")
+                        ltg = lc["tg_tokens_per_second"] if lc else float("nan")
+                        print("%-16s %-5s batch=%-2d threads=%d  prompt %d: aji %.0f tok/s, llama.cpp %.0f -> %.2fx | "
+                              "generation %d: aji %.1f tok/s, llama.cpp %.1f -> %.2fx" %
+                              (os.path.basename(cfg_path), wt, b, th, args.prompt, a["prompt_tokens_per_second"], lpp,
+                               a["prompt_tokens_per_second"] / lpp, args.gen, a["gen_tokens_per_second"], ltg,
+                               a["gen_tokens_per_second"] / ltg), flush=True)
+                        results.append({"config": cfg_path, "weights": wt, "batch": b, "threads": th, "aji": a,
+                                        "llama_cpp": lc})
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)

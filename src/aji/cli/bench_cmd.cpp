@@ -23,6 +23,7 @@
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
 #include "aji/kernels/cpu/fma_peak.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/model/model.h"
@@ -253,6 +254,7 @@ struct GenOpts {
   std::string config = "tiny";
   int batch = 1, prompt = 128, gen = 64;
   bool json = false;
+  std::string weights = "fp32";
 };
 
 void run_generate(const GenOpts& o) {
@@ -262,6 +264,7 @@ void run_generate(const GenOpts& o) {
     throw aji::Error("--prompt-len + --gen exceeds the context (" + std::to_string(cfg.max_seq_len) + ")").fix("lower them");
   Model m(cfg);
   m.init_weights(1);
+  aji::cli::apply_weights(m, o.weights, false);
   const int V = cfg.vocab_size, B = o.batch;
   aji::Rng rng(3);
   std::vector<int32_t> prompt((size_t)B * o.prompt);
@@ -294,6 +297,7 @@ void run_generate(const GenOpts& o) {
   j["prompt_len"] = o.prompt;
   j["gen"] = o.gen;
   j["threads"] = aji::num_threads();
+  j["weights"] = o.weights;
   j["prompt_tokens_per_second"] = (double)B * o.prompt / t_prompt;
   j["gen_tokens_per_second"] = (double)B * o.gen / t_gen;
   j["prompt_tokens_per_cpu_second"] = (double)B * o.prompt / c_prompt;
@@ -336,6 +340,7 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_option("--batch", opts.batch, "Sequences generated together")->capture_default_str()->check(CLI::PositiveNumber);
     cmd->add_option("--prompt-len", opts.prompt, "Prompt tokens per sequence")->capture_default_str();
     cmd->add_option("--gen", opts.gen, "Generated tokens per sequence")->capture_default_str();
+    aji::cli::add_weights_option(cmd, opts.weights);
     cmd->add_flag("--json", opts.json, "Print one JSON object");
     cmd->callback([] { run_generate(opts); });
   }

@@ -16,6 +16,7 @@
 
 #include "aji/base/error.h"
 #include "aji/cli/command.h"
+#include "aji/cli/model_loader.h"
 #include "aji/cli/sampling_args.h"
 #include "aji/align/chat.h"
 #include "aji/tokenizer/tokenizer.h"
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 struct ChatArgs {
   std::string model;
   std::string tokenizer;
+  std::string weights = "fp32";
   std::string system;
   std::vector<std::string> prompts;
   bool transcript = false;  // --prompt mode: print "user: ..." / "assistant: ..." lines
@@ -155,6 +157,7 @@ void run_chat(ChatArgs& a) {
   aji::model::Model model = aji::train::load_model(a.model, &dir);
   const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
   aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
+  aji::cli::apply_weights(model, a.weights, false);
   aji::align::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);
   const bool quiet = aji::cli::global_options().quiet;
@@ -253,6 +256,7 @@ aji::cli::CommandRegistrar reg(61, [](CLI::App& app) {
               kCommands);
   cmd->add_option("--model", a->model, "Model: aji run dir, checkpoint dir or Hugging Face model dir")->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file (default: the one in the model directory)");
+  aji::cli::add_weights_option(cmd, a->weights);
   cmd->add_option("--system", a->system, "System message");
   cmd->add_option("--prompt", a->prompts, "A user message; print one reply and exit (repeat for several turns)");
   cmd->add_flag("--transcript", a->transcript, "With --prompt: print each user message before its reply");

@@ -77,6 +77,9 @@ void run_generate(GenerateArgs& a) {
   a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
   const std::string text = read_prompt(a);
   const bool quiet = aji::cli::global_options().quiet;
+  if (a.no_cache && a.m.weights != "fp32")
+    throw aji::Error("--no-cache recomputes every step with the full-sequence forward, which runs on fp32 weights")
+        .fix("drop --weights " + a.m.weights + " (or --no-cache)");
   Loaded l = load(a.m);
   std::vector<int32_t> prompt = encode(l, text);
   a.g.stop_tokens = l.stop_tokens;
@@ -176,6 +179,7 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
               "The prompt may also come from --prompt-file FILE or stdin. Notes (the seed, why it stopped) go to "
               "stderr.");
   add_model_options(gen, ga->m);
+  aji::cli::add_weights_option(gen, ga->m.weights);
   CLI::Option* prompt_opt = gen->add_option("--prompt", ga->prompt, "Text to continue");
   gen->add_option("--prompt-file", ga->prompt_file, "Read the text to continue from a file (- = stdin)");
   gen->add_option("--stop", ga->stops,

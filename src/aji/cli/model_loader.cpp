@@ -1,8 +1,12 @@
 #include "aji/cli/model_loader.h"
 
+#include <cstdio>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "aji/base/error.h"
+#include "aji/cli/command.h"
 #include "aji/train/checkpoint.h"
 
 namespace aji::cli {
@@ -29,6 +33,7 @@ LoadedModel load_model_for_inference(const ModelArgs& a) {
   if (model.config().eos_token_id >= 0) stops.push_back(model.config().eos_token_id);
   if (eot) stops.push_back(static_cast<int32_t>(*eot));
   if (a.no_bos) bos.reset();
+  apply_weights(model, a.weights, a.keep_fp32);
   return {std::move(model), std::move(tok), bos, stops};
 }
 
@@ -44,6 +49,43 @@ void add_model_options(CLI::App* cmd, ModelArgs& a) {
       ->required();
   cmd->add_option("--tokenizer", a.tokenizer, "Tokenizer file (default: the one in the model directory)");
   cmd->add_flag("--no-bos", a.no_bos, "Do not start the text with the model's <|endoftext|> / BOS token");
+}
+
+void add_weights_option(CLI::App* cmd, std::string& weights) {
+  cmd->add_option("--weights", weights,
+                  "Weight type for generation: fp32 (exact), bf16, or q8_0 (8-bit, blocks of 32 with an fp16 "
+                  "scale, as llama.cpp's Q8_0); smaller weights decode faster")
+      ->check(CLI::IsMember({"fp32", "bf16", "q8_0"}))
+      ->default_str("fp32");
+}
+
+namespace {
+double rss_mib() {  // resident set size now, from /proc/self/statm (0 where there is none)
+  std::FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0.0;
+  long pages = 0, resident = 0;
+  const int got = std::fscanf(f, "%ld %ld", &pages, &resident);
+  std::fclose(f);
+  return got == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1048576.0) : 0.0;
+}
+}  // namespace
+
+void apply_weights(model::Model& model, const std::string& weights, bool keep_fp32) {
+  const auto type = kernels::cpu::parse_weight_type(weights, "--weights");
+  if (type == kernels::cpu::WeightType::kF32) return;
+  const double rss0 = rss_mib();
+  const model::Model::WeightsReport r = model.use_weights(type, !keep_fp32);
+  if (global_options().quiet) return;
+  const double mb = 1.0 / (1 << 20);
+  std::fprintf(stderr, "weights: %s for %d matrices (%.1f MiB, %s kernels)", weights.c_str(), r.packed,
+               r.packed_bytes * mb, kernels::cpu::packed_kernel_isa(type));
+  if (r.fp32_bytes_freed)
+    std::fprintf(stderr, "; their fp32 copies freed (%.1f MiB; RSS %.0f -> %.0f MiB)", r.fp32_bytes_freed * mb, rss0,
+                 rss_mib());
+  std::fprintf(stderr, "\n");
+  if (!r.kept_fp32.empty())
+    std::fprintf(stderr, "weights: %zu matrices kept in fp32, their input width is not a multiple of 32 (first: %s)\n",
+                 r.kept_fp32.size(), r.kept_fp32.front().c_str());
 }
 
 }  // namespace aji::cli

@@ -1,7 +1,9 @@
 // Loading a model for inference commands (`aji generate`, `aji score`, `aji serve`): the
 // model directory, its tokenizer, and the text rules every one of them must share — the
 // BOS token put before a text (the model's bos_token_id, else <|endoftext|>, unless
-// --no-bos) and the tokens that end a text (eos_token_id and <|endoftext|>).
+// --no-bos) and the tokens that end a text (eos_token_id and <|endoftext|>) — and the
+// weight type generation runs with (--weights fp32|bf16|q8_0: generate, chat, serve; score
+// and eval stay exact fp32).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -20,6 +22,8 @@ struct ModelArgs {
   std::string model;
   std::string tokenizer;  // override
   bool no_bos = false;
+  std::string weights = "fp32";  // --weights (add_weights_option)
+  bool keep_fp32 = false;        // keep the fp32 matrices after converting (a full-sequence forward needs them)
 };
 
 struct LoadedModel {
@@ -35,5 +39,12 @@ LoadedModel load_model_for_inference(const ModelArgs& a);
 std::vector<int32_t> encode_text(const LoadedModel& l, const std::string& text);
 
 void add_model_options(CLI::App* cmd, ModelArgs& a);
+
+// --weights fp32|bf16|q8_0, the one declaration for every generating command.
+void add_weights_option(CLI::App* cmd, std::string& weights);
+// Converts the model's matrices to `weights` (Model::use_weights) and frees their fp32
+// copies unless keep_fp32; one note on stderr (unless --quiet): the type, the bytes, and any
+// matrix q8_0 kept in fp32. "fp32" does nothing. A bad name is an aji::Error.
+void apply_weights(model::Model& model, const std::string& weights, bool keep_fp32);
 
 }  // namespace aji::cli

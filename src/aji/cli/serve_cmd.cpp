@@ -110,6 +110,8 @@ aji::cli::CommandRegistrar reg(65, [](CLI::App& app) {
       "Routes: POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics, /tokenizer_info;\n"
       "POST /tokenize, /detokenize. Binds 127.0.0.1 unless --host says otherwise. docs/serve.md has the details.");
   aji::cli::add_model_options(cmd, a->m);
+  aji::cli::add_weights_option(cmd, a->m.weights);
+  a->m.keep_fp32 = true;  // prompt echo / logprobs run the full-sequence forward on the fp32 matrices
   cmd->add_option("--host", a->server.host, "Address to listen on (0.0.0.0 = every interface; give --api-key then)")
       ->capture_default_str();
   cmd->add_option("--port", a->server.port, "Port (0 = any free port)")->capture_default_str();

@@ -185,38 +185,6 @@ uint32_t llama_file_type(FileType t) {
   return 0;
 }
 
-void quantize_q8_0(const float* x, size_t n, uint8_t* out) {
-  AJI_CHECK(n % kQ8BlockSize == 0, "quantize_q8_0: n is not a multiple of 32");
-  for (size_t b = 0; b < n / kQ8BlockSize; ++b) {
-    const float* xb = x + b * kQ8BlockSize;
-    float amax = 0.0f;
-    for (size_t j = 0; j < kQ8BlockSize; ++j) amax = std::max(amax, std::fabs(xb[j]));
-    const float d = amax / 127.0f;  // ggml's quantize_row_q8_0_ref
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint8_t* ob = out + b * kQ8BlockBytes;
-    const uint16_t dh = f32_to_f16(d);
-    std::memcpy(ob, &dh, 2);
-    for (size_t j = 0; j < kQ8BlockSize; ++j) {
-      const int8_t q = static_cast<int8_t>(std::round(xb[j] * id));
-      std::memcpy(ob + 2 + j, &q, 1);
-    }
-  }
-}
-
-void dequantize_q8_0(const uint8_t* in, size_t n, float* out) {
-  for (size_t b = 0; b < n / kQ8BlockSize; ++b) {
-    const uint8_t* ib = in + b * kQ8BlockBytes;
-    uint16_t dh;
-    std::memcpy(&dh, ib, 2);
-    const float d = f16_to_f32(dh);
-    for (size_t j = 0; j < kQ8BlockSize; ++j) {
-      int8_t q;
-      std::memcpy(&q, ib + 2 + j, 1);
-      out[b * kQ8BlockSize + j] = d * q;
-    }
-  }
-}
-
 // ---- tokenizer pieces ------------------------------------------------------------------------
 
 std::string pretokenizer_name(SplitPattern p, bool allow_approximate) {

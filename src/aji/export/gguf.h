@@ -34,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/base/half.h"
+#include "aji/kernels/cpu/lowbit.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 
@@ -100,10 +101,11 @@ using ::aji::f32_to_f16;
 
 // ggml's Q8_0: n (a multiple of 32) floats -> n/32 blocks of 34 bytes (fp16 scale d =
 // max|x|/127, then 32 int8 round(x/d)); and back.
-constexpr size_t kQ8BlockSize = 32;
-constexpr size_t kQ8BlockBytes = 34;
-void quantize_q8_0(const float* x, size_t n, uint8_t* out);
-void dequantize_q8_0(const uint8_t* in, size_t n, float* out);
+// (kernels/cpu/lowbit.h: one quantizer for GGUF export and low-precision generation.)
+using ::aji::kernels::cpu::dequantize_q8_0;
+using ::aji::kernels::cpu::kQ8BlockBytes;
+using ::aji::kernels::cpu::kQ8BlockSize;
+using ::aji::kernels::cpu::quantize_q8_0;
 
 // --- a small reader (tests, `aji info`-style checks) --------------------------------------
 struct TensorInfo {

@@ -87,6 +87,20 @@ struct Model::Impl {
   float* infer_x = nullptr;  // forward_infer's last residual (batch*n_new, C), read by forward_extend
   std::vector<float> extend_rows, extend_logits, extend_last;
   std::vector<int32_t> extend_targets;
+
+  // low-precision copies for generation (use_weights); empty = the fp32 matrix in params
+  struct LayerPacked {
+    ops::PackedWeight qkv, o, fc, proj;
+  };
+  ops::WeightType wtype = ops::WeightType::kF32;
+  std::vector<LayerPacked> packed;  // (n_layer) or empty
+  ops::PackedWeight packed_lm_head;
+  bool fp32_dropped = false;
+  const ops::PackedWeight* pk(int l, ops::PackedWeight LayerPacked::*m) const {
+    if (packed.empty()) return nullptr;
+    const ops::PackedWeight& p = packed[static_cast<size_t>(l)].*m;
+    return p.empty() ? nullptr : &p;
+  }
 };
 
 const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw,
@@ -297,6 +311,9 @@ void check_tokens(const int32_t* tokens, int64_t n, int V, const char* what) {
 void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position_ids, const int32_t* key_start) {
   const ModelConfig& c = config_;
   if (B <= 0 || T <= 0) throw Error("forward: batch and sequence length must be positive");
+  if (impl_->fp32_dropped)
+    throw Error("the full-sequence forward needs the fp32 weights, which were dropped for low-precision generation")
+        .fix("load the model with --weights fp32 (scoring, --no-cache and training use fp32 weights)");
   if (T > c.max_seq_len)
     throw Error("sequence length " + std::to_string(T) + " is longer than the model's context (" +
                 std::to_string(c.max_seq_len) + ")")
@@ -437,6 +454,10 @@ float* Model::d_hidden_buffer() {
 
 void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const {
   const ModelConfig& c = config_;
+  if (impl_->fp32_dropped && !impl_->packed_lm_head.empty()) {  // else fp32, as forward()
+    ops::packed_matmul_forward(logits_out, hidden_rows, impl_->packed_lm_head, nullptr, n);
+    return;
+  }
   ops::matmul_forward(logits_out, hidden_rows, params_.data() + impl_->lm_head, nullptr, n, c.d_model, c.vocab_size,
                       WeightLayout::kOutIn);
 }
@@ -627,6 +648,98 @@ void Model::backward(const float* d_hidden, int first_layer) {
 
 // ---- inference ----------------------------------------------------------------------------------
 
+ops::WeightType Model::weights() const { return impl_->wtype; }
+
+Model::WeightsReport Model::use_weights(ops::WeightType type, bool drop_fp32) {
+  Impl& I = *impl_;
+  if (I.fp32_dropped)
+    throw Error("use_weights: the fp32 weights were already dropped for " + std::string(ops::weight_type_name(I.wtype)))
+        .fix("load the model again to choose another weight type");
+  const ModelConfig& c = config_;
+  const int C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff(), V = c.vocab_size;
+  const int FF = c.is_gpt2() ? F : 2 * F;
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  WeightsReport rep;
+  rep.type = type;
+  I.packed.clear();
+  I.packed_lm_head = ops::PackedWeight();
+  I.wtype = type;
+  if (type == ops::WeightType::kF32) return rep;
+  const float* P = params_.data();
+  std::vector<size_t> dropped;  // offsets of converted matrices
+  auto pack = [&](size_t off, int OC, int IC, WeightLayout l) {
+    if (type == ops::WeightType::kQ8_0 && IC % static_cast<int>(ops::kQ8BlockSize) != 0) {
+      for (const auto& t : tensors_)
+        if (t.offset == off) rep.kept_fp32.push_back(t.name + " (input width " + std::to_string(IC) + ")");
+      return ops::PackedWeight();
+    }
+    ops::PackedWeight p = ops::PackedWeight::pack(P + off, OC, IC, l, type);
+    ++rep.packed;
+    rep.packed_bytes += p.bytes();
+    if (off != I.wte) dropped.push_back(off);  // the embedding lookup keeps a tied LM head's fp32 copy
+    return p;
+  };
+  I.packed.resize(static_cast<size_t>(c.n_layer));
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& Lw = I.layers[static_cast<size_t>(l)];
+    Impl::LayerPacked& Q = I.packed[static_cast<size_t>(l)];
+    Q.qkv = pack(Lw.qkv_w, QKV, C, lay);
+    Q.o = pack(Lw.o_w, C, QW, lay);
+    Q.fc = pack(Lw.fc_w, FF, C, lay);
+    Q.proj = pack(Lw.proj_w, C, F, lay);
+  }
+  I.packed_lm_head = pack(I.lm_head, V, C, WeightLayout::kOutIn);
+  if (!drop_fp32 || has_grads() || dropped.empty()) return rep;
+
+  // Keep every tensor outside the converted matrices, packed anew; remap the offsets.
+  const auto in_dropped = [&](const ParamTensor& t) {
+    for (const auto& L : I.layers) {
+      const std::pair<size_t, size_t> m[] = {{L.qkv_w, (size_t)QKV * C}, {L.o_w, (size_t)C * QW},
+                                             {L.fc_w, (size_t)FF * C}, {L.proj_w, (size_t)C * F}};
+      for (const auto& [o, n] : m)
+        if (std::find(dropped.begin(), dropped.end(), o) != dropped.end() && t.offset >= o && t.offset < o + n)
+          return true;
+    }
+    return I.lm_head != I.wte && t.offset == I.lm_head &&
+           std::find(dropped.begin(), dropped.end(), I.lm_head) != dropped.end();
+  };
+  std::vector<ParamTensor> kept;
+  std::vector<std::pair<size_t, size_t>> moved;  // old offset -> new offset
+  size_t used = 0;
+  for (const auto& t : tensors_) {
+    if (in_dropped(t)) {
+      rep.fp32_bytes_freed += t.numel * sizeof(float);
+      continue;
+    }
+    moved.emplace_back(t.offset, used);
+    kept.push_back(t);
+    kept.back().offset = used;
+    used += t.numel;
+  }
+  std::vector<float> fresh(used);
+  for (size_t i = 0; i < kept.size(); ++i)
+    std::memcpy(fresh.data() + kept[i].offset, params_.data() + moved[i].first, kept[i].numel * sizeof(float));
+  const auto remap = [&](size_t& off) {
+    if (off == kNone) return;
+    for (const auto& [from, to] : moved)
+      if (from == off) {
+        off = to;
+        return;
+      }
+    off = kNone;  // dropped: its packed copy serves
+  };
+  for (auto& L : I.layers)
+    for (size_t* f : {&L.ln1_w, &L.ln1_b, &L.qkv_w, &L.qkv_b, &L.q_norm, &L.k_norm, &L.o_w, &L.o_b, &L.ln2_w, &L.ln2_b,
+                      &L.fc_w, &L.fc_b, &L.proj_w, &L.proj_b})
+      remap(*f);
+  for (size_t* f : {&I.wte, &I.wpe, &I.lnf_w, &I.lnf_b, &I.lm_head}) remap(*f);
+  params_ = std::move(fresh);
+  tensors_ = std::move(kept);
+  I.fp32_dropped = true;
+  I.have_forward = false;
+  return rep;
+}
+
 KVCache Model::make_cache(int batch, int max_len) const {
   if (batch <= 0) throw Error("KV cache batch must be positive");
   if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
@@ -676,6 +789,15 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+  // a converted matrix (use_weights) or the fp32 one
+  auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, size_t w, size_t b, int IC, int OC,
+                    bool accumulate) {
+    if (pw)
+      ops::packed_matmul_forward(out, inp, *pw, W(b), N, accumulate);
+    else
+      ops::matmul_forward(out, inp, P + w, W(b), N, IC, OC, lay, accumulate);
+  };
+  using LP = Impl::LayerPacked;
   const int pos0 = cache.length;
   ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, batch, n_new, (int)C, pos0);
 
@@ -695,7 +817,7 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-    ops::matmul_forward(qkv, ln, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay);
+    matmul(qkv, ln, I.pk(l, &LP::qkv), Lw.qkv_w, Lw.qkv_b, (int)C, (int)QKV, false);
     if (!c.is_gpt2()) {
       if (c.qk_norm) {
         ops::head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
@@ -712,17 +834,17 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
         std::memcpy(cache.v_at(l, b) + (int64_t)(pos0 + t) * KVW, row + QW + KVW, sizeof(float) * KVW);
       }
     ops::attention_forward(atty, nullptr, qkv, cache.k_at(l, 0), cache.v_at(l, 0), dims);
-    ops::matmul_forward(x, atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
+    matmul(x, atty, I.pk(l, &LP::o), Lw.o_w, Lw.o_b, (int)QW, (int)C, true);
     if (c.is_gpt2())
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-    ops::matmul_forward(fc, ln, P + Lw.fc_w, W(Lw.fc_b), N, (int)C, (int)FF, lay);
+    matmul(fc, ln, I.pk(l, &LP::fc), Lw.fc_w, Lw.fc_b, (int)C, (int)FF, false);
     if (c.is_gpt2())
       ops::gelu_forward(act, fc, N * F);
     else
       ops::swiglu_forward(act, fc, N, (int)F);
-    ops::matmul_forward(x, act, P + Lw.proj_w, W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+    matmul(x, act, I.pk(l, &LP::proj), Lw.proj_w, Lw.proj_b, (int)F, (int)C, true);
   }
   for (int b = 0; b < batch; ++b)
     std::memcpy(last + (int64_t)b * C, x + ((int64_t)b * n_new + n_new - 1) * C, sizeof(float) * C);
@@ -730,7 +852,10 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
     ops::layernorm_forward(lastn, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, batch, (int)C, c.norm_eps);
   else
     ops::rmsnorm_forward(lastn, nullptr, last, P + I.lnf_w, batch, (int)C, c.norm_eps);
-  lm_logits(lastn, batch, logits_out);
+  if (!I.packed_lm_head.empty())
+    ops::packed_matmul_forward(logits_out, lastn, I.packed_lm_head, nullptr, batch);
+  else
+    lm_logits(lastn, batch, logits_out);
   I.infer_x = x;
   cache.length += n_new;
 }
@@ -774,16 +899,21 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
   // Rows in groups the few-row kernel takes: each row's result is then the one-row result.
+  // A converted matrix (use_weights): its row kernel computes every row the same for up to
+  // kPackedRows rows.
   constexpr int64_t kGroup = 4;
-  auto matmul = [&](float* out, const float* inp, const float* w, const float* bias, int IC, int OC, WeightLayout l,
-                    bool accumulate) {
-    if (!batch_invariant) {
-      ops::matmul_forward(out, inp, w, bias, N, IC, OC, l, accumulate);
-      return;
+  auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias, int IC,
+                    int OC, WeightLayout l, bool accumulate) {
+    const int64_t group = !batch_invariant ? N : pw ? ops::kPackedRows : kGroup;
+    for (int64_t r0 = 0; r0 < N; r0 += group) {
+      const int64_t rows = std::min(group, N - r0);
+      if (pw)
+        ops::packed_matmul_forward(out + r0 * OC, inp + r0 * IC, *pw, bias, rows, accumulate);
+      else
+        ops::matmul_forward(out + r0 * OC, inp + r0 * IC, w, bias, rows, IC, OC, l, accumulate);
     }
-    for (int64_t r0 = 0; r0 < N; r0 += kGroup)
-      ops::matmul_forward(out + r0 * OC, inp + r0 * IC, w, bias, std::min(kGroup, N - r0), IC, OC, l, accumulate);
   };
+  using LP = Impl::LayerPacked;
 
   ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, n, 1, (int)C, 0, pos.data());
   for (int l = 0; l < c.n_layer; ++l) {
@@ -792,7 +922,7 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-    matmul(qkv, ln, P + Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, lay, false);
+    matmul(qkv, ln, I.pk(l, &LP::qkv), W(Lw.qkv_w), W(Lw.qkv_b), (int)C, (int)QKV, lay, false);
     if (!c.is_gpt2()) {
       if (c.qk_norm) {
         ops::head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
@@ -820,12 +950,12 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
       dims.o_ts = QW;
       ops::attention_forward(atty + (int64_t)i * QW, nullptr, row, kv.k_at(l, 0), kv.v_at(l, 0), dims);
     }
-    matmul(x, atty, P + Lw.o_w, W(Lw.o_b), (int)QW, (int)C, lay, true);
+    matmul(x, atty, I.pk(l, &LP::o), W(Lw.o_w), W(Lw.o_b), (int)QW, (int)C, lay, true);
     if (c.is_gpt2())
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-    matmul(fc, ln, P + Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, lay, false);
+    matmul(fc, ln, I.pk(l, &LP::fc), W(Lw.fc_w), W(Lw.fc_b), (int)C, (int)FF, lay, false);
     if (c.is_gpt2()) {
       // row by row: the vector/scalar split of the element-wise kernel then falls where it
       // does for one row alone (F need not be a multiple of the vector width)
@@ -835,13 +965,14 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
         ops::gelu_forward(act, fc, N * F);
     } else
       ops::swiglu_forward(act, fc, N, (int)F);
-    matmul(x, act, P + Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, lay, true);
+    matmul(x, act, I.pk(l, &LP::proj), W(Lw.proj_w), W(Lw.proj_b), (int)F, (int)C, lay, true);
   }
   if (c.is_gpt2())
     ops::layernorm_forward(ln, nullptr, nullptr, x, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
   else
     ops::rmsnorm_forward(ln, nullptr, x, P + I.lnf_w, N, (int)C, c.norm_eps);
-  matmul(logits_out, ln, P + I.lm_head, nullptr, (int)C, c.vocab_size, WeightLayout::kOutIn, false);
+  matmul(logits_out, ln, I.packed_lm_head.empty() ? nullptr : &I.packed_lm_head, W(I.lm_head), nullptr, (int)C,
+         c.vocab_size, WeightLayout::kOutIn, false);
   for (int i = 0; i < n; ++i) ++caches[i]->length;
 }
 

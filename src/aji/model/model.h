@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "aji/kernels/cpu/lowbit.h"
 #include "aji/model/config.h"
 
 namespace aji::model {
@@ -209,6 +210,26 @@ class Model {
   // Only positions with a target go through the final norm and the LM head.
   void forward_extend(const int32_t* tokens, int batch, int n_new, KVCache& cache, const int32_t* targets,
                       float* logprobs_out, uint8_t* argmax_out = nullptr);
+
+  // --- low-precision weights for generation (kernels/cpu/lowbit.h) ---------------------
+  // Converts the matrices decoding streams (QKV, output projection, MLP, LM head / tied
+  // embedding) to bf16 or q8_0 once; forward_infer and forward_decode then use them (and
+  // lm_logits once the fp32 copies are dropped; until then it stays fp32 like forward(), so
+  // token_logprobs / token_logits stay exact). Norms, biases and the embedding lookup stay
+  // fp32. q8_0 keeps a matrix whose input
+  // width is not a multiple of 32 in fp32 (listed in kept_fp32). drop_fp32 (only when no
+  // gradients exist) frees the fp32 copies of the converted matrices (a tied embedding is
+  // kept for the lookup); after that forward() and everything built on it (training,
+  // token_logprobs, token_logits) is an aji::Error. fp32 undoes a conversion that kept them.
+  struct WeightsReport {
+    kernels::cpu::WeightType type = kernels::cpu::WeightType::kF32;
+    int packed = 0;                      // matrices converted
+    std::vector<std::string> kept_fp32;  // left in fp32 (q8_0 with an input width not a multiple of 32)
+    size_t packed_bytes = 0;             // bytes of the converted copies
+    size_t fp32_bytes_freed = 0;         // 0 unless drop_fp32
+  };
+  WeightsReport use_weights(kernels::cpu::WeightType type, bool drop_fp32);
+  kernels::cpu::WeightType weights() const;
 
   // Bytes held by the activation arena now (for memory reports).
   size_t activation_bytes() const;

@@ -1,0 +1,424 @@
+#include "aji/kernels/cpu/lowbit.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "aji/base/error.h"
+#include "aji/base/half.h"
+
+namespace aji::kernels::cpu {
+
+namespace {
+inline bool parallel_worth(int64_t work) { return work >= 32768; }  // as ops.cpp
+constexpr int kRowChunk = 4;  // activation rows the row kernels carry at once per weight row
+bool g_force_portable = false;
+
+bool cpu_bf16() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512bf16");
+  return ok && !g_force_portable;
+}
+bool cpu_vnni() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
+                         __builtin_cpu_supports("avx512vl");
+  return ok && !g_force_portable;
+}
+
+inline float bf16_bits_to_f32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// One Q8_0 block (ggml's quantize_row_q8_0_ref): d = max|x|/127 stored as fp16, q = roundf(x/d).
+inline void quantize_block(const float* x, int8_t* q, uint16_t* dbits) {
+  float amax = 0.0f;
+  for (size_t j = 0; j < kQ8BlockSize; ++j) amax = std::max(amax, std::fabs(x[j]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *dbits = f32_to_f16(d);
+  for (size_t j = 0; j < kQ8BlockSize; ++j) q[j] = static_cast<int8_t>(std::round(x[j] * id));
+}
+}  // namespace
+
+const char* weight_type_name(WeightType t) {
+  switch (t) {
+    case WeightType::kF32: return "fp32";
+    case WeightType::kBF16: return "bf16";
+    case WeightType::kQ8_0: return "q8_0";
+  }
+  return "?";
+}
+
+WeightType parse_weight_type(const std::string& text, const std::string& source) {
+  if (text == "fp32" || text == "f32") return WeightType::kF32;
+  if (text == "bf16") return WeightType::kBF16;
+  if (text == "q8_0") return WeightType::kQ8_0;
+  throw Error("unknown weight type \"" + text + "\" in " + source).fix("use fp32, bf16 or q8_0");
+}
+
+void quantize_q8_0(const float* x, size_t n, uint8_t* out) {
+  AJI_CHECK(n % kQ8BlockSize == 0, "quantize_q8_0: n is not a multiple of 32");
+  for (size_t b = 0; b < n / kQ8BlockSize; ++b) {
+    uint8_t* ob = out + b * kQ8BlockBytes;
+    uint16_t dh;
+    int8_t q[kQ8BlockSize];
+    quantize_block(x + b * kQ8BlockSize, q, &dh);
+    std::memcpy(ob, &dh, 2);
+    std::memcpy(ob + 2, q, kQ8BlockSize);
+  }
+}
+
+void quantize_q8_0_split(const float* x, size_t n, int8_t* q, uint16_t* d) {
+  AJI_CHECK(n % kQ8BlockSize == 0, "quantize_q8_0_split: n is not a multiple of 32");
+  for (size_t b = 0; b < n / kQ8BlockSize; ++b) quantize_block(x + b * kQ8BlockSize, q + b * kQ8BlockSize, d + b);
+}
+
+void dequantize_q8_0(const uint8_t* in, size_t n, float* out) {
+  for (size_t b = 0; b < n / kQ8BlockSize; ++b) {
+    const uint8_t* ib = in + b * kQ8BlockBytes;
+    uint16_t dh;
+    std::memcpy(&dh, ib, 2);
+    const float d = f16_to_f32(dh);
+    for (size_t j = 0; j < kQ8BlockSize; ++j) {
+      int8_t q;
+      std::memcpy(&q, ib + 2 + j, 1);
+      out[b * kQ8BlockSize + j] = d * q;
+    }
+  }
+}
+
+// ---- packing -------------------------------------------------------------------------------
+
+PackedWeight PackedWeight::pack(const float* w, int OC, int IC, WeightLayout layout, WeightType type) {
+  PackedWeight p;
+  if (type == WeightType::kF32) return p;
+  if (OC <= 0 || IC <= 0) throw Error("PackedWeight::pack: empty matrix");
+  if (type == WeightType::kQ8_0 && IC % static_cast<int>(kQ8BlockSize) != 0)
+    throw Error("q8_0 needs an input width that is a multiple of 32, this matrix has " + std::to_string(IC))
+        .fix("use --weights bf16 or fp32 for this model");
+  p.type_ = type;
+  p.oc_ = OC;
+  p.ic_ = IC;
+  const size_t n = static_cast<size_t>(OC) * IC;
+  if (type == WeightType::kBF16)
+    p.bf16_.resize(n);
+  else {
+    p.qu_.resize(n);
+    p.d_.resize(n / kQ8BlockSize);
+  }
+#pragma omp parallel
+  {
+    std::vector<float> row(layout == WeightLayout::kInOut ? IC : 0);
+    std::vector<int8_t> q(type == WeightType::kQ8_0 ? IC : 0);
+#pragma omp for schedule(static)
+    for (int o = 0; o < OC; ++o) {
+      const float* src = w + static_cast<int64_t>(o) * IC;
+      if (layout == WeightLayout::kInOut) {
+        for (int k = 0; k < IC; ++k) row[k] = w[static_cast<int64_t>(k) * OC + o];
+        src = row.data();
+      }
+      const size_t at = static_cast<size_t>(o) * IC;
+      if (type == WeightType::kBF16)
+        for (int k = 0; k < IC; ++k) p.bf16_[at + k] = f32_to_bf16(src[k]);
+      else {
+        quantize_q8_0_split(src, IC, q.data(), p.d_.data() + at / kQ8BlockSize);
+        for (int k = 0; k < IC; ++k) p.qu_[at + k] = static_cast<uint8_t>(q[k] + 128);
+      }
+    }
+  }
+  return p;
+}
+
+void PackedWeight::dequantize_rows(int o0, int n, float* out) const {
+  AJI_CHECK(!empty() && o0 >= 0 && o0 + n <= oc_, "dequantize_rows: rows out of range");
+  const size_t at = static_cast<size_t>(o0) * ic_, cnt = static_cast<size_t>(n) * ic_;
+  if (type_ == WeightType::kBF16) {
+    for (size_t i = 0; i < cnt; ++i) out[i] = bf16_bits_to_f32(bf16_[at + i]);
+  } else {
+    for (size_t b = 0; b < cnt / kQ8BlockSize; ++b) {
+      const float d = f16_to_f32(d_[at / kQ8BlockSize + b]);
+      const uint8_t* q = qu_.data() + at + b * kQ8BlockSize;
+      for (size_t j = 0; j < kQ8BlockSize; ++j) out[b * kQ8BlockSize + j] = d * static_cast<float>(q[j] - 128);
+    }
+  }
+}
+
+// ---- row kernels ----------------------------------------------------------------------------
+// Activations prepared once per call:
+//   bf16: xb (N, ICp) bf16 bits, ICp = IC rounded up to 32, zero padded.
+//   q8_0: xq (N, IC) int8 (the signed operand of vpdpbusd), dx (N, nb) the block scales as
+//         float (fp16 values), dxe (N, npair*16): dx of the block pair's blocks, each repeated
+//         8 times (the lanes vpdpbusd sums a block into), and cx (N, npair*16): -128 times the
+//         sum of the 4 activations each lane takes (vpdpbusd's start: the weights come + 128);
+//         both 0 past nb.
+namespace {
+
+struct Prepared {
+  std::vector<uint16_t> xb;
+  std::vector<int32_t> cx;
+  std::vector<int8_t> xq;
+  std::vector<uint16_t> dxh;
+  std::vector<float> dx, dxe;
+};
+
+// The intrinsics below are the masked forms with an explicit source (and a store-and-add
+// instead of _mm512_reduce_add_ps): GCC 12's plain forms start from _mm512_undefined_*,
+// which -Wmaybe-uninitialized reports.
+__attribute__((target("avx512f"))) inline float hsum(__m512 v) {
+  alignas(64) float t[16];
+  _mm512_store_ps(t, v);
+  float h[8];
+  for (int i = 0; i < 8; ++i) h[i] = t[i] + t[i + 8];
+  return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
+}
+
+void finish(float* out, int64_t OC, int64_t r, int o, float v, const float* bias, bool accumulate) {
+  v += bias ? bias[o] : 0.0f;
+  float& y = out[r * OC + o];
+  y = accumulate ? y + v : v;
+}
+
+// R (1..kRowChunk) activation rows against one weight row, the row count a template
+// argument so the accumulators stay in registers. Every row's arithmetic is the same
+// sequence whatever R is: a row's result does not depend on the rows beside it.
+#define AJI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
+template <int R>
+AJI_BF16_TARGET inline void bf16_dot_rows(const uint16_t* wr, const uint16_t* xr, int ICp, int nfull, __mmask32 tail,
+                                          float* res) {
+  __m512 a0[R], a1[R];
+  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
+  int k = 0;
+  for (; k + 1 < nfull; k += 2) {  // two accumulators: vdpbf16ps' latency
+    const __m512i w0 = _mm512_loadu_si512(wr + k * 32), w1 = _mm512_loadu_si512(wr + k * 32 + 32);
+    for (int r = 0; r < R; ++r) {
+      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)w0);
+      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32 + 32), (__m512bh)w1);
+    }
+  }
+  if (k < nfull || tail) {  // one more vector, whole or masked (the activations are zero padded)
+    const __m512i wv = k < nfull ? _mm512_loadu_si512(wr + k * 32) : _mm512_maskz_loadu_epi16(tail, wr + k * 32);
+    for (int r = 0; r < R; ++r)
+      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
+    ++k;
+  }
+  if (k < nfull || (k == nfull && tail)) {  // the tail after a whole odd vector
+    const __m512i wv = _mm512_maskz_loadu_epi16(tail, wr + k * 32);
+    for (int r = 0; r < R; ++r)
+      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
+  }
+  for (int r = 0; r < R; ++r) res[r] = hsum(_mm512_add_ps(a0[r], a1[r]));
+}
+
+AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias,
+                                      int64_t N, bool accumulate) {
+  const int OC = w.rows(), IC = w.cols();
+  const int ICp = (IC + 31) / 32 * 32;
+  const int nfull = IC / 32;
+  const __mmask32 tail = IC % 32 ? static_cast<__mmask32>((1u << (IC % 32)) - 1) : 0;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    const uint16_t* wr = w.bf16() + static_cast<int64_t>(o) * IC;
+    for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
+      const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
+      const uint16_t* xr = P.xb.data() + r0 * ICp;
+      float res[kRowChunk];
+      switch (R) {
+        case 1: bf16_dot_rows<1>(wr, xr, ICp, nfull, tail, res); break;
+        case 2: bf16_dot_rows<2>(wr, xr, ICp, nfull, tail, res); break;
+        case 3: bf16_dot_rows<3>(wr, xr, ICp, nfull, tail, res); break;
+        default: bf16_dot_rows<4>(wr, xr, ICp, nfull, tail, res); break;
+      }
+      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
+    }
+  }
+}
+#undef AJI_BF16_TARGET
+
+#define AJI_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+template <int R>
+AJI_VNNI_TARGET inline void q8_dot_rows(const uint8_t* wr, const uint16_t* dr, const Prepared& P, int64_t r0, int IC,
+                                        int nb, const __m512i* idx, float* res) {
+  const int npair = (nb + 1) / 2;
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  const int8_t* xq = P.xq.data() + r0 * IC;
+  const int32_t* cx = P.cx.data() + r0 * npair * 16;
+  const float* dxe = P.dxe.data() + r0 * npair * 16;
+  __m512 dw16 = _mm512_setzero_ps();
+  for (int p = 0; p < npair; ++p) {
+    if ((p & 7) == 0) {
+      const int nleft = std::min(16, nb - 2 * p);
+      const __m256i h = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << nleft) - 1), dr + 2 * p);
+      dw16 = _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, h);
+    }
+    const __m512 dwe = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF, idx[p & 7], dw16);
+    const __mmask64 m = 2 * p + 1 < nb ? ~0ull : 0xFFFFFFFFull;  // the last pair may hold one block
+    const __m512i wv = _mm512_maskz_loadu_epi8(m, wr + p * 64);
+    for (int r = 0; r < R; ++r) {
+      const __m512i xv = _mm512_maskz_loadu_epi8(m, xq + r * IC + p * 64);
+      // -128 sum(x) + sum (w + 128) x = sum w x, per lane
+      const __m512i is = _mm512_dpbusd_epi32(_mm512_loadu_si512(cx + (r * npair + p) * 16), wv, xv);
+      const __m512 sc = _mm512_mul_ps(dwe, _mm512_loadu_ps(dxe + (r * npair + p) * 16));
+      acc[r] = _mm512_fmadd_ps(_mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), 0xFFFF, is), sc, acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) res[r] = hsum(acc[r]);
+}
+
+AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
+                                    bool accumulate) {
+  const int OC = w.rows(), IC = w.cols();
+  const int nb = IC / 32;
+  // idx[p]: lanes 0-7 take scale 2p, lanes 8-15 scale 2p+1 (of a group of 16 scales)
+  __m512i idx[8];
+  for (int p = 0; p < 8; ++p)
+    idx[p] = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * p), _mm512_set1_epi32(2 * p + 1));
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    const uint8_t* wr = w.qu() + static_cast<int64_t>(o) * IC;
+    const uint16_t* dr = w.d() + static_cast<int64_t>(o) * nb;
+    for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
+      const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
+      float res[kRowChunk];
+      switch (R) {
+        case 1: q8_dot_rows<1>(wr, dr, P, r0, IC, nb, idx, res); break;
+        case 2: q8_dot_rows<2>(wr, dr, P, r0, IC, nb, idx, res); break;
+        case 3: q8_dot_rows<3>(wr, dr, P, r0, IC, nb, idx, res); break;
+        default: q8_dot_rows<4>(wr, dr, P, r0, IC, nb, idx, res); break;
+      }
+      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
+    }
+  }
+}
+#undef AJI_VNNI_TARGET
+
+// Portable: the same formats in plain loops (each row on its own: batch-invariant).
+void bf16_rows_portable(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
+                        bool accumulate) {
+  const int OC = w.rows(), IC = w.cols(), ICp = (IC + 31) / 32 * 32;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    const uint16_t* wr = w.bf16() + static_cast<int64_t>(o) * IC;
+    for (int64_t r = 0; r < N; ++r) {
+      const uint16_t* xr = P.xb.data() + r * ICp;
+      float s[8] = {};
+      int k = 0;
+      for (; k + 8 <= IC; k += 8)
+        for (int j = 0; j < 8; ++j) s[j] += bf16_bits_to_f32(xr[k + j]) * bf16_bits_to_f32(wr[k + j]);
+      for (; k < IC; ++k) s[0] += bf16_bits_to_f32(xr[k]) * bf16_bits_to_f32(wr[k]);
+      finish(out, OC, r, o, ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])), bias, accumulate);
+    }
+  }
+}
+
+void q8_rows_portable(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
+                      bool accumulate) {
+  const int OC = w.rows(), IC = w.cols(), nb = IC / 32;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    const uint8_t* wr = w.qu() + static_cast<int64_t>(o) * IC;
+    const uint16_t* dr = w.d() + static_cast<int64_t>(o) * nb;
+    for (int64_t r = 0; r < N; ++r) {
+      const int8_t* xr = P.xq.data() + r * IC;
+      float s = 0.0f;
+      for (int b = 0; b < nb; ++b) {
+        int32_t is = 0;
+        for (int j = 0; j < 32; ++j) is += static_cast<int32_t>(xr[b * 32 + j]) * (wr[b * 32 + j] - 128);
+        s += f16_to_f32(dr[b]) * P.dx[r * nb + b] * static_cast<float>(is);
+      }
+      finish(out, OC, r, o, s, bias, accumulate);
+    }
+  }
+}
+
+void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, bool vnni) {
+  if (t == WeightType::kBF16) {
+    const int ICp = (IC + 31) / 32 * 32;
+    P.xb.assign(static_cast<size_t>(N) * ICp, 0);
+    for (int64_t r = 0; r < N; ++r)
+      for (int k = 0; k < IC; ++k) P.xb[r * ICp + k] = f32_to_bf16(inp[r * IC + k]);
+    return;
+  }
+  const int nb = IC / 32, npair = (nb + 1) / 2;
+  P.xq.resize(static_cast<size_t>(N) * IC);
+  P.dxh.resize(static_cast<size_t>(N) * nb);
+  P.dx.resize(static_cast<size_t>(N) * nb);
+  for (int64_t r = 0; r < N; ++r) quantize_q8_0_split(inp + r * IC, IC, P.xq.data() + r * IC, P.dxh.data() + r * nb);
+  for (size_t i = 0; i < P.dx.size(); ++i) P.dx[i] = f16_to_f32(P.dxh[i]);
+  if (!vnni) return;
+  P.dxe.assign(static_cast<size_t>(N) * npair * 16, 0.0f);
+  P.cx.assign(static_cast<size_t>(N) * npair * 16, 0);
+  for (int64_t r = 0; r < N; ++r)
+    for (int b = 0; b < nb; ++b) {
+      const size_t at = static_cast<size_t>(r * npair + b / 2) * 16 + (b & 1) * 8;
+      std::fill_n(P.dxe.data() + at, 8, P.dx[r * nb + b]);
+      for (int l = 0; l < 8; ++l) {
+        const int8_t* x4 = P.xq.data() + r * IC + b * 32 + l * 4;
+        P.cx[at + l] = -128 * (x4[0] + x4[1] + x4[2] + x4[3]);
+      }
+    }
+}
+
+// Many rows: dequantize panels of output rows to fp32 and let dnnl_sgemm multiply.
+void dequant_sgemm(float* out, const float* inp, const PackedWeight& w, const float* bias, int64_t N,
+                   bool accumulate) {
+  const int OC = w.rows(), IC = w.cols();
+  constexpr int kPanel = 256;
+  static thread_local std::vector<float> panel_buf;  // this (the calling) thread's
+  panel_buf.resize(static_cast<size_t>(kPanel) * IC);
+  float* const panel = panel_buf.data();  // the OpenMP workers write through this pointer
+  for (int o0 = 0; o0 < OC; o0 += kPanel) {
+    const int n = std::min(kPanel, OC - o0);
+#pragma omp parallel for if (parallel_worth((int64_t)n * IC)) schedule(static)
+    for (int i = 0; i < n; ++i) w.dequantize_rows(o0 + i, 1, panel + static_cast<size_t>(i) * IC);
+    sgemm('N', 'T', N, n, IC, 1.0f, inp, IC, panel, IC, accumulate ? 1.0f : 0.0f, out + o0, OC);
+  }
+  if (bias) {
+#pragma omp parallel for if (parallel_worth(N * OC)) schedule(static)
+    for (int64_t r = 0; r < N; ++r)
+      for (int j = 0; j < OC; ++j) out[r * OC + j] += bias[j];
+  }
+}
+}  // namespace
+
+void packed_matmul_forward(float* out, const float* inp, const PackedWeight& w, const float* bias, int64_t N,
+                           bool accumulate) {
+  AJI_CHECK(!w.empty(), "packed_matmul_forward: an empty PackedWeight (fp32 weights go through matmul_forward)");
+  if (N <= 0) return;
+  if (N > kPackedRows) {
+    dequant_sgemm(out, inp, w, bias, N, accumulate);
+    return;
+  }
+  static thread_local Prepared P;
+  if (w.type() == WeightType::kBF16) {
+    prepare(P, inp, N, w.cols(), w.type(), false);
+    if (cpu_bf16())
+      bf16_rows_avx512(out, P, w, bias, N, accumulate);
+    else
+      bf16_rows_portable(out, P, w, bias, N, accumulate);
+  } else {
+    const bool vnni = cpu_vnni();
+    prepare(P, inp, N, w.cols(), w.type(), vnni);
+    if (vnni)
+      q8_rows_avx512(out, P, w, bias, N, accumulate);
+    else
+      q8_rows_portable(out, P, w, bias, N, accumulate);
+  }
+}
+
+const char* packed_kernel_isa(WeightType t) {
+  if (t == WeightType::kBF16) return cpu_bf16() ? "avx512-bf16" : "portable";
+  if (t == WeightType::kQ8_0) return cpu_vnni() ? "avx512-vnni" : "portable";
+  return "fp32";
+}
+
+void packed_force_portable(bool on) { g_force_portable = on; }
+
+}  // namespace aji::kernels::cpu
