@@ -24,7 +24,8 @@ QA_FAMILIES = {"stackexchange"}
 
 
 def thread_text(html: bytes) -> str:
-    doc = lxml.html.fromstring(html)
+    # Stack Exchange serves UTF-8; lxml would guess Latin-1 for bytes without an early <meta charset>.
+    doc = lxml.html.fromstring(html.decode("utf-8"))
     parts = [h.text_content().strip() for h in doc.xpath("//h1")[:1]]
     posts = doc.xpath("//div[contains(concat(' ', normalize-space(@class), ' '), ' js-post-body ')]")
     if not posts:
