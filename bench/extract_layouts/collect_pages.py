@@ -9,7 +9,10 @@ Sources (fetch them first):
   GEN    = output of bench/extract_layouts/generate.sh (Sphinx rtd/furo/alabaster, MkDocs Material)
   RDB    = a checkout of github.com/mozilla/readability (test/test-pages/*/source.html, Apache-2.0 repo)
   SHARED = /work/shared/data (cc_web_samples WARCs, html_ko)
+  MIRROR = dir with bare clones named owner+name/repo (the `fetch` layout) of the GitHub repositories in
+           GIT_REPOS below, each read at the commit pinned there (git show COMMIT:PATH; .gz files are gunzipped)
 Writes data/extract_layouts/<family>/<name>.html.gz and manifest.tsv (family, file, source).
+Usage: collect_pages.py [FAMILY...]   (only those families; the other rows of manifest.tsv are kept)
 """
 import gzip
 import os
@@ -23,6 +26,17 @@ DEBS = pathlib.Path(os.environ.get("DEBS", "/tmp/extract_debs/x"))
 GEN = pathlib.Path(os.environ.get("GEN", "/tmp/extract_layouts_gen"))
 RDB = pathlib.Path(os.environ.get("RDB", "/work/.mirror/mozilla+readability/repo"))
 SHARED = pathlib.Path(os.environ.get("SHARED", "/work/shared/data"))
+MIRROR = pathlib.Path(os.environ.get("MIRROR", "/work/.mirror"))
+
+# GitHub repositories that ship real saved or generated pages (licences: data/extract_layouts/LICENSE-NOTE.txt).
+GIT_REPOS = {
+    "CodeScott00/docusaurus": "0672bc2b2edf25d0804631bc2569f76e8e451b5b",  # Docusaurus 2.0.1 build/ of the classic template
+    "0akarma/Scrapy-1.5-zh-CN": "1e33199f0f811cd14f9ef5b53d63fb277403d708",  # GitBook 3.2.3 _book/
+    "paladini/ghost-on-github-pages-demo": "1e5885faf4ef54878bafc0f429f4fb1bc70a3ae4",  # Ghost 6 / Ghost 1 static exports
+    "gleitz/howdoi": "033dd3ced06761d9d0b3a52068ea358405ab79d9",  # page_cache/: saved Stack Overflow pages
+    "ramen4598/Tistory2WordPress": "bd2e623f98ac0f72f0f2a20f3781bb158bccd0ac",  # tests/unit/helpers: saved Tistory posts
+}
+SO = "page_cache/https{}stackoverflowcomquestions{}answertabvotes.html.gz"
 
 D = "usr/share/doc"
 PAGES = {
@@ -67,6 +81,20 @@ PAGES = {
     "product-listing": [("rdb", "ehow-1"), ("rdb", "mozilla-1"), ("warc", "http://0900-hovenier.nl/gelderland/oosterbeek/"),
                         ("warc", "http://01spb.ru/company/")],
     "spa-shell": [("warc", "https://allenai.org/reviz"), ("warc", "https://www.semanticscholar.org/about")],
+    "docusaurus": [("git", "CodeScott00/docusaurus", f"build/docs/{p}/index.html")
+                   for p in ("intro", "tutorial-basics/markdown-features", "tutorial-basics/create-a-document",
+                             "tutorial-extras/translate-your-site")],
+    "gitbook": [("git", "0akarma/Scrapy-1.5-zh-CN", f"_book/{p}.html")
+                for p in ("1.FIRST STEPS/tutorial", "2.BASIC CONCEPTS/Items", "2.BASIC CONCEPTS/Selectors")],
+    "ghost": [("git", "paladini/ghost-on-github-pages-demo", f"{p}/index.html")
+              for p in ("static/welcome-to-v3", "static/publishing-workflow", "static/v2-vs-v3-comparison",
+                        "static/getting-started-in-minutes")],
+    "stackexchange": [("git", "gleitz/howdoi", SO.format(site, q)) for site, q in (
+        ("", "2003505howdoideleteagitbranchlocallyandremotely"),
+        ("", "3702675howtocatchandprintthefullexceptiontracebackwithouthaltingexitingthe"),
+        ("", "1732348regexmatchopentagsexceptxhtmlselfcontainedtags"),
+        ("pt", "361861abrirarquivoempythonsC3B3funcionacompastasdowindowseminglC3AAs"))],
+    "ko-blog": [("git", "ramen4598/Tistory2WordPress", f"tests/unit/helpers/{p}.html") for p in ("post384", "post634", "post637")],
     "ko-docs": [("shared", "html_ko/debian-faq-ko/basic-defs.ko.html"), ("shared", "html_ko/debian-faq-ko/choosing.ko.html")],
 }
 
@@ -83,12 +111,32 @@ def warc_pages():
 
 
 def main():
-    warcs = warc_pages()
+    only = sys.argv[1:]  # families to (re)build; the manifest keeps the other families' rows
+    unknown = [f for f in only if f not in PAGES]
+    if unknown:
+        sys.exit(f"unknown families {unknown}; known: {list(PAGES)}")
+    warcs = warc_pages() if any(k == "warc" for f in (only or PAGES) for k, *_ in PAGES[f]) else {}
     manifest = []
     for fam, items in PAGES.items():
+        if only and fam not in only:
+            continue
         (OUT / fam).mkdir(parents=True, exist_ok=True)
-        for kind, ref in items:
-            if kind == "gen":
+        for kind, ref, *rest in items:
+            if kind == "git":
+                commit, path = GIT_REPOS[ref], rest[0]
+                data = subprocess.run(["git", "--git-dir", str(MIRROR / ref.replace("/", "+") / "repo"), "show",
+                                       f"{commit}:{path}"], check=True, capture_output=True).stdout
+                if path.endswith(".gz"):
+                    data = gzip.decompress(data)
+                    path = path.removesuffix(".gz")
+                leaf = pathlib.Path(path)
+                leaf = leaf.parent.name if leaf.name == "index.html" else leaf.stem
+                if ref == "gleitz/howdoi":  # page_cache/https[pt]stackoverflowcomquestions<id><slug>...
+                    site, q = path.split("/")[1].removeprefix("https").split("stackoverflowcomquestions")
+                    leaf = "so" + (f"-{site}" if site else "") + "_" + q[:len(q) - len(q.lstrip("0123456789"))]
+                name = ref.split("/")[1] + "_" + leaf.replace(" ", "_").replace(".", "_")
+                src = f"github:{ref}@{commit[:12]}: {rest[0]}"
+            elif kind == "gen":
                 data, name, src = (GEN / ref).read_bytes(), ref.replace("/index.html", "").replace("/", "_"), f"generated: {ref}"
             elif kind == "deb":
                 leaf = pathlib.Path(ref).parent.name if ref.endswith("/index.html") and "libjsoncpp" not in ref else pathlib.Path(ref).name
@@ -108,6 +156,12 @@ def main():
             with gzip.GzipFile(out, "wb", mtime=0, compresslevel=9) as g:
                 g.write(data)
             manifest.append(f"{fam}\t{out.relative_to(OUT)}\t{src}")
+    if only:  # keep the other families' rows, in the order of PAGES
+        old = [r for r in (OUT / "manifest.tsv").read_text().splitlines()[1:] if r.strip()]
+        rows = {f: [r for r in old + manifest if r.split("\t")[0] == f] for f in PAGES}
+        for f in only:
+            rows[f] = [r for r in manifest if r.split("\t")[0] == f]
+        manifest = [r for f in PAGES for r in rows[f]]
     (OUT / "manifest.tsv").write_text("family\tfile\tsource\n" + "\n".join(manifest) + "\n")
     print(len(manifest), "pages")
 

@@ -39,7 +39,12 @@ inline std::map<std::string, int> word_counts(const std::string& text) {
   return counts;
 }
 
-inline double token_f1(const std::string& pred, const std::string& ref) {
+struct TokenScore {
+  double precision, recall, f1;
+};
+
+// Precision and recall of pred's words against ref's (multisets), and their F1.
+inline TokenScore token_score(const std::string& pred, const std::string& ref) {
   auto p = word_counts(pred), r = word_counts(ref);
   long overlap = 0, np = 0, nr = 0;
   for (auto& [w, c] : p) {
@@ -48,9 +53,14 @@ inline double token_f1(const std::string& pred, const std::string& ref) {
     if (it != r.end()) overlap += std::min(c, it->second);
   }
   for (auto& [w, c] : r) nr += c;
-  if (np == 0 || nr == 0) return np == nr ? 1.0 : 0.0;
+  if (np == 0 || nr == 0) {
+    double same = np == nr ? 1.0 : 0.0;
+    return {same, same, same};
+  }
   double prec = double(overlap) / np, rec = double(overlap) / nr;
-  return prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0.0;
+  return {prec, rec, prec + rec > 0 ? 2 * prec * rec / (prec + rec) : 0.0};
 }
+
+inline double token_f1(const std::string& pred, const std::string& ref) { return token_score(pred, ref).f1; }
 
 }  // namespace aji::test
