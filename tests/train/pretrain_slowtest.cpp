@@ -50,7 +50,8 @@ TEST(PretrainSlow, TwoThreadResumeInANewProcessIsBitIdentical) {
   ASSERT_EQ(a.size(), 30u);
   ASSERT_EQ(b.size(), 30u);
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << "step " << i + 1;
-  EXPECT_LT(a.back(), a.front() - 1.0);  // it learns
+  // it learns (6.98 -> 5.96 in fp32, 6.01 in bf16, the default where the CPU has it)
+  EXPECT_LT(a.back(), a.front() - 0.8);
   auto m1 = aji::train::load_model(dir.path() / "a"), m2 = aji::train::load_model(dir.path() / "b");
   EXPECT_TRUE(std::equal(m1.params(), m1.params() + m1.num_params(), m2.params()));
 }
