@@ -713,7 +713,16 @@ class GumboHeap {
 
   static void poison(const void* p, size_t n) {
 #if defined(__SANITIZE_ADDRESS__) || defined(AJI_HAS_ASAN)
+    // gcc 12 takes the const volatile void* parameter for a read of the (fresh, never
+    // written) block and warns -Wmaybe-uninitialized; the call only marks the range.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
     __asan_poison_memory_region(p, n);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #else
     (void)p, (void)n;
 #endif
