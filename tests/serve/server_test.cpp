@@ -476,9 +476,15 @@ TEST_F(ServeFixture, ShutdownFinishesTheStreamInFlight) {
   start(4096, {}, {}, {});
   std::string got;
   std::thread t([&] {
-    got = post_stream("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 300}, {"temperature", 0}, {"stream", true}});
+    got = post_stream("/v1/completions", {{"prompt", "abc"}, {"max_tokens", 2000}, {"temperature", 0}, {"stream", true}});
   });
-  for (int i = 0; i < 500 && engine_->stats().running == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  // Shut down once the stream is under way: its first tokens exist and httplib has had time
+  // to call the stream's content provider (cpp-httplib 0.11 ends a chunked response whose
+  // provider has not started yet when the server stops, sending nothing).
+  for (int i = 0; i < 500 && engine_->stats().generated_tokens < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(engine_->stats().running, 1) << "the stream should still be generating when the server stops";
   server_->begin_shutdown();
   t.join();
   thread_.join();
