@@ -31,6 +31,7 @@
 #include "aji/train/optimizer.h"
 #include "aji/train/tokenize_data.h"
 #include "test_util.h"
+#include "train/dist_test_util.h"
 
 namespace fs = std::filesystem;
 using aji::test::TempDir;
@@ -44,20 +45,9 @@ namespace {
 constexpr double kParamTol = 1e-5;
 constexpr double kLossTol = 1e-5;  // relative
 
-std::string skip_reason() {
-#if defined(__SANITIZE_ADDRESS__)
-  return "sanitizer build: OpenMPI's allocations trip LeakSanitizer";
-#endif
-  if (!aji::dist::built_with_mpi()) return "this aji was built without MPI (cmake -DAJI_MPI=ON, libopenmpi-dev)";
-  if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return "mpirun is not installed (openmpi-bin)";
-  return "";
-}
-
-std::string mpirun(int np) {
-  return "timeout 180 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " + std::to_string(np) +
-         " -x AJI_THREADS=1 " + AJI_BINARY;
-}
-std::string single() { return std::string("AJI_THREADS=1 ") + AJI_BINARY; }
+std::string skip_reason() { return aji::test::mpirun_skip_reason(); }
+std::string mpirun(int np) { return aji::test::mpirun_command(np, 180); }
+std::string single() { return aji::test::single_process_command(); }
 
 std::vector<float> weights(const fs::path& run) {
   aji::model::Model m = aji::train::load_model(run);
