@@ -111,3 +111,29 @@ TEST(Safetensors, ShapeProductOverflowIsAClearError) {
   EXPECT_EQ(st.tensors.at("c").data.size(), 0u);
 }
 
+// Found by fuzz/fuzz_safetensors in CI: a dimension or offset written as a float (a
+// number past 2^64 parses as one) went through get<int64_t>(), a double-to-integer cast
+// out of range (undefined behaviour). Now a clear error naming the tensor and the file.
+TEST(Safetensors, FloatDimensionsAndOffsetsAreClearErrors) {
+  aji::test::TempDir dir;
+  auto write = [&](const std::string& name, const std::string& h) {
+    const uint64_t n = h.size();
+    std::string bytes(reinterpret_cast<const char*>(&n), 8);
+    bytes += h;
+    std::ofstream(dir.path() / name, std::ios::binary) << bytes;
+    return dir.path() / name;
+  };
+  for (const char* h : {R"({"a": {"dtype": "F32", "shape": [461168601841248412415439, 4], "data_offsets": [0, 0]}})",
+                        R"({"a": {"dtype": "F32", "shape": [2.5], "data_offsets": [0, 0]}})",
+                        R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4e30]}})",
+                        R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}})",
+                        R"({"a": {"dtype": "F32", "shape": 4, "data_offsets": [0, 16]}})"}) {
+    try {
+      SafeTensorsFile::load(write("f.safetensors", h));
+      FAIL() << "accepted " << h;
+    } catch (const aji::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tensor 'a'"), std::string::npos) << e.what();
+      EXPECT_NE(e.file().find("f.safetensors"), std::string::npos) << h;
+    }
+  }
+}

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "aji/base/json_number.h"
 #include "aji/align/feedback_math.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
@@ -17,9 +18,9 @@ json DpoState::to_json() const { return {{"step", step}, {"epoch", epoch}, {"nex
 
 DpoState DpoState::from_json(const json& j) {
   DpoState s;
-  s.step = j.at("step").get<int64_t>();
-  s.epoch = j.at("epoch").get<int64_t>();
-  s.next_pair = j.at("next_pair").get<int64_t>();
+  s.step = json_int<int64_t>(j.at("step"), "the DPO state's \"step\"");
+  s.epoch = json_int<int64_t>(j.at("epoch"), "the DPO state's \"epoch\"");
+  s.next_pair = json_int<int64_t>(j.at("next_pair"), "the DPO state's \"next_pair\"");
   return s;
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "aji/base/json_number.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
@@ -448,8 +449,8 @@ int64_t load_ppo_state(const std::filesystem::path& dir, PpoModels& m) {
   nlohmann::json j;
   try {
     f >> j;
-    return j.at("step").get<int64_t>();
-  } catch (const nlohmann::json::exception& e) {
+    return json_int<int64_t>(j.at("step"), "\"step\"");
+  } catch (const std::exception& e) {
     throw Error(std::string("ppo: cannot read the step: ") + e.what()).at((dir / "ppo_state.json").string());
   }
 }

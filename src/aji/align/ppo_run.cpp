@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/json_number.h"
 #include "aji/align/conversation.h"
 #include "aji/align/render.h"
 #include "aji/align/verifiers.h"
@@ -153,7 +154,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
       o.prompts = s.at("prompts").get<std::string>();
       o.skip_invalid = s.at("skip_invalid");
       o.true_verifier = s.value("true_verifier", std::string());
-      step = trun.state().at("step").get<int64_t>();
+      step = json_int<int64_t>(trun.state().at("step"), "the saved \"step\"");
       watch.score = s.at("watch_score").get<std::vector<double>>();
       watch.truth = s.at("watch_truth").get<std::vector<double>>();
     } catch (const json::exception& e) {

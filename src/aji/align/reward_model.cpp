@@ -8,6 +8,7 @@
 #include <numeric>
 #include <unistd.h>
 
+#include "aji/base/json_number.h"
 #include "aji/align/classifier.h"
 #include "aji/align/feedback_math.h"
 #include "aji/base/atomic_file.h"
@@ -199,9 +200,9 @@ nlohmann::json RmProgress::to_json() const {
 }
 
 void RmProgress::scalars_from_json(const nlohmann::json& j) {
-  step = j.at("step").get<int64_t>();
-  epoch = j.at("epoch").get<int64_t>();
-  next_batch = j.at("next_batch").get<int64_t>();
+  step = json_int<int64_t>(j.at("step"), "the reward-model state's \"step\"");
+  epoch = json_int<int64_t>(j.at("epoch"), "the reward-model state's \"epoch\"");
+  next_batch = json_int<int64_t>(j.at("next_batch"), "the reward-model state's \"next_batch\"");
 }
 
 namespace {
@@ -429,7 +430,7 @@ RewardModel load_reward_model(const fs::path& dir) {
   model::ModelConfig cfg = train::load_model_config(dir);
   model::Model m(cfg);
   train::load_weights(m, dir / "model.safetensors");
-  RewardModel rm(std::move(m), j.value("pad_id", 0));
+  RewardModel rm(std::move(m), json_int_or<int>(j, "pad_id", 0, "\"pad_id\""));
   rm.head = train::load_scalar_head(dir / kScoreHeadFile, cfg.d_model);
   rm.offset = j["offset"].get<float>();
   rm.info = j;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/base/error.h"
+#include "aji/base/json_number.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
@@ -141,7 +142,7 @@ void run_info(const InfoArgs& a) {
                 out["checkpoints"].size() == 1 ? "" : "s");
     std::printf("  %10s %14s %10s  %s\n", "step", "tokens seen", "val loss", "dir");
     for (const auto& c : out["checkpoints"])
-      std::printf("  %10lld %14s %10s  %s%s%s\n", (long long)c["step"].get<int64_t>(),
+      std::printf("  %10lld %14s %10s  %s%s%s\n", (long long)aji::json_int<int64_t>(c["step"], "a checkpoint's step"),
                   show(c.value("tokens_seen", json(nullptr)), "%.0f").c_str(),
                   show(c.value("val_loss", json(nullptr)), "%.4f").c_str(), c["dir"].get<std::string>().c_str(),
                   c["current"].get<bool>() ? "  <- shown above" : "",

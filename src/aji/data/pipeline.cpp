@@ -14,6 +14,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "aji/base/json_number.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -631,13 +632,13 @@ nlohmann::json resume_key(const std::string& input, const std::string& cfg_hash)
 std::string marker_mismatch(const nlohmann::json& marker, const nlohmann::json& key) {
   if (!marker.contains("resume_key")) return "its done-marker has no resume key (written by an older aji)";
   const nlohmann::json& old = marker["resume_key"];
-  if (old.value("version", 0) != key["version"].get<int>()) return "its done-marker was written by another aji version";
+  if (old.value("version", nlohmann::json()) != key["version"]) return "its done-marker was written by another aji version";
   if (old.value("config_hash", "") != key["config_hash"].get<std::string>()) return "the pipeline config changed";
   if (!old.contains("input") || old["input"] != key["input"]) {
     if (key["input"].is_null()) return "the input file cannot be read";
     const nlohmann::json& a = old.contains("input") ? old["input"] : nlohmann::json();
     if (!a.is_object()) return "the input file changed";
-    if (a.value("size", uint64_t(0)) != key["input"]["size"].get<uint64_t>()) return "the input file changed size";
+    if (a.value("size", nlohmann::json()) != key["input"]["size"]) return "the input file changed size";
     if (a.value("sample_hash", "") != key["input"]["sample_hash"].get<std::string>())
       return "the input file's content changed";
     return "the input file's modification time changed";
@@ -870,7 +871,7 @@ std::vector<fs::path> run_output_files(const fs::path& dir) {
     const std::string unit = m.stem().string();
     if (j.contains("kept_docs") && j["kept_docs"].is_object())
       for (auto it = j["kept_docs"].begin(); it != j["kept_docs"].end(); ++it) {
-        if (!it.value().is_number() || it.value().get<uint64_t>() == 0) continue;
+        if (!json_int_fits<uint64_t>(it.value()) || it.value().get<uint64_t>() == 0) continue;
         fs::path f = dir / it.key() / (unit + ".jsonl.zst");
         if (!fs::is_regular_file(f, ec))
           throw Error("the data-run output is incomplete: the done-marker names a file that is missing")

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "aji/base/json_number.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 
@@ -103,8 +104,8 @@ RunSummary load_run_summary(const std::string& path) {
   for (const auto& r : j["results"]) {
     for (const auto& [name, m] : r.at("metrics").items())
       s.rows.push_back({r.at("task").get<std::string>() + (r.value("chat", false) ? " (chat)" : ""), name,
-                        r.at("shots").get<int>(), m.at("value").get<double>(), m.at("stderr").get<double>(),
-                        r.at("n").get<int64_t>()});
+                        json_int<int>(r.at("shots"), "\"shots\""), m.at("value").get<double>(),
+                        m.at("stderr").get<double>(), json_int<int64_t>(r.at("n"), "\"n\"")});
   }
   return s;
 }

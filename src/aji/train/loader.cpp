@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "aji/base/json_number.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 
@@ -19,10 +20,7 @@ nlohmann::json LoaderCursor::to_json() const {
 // A count in the cursor: a JSON integer >= 0. get<uint64_t>() alone would cast a float
 // (8.9e39: undefined behaviour) or wrap a negative number (found by fuzz_checkpoint_state).
 static uint64_t cursor_count(const nlohmann::json& j, const char* key) {
-  const nlohmann::json& v = j.at(key);
-  if (!v.is_number_unsigned())
-    throw Error(std::string("loader ") + key + " is not a whole number >= 0: " + v.dump().substr(0, 40));
-  return v.get<uint64_t>();
+  return json_int<uint64_t>(j.at(key), std::string("loader ") + key);
 }
 
 LoaderCursor LoaderCursor::from_json(const nlohmann::json& j) {

@@ -8,6 +8,7 @@
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/base/json_number.h"
 
 namespace aji::train {
 
@@ -83,11 +84,16 @@ SafeTensorsFile SafeTensorsFile::load(const fs::path& path) {
     uint64_t b, e;
     try {
       t.dtype = it.value().at("dtype").get<std::string>();
-      t.shape = it.value().at("shape").get<std::vector<int64_t>>();
-      b = it.value().at("data_offsets").at(0).get<uint64_t>();
-      e = it.value().at("data_offsets").at(1).get<uint64_t>();
+      const nlohmann::json& shape = it.value().at("shape");
+      if (!shape.is_array()) throw Error("the shape of tensor '" + it.key() + "' is not a list");
+      for (const nlohmann::json& d : shape) t.shape.push_back(json_int<int64_t>(d, "a dimension of tensor '" + it.key() + "'"));
+      const nlohmann::json& offsets = it.value().at("data_offsets");
+      b = json_int<uint64_t>(offsets.at(0), "the data offsets of tensor '" + it.key() + "'");
+      e = json_int<uint64_t>(offsets.at(1), "the data offsets of tensor '" + it.key() + "'");
     } catch (const nlohmann::json::exception& ex) {
       throw Error("safetensors entry '" + it.key() + "' is malformed: " + ex.what()).at(where).fix(fix);
+    } catch (const Error& ex) {
+      throw Error(ex.what()).at(where).fix(fix);
     }
     size_t width;
     if (t.dtype == "F32")

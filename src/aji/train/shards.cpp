@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "aji/base/json_number.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/io.h"
@@ -209,17 +210,18 @@ DataManifest DataManifest::from_json(const nlohmann::json& j, const std::string&
   try {
     if (j.value("format", "") != "aji-token-shards")
       throw Error("not an aji token-shard manifest (format is not \"aji-token-shards\")").at(where);
-    m.vocab_size = j.at("vocab_size").get<uint32_t>();
-    m.bos_id = j.at("bos_id").get<uint32_t>();
+    m.vocab_size = json_int<uint32_t>(j.at("vocab_size"), "\"vocab_size\"");
+    m.bos_id = json_int<uint32_t>(j.at("bos_id"), "\"bos_id\"");
     m.tokenizer_file = j.value("tokenizer_file", "aji_tokenizer.json");
     m.tokenizer_hash = j.value("tokenizer_hash", "");
     m.val_fraction = j.value("val_fraction", 0.0);
-    m.seed = j.value("seed", uint64_t(0));
-    m.skipped_documents = j.value("skipped_documents", uint64_t(0));
+    m.seed = json_int_or<uint64_t>(j, "seed", 0, "\"seed\"");
+    m.skipped_documents = json_int_or<uint64_t>(j, "skipped_documents", 0, "\"skipped_documents\"");
     auto shards = [](const nlohmann::json& a, std::vector<ShardInfo>& out) {
       for (const auto& s : a)
-        out.push_back({s.at("file").get<std::string>(), s.at("tokens").get<uint64_t>(),
-                       s.value("documents", uint64_t(0)), s.value("bytes", uint64_t(0))});
+        out.push_back({s.at("file").get<std::string>(), json_int<uint64_t>(s.at("tokens"), "a shard's \"tokens\""),
+                       json_int_or<uint64_t>(s, "documents", 0, "a shard's \"documents\""),
+                       json_int_or<uint64_t>(s, "bytes", 0, "a shard's \"bytes\"")});
     };
     shards(j.at("train"), m.train);
     if (j.contains("val")) shards(j.at("val"), m.val);
