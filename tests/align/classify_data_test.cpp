@@ -152,6 +152,9 @@ TEST(ClassifyData, LabelSetSaveLoadAndMismatch) {
   EXPECT_THROW(LabelSet::load(path), aji::Error);
   aji::write_file_atomic(path, "not json");
   EXPECT_THROW(LabelSet::load(path), aji::Error);
+  // A "format" of the wrong type threw nlohmann's type_error past the reader (fuzz_checkpoint_state).
+  aji::write_file_atomic(path, "{\"format\": 77}");
+  EXPECT_THROW(LabelSet::load(path), aji::Error);
 }
 
 TEST(ClassifyData, StratifiedSplitKeepsClassProportions) {

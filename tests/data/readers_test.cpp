@@ -220,6 +220,17 @@ TEST(WarcReader, GarbageBetweenRecordsIsSkipped) {
 const std::string kEucKr = "\xC7\xD1\xB1\xB9\xBE\xEE \xB9\xAE\xBC\xAD";
 const std::string kUtf8Ko = "한국어 문서";
 
+// Found by fuzz_charset: glibc's iconv opens "utf\xfe\xff8" as UTF-8 (it keeps only a
+// label's letters and digits) and passes F4 9A 9A 9A (past U+10FFFF) through; the decoder
+// promises valid UTF-8 whatever the label.
+TEST(Charset, NoisyLabelsAndOutOfRangeSequencesStillGiveValidUtf8) {
+  for (const char* label : {"utf\xfe\xff" "8", "utf8", "x-user-defined", "\xff\xfe", "utf-8\x00"})
+    for (bool html : {true, false}) {
+      auto r = decode_to_utf8("8\n\xf4\x9a\x9a\x9a caf\xe9", label, html);
+      EXPECT_TRUE(is_valid_utf8(r.text)) << label;
+    }
+}
+
 TEST(Charset, EucKrLabelled) {
   auto r = decode_to_utf8("<p>" + kEucKr + "</p>", "euc-kr", true);
   EXPECT_EQ(r.text, "<p>" + kUtf8Ko + "</p>");

@@ -234,7 +234,7 @@ LabelSet LabelSet::load(const std::filesystem::path& path) {
     throw Error(std::string("label file is not valid JSON: ") + e.what()).at(path.string())
         .fix("it is written by `aji classify` as {\"format\":\"aji-labels\",\"labels\":[...]}");
   }
-  if (!j.is_object() || j.value("format", "") != "aji-labels" || !j.contains("labels") || !j["labels"].is_array())
+  if (!j.is_object() || j.value("format", nlohmann::json()) != "aji-labels" || !j.contains("labels") || !j["labels"].is_array())
     throw Error("not an aji label file").at(path.string())
         .fix("expected {\"format\":\"aji-labels\",\"version\":1,\"labels\":[...]}");
   LabelSet set;

@@ -534,7 +534,7 @@ LoadedClassifier load_classifier(const fs::path& path) {
   } catch (const json::exception& e) {
     throw Error(std::string("malformed classifier settings: ") + e.what()).at((dir / kClassifierJson).string());
   }
-  if (cj.value("format", "") != "aji-classifier")
+  if (cj.value("format", nlohmann::json()) != "aji-classifier")
     throw Error("not an aji classifier file").at((dir / kClassifierJson).string());
   model::Model m = train::load_model(dir);
   ClassHead head = ClassHead::load((dir / kClassHeadFile).string());

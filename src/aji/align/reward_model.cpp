@@ -382,7 +382,7 @@ bool is_reward_model_dir(const fs::path& dir) {
   if (!fs::is_regular_file(f, ec)) return false;
   std::ifstream in(f);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  return !j.is_discarded() && j.is_object() && j.value("kind", std::string()) == "reward_model";
+  return !j.is_discarded() && j.is_object() && j.value("kind", nlohmann::json()) == "reward_model";
 }
 
 void save_reward_model(const fs::path& dir, const RewardModel& rm, const std::vector<fs::path>& copy_files,
@@ -422,7 +422,7 @@ RewardModel load_reward_model(const fs::path& dir) {
         .fix("train one with `aji rm train --model SFT_DIR --data PREFS.jsonl --out RM_DIR` and pass RM_DIR");
   std::ifstream in(f);
   nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("kind", std::string()) != "reward_model" ||
+  if (j.is_discarded() || !j.is_object() || j.value("kind", nlohmann::json()) != "reward_model" ||
       !j.contains("offset") || !j["offset"].is_number())
     throw Error("broken reward model file: expected a JSON object with \"kind\": \"reward_model\" and \"offset\"")
         .at(f.string())

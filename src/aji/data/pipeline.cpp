@@ -633,13 +633,13 @@ std::string marker_mismatch(const nlohmann::json& marker, const nlohmann::json& 
   if (!marker.contains("resume_key")) return "its done-marker has no resume key (written by an older aji)";
   const nlohmann::json& old = marker["resume_key"];
   if (old.value("version", nlohmann::json()) != key["version"]) return "its done-marker was written by another aji version";
-  if (old.value("config_hash", "") != key["config_hash"].get<std::string>()) return "the pipeline config changed";
+  if (old.value("config_hash", nlohmann::json()) != key["config_hash"]) return "the pipeline config changed";
   if (!old.contains("input") || old["input"] != key["input"]) {
     if (key["input"].is_null()) return "the input file cannot be read";
     const nlohmann::json& a = old.contains("input") ? old["input"] : nlohmann::json();
     if (!a.is_object()) return "the input file changed";
     if (a.value("size", nlohmann::json()) != key["input"]["size"]) return "the input file changed size";
-    if (a.value("sample_hash", "") != key["input"]["sample_hash"].get<std::string>())
+    if (a.value("sample_hash", nlohmann::json()) != key["input"]["sample_hash"])
       return "the input file's content changed";
     return "the input file's modification time changed";
   }

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -96,6 +97,9 @@ std::string iconv_name(std::string_view label) {
   while (!l.empty() && (l.back() == '"' || l.back() == '\'' || l.back() == ';')) l.pop_back();
   while (!l.empty() && (l.front() == '"' || l.front() == '\'')) l.erase(0, 1);
   if (l.empty()) return "";
+  // Charset names are ASCII letters, digits and a little punctuation; anything else is noise.
+  for (char c : l)
+    if (c == 0 || (!std::isalnum(static_cast<unsigned char>(c)) && !std::strchr("-_.:+()", c))) return "";
   if (l == "utf-8" || l == "utf8" || l == "unicode-1-1-utf-8") return "UTF-8";
   // WHATWG maps every Korean label to windows-949 (CP949, a superset of EUC-KR).
   if (l == "euc-kr" || l == "euckr" || l == "cp949" || l == "ks_c_5601-1987" || l == "ks_c_5601" ||
@@ -148,6 +152,15 @@ bool iconv_convert(std::string_view in, const std::string& from, std::string& ou
   }
   iconv_close(cd);
   out.resize(outpos);
+  // glibc resolves a label by its letters and digits alone ("utf\xfe\xff8" opens UTF-8)
+  // and its UTF-8 decoder passes sequences past U+10FFFF through (found by fuzz_charset):
+  // the promise is valid UTF-8 out, so check it.
+  if (ok && count_invalid_utf8(out) != 0) {
+    if (strict) return false;
+    std::string fixed;
+    repair_utf8(out, fixed);
+    out.swap(fixed);
+  }
   return ok;
 }
 
