@@ -11,6 +11,7 @@
 #include "aji/base/error.h"
 #include "aji/base/half.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/kernels/cpu/lowbit.h"
 
 namespace ops = aji::kernels::cpu;
@@ -84,13 +85,21 @@ void check_product(WeightType t, int N, int OC, int IC, bool bias_on, bool accum
   const std::vector<float> prior = out;
   ops::packed_matmul_forward(out.data(), x.data(), p, bias_on ? b.data() : nullptr, N, accumulate);
   const bool row_kernel = N <= ops::kPackedRows;
+  // Many rows on a CPU with native bf16 products: bf16 activations times the weights rounded
+  // to bf16 (q8_0's d*q carries 8 significant bits there), fp32 accumulation.
+  const bool bf16_gemm = !row_kernel && ops::bf16_supported() &&
+                         std::string(ops::packed_kernel_isa(WeightType::kBF16)) != "portable";
+  std::vector<double> wq = wr;
+  if (bf16_gemm)
+    for (auto& v : wq) v = aji::bf16_to_f32(aji::f32_to_bf16(static_cast<float>(v)));
   double worst = 0.0;
   for (int r = 0; r < N; ++r) {
-    const auto xr = reference_activation(x.data() + static_cast<size_t>(r) * IC, IC, t, row_kernel);
+    const auto xr = reference_activation(x.data() + static_cast<size_t>(r) * IC, IC,
+                                         bf16_gemm ? WeightType::kBF16 : t, row_kernel || bf16_gemm);
     for (int o = 0; o < OC; ++o) {
       double s = 0.0, mag = 0.0;
       for (int k = 0; k < IC; ++k) {
-        const double v = xr[k] * wr[static_cast<size_t>(o) * IC + k];
+        const double v = xr[k] * wq[static_cast<size_t>(o) * IC + k];
         s += v;
         mag += std::fabs(v);
       }

@@ -15,9 +15,13 @@
 //          -128 sum x so it is exact), then sum_b d_w[b] d_x[b] isum[b] in fp32.
 // N <= kPackedRows: the row kernel (streams the weight once for all rows, multithreaded over
 // output rows). Each row's result is the same bits whatever N and the other rows are (batch
-// invariance of Model::forward_decode). N > kPackedRows (prompt processing): the weight is
-// dequantized to fp32 in panels of output rows and multiplied with dnnl_sgemm (fp32
-// activations), measured faster than the row kernel there.
+// invariance of Model::forward_decode). N > kPackedRows (prompt processing): on a CPU with
+// native bf16 products (bf16_gemm.h), oneDNN's bf16 matmul with the activations rounded to
+// bf16, against the bf16 weight itself or q8_0 panels dequantized and rounded to bf16 (a
+// q8_0 weight d*q then carries bf16's 8 significant bits, as llama.cpp's q8_0 prompt path
+// carries 8-bit activations); elsewhere the weight is dequantized to fp32 in panels of
+// output rows and multiplied with dnnl_sgemm (fp32 activations). Both measured faster than
+// the row kernel there.
 // Runtime dispatch: AVX512-BF16 / AVX512-VNNI when the CPU has them, else portable loops
 // (same formats, fp32 arithmetic; batch-invariant too). The binary needs only x86-64-v3.
 #pragma once
