@@ -170,8 +170,15 @@ for name, e in (("SFT model (before RL)", b), ("after RL", a)):
     print(f"| {name} | {e['pass@1']:.3f} | {e[f'pass@{g}']:.3f} | {e['stop_rate']:.2f} | {e['reply_len']:.1f} | {e['kl']:.3f} |")
 print()
 d = a["pass@1"] - b["pass@1"]
-verdict = "RL lifted" if d > 0 else ("RL did not change" if d == 0 else "RL lowered")
-print(f"- held-out pass@1: {b['pass@1']:.3f} -> {a['pass@1']:.3f} ({d:+.3f}): {verdict} held-out pass@1 in this run "
+# Standard error of the difference, treating the tasks x samples replies as independent draws
+# (samples of one problem are correlated, so the true error is larger: a lower bound).
+n = max(1, b["tasks"] * g)
+se = ((b["pass@1"] * (1 - b["pass@1"]) + a["pass@1"] * (1 - a["pass@1"])) / n) ** 0.5
+if abs(d) <= 2 * se:
+    verdict = f"no clear change: within 2 standard errors (±{2 * se:.3f}) of no change"
+else:
+    verdict = ("RL lifted" if d > 0 else "RL lowered") + f" held-out pass@1 by more than 2 standard errors (±{2 * se:.3f})"
+print(f"- held-out pass@1: {b['pass@1']:.3f} -> {a['pass@1']:.3f} ({d:+.3f}): {verdict} "
       "(one seed, reported as it came out).")
 k = min(5, len(steps))
 first = sum(m["reward"] for m in steps[:k]) / k
