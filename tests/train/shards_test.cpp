@@ -139,6 +139,25 @@ TEST(Loader, DirectoryWithoutShardsIsAClearError) {
   EXPECT_THROW(DataLoader(dir.path(), "train", 1, 8, 0, true), aji::Error);
 }
 
+// Counts in a manifest that are negative, fractional or past 2^64 are errors naming the
+// manifest (fuzz_checkpoint_state: a float went through get<uint64_t>(), a negative "bytes"
+// was reported without the file).
+TEST(Shards, ManifestCountsMustBeWholeNumbersAndErrorsNameTheFile) {
+  TempDir dir;
+  for (const char* bad : {R"("bytes": -9)", R"("tokens": 2.5)", R"("documents": 1e30)"}) {
+    const std::string m = std::string(R"({"format": "aji-token-shards", "vocab_size": 4096, "bos_id": 0, )") +
+                          R"("train": [{"file": "train-00000.ajitok", "tokens": 8, )" + bad + "}]}";
+    write_bytes(dir.path() / "manifest.json", m);
+    try {
+      DataManifest::load(dir.path());
+      FAIL() << "accepted " << bad;
+    } catch (const aji::Error& e) {
+      EXPECT_NE(e.file().find("manifest.json"), std::string::npos) << bad << ": " << e.describe();
+      EXPECT_NE(std::string(e.what()).find("whole number"), std::string::npos) << e.describe();
+    }
+  }
+}
+
 TEST(Loader, WindowsAreBosAlignedAndTargetsAreShiftedInputs) {
   TempDir dir;
   uint32_t id = 0;

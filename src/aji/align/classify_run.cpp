@@ -545,8 +545,8 @@ LoadedClassifier load_classifier(const fs::path& path) {
                 std::to_string(m.config().d_model) + ")")
         .at(dir.string());
   ClassifierInput in;
-  in.bos_id = json_int_or<int>(cj, "bos_id", -1, "\"bos_id\"");
-  in.pad_id = json_int_or<int>(cj, "pad_id", 0, "\"pad_id\"");
+  in.bos_id = json_int_or<int>(cj, "bos_id", -1, "\"bos_id\"", (dir / kClassifierJson).string());
+  in.pad_id = json_int_or<int>(cj, "pad_id", 0, "\"pad_id\"", (dir / kClassifierJson).string());
   in.max_len = cj.value("max_len", m.config().max_seq_len);
   const Pooling pooling = parse_pooling(cj.value("pooling", "last"));
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(train::require_tokenizer_file(dir));

@@ -149,7 +149,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
       o.verifier = s.at("verifier").get<std::string>();
       o.mask_truncated = s.at("mask_truncated");
       o.skip_invalid = s.at("skip_invalid");
-      step = json_int<int64_t>(s.at("step"), "the saved \"step\"");
+      step = json_int<int64_t>(s.at("step"), "the saved \"step\"", where);
       if (s.contains("first_reward") && s["first_reward"].is_number()) result.first_reward = s["first_reward"];
       eval_before = s.value("eval_before", json(nullptr));
     } catch (const json::exception& e) {

@@ -154,7 +154,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
       o.prompts = s.at("prompts").get<std::string>();
       o.skip_invalid = s.at("skip_invalid");
       o.true_verifier = s.value("true_verifier", std::string());
-      step = json_int<int64_t>(trun.state().at("step"), "the saved \"step\"");
+      step = json_int<int64_t>(trun.state().at("step"), "the saved \"step\"", where);
       watch.score = s.at("watch_score").get<std::vector<double>>();
       watch.truth = s.at("watch_truth").get<std::vector<double>>();
     } catch (const json::exception& e) {

@@ -430,7 +430,7 @@ RewardModel load_reward_model(const fs::path& dir) {
   model::ModelConfig cfg = train::load_model_config(dir);
   model::Model m(cfg);
   train::load_weights(m, dir / "model.safetensors");
-  RewardModel rm(std::move(m), json_int_or<int>(j, "pad_id", 0, "\"pad_id\""));
+  RewardModel rm(std::move(m), json_int_or<int>(j, "pad_id", 0, "\"pad_id\"", f.string()));
   rm.head = train::load_scalar_head(dir / kScoreHeadFile, cfg.d_model);
   rm.offset = j["offset"].get<float>();
   rm.info = j;

@@ -34,14 +34,17 @@ bool json_int_fits(const nlohmann::json& v) {
   return false;
 }
 
-// v as T, or aji::Error("<what> must be a whole number from MIN to MAX, got <v>").
+// v as T, or aji::Error("<what> must be a whole number from MIN to MAX, got <v>") at `file`
+// (the file the value came from; empty: the caller adds it).
 template <class T>
-T json_int(const nlohmann::json& v, const std::string& what) {
+T json_int(const nlohmann::json& v, const std::string& what, const std::string& file = "") {
   if (!json_int_fits<T>(v)) {
     std::string shown = v.dump();
     if (shown.size() > 40) shown = shown.substr(0, 40) + "...";
-    throw Error(what + " must be a whole number from " + std::to_string(std::numeric_limits<T>::min()) + " to " +
-                std::to_string(std::numeric_limits<T>::max()) + ", got " + shown);
+    Error e(what + " must be a whole number from " + std::to_string(std::numeric_limits<T>::min()) + " to " +
+            std::to_string(std::numeric_limits<T>::max()) + ", got " + shown);
+    if (!file.empty()) e.at(file);
+    throw e;
   }
   if (v.is_number_unsigned()) return static_cast<T>(v.get<uint64_t>());
   return static_cast<T>(v.get<int64_t>());
@@ -49,10 +52,11 @@ T json_int(const nlohmann::json& v, const std::string& what) {
 
 // j[key] as T when present, else fallback. j must be an object.
 template <class T>
-T json_int_or(const nlohmann::json& j, const char* key, T fallback, const std::string& what) {
+T json_int_or(const nlohmann::json& j, const char* key, T fallback, const std::string& what,
+              const std::string& file = "") {
   auto it = j.find(key);
   if (it == j.end()) return fallback;
-  return json_int<T>(*it, what);
+  return json_int<T>(*it, what, file);
 }
 
 }  // namespace aji

@@ -104,8 +104,8 @@ RunSummary load_run_summary(const std::string& path) {
   for (const auto& r : j["results"]) {
     for (const auto& [name, m] : r.at("metrics").items())
       s.rows.push_back({r.at("task").get<std::string>() + (r.value("chat", false) ? " (chat)" : ""), name,
-                        json_int<int>(r.at("shots"), "\"shots\""), m.at("value").get<double>(),
-                        m.at("stderr").get<double>(), json_int<int64_t>(r.at("n"), "\"n\"")});
+                        json_int<int>(r.at("shots"), "\"shots\"", p.string()), m.at("value").get<double>(),
+                        m.at("stderr").get<double>(), json_int<int64_t>(r.at("n"), "\"n\"", p.string())});
   }
   return s;
 }

@@ -619,7 +619,7 @@ File read_gguf(const fs::path& path) {
     f.kv_type[key] = t;
     f.kv[key] = r.value(t);
   }
-  if (auto it = f.kv.find("general.alignment"); it != f.kv.end()) f.alignment = json_int<uint32_t>(it->second, "general.alignment");
+  if (auto it = f.kv.find("general.alignment"); it != f.kv.end()) f.alignment = json_int<uint32_t>(it->second, "general.alignment", p);
   if (f.alignment == 0 || f.alignment % 8 != 0)
     throw Error("general.alignment " + std::to_string(f.alignment) + " is not a positive multiple of 8").at(p);
   for (uint64_t i = 0; i < n_tensors; ++i) {

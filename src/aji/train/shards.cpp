@@ -210,18 +210,18 @@ DataManifest DataManifest::from_json(const nlohmann::json& j, const std::string&
   try {
     if (j.value("format", "") != "aji-token-shards")
       throw Error("not an aji token-shard manifest (format is not \"aji-token-shards\")").at(where);
-    m.vocab_size = json_int<uint32_t>(j.at("vocab_size"), "\"vocab_size\"");
-    m.bos_id = json_int<uint32_t>(j.at("bos_id"), "\"bos_id\"");
+    m.vocab_size = json_int<uint32_t>(j.at("vocab_size"), "\"vocab_size\"", where);
+    m.bos_id = json_int<uint32_t>(j.at("bos_id"), "\"bos_id\"", where);
     m.tokenizer_file = j.value("tokenizer_file", "aji_tokenizer.json");
     m.tokenizer_hash = j.value("tokenizer_hash", "");
     m.val_fraction = j.value("val_fraction", 0.0);
-    m.seed = json_int_or<uint64_t>(j, "seed", 0, "\"seed\"");
-    m.skipped_documents = json_int_or<uint64_t>(j, "skipped_documents", 0, "\"skipped_documents\"");
-    auto shards = [](const nlohmann::json& a, std::vector<ShardInfo>& out) {
+    m.seed = json_int_or<uint64_t>(j, "seed", 0, "\"seed\"", where);
+    m.skipped_documents = json_int_or<uint64_t>(j, "skipped_documents", 0, "\"skipped_documents\"", where);
+    auto shards = [&where](const nlohmann::json& a, std::vector<ShardInfo>& out) {
       for (const auto& s : a)
-        out.push_back({s.at("file").get<std::string>(), json_int<uint64_t>(s.at("tokens"), "a shard's \"tokens\""),
-                       json_int_or<uint64_t>(s, "documents", 0, "a shard's \"documents\""),
-                       json_int_or<uint64_t>(s, "bytes", 0, "a shard's \"bytes\"")});
+        out.push_back({s.at("file").get<std::string>(), json_int<uint64_t>(s.at("tokens"), "a shard's \"tokens\"", where),
+                       json_int_or<uint64_t>(s, "documents", 0, "a shard's \"documents\"", where),
+                       json_int_or<uint64_t>(s, "bytes", 0, "a shard's \"bytes\"", where)});
     };
     shards(j.at("train"), m.train);
     if (j.contains("val")) shards(j.at("val"), m.val);
