@@ -93,6 +93,25 @@ TEST(Converters, OasstFollowsRankZeroAndSkipsDeleted) {
   EXPECT_EQ(rep.skipped[0].kind, "no_assistant");
 }
 
+// Fields of the wrong JSON type ("deleted": 1, a numeric tree or message id) threw
+// nlohmann's type_error out of the converter (fuzz_sft_sources): a non-boolean "deleted" is
+// not a deletion, a non-string id falls back to the line number.
+TEST(Converters, OasstFieldsOfTheWrongTypeAreNotFatal) {
+  TempDir dir;
+  auto p = write(dir, "t.jsonl", R"({"message_tree_id":7,"prompt":{"role":"prompter","text":"q","message_id":3,"replies":[)"
+                                 R"({"role":"assistant","text":"a","rank":0,"deleted":1,"replies":[]},)"
+                                 R"({"role":"assistant","text":"b","rank":1,"deleted":"yes","replies":[]}]}})"
+                                 "\n");
+  InputReport rep;
+  ConvertOptions opt;
+  opt.on_invalid = OnInvalid::kSkip;
+  std::vector<Conversation> convs;
+  ASSERT_NO_THROW(convs = convert_file(SourceFormat::kOasst, p, opt, &rep));
+  ASSERT_EQ(convs.size(), 1u);
+  EXPECT_EQ(convs[0].source, "oasst:1");
+  EXPECT_EQ(as_json(convs[0]).back()["content"], "a");
+}
+
 TEST(Converters, BadRecordsAreErrorsWithFileAndLine) {
   TempDir dir;
   auto gsm = write(dir, "g.jsonl", "{\"question\":\"q\",\"answer\":\"a #### 1\"}\n{\"question\":\"q\"}\n");

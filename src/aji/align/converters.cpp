@@ -108,6 +108,13 @@ void convert_korean_chatbot(Sink& sink, const std::filesystem::path& input, cons
   }
 }
 
+// True when j[key] is the JSON boolean true (a number or string there is not a flag; value()
+// would throw nlohmann's type_error on it: found by fuzz_sft_sources).
+bool flag_set(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
 // Picks the reply to follow: rank 0 (lowest rank) among non-deleted replies with the same
 // role, else the first non-deleted reply.
 const json* best_reply(const json& node) {
@@ -118,7 +125,7 @@ const json* best_reply(const json& node) {
   const json* first = nullptr;
   for (const auto& r : *it) {
     if (!r.is_object()) continue;
-    if (r.value("deleted", false)) continue;
+    if (flag_set(r, "deleted")) continue;
     if (!first) first = &r;
     auto rk = r.find("rank");
     if (rk != r.end() && rk->is_number_integer() && rk->get<int64_t>() < best_rank) {
@@ -148,7 +155,7 @@ void convert_oasst(Sink& sink, const std::filesystem::path& input, const Convert
       continue;
     }
     Conversation c;
-    c.source = tag(opt, SourceFormat::kOasst) + ":" + tree.value("message_tree_id", std::to_string(ln));
+    c.source = tag(opt, SourceFormat::kOasst) + ":" + string_field(tree, "message_tree_id").value_or(std::to_string(ln));
     std::string problem;
     for (const json* node = &tree["prompt"]; node; node = best_reply(*node)) {
       auto role = string_field(*node, "role");
@@ -224,7 +231,7 @@ void convert_json_lines(Sink& sink, const std::filesystem::path& input, SourceFo
       sink.reject(ln, "missing_field", "a self_instruct record needs \"instruction\" and a non-empty \"instances\" array");
       continue;
     }
-    std::string id = j.value("id", std::to_string(ln));
+    std::string id = string_field(j, "id").value_or(std::to_string(ln));
     for (size_t k = 0; k < inst->size(); ++k) {
       ++sink.rep.records_read;
       const json& x = (*inst)[k];
@@ -410,7 +417,7 @@ void convert_oasst_ranked(const std::filesystem::path& input, OnInvalid policy, 
       rep.reject(policy, file, ln, "missing_field", "not an OASST message tree: no \"prompt\" object", fix);
       continue;
     }
-    const std::string tree_id = tree.value("message_tree_id", std::to_string(ln));
+    const std::string tree_id = string_field(tree, "message_tree_id").value_or(std::to_string(ln));
     // Depth-first over non-deleted messages, carrying the path as the prompt.
     std::vector<Message> path;
     std::string problem;
@@ -429,7 +436,7 @@ void convert_oasst_ranked(const std::filesystem::path& input, OnInvalid policy, 
           // The ranked assistant replies of this prompt.
           std::vector<std::pair<int64_t, const json*>> ranked;
           for (const auto& r : *replies)
-            if (r.is_object() && !r.value("deleted", false) && r.value("role", std::string()) == "assistant" &&
+            if (r.is_object() && !flag_set(r, "deleted") && string_field(r, "role") == "assistant" &&
                 r.contains("rank") && r["rank"].is_number_integer() && string_field(r, "text"))
               ranked.push_back({r["rank"].get<int64_t>(), &r});
           if (ranked.size() >= 2) {
@@ -440,7 +447,7 @@ void convert_oasst_ranked(const std::filesystem::path& input, OnInvalid policy, 
             g.prompt = path;
             g.ranked = true;
             g.line = ln;
-            g.source = "oasst:" + tree_id + ":" + node.value("message_id", std::to_string(path.size()));
+            g.source = "oasst:" + tree_id + ":" + string_field(node, "message_id").value_or(std::to_string(path.size()));
             for (size_t k = 0; k < ranked.size(); ++k) {
               g.responses.push_back({{Role::kAssistant, *string_field(*ranked[k].second, "text")}});
               if (k == 0 || ranked[k].first != ranked[k - 1].first) g.tiers.emplace_back();
@@ -455,7 +462,7 @@ void convert_oasst_ranked(const std::filesystem::path& input, OnInvalid policy, 
           }
         }
         for (const auto& r : *replies)
-          if (r.is_object() && !r.value("deleted", false)) visit(r);
+          if (r.is_object() && !flag_set(r, "deleted")) visit(r);
       }
       path.pop_back();
     };
