@@ -76,6 +76,12 @@ TEST(CheckpointHf, SaveModelDirWritesTokenizerAndGenerationConfig) {
   EXPECT_EQ(tb["eos_token"], "<|endoftext|>");
   EXPECT_EQ(json::parse(aji::read_file(base / "generation_config.json"))["eos_token_id"], 1021);
   EXPECT_FALSE(aji::train::is_chat_model_dir(base));
+  // config.json names bos and eos too: without them transformers takes GPT-2's 50256, past
+  // the end of a small vocabulary
+  const json cb = json::parse(aji::read_file(base / "config.json"));
+  EXPECT_EQ(cb["bos_token_id"], 1021);
+  EXPECT_EQ(cb["eos_token_id"], 1021);
+  EXPECT_EQ(json::parse(aji::read_file(chat / "config.json"))["bos_token_id"], 1021);
   // without a tokenizer nothing extra is written (and nothing fails)
   const fs::path bare = tmp.path() / "bare";
   aji::train::save_model_dir(bare, m, {});

@@ -156,9 +156,12 @@ void write_hf_tokenizer_files(const fs::path& dir, const model::ModelConfig& con
   else
     gc["eos_token_id"] = eos;
   write_file_atomic(dir / "generation_config.json", gc.dump(2) + "\n");
-  if (chat && fs::exists(dir / "config.json")) {  // transformers reads the model's eos from config.json too
+  // transformers reads bos/eos from config.json too, and without them falls back to the
+  // architecture's defaults (GPT-2: 50256, past the end of a small vocabulary).
+  if (fs::exists(dir / "config.json")) {
     nlohmann::json hf = nlohmann::json::parse(read_file(dir / "config.json"));
-    hf["eos_token_id"] = *im_end;
+    if (!hf.contains("bos_token_id")) hf["bos_token_id"] = bos;
+    if (chat || !hf.contains("eos_token_id")) hf["eos_token_id"] = eos;
     write_file_atomic(dir / "config.json", hf.dump(2) + "\n");
   }
 }
