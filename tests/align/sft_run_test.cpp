@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "aji/align/sft_run.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/train/checkpoint.h"
@@ -325,6 +326,41 @@ TEST(SftRun, CheckpointWithTheOldSettingsKeysStillResumes) {
   std::vector<int64_t> steps;  // --keep 0 and --save-every 3, read from the old keys
   for (const auto& [step, path] : aji::train::list_checkpoints(again.out_dir)) steps.push_back(step);
   EXPECT_EQ(steps, (std::vector<int64_t>{3, 4, 6, 9, 10}));
+}
+
+// --precision (train/trainer_run.h run_precision): resolved and saved with the run; bf16
+// learns as fp32 does; a checkpoint from before the option existed continues in fp32, bit
+// for bit as a straight fp32 run, unless --precision is given.
+TEST(SftRun, PrecisionIsSavedAndARunFromBeforeItContinuesInFp32) {
+  SftFixture f;
+  auto fp32 = f.options("fp32", 10);
+  fp32.precision = "fp32";
+  const auto straight = aji::align::run_sft(fp32);
+  auto bf = f.options("bf16", 10);
+  bf.precision = "auto";
+  const auto b = aji::align::run_sft(bf);
+  const std::string want = aji::kernels::cpu::bf16_supported() ? "bf16" : "fp32";
+  const nlohmann::json info = nlohmann::json::parse(std::ifstream(bf.out_dir / "run.json"));
+  EXPECT_EQ(info["options"]["precision"], want) << info.dump();
+  EXPECT_NEAR(b.last_loss, straight.last_loss, 0.05 * straight.last_loss);
+  EXPECT_LT(b.last_loss, 0.95 * b.first_loss);
+
+  auto first = f.options("old", 10);
+  first.precision = "fp32";
+  first.stop_after = 4;
+  aji::align::run_sft(first);
+  const fs::path ts = aji::train::list_checkpoints(first.out_dir).back().second / "trainer_state.json";
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(ts));
+  ASSERT_TRUE(j["sft"]["options"].contains("precision")) << j.dump();
+  j["sft"]["options"].erase("precision");
+  std::ofstream(ts) << j.dump(2);
+  aji::align::SftRunOptions again;
+  again.out_dir = first.out_dir;
+  again.resume = true;
+  again.quiet = true;
+  const auto r = aji::align::run_sft(again);
+  ASSERT_EQ(r.step_losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(r.step_losses[i], straight.step_losses[4 + i]) << "step " << i + 5;
 }
 
 // Issue #13: numeric options are checked when the command line is parsed, before any

@@ -140,6 +140,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
                  "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)");
   fs::path model_dir;
   model::Model model = train::load_model(model_src, &model_dir);
+  std::string precision_note;
+  const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end() ||
+                               std::find(in.given.begin(), in.given.end(), "precision") != in.given.end();
+  model.set_precision(train::run_precision(o.precision, resume_ckpt ? saved_options_of(trun.section()) : json(),
+                                           precision_given, o.quiet, &precision_note));
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);
@@ -205,6 +210,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
                 o.train.grad_accum,
                 o.train.layout == BatchLayout::kPack ? "packed rows" : "conversations (one per row)", o.train.lr,
                 o.train.decay.c_str(), num_threads());
+    std::printf("sft: %s\n", precision_note.c_str());
     std::fflush(stdout);
   }
 

@@ -40,6 +40,7 @@ struct SftRunOptions {
   int save_every = 0;                // 0 = only at the end
   int keep = 2;
   int64_t stop_after = 0;            // end this session after N steps (checkpoint saved)
+  std::string precision = "auto";    // auto | fp32 | bf16 (train/trainer_run.h run_precision)
   bool quiet = false;
   SftOptions train;                  // batch, steps/epochs, lr, ...
   // With resume: the CLI flags the user gave ("--lr", ...), checked against the run's
@@ -79,6 +80,8 @@ struct SftRunOptions {
                                    change});
     v(save_every, OptionInfo{"save-every", "Checkpoint every N steps (0 = only at the end)", R::at_least(0), change});
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
+    v(precision, OptionInfo{"precision", "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs "
+                                         "AVX512-BF16 or AMX; auto = bf16 where the CPU has it", R::any(), change});
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

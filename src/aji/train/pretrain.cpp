@@ -428,14 +428,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // checkpoints hold fp32 master weights either way, so a run trained in bf16 resumes in
   // fp32 and the reverse.
   std::string precision_note;
-  const std::string saved_precision = saved_opts.is_object() ? saved_opts.value("precision", std::string("fp32")) : "";
-  // a run saved before --precision existed trained in fp32, and continues so unless asked
-  if (saved_opts.is_object() && !saved_opts.contains("precision") && !o.given.count("precision")) o.precision = "fp32";
-  const model::Precision precision = resolve_precision(o.precision, &precision_note);
-  o.precision = model::precision_name(precision);
-  if (!saved_precision.empty() && saved_precision != o.precision && !o.quiet)
-    std::fprintf(stderr, "note: the run trained in %s until now, this session trains in %s (checkpoints hold fp32 "
-                 "master weights, so both read them)\n", saved_precision.c_str(), o.precision.c_str());
+  const model::Precision precision =
+      run_precision(o.precision, saved_opts, o.given.count("precision") > 0, o.quiet, &precision_note);
 
   model::Model model(cfg);
   model.set_precision(precision);

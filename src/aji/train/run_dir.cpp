@@ -126,8 +126,7 @@ void report_resumed_options(const SavedOptionsReport& rep, const fs::path& dir, 
   }
   if (!quiet)
     for (const std::string& c : rep.changed)
-      std::fprintf(stderr, "note: changed on resume: %s (safe: it changes only when validation runs or checkpoints are "
-                           "written, or how many are kept)\n", c.c_str());
+      std::fprintf(stderr, "note: changed on resume: %s (a setting a run may change between sessions)\n", c.c_str());
 }
 
 void keep_metrics_up_to(const fs::path& dir, int64_t step, const std::function<void(const json&)>& each) {

@@ -57,6 +57,23 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
   return p;
 }
 
+model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
+                               std::string* note) {
+  const bool resumed = saved_options.is_object();
+  std::string saved;  // what the run trained in until now
+  if (resumed) {
+    auto it = saved_options.find("precision");
+    saved = it == saved_options.end() ? "fp32" : it->is_string() ? it->get<std::string>() : it->dump();
+  }
+  if (resumed && !saved_options.contains("precision") && !given) requested = "fp32";
+  const model::Precision p = resolve_precision(requested, note);
+  requested = model::precision_name(p);
+  if (resumed && saved != requested && !quiet)
+    std::fprintf(stderr, "note: the run trained in %s until now, this session trains in %s (checkpoints hold fp32 "
+                 "master weights, so both read them)\n", saved.c_str(), requested.c_str());
+  return p;
+}
+
 namespace {
 
 struct Span {

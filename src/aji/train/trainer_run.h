@@ -135,6 +135,13 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 // falls back to fp32. *note (if not null) gets one line saying which and why, for the
 // start of a run.
 model::Precision resolve_precision(const std::string& requested, std::string* note = nullptr);
+// A trainer's --precision on a fresh or resumed run: saved_options are the run's saved
+// settings (not an object on a fresh run), given whether --precision was passed this session.
+// A run saved before --precision existed trained in fp32 and continues so unless asked. The
+// checkpoints hold fp32 master weights either way, so a run switches precision on resume with
+// a note (unless quiet). Writes the resolved name ("fp32"/"bf16") back into `requested`.
+model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
+                               std::string* note = nullptr);
 
 // The error train_step throws (also for a trainer that checks a loss of its own).
 [[noreturn]] void throw_diverged(const std::string& what, int64_t step_index, double loss, double norm, float lr,
