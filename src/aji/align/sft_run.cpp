@@ -88,6 +88,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   // parse time already; this is the same check for callers of the library).
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
 
   train::TrainerRun::Options ro;
   ro.dir.dir = run;
