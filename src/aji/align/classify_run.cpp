@@ -545,8 +545,9 @@ LoadedClassifier load_classifier(const fs::path& path) {
                 std::to_string(m.config().d_model) + ")")
         .at(dir.string());
   ClassifierInput in;
-  in.bos_id = json_int_or<int>(cj, "bos_id", -1, "\"bos_id\"", (dir / kClassifierJson).string());
-  in.pad_id = json_int_or<int>(cj, "pad_id", 0, "\"pad_id\"", (dir / kClassifierJson).string());
+  const std::string settings_file = (dir / kClassifierJson).string();
+  in.bos_id = json_int_or<int>(cj, "bos_id", -1, "\"bos_id\"", settings_file);
+  in.pad_id = json_int_or<int>(cj, "pad_id", 0, "\"pad_id\"", settings_file);
   in.max_len = cj.value("max_len", m.config().max_seq_len);
   const Pooling pooling = parse_pooling(cj.value("pooling", "last"));
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(train::require_tokenizer_file(dir));

@@ -142,8 +142,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
   fs::path model_dir;
   model::Model model = train::load_model(model_src, &model_dir);
   std::string precision_note;
-  const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end() ||
-                               std::find(in.given.begin(), in.given.end(), "precision") != in.given.end();
+  const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end();
   model.set_precision(train::run_precision(o.precision, resume_ckpt ? saved_options_of(trun.section()) : json(),
                                            precision_given, o.quiet, &precision_note));
   const fs::path tok_path = train::require_tokenizer_file(model_dir);

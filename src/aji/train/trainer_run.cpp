@@ -60,12 +60,16 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
 model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
                                std::string* note) {
   const bool resumed = saved_options.is_object();
-  std::string saved;  // what the run trained in until now
+  std::string saved;  // what the run trained in until now (a run from before the option: fp32)
   if (resumed) {
     auto it = saved_options.find("precision");
-    saved = it == saved_options.end() ? "fp32" : it->is_string() ? it->get<std::string>() : it->dump();
+    if (it == saved_options.end()) {
+      saved = "fp32";
+      if (!given) requested = "fp32";
+    } else {
+      saved = it->is_string() ? it->get<std::string>() : it->dump();
+    }
   }
-  if (resumed && !saved_options.contains("precision") && !given) requested = "fp32";
   const model::Precision p = resolve_precision(requested, note);
   requested = model::precision_name(p);
   if (resumed && saved != requested && !quiet)
