@@ -4,7 +4,8 @@
 // static_cast from double: undefined behaviour when out of range, and a silent truncation
 // otherwise; on a negative integer, get<uint64_t>() wraps. Every reader of an integer
 // field in a file goes through json_int<T>(), which accepts only a JSON integer that fits
-// T and otherwise throws aji::Error naming the field (the caller adds file and fix).
+// T and otherwise throws aji::Error naming the field and, when given, the file (the caller
+// adds the fix).
 #pragma once
 
 #include <cstdint>
