@@ -9,6 +9,7 @@
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "aji/kernels/cpu/ops.h"
+#include "aji/kernels/cpu/vec_math.h"
 
 namespace ops = aji::kernels::cpu;
 
@@ -114,6 +115,43 @@ void BM_RopeQK(benchmark::State& st) {
   st.SetBytesProcessed(st.iterations() * N * (H + KV) * HD * 4 * 2);
 }
 BENCHMARK(BM_RopeQK)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// A decode batch's products: `rows` activation rows against one weight (OC, IC) of the tiny
+// model's shapes, through matmul_forward (the small-row kernels up to kSmallRows rows)
+// against the peer, oneDNN's sgemm, on the same data (mode 0: matmul_forward, 1: sgemm,
+// 2: one AVX2 dot product per row and output, the portable few-row loop).
+// Weights of every layer are cycled (6 layers' worth, 8 MB+) so they come from L3/DRAM as
+// in a real decode step. Counter GFLOP/s.
+void BM_SmallRows(benchmark::State& st) {
+  const int rows = (int)st.range(0), IC = (int)st.range(1), OC = (int)st.range(2), mode = (int)st.range(3);
+  constexpr int kLayers = 6;
+  std::vector<std::vector<float>> w;
+  for (int l = 0; l < kLayers; ++l) w.push_back(randn((size_t)OC * IC, 10 + l));
+  auto x = randn((size_t)rows * IC, 1);
+  std::vector<float> y((size_t)rows * OC);
+  int l = 0;
+  for (auto _ : st) {
+    const float* wl = w[(size_t)l].data();
+    if (mode == 0)
+      ops::matmul_forward(y.data(), x.data(), wl, nullptr, rows, IC, OC, ops::WeightLayout::kOutIn);
+    else if (mode == 1)
+      ops::sgemm('N', 'T', rows, OC, IC, 1.0f, x.data(), IC, wl, IC, 0.0f, y.data(), OC);
+    else
+      for (int o = 0; o < OC; ++o)
+        for (int r = 0; r < rows; ++r)
+          y[(size_t)r * OC + o] = ops::vm::dot(x.data() + (size_t)r * IC, wl + (size_t)o * IC, IC);
+    benchmark::DoNotOptimize(y.data());
+    l = (l + 1) % kLayers;
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * IC * OC * (double)st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_SmallRows)
+    ->ArgNames({"rows", "IC", "OC", "mode"})
+    ->ArgsProduct({{1, 4, 8, 16, 32, 64}, {384}, {1152}, {0, 1}})
+    ->ArgsProduct({{1, 16}, {1024}, {384}, {0, 1}})
+    ->ArgsProduct({{1}, {384}, {1152, 8192}, {0, 1, 2}})
+    ->UseRealTime();
 
 }  // namespace
 

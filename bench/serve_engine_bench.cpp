@@ -152,11 +152,12 @@ void BM_Divergence(benchmark::State& st) {
 }
 
 // One decode step (Model::forward_decode) of `rows` sequences at 64 positions each:
-// mode 0 = one GEMM over all rows, 1 = batch-invariant (products in groups of <= 4 rows
-// through the one-row kernel). Counter rows/s = decoded rows per second.
-// (Measured 2026-12-05 on a loaded 2-core machine, 16 rows: CPU time per step 17 ms GEMM,
-// 21 ms invariant; a kernel streaming each weight once for all 16 rows was slower, 23 ms:
-// the 16 input rows of the MLP down projection do not fit L1.)
+// mode 0 = batch_invariant false, 1 = true. Up to kSmallRows rows both take the small-row
+// kernels (kernels/cpu/small_gemm.h, AVX-512), whose rows are each computed as alone; beyond,
+// mode 0 is one GEMM over all rows and mode 1 groups of kSmallRows. Counter rows/s.
+// (16 rows, 1 thread: 17-18 ms GEMM and 20-29 ms invariant with the earlier groups of 4
+// through a one-row kernel; 11.6-14 ms with the small-row kernels, measured 2026-12-06 against
+// the old binary in turn. One row: the same within noise.)
 void BM_DecodeStep(benchmark::State& st) {
   const int rows = (int)st.range(0), mode = (int)st.range(1);
   aji::set_num_threads((int)st.range(2));
@@ -234,7 +235,7 @@ void args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_Engine)->Apply(args);
 BENCHMARK(BM_DecodeStep)
     ->ArgNames({"rows", "mode", "threads"})
-    ->ArgsProduct({{1, 4, 16}, {0, 1}, {1}})
+    ->ArgsProduct({{1, 4, 16, 32}, {0, 1}, {1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime()
     ->MinTime(0.2);

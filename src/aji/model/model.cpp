@@ -716,7 +716,7 @@ Model::WeightsReport Model::use_weights(ops::WeightType type, bool drop_fp32) {
     kept.back().offset = used;
     used += t.numel;
   }
-  std::vector<float> fresh(used);
+  AlignedFloats fresh(used);
   for (size_t i = 0; i < kept.size(); ++i)
     std::memcpy(fresh.data() + kept[i].offset, params_.data() + moved[i].first, kept[i].numel * sizeof(float));
   const auto remap = [&](size_t& off) {
@@ -898,10 +898,10 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  // Rows in groups the few-row kernel takes: each row's result is then the one-row result.
-  // A converted matrix (use_weights): its row kernel computes every row the same for up to
-  // kPackedRows rows.
-  constexpr int64_t kGroup = 4;
+  // Rows in groups the small-row kernels take: each row's result is then the one-row
+  // result. A converted matrix (use_weights): its row kernel computes every row the same for
+  // up to kPackedRows rows.
+  const int64_t kGroup = ops::matmul_invariant_rows();
   auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias, int IC,
                     int OC, WeightLayout l, bool accumulate) {
     const int64_t group = !batch_invariant ? N : pw ? ops::kPackedRows : kGroup;

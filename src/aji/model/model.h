@@ -40,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/aligned.h"
 #include "aji/kernels/cpu/lowbit.h"
 #include "aji/model/config.h"
 
@@ -247,7 +248,7 @@ class Model {
                       float* ce_out, float* logprob_out, float* entropy_out);
   void check_targets(const int32_t* targets, const char* caller) const;
   ModelConfig config_;
-  std::vector<float> params_;
+  AlignedFloats params_;  // 64-byte aligned: the decode kernels stream it
   std::vector<float> grads_;
   std::vector<ParamTensor> tensors_;
   Impl* impl_ = nullptr;

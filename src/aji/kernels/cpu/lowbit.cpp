@@ -9,6 +9,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/half.h"
+#include "aji/kernels/cpu/avx512.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 
 namespace aji::kernels::cpu {
@@ -169,17 +170,8 @@ struct Prepared {
   std::vector<float> dx, dxe;
 };
 
-// The intrinsics below are the masked forms with an explicit source (and a store-and-add
-// instead of _mm512_reduce_add_ps): GCC 12's plain forms start from _mm512_undefined_*,
-// which -Wmaybe-uninitialized reports.
-__attribute__((target("avx512f"))) inline float hsum(__m512 v) {
-  alignas(64) float t[16];
-  _mm512_store_ps(t, v);
-  float h[8];
-  for (int i = 0; i < 8; ++i) h[i] = t[i] + t[i + 8];
-  return ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]));
-}
-
+// The intrinsics below are the masked forms with an explicit source: GCC 12's plain forms
+// start from _mm512_undefined_*, which -Wmaybe-uninitialized reports.
 void finish(float* out, int64_t OC, int64_t r, int o, float v, const float* bias, bool accumulate) {
   v += bias ? bias[o] : 0.0f;
   float& y = out[r * OC + o];
@@ -214,7 +206,7 @@ AJI_BF16_TARGET inline void bf16_dot_rows(const uint16_t* wr, const uint16_t* xr
     for (int r = 0; r < R; ++r)
       a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
   }
-  for (int r = 0; r < R; ++r) res[r] = hsum(_mm512_add_ps(a0[r], a1[r]));
+  for (int r = 0; r < R; ++r) res[r] = hsum512(_mm512_add_ps(a0[r], a1[r]));
 }
 
 AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias,
@@ -290,7 +282,7 @@ AJI_VNNI_TARGET inline void q8_dot_rows(const uint8_t* wr, const uint16_t* dr, c
       acc[r] = _mm512_fmadd_ps(_mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), 0xFFFF, is), sc, acc[r]);
     }
   }
-  for (int r = 0; r < R; ++r) res[r] = hsum(acc[r]);
+  for (int r = 0; r < R; ++r) res[r] = hsum512(acc[r]);
 }
 
 AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "aji/base/error.h"
+#include "aji/kernels/cpu/small_gemm.h"
 #include "aji/kernels/cpu/vec_math.h"
 
 namespace aji::kernels::cpu {
@@ -137,12 +138,21 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 }
 }  // namespace
 
+int matmul_invariant_rows() {
+  static const int n = small_rows_outin(nullptr, nullptr, nullptr, nullptr, 0, 0, 0, false) ? kSmallRows : kFewRows;
+  return n;
+}
+
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
-  if (N <= kFewRows) {
-    // A few rows (token-by-token decoding): stream each weight element once. A GEMM
-    // library packs the whole weight on every call, as costly as the product itself here.
+  // A few rows (token-by-token decoding, a decode batch): stream each weight element once.
+  // A GEMM library packs the whole weight on every call, as costly as the product itself
+  // here. Each row's result is the one it gets alone (matmul_invariant_rows).
+  if (N <= kSmallRows && (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
+                                                         : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate)))
+    return;
+  if (N <= kFewRows) {  // the portable few-row path (a CPU without AVX-512)
     if (layout == WeightLayout::kOutIn) {
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
       for (int o = 0; o < OC; ++o) {

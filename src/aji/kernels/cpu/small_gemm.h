@@ -1,0 +1,29 @@
+// fp32 products of a few activation rows with a weight matrix (token-by-token decoding,
+// a decode batch of a few dozen rows): the weight is streamed once for all rows, and every
+// row's result is the same bits whatever N is and whatever the other rows hold (the batch
+// invariance of Model::forward_decode and of a seeded request in `aji serve`).
+//
+// Each output element is one fused multiply-add chain over k in a fixed order (16 lanes,
+// then a fixed reduction tree), computed in register tiles of up to 4 rows x 4 outputs
+// (OutIn) or 8 rows x 32 outputs (InOut); the tile shape changes which elements are
+// computed together, never how one is computed.
+#pragma once
+
+#include <cstdint>
+
+namespace aji::kernels::cpu {
+
+// Rows the small-row kernels take; matmul_forward sends larger N to the GEMM library.
+// Measured on Zen 4 (bench/engine_ops_bench BM_SmallRows): the kernel beats oneDNN's sgemm
+// up to about this many rows.
+constexpr int kSmallRows = 32;
+
+// out (N,OC) (+)= inp (N,IC) W^T (+ bias), W stored (OC,IC). Returns false (nothing written)
+// when this CPU lacks AVX-512F; the caller then takes its portable path.
+bool small_rows_outin(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
+                      bool accumulate);
+// out (N,OC) (+)= inp (N,IC) W (+ bias), W stored (IC,OC) (GPT-2's Conv1D). As above.
+bool small_rows_inout(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
+                      bool accumulate);
+
+}  // namespace aji::kernels::cpu

@@ -1,0 +1,91 @@
+// The small-row fp32 products (kernels/cpu/small_gemm.h) through matmul_forward: against an
+// fp64 reference, and each row bit for bit what it is alone (N = 1), at every N up to
+// matmul_invariant_rows(), with edge shapes (IC not a multiple of 16, OC not a multiple of
+// the tile), bias and accumulate, 1 and 2 threads.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "aji/base/threads.h"
+#include "aji/kernels/cpu/ops.h"
+#include "aji/kernels/cpu/small_gemm.h"
+
+namespace ops = aji::kernels::cpu;
+using ops::WeightLayout;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+struct Shape {
+  int IC, OC;
+};
+
+void check(WeightLayout layout, Shape s, int threads) {
+  aji::set_num_threads(threads);
+  const int max_n = ops::matmul_invariant_rows();
+  const auto w = randn(static_cast<size_t>(s.IC) * s.OC, 1 + s.IC);
+  const auto x = randn(static_cast<size_t>(max_n) * s.IC, 2 + s.OC);
+  const auto bias = randn(static_cast<size_t>(s.OC), 3);
+  const auto start = randn(static_cast<size_t>(max_n) * s.OC, 4);  // what accumulate adds to
+  auto wt = [&](int k, int o) {
+    return layout == WeightLayout::kOutIn ? w[static_cast<size_t>(o) * s.IC + k] : w[static_cast<size_t>(k) * s.OC + o];
+  };
+  for (bool accumulate : {false, true})
+    for (const float* b : {static_cast<const float*>(nullptr), bias.data()}) {
+      // each row alone
+      std::vector<float> alone(start);
+      for (int r = 0; r < max_n; ++r)
+        ops::matmul_forward(alone.data() + static_cast<size_t>(r) * s.OC, x.data() + static_cast<size_t>(r) * s.IC,
+                            w.data(), b, 1, s.IC, s.OC, layout, accumulate);
+      for (int r = 0; r < max_n; ++r)
+        for (int o = 0; o < s.OC; ++o) {
+          double ref = b ? b[o] : 0.0, mag = std::fabs(ref);
+          for (int k = 0; k < s.IC; ++k) {
+            ref += (double)x[static_cast<size_t>(r) * s.IC + k] * wt(k, o);
+            mag += std::fabs((double)x[static_cast<size_t>(r) * s.IC + k] * wt(k, o));
+          }
+          if (accumulate) ref += start[static_cast<size_t>(r) * s.OC + o], mag += std::fabs(start[static_cast<size_t>(r) * s.OC + o]);
+          ASSERT_NEAR(alone[static_cast<size_t>(r) * s.OC + o], ref, 1e-6 * mag + 1e-6)
+              << "row " << r << " output " << o;
+        }
+      for (int n = 2; n <= max_n; ++n) {
+        std::vector<float> got(start.begin(), start.begin() + static_cast<ptrdiff_t>(n) * s.OC);
+        ops::matmul_forward(got.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
+        ASSERT_EQ(std::memcmp(got.data(), alone.data(), sizeof(float) * got.size()), 0)
+            << "N " << n << " IC " << s.IC << " OC " << s.OC << " accumulate " << accumulate << " bias " << (b != nullptr);
+      }
+    }
+  aji::set_num_threads(1);
+}
+
+}  // namespace
+
+TEST(SmallGemm, RowsEqualTheirOneRowResultAndAnFp64Reference) {
+  for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut})
+    for (Shape s : {Shape{16, 4}, Shape{37, 5}, Shape{384, 33}, Shape{1, 3}, Shape{100, 70}}) {
+      SCOPED_TRACE(testing::Message() << (layout == WeightLayout::kOutIn ? "OutIn" : "InOut") << " IC " << s.IC
+                                      << " OC " << s.OC);
+      check(layout, s, 1);
+    }
+}
+
+TEST(SmallGemm, TheSameBitsWithTwoThreads) {
+  // large enough that the product is split over threads (parallel_worth: 32768 elements)
+  for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) check(layout, Shape{384, 200}, 2);
+}
+
+TEST(SmallGemm, InvariantRowsCoverTheKernelOrThePortableLoop) {
+  // 32 rows with AVX-512F, else the portable loop's 4
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  EXPECT_EQ(ops::matmul_invariant_rows(), avx512 ? ops::kSmallRows : 4);
+}
