@@ -119,7 +119,8 @@ BENCHMARK(BM_RopeQK)->Unit(benchmark::kMillisecond)->UseRealTime();
 // A decode batch's products: `rows` activation rows against one weight (OC, IC) of the tiny
 // model's shapes, through matmul_forward (the small-row kernels up to kSmallRows rows)
 // against the peer, oneDNN's sgemm, on the same data (mode 0: matmul_forward, 1: sgemm,
-// 2: one AVX2 dot product per row and output, the portable few-row loop).
+// 2: one AVX2 dot product per row and output, the portable few-row loop; 3: matmul_forward_rows,
+// the small-row kernels at any N).
 // Weights of every layer are cycled (6 layers' worth, 8 MB+) so they come from L3/DRAM as
 // in a real decode step. Counter GFLOP/s.
 void BM_SmallRows(benchmark::State& st) {
@@ -134,6 +135,8 @@ void BM_SmallRows(benchmark::State& st) {
     const float* wl = w[(size_t)l].data();
     if (mode == 0)
       ops::matmul_forward(y.data(), x.data(), wl, nullptr, rows, IC, OC, ops::WeightLayout::kOutIn);
+    else if (mode == 3)
+      ops::matmul_forward_rows(y.data(), x.data(), wl, nullptr, rows, IC, OC, ops::WeightLayout::kOutIn);
     else if (mode == 1)
       ops::sgemm('N', 'T', rows, OC, IC, 1.0f, x.data(), IC, wl, IC, 0.0f, y.data(), OC);
     else
@@ -151,6 +154,7 @@ BENCHMARK(BM_SmallRows)
     ->ArgsProduct({{1, 4, 8, 16, 32, 64}, {384}, {1152}, {0, 1}})
     ->ArgsProduct({{1, 16}, {1024}, {384}, {0, 1}})
     ->ArgsProduct({{1}, {384}, {1152, 8192}, {0, 1, 2}})
+    ->ArgsProduct({{64, 256}, {384, 1024}, {384, 1152}, {1, 3}})
     ->UseRealTime();
 
 }  // namespace

@@ -1,7 +1,8 @@
-// The small-row fp32 products (kernels/cpu/small_gemm.h) through matmul_forward: against an
-// fp64 reference, and each row bit for bit what it is alone (N = 1), at every N up to
-// matmul_invariant_rows(), with edge shapes (IC not a multiple of 16, OC not a multiple of
-// the tile), bias and accumulate, 1 and 2 threads.
+// The small-row fp32 products (kernels/cpu/small_gemm.h) through matmul_forward_rows (any N)
+// and matmul_forward (up to kSmallRows rows): against an fp64 reference, and each row bit for
+// bit what it is alone (N = 1) at every N up to 70 (past one 64-row block), with edge shapes
+// (IC not a multiple of 16, OC not a multiple of the tile), bias and accumulate, 1 and 2
+// threads.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -32,7 +33,7 @@ struct Shape {
 
 void check(WeightLayout layout, Shape s, int threads) {
   aji::set_num_threads(threads);
-  const int max_n = ops::matmul_invariant_rows();
+  const int max_n = 70;
   const auto w = randn(static_cast<size_t>(s.IC) * s.OC, 1 + s.IC);
   const auto x = randn(static_cast<size_t>(max_n) * s.IC, 2 + s.OC);
   const auto bias = randn(static_cast<size_t>(s.OC), 3);
@@ -60,9 +61,13 @@ void check(WeightLayout layout, Shape s, int threads) {
         }
       for (int n = 2; n <= max_n; ++n) {
         std::vector<float> got(start.begin(), start.begin() + static_cast<ptrdiff_t>(n) * s.OC);
-        ops::matmul_forward(got.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
+        ops::matmul_forward_rows(got.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
         ASSERT_EQ(std::memcmp(got.data(), alone.data(), sizeof(float) * got.size()), 0)
             << "N " << n << " IC " << s.IC << " OC " << s.OC << " accumulate " << accumulate << " bias " << (b != nullptr);
+        if (n > ops::kSmallRows || !__builtin_cpu_supports("avx512f")) continue;
+        std::vector<float> mf(start.begin(), start.begin() + static_cast<ptrdiff_t>(n) * s.OC);
+        ops::matmul_forward(mf.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
+        ASSERT_EQ(std::memcmp(mf.data(), alone.data(), sizeof(float) * mf.size()), 0) << "matmul_forward, N " << n;
       }
     }
   aji::set_num_threads(1);
@@ -82,10 +87,4 @@ TEST(SmallGemm, RowsEqualTheirOneRowResultAndAnFp64Reference) {
 TEST(SmallGemm, TheSameBitsWithTwoThreads) {
   // large enough that the product is split over threads (parallel_worth: 32768 elements)
   for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) check(layout, Shape{384, 200}, 2);
-}
-
-TEST(SmallGemm, InvariantRowsCoverTheKernelOrThePortableLoop) {
-  // 32 rows with AVX-512F, else the portable loop's 4
-  const bool avx512 = __builtin_cpu_supports("avx512f");
-  EXPECT_EQ(ops::matmul_invariant_rows(), avx512 ? ops::kSmallRows : 4);
 }

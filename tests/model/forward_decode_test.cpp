@@ -159,3 +159,99 @@ TEST(ForwardDecode, RejectsAFullOrForeignCache) {
   KVCache* one[1] = {&c};
   EXPECT_THROW(m.forward_decode(&bad, 1, one, logits.data()), aji::Error);
 }
+
+namespace {
+
+// forward_extend: sequences with caches of different lengths (some empty: a prompt's first
+// chunk) take different numbers of new tokens in one pass; each sequence's logits and cache
+// against (a) the same counts in a pass of its own, bit for bit when batch_invariant, and
+// (b) forward_infer of the same chunk and the full forward pass over the whole sequence
+// (different products: within 1e-4).
+void check_extend(Model& m, bool batch_invariant) {
+  const int V = m.config().vocab_size, C = m.config().d_model;
+  const std::vector<int> before = {0, 5, 1, 0, 9, 3};  // tokens already in each cache
+  const std::vector<int> counts = {7, 1, 1, 12, 3, 1};
+  const int n = static_cast<int>(counts.size());
+  std::vector<std::vector<int32_t>> seqs(static_cast<size_t>(n));
+  std::vector<KVCache> batched, alone, infer;
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < n; ++i) {
+    auto& s = seqs[static_cast<size_t>(i)];
+    for (int j = 0; j < before[static_cast<size_t>(i)] + counts[static_cast<size_t>(i)]; ++j)
+      s.push_back((j * 13 + i * 7 + 1) % V);
+    KVCache kv = m.make_cache(1);
+    if (before[static_cast<size_t>(i)] > 0) m.forward_infer(s.data(), 1, before[static_cast<size_t>(i)], kv, logits.data());
+    batched.push_back(kv);
+    alone.push_back(kv);
+    infer.push_back(kv);
+    tokens.insert(tokens.end(), s.begin() + before[static_cast<size_t>(i)], s.end());
+  }
+  std::vector<KVCache*> ptrs;
+  for (auto& kv : batched) ptrs.push_back(&kv);
+  std::vector<float> got(static_cast<size_t>(n) * V);
+  m.forward_extend(tokens.data(), counts.data(), n, ptrs.data(), got.data(), batch_invariant);
+  std::vector<float> one(static_cast<size_t>(V)), inf(static_cast<size_t>(V)), full(static_cast<size_t>(V));
+  for (int i = 0; i < n; ++i) {
+    SCOPED_TRACE(testing::Message() << "sequence " << i);
+    const auto& s = seqs[static_cast<size_t>(i)];
+    const int b = before[static_cast<size_t>(i)], k = counts[static_cast<size_t>(i)];
+    KVCache* p = &alone[static_cast<size_t>(i)];
+    m.forward_extend(s.data() + b, &k, 1, &p, one.data(), batch_invariant);
+    m.forward_infer(s.data() + b, 1, k, infer[static_cast<size_t>(i)], inf.data());
+    const int T = static_cast<int>(s.size());
+    m.forward(s.data(), 1, T);
+    m.lm_logits(m.hidden() + static_cast<size_t>(T - 1) * C, 1, full.data());
+    const float* row = got.data() + static_cast<size_t>(i) * V;
+    if (batch_invariant) {
+      EXPECT_EQ(std::memcmp(row, one.data(), sizeof(float) * V), 0);
+      EXPECT_EQ(batched[static_cast<size_t>(i)].k, alone[static_cast<size_t>(i)].k);
+      EXPECT_EQ(batched[static_cast<size_t>(i)].v, alone[static_cast<size_t>(i)].v);
+    }
+    EXPECT_EQ(batched[static_cast<size_t>(i)].length, T);
+    double d_inf = 0, d_full = 0, d_one = 0;
+    for (int v = 0; v < V; ++v) {
+      d_one = std::max(d_one, (double)std::fabs(row[v] - one[static_cast<size_t>(v)]));
+      d_inf = std::max(d_inf, (double)std::fabs(row[v] - inf[static_cast<size_t>(v)]));
+      d_full = std::max(d_full, (double)std::fabs(row[v] - full[static_cast<size_t>(v)]));
+    }
+    EXPECT_LT(d_one, 1e-4);
+    EXPECT_LT(d_inf, 1e-4);
+    EXPECT_LT(d_full, 1e-4);
+  }
+}
+
+}  // namespace
+
+TEST(ForwardExtend, ChunksAndSingleTokensTogetherEqualEachSequenceAlone) {
+  aji::set_num_threads(1);
+  for (std::string name : {"llama", "gpt2"}) {
+    SCOPED_TRACE(name);
+    auto m = aji::train::load_model(aji::test::source_path("tests/fixtures/infer/hf-" + name));
+    check_extend(m, true);
+    check_extend(m, false);
+  }
+  auto q = small_llama_qk_norm();
+  check_extend(q, true);
+  auto g = small_gpt2_odd();
+  check_extend(g, true);
+  aji::set_num_threads(2);
+  check_extend(q, true);
+  aji::set_num_threads(1);
+}
+
+TEST(ForwardExtend, ASequenceWithoutNewTokensIsAClearError) {
+  auto q = small_llama_qk_norm();
+  KVCache a = q.make_cache(1), b = q.make_cache(1);
+  KVCache* ptrs[2] = {&a, &b};
+  const int counts[2] = {2, 0};
+  const int32_t tokens[2] = {1, 2};
+  std::vector<float> out(2 * 77);
+  try {
+    q.forward_extend(tokens, counts, 2, ptrs, out.data());
+    FAIL() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sequence 1 has 0 new tokens"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(a.length, 0);  // nothing was written
+}

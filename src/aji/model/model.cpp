@@ -862,100 +862,120 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
 
 void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches, float* logits_out,
                            bool batch_invariant) {
+  forward_extend(tokens, nullptr, n, caches, logits_out, batch_invariant);
+}
+
+void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches, float* logits_out,
+                           bool batch_invariant) {
   const ModelConfig& c = config_;
   if (n <= 0) throw Error("forward_decode: no rows");
-  check_tokens(tokens, n, c.vocab_size, "token");
-  std::vector<int32_t> pos(static_cast<size_t>(n));
+  // row r0[i] .. r0[i] + cnt(i) - 1 of the pass is sequence i's new tokens
+  auto cnt = [&](int i) { return counts ? counts[i] : 1; };
+  std::vector<int64_t> r0(static_cast<size_t>(n) + 1, 0);
+  for (int i = 0; i < n; ++i) {
+    if (cnt(i) < 1)
+      throw Error("forward_extend: sequence " + std::to_string(i) + " has " + std::to_string(cnt(i)) + " new tokens")
+          .fix("give every sequence at least one new token");
+    r0[static_cast<size_t>(i) + 1] = r0[static_cast<size_t>(i)] + cnt(i);
+  }
+  const int64_t N = r0[static_cast<size_t>(n)];
+  check_tokens(tokens, N, c.vocab_size, "token");
+  std::vector<int32_t> pos(static_cast<size_t>(N));  // each row's position in its sequence
   for (int i = 0; i < n; ++i) {
     const KVCache* kv = caches[i];
     if (!kv || kv->batch != 1 || kv->n_layer != c.n_layer || kv->kv_width != c.kv_width())
       throw Error("forward_decode: the KV cache of row " + std::to_string(i) + " was not made for this model with batch 1")
           .fix("make each row's cache with make_cache(1)");
-    if (kv->length + 1 > kv->max_len)
-      throw Error("the context of row " + std::to_string(i) + " is full: " + std::to_string(kv->length) + " + 1 tokens > " +
-                  std::to_string(kv->max_len))
+    if (kv->length + cnt(i) > kv->max_len)
+      throw Error("the context of row " + std::to_string(i) + " is full: " + std::to_string(kv->length) + " + " +
+                  std::to_string(cnt(i)) + " tokens > " + std::to_string(kv->max_len))
           .fix("stop decoding a sequence when it reaches its cache's max_len");
-    pos[static_cast<size_t>(i)] = kv->length;
+    for (int t = 0; t < cnt(i); ++t) pos[static_cast<size_t>(r0[static_cast<size_t>(i)] + t)] = kv->length + t;
   }
   Impl& I = *impl_;
-  const int64_t N = n, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
+  const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
-  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act) {
+  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act, float** last) {
     *x = a.take(N * C);
     *ln = a.take(N * C);
     *qkv = a.take(N * QKV);
     *atty = a.take(N * QW);
     *fc = a.take(N * FF);
     *act = a.take(N * F);
+    *last = a.take((int64_t)n * C);
   };
-  float *x, *ln, *qkv, *atty, *fc, *act;
+  float *x, *ln, *qkv, *atty, *fc, *act, *last;
   Bump count;
-  carve(count, &x, &ln, &qkv, &atty, &fc, &act);
+  carve(count, &x, &ln, &qkv, &atty, &fc, &act, &last);
   if (I.infer.size() < count.used) I.infer.resize(count.used);
   Bump real{0, I.infer.data()};
-  carve(real, &x, &ln, &qkv, &atty, &fc, &act);
+  carve(real, &x, &ln, &qkv, &atty, &fc, &act, &last);
 
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  // Rows in groups the small-row kernels take: each row's result is then the one-row
-  // result. A converted matrix (use_weights): its row kernel computes every row the same for
-  // up to kPackedRows rows.
-  const int64_t kGroup = ops::matmul_invariant_rows();
-  auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias, int IC,
-                    int OC, WeightLayout l, bool accumulate) {
-    const int64_t group = !batch_invariant ? N : pw ? ops::kPackedRows : kGroup;
-    for (int64_t r0 = 0; r0 < N; r0 += group) {
-      const int64_t rows = std::min(group, N - r0);
-      if (pw)
-        ops::packed_matmul_forward(out + r0 * OC, inp + r0 * IC, *pw, bias, rows, accumulate);
+  // batch_invariant: every row as alone (matmul_forward_rows; a converted matrix's row kernel
+  // computes every row the same for up to kPackedRows rows, so groups of that many).
+  auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias,
+                    int64_t rows, int IC, int OC, WeightLayout l, bool accumulate) {
+    if (!pw) {
+      if (batch_invariant)
+        ops::matmul_forward_rows(out, inp, w, bias, rows, IC, OC, l, accumulate);
       else
-        ops::matmul_forward(out + r0 * OC, inp + r0 * IC, w, bias, rows, IC, OC, l, accumulate);
+        ops::matmul_forward(out, inp, w, bias, rows, IC, OC, l, accumulate);
+      return;
     }
+    const int64_t group = batch_invariant ? ops::kPackedRows : rows;
+    for (int64_t g = 0; g < rows; g += group)
+      ops::packed_matmul_forward(out + g * OC, inp + g * IC, *pw, bias, std::min(group, rows - g), accumulate);
   };
   using LP = Impl::LayerPacked;
 
-  ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, n, 1, (int)C, 0, pos.data());
+  ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, (int)N, 1, (int)C, 0, pos.data());
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& Lw = I.layers[l];
     if (c.is_gpt2())
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-    matmul(qkv, ln, I.pk(l, &LP::qkv), W(Lw.qkv_w), W(Lw.qkv_b), (int)C, (int)QKV, lay, false);
+    matmul(qkv, ln, I.pk(l, &LP::qkv), W(Lw.qkv_w), W(Lw.qkv_b), N, (int)C, (int)QKV, lay, false);
     if (!c.is_gpt2()) {
       if (c.qk_norm) {
         ops::head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
         ops::head_rmsnorm_forward(qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
       }
-      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), n, 1, QKV, 0, c.n_head, c.hd(), 0, false, pos.data());
-      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), n, 1, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false,
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), (int)N, 1, QKV, 0, c.n_head, c.hd(), 0, false,
+                      pos.data());
+      ops::rope_apply(qkv, I.rope_cos.data(), I.rope_sin.data(), (int)N, 1, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false,
                       pos.data());
     }
     for (int i = 0; i < n; ++i) {
       KVCache& kv = *caches[i];
-      const int p = pos[static_cast<size_t>(i)];
-      const float* row = qkv + (int64_t)i * QKV;
-      std::memcpy(kv.k_at(l, 0) + (int64_t)p * KVW, row + QW, sizeof(float) * KVW);
-      std::memcpy(kv.v_at(l, 0) + (int64_t)p * KVW, row + QW + KVW, sizeof(float) * KVW);
-      // the row's own attention: one query at position p against its p + 1 keys
+      const int64_t rs = r0[static_cast<size_t>(i)];
+      const int nq = cnt(i), p0 = kv.length;
+      for (int t = 0; t < nq; ++t) {
+        const float* row = qkv + (rs + t) * QKV;
+        std::memcpy(kv.k_at(l, 0) + (int64_t)(p0 + t) * KVW, row + QW, sizeof(float) * KVW);
+        std::memcpy(kv.v_at(l, 0) + (int64_t)(p0 + t) * KVW, row + QW + KVW, sizeof(float) * KVW);
+      }
+      // the sequence's own attention: its nq queries at positions p0.. against its keys
       ops::AttnDims dims;
-      dims.B = 1, dims.Tq = 1, dims.Tk = p + 1, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
-      dims.q_pos0 = p;
-      dims.q_bs = QKV;
+      dims.B = 1, dims.Tq = nq, dims.Tk = p0 + nq, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
+      dims.q_pos0 = p0;
+      dims.q_bs = nq * QKV;
       dims.q_ts = QKV;
       dims.k_bs = dims.v_bs = (int64_t)kv.max_len * KVW;
       dims.k_ts = dims.v_ts = KVW;
-      dims.o_bs = QW;
+      dims.o_bs = nq * QW;
       dims.o_ts = QW;
-      ops::attention_forward(atty + (int64_t)i * QW, nullptr, row, kv.k_at(l, 0), kv.v_at(l, 0), dims);
+      ops::attention_forward(atty + rs * QW, nullptr, qkv + rs * QKV, kv.k_at(l, 0), kv.v_at(l, 0), dims);
     }
-    matmul(x, atty, I.pk(l, &LP::o), W(Lw.o_w), W(Lw.o_b), (int)QW, (int)C, lay, true);
+    matmul(x, atty, I.pk(l, &LP::o), W(Lw.o_w), W(Lw.o_b), N, (int)QW, (int)C, lay, true);
     if (c.is_gpt2())
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
     else
       ops::rmsnorm_forward(ln, nullptr, x, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-    matmul(fc, ln, I.pk(l, &LP::fc), W(Lw.fc_w), W(Lw.fc_b), (int)C, (int)FF, lay, false);
+    matmul(fc, ln, I.pk(l, &LP::fc), W(Lw.fc_w), W(Lw.fc_b), N, (int)C, (int)FF, lay, false);
     if (c.is_gpt2()) {
       // row by row: the vector/scalar split of the element-wise kernel then falls where it
       // does for one row alone (F need not be a multiple of the vector width)
@@ -965,15 +985,22 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
         ops::gelu_forward(act, fc, N * F);
     } else
       ops::swiglu_forward(act, fc, N, (int)F);
-    matmul(x, act, I.pk(l, &LP::proj), W(Lw.proj_w), W(Lw.proj_b), (int)F, (int)C, lay, true);
+    matmul(x, act, I.pk(l, &LP::proj), W(Lw.proj_w), W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+  }
+  // the final norm and the LM head on each sequence's last new row only
+  const float* hid = x;
+  if (counts) {
+    for (int i = 0; i < n; ++i)
+      std::memcpy(last + (int64_t)i * C, x + (r0[static_cast<size_t>(i) + 1] - 1) * C, sizeof(float) * C);
+    hid = last;
   }
   if (c.is_gpt2())
-    ops::layernorm_forward(ln, nullptr, nullptr, x, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
+    ops::layernorm_forward(ln, nullptr, nullptr, hid, P + I.lnf_w, P + I.lnf_b, n, (int)C, c.norm_eps);
   else
-    ops::rmsnorm_forward(ln, nullptr, x, P + I.lnf_w, N, (int)C, c.norm_eps);
-  matmul(logits_out, ln, I.packed_lm_head.empty() ? nullptr : &I.packed_lm_head, W(I.lm_head), nullptr, (int)C,
+    ops::rmsnorm_forward(ln, nullptr, hid, P + I.lnf_w, n, (int)C, c.norm_eps);
+  matmul(logits_out, ln, I.packed_lm_head.empty() ? nullptr : &I.packed_lm_head, W(I.lm_head), nullptr, n, (int)C,
          c.vocab_size, WeightLayout::kOutIn, false);
-  for (int i = 0; i < n; ++i) ++caches[i]->length;
+  for (int i = 0; i < n; ++i) caches[i]->length += cnt(i);
 }
 
 std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {

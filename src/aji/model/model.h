@@ -183,11 +183,20 @@ class Model {
   // projection, MLP, LM head); attention runs per row against its own cache. This is the
   // step of continuous batching: sequences of different lengths decode together.
   // batch_invariant = true computes each row exactly as forward_infer(token, 1, 1) on that
-  // row alone would (the products go through the few-row kernel in groups of at most 4
-  // rows), so a row's logits never depend on which other rows share the step; false lets
-  // the GEMM library take all n rows at once (faster for many rows, but its blocking can
-  // change a row's last bits with the batch shape).
+  // row alone would (the products go through ops::matmul_forward_rows, or a converted
+  // matrix's row kernel in groups of kPackedRows), so a row's logits never depend on which
+  // other rows share the step; false lets the GEMM library take all n rows at once (its
+  // blocking can change a row's last bits with the batch shape).
   void forward_decode(const int32_t* tokens, int n, KVCache* const* caches, float* logits_out,
+                      bool batch_invariant = true);
+  // forward_decode with counts[i] >= 1 new tokens for sequence i (tokens: sequence 0's
+  // counts[0] tokens, then sequence 1's, ...): a prompt's next chunk and other sequences'
+  // next tokens in one pass, every matrix streamed once for all of them (a serving step).
+  // Attention runs per sequence (causal within its chunk); logits_out (n,V) gets the logits
+  // after each sequence's last new token. batch_invariant = true: every sequence's results
+  // (logits and cache) are the bits it gets in a pass of its own with the same counts[i],
+  // whatever the other sequences are. counts = nullptr: one token each (forward_decode).
+  void forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches, float* logits_out,
                       bool batch_invariant = true);
   // log p(tokens[i] | tokens[<i]) for i = 1..T-1 (T-1 values), chunked over the vocab
   // (no (T,V) buffer). T <= max_seq_len.

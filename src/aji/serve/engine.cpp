@@ -1,6 +1,8 @@
 // The serving engine (engine.h): one thread owns the model; requests wait in a bounded
-// queue, are prefilled one at a time (long prompts in chunks, so the running requests keep
-// getting tokens) and then decode together, one token per running request per step.
+// queue, are admitted into the batch (up to max_batch), and every engine step is one
+// Model::forward_extend pass over the running requests' next tokens and the next prompt
+// chunks of the admitted ones (long prompts in chunks, so the running requests keep getting
+// tokens).
 //
 // Locking: `mu` guards the queue, the pending cancels, the live ids, the stats and the
 // shutdown flags. The engine thread takes it briefly at the top of each step and when a
@@ -40,7 +42,7 @@ namespace {
 // (time to the next token of the running requests stays bounded). Short prompts that
 // arrive together are prefilled in the same step while their chunks fit this budget (time
 // to first token of a burst). A request's chunks depend only on its own prompt length, so
-// its prefill is computed the same way whatever else is waiting (determinism).
+// its prefill is computed the same way whatever else is in the step (determinism).
 constexpr int kPrefillChunk = 256;
 
 
@@ -121,11 +123,12 @@ struct Engine::Impl {
   std::atomic<std::thread::id> engine_tid{};
 
   // engine thread only
-  std::unique_ptr<Request> prefilling;          // the request whose prompt is being fed
-  std::vector<std::unique_ptr<Request>> running;  // in the decode batch
+  std::deque<std::unique_ptr<Request>> prefilling;  // admitted, prompt being fed (FIFO)
+  std::vector<std::unique_ptr<Request>> running;    // in the decode batch
   std::vector<std::pair<float, int>> sample_scratch;
   LogprobRow lprow;
   std::vector<int32_t> step_tokens;
+  std::vector<int> step_counts;
   std::vector<model::KVCache*> step_caches;
   std::vector<float> step_logits;
 
@@ -143,8 +146,8 @@ struct Engine::Impl {
   std::optional<Finish> emit(Request& r, const float* logits);
   template <class Fn>
   void guarded(std::unique_ptr<Request>& r, Fn&& fn);
-  void prefill_step();
-  void decode_step();
+  bool start_prefill(std::unique_ptr<Request>& r);
+  void step();
 };
 
 // ---- request lifecycle -------------------------------------------------------------------
@@ -203,86 +206,129 @@ void Engine::Impl::guarded(std::unique_ptr<Request>& r, Fn&& fn) {
   if (why) finish(r, *why);
 }
 
-// One chunk of the current prompt; at its end the first token and a place in the batch.
-void Engine::Impl::prefill_step() {
-  std::unique_ptr<Request>& r = prefilling;
-  bool joined = false;
+// A request's first prefill step: the score_prompt pass (its on_prompt callback) and its
+// cache. Returns false when r has ended (nothing to generate, or an error; r is then null).
+bool Engine::Impl::start_prefill(std::unique_ptr<Request>& r) {
+  bool go_on = false;
   guarded(r, [&]() -> std::optional<Finish> {
     const int T = static_cast<int>(r->req.prompt.size());
-    if (r->prefilled == 0) {
-      if (r->req.score_prompt) {
-        std::vector<TokenEvent> events(static_cast<size_t>(T));
-        events[0].token = r->req.prompt[0];
-        events[0].logprob = std::numeric_limits<float>::quiet_NaN();
-        model.token_logits(r->req.prompt.data(), T, [&](int first, int rows, const float* logits) {
-          for (int i = 0; i < rows; ++i)
-            lprow.fill(logits + static_cast<size_t>(i) * V, V, r->req.prompt[static_cast<size_t>(first + i + 1)],
-                       r->req.top_logprobs, events[static_cast<size_t>(first + i + 1)]);
-        });
-        if (r->cb.on_prompt) r->cb.on_prompt(events);
-      }
-      if (r->budget == 0) {
-        std::lock_guard<std::mutex> lk(mu);
-        st.prompt_tokens += static_cast<uint64_t>(T);
-        return Finish::kLength;
-      }
-      r->cache = model.make_cache(1, T + r->budget);
+    if (r->req.score_prompt) {
+      std::vector<TokenEvent> events(static_cast<size_t>(T));
+      events[0].token = r->req.prompt[0];
+      events[0].logprob = std::numeric_limits<float>::quiet_NaN();
+      model.token_logits(r->req.prompt.data(), T, [&](int first, int rows, const float* logits) {
+        for (int i = 0; i < rows; ++i)
+          lprow.fill(logits + static_cast<size_t>(i) * V, V, r->req.prompt[static_cast<size_t>(first + i + 1)],
+                     r->req.top_logprobs, events[static_cast<size_t>(first + i + 1)]);
+      });
+      if (r->cb.on_prompt) r->cb.on_prompt(events);
     }
-    const int n = std::min(kPrefillChunk, T - r->prefilled);
-    if (step_logits.size() < static_cast<size_t>(V)) step_logits.resize(static_cast<size_t>(V));
-    model.forward_infer(r->req.prompt.data() + r->prefilled, 1, n, r->cache, step_logits.data());
-    r->prefilled += n;
-    {
+    if (r->budget == 0) {
       std::lock_guard<std::mutex> lk(mu);
-      st.prompt_tokens += static_cast<uint64_t>(n);
+      st.prompt_tokens += static_cast<uint64_t>(T);
+      return Finish::kLength;
     }
-    if (r->prefilled < T) return std::nullopt;  // the next chunk at the next step
-    auto why = emit(*r, step_logits.data());
-    if (!why) joined = true;
-    return why;
+    r->cache = model.make_cache(1, T + r->budget);
+    go_on = true;
+    return std::nullopt;
   });
-  if (joined) running.push_back(std::move(prefilling));
+  return go_on;
 }
 
-// One token for every running request.
-void Engine::Impl::decode_step() {
-  // cancels asked for since the top of this iteration (a callback of the prefill just
-  // run, another thread) take effect before the step, not after it
-  std::vector<int64_t> late;
+// One engine step: the next token of every running request and the next prompt chunks of
+// the admitted requests (FIFO, while they fit the step's kPrefillChunk tokens; the first
+// always goes), in one forward_extend pass. A request whose prompt is in samples its first
+// token and joins the decode batch.
+void Engine::Impl::step() {
+  // cancels asked for since the top of this iteration (a callback, another thread) take
+  // effect before the step, not after it
   {
-    std::lock_guard<std::mutex> lk(mu);
-    for (const auto& r : running)
-      if (cancels.count(r->id)) late.push_back(r->id);
+    std::vector<int64_t> late;
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      for (const auto& r : running)
+        if (cancels.count(r->id)) late.push_back(r->id);
+    }
+    for (auto& r : running)
+      if (std::find(late.begin(), late.end(), r->id) != late.end()) finish(r, Finish::kCancelled);
+    running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
   }
-  for (auto& r : running)
-    if (std::find(late.begin(), late.end(), r->id) != late.end()) finish(r, Finish::kCancelled);
+  // this step's prompt chunks
+  std::vector<Request*> feeding;
+  int fed = 0;
+  for (auto& r : prefilling) {
+    if (!r) continue;
+    const int cost = next_chunk_cost(*r);
+    if (!feeding.empty() && fed + cost > kPrefillChunk) break;
+    if (r->prefilled == 0 && !start_prefill(r)) continue;  // ended: r is null now
+    fed += cost;
+    feeding.push_back(r.get());
+  }
+  const int n_dec = static_cast<int>(running.size()), n = n_dec + static_cast<int>(feeding.size());
+  if (n > 0) {
+    step_tokens.clear();
+    step_counts.clear();
+    step_caches.clear();
+    for (auto& r : running) {
+      step_tokens.push_back(r->next_input);
+      step_counts.push_back(1);
+      step_caches.push_back(&r->cache);
+    }
+    for (Request* r : feeding) {
+      const int T = static_cast<int>(r->req.prompt.size());
+      const int chunk = std::min(kPrefillChunk, T - r->prefilled);
+      step_tokens.insert(step_tokens.end(), r->req.prompt.begin() + r->prefilled,
+                         r->req.prompt.begin() + r->prefilled + chunk);
+      step_counts.push_back(chunk);
+      step_caches.push_back(&r->cache);
+    }
+    if (step_logits.size() < static_cast<size_t>(n) * V) step_logits.resize(static_cast<size_t>(n) * V);
+    bool failed = false;
+    try {
+      model.forward_extend(step_tokens.data(), step_counts.data(), n, step_caches.data(), step_logits.data(),
+                           opt.batch_invariant);
+    } catch (const std::exception& e) {
+      failed = true;
+      for (auto& r : running) finish(r, Finish::kError, e.what());
+      running.clear();
+      for (auto& r : prefilling)
+        if (r && std::find(feeding.begin(), feeding.end(), r.get()) != feeding.end()) finish(r, Finish::kError, e.what());
+    }
+    if (!failed) {
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        if (n_dec > 0) {
+          ++st.decode_steps;
+          st.decode_rows += static_cast<uint64_t>(n_dec);
+        }
+        st.prompt_tokens += static_cast<uint64_t>(step_tokens.size()) - static_cast<uint64_t>(n_dec);
+      }
+      for (size_t j = 0; j < feeding.size(); ++j) feeding[j]->prefilled += step_counts[static_cast<size_t>(n_dec) + j];
+      // requests whose prompt is in: their first token (before the running requests' next
+      // ones: a burst's first tokens come first), then the decode batch
+      std::vector<std::unique_ptr<Request>> joined_now;
+      for (auto& r : prefilling) {
+        if (!r) continue;
+        const auto at = std::find(feeding.begin(), feeding.end(), r.get());
+        if (at == feeding.end() || r->prefilled < static_cast<int>(r->req.prompt.size())) continue;
+        const size_t row = static_cast<size_t>(n_dec) + static_cast<size_t>(at - feeding.begin());
+        bool joined = false;
+        guarded(r, [&]() -> std::optional<Finish> {
+          auto why = emit(*r, step_logits.data() + row * V);
+          joined = !why;
+          return why;
+        });
+        if (joined) joined_now.push_back(std::move(r));
+      }
+      for (int i = 0; i < n_dec; ++i) {
+        auto& r = running[static_cast<size_t>(i)];
+        guarded(r, [&] { return emit(*r, step_logits.data() + static_cast<size_t>(i) * V); });
+      }
+      for (auto& r : joined_now) running.push_back(std::move(r));
+    }
+  }
   running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
-  const int n = static_cast<int>(running.size());
-  if (n == 0) return;
-  if (step_logits.size() < static_cast<size_t>(n) * V) step_logits.resize(static_cast<size_t>(n) * V);
-  step_tokens.resize(static_cast<size_t>(n));
-  step_caches.resize(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    step_tokens[static_cast<size_t>(i)] = running[static_cast<size_t>(i)]->next_input;
-    step_caches[static_cast<size_t>(i)] = &running[static_cast<size_t>(i)]->cache;
-  }
-  try {
-    model.forward_decode(step_tokens.data(), n, step_caches.data(), step_logits.data(), opt.batch_invariant);
-  } catch (const std::exception& e) {
-    for (auto& r : running) finish(r, Finish::kError, e.what());
-    running.clear();
-    return;
-  }
-  {
-    std::lock_guard<std::mutex> lk(mu);
-    ++st.decode_steps;
-    st.decode_rows += static_cast<uint64_t>(n);
-  }
-  for (int i = 0; i < n; ++i) {
-    auto& r = running[static_cast<size_t>(i)];
-    guarded(r, [&] { return emit(*r, step_logits.data() + static_cast<size_t>(i) * V); });
-  }
-  running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
+  prefilling.erase(std::remove(prefilling.begin(), prefilling.end(), nullptr), prefilling.end());
 }
 
 void Engine::Impl::loop() {
@@ -293,7 +339,7 @@ void Engine::Impl::loop() {
     {
       std::unique_lock<std::mutex> lk(mu);
       cv.wait(lk, [&] {
-        return abort || stopping || !queue.empty() || !cancels.empty() || prefilling || !running.empty();
+        return abort || stopping || !queue.empty() || !cancels.empty() || !prefilling.empty() || !running.empty();
       });
       if (abort) {
         for (auto& q : queue) dropped.push_back(std::move(q));
@@ -309,51 +355,32 @@ void Engine::Impl::loop() {
             ++it;
           }
         }
-        if (!prefilling && static_cast<int>(running.size()) < opt.max_batch && !queue.empty()) {
-          prefilling = std::move(queue.front());
+        // admit waiting requests while the batch has room (their rows count from now)
+        while (!queue.empty() && static_cast<int>(running.size() + prefilling.size()) < opt.max_batch) {
+          prefilling.push_back(std::move(queue.front()));
           queue.pop_front();
         }
-        exit_now = stopping && queue.empty() && !prefilling && running.empty();
+        exit_now = stopping && queue.empty() && prefilling.empty() && running.empty();
       }
       st.queued = static_cast<int>(queue.size());
     }
     for (auto& d : dropped) finish(d, Finish::kCancelled);
     if (exit_now) {
-      finish(prefilling, Finish::kCancelled);
+      for (auto& r : prefilling) finish(r, Finish::kCancelled);
+      prefilling.clear();
       for (auto& r : running) finish(r, Finish::kCancelled);
       running.clear();
       std::lock_guard<std::mutex> lk(mu);
       st.running = 0;
       return;
     }
-    if (prefilling && to_cancel.count(prefilling->id)) finish(prefilling, Finish::kCancelled);
+    for (auto& r : prefilling)
+      if (r && to_cancel.count(r->id)) finish(r, Finish::kCancelled);
+    prefilling.erase(std::remove(prefilling.begin(), prefilling.end(), nullptr), prefilling.end());
     for (auto& r : running)
       if (to_cancel.count(r->id)) finish(r, Finish::kCancelled);
     running.erase(std::remove(running.begin(), running.end(), nullptr), running.end());
-
-    // Prefill: the current prompt's next chunk, then more waiting prompts while their
-    // first chunks fit the step's budget and the batch has room.
-    int fed = 0;
-    while (prefilling) {
-      fed += next_chunk_cost(*prefilling);
-      prefill_step();
-      if (prefilling || static_cast<int>(running.size()) >= opt.max_batch) break;
-      std::vector<std::unique_ptr<Request>> gone;
-      {
-        std::lock_guard<std::mutex> lk(mu);
-        while (!queue.empty() && (cancels.count(queue.front()->id) || abort)) {
-          gone.push_back(std::move(queue.front()));
-          queue.pop_front();
-        }
-        if (!queue.empty() && fed + next_chunk_cost(*queue.front()) <= kPrefillChunk) {
-          prefilling = std::move(queue.front());
-          queue.pop_front();
-        }
-        st.queued = static_cast<int>(queue.size());
-      }
-      for (auto& g : gone) finish(g, Finish::kCancelled);
-    }
-    decode_step();
+    step();
     std::lock_guard<std::mutex> lk(mu);
     st.running = static_cast<int>(running.size());
   }

@@ -4,20 +4,21 @@
 // timeout, shutdown) frees its cache rows at the next step. The HTTP layer (server.h)
 // never touches the model: it submits requests here and receives tokens through callbacks.
 //
-// Scheduling: each engine step (1) applies cancels, (2) prefills: the next chunk (<= 256
-// tokens) of the prompt being fed, into that request's own KV cache (batch 1; a longer
-// prompt takes several steps), then further waiting prompts while their first chunks fit
-// the step's 256-token budget; a request whose prompt is in samples its first token and
-// joins the batch; then (3) decodes one token for every request in the batch
-// (Model::forward_decode: each row has its own cache and length). A request waits in the
-// queue while max_batch requests are running.
+// Scheduling: a waiting request is admitted into the batch while fewer than max_batch
+// requests are running or being prefilled; each engine step then (1) applies cancels and
+// (2) runs one Model::forward_extend pass over the next token of every running request and
+// the next prompt chunks (<= 256 tokens each, into each request's own KV cache; a longer
+// prompt takes several steps) of the admitted requests, in arrival order while their chunks
+// fit the step's 256-token budget (the first always goes). Every weight matrix is thus read
+// once per step for prefill and decode together. A request whose prompt is in samples its
+// first token from that pass and joins the decode batch.
 // score_prompt runs one extra full forward over the prompt (Model::token_logits, logits in
 // chunks of rows, never a (T,V) buffer) before the prefill.
 //
 // Determinism: each request samples with its own Rng seeded from its `seed`, its prompt is
-// prefilled alone (batch 1, in chunks that depend only on its length), and every row of a
-// batched decode step is computed bit for bit as it would be alone (batch_invariant, the
-// default), so a seeded request gives the same tokens alone or beside others.
+// fed in chunks that depend only on its length, and every row of a step is computed bit for
+// bit as it would be in a pass of its own (batch_invariant, the default), so a seeded
+// request gives the same tokens alone or beside others.
 #pragma once
 
 #include <cstdint>

@@ -138,9 +138,15 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 }
 }  // namespace
 
-int matmul_invariant_rows() {
-  static const int n = small_rows_outin(nullptr, nullptr, nullptr, nullptr, 0, 0, 0, false) ? kSmallRows : kFewRows;
-  return n;
+void matmul_forward_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
+                         WeightLayout layout, bool accumulate) {
+  Prof prof(OpKind::kGemm);
+  if (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
+                                     : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate))
+    return;
+  for (int64_t r0 = 0; r0 < N; r0 += kFewRows)  // a CPU without AVX-512: the portable few-row loop
+    matmul_forward(out + r0 * OC, inp + r0 * IC, weight, bias, std::min<int64_t>(kFewRows, N - r0), IC, OC, layout,
+                   accumulate);
 }
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
@@ -148,7 +154,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   Prof prof(OpKind::kGemm);
   // A few rows (token-by-token decoding, a decode batch): stream each weight element once.
   // A GEMM library packs the whole weight on every call, as costly as the product itself
-  // here. Each row's result is the one it gets alone (matmul_invariant_rows).
+  // here. Each row's result is the one it gets alone (matmul_forward_rows).
   if (N <= kSmallRows && (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
                                                          : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate)))
     return;

@@ -29,11 +29,13 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
 // out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += instead of =.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate = false);
-// The largest N for which matmul_forward computes every row exactly as it computes that row
-// alone (N = 1), whatever the other rows hold: the small-row kernels (small_gemm.h) on a CPU
-// with AVX-512, else the portable few-row loop. Larger N go to the GEMM library, whose
-// blocking depends on N.
-int matmul_invariant_rows();
+// matmul_forward with every row computed exactly as matmul_forward computes it alone (N = 1),
+// whatever N is and whatever the other rows hold (batch-invariant decoding): the small-row
+// kernels (small_gemm.h) on a CPU with AVX-512, else the portable one-row loop in groups.
+// matmul_forward itself does the same up to kSmallRows rows and hands larger N to the GEMM
+// library, whose blocking depends on N.
+void matmul_forward_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
+                         WeightLayout layout, bool accumulate = false);
 // dinp (N,IC) = dout W^T (overwrite; skipped if null); dweight += ; dbias (OC) += (if not null).
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp, const float* weight,
                      int64_t N, int IC, int OC, WeightLayout layout);
