@@ -1,7 +1,8 @@
-// Model::forward_extend (n_new tokens per row after a shared prefix, every new position
-// scored) against the model's own full-sequence path, token_logprobs (one forward over
-// prefix + row, no cache), for the Llama family (RoPE at positions past the prefix, GQA,
-// QK-norm) and GPT-2 (learned positions), with ragged rows padded on the right.
+// Model::forward_extend, the scoring form (rows of different lengths after a shared prefix,
+// each in its own copy of the prefix's cache, every new position scored) against the model's
+// own full-sequence path, token_logprobs (one forward over prefix + row, no cache), for the
+// Llama family (RoPE at positions past the prefix, GQA, QK-norm) and GPT-2 (learned
+// positions); a row may have no target at some positions (0 there).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -36,31 +37,38 @@ Model make(aji::model::Arch arch) {
 void check_extend(Model& m) {
   const std::vector<int32_t> prefix = {3, 14, 15, 9, 26, 5, 35};
   const std::vector<std::vector<int32_t>> rows = {{8, 9, 7, 9, 3}, {2, 38}, {46, 26, 43, 3}, {50}};
-  const int B = static_cast<int>(rows.size()), T = 5, V = m.config().vocab_size;
+  const int B = static_cast<int>(rows.size()), V = m.config().vocab_size;
   auto one = m.make_cache(1, static_cast<int>(prefix.size()));
   std::vector<float> last(V);
   m.forward_infer(prefix.data(), 1, static_cast<int>(prefix.size()), one, last.data());
-  auto many = m.repeat_cache(one, B, static_cast<int>(prefix.size()) + T);
-  ASSERT_EQ(many.length, static_cast<int>(prefix.size()));
-  // row b feeds rows[b] (padded with 0) and scores the next token of rows[b] at every position
-  std::vector<int32_t> toks(size_t(B) * T, 0), targets(size_t(B) * T, -1);
-  for (int b = 0; b < B; ++b)
+  // row b feeds rows[b] into its own copy of the prefix cache and scores the next token of
+  // rows[b] at every position but its last (no target there)
+  std::vector<aji::model::KVCache> caches;
+  std::vector<aji::model::KVCache*> ptrs;
+  std::vector<int32_t> toks, targets;
+  std::vector<int> counts;
+  for (int b = 0; b < B; ++b) {
+    caches.push_back(m.repeat_cache(one, 1, static_cast<int>(prefix.size() + rows[b].size())));
+    ASSERT_EQ(caches.back().length, static_cast<int>(prefix.size()));
+    counts.push_back(static_cast<int>(rows[b].size()));
     for (size_t t = 0; t < rows[b].size(); ++t) {
-      toks[size_t(b) * T + t] = rows[b][t];
-      if (t + 1 < rows[b].size()) targets[size_t(b) * T + t] = rows[b][t + 1];
+      toks.push_back(rows[b][t]);
+      targets.push_back(t + 1 < rows[b].size() ? rows[b][t + 1] : -1);
     }
-  std::vector<float> lp(size_t(B) * T, -1.0f);
-  std::vector<uint8_t> top(size_t(B) * T, 7);
-  m.forward_extend(toks.data(), B, T, many, targets.data(), lp.data(), top.data());
-  EXPECT_EQ(many.length, static_cast<int>(prefix.size()) + T);
+  }
+  for (auto& c : caches) ptrs.push_back(&c);
+  std::vector<float> lp(toks.size(), -1.0f);
+  std::vector<uint8_t> top(toks.size(), 7);
+  m.forward_extend(toks.data(), counts.data(), B, ptrs.data(), targets.data(), lp.data(), top.data());
   int checked_argmax = 0;
+  size_t i = 0;
   for (int b = 0; b < B; ++b) {
     SCOPED_TRACE(b);
+    EXPECT_EQ(caches[b].length, static_cast<int>(prefix.size() + rows[b].size()));
     std::vector<int32_t> all = prefix;
     all.insert(all.end(), rows[b].begin(), rows[b].end());
     const auto ref = m.token_logprobs(all.data(), static_cast<int>(all.size()));
-    for (int t = 0; t < T; ++t) {
-      const size_t i = size_t(b) * T + t;
+    for (size_t t = 0; t < rows[b].size(); ++t, ++i) {
       if (targets[i] < 0) {
         EXPECT_EQ(lp[i], 0.0f);
         EXPECT_EQ(top[i], 0);
@@ -95,7 +103,9 @@ void check_extend(Model& m) {
   std::vector<int32_t> gt(greedy.begin() + 1, greedy.end()), gi(greedy.begin(), greedy.end() - 1);
   std::vector<float> glp(3);
   std::vector<uint8_t> gtop(3);
-  m.forward_extend(gi.data(), 1, 3, g, gt.data(), glp.data(), gtop.data());
+  const int three = 3;
+  aji::model::KVCache* gp = &g;
+  m.forward_extend(gi.data(), &three, 1, &gp, gt.data(), glp.data(), gtop.data());
   for (int k = 0; k < 3; ++k) EXPECT_EQ(gtop[k], 1) << k;
 }
 
@@ -116,10 +126,15 @@ TEST(ModelExtend, BadInputIsAClearError) {
   auto one = m.make_cache(2);
   EXPECT_THROW(m.repeat_cache(one, 3), aji::Error);  // the prefix must be a batch-1 cache
   auto c = m.make_cache(1, 4);
+  aji::model::KVCache* cp = &c;
   const int32_t toks[5] = {1, 2, 3, 4, 5}, targets[5] = {2, 3, 4, 5, 6};
+  const int five = 5, two = 2;
   float lp[5];
-  EXPECT_THROW(m.forward_extend(toks, 1, 5, c, targets, lp), aji::Error);  // longer than the cache
+  EXPECT_THROW(m.forward_extend(toks, &five, 1, &cp, targets, lp), aji::Error);  // longer than the cache
+  EXPECT_EQ(c.length, 0);
   auto d = m.make_cache(1, 8);
+  aji::model::KVCache* dp = &d;
   const int32_t bad[2] = {1, 61};
-  EXPECT_THROW(m.forward_extend(toks, 1, 2, d, bad, lp), aji::Error);  // target outside the vocabulary
+  EXPECT_THROW(m.forward_extend(toks, &two, 1, &dp, bad, lp), aji::Error);  // target outside the vocabulary
+  EXPECT_EQ(d.length, 0);
 }

@@ -117,63 +117,107 @@ std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const
                                                       bool want_greedy) {
   const int max_len = model.config().max_seq_len;
   std::vector<RequestScore> out(requests.size());
-  std::vector<int32_t> toks, targets;
-  std::vector<float> lp, last;
-  std::vector<uint8_t> top;
+  // items: runs of requests with the same context (the choices of one item)
+  struct Item {
+    size_t first, end;  // requests [first, end)
+    int pre;            // context tokens but the last, fed once through the item's cache
+    int rows;           // scored rows: sum over choices of their continuation lengths
+  };
+  std::vector<Item> items;
   for (size_t i = 0; i < requests.size();) {
     size_t j = i + 1;
     while (j < requests.size() && requests[j].context == requests[i].context) ++j;
     const auto& ctx = requests[i].context;
-    size_t lmax = 0;
+    Item it{i, j, static_cast<int>(ctx.size()) - 1, 0};
     for (size_t r = i; r < j; ++r) {
       if (ctx.empty() || requests[r].continuation.empty())
         throw Error("a scoring request needs a non-empty context and continuation");
-      lmax = std::max(lmax, requests[r].continuation.size());
       if (ctx.size() + requests[r].continuation.size() > static_cast<size_t>(max_len))
         throw Error("a request exceeds the model's context of " + std::to_string(max_len))
             .fix("use fewer shots or shorter items");
+      it.rows += static_cast<int>(requests[r].continuation.size());
     }
-    // The context but its last token once through the cache; then every choice's row feeds
-    // [last context token, continuation but its last token] and scores each continuation
-    // token at the position before it, all rows and positions in one forward_extend.
-    const int B = static_cast<int>(j - i);
-    const int pre = static_cast<int>(ctx.size()) - 1;
-    const int cap = pre + static_cast<int>(lmax);
-    model::KVCache many;
-    if (pre > 0) {
-      model::KVCache one = model.make_cache(1, pre);
-      last.resize(static_cast<size_t>(model.config().vocab_size));
-      model.forward_infer(ctx.data(), 1, pre, one, last.data());
-      many = model.repeat_cache(one, B, cap);
-    } else {
-      many = model.make_cache(B, cap);
-    }
-    const size_t T = lmax;
-    toks.assign(size_t(B) * T, 0);  // id 0 pads (causal: padding after a row's end changes nothing)
-    targets.assign(size_t(B) * T, -1);
-    for (int b = 0; b < B; ++b) {
-      const auto& c = requests[i + b].continuation;
-      toks[size_t(b) * T] = ctx.back();
-      for (size_t t = 0; t < c.size(); ++t) {
-        if (t + 1 < c.size()) toks[size_t(b) * T + t + 1] = c[t];
-        targets[size_t(b) * T + t] = c[t];
-      }
-    }
-    lp.assign(size_t(B) * T, 0.0f);
-    top.assign(size_t(B) * T, 0);
-    model.forward_extend(toks.data(), B, static_cast<int>(T), many, targets.data(), lp.data(),
-                         want_greedy ? top.data() : nullptr);
-    for (int b = 0; b < B; ++b) {
-      const auto& c = requests[i + b].continuation;
-      RequestScore& s = out[i + b];
-      s.n_tokens = static_cast<int64_t>(c.size());
-      s.greedy = true;
-      for (size_t t = 0; t < c.size(); ++t) {
-        s.sum_logprob += lp[size_t(b) * T + t];
-        if (want_greedy) s.greedy = s.greedy && top[size_t(b) * T + t];
-      }
-    }
+    items.push_back(it);
     i = j;
+  }
+  // Items in groups of about kPassTokens tokens (contexts and choices each): one pass feeds
+  // every context of the group (but its last token) into its own cache; each choice then
+  // takes a copy of its item's cache, and one pass over every choice of the group feeds
+  // [last context token, continuation but its last token] and scores each continuation token
+  // at the position before it. Items of different context lengths share the passes (the
+  // caches are per sequence), so the products see hundreds of rows, not one item's few.
+  constexpr int kPassTokens = 2048;
+  std::vector<int32_t> toks, targets;
+  std::vector<int> counts;
+  std::vector<float> lp, last;
+  std::vector<uint8_t> top;
+  std::vector<model::KVCache> ctx_caches, choice_caches;
+  std::vector<model::KVCache*> ptrs;
+  for (size_t g0 = 0; g0 < items.size();) {
+    size_t g1 = g0;
+    int64_t pre_sum = 0, row_sum = 0;
+    while (g1 < items.size() &&
+           (g1 == g0 || (pre_sum + items[g1].pre <= kPassTokens && row_sum + items[g1].rows <= kPassTokens))) {
+      pre_sum += items[g1].pre;
+      row_sum += items[g1].rows;
+      ++g1;
+    }
+    // the contexts
+    ctx_caches.clear();
+    toks.clear();
+    counts.clear();
+    ptrs.clear();
+    for (size_t k = g0; k < g1; ++k) {
+      const Item& it = items[k];
+      ctx_caches.push_back(model.make_cache(1, std::max(it.pre, 1)));
+      if (it.pre == 0) continue;  // a one-token context: nothing to feed before the choices
+      const auto& ctx = requests[it.first].context;
+      toks.insert(toks.end(), ctx.begin(), ctx.begin() + it.pre);
+      counts.push_back(it.pre);
+    }
+    for (size_t k = g0; k < g1; ++k)
+      if (items[k].pre > 0) ptrs.push_back(&ctx_caches[k - g0]);
+    if (!ptrs.empty()) {
+      last.resize(ptrs.size() * static_cast<size_t>(model.config().vocab_size));
+      model.forward_extend(toks.data(), counts.data(), static_cast<int>(ptrs.size()), ptrs.data(), last.data(),
+                           /*batch_invariant=*/false);
+    }
+    // the choices
+    choice_caches.clear();
+    toks.clear();
+    targets.clear();
+    counts.clear();
+    for (size_t k = g0; k < g1; ++k) {
+      const Item& it = items[k];
+      const auto& ctx = requests[it.first].context;
+      for (size_t r = it.first; r < it.end; ++r) {
+        const auto& c = requests[r].continuation;
+        choice_caches.push_back(model.repeat_cache(ctx_caches[k - g0], 1, it.pre + static_cast<int>(c.size())));
+        toks.push_back(ctx.back());
+        toks.insert(toks.end(), c.begin(), c.end() - 1);
+        targets.insert(targets.end(), c.begin(), c.end());
+        counts.push_back(static_cast<int>(c.size()));
+      }
+    }
+    ptrs.clear();
+    for (auto& kv : choice_caches) ptrs.push_back(&kv);
+    lp.assign(toks.size(), 0.0f);
+    top.assign(toks.size(), 0);
+    model.forward_extend(toks.data(), counts.data(), static_cast<int>(ptrs.size()), ptrs.data(), targets.data(),
+                         lp.data(), want_greedy ? top.data() : nullptr);
+    size_t at = 0;
+    for (size_t k = g0; k < g1; ++k)
+      for (size_t r = items[k].first; r < items[k].end; ++r) {
+        const auto& c = requests[r].continuation;
+        RequestScore& s = out[r];
+        s.n_tokens = static_cast<int64_t>(c.size());
+        s.greedy = true;
+        for (size_t t = 0; t < c.size(); ++t, ++at) {
+          s.sum_logprob += lp[at];
+          if (want_greedy) s.greedy = s.greedy && top[at];
+        }
+      }
+    g0 = g1;
   }
   return out;
 }

@@ -57,10 +57,11 @@ std::vector<RequestScore> score_requests(model::Model& model, const std::vector<
                                          int64_t batch_tokens, bool want_greedy);
 
 // The same scores with the shared context computed once: requests with identical context
-// ids (the choices of one item) run the context but its last token once through the KV
-// cache (batch 1), copy it into a cache of one row per choice, then score every choice in
-// one Model::forward_extend (rows [last context token, continuation], every position's
-// log-probability). Saves (choices - 1) x context tokens of compute. The default of
+// ids (the choices of one item) run the context but its last token once through a KV cache,
+// every choice takes a copy of it, and every choice is scored in one Model::forward_extend
+// (rows [last context token, continuation], every position's log-probability). Items of
+// different context lengths share both passes, in groups of about 2048 tokens each (one
+// cache per sequence). Saves (choices - 1) x context tokens of compute. The default of
 // `aji eval run` (faster in bench/eval_vs_lmeval.py at 0 and 5 shots).
 std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const std::vector<ScoreRequest>& requests,
                                                       bool want_greedy);

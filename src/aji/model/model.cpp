@@ -84,8 +84,7 @@ struct Model::Impl {
   std::vector<float> infer;
   int64_t infer_cap_N = 0;
   int infer_cap_batch = 0;
-  float* infer_x = nullptr;  // forward_infer's last residual (batch*n_new, C), read by forward_extend
-  std::vector<float> extend_rows, extend_logits, extend_last;
+  std::vector<float> extend_rows, extend_logits;  // forward_extend's heads
   std::vector<int32_t> extend_targets;
 
   // low-precision copies for generation (use_weights); empty = the fp32 matrix in params
@@ -856,7 +855,6 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
     ops::packed_matmul_forward(logits_out, lastn, I.packed_lm_head, nullptr, batch);
   else
     lm_logits(lastn, batch, logits_out);
-  I.infer_x = x;
   cache.length += n_new;
 }
 
@@ -865,13 +863,13 @@ void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches,
   forward_extend(tokens, nullptr, n, caches, logits_out, batch_invariant);
 }
 
-void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches, float* logits_out,
-                           bool batch_invariant) {
+const float* Model::extend_layers(const int32_t* tokens, const int* counts, int n, KVCache* const* caches,
+                                  bool batch_invariant, std::vector<int64_t>& r0) {
   const ModelConfig& c = config_;
   if (n <= 0) throw Error("forward_decode: no rows");
   // row r0[i] .. r0[i] + cnt(i) - 1 of the pass is sequence i's new tokens
   auto cnt = [&](int i) { return counts ? counts[i] : 1; };
-  std::vector<int64_t> r0(static_cast<size_t>(n) + 1, 0);
+  r0.assign(static_cast<size_t>(n) + 1, 0);
   for (int i = 0; i < n; ++i) {
     if (cnt(i) < 1)
       throw Error("forward_extend: sequence " + std::to_string(i) + " has " + std::to_string(cnt(i)) + " new tokens")
@@ -895,21 +893,20 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   Impl& I = *impl_;
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
-  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act, float** last) {
+  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act) {
     *x = a.take(N * C);
     *ln = a.take(N * C);
     *qkv = a.take(N * QKV);
     *atty = a.take(N * QW);
     *fc = a.take(N * FF);
     *act = a.take(N * F);
-    *last = a.take((int64_t)n * C);
   };
-  float *x, *ln, *qkv, *atty, *fc, *act, *last;
+  float *x, *ln, *qkv, *atty, *fc, *act;
   Bump count;
-  carve(count, &x, &ln, &qkv, &atty, &fc, &act, &last);
+  carve(count, &x, &ln, &qkv, &atty, &fc, &act);
   if (I.infer.size() < count.used) I.infer.resize(count.used);
   Bump real{0, I.infer.data()};
-  carve(real, &x, &ln, &qkv, &atty, &fc, &act, &last);
+  carve(real, &x, &ln, &qkv, &atty, &fc, &act);
 
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
@@ -987,20 +984,38 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
       ops::swiglu_forward(act, fc, N, (int)F);
     matmul(x, act, I.pk(l, &LP::proj), W(Lw.proj_w), W(Lw.proj_b), N, (int)F, (int)C, lay, true);
   }
-  // the final norm and the LM head on each sequence's last new row only
-  const float* hid = x;
-  if (counts) {
-    for (int i = 0; i < n; ++i)
-      std::memcpy(last + (int64_t)i * C, x + (r0[static_cast<size_t>(i) + 1] - 1) * C, sizeof(float) * C);
-    hid = last;
-  }
-  if (c.is_gpt2())
-    ops::layernorm_forward(ln, nullptr, nullptr, hid, P + I.lnf_w, P + I.lnf_b, n, (int)C, c.norm_eps);
-  else
-    ops::rmsnorm_forward(ln, nullptr, hid, P + I.lnf_w, n, (int)C, c.norm_eps);
-  matmul(logits_out, ln, I.packed_lm_head.empty() ? nullptr : &I.packed_lm_head, W(I.lm_head), nullptr, n, (int)C,
-         c.vocab_size, WeightLayout::kOutIn, false);
   for (int i = 0; i < n; ++i) caches[i]->length += cnt(i);
+  return x;
+}
+
+void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches, float* logits_out,
+                           bool batch_invariant) {
+  const ModelConfig& c = config_;
+  Impl& I = *impl_;
+  std::vector<int64_t> r0;
+  const float* x = extend_layers(tokens, counts, n, caches, batch_invariant, r0);
+  // the final norm and the LM head on each sequence's last new row only
+  const int64_t C = c.d_model;
+  I.extend_rows.resize(static_cast<size_t>(2 * n * C));
+  float* last = I.extend_rows.data();
+  float* normed = last + n * C;
+  for (int i = 0; i < n; ++i)
+    std::memcpy(last + (int64_t)i * C, x + (r0[static_cast<size_t>(i) + 1] - 1) * C, sizeof(float) * C);
+  const float* P = params_.data();
+  if (c.is_gpt2())
+    ops::layernorm_forward(normed, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, n, (int)C, c.norm_eps);
+  else
+    ops::rmsnorm_forward(normed, nullptr, last, P + I.lnf_w, n, (int)C, c.norm_eps);
+  if (!I.packed_lm_head.empty()) {
+    const int64_t group = batch_invariant ? ops::kPackedRows : n;
+    for (int64_t g = 0; g < n; g += group)
+      ops::packed_matmul_forward(logits_out + g * c.vocab_size, normed + g * C, I.packed_lm_head, nullptr,
+                                 std::min<int64_t>(group, n - g), false);
+  } else if (batch_invariant) {
+    ops::matmul_forward_rows(logits_out, normed, P + I.lm_head, nullptr, n, (int)C, c.vocab_size, WeightLayout::kOutIn);
+  } else {
+    ops::matmul_forward(logits_out, normed, P + I.lm_head, nullptr, n, (int)C, c.vocab_size, WeightLayout::kOutIn);
+  }
 }
 
 std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
@@ -1053,20 +1068,21 @@ KVCache Model::repeat_cache(const KVCache& prefix, int batch, int max_len) const
   return kv;
 }
 
-void Model::forward_extend(const int32_t* tokens, int batch, int n_new, KVCache& cache, const int32_t* targets,
-                           float* logprobs_out, uint8_t* argmax_out) {
+void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches,
+                           const int32_t* targets, float* logprobs_out, uint8_t* argmax_out, bool batch_invariant) {
   const ModelConfig& c = config_;
   const int64_t C = c.d_model, V = c.vocab_size;
-  if (batch <= 0 || n_new <= 0) throw Error("forward_extend: no new tokens");
-  const int64_t N = (int64_t)batch * n_new;
+  if (n <= 0) throw Error("forward_extend: no sequences");
+  int64_t N = 0;
+  for (int i = 0; i < n; ++i) N += counts[i] > 0 ? counts[i] : 0;
   for (int64_t i = 0; i < N; ++i)
     if (targets[i] >= V)
       throw Error("target id " + std::to_string(targets[i]) + " at index " + std::to_string(i) +
                   " is outside the vocabulary [0, " + std::to_string(V) + ")")
           .fix("the tokenizer and the model disagree: use a model whose vocab_size covers the tokenizer");
   Impl& I = *impl_;
-  I.extend_last.resize((size_t)batch * V);
-  forward_infer(tokens, batch, n_new, cache, I.extend_last.data());  // the layers; leaves I.infer_x
+  std::vector<int64_t> r0;
+  const float* x = extend_layers(tokens, counts, n, caches, batch_invariant, r0);
   // the positions with a target, gathered, through the final norm and the LM head in chunks
   std::vector<int64_t> used;
   for (int64_t i = 0; i < N; ++i) {
@@ -1074,21 +1090,21 @@ void Model::forward_extend(const int32_t* tokens, int batch, int n_new, KVCache&
     if (argmax_out) argmax_out[i] = 0;
     if (targets[i] >= 0) used.push_back(i);
   }
-  const int64_t n = (int64_t)used.size();
-  if (n == 0) return;
-  const int64_t R = std::max<int64_t>(16, std::min<int64_t>(n, (8 << 20) / V));
+  const int64_t nu = (int64_t)used.size();
+  if (nu == 0) return;
+  const int64_t R = std::max<int64_t>(16, std::min<int64_t>(nu, (8 << 20) / V));
   I.extend_rows.resize((size_t)(2 * R * C));
   I.extend_logits.resize((size_t)(R * V));
   I.extend_targets.resize((size_t)R);
   std::vector<float> lp((size_t)R);
   const float* P = params_.data();
-  for (int64_t r0 = 0; r0 < n; r0 += R) {
-    const int64_t rows = std::min(R, n - r0);
+  for (int64_t q0 = 0; q0 < nu; q0 += R) {
+    const int64_t rows = std::min(R, nu - q0);
     float* raw = I.extend_rows.data();
     float* normed = raw + R * C;
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(raw + r * C, I.infer_x + used[(size_t)(r0 + r)] * C, sizeof(float) * C);
-      I.extend_targets[(size_t)r] = targets[used[(size_t)(r0 + r)]];
+      std::memcpy(raw + r * C, x + used[(size_t)(q0 + r)] * C, sizeof(float) * C);
+      I.extend_targets[(size_t)r] = targets[used[(size_t)(q0 + r)]];
     }
     if (c.is_gpt2())
       ops::layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, P + I.lnf_b, rows, (int)C, c.norm_eps);
@@ -1097,7 +1113,7 @@ void Model::forward_extend(const int32_t* tokens, int batch, int n_new, KVCache&
     lm_logits(normed, (int)rows, I.extend_logits.data());
     ops::log_softmax_pick(lp.data(), I.extend_logits.data(), I.extend_targets.data(), rows, (int)V);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t i = used[(size_t)(r0 + r)];
+      const int64_t i = used[(size_t)(q0 + r)];
       logprobs_out[i] = lp[(size_t)r];
       if (argmax_out) {
         const float* l = I.extend_logits.data() + r * V;

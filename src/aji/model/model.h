@@ -210,16 +210,17 @@ class Model {
   void token_logits(const int32_t* tokens, int T, const std::function<void(int, int, const float*)>& fn);
 
   // --- extending a cache, every new position scored (eval's shared-prefix scoring) ---
-  // A cache of `batch` rows, each a copy of the first prefix->length positions of the
+  // A cache of `batch` rows, each a copy of the first prefix.length positions of the
   // batch-1 cache `prefix`, room for max_len positions (0 = max_seq_len).
   KVCache repeat_cache(const KVCache& prefix, int batch, int max_len = 0) const;
-  // forward_infer for tokens (batch, n_new) at cache.length (causal inside the new block,
-  // every row against its own cache row), but scoring EVERY new position: logprobs_out
-  // (batch, n_new) gets log softmax(logits)[targets[i]] (0 where targets[i] < 0; padding),
-  // and argmax_out (if not null) 1 where targets[i] is the argmax of its row's logits.
-  // Only positions with a target go through the final norm and the LM head.
-  void forward_extend(const int32_t* tokens, int batch, int n_new, KVCache& cache, const int32_t* targets,
-                      float* logprobs_out, uint8_t* argmax_out = nullptr);
+  // forward_extend (sequence i: counts[i] >= 1 new tokens into *caches[i], a batch-1 cache;
+  // tokens concatenated), but scoring EVERY new position: logprobs_out (sum of counts) gets
+  // log softmax(logits)[targets[j]] (0 where targets[j] < 0), and argmax_out (if not null)
+  // 1 where targets[j] is the argmax of its row's logits. Only positions with a target go
+  // through the final norm and the LM head (chunks of rows, never a (rows,V) buffer).
+  // batch_invariant false (the default here): the layers' products take the GEMM library.
+  void forward_extend(const int32_t* tokens, const int* counts, int n, KVCache* const* caches, const int32_t* targets,
+                      float* logprobs_out, uint8_t* argmax_out = nullptr, bool batch_invariant = false);
 
   // --- low-precision weights for generation (kernels/cpu/lowbit.h) ---------------------
   // Converts the matrices decoding streams (QKV, output projection, MLP, LM head / tied
@@ -256,6 +257,10 @@ class Model {
   double lm_head_pass(const int32_t* targets, const float* weights, float grad_scale, float inv_temp, bool with_grad,
                       float* ce_out, float* logprob_out, float* entropy_out);
   void check_targets(const int32_t* targets, const char* caller) const;
+  // forward_extend's layers: the new rows' last residual (sum of counts, C) in the inference
+  // buffer, the caches advanced; r0[i] = sequence i's first row (r0[n] = the row count).
+  const float* extend_layers(const int32_t* tokens, const int* counts, int n, KVCache* const* caches,
+                             bool batch_invariant, std::vector<int64_t>& r0);
   ModelConfig config_;
   AlignedFloats params_;  // 64-byte aligned: the decode kernels stream it
   std::vector<float> grads_;
