@@ -10,12 +10,12 @@
 #include "aji/base/error.h"
 #include "aji/base/half.h"
 #include "aji/kernels/cpu/avx512.h"
+#include "aji/kernels/cpu/parallel.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 
 namespace aji::kernels::cpu {
 
 namespace {
-inline bool parallel_worth(int64_t work) { return work >= 32768; }  // as ops.cpp
 constexpr int kRowChunk = 4;  // activation rows the row kernels carry at once per weight row
 bool g_force_portable = false;
 

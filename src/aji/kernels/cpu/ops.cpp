@@ -12,15 +12,13 @@
 #include <vector>
 
 #include "aji/base/error.h"
+#include "aji/kernels/cpu/parallel.h"
 #include "aji/kernels/cpu/small_gemm.h"
 #include "aji/kernels/cpu/vec_math.h"
 
 namespace aji::kernels::cpu {
 
 namespace {
-// Below this many elements of work an OpenMP team costs more than it saves (a wake-up of
-// the other threads is microseconds; on a busy machine much more).
-inline bool parallel_worth(int64_t work) { return work >= 32768; }
 constexpr int kFewRows = 4;  // measured: at 8-16 rows dnnl_sgemm is 2x faster than streaming
 }  // namespace
 

@@ -7,12 +7,12 @@
 #include <algorithm>
 
 #include "aji/kernels/cpu/avx512.h"
+#include "aji/kernels/cpu/parallel.h"
 
 namespace aji::kernels::cpu {
 
 namespace {
 
-inline bool parallel_worth(int64_t work) { return work >= 32768; }  // as ops.cpp
 
 #define AJI_AVX512 __attribute__((target("avx512f")))
 
