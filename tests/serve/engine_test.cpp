@@ -493,3 +493,56 @@ TEST(ServeEngine, ABurstOfShortPromptsIsPrefilledInOneStep) {
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(order[i].second, 0) << "event " << i;
   for (const auto& t : ts) EXPECT_EQ(t.out->finish, Finish::kLength);
 }
+
+// A prompt longer than one step's prefill budget (600 tokens: chunks of 256, 256, 88) fed
+// while short requests decode beside it, in the same passes (Model::forward_extend): its
+// tokens are those it gets alone, and every generated token's log-probability is the full
+// forward's (an independent path: one pass over the whole sequence, GEMM products).
+TEST(ServeEngine, ALongPromptFedInChunksBesideRunningRequestsIsUnchanged) {
+  aji::model::ModelConfig c;
+  c.arch = aji::model::Arch::kLlama;
+  c.vocab_size = 96;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = 2;
+  c.d_model = 32;
+  c.d_ff = 48;
+  c.max_seq_len = 640;
+  c.init_std = 0.3f;
+  aji::model::Model m(c);
+  m.init_weights(21);
+  aji::model::Model ref(c);
+  ref.init_weights(21);
+  EngineOptions opt;
+  opt.max_batch = 4;
+  Engine e(m, opt);
+  GenerationRequest longr;
+  for (int j = 0; j < 600; ++j) longr.prompt.push_back((j * 37 + 11) % 96);
+  longr.max_tokens = 12;
+  longr.sampling.temperature = 0.8f;
+  longr.seed = 5;
+  longr.top_logprobs = 2;
+  auto shortr = [](int i) {
+    GenerationRequest r;
+    for (int j = 0; j < 5 + i; ++j) r.prompt.push_back((j * 7 + i) % 96);
+    r.max_tokens = 30;
+    r.sampling.temperature = 1.0f;
+    r.seed = 100 + i;
+    return r;
+  };
+  const Outcome alone = run_one(e, longr);
+  ASSERT_EQ(alone.finish, Finish::kLength);
+  std::vector<std::vector<int32_t>> short_alone;
+  for (int i = 0; i < 3; ++i) short_alone.push_back(run_one(e, shortr(i)).ids());
+  std::vector<Tracked> ts(4);
+  for (int i = 0; i < 3; ++i) ts[i].id = e.submit(shortr(i), ts[i].callbacks());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the short ones are decoding (on a quiet machine)
+  ts[3].id = e.submit(longr, ts[3].callbacks());
+  for (auto& t : ts) t.wait();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ts[i].out->ids(), short_alone[i]) << "short request " << i;
+  EXPECT_EQ(ts[3].out->ids(), alone.ids());
+  std::vector<int32_t> seq = longr.prompt;
+  const auto ids = alone.ids();
+  seq.insert(seq.end(), ids.begin(), ids.end());
+  check_events(ref, seq, alone.tokens, longr.prompt.size() - 1, 2);
+}
