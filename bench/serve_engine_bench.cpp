@@ -152,9 +152,9 @@ void BM_Divergence(benchmark::State& st) {
 }
 
 // One decode step (Model::forward_decode) of `rows` sequences at 64 positions each:
-// mode 0 = batch_invariant false, 1 = true. Up to kSmallRows rows both take the small-row
-// kernels (kernels/cpu/small_gemm.h, AVX-512), whose rows are each computed as alone; beyond,
-// mode 0 is one GEMM over all rows and mode 1 groups of kSmallRows. Counter rows/s.
+// mode 0 = batch_invariant false (one GEMM over all rows above kSmallRows rows), 1 = true
+// (ops::matmul_forward_rows: the small-row kernels of kernels/cpu/small_gemm.h at any row
+// count, each row computed as alone). Counter rows/s.
 // (16 rows, 1 thread: 17-18 ms GEMM and 20-29 ms invariant with the earlier groups of 4
 // through a one-row kernel; 11.6-14 ms with the small-row kernels, measured 2026-12-06 against
 // the old binary in turn. One row: the same within noise.)

