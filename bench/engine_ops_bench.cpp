@@ -117,7 +117,7 @@ void BM_RopeQK(benchmark::State& st) {
 BENCHMARK(BM_RopeQK)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // A decode batch's products: `rows` activation rows against one weight (OC, IC) of the tiny
-// model's shapes, through matmul_forward (the small-row kernels up to kSmallRows rows)
+// model's shapes, through matmul_forward (the small-row kernels up to kFewRows rows)
 // against the peer, oneDNN's sgemm, on the same data (mode 0: matmul_forward, 1: sgemm,
 // 2: one AVX2 dot product per row and output, the portable few-row loop; 3: matmul_forward_rows,
 // the small-row kernels at any N).

@@ -152,7 +152,7 @@ void BM_Divergence(benchmark::State& st) {
 }
 
 // One decode step (Model::forward_decode) of `rows` sequences at 64 positions each:
-// mode 0 = batch_invariant false (one GEMM over all rows above kSmallRows rows), 1 = true
+// mode 0 = batch_invariant false (one GEMM over all rows above kFewRows rows), 1 = true
 // (ops::matmul_forward_rows: the small-row kernels of kernels/cpu/small_gemm.h at any row
 // count, each row computed as alone). Counter rows/s.
 // (16 rows, 1 thread: 17-18 ms GEMM and 20-29 ms invariant with the earlier groups of 4

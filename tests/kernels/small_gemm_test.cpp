@@ -1,5 +1,5 @@
 // The small-row fp32 products (kernels/cpu/small_gemm.h) through matmul_forward_rows (any N)
-// and matmul_forward (up to kSmallRows rows): against an fp64 reference, and each row bit for
+// and matmul_forward (up to kFewRows rows): against an fp64 reference, and each row bit for
 // bit what it is alone (N = 1) at every N up to 70 (past one 64-row block), with edge shapes
 // (IC not a multiple of 16, OC not a multiple of the tile), bias and accumulate, 1 and 2
 // threads.
@@ -64,7 +64,7 @@ void check(WeightLayout layout, Shape s, int threads) {
         ops::matmul_forward_rows(got.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
         ASSERT_EQ(std::memcmp(got.data(), alone.data(), sizeof(float) * got.size()), 0)
             << "N " << n << " IC " << s.IC << " OC " << s.OC << " accumulate " << accumulate << " bias " << (b != nullptr);
-        if (n > ops::kSmallRows || !__builtin_cpu_supports("avx512f")) continue;
+        if (n > ops::kFewRows || !__builtin_cpu_supports("avx512f")) continue;
         std::vector<float> mf(start.begin(), start.begin() + static_cast<ptrdiff_t>(n) * s.OC);
         ops::matmul_forward(mf.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
         ASSERT_EQ(std::memcmp(mf.data(), alone.data(), sizeof(float) * mf.size()), 0) << "matmul_forward, N " << n;

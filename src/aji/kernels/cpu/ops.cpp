@@ -18,10 +18,6 @@
 
 namespace aji::kernels::cpu {
 
-namespace {
-constexpr int kFewRows = 4;  // measured: at 8-16 rows dnnl_sgemm is 2x faster than streaming
-}  // namespace
-
 // ---- profiling -----------------------------------------------------------------------
 
 namespace {
@@ -150,13 +146,14 @@ void matmul_forward_rows(float* out, const float* inp, const float* weight, cons
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
-  // A few rows (token-by-token decoding, a decode batch): stream each weight element once.
-  // A GEMM library packs the whole weight on every call, as costly as the product itself
-  // here. Each row's result is the one it gets alone (matmul_forward_rows).
-  if (N <= kSmallRows && (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
-                                                         : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate)))
-    return;
-  if (N <= kFewRows) {  // the portable few-row path (a CPU without AVX-512)
+  if (N <= kFewRows) {
+    // A few rows (token-by-token decoding): stream each weight element once. A GEMM library
+    // packs the whole weight on every call, as costly as the product itself here. Each row's
+    // result is the one it gets alone (matmul_forward_rows); below, the portable loop for a
+    // CPU without AVX-512.
+    if (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
+                                       : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate))
+      return;
     if (layout == WeightLayout::kOutIn) {
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
       for (int o = 0; o < OC; ++o) {

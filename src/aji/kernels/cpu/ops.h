@@ -26,13 +26,22 @@ enum class WeightLayout { kOutIn, kInOut };
 void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// Rows up to which matmul_forward streams each weight once (the small-row kernels of
+// small_gemm.h, or on a CPU without AVX-512 a dot product per row and output); larger N go
+// to the GEMM library. Kept at 4 although the kernels beat oneDNN's sgemm up to 64 rows
+// (bench/engine_ops_bench BM_SmallRows, tiny's 384 -> 1152 product, 1 thread: 113-126
+// GFLOP/s at 4-32 rows against 40-114): a training or reference forward of 5-32 rows would
+// then get other bits than the same rows inside a larger batch (sgemm), and the trainers
+// promise "alone = in the batch" (tests/align/dpo_test.cpp). The decode, serving and eval
+// passes call matmul_forward_rows (the kernels at any N) themselves.
+constexpr int kFewRows = 4;
 // out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += instead of =.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                     WeightLayout layout, bool accumulate = false);
 // matmul_forward with every row computed exactly as matmul_forward computes it alone (N = 1),
 // whatever N is and whatever the other rows hold (batch-invariant decoding): the small-row
 // kernels (small_gemm.h) on a CPU with AVX-512, else the portable one-row loop in groups.
-// matmul_forward itself does the same up to kSmallRows rows and hands larger N to the GEMM
+// matmul_forward itself does the same up to kFewRows rows and hands larger N to the GEMM
 // library, whose blocking depends on N.
 void matmul_forward_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                          WeightLayout layout, bool accumulate = false);

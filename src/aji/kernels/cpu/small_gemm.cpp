@@ -13,7 +13,6 @@ namespace aji::kernels::cpu {
 
 namespace {
 
-
 #define AJI_AVX512 __attribute__((target("avx512f")))
 
 // ---- W stored (OC, IC): dot products along k --------------------------------------------

@@ -13,15 +13,6 @@
 
 namespace aji::kernels::cpu {
 
-// Rows up to which matmul_forward takes these kernels; it sends larger N to the GEMM library.
-// Kept at 4 (the old few-row loop's count) although the kernels beat oneDNN's sgemm up to 64
-// rows (bench/engine_ops_bench BM_SmallRows, tiny's 384 -> 1152 product, 1 thread: 113-126
-// GFLOP/s at 4-32 rows against 40-114): a training or reference forward of 5-32 rows would
-// then get other bits than the same rows inside a larger batch (sgemm), and the trainers
-// promise "alone = in the batch" (tests/align/dpo_test.cpp). The decode and serving paths
-// call matmul_forward_rows (these kernels at any N) themselves.
-constexpr int kSmallRows = 4;
-
 // out (N,OC) (+)= inp (N,IC) W^T (+ bias), W stored (OC,IC); any N (rows in blocks of 64, the
 // weight streamed once per block). Returns false (nothing written) when this CPU lacks
 // AVX-512F; the caller then takes its portable path.
