@@ -29,6 +29,23 @@ struct Bump {
     return p;
   }
 };
+
+// One product of a forward_extend pass over `rows` rows. invariant: every row as it is alone
+// (a converted matrix's row kernel in groups of kPackedRows, the rows it computes the same;
+// fp32 through matmul_forward_rows); else one call over all rows (the GEMM library).
+void pass_matmul(float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias,
+                 int64_t rows, int IC, int OC, WeightLayout layout, bool accumulate, bool invariant) {
+  if (!pw) {
+    if (invariant)
+      ops::matmul_forward_rows(out, inp, w, bias, rows, IC, OC, layout, accumulate);
+    else
+      ops::matmul_forward(out, inp, w, bias, rows, IC, OC, layout, accumulate);
+    return;
+  }
+  const int64_t group = invariant ? ops::kPackedRows : rows;
+  for (int64_t g = 0; g < rows; g += group)
+    ops::packed_matmul_forward(out + g * OC, inp + g * IC, *pw, bias, std::min(group, rows - g), accumulate);
+}
 }  // namespace
 
 struct LayerOffsets {
@@ -920,20 +937,9 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  // batch_invariant: every row as alone (matmul_forward_rows; a converted matrix's row kernel
-  // computes every row the same for up to kPackedRows rows, so groups of that many).
   auto matmul = [&](float* out, const float* inp, const ops::PackedWeight* pw, const float* w, const float* bias,
                     int64_t rows, int IC, int OC, WeightLayout l, bool accumulate) {
-    if (!pw) {
-      if (batch_invariant)
-        ops::matmul_forward_rows(out, inp, w, bias, rows, IC, OC, l, accumulate);
-      else
-        ops::matmul_forward(out, inp, w, bias, rows, IC, OC, l, accumulate);
-      return;
-    }
-    const int64_t group = batch_invariant ? ops::kPackedRows : rows;
-    for (int64_t g = 0; g < rows; g += group)
-      ops::packed_matmul_forward(out + g * OC, inp + g * IC, *pw, bias, std::min(group, rows - g), accumulate);
+    pass_matmul(out, inp, pw, w, bias, rows, IC, OC, l, accumulate, batch_invariant);
   };
   using LP = Impl::LayerPacked;
 
@@ -1015,16 +1021,9 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
     ops::layernorm_forward(normed, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, n, (int)C, c.norm_eps);
   else
     ops::rmsnorm_forward(normed, nullptr, last, P + I.lnf_w, n, (int)C, c.norm_eps);
-  if (!I.packed_lm_head.empty()) {
-    const int64_t group = batch_invariant ? ops::kPackedRows : n;
-    for (int64_t g = 0; g < n; g += group)
-      ops::packed_matmul_forward(logits_out + g * c.vocab_size, normed + g * C, I.packed_lm_head, nullptr,
-                                 std::min<int64_t>(group, n - g), false);
-  } else if (batch_invariant) {
-    ops::matmul_forward_rows(logits_out, normed, P + I.lm_head, nullptr, n, (int)C, c.vocab_size, WeightLayout::kOutIn);
-  } else {
-    ops::matmul_forward(logits_out, normed, P + I.lm_head, nullptr, n, (int)C, c.vocab_size, WeightLayout::kOutIn);
-  }
+  const bool packed = !I.packed_lm_head.empty();  // else fp32 (the fp32 head may be dropped when packed)
+  pass_matmul(logits_out, normed, packed ? &I.packed_lm_head : nullptr, packed ? nullptr : P + I.lm_head, nullptr, n,
+              (int)C, c.vocab_size, WeightLayout::kOutIn, false, batch_invariant);
 }
 
 std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
