@@ -42,9 +42,10 @@ bool is_loopback(const std::string& host) {
 // `tiny` model got a token every 130-300 ms with the default, 3-4 ms passive, 3.9 ms with
 // 1000 spins, 45 ms with 10,000. Passive has its own cost: every one of a decode step's ~25
 // parallel regions wakes a sleeping thread (measured: 1 CPU busy of 2, ~60 context switches
-// per token, 200 tokens in 0.61-0.75 s against 0.47-0.56 s with 1000 spins). On a quiet machine 1000
-// spins served 1 client 30% faster than passive (343-357 against 266-273 tokens/s, tiny,
-// 2 threads) and 4 clients 10% faster; under 4 busy loops on the 2 cores, as fast as passive.
+// per token, 200 tokens in 0.61-0.75 s against 0.47-0.56 s with 1000 spins). On a quiet
+// machine 1000 spins served 1 client 30% faster than passive (343-357 against 266-273
+// tokens/s, tiny, 2 threads) and 4 clients 10% faster; under 4 busy loops on the 2 cores, as
+// fast as passive.
 void use_short_openmp_spin() {
   if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
   std::ifstream f("/proc/self/cmdline", std::ios::binary);

@@ -164,6 +164,7 @@ std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const
     }
     // the contexts
     ctx_caches.clear();
+    ctx_caches.reserve(g1 - g0);  // no reallocation: ptrs point into it
     toks.clear();
     counts.clear();
     ptrs.clear();
@@ -174,9 +175,8 @@ std::vector<RequestScore> score_requests_prefix_cache(model::Model& model, const
       const auto& ctx = requests[it.first].context;
       toks.insert(toks.end(), ctx.begin(), ctx.begin() + it.pre);
       counts.push_back(it.pre);
+      ptrs.push_back(&ctx_caches.back());
     }
-    for (size_t k = g0; k < g1; ++k)
-      if (items[k].pre > 0) ptrs.push_back(&ctx_caches[k - g0]);
     if (!ptrs.empty()) {
       last.resize(ptrs.size() * static_cast<size_t>(model.config().vocab_size));
       model.forward_extend(toks.data(), counts.data(), static_cast<int>(ptrs.size()), ptrs.data(), last.data(),
