@@ -12,7 +12,6 @@
 
 #include "aji/base/threads.h"
 #include "aji/kernels/cpu/ops.h"
-#include "aji/kernels/cpu/small_gemm.h"
 
 namespace ops = aji::kernels::cpu;
 using ops::WeightLayout;
