@@ -118,7 +118,7 @@ TEST(ForwardDecode, RowsEqualForwardInferAloneBitForBit) {
   for (std::string name : {"llama", "gpt2"}) {
     SCOPED_TRACE(name);
     auto m = aji::train::load_model(aji::test::source_path("tests/fixtures/infer/hf-" + name));
-    for (int n : {1, 3, 6, 9, 17, 33}) check_model(m, n, 4, true);  // 33: a group of 32 rows and one
+    for (int n : {1, 3, 6, 9, 17, 33}) check_model(m, n, 4, true);  // 17, 33: many 4-row tiles and a remainder
   }
   auto q = small_llama_qk_norm();
   check_model(q, 7, 5, true);
