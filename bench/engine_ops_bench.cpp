@@ -8,6 +8,7 @@
 
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/lowbit.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/kernels/cpu/vec_math.h"
 
@@ -125,6 +126,7 @@ BENCHMARK(BM_RopeQK)->Unit(benchmark::kMillisecond)->UseRealTime();
 // in a real decode step. Counter GFLOP/s.
 void BM_SmallRows(benchmark::State& st) {
   const int rows = (int)st.range(0), IC = (int)st.range(1), OC = (int)st.range(2), mode = (int)st.range(3);
+  (void)aji::num_threads();  // AJI_THREADS
   constexpr int kLayers = 6;
   std::vector<std::vector<float>> w;
   for (int l = 0; l < kLayers; ++l) w.push_back(randn((size_t)OC * IC, 10 + l));
@@ -154,7 +156,39 @@ BENCHMARK(BM_SmallRows)
     ->ArgsProduct({{1, 4, 8, 16, 32, 64}, {384}, {1152}, {0, 1}})
     ->ArgsProduct({{1, 16}, {1024}, {384}, {0, 1}})
     ->ArgsProduct({{1}, {384}, {1152, 8192}, {0, 1, 2}})
-    ->ArgsProduct({{64, 256}, {384, 1024}, {384, 1152}, {1, 3}})
+    ->ArgsProduct({{16, 64, 256}, {384, 1024}, {384, 1152}, {1, 3}})
+    ->UseRealTime();
+
+// The same decode products with bf16 (type 0) or q8_0 (type 1) weights (lowbit.h's row
+// kernels up to kPackedRows rows), weights of 6 layers cycled as above. Counter GFLOP/s and
+// the weight bytes streamed per second.
+void BM_PackedRows(benchmark::State& st) {
+  const int rows = (int)st.range(0), IC = (int)st.range(1), OC = (int)st.range(2);
+  const ops::WeightType t = st.range(3) == 0 ? ops::WeightType::kBF16 : ops::WeightType::kQ8_0;
+  (void)aji::num_threads();  // AJI_THREADS
+  constexpr int kLayers = 6;
+  std::vector<ops::PackedWeight> w;
+  for (int l = 0; l < kLayers; ++l) {
+    const auto f = randn((size_t)OC * IC, 10 + l);
+    w.push_back(ops::PackedWeight::pack(f.data(), OC, IC, ops::WeightLayout::kOutIn, t));
+  }
+  auto x = randn((size_t)rows * IC, 1);
+  std::vector<float> y((size_t)rows * OC);
+  int l = 0;
+  for (auto _ : st) {
+    ops::packed_matmul_forward(y.data(), x.data(), w[(size_t)l], nullptr, rows);
+    benchmark::DoNotOptimize(y.data());
+    l = (l + 1) % kLayers;
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * IC * OC * (double)st.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  st.counters["GB/s"] = benchmark::Counter((double)w[0].bytes() * (double)st.iterations() / 1e9,
+                                           benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PackedRows)
+    ->ArgNames({"rows", "IC", "OC", "type"})
+    ->ArgsProduct({{1, 4, 16}, {384}, {1152, 8192}, {0, 1}})
+    ->ArgsProduct({{1, 16}, {1024}, {384}, {0, 1}})
     ->UseRealTime();
 
 }  // namespace

@@ -149,6 +149,36 @@ TEST(Lowbit, Q8BlockRoundsLikeGgml) {
     EXPECT_EQ(std::memcmp(blocks.data() + b * 34, &ds[b], 2), 0);
     EXPECT_EQ(std::memcmp(blocks.data() + b * 34 + 2, qs.data() + b * 32, 32), 0);
   }
+  // the split form (AVX-512 where the CPU has it: the activations of every q8_0 product) on
+  // blocks full of ties (x/d = k + 0.5 exactly, both signs), values just below a tie, zeros,
+  // and random scales, against the scalar block form, value for value
+  for (bool portable : {false, true}) {
+    ops::packed_force_portable(portable);
+    constexpr int kBlocks = 64;
+    std::vector<float> t(kBlocks * 32);
+    const auto u = randn(t.size(), 12);
+    for (size_t i = 0; i < t.size(); ++i) {
+      const int b = static_cast<int>(i / 32), j = static_cast<int>(i % 32);
+      if (b % 4 == 0)
+        t[i] = j == 0 ? 127.0f : (j % 2 ? 1.0f : -1.0f) * (static_cast<float>(j % 17) + 0.5f);  // d = 1: ties
+      else if (b % 4 == 1)
+        t[i] = j == 0 ? -127.0f : std::nextafter(static_cast<float>(j) + 0.5f, 0.0f);  // just below ties
+      else if (b % 4 == 2)
+        t[i] = j < 16 ? 0.0f : u[i] * 1e-3f;
+      else
+        t[i] = u[i] * static_cast<float>(1 + b);
+    }
+    std::vector<uint8_t> ref(kBlocks * ops::kQ8BlockBytes);
+    ops::quantize_q8_0(t.data(), t.size(), ref.data());
+    std::vector<int8_t> q2(t.size());
+    std::vector<uint16_t> d2(kBlocks);
+    ops::quantize_q8_0_split(t.data(), t.size(), q2.data(), d2.data());
+    for (int b = 0; b < kBlocks; ++b) {
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34, &d2[b], 2), 0) << "block " << b << " portable " << portable;
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34 + 2, q2.data() + b * 32, 32), 0) << "block " << b << " portable " << portable;
+    }
+  }
+  ops::packed_force_portable(false);
 }
 
 TEST(Lowbit, ProductsMatchFp64OnDequantizedWeights) {

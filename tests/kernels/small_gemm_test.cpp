@@ -5,12 +5,15 @@
 // threads.
 #include <gtest/gtest.h>
 
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/avx512.h"
 #include "aji/kernels/cpu/ops.h"
 
 namespace ops = aji::kernels::cpu;
@@ -86,4 +89,35 @@ TEST(SmallGemm, RowsEqualTheirOneRowResultAndAnFp64Reference) {
 TEST(SmallGemm, TheSameBitsWithTwoThreads) {
   // large enough that the product is split over threads (parallel_worth: 32768 elements)
   for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) check(layout, Shape{384, 200}, 2);
+}
+
+// The four-at-once sum of the register tiles' epilogue is hsum512's sum of each, bit for bit
+// (each tile's outputs must be what the one-row path computes alone). Vectors of wildly
+// different magnitudes and signs, so that another order of the additions would round
+// differently.
+__attribute__((target("avx512f"))) static void hsum4_vs_hsum(const float* v, float* four, float* one) {
+  __m512 x[4];
+  for (int i = 0; i < 4; ++i) x[i] = _mm512_loadu_ps(v + 16 * i);
+  _mm_storeu_ps(four, ops::hsum512x4(x[0], x[1], x[2], x[3]));
+  for (int i = 0; i < 4; ++i) one[i] = ops::hsum512(x[i]);
+}
+
+TEST(SmallGemm, FourSumsAtOnceAreHsum512BitForBit) {
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512F: the kernels using it do not run";
+  std::mt19937 g(21);
+  std::uniform_real_distribution<float> e(-30.0f, 30.0f);
+  int differs_from_sequential = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    float v[64], four[4], one[4];
+    for (float& x : v) x = std::ldexp(e(g) > 0 ? 1.0f + e(g) / 64 : -1.0f - e(g) / 64, static_cast<int>(e(g) / 2));
+    hsum4_vs_hsum(v, four, one);
+    for (int i = 0; i < 4; ++i) {
+      ASSERT_EQ(std::memcmp(&four[i], &one[i], 4), 0) << "trial " << trial << " vector " << i;
+      float seq = 0.0f;
+      for (int j = 0; j < 16; ++j) seq += v[16 * i + j];
+      differs_from_sequential += seq != one[i];
+    }
+  }
+  // the data do tell summation orders apart (else the bit comparison above proves nothing)
+  EXPECT_GT(differs_from_sequential, 1000);
 }

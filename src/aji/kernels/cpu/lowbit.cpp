@@ -16,11 +16,10 @@
 namespace aji::kernels::cpu {
 
 namespace {
-constexpr int kRowChunk = 4;  // activation rows the row kernels carry at once per weight row
 bool g_force_portable = false;
 
 bool cpu_bf16() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512bf16");
   return ok && !g_force_portable;
 }
@@ -77,8 +76,52 @@ void quantize_q8_0(const float* x, size_t n, uint8_t* out) {
   }
 }
 
+namespace {
+// quantize_block on AVX-512, the same numbers: max|x| is exact in any order, d and 1/d are
+// the same scalar operations, x * id the same product, and round-half-away-from-zero
+// (roundf) is t + (|v| - t >= 0.5) with t = trunc(|v|), |v| - t exact, the sign put back.
+__attribute__((target("avx512f,avx512bw,avx512dq"))) void quantize_blocks_avx512(const float* x, size_t nblocks, int8_t* q,
+                                                                         uint16_t* dbits) {
+  const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+  for (size_t b = 0; b < nblocks; ++b) {
+    const float* xb = x + b * kQ8BlockSize;
+    const __m512 x0 = _mm512_loadu_ps(xb), x1 = _mm512_loadu_ps(xb + 16);
+    const __m512 a0 = _mm512_and_ps(x0, absmask), a1 = _mm512_and_ps(x1, absmask);
+    const __m512 m16 = _mm512_maskz_max_ps(0xFFFF, a0, a1);
+    const __m128 z = _mm_setzero_ps();
+    __m128 m4 = _mm_max_ps(_mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 0), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 1)),
+                           _mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 2), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 3)));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    dbits[b] = f32_to_f16(d);
+    const __m512 vid = _mm512_set1_ps(id);
+    __m512i qi[2];
+    for (int h = 0; h < 2; ++h) {
+      const __m512 v = _mm512_mul_ps(h ? x1 : x0, vid);
+      const __m512 av = _mm512_and_ps(v, absmask);
+      const __m512 t = _mm512_maskz_roundscale_ps(0xFFFF, av, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __mmask16 up = _mm512_cmp_ps_mask(_mm512_sub_ps(av, t), half, _CMP_GE_OQ);
+      const __m512 r = _mm512_mask_add_ps(t, up, t, one);
+      const __m512 signed_r = _mm512_or_ps(r, _mm512_andnot_ps(absmask, v));  // copysign(r, v)
+      qi[h] = _mm512_maskz_cvttps_epi32(0xFFFF, signed_r);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kQ8BlockSize), _mm512_maskz_cvtepi32_epi8(0xFFFF, qi[0]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kQ8BlockSize + 16), _mm512_maskz_cvtepi32_epi8(0xFFFF, qi[1]));
+  }
+}
+bool cpu_avx512bw() {
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512dq");
+  return ok;
+}
+}  // namespace
+
 void quantize_q8_0_split(const float* x, size_t n, int8_t* q, uint16_t* d) {
   AJI_CHECK(n % kQ8BlockSize == 0, "quantize_q8_0_split: n is not a multiple of 32");
+  if (cpu_avx512bw() && !g_force_portable) return quantize_blocks_avx512(x, n / kQ8BlockSize, q, d);
   for (size_t b = 0; b < n / kQ8BlockSize; ++b) quantize_block(x + b * kQ8BlockSize, q + b * kQ8BlockSize, d + b);
 }
 
@@ -178,57 +221,101 @@ void finish(float* out, int64_t OC, int64_t r, int o, float v, const float* bias
   y = accumulate ? y + v : v;
 }
 
-// R (1..kRowChunk) activation rows against one weight row, the row count a template
-// argument so the accumulators stay in registers. Every row's arithmetic is the same
-// sequence whatever R is: a row's result does not depend on the rows beside it.
-#define AJI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512bf16")))
-template <int R>
-AJI_BF16_TARGET inline void bf16_dot_rows(const uint16_t* wr, const uint16_t* xr, int ICp, int nfull, __mmask32 tail,
-                                          float* res) {
-  __m512 a0[R], a1[R];
-  for (int r = 0; r < R; ++r) a0[r] = a1[r] = _mm512_setzero_ps();
-  int k = 0;
-  for (; k + 1 < nfull; k += 2) {  // two accumulators: vdpbf16ps' latency
-    const __m512i w0 = _mm512_loadu_si512(wr + k * 32), w1 = _mm512_loadu_si512(wr + k * 32 + 32);
-    for (int r = 0; r < R; ++r) {
-      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)w0);
-      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32 + 32), (__m512bh)w1);
+// A tile's sums, out (r0+r, o0+o) = hsum512(acc[r][o]) + bias, + out when accumulating;
+// four outputs of a row reduced together (hsum512x4, the same bits as one at a time).
+template <int R, int O>
+__attribute__((target("avx512f"))) [[gnu::always_inline]] inline void tile_epilogue(float* out, int64_t OC, int64_t r0,
+                                                                                   int o0, const __m512 (&acc)[R][O],
+                                                                                   const float* bias, bool accumulate) {
+  for (int r = 0; r < R; ++r) {
+    if constexpr (O == 4) {
+      store4(out + (r0 + r) * OC + o0, hsum512x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), bias ? bias + o0 : nullptr,
+             accumulate);
+    } else {
+      for (int o = 0; o < O; ++o) finish(out, OC, r0 + r, o0 + o, hsum512(acc[r][o]), bias, accumulate);
     }
   }
-  if (k < nfull || tail) {  // one more vector, whole or masked (the activations are zero padded)
-    const __m512i wv = k < nfull ? _mm512_loadu_si512(wr + k * 32) : _mm512_maskz_loadu_epi16(tail, wr + k * 32);
-    for (int r = 0; r < R; ++r)
-      a0[r] = _mm512_dpbf16_ps(a0[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
-    ++k;
+}
+
+// Tiles of R activation rows x O weight rows (output columns), R and O template arguments
+// so the accumulators stay in registers. Output (r, o) is one chain, acc = vdpbf16ps(acc,
+// x[r, k:k+32], w[o, k:k+32]) over the 32-element chunks of k in order (the last one with
+// the weight masked, the activations being zero padded), then hsum512, + bias, + out when
+// accumulating: the same operations whatever R and O are, so a row alone gets the bits it
+// gets in any tile (batch invariance). `next`, when set: the following block of O weight
+// rows, one cache line per row per chunk, prefetched while this block is read (O short
+// interleaved streams defeat the hardware prefetcher).
+#define AJI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+template <int R, int O>
+AJI_BF16_TARGET [[gnu::always_inline]] inline void bf16_tile(float* out, const uint16_t* xb, int ICp,
+                                                             const uint16_t* w, int IC, int OC, int64_t r0, int o0,
+                                                             int nfull, __mmask32 tail, const float* bias,
+                                                             bool accumulate, bool prefetch) {
+  __m512 acc[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
+  const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
+  const uint16_t* xr = xb + r0 * ICp;
+  const uint16_t* next = prefetch && r0 == 0 && o0 + 2 * O <= OC ? wo + O * IC : nullptr;
+  for (int k = 0; k < nfull; ++k) {
+    __m512i wv[O];
+    if (next)
+      for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + k * 32), _MM_HINT_T0);
+    for (int o = 0; o < O; ++o) wv[o] = _mm512_loadu_si512(wo + o * IC + k * 32);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32);
+      for (int o = 0; o < O; ++o) acc[r][o] = _mm512_dpbf16_ps(acc[r][o], xv, (__m512bh)wv[o]);
+    }
   }
-  if (k < nfull || (k == nfull && tail)) {  // the tail after a whole odd vector
-    const __m512i wv = _mm512_maskz_loadu_epi16(tail, wr + k * 32);
-    for (int r = 0; r < R; ++r)
-      a1[r] = _mm512_dpbf16_ps(a1[r], (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32), (__m512bh)wv);
+  if (tail) {
+    __m512i wv[O];
+    for (int o = 0; o < O; ++o) wv[o] = _mm512_maskz_loadu_epi16(tail, wo + o * IC + nfull * 32);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + r * ICp + nfull * 32);
+      for (int o = 0; o < O; ++o) acc[r][o] = _mm512_dpbf16_ps(acc[r][o], xv, (__m512bh)wv[o]);
+    }
   }
-  for (int r = 0; r < R; ++r) res[r] = hsum512(_mm512_add_ps(a0[r], a1[r]));
+  tile_epilogue<R, O>(out, OC, r0, o0, acc, bias, accumulate);
+}
+
+constexpr int kTileRows = 4, kTileOuts = 4;  // bf16: 16 accumulators + 4 weight vectors + 1 input
+
+using Bf16TileFn = void (*)(float*, const uint16_t*, int, const uint16_t*, int, int, int64_t, int, int, __mmask32,
+                            const float*, bool, bool);
+template <int R>
+constexpr Bf16TileFn bf16_tile_for(int o) {
+  return o == 1 ? bf16_tile<R, 1> : o == 2 ? bf16_tile<R, 2> : o == 3 ? bf16_tile<R, 3> : bf16_tile<R, 4>;
 }
 
 AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias,
                                       int64_t N, bool accumulate) {
+  static const Bf16TileFn table[kTileRows][kTileOuts] = {
+      {bf16_tile_for<1>(1), bf16_tile_for<1>(2), bf16_tile_for<1>(3), bf16_tile_for<1>(4)},
+      {bf16_tile_for<2>(1), bf16_tile_for<2>(2), bf16_tile_for<2>(3), bf16_tile_for<2>(4)},
+      {bf16_tile_for<3>(1), bf16_tile_for<3>(2), bf16_tile_for<3>(3), bf16_tile_for<3>(4)},
+      {bf16_tile_for<4>(1), bf16_tile_for<4>(2), bf16_tile_for<4>(3), bf16_tile_for<4>(4)},
+  };
   const int OC = w.rows(), IC = w.cols();
   const int ICp = (IC + 31) / 32 * 32;
   const int nfull = IC / 32;
   const __mmask32 tail = IC % 32 ? static_cast<__mmask32>((1u << (IC % 32)) - 1) : 0;
+  if (N == 1) {
+    // One row: weight rows one after another, inlined (a call per row through the table
+    // and dynamic scheduling cost 1.7x on an in-cache weight), a single stream through
+    // memory (tiles of 2 or 4 weight rows streamed a weight from DRAM 2x slower, prefetch or
+    // not), left to the hardware prefetcher (software prefetch 1-4 rows ahead: 5-15% slower).
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-  for (int o = 0; o < OC; ++o) {
-    const uint16_t* wr = w.bf16() + static_cast<int64_t>(o) * IC;
-    for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
-      const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
-      const uint16_t* xr = P.xb.data() + r0 * ICp;
-      float res[kRowChunk];
-      switch (R) {
-        case 1: bf16_dot_rows<1>(wr, xr, ICp, nfull, tail, res); break;
-        case 2: bf16_dot_rows<2>(wr, xr, ICp, nfull, tail, res); break;
-        case 3: bf16_dot_rows<3>(wr, xr, ICp, nfull, tail, res); break;
-        default: bf16_dot_rows<4>(wr, xr, ICp, nfull, tail, res); break;
-      }
-      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
+    for (int o = 0; o < OC; ++o)
+      bf16_tile<1, 1>(out, P.xb.data(), ICp, w.bf16(), IC, OC, 0, o, nfull, tail, bias, accumulate, false);
+    return;
+  }
+  const int blocks = (OC + kTileOuts - 1) / kTileOuts;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(dynamic, 8)
+  for (int b = 0; b < blocks; ++b) {
+    const int o0 = b * kTileOuts, no = std::min(kTileOuts, OC - o0);
+    for (int64_t r0 = 0; r0 < N; r0 += kTileRows) {
+      const int nr = static_cast<int>(std::min<int64_t>(kTileRows, N - r0));
+      table[nr - 1][no - 1](out, P.xb.data(), ICp, w.bf16(), IC, OC, r0, o0, nfull, tail, bias, accumulate, true);
     }
   }
 }
@@ -255,58 +342,92 @@ AJI_BF16_TARGET void q8_rows_to_bf16_avx512(const PackedWeight& w, int o0, int n
 #undef AJI_BF16_TARGET
 
 #define AJI_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
-template <int R>
-AJI_VNNI_TARGET inline void q8_dot_rows(const uint8_t* wr, const uint16_t* dr, const Prepared& P, int64_t r0, int IC,
-                                        int nb, const __m512i* idx, float* res) {
-  const int npair = (nb + 1) / 2;
-  __m512 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+// Tiles of R activation rows x O weight rows, as bf16_tile. Output (r, o) is one chain over
+// the block pairs p in order: is = vpdpbusd(cx[r, p], w[o, p], x[r, p]) (-128 sum(x) +
+// sum (w + 128) x = sum w x, per lane), acc = fma(float(is), dwe[o, p] * dxe[r, p], acc),
+// then hsum512, + bias, + out when accumulating: the same operations whatever R and O are.
+// dwe[o, p]: lanes 0-7 the weight row's scale of block 2p, lanes 8-15 of block 2p+1 (0
+// past nb), permuted out of 16 scales converted at a time. The last pair may hold one
+// block (its upper half masked to zero).
+template <int R, int O>
+AJI_VNNI_TARGET [[gnu::always_inline]] inline void q8_tile(float* out, const Prepared& P, const PackedWeight& w, int64_t r0, int o0,
+                                    const __m512i* idx, const float* bias, bool accumulate) {
+  const int OC = w.rows(), IC = w.cols(), nb = IC / 32, npair = (nb + 1) / 2, nfullp = nb / 2;
+  __m512 acc[R][O], dw16[O];
+  for (int o = 0; o < O; ++o) {
+    dw16[o] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[r][o] = _mm512_setzero_ps();
+  }
+  const uint8_t* wo = w.qu() + static_cast<int64_t>(o0) * IC;
+  const uint16_t* dr = w.d() + static_cast<int64_t>(o0) * nb;
   const int8_t* xq = P.xq.data() + r0 * IC;
   const int32_t* cx = P.cx.data() + r0 * npair * 16;
   const float* dxe = P.dxe.data() + r0 * npair * 16;
-  __m512 dw16 = _mm512_setzero_ps();
-  for (int p = 0; p < npair; ++p) {
-    if ((p & 7) == 0) {
-      const int nleft = std::min(16, nb - 2 * p);
-      const __m256i h = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << nleft) - 1), dr + 2 * p);
-      dw16 = _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, h);
+  const uint8_t* next = O > 1 && r0 == 0 && o0 + 2 * O <= OC ? wo + O * IC : nullptr;
+  for (int g = 0; g < npair; g += 8) {  // 16 scales of each weight row converted at a time
+    const int nleft = std::min(16, nb - 2 * g);
+    for (int o = 0; o < O; ++o) {
+      const __m256i h = _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << nleft) - 1), dr + o * nb + 2 * g);
+      dw16[o] = _mm512_mask_cvtph_ps(_mm512_setzero_ps(), 0xFFFF, h);
     }
-    const __m512 dwe = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF, idx[p & 7], dw16);
-    const __mmask64 m = 2 * p + 1 < nb ? ~0ull : 0xFFFFFFFFull;  // the last pair may hold one block
-    const __m512i wv = _mm512_maskz_loadu_epi8(m, wr + p * 64);
-    for (int r = 0; r < R; ++r) {
-      const __m512i xv = _mm512_maskz_loadu_epi8(m, xq + r * IC + p * 64);
-      // -128 sum(x) + sum (w + 128) x = sum w x, per lane
-      const __m512i is = _mm512_dpbusd_epi32(_mm512_loadu_si512(cx + (r * npair + p) * 16), wv, xv);
-      const __m512 sc = _mm512_mul_ps(dwe, _mm512_loadu_ps(dxe + (r * npair + p) * 16));
-      acc[r] = _mm512_fmadd_ps(_mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), 0xFFFF, is), sc, acc[r]);
+    const int pend = std::min(npair, g + 8);
+    for (int p = g; p < pend; ++p) {
+      const __mmask64 m = p < nfullp ? ~0ull : 0xFFFFFFFFull;
+      __m512i wv[O];
+      __m512 dwe[O];
+      if (next)
+        for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + p * 64), _MM_HINT_T0);
+      for (int o = 0; o < O; ++o) {
+        wv[o] = _mm512_maskz_loadu_epi8(m, wo + o * IC + p * 64);
+        dwe[o] = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF, idx[p - g], dw16[o]);
+      }
+      for (int r = 0; r < R; ++r) {
+        const __m512i xv = _mm512_maskz_loadu_epi8(m, xq + r * IC + p * 64);
+        const __m512 dx = _mm512_loadu_ps(dxe + (r * npair + p) * 16);
+        for (int o = 0; o < O; ++o) {
+          const __m512i is = _mm512_dpbusd_epi32(_mm512_loadu_si512(cx + (r * npair + p) * 16), wv[o], xv);
+          const __m512 sc = _mm512_mul_ps(dwe[o], dx);
+          acc[r][o] = _mm512_fmadd_ps(_mm512_mask_cvtepi32_ps(_mm512_setzero_ps(), 0xFFFF, is), sc, acc[r][o]);
+        }
+      }
     }
   }
-  for (int r = 0; r < R; ++r) res[r] = hsum512(acc[r]);
+  tile_epilogue<R, O>(out, OC, r0, o0, acc, bias, accumulate);
+}
+
+constexpr int kQ8TileRows = 4, kQ8TileOuts = 4;
+
+using Q8TileFn = void (*)(float*, const Prepared&, const PackedWeight&, int64_t, int, const __m512i*, const float*,
+                          bool);
+template <int R>
+constexpr Q8TileFn q8_tile_for(int o) {
+  return o == 1 ? q8_tile<R, 1> : o == 2 ? q8_tile<R, 2> : o == 3 ? q8_tile<R, 3> : q8_tile<R, 4>;
 }
 
 AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
                                     bool accumulate) {
+  static const Q8TileFn table[kQ8TileRows][kQ8TileOuts] = {
+      {q8_tile_for<1>(1), q8_tile_for<1>(2), q8_tile_for<1>(3), q8_tile_for<1>(4)},
+      {q8_tile_for<2>(1), q8_tile_for<2>(2), q8_tile_for<2>(3), q8_tile_for<2>(4)},
+      {q8_tile_for<3>(1), q8_tile_for<3>(2), q8_tile_for<3>(3), q8_tile_for<3>(4)},
+      {q8_tile_for<4>(1), q8_tile_for<4>(2), q8_tile_for<4>(3), q8_tile_for<4>(4)},
+  };
   const int OC = w.rows(), IC = w.cols();
-  const int nb = IC / 32;
-  // idx[p]: lanes 0-7 take scale 2p, lanes 8-15 scale 2p+1 (of a group of 16 scales)
-  __m512i idx[8];
+  __m512i idx[8];  // idx[p]: lanes 0-7 take scale 2p, lanes 8-15 scale 2p+1 (of a group of 16)
   for (int p = 0; p < 8; ++p)
     idx[p] = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * p), _mm512_set1_epi32(2 * p + 1));
+  if (N == 1) {  // one row: as bf16_rows_avx512
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-  for (int o = 0; o < OC; ++o) {
-    const uint8_t* wr = w.qu() + static_cast<int64_t>(o) * IC;
-    const uint16_t* dr = w.d() + static_cast<int64_t>(o) * nb;
-    for (int64_t r0 = 0; r0 < N; r0 += kRowChunk) {
-      const int R = static_cast<int>(std::min<int64_t>(kRowChunk, N - r0));
-      float res[kRowChunk];
-      switch (R) {
-        case 1: q8_dot_rows<1>(wr, dr, P, r0, IC, nb, idx, res); break;
-        case 2: q8_dot_rows<2>(wr, dr, P, r0, IC, nb, idx, res); break;
-        case 3: q8_dot_rows<3>(wr, dr, P, r0, IC, nb, idx, res); break;
-        default: q8_dot_rows<4>(wr, dr, P, r0, IC, nb, idx, res); break;
-      }
-      for (int r = 0; r < R; ++r) finish(out, OC, r0 + r, o, res[r], bias, accumulate);
+    for (int o = 0; o < OC; ++o) q8_tile<1, 1>(out, P, w, 0, o, idx, bias, accumulate);
+    return;
+  }
+  const int blocks = (OC + kQ8TileOuts - 1) / kQ8TileOuts;
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(dynamic, 8)
+  for (int b = 0; b < blocks; ++b) {
+    const int o0 = b * kQ8TileOuts, no = std::min(kQ8TileOuts, OC - o0);
+    for (int64_t r0 = 0; r0 < N; r0 += kQ8TileRows) {
+      const int nr = static_cast<int>(std::min<int64_t>(kQ8TileRows, N - r0));
+      table[nr - 1][no - 1](out, P, w, r0, o0, idx, bias, accumulate);
     }
   }
 }
@@ -354,9 +475,11 @@ void q8_rows_portable(float* out, const Prepared& P, const PackedWeight& w, cons
 void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, bool vnni) {
   if (t == WeightType::kBF16) {
     const int ICp = (IC + 31) / 32 * 32;
-    P.xb.assign(static_cast<size_t>(N) * ICp, 0);
-    for (int64_t r = 0; r < N; ++r)
-      for (int k = 0; k < IC; ++k) P.xb[r * ICp + k] = f32_to_bf16(inp[r * IC + k]);
+    P.xb.resize(static_cast<size_t>(N) * ICp);
+    for (int64_t r = 0; r < N; ++r) {  // row by row: the same rounding whatever N is
+      round_to_bf16(P.xb.data() + r * ICp, inp + r * IC, IC);
+      std::fill(P.xb.data() + r * ICp + IC, P.xb.data() + (r + 1) * ICp, uint16_t{0});
+    }
     return;
   }
   const int nb = IC / 32, npair = (nb + 1) / 2;

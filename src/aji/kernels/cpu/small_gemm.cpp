@@ -54,12 +54,18 @@ AJI_AVX512 inline void tile_outin(float* out, const float* x, const float* w, co
       for (int o = 0; o < O; ++o) acc[r][o] = _mm512_fmadd_ps(xv, wv[o], acc[r][o]);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int o = 0; o < O; ++o) {
-      const float v = hsum512(acc[r][o]) + (bias ? bias[o0 + o] : 0.0f);
-      float& y = out[(r0 + r) * OC + o0 + o];
-      y = accumulate ? y + v : v;
+  for (int r = 0; r < R; ++r) {
+    if constexpr (O == 4) {  // four sums at once, the same bits (hsum512x4)
+      store4(out + (r0 + r) * OC + o0, hsum512x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]), bias ? bias + o0 : nullptr,
+             accumulate);
+    } else {
+      for (int o = 0; o < O; ++o) {
+        const float v = hsum512(acc[r][o]) + (bias ? bias[o0 + o] : 0.0f);
+        float& y = out[(r0 + r) * OC + o0 + o];
+        y = accumulate ? y + v : v;
+      }
     }
+  }
 }
 
 // One row against weight row o with 256-bit loads: lanes 0-7 and 8-15 of every 16-lane chunk
