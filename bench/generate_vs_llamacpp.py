@@ -16,7 +16,9 @@ pieces, since speed does not depend on the strings), then runs
 (llama-bench's tg test generates from an empty context, hence aji's 1-token prompt.)
 Both with a KV cache, at the same weight type (--weights: aji's `--weights fp32|bf16|q8_0`
 against a GGUF whose matrices are F32, BF16 or Q8_0, written with gguf-py's own quantizer;
-norms stay F32 in both). Batch 1 rows use llama-bench; llama-bench has no batched decode
+norms stay F32 in both). llama.cpp's KV cache is f16 unless --llama-kv says otherwise; aji's
+is fp32 (--llama-kv f32 compares like with like: at batch 16 the cache is as many bytes per
+step as the weights). Batch 1 rows use llama-bench; llama-bench has no batched decode
 test, so rows with --batch > 1 run llama-batched-bench (-npp PROMPT -ntg GEN -npl BATCH) when
 --llama-batched-bench is given, and aji's batch-B decode after a PROMPT-token prompt (else aji
 only). Prints tokens/s of prompt processing and of
@@ -114,9 +116,9 @@ def write_gguf(cfg, path, gguf_py, wtype="fp32"):
     w.close()
 
 
-def run_llama_bench(exe, gguf_path, prompt, gen, threads):
+def run_llama_bench(exe, gguf_path, prompt, gen, threads, kv="f16"):
     out = subprocess.check_output([exe, "-m", gguf_path, "-p", str(prompt), "-n", str(gen), "-t", str(threads),
-                                   "-r", "3", "-o", "json"], stderr=subprocess.DEVNULL)
+                                   "-ctk", kv, "-ctv", kv, "-r", "3", "-o", "json"], stderr=subprocess.DEVNULL)
     rows = json.loads(out)
     pp = next(r for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
     tg = next(r for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
@@ -124,12 +126,13 @@ def run_llama_bench(exe, gguf_path, prompt, gen, threads):
             "build": rows[0].get("build_commit", "?")}
 
 
-def run_llama_batched(exe, gguf_path, prompt, gen, threads, batch):
+def run_llama_batched(exe, gguf_path, prompt, gen, threads, batch, kv="f16"):
     # llama-batched-bench: `batch` sequences of `prompt` tokens, then `gen` decode steps of all
     # of them together; S_TG = generated tokens/s over all sequences.
     out = subprocess.check_output([exe, "-m", gguf_path, "-c", str(batch * (prompt + gen) + 64), "-b", "2048",
                                    "-ub", "512", "-npp", str(prompt), "-ntg", str(gen), "-npl", str(batch),
-                                   "-t", str(threads), "--output-format", "jsonl"], stderr=subprocess.DEVNULL)
+                                   "-t", str(threads), "-ctk", kv, "-ctv", kv, "--output-format", "jsonl"],
+                                  stderr=subprocess.DEVNULL)
     row = [json.loads(l) for l in out.decode().splitlines() if l.startswith("{")][-1]
     return {"pp_tokens_per_second": row["speed_pp"], "tg_tokens_per_second": row["speed_tg"], "build": "?"}
 
@@ -160,6 +163,8 @@ def main():
     ap.add_argument("--gen", type=int, default=64)
     ap.add_argument("--weights", nargs="+", default=["fp32"], choices=["fp32", "bf16", "q8_0"])
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument("--llama-kv", default="f16", choices=["f16", "f32", "bf16", "q8_0"],
+                    help="llama.cpp's KV cache type (its default f16; aji's cache is fp32: f32 compares like with like)")
     ap.add_argument("--llama-batched-bench", help="llama.cpp's llama-batched-bench (rows with --batch > 1)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
@@ -173,9 +178,10 @@ def main():
                 for th in args.threads:
                     for b in args.batch:
                         if b == 1:
-                            lc = run_llama_bench(args.llama_bench, gguf_path, args.prompt, args.gen, th)
+                            lc = run_llama_bench(args.llama_bench, gguf_path, args.prompt, args.gen, th, args.llama_kv)
                         elif args.llama_batched_bench:
-                            lc = run_llama_batched(args.llama_batched_bench, gguf_path, args.prompt, args.gen, th, b)
+                            lc = run_llama_batched(args.llama_batched_bench, gguf_path, args.prompt, args.gen, th, b,
+                                                   args.llama_kv)
                         else:
                             lc = None
                         a = run_aji(args.aji, cfg_path, args.prompt, args.gen, th, wt, b)
