@@ -184,6 +184,36 @@ TEST(Rollout, SameSeedSameOutputWhateverTheBatchingCompactionOrThreads) {
   EXPECT_GT(differ, (int)other.size() / 2);
 }
 
+TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatchingOrCompaction) {
+  // The same with the model's caches in bf16: prefix copies and compaction move bf16 rows.
+  auto m = fixture_model("llama");
+  m.set_kv_cache(aji::model::KVCacheType::kBF16);
+  auto prompts = ragged_prompts();
+  RolloutOptions o;
+  o.group_size = 5;
+  o.max_new_tokens = 20;
+  o.seed = 42;
+  o.stop_tokens = {7, 13};
+  aji::set_num_threads(1);
+  o.max_batch = 64;
+  auto base = aji::infer::rollout(m, prompts, o);
+  int stopped = 0;
+  for (const auto& r : base) stopped += r.stopped;
+  EXPECT_GT(stopped, 0);
+  for (int max_batch : {1, 3}) {
+    RolloutOptions ov = o;
+    ov.max_batch = max_batch;
+    ov.compact = max_batch == 3;
+    auto rs = aji::infer::rollout(m, prompts, ov);
+    ASSERT_EQ(rs.size(), base.size());
+    for (size_t i = 0; i < rs.size(); ++i) {
+      EXPECT_EQ(rs[i].tokens, base[i].tokens) << "max_batch " << max_batch << " row " << i;
+      ASSERT_EQ(rs[i].logprobs.size(), base[i].logprobs.size());
+      for (size_t t = 0; t < rs[i].logprobs.size(); ++t) EXPECT_NEAR(rs[i].logprobs[t], base[i].logprobs[t], 1e-4);
+    }
+  }
+}
+
 TEST(Rollout, RowStopsAtTheStopTokenAndIncludesItOthersContinue) {
   aji::set_num_threads(1);
   auto m = fixture_model("gpt2");

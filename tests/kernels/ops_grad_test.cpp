@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -363,6 +364,41 @@ TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
       }
       for (double x : sc) z += std::exp(x - m);
       EXPECT_NEAR(lse[n_new - 1], m + std::log(z), 1e-5) << "hd " << hd << " rows " << n_new;
+    }
+}
+
+TEST(OpsGrad, Bf16KeysAndValuesAreReadAsTheirFp32Values) {
+  // attention_forward over bf16 K and V (a bf16 KV cache) is the fp32 attention over the
+  // same values widened, bit for bit: the decoding path (1-4 query rows) and the tiled path
+  // (more rows), head widths with vector and scalar tails, GQA, packed documents.
+  for (int hd : {64, 40, 5})
+    for (int n_new : {1, 4, 9, 40}) {
+      const int T = 45, H = 4, KV = 2;
+      auto q = randn(T * H * hd, 7), k = randn(T * KV * hd, 8), v = randn(T * KV * hd, 9);
+      std::vector<uint16_t> kb(k.size()), vb(v.size());
+      for (size_t i = 0; i < k.size(); ++i) {
+        uint32_t u;
+        std::memcpy(&u, &k[i], 4);
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;  // round to nearest even (finite values)
+        kb[i] = static_cast<uint16_t>(u >> 16);
+        std::memcpy(&k[i], &u, 4);
+        std::memcpy(&u, &v[i], 4);
+        u = (u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000u;
+        vb[i] = static_cast<uint16_t>(u >> 16);
+        std::memcpy(&v[i], &u, 4);
+      }
+      for (bool packed : {false, true}) {
+        ops::AttnDims d = cached_query_dims(T, n_new, H, KV, hd);
+        std::vector<int32_t> ks(n_new);
+        for (int r = 0; r < n_new; ++r) ks[r] = (r * 7) % (T - n_new + r + 1);
+        if (packed) d.key_start = ks.data();
+        std::vector<float> o32(n_new * H * hd), o16(n_new * H * hd);
+        const float* qp = q.data() + (T - n_new) * H * hd;
+        ops::attention_forward(o32.data(), nullptr, qp, k.data(), v.data(), d);
+        ops::attention_forward(o16.data(), nullptr, qp, kb.data(), vb.data(), d);
+        ASSERT_EQ(std::memcmp(o32.data(), o16.data(), sizeof(float) * o32.size()), 0)
+            << "hd " << hd << " rows " << n_new << " packed " << packed;
+      }
     }
 }
 

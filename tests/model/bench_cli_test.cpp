@@ -63,6 +63,20 @@ TEST(BenchCli, GenerateAndBadArguments) {
       << out;
   auto j = nlohmann::json::parse(out);
   EXPECT_GT(j["gen_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_EQ(j["kv_cache"], "fp32");
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench generate --config " + cfg.string() +
+                                       " --batch 3 --prompt-len 10 --gen 5 --json --weights bf16 --kv-cache bf16",
+                                   &out),
+            0)
+      << out;
+  j = nlohmann::json::parse(out);
+  EXPECT_EQ(j["kv_cache"], "bf16");
+  EXPECT_GT(j["gen_tokens_per_second"].get<double>(), 0.0);
+  EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " bench generate --config " + cfg.string() +
+                                       " --kv-cache f16 2>&1",
+                                   &out),
+            105);  // CLI11 validation error
+  EXPECT_THAT(out, testing::HasSubstr("--kv-cache"));
   EXPECT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " bench generate --config " + cfg.string() +
                                        " --prompt-len 40 --gen 20 2>&1",
                                    &out),

@@ -255,6 +255,7 @@ struct GenOpts {
   int batch = 1, prompt = 128, gen = 64;
   bool json = false;
   std::string weights = "fp32";
+  std::string kv_cache = "fp32";
 };
 
 void run_generate(const GenOpts& o) {
@@ -265,6 +266,7 @@ void run_generate(const GenOpts& o) {
   Model m(cfg);
   m.init_weights(1);
   aji::cli::apply_weights(m, o.weights, false);
+  aji::cli::apply_kv_cache(m, o.kv_cache);
   const int V = cfg.vocab_size, B = o.batch;
   aji::Rng rng(3);
   std::vector<int32_t> prompt((size_t)B * o.prompt);
@@ -298,6 +300,7 @@ void run_generate(const GenOpts& o) {
   j["gen"] = o.gen;
   j["threads"] = aji::num_threads();
   j["weights"] = o.weights;
+  j["kv_cache"] = o.kv_cache;
   j["prompt_tokens_per_second"] = (double)B * o.prompt / t_prompt;
   j["gen_tokens_per_second"] = (double)B * o.gen / t_gen;
   j["prompt_tokens_per_cpu_second"] = (double)B * o.prompt / c_prompt;
@@ -341,6 +344,7 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_option("--prompt-len", opts.prompt, "Prompt tokens per sequence")->capture_default_str();
     cmd->add_option("--gen", opts.gen, "Generated tokens per sequence")->capture_default_str();
     aji::cli::add_weights_option(cmd, opts.weights);
+    aji::cli::add_kv_cache_option(cmd, opts.kv_cache);
     cmd->add_flag("--json", opts.json, "Print one JSON object");
     cmd->callback([] { run_generate(opts); });
   }

@@ -30,6 +30,7 @@ struct ChatArgs {
   std::string model;
   std::string tokenizer;
   std::string weights = "fp32";
+  std::string kv_cache = "fp32";
   std::string system;
   std::vector<std::string> prompts;
   bool transcript = false;  // --prompt mode: print "user: ..." / "assistant: ..." lines
@@ -158,6 +159,7 @@ void run_chat(ChatArgs& a) {
   const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
   aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
   aji::cli::apply_weights(model, a.weights, false);
+  aji::cli::apply_kv_cache(model, a.kv_cache);
   aji::align::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);
   const bool quiet = aji::cli::global_options().quiet;
@@ -257,6 +259,7 @@ aji::cli::CommandRegistrar reg(61, [](CLI::App& app) {
   cmd->add_option("--model", a->model, "Model: aji run dir, checkpoint dir or Hugging Face model dir")->required();
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file (default: the one in the model directory)");
   aji::cli::add_weights_option(cmd, a->weights);
+  aji::cli::add_kv_cache_option(cmd, a->kv_cache);
   cmd->add_option("--system", a->system, "System message");
   cmd->add_option("--prompt", a->prompts, "A user message; print one reply and exit (repeat for several turns)");
   cmd->add_flag("--transcript", a->transcript, "With --prompt: print each user message before its reply");

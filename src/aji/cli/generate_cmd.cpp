@@ -180,6 +180,7 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
               "stderr.");
   add_model_options(gen, ga->m);
   aji::cli::add_weights_option(gen, ga->m.weights);
+  aji::cli::add_kv_cache_option(gen, ga->m.kv_cache);
   CLI::Option* prompt_opt = gen->add_option("--prompt", ga->prompt, "Text to continue");
   gen->add_option("--prompt-file", ga->prompt_file, "Read the text to continue from a file (- = stdin)");
   gen->add_option("--stop", ga->stops,

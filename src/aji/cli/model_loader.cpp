@@ -34,6 +34,7 @@ LoadedModel load_model_for_inference(const ModelArgs& a) {
   if (eot) stops.push_back(static_cast<int32_t>(*eot));
   if (a.no_bos) bos.reset();
   apply_weights(model, a.weights, a.keep_fp32);
+  apply_kv_cache(model, a.kv_cache);
   return {std::move(model), std::move(tok), bos, stops};
 }
 
@@ -57,6 +58,18 @@ void add_weights_option(CLI::App* cmd, std::string& weights) {
                   "scale, as llama.cpp's Q8_0); smaller weights decode faster")
       ->check(CLI::IsMember({"fp32", "bf16", "q8_0"}))
       ->default_str("fp32");
+}
+
+void add_kv_cache_option(CLI::App* cmd, std::string& kv_cache) {
+  cmd->add_option("--kv-cache", kv_cache,
+                  "KV cache element type: fp32 (exact) or bf16 (half the bytes each decode step reads; keys and "
+                  "values rounded once as they are stored, as llama.cpp's default f16 cache rounds them)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->default_str("fp32");
+}
+
+void apply_kv_cache(model::Model& model, const std::string& kv_cache) {
+  model.set_kv_cache(model::parse_kv_cache_type(kv_cache, "--kv-cache"));
 }
 
 namespace {

@@ -23,6 +23,7 @@ struct ModelArgs {
   std::string tokenizer;  // override
   bool no_bos = false;
   std::string weights = "fp32";  // --weights (add_weights_option)
+  std::string kv_cache = "fp32";  // --kv-cache (add_kv_cache_option)
   bool keep_fp32 = false;        // keep the fp32 matrices after converting (a full-sequence forward needs them)
 };
 
@@ -46,5 +47,9 @@ void add_weights_option(CLI::App* cmd, std::string& weights);
 // copies unless keep_fp32; one note on stderr (unless --quiet): the type, the bytes, and any
 // matrix q8_0 kept in fp32. "fp32" does nothing. A bad name is an aji::Error.
 void apply_weights(model::Model& model, const std::string& weights, bool keep_fp32);
+// --kv-cache fp32|bf16, beside --weights: the element type of the KV caches the model makes
+// (Model::set_kv_cache). bf16 halves the bytes every decode step reads from the cache.
+void add_kv_cache_option(CLI::App* cmd, std::string& kv_cache);
+void apply_kv_cache(model::Model& model, const std::string& kv_cache);
 
 }  // namespace aji::cli

@@ -117,6 +117,7 @@ aji::cli::CommandRegistrar reg(65, [](CLI::App& app) {
       "POST /tokenize, /detokenize. Binds 127.0.0.1 unless --host says otherwise. docs/serve.md has the details.");
   aji::cli::add_model_options(cmd, a->m);
   aji::cli::add_weights_option(cmd, a->m.weights);
+  aji::cli::add_kv_cache_option(cmd, a->m.kv_cache);
   a->m.keep_fp32 = true;  // prompt echo / logprobs run the full-sequence forward on the fp32 matrices
   cmd->add_option("--host", a->server.host, "Address to listen on (0.0.0.0 = every interface; give --api-key then)")
       ->capture_default_str();

@@ -73,17 +73,16 @@ void check_prompts(const model::Model& model, const std::vector<std::vector<int3
 // moved.
 void compact_cache(model::KVCache& cache, const std::vector<int>& keep) {
   const int ob = cache.batch, nb = static_cast<int>(keep.size());
-  const size_t block = static_cast<size_t>(cache.max_len) * cache.kv_width;
-  const size_t used = static_cast<size_t>(cache.length) * cache.kv_width;
-  for (std::vector<float>* buf : {&cache.k, &cache.v}) {
-    float* base = buf->data();
+  const size_t eb = cache.elem_bytes();
+  const size_t block = static_cast<size_t>(cache.max_len) * cache.kv_width * eb;
+  const size_t used = static_cast<size_t>(cache.length) * cache.kv_width * eb;
+  for (char* base : {cache.k_bytes(0, 0), cache.v_bytes(0, 0)})
     for (int l = 0; l < cache.n_layer; ++l)
       for (int j = 0; j < nb; ++j) {
         const size_t src = (static_cast<size_t>(l) * ob + keep[j]) * block;
         const size_t dst = (static_cast<size_t>(l) * nb + j) * block;
-        if (src != dst) std::memmove(base + dst, base + src, used * sizeof(float));
+        if (src != dst) std::memmove(base + dst, base + src, used);
       }
-  }
   cache.batch = nb;
 }
 
@@ -146,8 +145,8 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
           prefilled = ro.prompt_index;
         }
         for (int l = 0; l < n_layer; ++l) {
-          std::memcpy(cache.k_at(l, r), pre.k_at(l, 0), sizeof(float) * L * KVW);
-          std::memcpy(cache.v_at(l, r), pre.v_at(l, 0), sizeof(float) * L * KVW);
+          std::memcpy(cache.k_bytes(l, r), pre.k_bytes(l, 0), pre.elem_bytes() * L * KVW);
+          std::memcpy(cache.v_bytes(l, r), pre.v_bytes(l, 0), pre.elem_bytes() * L * KVW);
         }
         std::memcpy(logits.data() + static_cast<size_t>(r) * V, pre_logits.data(), sizeof(float) * V);
         rngs.emplace_back(rollout_row_seed(o.seed, ro.prompt_index, ro.sample_index));

@@ -212,7 +212,7 @@ Model::~Model() { delete impl_; }
 Model::Model(Model&& o) noexcept
     : config_(o.config_), params_(std::move(o.params_)), grads_(std::move(o.grads_)),
       tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_), precision_(o.precision_),
-      params_changed_(o.params_changed_) {
+      kv_cache_(o.kv_cache_), params_changed_(o.params_changed_) {
   o.impl_ = nullptr;
 }
 Model& Model::operator=(Model&& o) noexcept {
@@ -226,6 +226,7 @@ Model& Model::operator=(Model&& o) noexcept {
     B_ = o.B_;
     T_ = o.T_;
     precision_ = o.precision_;
+    kv_cache_ = o.kv_cache_;
     params_changed_ = o.params_changed_;
     o.impl_ = nullptr;
   }
@@ -764,11 +765,48 @@ KVCache Model::make_cache(int batch, int max_len) const {
   kv.max_len = max_len;
   kv.n_layer = config_.n_layer;
   kv.kv_width = config_.kv_width();
+  kv.type = kv_cache_;
   const size_t n = (size_t)kv.n_layer * batch * max_len * kv.kv_width;
-  kv.k.assign(n, 0.0f);
-  kv.v.assign(n, 0.0f);
+  if (kv.bf16()) {
+    kv.kh.assign(n, 0);
+    kv.vh.assign(n, 0);
+  } else {
+    kv.k.assign(n, 0.0f);
+    kv.v.assign(n, 0.0f);
+  }
   return kv;
 }
+
+const char* kv_cache_type_name(KVCacheType t) { return t == KVCacheType::kBF16 ? "bf16" : "fp32"; }
+
+KVCacheType parse_kv_cache_type(const std::string& text, const std::string& source) {
+  if (text == "fp32" || text == "f32") return KVCacheType::kF32;
+  if (text == "bf16") return KVCacheType::kBF16;
+  throw Error("unknown KV cache type \"" + text + "\" in " + source).fix("use fp32 or bf16");
+}
+
+namespace {
+// Position pos of sequence b's layer-l block: the key and value rows (kv_width floats each)
+// stored in the cache's element type (bf16: rounded to nearest even, as the weights are).
+void store_kv(KVCache& kv, int l, int b, int pos, const float* krow, const float* vrow) {
+  const size_t at = kv.at(l, b) + (size_t)pos * kv.kv_width;
+  if (kv.bf16()) {
+    kernels::cpu::round_to_bf16(kv.kh.data() + at, krow, kv.kv_width);
+    kernels::cpu::round_to_bf16(kv.vh.data() + at, vrow, kv.kv_width);
+  } else {
+    std::memcpy(kv.k.data() + at, krow, sizeof(float) * kv.kv_width);
+    std::memcpy(kv.v.data() + at, vrow, sizeof(float) * kv.kv_width);
+  }
+}
+// attention_forward over the cache's layer l (sequence b onwards, dims' batch strides)
+void cache_attention(float* out, const float* q, KVCache& kv, int l, const ops::AttnDims& dims) {
+  const size_t at = kv.at(l, 0);
+  if (kv.bf16())
+    ops::attention_forward(out, nullptr, q, kv.kh.data() + at, kv.vh.data() + at, dims);
+  else
+    ops::attention_forward(out, nullptr, q, kv.k.data() + at, kv.v.data() + at, dims);
+}
+}  // namespace
 
 void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out) {
   const ModelConfig& c = config_;
@@ -852,10 +890,9 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
     for (int b = 0; b < batch; ++b)
       for (int t = 0; t < n_new; ++t) {
         const float* row = qkv + ((int64_t)b * n_new + t) * QKV;
-        std::memcpy(cache.k_at(l, b) + (int64_t)(pos0 + t) * KVW, row + QW, sizeof(float) * KVW);
-        std::memcpy(cache.v_at(l, b) + (int64_t)(pos0 + t) * KVW, row + QW + KVW, sizeof(float) * KVW);
+        store_kv(cache, l, b, pos0 + t, row + QW, row + QW + KVW);
       }
-    ops::attention_forward(atty, nullptr, qkv, cache.k_at(l, 0), cache.v_at(l, 0), dims);
+    cache_attention(atty, qkv, cache, l, dims);
     matmul(x, atty, I.pk(l, &LP::o), Lw.o_w, Lw.o_b, (int)QW, (int)C, true);
     if (c.is_gpt2())
       ops::layernorm_forward(ln, nullptr, nullptr, x, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
@@ -967,8 +1004,7 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
       const int nq = cnt(i), p0 = kv.length;
       for (int t = 0; t < nq; ++t) {
         const float* row = qkv + (rs + t) * QKV;
-        std::memcpy(kv.k_at(l, 0) + (int64_t)(p0 + t) * KVW, row + QW, sizeof(float) * KVW);
-        std::memcpy(kv.v_at(l, 0) + (int64_t)(p0 + t) * KVW, row + QW + KVW, sizeof(float) * KVW);
+        store_kv(kv, l, 0, p0 + t, row + QW, row + QW + KVW);
       }
       // the sequence's own attention: its nq queries at positions p0.. against its keys
       ops::AttnDims dims;
@@ -980,7 +1016,7 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
       dims.k_ts = dims.v_ts = KVW;
       dims.o_bs = nq * QW;
       dims.o_ts = QW;
-      ops::attention_forward(atty + rs * QW, nullptr, qkv + rs * QKV, kv.k_at(l, 0), kv.v_at(l, 0), dims);
+      cache_attention(atty + rs * QW, qkv + rs * QKV, kv, l, dims);
     }
     matmul(x, atty, I.pk(l, &LP::o), W(Lw.o_w), W(Lw.o_b), N, (int)QW, (int)C, lay, true);
     if (c.is_gpt2())
@@ -1060,18 +1096,18 @@ KVCache Model::repeat_cache(const KVCache& prefix, int batch, int max_len) const
   if (prefix.batch != 1 || prefix.n_layer != config_.n_layer || prefix.kv_width != config_.kv_width())
     throw Error("repeat_cache: the prefix cache was not made for this model with batch 1");
   KVCache kv = make_cache(batch, max_len);
+  if (prefix.type != kv.type)
+    throw Error(std::string("repeat_cache: the prefix cache is ") + kv_cache_type_name(prefix.type) +
+                ", this model makes " + kv_cache_type_name(kv.type) + " caches");
   if (prefix.length > kv.max_len)
     throw Error("repeat_cache: a prefix of " + std::to_string(prefix.length) + " positions does not fit " +
                 std::to_string(kv.max_len));
-  const size_t n = (size_t)prefix.length * prefix.kv_width;
-  for (int l = 0; l < kv.n_layer; ++l) {
-    const float* k = prefix.k.data() + (size_t)l * prefix.max_len * prefix.kv_width;  // batch 1: row 0 of layer l
-    const float* v = prefix.v.data() + (size_t)l * prefix.max_len * prefix.kv_width;
+  const size_t bytes = (size_t)prefix.length * prefix.kv_width * prefix.elem_bytes();
+  for (int l = 0; l < kv.n_layer; ++l)
     for (int b = 0; b < batch; ++b) {
-      std::copy(k, k + n, kv.k_at(l, b));
-      std::copy(v, v + n, kv.v_at(l, b));
+      std::memcpy(kv.k_bytes(l, b), prefix.k_bytes(l, 0), bytes);
+      std::memcpy(kv.v_bytes(l, b), prefix.v_bytes(l, 0), bytes);
     }
-  }
   kv.length = prefix.length;
   return kv;
 }

@@ -64,17 +64,39 @@ struct ParamTensor {
 
 // Per-layer keys and values of past positions for incremental decoding.
 // Layout per layer: k, v each (batch, max_len, KV*hd); `length` positions are filled
-// (all sequences in a batch advance together).
+// (all sequences in a batch advance together). Elements fp32 (k, v) or, for a bf16 cache
+// (Model::set_kv_cache), bf16 bits rounded to nearest even (kh, vh; half the bytes that every
+// decode step reads: at batch 16 the cache is as many bytes per step as the weights).
+enum class KVCacheType { kF32, kBF16 };
+const char* kv_cache_type_name(KVCacheType t);  // "fp32", "bf16"
+// "fp32" | "bf16" (also "f32"); anything else is an aji::Error naming `source` and the choices.
+KVCacheType parse_kv_cache_type(const std::string& text, const std::string& source);
+
 struct KVCache {
   int batch = 0;
   int max_len = 0;
   int n_layer = 0;
   int kv_width = 0;
   int length = 0;  // positions already stored
-  std::vector<float> k, v;  // (n_layer, batch, max_len, kv_width)
+  KVCacheType type = KVCacheType::kF32;
+  std::vector<float> k, v;       // (n_layer, batch, max_len, kv_width), kF32
+  std::vector<uint16_t> kh, vh;  // the same, kBF16
 
-  float* k_at(int layer, int b) { return k.data() + ((size_t)layer * batch + b) * max_len * kv_width; }
-  float* v_at(int layer, int b) { return v.data() + ((size_t)layer * batch + b) * max_len * kv_width; }
+  bool bf16() const { return type == KVCacheType::kBF16; }
+  size_t elem_bytes() const { return bf16() ? 2 : 4; }
+  size_t at(int layer, int b) const { return ((size_t)layer * batch + b) * max_len * kv_width; }
+  float* k_at(int layer, int b) { return k.data() + at(layer, b); }  // kF32 only
+  float* v_at(int layer, int b) { return v.data() + at(layer, b); }
+  // Either type, as bytes: the block of (layer, b) starts here, positions elem_bytes() *
+  // kv_width apart.
+  char* k_bytes(int layer, int b) {
+    return bf16() ? reinterpret_cast<char*>(kh.data() + at(layer, b)) : reinterpret_cast<char*>(k.data() + at(layer, b));
+  }
+  char* v_bytes(int layer, int b) {
+    return bf16() ? reinterpret_cast<char*>(vh.data() + at(layer, b)) : reinterpret_cast<char*>(v.data() + at(layer, b));
+  }
+  const char* k_bytes(int layer, int b) const { return const_cast<KVCache*>(this)->k_bytes(layer, b); }
+  const char* v_bytes(int layer, int b) const { return const_cast<KVCache*>(this)->v_bytes(layer, b); }
   void reset() { length = 0; }
 };
 
@@ -172,7 +194,12 @@ class Model {
   void lm_logits(const float* hidden_rows, int n, float* logits_out) const;
 
   // --- inference -------------------------------------------------------------------
-  KVCache make_cache(int batch, int max_len = 0) const;  // max_len 0 = max_seq_len
+  KVCache make_cache(int batch, int max_len = 0) const;  // max_len 0 = max_seq_len; of kv_cache()'s type
+  // The element type of the caches make_cache makes from now on (fp32 by default: every
+  // cached result then equals the full forward's to float rounding; bf16 rounds each key and
+  // value once as it is stored).
+  void set_kv_cache(KVCacheType t) { kv_cache_ = t; }
+  KVCacheType kv_cache() const { return kv_cache_; }
   // Appends n_new tokens per sequence (tokens (batch, n_new)) at cache.length, advances
   // it, and writes the logits of each sequence's last new position: (batch, V).
   void forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out);
@@ -268,6 +295,7 @@ class Model {
   Impl* impl_ = nullptr;
   int B_ = 0, T_ = 0;
   Precision precision_ = Precision::kFp32;
+  KVCacheType kv_cache_ = KVCacheType::kF32;
   bool params_changed_ = true;  // the bf16 copy (if any) is stale
 };
 

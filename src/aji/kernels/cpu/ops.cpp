@@ -581,10 +581,42 @@ constexpr int kQueryTile = 32;
 // those calls took over a quarter of each decoding step; this path cut it by a third).
 constexpr int kFewQueries = 4;
 
+// Keys and values are read as fp32 (training, an fp32 KV cache) or bf16 bits (a bf16 KV
+// cache, Model::set_kv_cache): every read below goes through these, so one code serves both
+// and the fp32 instantiation is the same operations as before.
+inline float kv_f32(float x) { return x; }
+inline float kv_f32(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+#if AJI_VEC_AVX2
+inline __m256 kv_load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 kv_load8(const uint16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+#endif
+// vm::dot with y read through kv_load8 / kv_f32 (the same operations for fp32)
+template <class KV>
+inline float kv_dot(const float* x, const KV* y, int64_t n) {
+  int64_t i = 0;
+  float s = 0.0f;
+#if AJI_VEC_AVX2
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), kv_load8(y + i), acc);
+  s = vm::hsum8(acc);
+#endif
+  for (; i < n; ++i) s = std::fma(x[i], kv_f32(y[i]), s);  // explicit: the same for both element types
+  return s;
+}
+
 // out (nq rows, stride d.o_ts) = softmax(scale q k^T) v for nq query rows whose first
 // sits at absolute position pos0; row r sees keys first_r .. pos0+r (first_r from
 // key_start, else 0). S: scratch of at least kn floats. lse (nq) may be null.
-void attention_rows_direct(float* out, float* lse, const float* q, const float* k, const float* v, float* S, int nq,
+template <class KV>
+void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, const KV* v, float* S, int nq,
                            int kn, int pos0, const int32_t* key_start, float scale, const AttnDims& d) {
   const int hd = d.hd;
   for (int r = 0; r < nq; ++r) {
@@ -596,14 +628,14 @@ void attention_rows_direct(float* out, float* lse, const float* q, const float* 
     // four keys at a time: four independent FMA chains (one chain is latency-bound)
     if (hd % 8 == 0)
       for (; j + 4 <= visible; j += 4) {
-        const float* k0 = k + (int64_t)j * d.k_ts;
+        const KV* k0 = k + (int64_t)j * d.k_ts;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int e = 0; e < hd; e += 8) {
           const __m256 x = _mm256_loadu_ps(qr + e);
-          a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + e), a0);
-          a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + d.k_ts + e), a1);
-          a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + 2 * d.k_ts + e), a2);
-          a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + 3 * d.k_ts + e), a3);
+          a0 = _mm256_fmadd_ps(x, kv_load8(k0 + e), a0);
+          a1 = _mm256_fmadd_ps(x, kv_load8(k0 + d.k_ts + e), a1);
+          a2 = _mm256_fmadd_ps(x, kv_load8(k0 + 2 * d.k_ts + e), a2);
+          a3 = _mm256_fmadd_ps(x, kv_load8(k0 + 3 * d.k_ts + e), a3);
         }
         S[j] = scale * vm::hsum8(a0);
         S[j + 1] = scale * vm::hsum8(a1);
@@ -611,7 +643,7 @@ void attention_rows_direct(float* out, float* lse, const float* q, const float* 
         S[j + 3] = scale * vm::hsum8(a3);
       }
 #endif
-    for (; j < visible; ++j) S[j] = scale * vm::dot(qr, k + (int64_t)j * d.k_ts, hd);
+    for (; j < visible; ++j) S[j] = scale * kv_dot(qr, k + (int64_t)j * d.k_ts, hd);
     const float m = vm::max_of(S + first, visible - first);
     const float sum = vm::exp_shift_sum(S + first, S + first, visible - first, m);
     vm::scale(S + first, visible - first, 1.0f / sum);
@@ -623,11 +655,11 @@ void attention_rows_direct(float* out, float* lse, const float* q, const float* 
       __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
       for (int jj = first; jj < visible; ++jj) {
         const __m256 p = _mm256_set1_ps(S[jj]);
-        const float* vj = v + (int64_t)jj * d.v_ts + e0;
-        c0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj), c0);
-        c1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8), c1);
-        c2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 16), c2);
-        c3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 24), c3);
+        const KV* vj = v + (int64_t)jj * d.v_ts + e0;
+        c0 = _mm256_fmadd_ps(p, kv_load8(vj), c0);
+        c1 = _mm256_fmadd_ps(p, kv_load8(vj + 8), c1);
+        c2 = _mm256_fmadd_ps(p, kv_load8(vj + 16), c2);
+        c3 = _mm256_fmadd_ps(p, kv_load8(vj + 24), c3);
       }
       _mm256_storeu_ps(o + e0, c0);
       _mm256_storeu_ps(o + e0 + 8, c1);
@@ -639,8 +671,8 @@ void attention_rows_direct(float* out, float* lse, const float* q, const float* 
       std::fill(o + e0, o + hd, 0.0f);
       for (int jj = first; jj < visible; ++jj) {
         const float p = S[jj];
-        const float* vj = v + (int64_t)jj * d.v_ts;
-        for (int e = e0; e < hd; ++e) o[e] += p * vj[e];
+        const KV* vj = v + (int64_t)jj * d.v_ts;
+        for (int e = e0; e < hd; ++e) o[e] = std::fma(p, kv_f32(vj[e]), o[e]);
       }
     }
     if (lse) lse[r] = m + std::log(sum);
@@ -670,9 +702,14 @@ inline int64_t spread_ld(int64_t n) {
 void pack_rows(float* out, int64_t ld, const float* x, int64_t ts, int n, int hd) {
   for (int j = 0; j < n; ++j) std::memcpy(out + j * ld, x + j * ts, sizeof(float) * hd);
 }
+void pack_rows(float* out, int64_t ld, const uint16_t* x, int64_t ts, int n, int hd) {
+  for (int j = 0; j < n; ++j)
+    for (int e = 0; e < hd; ++e) out[j * ld + e] = kv_f32(x[j * ts + e]);
+}
 
 // rows (n, stride ts, width hd) -> out (hd x n, rows ld apart), transposed: out[e][j] = x[j][e]
-void pack_transposed(float* out, int64_t ld, const float* x, int64_t ts, int n, int hd) {
+template <class KV>
+void pack_transposed(float* out, int64_t ld, const KV* x, int64_t ts, int n, int hd) {
   int j0 = 0;
 #if AJI_VEC_AVX2
   // 8 x 8 blocks through registers
@@ -680,7 +717,7 @@ void pack_transposed(float* out, int64_t ld, const float* x, int64_t ts, int n, 
     int e0 = 0;
     for (; e0 + 8 <= hd; e0 += 8) {
       __m256 r[8], t[8];
-      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(x + (j0 + i) * ts + e0);
+      for (int i = 0; i < 8; ++i) r[i] = kv_load8(x + (j0 + i) * ts + e0);
       for (int i = 0; i < 8; i += 2) {
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
@@ -697,11 +734,11 @@ void pack_transposed(float* out, int64_t ld, const float* x, int64_t ts, int n, 
       }
     }
     for (int j = j0; j < j0 + 8; ++j)  // columns past the last multiple of 8
-      for (int e = e0; e < hd; ++e) out[e * ld + j] = x[j * ts + e];
+      for (int e = e0; e < hd; ++e) out[e * ld + j] = kv_f32(x[j * ts + e]);
   }
 #endif
   for (int j = j0; j < n; ++j)
-    for (int e = 0; e < hd; ++e) out[e * ld + j] = x[j * ts + e];
+    for (int e = 0; e < hd; ++e) out[e * ld + j] = kv_f32(x[j * ts + e]);
 }
 
 // Per-thread scratch that only grows: attention runs once per layer and step, and fresh
@@ -712,7 +749,9 @@ float* scratch(std::vector<float>& buf, size_t n) {
 }
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+namespace {
+template <class KV>
+void attention_forward_impl(float* out, float* lse, const float* q, const KV* k, const KV* v, const AttnDims& d) {
   Prof prof(OpKind::kAttentionFwd);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
@@ -777,6 +816,16 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
       for (int r = 0; r < nq; ++r) vm::scale(op + r * d.o_ts, d.hd, 1.0f / row_sum[r]);
     }
   }
+}
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+  attention_forward_impl(out, lse, q, k, v, d);
+}
+void attention_forward(float* out, float* lse, const float* q, const uint16_t* k, const uint16_t* v,
+                       const AttnDims& d) {
+  attention_forward_impl(out, lse, q, k, v, d);
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

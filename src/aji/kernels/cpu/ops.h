@@ -116,6 +116,9 @@ struct AttnDims {
 // log-sum-exp of each score row (for backward; may be null). Computed in query tiles:
 // nothing larger than (tile, Tk) per thread is ever held.
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d);
+// The same with k and v as bf16 bits (a bf16 KV cache), widened to fp32 as they are read.
+void attention_forward(float* out, float* lse, const float* q, const uint16_t* k, const uint16_t* v,
+                       const AttnDims& d);
 // dq, dk, dv (overwrite; same layouts as q, k, v) from dout (layout of out), recomputing
 // the probabilities tile by tile from q, k and lse.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
