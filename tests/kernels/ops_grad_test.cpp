@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -366,6 +367,31 @@ TEST(OpsGrad, FewQueryRowsOverACacheMatchFullAttentionForEveryHeadWidth) {
       EXPECT_NEAR(lse[n_new - 1], m + std::log(z), 1e-5) << "hd " << hd << " rows " << n_new;
     }
 }
+
+#if AJI_VEC_AVX2
+TEST(OpsGrad, EightSumsAtOnceAreHsum8BitForBit) {
+  // decoding's scores take eight keys' dot products reduced together (vm::hsum8x8); each
+  // must be hsum8's sum, bit for bit (the one-key path gives the rest of the keys)
+  std::mt19937 g(5);
+  std::uniform_real_distribution<float> e(-30.0f, 30.0f);
+  int differs_from_sequential = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    float x[64], got[8];
+    for (float& f : x) f = std::ldexp(1.0f + std::fabs(e(g)) / 64, static_cast<int>(e(g) / 2)) * (e(g) > 0 ? 1 : -1);
+    __m256 a[8];
+    for (int i = 0; i < 8; ++i) a[i] = _mm256_loadu_ps(x + 8 * i);
+    _mm256_storeu_ps(got, ops::vm::hsum8x8(a));
+    for (int i = 0; i < 8; ++i) {
+      const float want = ops::vm::hsum8(a[i]);
+      ASSERT_EQ(std::memcmp(&got[i], &want, 4), 0) << "trial " << trial << " vector " << i;
+      float seq = 0.0f;
+      for (int j = 0; j < 8; ++j) seq += x[8 * i + j];
+      differs_from_sequential += seq != want;
+    }
+  }
+  EXPECT_GT(differs_from_sequential, 1000);  // the data tell summation orders apart
+}
+#endif
 
 TEST(OpsGrad, Bf16KeysAndValuesAreReadAsTheirFp32Values) {
   // attention_forward over bf16 K and V (a bf16 KV cache) is the fp32 attention over the

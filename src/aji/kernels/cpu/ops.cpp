@@ -625,7 +625,19 @@ void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, 
     const int first = key_start ? key_start[r] : 0;
     int j = first;
 #if AJI_VEC_AVX2
-    // four keys at a time: four independent FMA chains (one chain is latency-bound)
+    // eight keys at a time: eight independent FMA chains (one chain is latency-bound), the
+    // eight sums reduced together (hsum8x8: hsum8's additions on all eight, the same bits)
+    if (hd % 8 == 0)
+      for (; j + 8 <= visible; j += 8) {
+        const KV* k0 = k + (int64_t)j * d.k_ts;
+        __m256 a[8];
+        for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
+        for (int e = 0; e < hd; e += 8) {
+          const __m256 x = _mm256_loadu_ps(qr + e);
+          for (int i = 0; i < 8; ++i) a[i] = _mm256_fmadd_ps(x, kv_load8(k0 + i * d.k_ts + e), a[i]);
+        }
+        _mm256_storeu_ps(S + j, _mm256_mul_ps(_mm256_set1_ps(scale), vm::hsum8x8(a)));
+      }
     if (hd % 8 == 0)
       for (; j + 4 <= visible; j += 4) {
         const KV* k0 = k + (int64_t)j * d.k_ts;
@@ -651,6 +663,18 @@ void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, 
     float* o = out + (int64_t)r * d.o_ts;
     int e0 = 0;
 #if AJI_VEC_AVX2
+    // 64 columns at a time: eight chains, one FMA each per key (the latency of one is then
+    // covered); each column's chain over the keys in order, as with 32 at a time
+    for (; e0 + 64 <= hd; e0 += 64) {
+      __m256 c[8];
+      for (int i = 0; i < 8; ++i) c[i] = _mm256_setzero_ps();
+      for (int jj = first; jj < visible; ++jj) {
+        const __m256 p = _mm256_set1_ps(S[jj]);
+        const KV* vj = v + (int64_t)jj * d.v_ts + e0;
+        for (int i = 0; i < 8; ++i) c[i] = _mm256_fmadd_ps(p, kv_load8(vj + 8 * i), c[i]);
+      }
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + e0 + 8 * i, c[i]);
+    }
     for (; e0 + 32 <= hd; e0 += 32) {
       __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
       for (int jj = first; jj < visible; ++jj) {

@@ -50,6 +50,18 @@ inline float hsum8(__m256 v) {
   lo = _mm_add_ss(lo, sh);
   return _mm_cvtss_f32(lo);
 }
+// hsum8 of eight vectors at once, lane i the sum of a[i]: hsum8's additions (lanes j +
+// j+4, then (0+1) + (2+3)) on the eight side by side, so each is hsum8's bits.
+inline __m256 hsum8x8(const __m256* a) {
+  __m256 p[4];
+  for (int i = 0; i < 4; ++i)  // [a lo + a hi | b lo + b hi] for the pair (2i, 2i+1)
+    p[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x20),
+                         _mm256_permute2f128_ps(a[2 * i], a[2 * i + 1], 0x31));
+  // lanes 0-3 of p[i] hold vector 2i, lanes 4-7 vector 2i+1: (x0+x1), (x2+x3) pairwise, then
+  // their sum; hadd's result order is [0, 2, 4, 6 | 1, 3, 5, 7] of the vectors
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(p[0], p[1]), _mm256_hadd_ps(p[2], p[3]));
+  return _mm256_permutevar8x32_ps(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
 inline float hmax8(__m256 v) {
   __m128 lo = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   lo = _mm_max_ps(lo, _mm_movehl_ps(lo, lo));
