@@ -137,14 +137,14 @@ def run_llama_batched(exe, gguf_path, prompt, gen, threads, batch, kv="f16"):
     return {"pp_tokens_per_second": row["speed_pp"], "tg_tokens_per_second": row["speed_tg"], "build": "?"}
 
 
-def run_aji(aji, cfg_path, prompt, gen, threads, weights="fp32", batch=1):
+def run_aji(aji, cfg_path, prompt, gen, threads, weights="fp32", batch=1, kv="fp32"):
     # llama-bench's tg test generates from an empty context and its pp test processes one
     # prompt: measure aji the same way (generation after a 1-token prompt). Batched rows
     # (llama-batched-bench) decode after a full prompt.
     def bench(p, g):
         out = subprocess.check_output([aji, "--threads", str(threads), "bench", "generate", "--config", cfg_path,
                                        "--batch", str(batch), "--prompt-len", str(p), "--gen", str(g), "--json",
-                                       "--weights", weights], stderr=subprocess.DEVNULL)
+                                       "--weights", weights, "--kv-cache", kv], stderr=subprocess.DEVNULL)
         return json.loads(out)
     pp = bench(prompt, 1)
     tg = bench(1 if batch == 1 else prompt, gen)
@@ -165,6 +165,7 @@ def main():
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
     ap.add_argument("--llama-kv", default="f16", choices=["f16", "f32", "bf16", "q8_0"],
                     help="llama.cpp's KV cache type (its default f16; aji's cache is fp32: f32 compares like with like)")
+    ap.add_argument("--aji-kv", default="fp32", choices=["fp32", "bf16"], help="aji's KV cache type (--kv-cache)")
     ap.add_argument("--llama-batched-bench", help="llama.cpp's llama-batched-bench (rows with --batch > 1)")
     ap.add_argument("--json-out")
     args = ap.parse_args()
@@ -184,7 +185,7 @@ def main():
                                                    args.llama_kv)
                         else:
                             lc = None
-                        a = run_aji(args.aji, cfg_path, args.prompt, args.gen, th, wt, b)
+                        a = run_aji(args.aji, cfg_path, args.prompt, args.gen, th, wt, b, args.aji_kv)
                         lpp = lc["pp_tokens_per_second"] if lc else float("nan")
                         ltg = lc["tg_tokens_per_second"] if lc else float("nan")
                         print("%-16s %-5s batch=%-2d threads=%d  prompt %d: aji %.0f tok/s, llama.cpp %.0f -> %.2fx | "
