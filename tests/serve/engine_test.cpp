@@ -387,42 +387,46 @@ TEST(ServeEngine, ShutdownWithoutFinishingCancelsEverything) {
 // A seeded request gives the same tokens alone and beside 7 others with different prompt
 // lengths that join at different times.
 TEST(ServeEngine, SeededRequestIsTheSameAloneAndInABatch) {
-  for (std::string name : {"llama", "gpt2"}) {
-    SCOPED_TRACE(name);
-    auto m = load(name);
-    EngineOptions opt;
-    opt.max_batch = 8;
-    Engine e(m, opt);
-    auto make = [](int i) {
-      GenerationRequest r;
-      for (int j = 0; j < 3 + 4 * i; ++j) r.prompt.push_back((j * 13 + i * 7 + 1) % 96);
-      r.max_tokens = 24;
-      r.sampling.temperature = 0.9f;
-      r.sampling.top_k = 40;
-      r.seed = 1000 + i;
-      r.top_logprobs = 1;
-      return r;
-    };
-    std::vector<std::vector<int32_t>> alone;
-    for (int i = 0; i < 8; ++i) alone.push_back(run_one(e, make(i)).ids());
-    const auto before = e.stats();
-    std::vector<Tracked> ts(8);
-    for (int i = 0; i < 8; ++i) {
-      ts[i].id = e.submit(make(i), ts[i].callbacks());
-      if (i % 3 == 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // join mid-decode
+  // with the fp32 and the bf16 KV cache (--kv-cache bf16)
+  for (auto kv : {aji::model::KVCacheType::kF32, aji::model::KVCacheType::kBF16}) {
+    for (std::string name : {"llama", "gpt2"}) {
+      SCOPED_TRACE(name + " cache " + aji::model::kv_cache_type_name(kv));
+      auto m = load(name);
+      m.set_kv_cache(kv);
+      EngineOptions opt;
+      opt.max_batch = 8;
+      Engine e(m, opt);
+      auto make = [](int i) {
+        GenerationRequest r;
+        for (int j = 0; j < 3 + 4 * i; ++j) r.prompt.push_back((j * 13 + i * 7 + 1) % 96);
+        r.max_tokens = 24;
+        r.sampling.temperature = 0.9f;
+        r.sampling.top_k = 40;
+        r.seed = 1000 + i;
+        r.top_logprobs = 1;
+        return r;
+      };
+      std::vector<std::vector<int32_t>> alone;
+      for (int i = 0; i < 8; ++i) alone.push_back(run_one(e, make(i)).ids());
+      const auto before = e.stats();
+      std::vector<Tracked> ts(8);
+      for (int i = 0; i < 8; ++i) {
+        ts[i].id = e.submit(make(i), ts[i].callbacks());
+        if (i % 3 == 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // join mid-decode
+      }
+      for (int i = 0; i < 8; ++i) {
+        ts[i].wait();
+        EXPECT_EQ(ts[i].out->ids(), alone[i]) << "request " << i;
+      }
+      const auto s = e.stats();
+      EXPECT_EQ(s.requests_finished, 16u);
+      EXPECT_EQ(s.generated_tokens, 16u * 24u);
+      // they really shared the decode batch (one prefill per step: the batch grows by one a step)
+      const double rows_per_step =
+          double(s.decode_rows - before.decode_rows) / double(s.decode_steps - before.decode_steps);
+      EXPECT_GT(rows_per_step, 1.0);  // > 2 on a quiet machine; a loaded one can let early requests finish first
+      EXPECT_EQ(before.decode_rows, before.decode_steps);  // alone: one row a step
     }
-    for (int i = 0; i < 8; ++i) {
-      ts[i].wait();
-      EXPECT_EQ(ts[i].out->ids(), alone[i]) << "request " << i;
-    }
-    const auto s = e.stats();
-    EXPECT_EQ(s.requests_finished, 16u);
-    EXPECT_EQ(s.generated_tokens, 16u * 24u);
-    // they really shared the decode batch (one prefill per step: the batch grows by one a step)
-    const double rows_per_step =
-        double(s.decode_rows - before.decode_rows) / double(s.decode_steps - before.decode_steps);
-    EXPECT_GT(rows_per_step, 1.0);  // > 2 on a quiet machine; a loaded one can let early requests finish first
-    EXPECT_EQ(before.decode_rows, before.decode_steps);  // alone: one row a step
   }
 }
 
