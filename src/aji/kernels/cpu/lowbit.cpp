@@ -242,9 +242,10 @@ __attribute__((target("avx512f"))) [[gnu::always_inline]] inline void tile_epilo
 // x[r, k:k+32], w[o, k:k+32]) over the 32-element chunks of k in order (the last one with
 // the weight masked, the activations being zero padded), then hsum512, + bias, + out when
 // accumulating: the same operations whatever R and O are, so a row alone gets the bits it
-// gets in any tile (batch invariance). `next`, when set: the following block of O weight
-// rows, one cache line per row per chunk, prefetched while this block is read (O short
-// interleaved streams defeat the hardware prefetcher).
+// gets in any tile (batch invariance). `next`, when set: the block of O weight rows two
+// blocks ahead, one cache line per row per chunk, prefetched into L2 while this block is read
+// (O short interleaved streams defeat the hardware prefetcher; into L1 (T0) and one block
+// ahead, the bf16 LM head at 4 rows took 2.5x as long, at 16 rows 1.6x).
 #define AJI_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 template <int R, int O>
 AJI_BF16_TARGET [[gnu::always_inline]] inline void bf16_tile(float* out, const uint16_t* xb, int ICp,
@@ -256,11 +257,11 @@ AJI_BF16_TARGET [[gnu::always_inline]] inline void bf16_tile(float* out, const u
     for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
   const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
   const uint16_t* xr = xb + r0 * ICp;
-  const uint16_t* next = prefetch && r0 == 0 && o0 + 2 * O <= OC ? wo + O * IC : nullptr;
+  const uint16_t* next = prefetch && r0 == 0 && o0 + 3 * O <= OC ? wo + 2 * O * IC : nullptr;
   for (int k = 0; k < nfull; ++k) {
     __m512i wv[O];
     if (next)
-      for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + k * 32), _MM_HINT_T0);
+      for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + k * 32), _MM_HINT_T2);
     for (int o = 0; o < O; ++o) wv[o] = _mm512_loadu_si512(wo + o * IC + k * 32);
     for (int r = 0; r < R; ++r) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(xr + r * ICp + k * 32);
@@ -363,7 +364,7 @@ AJI_VNNI_TARGET [[gnu::always_inline]] inline void q8_tile(float* out, const Pre
   const int8_t* xq = P.xq.data() + r0 * IC;
   const int32_t* cx = P.cx.data() + r0 * npair * 16;
   const float* dxe = P.dxe.data() + r0 * npair * 16;
-  const uint8_t* next = O > 1 && r0 == 0 && o0 + 2 * O <= OC ? wo + O * IC : nullptr;
+  const uint8_t* next = O > 1 && r0 == 0 && o0 + 3 * O <= OC ? wo + 2 * O * IC : nullptr;
   for (int g = 0; g < npair; g += 8) {  // 16 scales of each weight row converted at a time
     const int nleft = std::min(16, nb - 2 * g);
     for (int o = 0; o < O; ++o) {
@@ -376,7 +377,7 @@ AJI_VNNI_TARGET [[gnu::always_inline]] inline void q8_tile(float* out, const Pre
       __m512i wv[O];
       __m512 dwe[O];
       if (next)
-        for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + p * 64), _MM_HINT_T0);
+        for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + p * 64), _MM_HINT_T2);
       for (int o = 0; o < O; ++o) {
         wv[o] = _mm512_maskz_loadu_epi8(m, wo + o * IC + p * 64);
         dwe[o] = _mm512_mask_permutexvar_ps(_mm512_setzero_ps(), 0xFFFF, idx[p - g], dw16[o]);

@@ -31,15 +31,17 @@ AJI_AVX512 inline void tile_outin(float* out, const float* x, const float* w, co
     for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
   const float* xr = x + r0 * IC;
   const float* wo = w + o0 * IC;
-  // O > 1: the next block of weight rows, one line per row per step, while this block is
-  // read (first row tile only; later ones find the block in L1): O interleaved short streams
-  // defeat the hardware prefetcher (measured 13% slower decode steps without this). O = 1
-  // is one sequential stream, which the hardware prefetches better alone.
-  const float* next = O > 1 && r0 == 0 ? wo + O * IC : nullptr;
+  // O > 1: the block of weight rows two blocks ahead, one line per row per step, into L2
+  // while this block is read (first row tile only; later ones find the block in L1): O
+  // interleaved short streams defeat the hardware prefetcher (measured 13% slower decode
+  // steps without this; prefetching into L1 (T0) one block ahead instead: the tiny model's
+  // 4-row decode 1.7x as long, 16 rows 1.13-1.2x). O = 1 is one sequential stream, which the
+  // hardware prefetches better alone.
+  const float* next = O > 1 && r0 == 0 && o0 + 3 * O <= OC ? wo + 2 * O * IC : nullptr;
   for (int64_t k = 0; k < nfull; ++k) {
     __m512 wv[O];
     if (next)
-      for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + k * 16), _MM_HINT_T0);
+      for (int o = 0; o < O; ++o) _mm_prefetch(reinterpret_cast<const char*>(next + o * IC + k * 16), _MM_HINT_T2);
     for (int o = 0; o < O; ++o) wv[o] = _mm512_loadu_ps(wo + o * IC + k * 16);
     for (int r = 0; r < R; ++r) {
       const __m512 xv = _mm512_loadu_ps(xr + r * IC + k * 16);
