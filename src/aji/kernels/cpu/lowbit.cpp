@@ -311,7 +311,9 @@ AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const Packe
     return;
   }
   const int blocks = (OC + kTileOuts - 1) / kTileOuts;
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(dynamic, 8)
+  // static: each thread one contiguous run of weight blocks, a stream of its own (dynamic
+  // chunks of 8 blocks interleaved the threads' streams: fp32 batch-16 decode 9 % slower)
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
   for (int b = 0; b < blocks; ++b) {
     const int o0 = b * kTileOuts, no = std::min(kTileOuts, OC - o0);
     for (int64_t r0 = 0; r0 < N; r0 += kTileRows) {
@@ -423,7 +425,9 @@ AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedW
     return;
   }
   const int blocks = (OC + kQ8TileOuts - 1) / kQ8TileOuts;
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(dynamic, 8)
+  // static: each thread one contiguous run of weight blocks, a stream of its own (dynamic
+  // chunks of 8 blocks interleaved the threads' streams: fp32 batch-16 decode 9 % slower)
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
   for (int b = 0; b < blocks; ++b) {
     const int o0 = b * kQ8TileOuts, no = std::min(kQ8TileOuts, OC - o0);
     for (int64_t r0 = 0; r0 < N; r0 += kQ8TileRows) {

@@ -119,7 +119,9 @@ AJI_AVX512 void outin(float* out, const float* inp, const float* w, const float*
     return;
   }
   const int64_t blocks = (OC + kOutsOI - 1) / kOutsOI;
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(dynamic, 8)
+  // static: each thread one contiguous run of weight blocks, a stream of its own (dynamic
+  // chunks of 8 blocks interleaved the threads' streams: fp32 batch-16 decode 9 % slower)
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t o0 = b * kOutsOI;
     const int no = static_cast<int>(std::min<int64_t>(kOutsOI, OC - o0));
