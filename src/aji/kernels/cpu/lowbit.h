@@ -13,8 +13,8 @@
 //   kQ8_0  each activation row quantized per block of 32 like the weights (fp16 scale), the
 //          integer block dot products with VNNI vpdpbusd (sum (w+128) x, started from
 //          -128 sum x so it is exact), then sum_b d_w[b] d_x[b] isum[b] in fp32.
-// N <= kPackedRows: the row kernel (streams the weight once for all rows, multithreaded over
-// output rows). Each row's result is the same bits whatever N and the other rows are (batch
+// N <= kPackedRows: register tiles of 4 rows x 4 weight rows (the weight read once for all
+// rows; one row alone a single sequential stream), threads over blocks of weight rows. Each row's result is the same bits whatever N and the other rows are (batch
 // invariance of Model::forward_decode). N > kPackedRows (prompt processing): on a CPU with
 // native bf16 products (bf16_gemm.h), oneDNN's bf16 matmul with the activations rounded to
 // bf16, against the bf16 weight itself or q8_0 panels dequantized and rounded to bf16 (a
