@@ -251,13 +251,13 @@ template <int R, int O>
 AJI_BF16_TARGET [[gnu::always_inline]] inline void bf16_tile(float* out, const uint16_t* xb, int ICp,
                                                              const uint16_t* w, int IC, int OC, int64_t r0, int o0,
                                                              int nfull, __mmask32 tail, const float* bias,
-                                                             bool accumulate, bool prefetch) {
+                                                             bool accumulate) {
   __m512 acc[R][O];
   for (int r = 0; r < R; ++r)
     for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
   const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
   const uint16_t* xr = xb + r0 * ICp;
-  const uint16_t* next = prefetch && r0 == 0 && o0 + 3 * O <= OC ? wo + 2 * O * IC : nullptr;
+  const uint16_t* next = O > 1 && r0 == 0 && o0 + 3 * O <= OC ? wo + 2 * O * IC : nullptr;
   for (int k = 0; k < nfull; ++k) {
     __m512i wv[O];
     if (next)
@@ -279,10 +279,11 @@ AJI_BF16_TARGET [[gnu::always_inline]] inline void bf16_tile(float* out, const u
   tile_epilogue<R, O>(out, OC, r0, o0, acc, bias, accumulate);
 }
 
-constexpr int kTileRows = 4, kTileOuts = 4;  // bf16: 16 accumulators + 4 weight vectors + 1 input
+// bf16 and q8_0: 16 accumulators + 4 weight vectors + the row's operands
+constexpr int kTileRows = 4, kTileOuts = 4;
 
 using Bf16TileFn = void (*)(float*, const uint16_t*, int, const uint16_t*, int, int, int64_t, int, int, __mmask32,
-                            const float*, bool, bool);
+                            const float*, bool);
 template <int R>
 constexpr Bf16TileFn bf16_tile_for(int o) {
   return o == 1 ? bf16_tile<R, 1> : o == 2 ? bf16_tile<R, 2> : o == 3 ? bf16_tile<R, 3> : bf16_tile<R, 4>;
@@ -307,20 +308,13 @@ AJI_BF16_TARGET void bf16_rows_avx512(float* out, const Prepared& P, const Packe
     // not), left to the hardware prefetcher (software prefetch 1-4 rows ahead: 5-15% slower).
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
     for (int o = 0; o < OC; ++o)
-      bf16_tile<1, 1>(out, P.xb.data(), ICp, w.bf16(), IC, OC, 0, o, nfull, tail, bias, accumulate, false);
+      bf16_tile<1, 1>(out, P.xb.data(), ICp, w.bf16(), IC, OC, 0, o, nfull, tail, bias, accumulate);
     return;
   }
-  const int blocks = (OC + kTileOuts - 1) / kTileOuts;
-  // static: each thread one contiguous run of weight blocks, a stream of its own (dynamic
-  // chunks of 8 blocks interleaved the threads' streams: fp32 batch-16 decode 9 % slower)
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-  for (int b = 0; b < blocks; ++b) {
-    const int o0 = b * kTileOuts, no = std::min(kTileOuts, OC - o0);
-    for (int64_t r0 = 0; r0 < N; r0 += kTileRows) {
-      const int nr = static_cast<int>(std::min<int64_t>(kTileRows, N - r0));
-      table[nr - 1][no - 1](out, P.xb.data(), ICp, w.bf16(), IC, OC, r0, o0, nfull, tail, bias, accumulate, true);
-    }
-  }
+  for_tiles<kTileRows, kTileOuts>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
+    table[nr - 1][no - 1](out, P.xb.data(), ICp, w.bf16(), IC, OC, r0, static_cast<int>(o0), nfull, tail, bias,
+                          accumulate);
+  });
 }
 // 16 stored q8_0 values (int8 + 128) -> 16 fp32 of the int8 values.
 AJI_BF16_TARGET inline __m512 q8_widen(const uint8_t* p) {
@@ -398,7 +392,6 @@ AJI_VNNI_TARGET [[gnu::always_inline]] inline void q8_tile(float* out, const Pre
   tile_epilogue<R, O>(out, OC, r0, o0, acc, bias, accumulate);
 }
 
-constexpr int kQ8TileRows = 4, kQ8TileOuts = 4;
 
 using Q8TileFn = void (*)(float*, const Prepared&, const PackedWeight&, int64_t, int, const __m512i*, const float*,
                           bool);
@@ -409,7 +402,7 @@ constexpr Q8TileFn q8_tile_for(int o) {
 
 AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
                                     bool accumulate) {
-  static const Q8TileFn table[kQ8TileRows][kQ8TileOuts] = {
+  static const Q8TileFn table[kTileRows][kTileOuts] = {
       {q8_tile_for<1>(1), q8_tile_for<1>(2), q8_tile_for<1>(3), q8_tile_for<1>(4)},
       {q8_tile_for<2>(1), q8_tile_for<2>(2), q8_tile_for<2>(3), q8_tile_for<2>(4)},
       {q8_tile_for<3>(1), q8_tile_for<3>(2), q8_tile_for<3>(3), q8_tile_for<3>(4)},
@@ -424,17 +417,9 @@ AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedW
     for (int o = 0; o < OC; ++o) q8_tile<1, 1>(out, P, w, 0, o, idx, bias, accumulate);
     return;
   }
-  const int blocks = (OC + kQ8TileOuts - 1) / kQ8TileOuts;
-  // static: each thread one contiguous run of weight blocks, a stream of its own (dynamic
-  // chunks of 8 blocks interleaved the threads' streams: fp32 batch-16 decode 9 % slower)
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-  for (int b = 0; b < blocks; ++b) {
-    const int o0 = b * kQ8TileOuts, no = std::min(kQ8TileOuts, OC - o0);
-    for (int64_t r0 = 0; r0 < N; r0 += kQ8TileRows) {
-      const int nr = static_cast<int>(std::min<int64_t>(kQ8TileRows, N - r0));
-      table[nr - 1][no - 1](out, P, w, r0, o0, idx, bias, accumulate);
-    }
-  }
+  for_tiles<kTileRows, kTileOuts>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
+    table[nr - 1][no - 1](out, P, w, r0, static_cast<int>(o0), idx, bias, accumulate);
+  });
 }
 #undef AJI_VNNI_TARGET
 
