@@ -424,6 +424,12 @@ TEST(OpsGrad, Bf16KeysAndValuesAreReadAsTheirFp32Values) {
         ops::attention_forward(o16.data(), nullptr, qp, kb.data(), vb.data(), d);
         ASSERT_EQ(std::memcmp(o32.data(), o16.data(), sizeof(float) * o32.size()), 0)
             << "hd " << hd << " rows " << n_new << " packed " << packed;
+        if (!packed) {  // and the fp64 reference on the rounded keys and values
+          std::vector<double> ref;
+          naive_attention(ref, q, k, v, 1, T, H, KV, hd);
+          for (int i = 0; i < n_new * H * hd; ++i)
+            ASSERT_NEAR(o16[i], ref[(T - n_new) * H * hd + i], 2e-6) << "hd " << hd << " rows " << n_new << " at " << i;
+        }
       }
     }
 }
