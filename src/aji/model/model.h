@@ -85,8 +85,6 @@ struct KVCache {
   bool bf16() const { return type == KVCacheType::kBF16; }
   size_t elem_bytes() const { return bf16() ? 2 : 4; }
   size_t at(int layer, int b) const { return ((size_t)layer * batch + b) * max_len * kv_width; }
-  float* k_at(int layer, int b) { return k.data() + at(layer, b); }  // kF32 only
-  float* v_at(int layer, int b) { return v.data() + at(layer, b); }
   // Either type, as bytes: the block of (layer, b) starts here, positions elem_bytes() *
   // kv_width apart.
   char* k_bytes(int layer, int b) {
