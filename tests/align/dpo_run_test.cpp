@@ -15,6 +15,7 @@
 #include "aji/align/dpo_run.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/train/checkpoint.h"
 #include "align/micro_base.h"
 #include "test_util.h"
@@ -154,6 +155,46 @@ TEST(DpoRun, CommandWritesRunDirAndResumesBitIdentically) {
   other.train.beta = 0.1;
   other.given = {"--beta"};
   EXPECT_THROW(aji::align::run_dpo(other), aji::Error);
+}
+
+// --precision: the run records what it trained in; in bf16 the policy and the frozen reference
+// share the precision, so step 1's DPO loss is ln 2 in both; bf16 trains to nearly fp32's
+// losses with other weights; a bf16 run resumed with --precision fp32 goes on in fp32.
+TEST(DpoRun, PrecisionIsRecordedAndBf16TrainsLikeFp32) {
+  DpoFixture f;
+  const bool bf16 = aji::kernels::cpu::bf16_supported();
+  aji::align::DpoRunOptions o32 = f.options("fp32"), o16 = f.options("bf16");
+  o32.precision = "fp32";
+  o16.precision = "bf16";
+  const aji::align::DpoRunResult r32 = aji::align::run_dpo(o32), r16 = aji::align::run_dpo(o16);
+  const json run32 = json::parse(std::ifstream(o32.out_dir / "run.json"));
+  const json run16 = json::parse(std::ifstream(o16.out_dir / "run.json"));
+  EXPECT_EQ(run32["options"]["precision"], "fp32");
+  EXPECT_EQ(run16["options"]["precision"], bf16 ? "bf16" : "fp32");  // falls back where the CPU has none
+  for (const fs::path& run : {o32.out_dir, o16.out_dir}) {
+    for (const json& j : metric_lines(run)) {
+      if (j["step"] == 1 && j.contains("dpo_loss")) {
+        EXPECT_NEAR(j["dpo_loss"].get<double>(), std::numbers::ln2, 1e-6) << run;
+      }
+    }
+  }
+  EXPECT_NEAR(r16.last_loss, r32.last_loss, 0.05 * std::fabs(r32.last_loss)) << r16.last_loss << " vs " << r32.last_loss;
+  const std::vector<float> w32 = weights(o32.out_dir), w16 = weights(o16.out_dir);
+  ASSERT_EQ(w32.size(), w16.size());
+  if (!bf16) GTEST_SKIP() << "this CPU has no native bf16 products: both runs were fp32";
+  EXPECT_NE(std::memcmp(w32.data(), w16.data(), w32.size() * sizeof(float)), 0);
+  // Resume the bf16 run (stopped early) in fp32: accepted, recorded in the next checkpoint.
+  aji::align::DpoRunOptions part = f.options("switch");
+  part.precision = "bf16";
+  part.stop_after = 2;
+  EXPECT_TRUE(aji::align::run_dpo(part).interrupted);
+  aji::align::DpoRunOptions rest = f.options("switch");
+  rest.resume = true;
+  rest.precision = "fp32";
+  rest.given = {"--precision"};
+  EXPECT_EQ(aji::align::run_dpo(rest).step, 6);
+  const json state = json::parse(std::ifstream(o32.out_dir.parent_path() / "switch" / "ckpt-6" / "trainer_state.json"));
+  EXPECT_EQ(state["dpo"]["options"]["precision"], "fp32") << state.dump();
 }
 
 TEST(DpoRun, BadInputIsRefusedWithFileAndLine) {

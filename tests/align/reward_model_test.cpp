@@ -19,6 +19,7 @@
 #include "aji/align/reward_model_run.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/train/checkpoint.h"
 #include "micro_base.h"
 #include "rm_toy.h"
@@ -162,6 +163,32 @@ TEST(RewardModel, RankingLossMatchesTheSpecAtModelLevel) {
 
 // The head gradient of the step loss against central finite differences of the loss
 // computed from independent one-sequence scores, with margin and centering on.
+// A reward model trained in bf16 (--precision bf16) scores in fp32: evaluations, the offset
+// and PPO's rewards are what the saved model gives (loaded in fp32), bit for bit, and the
+// trunk is back in bf16 for the next training step. The bf16 forward itself differs.
+TEST(RewardModel, ScoresAreFp32InABf16Run) {
+  aji::set_num_threads(1);
+  if (!aji::kernels::cpu::bf16_supported()) GTEST_SKIP() << "this CPU has no native bf16 products (the run is fp32)";
+  RewardModel bf = toy_rm(), fp = toy_rm();
+  bf.trunk.set_precision(aji::model::Precision::kBf16);
+  std::vector<std::vector<int32_t>> seqs;
+  for (const RmGroup& g : small_groups())
+    for (const auto& q : g.sequences) seqs.push_back(q);
+  const std::vector<float> a = bf.raw_scores(seqs, 4), b = fp.raw_scores(seqs, 4);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << i;
+  EXPECT_EQ(bf.trunk.precision(), aji::model::Precision::kBf16);
+  // The training forward in bf16 is not the fp32 one (the bf16 path really runs).
+  const std::vector<int32_t>& q = seqs.front();
+  bf.trunk.forward(q.data(), 1, int(q.size()));
+  fp.trunk.forward(q.data(), 1, int(q.size()));
+  const size_t n = q.size() * size_t(bf.trunk.config().d_model);
+  double diff = 0;
+  for (size_t i = 0; i < n; ++i) diff = std::max(diff, double(std::fabs(bf.trunk.hidden()[i] - fp.trunk.hidden()[i])));
+  EXPECT_GT(diff, 0.0);
+  EXPECT_LT(diff, 0.5);
+}
+
 TEST(RewardModel, HeadGradientMatchesFiniteDifferences) {
   aji::set_num_threads(1);
   const std::vector<RmGroup> gs = small_groups();

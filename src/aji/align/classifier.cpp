@@ -399,7 +399,7 @@ ClassifyTrainResult classify_train(model::Model& model, ClassHead& head, const L
             "classify_train: the optimizer states do not fit the model and head");
   // Everything that trains, clipped over one global norm (head first, then the trunk).
   std::vector<train::ParamGroup> groups = {{head.params.data(), head.grads.data(), &pg.head_opt, head_ranges}};
-  if (!head_only) groups.push_back({model.params(), model.grads(), &pg.trunk_opt, trunk_ranges});
+  if (!head_only) groups.push_back({model.params(), model.grads(), &pg.trunk_opt, trunk_ranges, &model});  // &model: its bf16 copy follows
 
   train::LrSchedule sched;
   sched.lr = o.lr;

@@ -237,6 +237,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   // parse time already; this is the same check for callers of the library).
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
   ro.plot_title = "aji classify: " + out.filename().string();
   ro.plot_labels.y_axis = "loss (nats/example)";
   ro.plot_labels.train = "train loss (batch mean)";
@@ -282,6 +283,9 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
                    "smaller model");
   }
   model::Model model = train::load_model(model_dir);
+  // Training (and validation) in the run's precision; the test report below in fp32.
+  train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet,
+                             "classify", {&model});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   const ClassifierInput input = input_for(tok, model.config(), o.max_len);
@@ -508,6 +512,8 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
 
   // --- test ---
   if (test.size() > 0) {
+    // fp32, as the saved classifier predicts (`aji classify predict` loads it in fp32).
+    const train::Fp32Scope fp32(model);
     ClassifyEval ev = classify_evaluate(model, head, test, to.pooling, input.pad_id, std::max(16, to.batch));
     result.has_test = true;
     result.test = classification_report(test.labels, ev.predictions, n);

@@ -89,6 +89,7 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   const fs::path run = o.out_dir;
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
 
   train::TrainerRun::Options ro;
   ro.dir.dir = run;
@@ -144,6 +145,9 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   fs::path policy_dir;
   model::Model policy = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &policy_dir);
   model::Model reference = train::load_model(ref_dir);
+  // The policy and the frozen reference in the same precision: their log-ratios start at 0.
+  train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
+                             in.given, o.quiet, "dpo", {&policy, &reference});
   const fs::path tok_path = train::require_tokenizer_file(ref_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -119,6 +119,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   GrpoRunResult result;
   const fs::path run = o.out_dir;
   validate_options(o);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
   (void)parse_scale(o.scale);
   (void)parse_loss_type(o.loss_type);
 
@@ -174,6 +175,10 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   fs::path policy_dir;
   model::Model policy = train::load_model(policy_src, &policy_dir);
   model::Model reference = train::load_model(o.model);  // frozen: no gradients, saved nowhere
+  // The policy's and the reference's training forwards in the same precision (the k3 KL term
+  // starts at 0); rollouts run the inference path (fp32) either way.
+  train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
+                             in.given, o.quiet, "grpo", {&policy, &reference});
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),

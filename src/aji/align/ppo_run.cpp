@@ -126,6 +126,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   PpoRunResult result;
   const fs::path run = o.out_dir;
   validate_options(o);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
   if (!reward.score) throw Error("ppo: no reward function").fix("load a reward model (--reward RM_DIR)");
 
   train::TrainerRun::Options ro;
@@ -182,6 +183,10 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   std::copy_n(reward.value_trunk ? reward.value_trunk->params() : ref.params(), value.num_params(), value.params());
   model::ScalarHead head = reward.value_head ? *reward.value_head : model::ScalarHead(value.config().d_model);
   head.grad.assign(head.w.size(), 0.0f);
+  // Policy, frozen reference and value trunk in one precision (the old log-probs and the
+  // trained ones come from the same forward); rollouts and the reward function as they are.
+  train::apply_run_precision(o.precision, ckpt ? trun.section().value("options", json::object()) : json(), in.given,
+                             o.quiet, "ppo", {&policy, &ref, &value});
   if (policy.config().vocab_size != ref.config().vocab_size)
     throw Error("the checkpoint's policy does not match --model").at(ckpt ? ckpt->string() : o.model.string());
   if (value.config().vocab_size != ref.config().vocab_size)

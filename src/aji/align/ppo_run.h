@@ -43,6 +43,7 @@ struct PpoRunOptions {
   int rollouts_per_step = 64;
   int save_every = 0;
   int keep = 2;
+  std::string precision = "auto";  // auto | fp32 | bf16 (train/trainer_run.h apply_run_precision)
   int64_t stop_after = 0;
   double max_kl = 0;              // stop when a step's KL exceeds it (0 = off)
   PpoOptions ppo;                 // group size, β, clip, lr, ... (prompts_per_step from rollouts_per_step)
@@ -76,6 +77,7 @@ struct PpoRunOptions {
                          change});
     v(save_every, OptionInfo{"save-every", "Checkpoint every N steps (0 = only at the end)", R::at_least(0), change});
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
+    v(precision, precision_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

@@ -54,7 +54,9 @@ RewardModel::RewardModel(model::Model m, int32_t pad) : trunk(std::move(m)), hea
 std::vector<float> RewardModel::raw_scores(const std::vector<std::vector<int32_t>>& seqs, int batch) {
   if (seqs.empty()) return {};
   // The trunk's features at each sequence's last token (classifier.h's last-non-pad pooling,
-  // right padding), then the head on those rows.
+  // right padding), then the head on those rows. In fp32 whatever the training precision:
+  // evaluations, the offset and PPO's rewards are then what the saved reward model gives.
+  const train::Fp32Scope fp32(trunk);
   const std::vector<float> feats = pooled_features(trunk, seqs, Pooling::kLastToken, pad_id, std::max(batch, 1));
   std::vector<float> out(seqs.size());
   head.forward(feats.data(), int(seqs.size()), 1, nullptr, out.data());
@@ -221,7 +223,7 @@ RmStepStats rm_step(RewardModel& rm, const std::vector<RmGroup>& groups, const i
                     const RmOptions& o, RmProgress& pg, float lr, int64_t step_index) {
   size_optimizers(rm, o, pg);
   std::vector<train::ParamGroup> pgroups(2);
-  pgroups[0] = {rm.trunk.params(), rm.trunk.grads(), &pg.trunk_opt, rm_trunk_ranges(rm.trunk)};
+  pgroups[0] = {rm.trunk.params(), rm.trunk.grads(), &pg.trunk_opt, rm_trunk_ranges(rm.trunk), &rm.trunk};
   pgroups[1] = {rm.head.w.data(), rm.head.grad.data(), &pg.head_opt, {{0, rm.head.w.size(), true}}};
   RmStepStats st;
   const train::StepStats ss = train::train_step(pgroups, lr, o.grad_clip, "Reward-model training", o.run_dir, [&] {

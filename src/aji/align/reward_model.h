@@ -78,7 +78,8 @@ struct RewardModel {
   explicit RewardModel(model::Model m, int32_t pad = 0);
 
   // Raw head outputs at the last token of each sequence (no offset), `batch` rows per
-  // forward, longest first inside the call, returned in input order.
+  // forward, longest first inside the call, returned in input order. Always fp32 (a bf16
+  // training run's evaluations score as the saved model will).
   std::vector<float> raw_scores(const std::vector<std::vector<int32_t>>& seqs, int batch = 32);
   // Shifted scores raw − offset (what PPO and `aji rm score` use).
   std::vector<float> scores(const std::vector<std::vector<int32_t>>& seqs, int batch = 32);

@@ -122,6 +122,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   rq.finished = kRmSubdir;
   validate_options(o);
   train::LrSchedule::parse_decay(o.train.decay);
+  (void)train::resolve_precision(o.precision);  // an unknown --precision: refused before any work
   ro.plot_title = "aji rm: " + out.filename().string();
   ro.plot_labels.y_axis = "loss (nats/prompt)";
   ro.plot_labels.train = "train loss (batch mean)";
@@ -174,6 +175,9 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
                             std::to_string(len) + " tokens",
                         "lower --micro-rows or --max-len, or use a smaller model");
   RewardModel rm = resume_ckpt ? load_reward_model(*resume_ckpt) : RewardModel(train::load_model(model_dir));
+  // Training steps in the run's precision; scoring (evaluations, the offset) stays fp32.
+  train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet, "rm",
+                             {&rm.trunk});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -35,6 +35,7 @@ struct RmRunOptions {
   bool skip_invalid = false;    // invalid records: counted skips instead of errors
   int save_every = 0;
   int keep = 2;
+  std::string precision = "auto";  // auto | fp32 | bf16 (train/trainer_run.h apply_run_precision)
   int64_t stop_after = 0;
   bool quiet = false;
   RmOptions train;
@@ -69,6 +70,7 @@ struct RmRunOptions {
     v(train.eval_every, OptionInfo{"eval-every", "Validation every N steps (0 = every epoch)", R::at_least(0), change});
     v(save_every, OptionInfo{"save-every", "Checkpoint every N steps (0 = only at the end)", R::at_least(0), change});
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
+    v(precision, precision_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

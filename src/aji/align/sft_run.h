@@ -80,8 +80,7 @@ struct SftRunOptions {
                                    change});
     v(save_every, OptionInfo{"save-every", "Checkpoint every N steps (0 = only at the end)", R::at_least(0), change});
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
-    v(precision, OptionInfo{"precision", "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs "
-                                         "AVX512-BF16 or AMX; auto = bf16 where the CPU has it", R::any(), change});
+    v(precision, precision_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

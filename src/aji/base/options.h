@@ -88,6 +88,16 @@ struct OptionInfo {
   }
 };
 
+// --precision as every trainer declares it (pretrain, SFT, classify, reward model, DPO, PPO,
+// GRPO; resolved by train/trainer_run.h's run_precision): one text, and safe to change on
+// resume since checkpoints hold fp32 master weights.
+inline OptionInfo precision_option() {
+  return OptionInfo{"precision",
+                    "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs AVX512-BF16 or AMX; "
+                    "auto = bf16 where the CPU has it",
+                    Range::any(), OnResume::kChange};
+}
+
 namespace options_detail {
 template <class T> struct is_optional : std::false_type {};
 template <class T> struct is_optional<std::optional<T>> : std::true_type {

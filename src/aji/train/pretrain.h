@@ -100,8 +100,7 @@ struct PretrainOptions {
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
     v(peak_gflops_per_core, OptionInfo{"peak-gflops", "fp32 peak GFLOP/s of one core, for the MFU figure "
                                                       "(0 = measured at start)", R::at_least(0), change});
-    v(precision, OptionInfo{"precision", "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs "
-                                         "AVX512-BF16 or AMX; auto = bf16 where the CPU has it", R::any(), change});
+    v(precision, precision_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

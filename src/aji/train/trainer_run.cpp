@@ -78,6 +78,24 @@ model::Precision run_precision(std::string& requested, const nlohmann::json& sav
   return p;
 }
 
+model::Precision apply_run_precision(std::string& requested, const json& saved_options,
+                                     const std::vector<std::string>& given_flags, bool quiet, const char* stage,
+                                     std::initializer_list<model::Model*> models) {
+  const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
+  std::string note;
+  const model::Precision p = run_precision(requested, saved_options, given, quiet, &note);
+  for (model::Model* m : models)
+    if (m) m->set_precision(p);
+  if (!quiet) {
+    std::printf("%s: %s\n", stage, note.c_str());
+    std::fflush(stdout);
+  }
+  return p;
+}
+
+Fp32Scope::Fp32Scope(model::Model& m) : m_(m), saved_(m.precision()) { m_.set_precision(model::Precision::kFp32); }
+Fp32Scope::~Fp32Scope() { m_.set_precision(saved_); }
+
 namespace {
 
 struct Span {

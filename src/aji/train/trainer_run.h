@@ -142,6 +142,26 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
 // a note (unless quiet). Writes the resolved name ("fp32"/"bf16") back into `requested`.
 model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
                                std::string* note = nullptr);
+// A trainer's session precision (run_precision: the run's saved options, the flags given this
+// session) set on every model it trains or runs forward on (policy, frozen reference, value
+// and reward trunks), so their forward passes agree; prints "<stage>: precision: ..." unless
+// quiet. saved_options: the run's saved options on resume, else null.
+model::Precision apply_run_precision(std::string& requested, const nlohmann::json& saved_options,
+                                     const std::vector<std::string>& given_flags, bool quiet, const char* stage,
+                                     std::initializer_list<model::Model*> models);
+// For its lifetime the model's training forward runs in fp32 (then the precision it had): an
+// evaluation whose numbers must be what the saved model gives, e.g. a classifier's test report.
+class Fp32Scope {
+ public:
+  explicit Fp32Scope(model::Model& m);
+  ~Fp32Scope();
+  Fp32Scope(const Fp32Scope&) = delete;
+  Fp32Scope& operator=(const Fp32Scope&) = delete;
+
+ private:
+  model::Model& m_;
+  model::Precision saved_;
+};
 
 // The error train_step throws (also for a trainer that checks a loss of its own).
 [[noreturn]] void throw_diverged(const std::string& what, int64_t step_index, double loss, double norm, float lr,
