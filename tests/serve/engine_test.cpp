@@ -464,52 +464,75 @@ TEST(ServeEngine, ShutdownFromACallback) {
   EXPECT_EQ(e.submit(r, {}), -1);
 }
 
-// Short prompts waiting together are prefilled in the same step: every one has its first
-// token before the batch decodes anyone's second.
-TEST(ServeEngine, ABurstOfShortPromptsIsPrefilledInOneStep) {
-  auto m = load("llama");
-  EngineOptions opt;
-  opt.max_batch = 8;
-  Engine e(m, opt);
-  std::mutex mu;
-  std::condition_variable cv;
-  bool release = false, entered = false;
-  std::vector<std::pair<int, int>> order;  // (request, token index), engine thread only
-  GenerationRequest r;
-  r.prompt = {5, 6, 7, 8};
-  r.max_tokens = 3;
-  std::vector<Tracked> ts(5);
-  auto log = [&](int who) {
-    return [&, who](const TokenEvent&) {
-      int n = 0;
-      for (const auto& o : order) n += o.first == who;
-      order.push_back({who, n});
-      return true;
+// Prompts waiting together: with nothing decoding (a burst) they are prefilled in one step,
+// every first token before anyone's second; while a request decodes, each step feeds half of
+// the waiting ones (rounded up), so four that arrive together get their first tokens over
+// three steps (2, 1, 1) and the running request keeps getting a token every step.
+TEST(ServeEngine, PromptsArrivingTogetherAreFedAtOnceWhenIdleAndSpreadWhileDecoding) {
+  for (const bool decoding : {false, true}) {
+    SCOPED_TRACE(decoding ? "request 0 decoding" : "idle");
+    auto m = load("llama");
+    EngineOptions opt;
+    opt.max_batch = 8;
+    Engine e(m, opt);
+    std::mutex mu;
+    std::condition_variable cv;
+    bool release = false, entered = false;
+    std::vector<std::pair<int, int>> order;  // (request, token index), engine thread only
+    GenerationRequest r;
+    r.prompt = {5, 6, 7, 8};
+    r.max_tokens = 3;
+    std::vector<Tracked> ts(5);
+    auto log = [&](int who) {
+      return [&, who](const TokenEvent&) {
+        int n = 0;
+        for (const auto& o : order) n += o.first == who;
+        order.push_back({who, n});
+        return true;
+      };
     };
-  };
-  ts[0].id = e.submit(r, ts[0].callbacks([&](const TokenEvent& ev) {
-    std::unique_lock<std::mutex> lk(mu);
-    if (!entered) {
-      entered = true;
-      cv.notify_all();
-      cv.wait(lk, [&] { return release; });
+    // Request 0 holds the engine at its first token until the four others are queued; it
+    // ends there (idle case) or goes on decoding.
+    GenerationRequest r0 = r;
+    r0.max_tokens = decoding ? 8 : 1;
+    ts[0].id = e.submit(r0, ts[0].callbacks([&](const TokenEvent& ev) {
+      std::unique_lock<std::mutex> lk(mu);
+      if (!entered) {
+        entered = true;
+        cv.notify_all();
+        cv.wait(lk, [&] { return release; });
+      }
+      return log(0)(ev);
+    }));
+    {
+      std::unique_lock<std::mutex> lk(mu);
+      cv.wait(lk, [&] { return entered; });
     }
-    return log(0)(ev);
-  }));
-  {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return entered; });
+    for (int i = 1; i < 5; ++i) ts[i].id = e.submit(r, ts[i].callbacks(log(i)));
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      release = true;
+    }
+    cv.notify_all();
+    for (auto& t : ts) t.wait();
+    for (const auto& t : ts) EXPECT_EQ(t.out->finish, Finish::kLength);
+    ASSERT_EQ(order.size(), decoding ? 20u : 13u);
+    if (!decoding) {
+      for (size_t i = 0; i < 5; ++i) EXPECT_EQ(order[i].second, 0) << "event " << i;
+      continue;
+    }
+    // tokens of request 0 emitted before each newcomer's first token
+    std::vector<int> before;
+    for (int who = 1; who < 5; ++who) {
+      int n = 0;
+      for (const auto& o : order) {
+        if (o.first == who) break;
+        n += o.first == 0;
+      }
+      before.push_back(n);
+    }
+    EXPECT_EQ(before, (std::vector<int>{1, 1, 2, 3}));
   }
-  for (int i = 1; i < 5; ++i) ts[i].id = e.submit(r, ts[i].callbacks(log(i)));
-  {
-    std::lock_guard<std::mutex> lk(mu);
-    release = true;
-  }
-  cv.notify_all();
-  for (auto& t : ts) t.wait();
-  ASSERT_EQ(order.size(), 15u);
-  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(order[i].second, 0) << "event " << i;
-  for (const auto& t : ts) EXPECT_EQ(t.out->finish, Finish::kLength);
 }
 
 // A prompt longer than one step's prefill budget (600 tokens: chunks of 256, 256, 88) fed
