@@ -51,6 +51,35 @@ TEST(BenchCli, TrainStepReportsFloorBreakdownAndMemory) {
   EXPECT_EQ(listed, 12u);
 }
 
+// --precision bf16: the JSON says which precision ran (fp32 where the CPU has no bf16
+// products), the fp32 GEMM floor is not replayed against bf16 products, the MFU is against the
+// matching measured peak (never above 100 %), and the loss is the fp32 one within bf16's error.
+TEST(BenchCli, TrainStepInBf16) {
+  aji::test::TempDir dir;
+  auto cfg = dir.path() / "small.json";
+  aji::write_file_atomic(cfg, kSmall);
+  std::string out;
+  const std::string cmd = std::string(AJI_BINARY) + " --threads 1 bench train-step --config " + cfg.string() +
+                          " --batch 2 --seq 16 --steps 2 --json --precision ";
+  ASSERT_EQ(aji::test::run_command(cmd + "fp32", &out), 0) << out;
+  const auto f = nlohmann::json::parse(out);
+  ASSERT_EQ(aji::test::run_command(cmd + "bf16", &out), 0) << out;
+  const auto b = nlohmann::json::parse(out);
+  EXPECT_EQ(f["precision"], "fp32");
+  const bool bf16 = b["precision"] == "bf16";
+  EXPECT_TRUE(bf16 || b["precision"] == "fp32") << b["precision"];
+  if (bf16) {
+    EXPECT_EQ(b["gemm_floor_seconds"].get<double>(), 0.0);
+    EXPECT_GT(b["peak_gflops_measured"].get<double>(), f["peak_gflops_measured"].get<double>());
+    EXPECT_TRUE(b["breakdown_cpu_seconds"].contains("bf16 gemm+adamw+zero+copies"));
+  }
+  EXPECT_GT(b["mfu_measured"].get<double>(), 0.0);
+  EXPECT_LE(b["mfu_measured"].get<double>(), 1.0);
+  EXPECT_NEAR(b["loss"].get<double>(), f["loss"].get<double>(), 0.05);
+  EXPECT_NE(aji::test::run_command(cmd + "f16 2>&1", &out), 0);
+  EXPECT_THAT(out, testing::HasSubstr("fp32"));
+}
+
 TEST(BenchCli, GenerateAndBadArguments) {
   aji::test::TempDir dir;
   auto cfg = dir.path() / "small.json";

@@ -47,6 +47,20 @@ TEST(TrainMemory, EstimateMatchesWhatTheModelAllocates) {
   }
 }
 
+// --precision bf16 adds the bf16 weight copy (2 bytes per parameter) and the bf16 copies of
+// the widest product's input and output gradient, here the LM head's (V = 300 > 2F = 128).
+TEST(TrainMemory, Bf16AddsTheWeightCopyAndTheProductScratch) {
+  const aji::model::ModelConfig c = small(aji::model::Arch::kLlama);
+  const double P = double(c.num_params());
+  const auto fp = aji::train::training_memory(c, (int64_t)P, 64), bf = aji::train::training_memory(c, (int64_t)P, 64, true);
+  EXPECT_EQ(bf.weights, fp.weights + 2.0 * P);
+  EXPECT_EQ(bf.grads, fp.grads);
+  EXPECT_EQ(bf.optimizer, fp.optimizer);
+  // 64 rows: the logit rows' chunk is max(16, min(64, 8M / V)) = 64; (C + V) = 332 bf16 values a row
+  // against (max(C, F, QW) + max(QKV, 2F, C)) = 64 + 128 = 192 for the layers' products.
+  EXPECT_EQ(bf.activations, fp.activations + 2.0 * 64 * (32 + 300));
+}
+
 TEST(TrainMemory, RefusesWhatDoesNotFitWithTheNumbersAndTheFix) {
   const auto need = aji::train::training_memory(small(aji::model::Arch::kLlama), 1 << 20, 64);
   ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(0.5 * need.total() / 1048576.0).c_str(), 1);

@@ -273,7 +273,9 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   const bool head_only = o.train.trainable.kind == TrainableBlocks::Kind::kHead;
   const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
   {
-    train::MemoryEstimate need = train::training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len);
+    train::MemoryEstimate need =
+        train::training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len,
+                               train::resolve_precision(o.precision) == model::Precision::kBf16);
     if (head_only) need.grads = 0;  // the frozen trunk only runs forward
     train::require_memory(need,
                    "training a classifier on this model (" + std::to_string(cfg.num_params()) +

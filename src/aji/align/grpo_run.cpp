@@ -182,7 +182,8 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),
-                                                 (int64_t)o.group_size * o.prompts_per_step * T),
+                                                 (int64_t)o.group_size * o.prompts_per_step * T,
+                                                 policy.precision() == model::Precision::kBf16),
                           "GRPO on this model (" + std::to_string(policy.num_params()) + " parameters, " +
                               std::to_string(o.group_size * o.prompts_per_step) + " completions per step)",
                           "lower --group-size or --prompts-per-step, or use a smaller model");

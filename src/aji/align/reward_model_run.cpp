@@ -169,7 +169,8 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   }
   const model::ModelConfig cfg = train::load_model_config(model_dir);
   const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
-  train::require_memory(train::training_memory(cfg, cfg.num_params(), int64_t(o.train.micro_rows) * len),
+  train::require_memory(train::training_memory(cfg, cfg.num_params(), int64_t(o.train.micro_rows) * len,
+                                               train::resolve_precision(o.precision) == model::Precision::kBf16),
                         "training a reward model on this model (" + std::to_string(cfg.num_params()) +
                             " parameters) with forwards of " + std::to_string(o.train.micro_rows) + " x " +
                             std::to_string(len) + " tokens",

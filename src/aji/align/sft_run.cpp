@@ -136,7 +136,9 @@ SftRunResult run_sft(const SftRunOptions& in) {
   const fs::path model_src = resume_ckpt ? *resume_ckpt : o.model;
   const model::ModelConfig cfg = train::load_model_config(train::resolve_model_dir(model_src));
   const int64_t T_max = std::min(o.train.T(cfg.max_seq_len), cfg.max_seq_len);
-  require_memory(training_memory(cfg, cfg.num_params(), T_max), "fine-tuning this model (" +
+  require_memory(training_memory(cfg, cfg.num_params(), T_max,
+                                 train::resolve_precision(o.precision) == model::Precision::kBf16),
+                 "fine-tuning this model (" +
                  std::to_string(cfg.num_params()) + " parameters)",
                  "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)");
   fs::path model_dir;
@@ -189,7 +191,8 @@ SftRunResult run_sft(const SftRunOptions& in) {
   const int64_t steps = sft_total_steps(n_rows, o.train);
   {
     const int64_t rows_per_batch = std::min<int64_t>(o.train.batch, std::max<int64_t>(n_rows, 1));
-    require_memory(training_memory(model.config(), (int64_t)model.num_params(), rows_per_batch * T),
+    require_memory(training_memory(model.config(), (int64_t)model.num_params(), rows_per_batch * T,
+                                   model.precision() == model::Precision::kBf16),
                    "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
                    "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len");
   }

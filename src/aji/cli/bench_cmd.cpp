@@ -28,6 +28,7 @@
 #include "aji/kernels/cpu/ops.h"
 #include "aji/model/model.h"
 #include "aji/train/optimizer.h"
+#include "aji/train/trainer_run.h"
 
 namespace {
 
@@ -97,6 +98,7 @@ struct TrainOpts {
   int batch = 8, seq = 0, steps = 3;
   bool json = false, floor = true, gemm_detail = false;
   double peak_gflops = 294.0;
+  std::string precision = "fp32";
 };
 
 void run_train_step(const TrainOpts& o) {
@@ -106,6 +108,11 @@ void run_train_step(const TrainOpts& o) {
   if (o.steps < 1) throw aji::Error("--steps must be at least 1");
   Model m(cfg);
   m.init_weights(1);
+  std::string precision_note;
+  const bool bf16 = aji::train::resolve_precision(o.precision, &precision_note) == aji::model::Precision::kBf16;
+  m.set_precision(bf16 ? aji::model::Precision::kBf16 : aji::model::Precision::kFp32);
+  // The GEMM floor replays the step's fp32 products through dnnl_sgemm: not a floor of bf16 ones.
+  const bool with_floor = o.floor && !bf16;
   aji::train::AdamW adamw(m.num_params(), aji::train::AdamWConfig{});  // the trainer's optimizer
   const std::vector<aji::train::DecayRange> ranges = aji::train::all_parameter_ranges(m);
   aji::Rng rng(2);
@@ -151,7 +158,7 @@ void run_train_step(const TrainOpts& o) {
   const double t_step = times[times.size() / 2];  // medians
   const double c_step = cpu_times[cpu_times.size() / 2];
   Floor floor;
-  if (o.floor) floor = gemm_floor(shapes, 2);
+  if (with_floor) floor = gemm_floor(shapes, 2);
   // Each product's best time inside the timed steps, to set against its time alone.
   std::vector<double> in_step(shapes.size(), 1e30);
   const bool comparable = timed_gemms.size() == shapes.size() * (size_t)o.steps;
@@ -165,7 +172,9 @@ void run_train_step(const TrainOpts& o) {
   const double flops = cfg.train_flops_per_token(T) * tokens_per_step;
   const double mfu = flops / t_step / (o.peak_gflops * 1e9);
   // against what these cores run, measured now (the nominal figure above is a spec-sheet number)
-  const double measured_peak = ops::measured_peak_gflops(aji::num_threads());
+  // (bf16: against the measured vdpbf16ps peak, as `aji pretrain --precision bf16` reports it)
+  const double measured_peak =
+      bf16 ? ops::measured_bf16_peak_gflops(aji::num_threads()) : ops::measured_peak_gflops(aji::num_threads());
   const double mfu_measured = flops / t_step / (measured_peak * 1e9);
 
   nlohmann::json j;
@@ -175,6 +184,7 @@ void run_train_step(const TrainOpts& o) {
   j["batch"] = B;
   j["seq"] = T;
   j["threads"] = aji::num_threads();
+  j["precision"] = bf16 ? "bf16" : "fp32";
   j["steps"] = o.steps;
   j["step_seconds_median"] = t_step;
   j["step_seconds_min"] = times.front();
@@ -205,22 +215,25 @@ void run_train_step(const TrainOpts& o) {
     accounted += s;
     br[ops::op_kind_name((ops::OpKind)k)] = s;
   }
-  br["adamw+zero+copies"] = std::max(0.0, main_cpu_mean - accounted);
+  // bf16 products are not in the op profile (kernels/cpu/bf16_gemm.cpp): in the remainder
+  br[bf16 ? "bf16 gemm+adamw+zero+copies" : "adamw+zero+copies"] = std::max(0.0, main_cpu_mean - accounted);
   j["breakdown_cpu_seconds"] = br;
   j["main_thread_cpu_seconds"] = main_cpu_mean;
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("train step: %s (%s, %.1fM params), B=%d T=%d, %d thread(s), %d timed steps\n", o.config.c_str(),
-              aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, aji::num_threads(), o.steps);
+  std::printf("train step: %s (%s, %.1fM params), B=%d T=%d, %d thread(s), %d timed steps, %s\n", o.config.c_str(),
+              aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, aji::num_threads(), o.steps,
+              precision_note.c_str());
   std::printf("  step %.3f s wall (median; min %.3f), %.3f CPU-s  ->  %.0f tokens/s, %.0f tokens per CPU-s\n", t_step,
               times.front(), c_step, tokens_per_step / t_step, tokens_per_step / c_step);
-  if (o.floor)
+  if (o.floor && bf16) std::printf("  GEMM floor: not measured in bf16 (the replay runs fp32 sgemm)\n");
+  if (with_floor)
     std::printf("  GEMM floor %.3f s wall, %.3f CPU-s (%zu matmuls alone through dnnl_sgemm)  ->  step/floor %.2fx wall, "
                 "%.2fx CPU\n",
                 floor.wall, floor.cpu, shapes.size(), t_step / floor.wall, c_step / floor.cpu);
-  if (o.floor && comparable) {
+  if (with_floor && comparable) {
     std::printf("  the same matmuls inside the step: %.3f s (best of each call)  ->  %.2fx their time alone\n",
                 in_step_total, in_step_total / floor.wall);
     if (o.gemm_detail) {
@@ -239,10 +252,10 @@ void run_train_step(const TrainOpts& o) {
       }
     }
   }
-  std::printf("  %.1f GFLOP/step, %.1f GFLOP/s (%.1f per CPU-s), MFU %.1f%% of %.0f GFLOP/s nominal, %.1f%% of the "
-              "%.0f GFLOP/s these %d core(s) measure\n",
+  std::printf("  %.1f GFLOP/step, %.1f GFLOP/s (%.1f per CPU-s), MFU %.1f%% of %.0f GFLOP/s nominal (fp32), %.1f%% of "
+              "the %.0f GFLOP/s %s peak these %d core(s) measure\n",
               flops / 1e9, flops / 1e9 / t_step, flops / 1e9 / c_step, 100 * mfu, o.peak_gflops, 100 * mfu_measured,
-              measured_peak, aji::num_threads());
+              measured_peak, bf16 ? "bf16" : "fp32", aji::num_threads());
   std::printf("  peak RSS %.0f MiB (activations %.0f MiB)\n", peak_rss_mib(), m.activation_bytes() / 1048576.0);
   std::printf("  CPU time of the main thread by op (per step, %.3f s in all):\n", main_cpu_mean);
   for (auto it = br.begin(); it != br.end(); ++it)
@@ -334,6 +347,10 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_flag("--gemm-detail", opts.gemm_detail,
                   "List the matmuls that run slowest inside the step against their time alone");
     cmd->add_option("--peak-gflops", opts.peak_gflops, "fp32 peak for MFU (default: 2 cores nominal)")->capture_default_str();
+    cmd->add_option("--precision", opts.precision,
+                    "fp32, bf16 or auto: the training path's products (bf16: fp32 where the CPU has no bf16 products)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
     cmd->callback([] { run_train_step(opts); });
   }
   {

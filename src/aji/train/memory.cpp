@@ -25,7 +25,7 @@ std::string MemoryEstimate::describe() const {
   return s + ")";
 }
 
-MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int64_t tokens) {
+MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int64_t tokens, bool bf16) {
   MemoryEstimate m;
   const double P = double(c.num_params()), N = double(std::max<int64_t>(tokens, 1));
   m.weights = 4.0 * P;
@@ -37,6 +37,13 @@ MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int
   const double rest = 2 * C + 2 + (c.is_gpt2() ? 0 : QKV) + F + 2 * C + QKV + FF + F + QW + C;
   const double logits_rows = std::max(16.0, std::min(N, double(8 << 20) / c.vocab_size));
   m.activations = 4.0 * (N * (c.n_layer * per_layer + rest) + logits_rows * c.vocab_size);
+  if (bf16) {
+    m.weights += 2.0 * P;
+    // one product's bf16 input (widest: the FFN's down projection or the LM head's C) and
+    // output gradient (widest: QKV, the FFN's up/gate, or the LM head's logit rows)
+    const double in = std::max({C, F, QW}), out = std::max({QKV, FF, C});
+    m.activations += 2.0 * std::max(N * (in + out), logits_rows * (C + double(c.vocab_size)));
+  }
   return m;
 }
 

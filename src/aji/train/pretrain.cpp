@@ -364,7 +364,9 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
           .fix("tokenize the data with the model's tokenizer: aji data tokenize --tokenizer " + init_tok->string());
   }
   {
-    MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T);
+    std::string p = o.precision;  // resolved again (with its note) below
+    const bool bf16 = run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true) == model::Precision::kBf16;
+    MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16);
     need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
     require_memory(need,
                    "training this model (" + fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) +
