@@ -8,6 +8,7 @@
 // saying why, without mpirun, in a build without MPI, and in the sanitizer build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -186,4 +187,48 @@ TEST(DistMpirunAlign, ClassifyOnTwoRanksMatchesOneProcess) {
   ASSERT_EQ(run(mpirun(2) + common + " --out " + (d / "two").string(), &out), 0) << out;
   expect_same_run(d / "one", d / "two", 4, d / "one" / "classifier", d / "two" / "classifier",
                   {"loss", "batch_accuracy", "tokens"});
+}
+
+// GRPO: each rank rolls out its share of every step's prompts (prompt p to rank p % N, seeded
+// by its index in the whole step, so the completions are one process's), the rewards and the
+// step's token count are summed over the ranks, and each rank's loss part is normalised by the
+// whole step's counts. 3 prompts a step over 2 ranks: shares of 2 and 1.
+TEST(DistMpirunAlign, GrpoOnTwoRanksMatchesOneProcess) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  const char* qa[][2] = {{"What color is the sky?", "blue"},
+                         {"How many legs does a cat have?", "four"},
+                         {"Say hello.", "hello"},
+                         {"What is two plus two?", "4"}};
+  {
+    std::ofstream c(d / "corpus.txt");
+    for (int i = 0; i < 200; ++i)
+      for (auto& q : qa) c << q[0] << " " << q[1] << "\n\n";
+    // a reward that varies with the reply: the parity of its byte count
+    std::ofstream(d / "parity.sh") << "n=$(wc -c)\necho $((n % 2))\n";
+    std::ofstream t(d / "tasks.jsonl");
+    for (int i = 0; i < 6; ++i)
+      t << R"({"messages": [{"role": "user", "content": ")" << qa[i % 4][0] << R"("}], "answer": ")" << qa[i % 4][1]
+        << "\"}\n";
+  }
+  aji::test::MicroBaseOptions mb;
+  mb.vocab_size = 300;
+  const fs::path base = aji::test::build_micro_base(d, d / "corpus.txt", mb);
+  for (const char* loss : {"dapo", "grpo"}) {
+    SCOPED_TRACE(loss);
+    const std::string common = std::string(" -q grpo --precision fp32 --model ") + base.string() + " --tasks " +
+                               (d / "tasks.jsonl").string() + " --verifier 'command:/bin/sh " +
+                               (d / "parity.sh").string() +
+                               "' --steps 3 --group-size 4 --prompts-per-step 3 --max-new-tokens 6 --temperature 1"
+                               " --kl-coef 0.04 --lr 1e-3 --loss-type " + loss;
+    const fs::path one = d / (std::string("one-") + loss), two = d / (std::string("two-") + loss);
+    std::string out;
+    ASSERT_EQ(run(single() + common + " --out " + one.string(), &out), 0) << out;
+    ASSERT_EQ(run(mpirun(2) + common + " --out " + two.string(), &out), 0) << out;
+    expect_same_run(one, two, 3, one, two, {"loss", "reward", "reply_len", "kl", "grad_norm"});
+    const std::vector<double> norms = series(one, "grad_norm");
+    EXPECT_GT(*std::max_element(norms.begin(), norms.end()), 0.0) << "the steps trained";
+    EXPECT_TRUE(fs::exists(two / "summary.json"));
+  }
 }

@@ -184,6 +184,44 @@ TEST(Rollout, SameSeedSameOutputWhateverTheBatchingCompactionOrThreads) {
   EXPECT_GT(differ, (int)other.size() / 2);
 }
 
+// A rank of a data-parallel job rolls out a share of the step's prompts (every other one)
+// with seed_index = their indices in the whole list: its rows are the whole rollout's rows
+// of those prompts, bit for bit; a wrong number of seed indices is a clear error.
+TEST(Rollout, ASharedOutPromptSampledWithItsSeedIndexIsTheWholeRolloutsRow) {
+  auto m = fixture_model("llama");
+  const auto prompts = ragged_prompts();
+  RolloutOptions o;
+  o.group_size = 3;
+  o.max_new_tokens = 12;
+  o.seed = 7;
+  aji::set_num_threads(1);
+  const auto whole = aji::infer::rollout(m, prompts, o);
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<std::vector<int32_t>> share;
+    RolloutOptions os = o;
+    for (size_t p = size_t(rank); p < prompts.size(); p += 2) {
+      share.push_back(prompts[p]);
+      os.seed_index.push_back(int(p));
+    }
+    const auto part = aji::infer::rollout(m, share, os);
+    ASSERT_EQ(part.size(), share.size() * 3);
+    for (const auto& r : part) {
+      const auto& w = whole[size_t(os.seed_index[size_t(r.prompt_index)]) * 3 + size_t(r.sample_index)];
+      EXPECT_EQ(r.tokens, w.tokens) << "rank " << rank << " prompt " << r.prompt_index;
+      EXPECT_EQ(r.logprobs, w.logprobs);
+    }
+    if (rank == 1) {  // without seed_index the share samples other tokens
+      const auto unseeded = aji::infer::rollout(m, share, o);
+      int differ = 0;
+      for (size_t i = 0; i < part.size(); ++i) differ += unseeded[i].tokens != part[i].tokens;
+      EXPECT_GT(differ, 0);
+    }
+  }
+  RolloutOptions bad = o;
+  bad.seed_index = {0};
+  EXPECT_THROW(aji::infer::rollout(m, prompts, bad), aji::Error);
+}
+
 TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatchingOrCompaction) {
   // The same with the model's caches in bf16: prefix copies and compaction move bf16 rows.
   auto m = fixture_model("llama");

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/train/trainer_run.h"
@@ -151,11 +152,17 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
   st.lr = lr;
   const int G = o.group_size;
   const int P = (int)batch.size();
+  dist::Communicator& comm = dist::world();
+  const int ranks = comm.size();
 
-  // 1. rollout
+  // 1. rollout: this rank's prompts (train/trainer_run.h's split: prompt p to rank p % N),
+  // seeded by their index in the whole step, so the union over the ranks is one process's
+  std::vector<int> mine;  // indices into batch
+  for (int p = 0; p < P; ++p)
+    if (train::rank_takes(p)) mine.push_back(p);
   std::vector<std::vector<int32_t>> prompts;
-  prompts.reserve(P);
-  for (const GrpoTask* t : batch) prompts.push_back(t->prompt);
+  prompts.reserve(mine.size());
+  for (int p : mine) prompts.push_back(batch[size_t(p)]->prompt);
   infer::RolloutOptions ro;
   ro.group_size = G;
   ro.max_new_tokens = o.max_new_tokens;
@@ -163,59 +170,71 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
   ro.stop_tokens = o.stop_tokens;
   ro.seed = grpo_rollout_seed(o.seed, step);
   ro.max_batch = o.rollout_batch;
+  if (ranks > 1) ro.seed_index = mine;
   std::vector<infer::Rollout> outs = infer::rollout(policy, prompts, ro);
   st.rollout_seconds = since(t0);
-  const int N = (int)outs.size();
+  const int N = (int)outs.size();  // this rank's completions: mine.size() * G
 
-  // 2. score
-  std::vector<float> rewards(N);
-  std::vector<double> rewards_d(N);
-  double rsum = 0, passed = 0, len = 0, stopped = 0;
+  // 2. score this rank's completions; every rank then holds the whole step's rewards (each
+  // fills its prompts' slots of a zero vector, summed over the ranks)
+  std::vector<double> all_rewards(size_t(P) * G, 0.0);
+  double sums[4] = {0, 0, 0, 0};  // length, stopped, trained tokens, all tokens
   for (int i = 0; i < N; ++i) {
-    const int p = outs[i].prompt_index;
-    const double r = reward(*batch[p], outs[i]);
+    const int p = mine[size_t(outs[i].prompt_index)];
+    const double r = reward(*batch[size_t(p)], outs[i]);
     if (!std::isfinite(r))
-      throw Error("GRPO step " + std::to_string(step + 1) + ": the reward of " + task_name(*batch[p], p) +
+      throw Error("GRPO step " + std::to_string(step + 1) + ": the reward of " + task_name(*batch[size_t(p)], size_t(p)) +
                   " (sample " + std::to_string(outs[i].sample_index + 1) + ") is " + std::to_string(r))
           .fix("make the verifier return a finite number (a reward in [0,1])");
-    rewards[i] = (float)r;
-    rewards_d[i] = r;
-    rsum += r;
-    passed += r >= kGrpoPassReward ? 1 : 0;
-    len += (double)outs[i].tokens.size();
-    stopped += outs[i].stopped ? 1 : 0;
+    all_rewards[size_t(p) * G + size_t(outs[i].sample_index)] = r;
+    sums[0] += (double)outs[i].tokens.size();
+    sums[1] += outs[i].stopped ? 1 : 0;
+    sums[3] += (double)outs[i].tokens.size();
+    if (!o.mask_truncated || outs[i].stopped) sums[2] += (double)outs[i].tokens.size();
   }
-  st.mean_reward = rsum / std::max(N, 1);
-  st.pass_rate = passed / std::max(N, 1);
-  st.mean_length = len / std::max(N, 1);
-  st.stop_rate = stopped / std::max(N, 1);
+  if (ranks > 1) {
+    comm.allreduce_sum(all_rewards.data(), all_rewards.size());
+    comm.allreduce_sum(sums, 4);
+  }
+  const int n_all = P * G;  // the step's completions, over every rank
+  std::vector<float> rewards(all_rewards.size());
+  double rsum = 0, passed = 0;
+  for (size_t k = 0; k < all_rewards.size(); ++k) {
+    rewards[k] = (float)all_rewards[k];
+    rsum += all_rewards[k];
+    passed += all_rewards[k] >= kGrpoPassReward ? 1 : 0;
+  }
+  st.mean_reward = rsum / std::max(n_all, 1);
+  st.pass_rate = passed / std::max(n_all, 1);
+  st.mean_length = sums[0] / std::max(n_all, 1);
+  st.stop_rate = sums[1] / std::max(n_all, 1);
 
-  // 3. advantages
+  // 3. advantages, over the whole step (the batch scale needs every reward), then this rank's
   fb::GroupAdvantages ga = fb::group_advantages(rewards, G, o.scale);
   st.frac_zero_std = ga.frac_zero_std;
-  std::vector<float>& adv = ga.advantages;
+  std::vector<float> adv(static_cast<size_t>(N));
+  for (int i = 0; i < N; ++i)
+    adv[size_t(i)] = ga.advantages[size_t(mine[size_t(outs[i].prompt_index)]) * G + size_t(outs[i].sample_index)];
   if (o.advantage_sign != 1.0)
     for (float& a : adv) a = float(double(a) * o.advantage_sign);
 
-  // 4. update: rows in the training layout, in chunks of update_batch rows
+  // 4. update: rows in the training layout, in chunks of update_batch rows. train_step
+  // averages the ranks' losses and gradients, so each rank's part, normalised by the whole
+  // step's counts as one process would, is scaled by the number of ranks.
   const int32_t pad = o.stop_tokens.empty() ? 0 : o.stop_tokens.front();  // any id: pads are never targets
   std::vector<const std::vector<int32_t>*> all_prompts(N);
   std::vector<const infer::Rollout*> all_outs(N);
   for (int i = 0; i < N; ++i) {
-    all_prompts[i] = &batch[outs[i].prompt_index]->prompt;
+    all_prompts[i] = &batch[size_t(mine[size_t(outs[i].prompt_index)])]->prompt;
     all_outs[i] = &outs[i];
   }
   // The trained tokens of the whole step (for the dapo / bnpo normaliser).
-  int64_t total_tokens = 0, all_tokens = 0;
-  for (int i = 0; i < N; ++i) {
-    all_tokens += (int64_t)outs[i].tokens.size();
-    if (!o.mask_truncated || outs[i].stopped) total_tokens += (int64_t)outs[i].tokens.size();
-  }
+  const int64_t total_tokens = (int64_t)sums[2], all_tokens = (int64_t)sums[3];
   st.tokens = total_tokens;
   const bool want_ref = reference != nullptr;
   const int chunk = o.update_batch > 0 ? o.update_batch : std::max(N, 1);
-  double loss = 0, kl_sum = 0, k3_sum = 0, ent_sum = 0, clip_sum = 0, drift = 0;
-  int64_t k3_n = 0;
+  // kl, k3, k3 count, entropy, clipped tokens, drift (this rank's; summed / maxed after)
+  double loss = 0, kl_sum = 0, k3_sum = 0, ent_sum = 0, clip_sum = 0, drift = 0, k3_n = 0;
   auto forward_backward = [&]() -> double {
     for (int c0 = 0; c0 < N; c0 += chunk) {
       const int Bc = std::min(chunk, N - c0);
@@ -245,7 +264,7 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
             kl_sum += fb::kl_estimate(fb::KlEstimator::k1, logp[i], logp_ref[i]);
             if (train_mask[i]) {
               k3_sum += fb::kl_estimate(fb::KlEstimator::k3, logp[i], logp_ref[i]);
-              ++k3_n;
+              k3_n += 1;
             }
           }
         }
@@ -256,13 +275,13 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
       cfg.beta = o.beta;
       cfg.loss_type = o.loss_type;
       cfg.max_completion_length = o.max_new_tokens;
-      double scale = 1.0;
+      double scale = double(ranks);
       if (o.loss_type == fb::GrpoLossType::dapo || o.loss_type == fb::GrpoLossType::bnpo) {
         // Both normalise by the step's trained tokens (the step is the whole batch).
         cfg.loss_type = fb::GrpoLossType::dapo;
         cfg.global_active_tokens = std::max<int64_t>(total_tokens, 1);
       } else {
-        scale = double(Bc) / double(N);  // 1/B over the whole step, not the chunk
+        scale *= double(Bc) / double(n_all);  // 1/B over the whole step, not the chunk
       }
       std::vector<float> adv_c(adv.begin() + c0, adv.begin() + c0 + Bc);
       // mu = 1: the old policy is the current one (detached), so rho == 1.
@@ -279,24 +298,43 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
     return loss;
   };
   if (total_tokens > 0) {
-    // Zero, forward/backward, global norm, NaN/inf stop, clip, AdamW: the shared trainer step.
+    // Zero, forward/backward, global norm, NaN/inf stop, clip, AdamW: the shared trainer step
+    // (with several ranks: the mean of their parts, the whole step's loss and gradient).
     const std::vector<train::ParamGroup> groups = {train::ParamGroup::whole_model(policy, optimizer)};
     const train::StepStats ss = train::train_step(groups, lr, o.grad_clip, "GRPO", o.run_dir, forward_backward, step);
     st.grad_norm = ss.grad_norm;
+    st.loss = ss.loss;
   } else {
-    // Nothing to train (every completion masked out): metrics only, and no optimizer step,
-    // since AdamW's moments would still move the weights on a zero gradient.
+    // Nothing to train (every completion masked out, on every rank): metrics only, and no
+    // optimizer step, since AdamW's moments would still move the weights on a zero gradient.
     forward_backward();
+    st.loss = loss;
+    if (ranks > 1) {
+      comm.allreduce_sum(&st.loss, 1);
+      st.loss /= ranks;
+    }
   }
-  st.loss = loss;
-  st.kl = want_ref ? kl_sum / std::max(N, 1) : 0.0;
-  st.k3 = k3_n ? k3_sum / double(k3_n) : 0.0;
-  st.entropy = all_tokens ? ent_sum / double(all_tokens) : 0.0;
-  st.clip_frac = total_tokens ? clip_sum / double(total_tokens) : 0.0;
+  double m[5] = {kl_sum, k3_sum, k3_n, ent_sum, clip_sum};
+  if (ranks > 1) {
+    comm.allreduce_sum(m, 5);
+    // the largest drift over the ranks: each rank's in its own slot of a sum
+    std::vector<double> d(size_t(ranks), 0.0);
+    d[size_t(comm.rank())] = drift;
+    comm.allreduce_sum(d.data(), d.size());
+    drift = *std::max_element(d.begin(), d.end());
+  }
+  st.kl = want_ref ? m[0] / std::max(n_all, 1) : 0.0;
+  st.k3 = m[2] > 0 ? m[1] / m[2] : 0.0;
+  st.entropy = all_tokens ? m[3] / double(all_tokens) : 0.0;
+  st.clip_frac = total_tokens ? m[4] / double(total_tokens) : 0.0;
   st.logprob_drift = drift;
 
   if (rollouts_out) *rollouts_out = std::move(outs);
-  if (rewards_out) *rewards_out = std::move(rewards_d);
+  if (rewards_out) {
+    rewards_out->clear();
+    for (const infer::Rollout& r : *(rollouts_out ? rollouts_out : &outs))
+      rewards_out->push_back(all_rewards[size_t(mine[size_t(r.prompt_index)]) * G + size_t(r.sample_index)]);
+  }
   st.seconds = since(t0);
   return st;
 }

@@ -136,6 +136,9 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   ro.plot_labels.y_axis = "GRPO loss";
   ro.plot_labels.train = "loss";
   ro.plot_labels.accuracy_name = "eval pass@1";
+  // Each rank rolls out and trains on its share of every step's prompts (grpo_step); the
+  // evaluations run whole on every rank (the same numbers; rank 0 writes them).
+  ro.splits_data = true;
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
   int64_t step = 0;
@@ -162,7 +165,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
     train::check_resume_settings(kOtherSettings, given.other, other_settings_json(in), other_settings_json(o), run);
     const SavedOptionsReport rep =
         apply_saved_options(o, s.value("options", json::object()), given.declared, where);
-    train::report_resumed_options(rep, run, o.quiet);
+    train::report_resumed_options(rep, run, trun.quiet());
   }
   if (o.model.empty() || o.tasks_file.empty() || o.verifier.empty())
     throw Error("--model, --tasks and --verifier are required for a new run")
@@ -178,7 +181,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   // The policy's and the reference's training forwards in the same precision (the k3 KL term
   // starts at 0); rollouts run the inference path (fp32) either way.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
-                             in.given, o.quiet, "grpo", {&policy, &reference});
+                             in.given, trun.quiet(), "grpo", {&policy, &reference});
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),
@@ -253,7 +256,8 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   train::AdamW optimizer(policy.num_params(), {go.beta1, go.beta2, go.eps, go.weight_decay});
   if (resume_ckpt) optimizer.load(*resume_ckpt / "optimizer.bin");
 
-  if (!resume_ckpt) {
+  const bool quiet = trun.quiet();  // asked, or not rank 0
+  if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "grpo"},
                  {"options", options_to_json(o)},
                  {"settings", other_settings_json(o)},
@@ -262,7 +266,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
                  {"aji_version", AJI_VERSION}};
     write_file_atomic(run / "run.json", info.dump(2) + "\n");
   }
-  if (!o.quiet) {
+  if (!quiet) {
     std::printf("grpo: %s | %zu tasks, %zu eval tasks (%s) | verifier %s\n", policy_dir.c_str(), tasks.size(),
                 eval_tasks.size(), report.summary(3).c_str(), verifier->name().c_str());
     std::printf("grpo: %lld steps x %d prompts x G=%d, max %d new tokens, T=%.2f, kl-coef %g, %s scaling, %s loss, "
@@ -295,7 +299,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
     line["step"] = at;
     line["val_accuracy"] = e.pass_at_1;  // the plot's right axis
     trun.log(line);
-    if (!o.quiet) std::printf("step %lld | eval %s\n", (long long)at, eval_line(e).c_str());
+    if (!quiet) std::printf("step %lld | eval %s\n", (long long)at, eval_line(e).c_str());
     std::fflush(stdout);
     return e;
   };
@@ -319,7 +323,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
     trun.print_step(s.step, o.steps, s.seconds, mid);
     if (s.frac_zero_std > 0.5) {
       ++zero_std_steps;
-      if (!o.quiet && (warned_at < 0 || s.step - warned_at >= 50)) {
+      if (!quiet && (warned_at < 0 || s.step - warned_at >= 50)) {
         std::fprintf(stderr,
                      "warning: step %lld: %.0f%% of the groups had the same reward for every completion: they teach "
                      "nothing (tasks too easy or too hard for this model; try other tasks, a larger --group-size, or "
@@ -343,7 +347,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   if (!eval_tasks.empty() && !r.stopped_early) result.eval_after = evaluate(r.step);
   trun.finish(r.step, o.steps);
   result.checkpoint = trun.last_checkpoint();
-  if (!r.stopped_early) {
+  if (!r.stopped_early && trun.root()) {  // rank 0's verifier counts (every rank verifies its share)
     json summary = {{"stage", "grpo"},
                     {"steps", r.step},
                     {"first_reward", std::isnan(result.first_reward) ? json(nullptr) : json(result.first_reward)},
@@ -359,7 +363,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
                     {"checkpoint", result.checkpoint.string()}};
     write_file_atomic(run / "summary.json", summary.dump(2) + "\n");
   }
-  if (!o.quiet && vstats.failures > 0) std::fprintf(stderr, "verifier: %s\n", vstats.summary().c_str());
+  if (!quiet && vstats.failures > 0) std::fprintf(stderr, "verifier: %s\n", vstats.summary().c_str());
   return result;
 }
 

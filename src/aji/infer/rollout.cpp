@@ -92,6 +92,10 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
                              const RolloutOptions& o) {
   check_options(o);
   check_prompts(model, prompts);
+  if (!o.seed_index.empty() && o.seed_index.size() != prompts.size())
+    throw Error("rollout: " + std::to_string(o.seed_index.size()) + " seed indices for " +
+                std::to_string(prompts.size()) + " prompts")
+        .fix("give one seed index per prompt, or none");
   const int G = o.group_size;
   const int V = model.config().vocab_size;
   const int ctx = model.config().max_seq_len;
@@ -149,7 +153,8 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
           std::memcpy(cache.v_bytes(l, r), pre.v_bytes(l, 0), pre.elem_bytes() * L * KVW);
         }
         std::memcpy(logits.data() + static_cast<size_t>(r) * V, pre_logits.data(), sizeof(float) * V);
-        rngs.emplace_back(rollout_row_seed(o.seed, ro.prompt_index, ro.sample_index));
+        const int seed_p = o.seed_index.empty() ? ro.prompt_index : o.seed_index[static_cast<size_t>(ro.prompt_index)];
+        rngs.emplace_back(rollout_row_seed(o.seed, seed_p, ro.sample_index));
         ro.tokens.reserve(budget);
         ro.logprobs.reserve(budget);
       }

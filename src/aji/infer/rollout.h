@@ -6,7 +6,8 @@
 //     of a batch); within a bucket the rows (prompt, sample) are decoded together, up to
 //     max_batch rows at a time;
 //   - each prompt is prefilled ONCE (batch 1) and its KV cache copied into its G rows;
-//   - each row samples with its own Rng seeded from (seed, prompt_index, sample_index), so
+//   - each row samples with its own Rng seeded from (seed, prompt_index, sample_index) (or
+//     RolloutOptions::seed_index[prompt_index] in place of prompt_index), so
 //     the result does not depend on max_batch, bucketing or the thread count (up to float
 //     rounding of batched matmuls; aji's kernels compute each row the same way whatever the
 //     batch, and the tests check identical tokens for max_batch 1 and 64);
@@ -35,6 +36,10 @@ struct RolloutOptions {
   uint64_t seed = 0;
   int max_batch = 64;       // rows decoded together at most (>= 1)
   bool compact = true;      // drop finished rows from the batch (false: keep decoding them with a pad, ignored)
+  // The prompt index each prompt's rows are seeded with (empty: its index in the list). A rank
+  // of a data-parallel job rolls out its share of a step's prompts with their indices in the
+  // whole step, so its rows sample what one process samples for them.
+  std::vector<int> seed_index;
 };
 
 struct Rollout {
