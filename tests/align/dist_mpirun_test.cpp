@@ -207,10 +207,10 @@ TEST(DistMpirunAlign, GrpoOnTwoRanksMatchesOneProcess) {
       for (auto& q : qa) c << q[0] << " " << q[1] << "\n\n";
     // a reward that varies with the reply: the parity of its byte count
     std::ofstream(d / "parity.sh") << "n=$(wc -c)\necho $((n % 2))\n";
-    std::ofstream t(d / "tasks.jsonl");
-    for (int i = 0; i < 6; ++i)
-      t << R"({"messages": [{"role": "user", "content": ")" << qa[i % 4][0] << R"("}], "answer": ")" << qa[i % 4][1]
-        << "\"}\n";
+    std::ofstream t(d / "tasks.jsonl"), e(d / "eval.jsonl");
+    for (int i = 0; i < 9; ++i)
+      (i < 6 ? t : e) << R"({"messages": [{"role": "user", "content": ")" << qa[i % 4][0] << R"("}], "answer": ")"
+                      << qa[i % 4][1] << "\"}\n";
   }
   aji::test::MicroBaseOptions mb;
   mb.vocab_size = 300;
@@ -221,7 +221,8 @@ TEST(DistMpirunAlign, GrpoOnTwoRanksMatchesOneProcess) {
                                (d / "tasks.jsonl").string() + " --verifier 'command:/bin/sh " +
                                (d / "parity.sh").string() +
                                "' --steps 3 --group-size 4 --prompts-per-step 3 --max-new-tokens 6 --temperature 1"
-                               " --kl-coef 0.04 --lr 1e-3 --loss-type " + loss;
+                               " --kl-coef 0.04 --lr 1e-3 --eval-tasks " + (d / "eval.jsonl").string() +
+                               " --eval-samples 2 --loss-type " + loss;
     const fs::path one = d / (std::string("one-") + loss), two = d / (std::string("two-") + loss);
     std::string out;
     ASSERT_EQ(run(single() + common + " --out " + one.string(), &out), 0) << out;
@@ -229,6 +230,12 @@ TEST(DistMpirunAlign, GrpoOnTwoRanksMatchesOneProcess) {
     expect_same_run(one, two, 3, one, two, {"loss", "reward", "reply_len", "kl", "grad_norm"});
     const std::vector<double> norms = series(one, "grad_norm");
     EXPECT_GT(*std::max_element(norms.begin(), norms.end()), 0.0) << "the steps trained";
-    EXPECT_TRUE(fs::exists(two / "summary.json"));
+    // the evaluation before step 1 (3 tasks split 2 + 1 over the ranks): the same numbers
+    const auto s1 = nlohmann::json::parse(std::ifstream(one / "summary.json"));
+    const auto s2 = nlohmann::json::parse(std::ifstream(two / "summary.json"));
+    ASSERT_TRUE(s1["eval_before"].is_object()) << s1.dump();
+    EXPECT_EQ(s2["eval_before"], s1["eval_before"]);
+    for (const char* k : {"reward", "pass@1", "kl", "reply_len"})
+      EXPECT_NEAR(s2["eval_after"][k].get<double>(), s1["eval_after"][k].get<double>(), 1e-4) << k;
   }
 }

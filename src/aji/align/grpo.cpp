@@ -399,9 +399,20 @@ GrpoEval grpo_evaluate(model::Model& policy, model::Model* reference, const std:
   if (tasks.empty()) return ev;
   const bool greedy = !(o.temperature > 0);
   ev.samples = greedy ? 1 : std::max(o.samples, 1);
+  const size_t S = size_t(ev.samples);
+  // This rank's share of the tasks (task t to rank t % N), seeded by their indices in the whole
+  // list; the per-completion numbers are then summed into slots over the ranks.
+  dist::Communicator& comm = dist::world();
+  std::vector<int> mine;
+  std::vector<GrpoTask> my_tasks;
+  for (size_t t = 0; t < tasks.size(); ++t)
+    if (train::rank_takes(int64_t(t))) {
+      mine.push_back(int(t));
+      my_tasks.push_back(tasks[t]);
+    }
   std::vector<std::vector<int32_t>> prompts;
-  prompts.reserve(tasks.size());
-  for (const GrpoTask& t : tasks) prompts.push_back(t.prompt);
+  prompts.reserve(my_tasks.size());
+  for (const GrpoTask& t : my_tasks) prompts.push_back(t.prompt);
   infer::RolloutOptions ro;
   ro.group_size = ev.samples;
   ro.max_new_tokens = o.max_new_tokens;
@@ -409,40 +420,47 @@ GrpoEval grpo_evaluate(model::Model& policy, model::Model* reference, const std:
   ro.stop_tokens = o.stop_tokens;
   ro.seed = o.seed;
   ro.max_batch = o.rollout_batch;
+  if (comm.size() > 1) ro.seed_index = mine;
   ev.completions = infer::rollout(policy, prompts, ro);
-  const size_t N = ev.completions.size();
-  ev.rewards.resize(N);
-  std::vector<uint8_t> task_pass(tasks.size(), 0);
-  double rs = 0, pass = 0, stop = 0, len = 0;
-  for (size_t i = 0; i < N; ++i) {
+  std::vector<double> kl_local;
+  if (reference) kl_local = completion_kl(*reference, my_tasks, ev.completions, ro.temperature);
+  // slots (task, sample): reward, stopped, length, KL
+  const size_t N = tasks.size() * S;
+  std::vector<double> slots(4 * N, 0.0);
+  for (size_t i = 0; i < ev.completions.size(); ++i) {
     const infer::Rollout& c = ev.completions[i];
-    const double r = reward(tasks[size_t(c.prompt_index)], c);
+    const size_t t = size_t(mine[size_t(c.prompt_index)]);
+    const double r = reward(tasks[t], c);
     if (!std::isfinite(r))
-      throw Error("GRPO evaluation: the reward of " + task_name(tasks[size_t(c.prompt_index)], size_t(c.prompt_index)) +
-                  " is " + std::to_string(r))
+      throw Error("GRPO evaluation: the reward of " + task_name(tasks[t], t) + " is " + std::to_string(r))
           .fix("make the verifier return a finite number (a reward in [0,1])");
-    ev.rewards[i] = r;
-    rs += r;
-    if (r >= kGrpoPassReward) {
-      pass += 1;
-      task_pass[size_t(c.prompt_index)] = 1;
+    const size_t k = t * S + size_t(c.sample_index);
+    slots[k] = r;
+    slots[N + k] = c.stopped ? 1 : 0;
+    slots[2 * N + k] = (double)c.tokens.size();
+    slots[3 * N + k] = reference ? kl_local[i] : 0.0;
+  }
+  if (comm.size() > 1) comm.allreduce_sum(slots.data(), slots.size());
+  ev.rewards.assign(slots.begin(), slots.begin() + ptrdiff_t(N));
+  double rs = 0, pass = 0, stop = 0, len = 0, kl = 0, tp = 0;
+  for (size_t t = 0; t < tasks.size(); ++t) {
+    bool task_pass = false;
+    for (size_t k = t * S; k < (t + 1) * S; ++k) {
+      rs += slots[k];
+      pass += slots[k] >= kGrpoPassReward ? 1 : 0;
+      task_pass = task_pass || slots[k] >= kGrpoPassReward;
+      stop += slots[N + k];
+      len += slots[2 * N + k];
+      kl += slots[3 * N + k];
     }
-    stop += c.stopped ? 1 : 0;
-    len += (double)c.tokens.size();
+    tp += task_pass ? 1 : 0;
   }
   ev.mean_reward = rs / double(N);
   ev.pass_at_1 = pass / double(N);
-  double tp = 0;
-  for (uint8_t p : task_pass) tp += p;
   ev.pass_at_k = tp / double(tasks.size());
   ev.stop_rate = stop / double(N);
   ev.mean_length = len / double(N);
-  if (reference) {
-    const std::vector<double> kl = completion_kl(*reference, tasks, ev.completions, ro.temperature);
-    double s = 0;
-    for (double k : kl) s += k;
-    ev.kl = s / double(N);
-  }
+  ev.kl = reference ? kl / double(N) : 0.0;
   return ev;
 }
 

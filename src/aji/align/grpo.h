@@ -169,8 +169,8 @@ struct GrpoEval {
   double stop_rate = 0;
   double mean_length = 0;
   double kl = 0;  // mean sequence KL (sum of k1 over the completion) to the reference; 0 without one
-  std::vector<infer::Rollout> completions;  // task-major
-  std::vector<double> rewards;
+  std::vector<infer::Rollout> completions;  // task-major (under mpirun: this rank's tasks, t % N == rank)
+  std::vector<double> rewards;              // task-major, every task's (over all ranks)
   nlohmann::json to_json(const std::string& prefix) const;  // {"<prefix>reward":..,"<prefix>pass@1":..}
 };
 GrpoEval grpo_evaluate(model::Model& policy, model::Model* reference, const std::vector<GrpoTask>& tasks,

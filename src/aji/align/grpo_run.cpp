@@ -136,8 +136,8 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   ro.plot_labels.y_axis = "GRPO loss";
   ro.plot_labels.train = "loss";
   ro.plot_labels.accuracy_name = "eval pass@1";
-  // Each rank rolls out and trains on its share of every step's prompts (grpo_step); the
-  // evaluations run whole on every rank (the same numbers; rank 0 writes them).
+  // Each rank rolls out and trains on its share of every step's prompts (grpo_step) and
+  // evaluates its share of the evaluation tasks (grpo_evaluate); rank 0 writes.
   ro.splits_data = true;
   train::TrainerRun trun(ro);
   const std::optional<fs::path> resume_ckpt = trun.checkpoint();
