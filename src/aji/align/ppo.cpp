@@ -11,6 +11,7 @@
 
 #include "aji/base/json_number.h"
 #include "aji/base/atomic_file.h"
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/infer/rollout.h"
@@ -205,7 +206,49 @@ PpoBatch ppo_rollout(model::Model& policy, const std::vector<std::vector<int32_t
   ro.stop_tokens = {o.stop_token};
   ro.seed = step_seed(o.seed, kRolloutSeed, step);
   ro.max_batch = o.max_batch;
-  const std::vector<infer::Rollout> rolls = infer::rollout(policy, prompts, ro);
+  dist::Communicator& comm = dist::world();
+  std::vector<infer::Rollout> rolls;
+  if (comm.size() <= 1) {
+    rolls = infer::rollout(policy, prompts, ro);
+  } else {
+    // Each rank samples its share of the prompts (p to rank p % N, seeded by p); the rows are
+    // then gathered on every rank (slots summed over the ranks): every rank holds the whole
+    // step's batch, the one a single process samples.
+    std::vector<int> mine;
+    std::vector<std::vector<int32_t>> my_prompts;
+    for (size_t p = 0; p < prompts.size(); ++p)
+      if (train::rank_takes(int64_t(p))) {
+        mine.push_back(int(p));
+        my_prompts.push_back(prompts[p]);
+      }
+    ro.seed_index = mine;
+    const std::vector<infer::Rollout> local = infer::rollout(policy, my_prompts, ro);
+    const size_t G = size_t(o.group_size), M = size_t(std::max(o.max_new_tokens, 0)), W = 2 + 2 * M;
+    std::vector<double> slots(prompts.size() * G * W, 0.0);  // per row: length, stopped, tokens, logprobs
+    for (const infer::Rollout& r : local) {
+      double* x = slots.data() + (size_t(mine[size_t(r.prompt_index)]) * G + size_t(r.sample_index)) * W;
+      x[0] = double(r.tokens.size());
+      x[1] = r.stopped ? 1 : 0;
+      for (size_t t = 0; t < r.tokens.size(); ++t) {
+        x[2 + t] = r.tokens[t];
+        x[2 + M + t] = r.logprobs[t];
+      }
+    }
+    comm.allreduce_sum(slots.data(), slots.size());
+    rolls.resize(prompts.size() * G);
+    for (size_t i = 0; i < rolls.size(); ++i) {
+      const double* x = slots.data() + i * W;
+      infer::Rollout& r = rolls[i];
+      r.prompt_index = int(i / G);
+      r.sample_index = int(i % G);
+      r.stopped = x[1] != 0;
+      const size_t n = size_t(x[0]);
+      for (size_t t = 0; t < n; ++t) {
+        r.tokens.push_back(int32_t(x[2 + t]));
+        r.logprobs.push_back(float(x[2 + M + t]));
+      }
+    }
+  }
   std::vector<std::vector<int32_t>> row_prompts;
   for (const auto& r : rolls) row_prompts.push_back(prompts[size_t(r.prompt_index)]);
   return build_batch(row_prompts, rolls, o.pad_id);
@@ -215,14 +258,34 @@ void ppo_score(PpoBatch& b, const RewardFn& reward, const RewardFn& true_metric,
   b.scores.assign(size_t(b.N), 0.0f);
   b.raw_scores.assign(size_t(b.N), 0.0f);
   b.true_scores.clear();
+  if (true_metric) b.true_scores.assign(size_t(b.N), 0.0f);
+  // Under mpirun each rank scores the rows of its prompts (row i is prompt i / G's), then the
+  // scores are summed into every rank's batch.
+  dist::Communicator& comm = dist::world();
+  const int G = std::max(o.group_size, 1);
   for (int i = 0; i < b.N; ++i) {
+    if (!train::rank_takes(i / G)) continue;
     const float r = reward(b.prompts[size_t(i)], b.replies[size_t(i)]);
     if (!std::isfinite(r))
       throw Error("ppo: the reward of rollout " + std::to_string(i) + " is NaN/inf")
           .fix("check the reward model (a diverged RM gives NaN scores) or the reward function");
     b.raw_scores[size_t(i)] = r;
     b.scores[size_t(i)] = r + (b.stopped[size_t(i)] ? 0.0f : float(o.missing_stop_penalty));
-    if (true_metric) b.true_scores.push_back(true_metric(b.prompts[size_t(i)], b.replies[size_t(i)]));
+    if (true_metric) b.true_scores[size_t(i)] = true_metric(b.prompts[size_t(i)], b.replies[size_t(i)]);
+  }
+  if (comm.size() > 1) {
+    std::vector<double> x(3 * size_t(b.N), 0.0);
+    for (size_t i = 0; i < size_t(b.N); ++i) {
+      x[i] = b.raw_scores[i];
+      x[size_t(b.N) + i] = b.scores[i];
+      x[2 * size_t(b.N) + i] = true_metric ? b.true_scores[i] : 0.0;
+    }
+    comm.allreduce_sum(x.data(), x.size());
+    for (size_t i = 0; i < size_t(b.N); ++i) {
+      b.raw_scores[i] = float(x[i]);
+      b.scores[i] = float(x[size_t(b.N) + i]);
+      if (true_metric) b.true_scores[i] = float(x[2 * size_t(b.N) + i]);
+    }
   }
 }
 
@@ -263,11 +326,39 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
                         {{0, size_t(m.value_head->d_model), false}}}};
   int n_mb = 0;
   double clip = 0, vclip = 0, pg = 0, vl = 0, akl = 0;
+  // Under mpirun every rank holds the whole batch (ppo_rollout, ppo_score) and draws the same
+  // minibatches; rank r trains on the minibatch's rows j with j % N == r. The losses are
+  // masked means over the minibatch's reply tokens, so a rank's part (a mean over its own
+  // tokens) is weighted by its share of the tokens, times N since train_step averages the
+  // ranks; the statistics are the same token-weighted means over every rank.
+  dist::Communicator& comm = dist::world();
+  const int ranks = comm.size();
+  auto tokens_of = [&](const std::vector<int>& rows) {
+    double n = 0;
+    for (int i : rows)
+      for (int t = 0; t < b.R; ++t) n += b.mask[size_t(i) * b.R + size_t(t)];
+    return n;
+  };
+  // token-weighted means over the ranks of this rank's means (weight: its tokens)
+  auto over_ranks = [&](std::initializer_list<double*> means, double weight) {
+    if (ranks <= 1) return;
+    std::vector<double> x;
+    for (double* m : means) x.push_back(*m * weight);
+    x.push_back(weight);
+    comm.allreduce_sum(x.data(), x.size());
+    size_t k = 0;
+    for (double* m : means) *m = x.back() > 0 ? x[k++] / x.back() : 0.0;
+  };
   for (int e = 0; e < o.ppo_epochs; ++e) {
     std::vector<int> perm = all_rows(b.N);
     for (int i = b.N - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(uint64_t(i) + 1))]);
     for (int k = 0; k < o.minibatches; ++k) {
-      const std::vector<int> rows(perm.begin() + ptrdiff_t(k) * mb, perm.begin() + ptrdiff_t(k + 1) * mb);
+      const std::vector<int> all_mb(perm.begin() + ptrdiff_t(k) * mb, perm.begin() + ptrdiff_t(k + 1) * mb);
+      std::vector<int> rows;
+      for (size_t j = 0; j < all_mb.size(); ++j)
+        if (ranks <= 1 || int(j % size_t(ranks)) == comm.rank()) rows.push_back(all_mb[j]);
+      const double my_tokens = tokens_of(rows), mb_tokens = ranks > 1 ? tokens_of(all_mb) : my_tokens;
+      const double w = ranks <= 1 ? 1.0 : mb_tokens > 0 ? my_tokens / mb_tokens * ranks : 0.0;
       const std::vector<uint8_t> mask = pick_rows(b.mask, rows, b.R);
       const std::vector<float> old_lp = pick_rows(b.logp, rows, b.R);
       const std::vector<float> adv = pick_rows(b.advantages, rows, b.R);
@@ -277,17 +368,21 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
       fb::PpoPolicyLoss pl;
       const train::StepStats ps = train::train_step(
           policy_groups, o.lr, o.grad_clip, "PPO policy", o.run_dir,
-          [&] {
+          [&]() -> double {
+            if (rows.empty() || my_tokens == 0) return 0.0;  // this rank has no row of the minibatch
             const std::vector<float> lp = logprobs_of_rows(*m.policy, b, rows, o.temperature, nullptr);
             pl = fb::ppo_policy_loss(lp, old_lp, adv, mask, o.clip, o.clip);
+            if (w != 1.0)
+              for (float& d : pl.d_logp) d = float(double(d) * w);
             const std::vector<int32_t> tgt = pick_rows(b.targets, rows, b.T);
             const std::vector<float> d_lp = scatter_reply(b, rows, pl.d_logp, b.T);
             m.policy->lm_head_logprob_backward(tgt.data(), d_lp.data(), o.temperature);
             m.policy->backward(m.policy->d_hidden_buffer());
-            return pl.loss;
+            return pl.loss * w;
           },
           step);
       st.grad_norm = ps.grad_norm;
+      over_ranks({&pl.loss, &pl.clip_frac, &pl.approx_kl, &pl.ratio_mean}, my_tokens);
       if (n_mb == 0) {
         st.first_ratio_mean = pl.ratio_mean;
         st.first_approx_kl = pl.approx_kl;
@@ -296,19 +391,21 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
       fb::ValueLoss vloss;
       const train::StepStats vs = train::train_step(
           value_groups, o.value_lr, o.grad_clip, "PPO value model", o.run_dir,
-          [&] {
+          [&]() -> double {
+            if (rows.empty() || my_tokens == 0) return 0.0;
             const std::vector<float> v = values_of_rows(*m.value_trunk, *m.value_head, b, rows);
             vloss = fb::ppo_value_loss(v, old_v, ret, mask, o.value_clip);
             std::vector<float> dv = scatter_reply(b, rows, vloss.d_values, b.T);
-            for (float& x : dv) x = float(x * o.vf_coef);
+            for (float& x : dv) x = float(x * o.vf_coef * w);
             float* dh = m.value_trunk->d_hidden_buffer();
             std::fill(dh, dh + rows.size() * size_t(b.T) * size_t(C), 0.0f);
             m.value_head->backward(m.value_trunk->hidden(), int(rows.size()), b.T, nullptr, dv.data(), dh);
             m.value_trunk->backward(dh);
-            return vloss.loss * o.vf_coef;
+            return vloss.loss * o.vf_coef * w;
           },
           step);
       st.value_grad_norm = vs.grad_norm;
+      over_ranks({&vloss.loss, &vloss.clip_frac}, my_tokens);
       ++n_mb;
       clip += pl.clip_frac;
       vclip += vloss.clip_frac;

@@ -142,6 +142,9 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   ro.plot_labels.y_axis = "reward";
   ro.plot_labels.train = "rlhf reward (score - beta*KL)";
   ro.plot_labels.accuracy_name = "true metric";
+  // Each rank samples its share of every step's prompts and trains on its share of every
+  // minibatch's rows (ppo.cpp); rank 0 writes.
+  ro.splits_data = true;
   train::TrainerRun trun(ro);
   const std::optional<fs::path> ckpt = trun.checkpoint();
   RewardHackWatch watch;
@@ -166,7 +169,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     const train::GivenFlags given = train::split_given_flags(in.given, kOtherSettings);
     train::check_resume_settings(kOtherSettings, given.other, other_settings_json(in), other_settings_json(o), run);
     const SavedOptionsReport rep = apply_saved_options(o, s.value("options", json::object()), given.declared, where);
-    train::report_resumed_options(rep, run, o.quiet);
+    train::report_resumed_options(rep, run, trun.quiet());
   }
   if (o.rollouts_per_step % o.ppo.group_size != 0)
     throw Error("--rollouts-per-step " + std::to_string(o.rollouts_per_step) + " is not a multiple of --group-size " +
@@ -186,7 +189,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   // Policy, frozen reference and value trunk in one precision (the old log-probs and the
   // trained ones come from the same forward); rollouts and the reward function as they are.
   train::apply_run_precision(o.precision, ckpt ? trun.section().value("options", json::object()) : json(), in.given,
-                             o.quiet, "ppo", {&policy, &ref, &value});
+                             trun.quiet(), "ppo", {&policy, &ref, &value});
   if (policy.config().vocab_size != ref.config().vocab_size)
     throw Error("the checkpoint's policy does not match --model").at(ckpt ? ckpt->string() : o.model.string());
   if (value.config().vocab_size != ref.config().vocab_size)
@@ -209,7 +212,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   // --- prompts -------------------------------------------------------------------------
   std::vector<Task> tasks;
   const std::vector<std::vector<int32_t>> prompts =
-      read_ppo_prompts(o.prompts, model_dir, policy.config().max_seq_len, o.skip_invalid, o.quiet, &o.ppo.stop_token,
+      read_ppo_prompts(o.prompts, model_dir, policy.config().max_seq_len, o.skip_invalid, trun.quiet(), &o.ppo.stop_token,
                        &o.ppo.pad_id, o.true_verifier.empty() ? nullptr : &tasks);
   // The true-metric column from a verifier: the task of a prompt is found by its ids.
   RewardFn truth = reward.truth;
@@ -230,7 +233,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     };
   }
 
-  if (!ckpt) {
+  if (!ckpt && trun.root()) {
     json info = {{"stage", "ppo"},
                  {"options", options_to_json(o)},
                  {"reward_describe", reward.describe},
@@ -239,7 +242,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     info.update(other_settings_json(o));
     write_file_atomic(run / "run.json", info.dump(2) + "\n");
   }
-  if (!o.quiet) {
+  if (!trun.quiet()) {
     std::printf("ppo: policy %s | reward %s | %zu prompts | %lld steps of %d prompts x %d replies | beta %g | lr %.1e | "
                 "%d x %d minibatches | threads %d\n",
                 model_dir.c_str(), reward.describe.c_str(), prompts.size(), (long long)o.steps,
@@ -284,11 +287,12 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
       const std::string warn = watch.add(st.score, st.true_metric);
       if (!warn.empty()) {
         ++result.hacking_warnings;
-        std::fprintf(stderr, "warning: step %lld: %s\n", (long long)step, warn.c_str());
+        if (trun.root()) std::fprintf(stderr, "warning: step %lld: %s\n", (long long)step, warn.c_str());
       }
       bool stop = false;
-      if (o.max_kl > 0 && st.kl > o.max_kl) {
-        std::fprintf(stderr,
+      if (o.max_kl > 0 && st.kl > o.max_kl) {  // st.kl is the whole step's: every rank stops here
+        if (trun.root())
+          std::fprintf(stderr,
                      "ppo: stopping at step %lld: KL to the reference %.3f > --max-kl %g (the policy is drifting "
                      "from the SFT model; raise --kl-coef or lower --lr)\n",
                      (long long)step, st.kl, o.max_kl);
@@ -300,10 +304,11 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     }
   }
   trun.finish(step, total);
-  if (verifier && !o.quiet) std::printf("ppo: true verifier %s: %s\n", o.true_verifier.c_str(), vstats.summary().c_str());
+  if (verifier && !trun.quiet()) std::printf("ppo: true verifier %s: %s\n", o.true_verifier.c_str(), vstats.summary().c_str());
   result.step = step;
   result.interrupted = trun.stopped();
   result.checkpoint = trun.last_checkpoint();
+  if (!trun.root()) return result;  // rank 0 writes the summary
   write_file_atomic(run / "summary.json",
                     json{{"step", step},
                          {"kl_stop", result.kl_stop},

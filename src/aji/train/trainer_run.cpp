@@ -382,7 +382,8 @@ void require_data_split(const TrainerRun::Options& o) {
   throw Error(who + " does not split its batches over ranks yet: started as one of " +
               std::to_string(dist::launch_size()) + " processes, every rank would train on the same data")
       .fix("run it as one process (without mpirun / srun, or -np 1); `aji pretrain`, `aji sft train`, "
-           "`aji classify train`, `aji rm train` and `aji dpo` run data-parallel (docs/distributed.md)");
+           "`aji classify train`, `aji rm train`, `aji dpo`, `aji grpo` and `aji ppo` run data-parallel "
+           "(docs/distributed.md)");
 }
 }  // namespace
 
