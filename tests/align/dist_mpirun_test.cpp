@@ -273,3 +273,22 @@ TEST(DistMpirunAlign, PpoOnTwoRanksMatchesOneProcess) {
   EXPECT_GT(*std::max_element(norms.begin(), norms.end()), 0.0) << "the steps trained";
   EXPECT_TRUE(fs::exists(d / "two" / "summary.json"));
 }
+
+// Ranks started with different settings (an MPMD launch: rank 1 gets another --beta) are a
+// clear error naming the setting and both values, and the job ends instead of training on
+// two objectives. The same check runs in every trainer (train::require_same_settings).
+TEST(DistMpirunAlign, RanksWithOtherSettingsAreRefused) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  PrefFixture f;
+  const fs::path d = f.dir.path();
+  auto dpo = [&](const char* beta) {
+    return std::string(" -np 1 -x AJI_THREADS=1 ") + AJI_BINARY + " -q dpo --model " + f.base.string() + " --data " +
+           f.prefs.string() + " --val-fraction 0 --kl-prompts 0 --steps 2 --batch-size 4 --beta " + beta + " --out " +
+           (d / "mixed").string();
+  };
+  const std::string cmd = "timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none" + dpo("0.5") + " :" + dpo("0.25");
+  std::string out;
+  EXPECT_NE(run(cmd, &out), 0) << out;
+  EXPECT_NE(out.find("rank 1 was started with other settings than rank 0: beta 0.25 (rank 0: 0.5)"), std::string::npos)
+      << out;
+}

@@ -379,6 +379,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   }
   const int64_t steps = classify_total_steps(train.size(), to);
   train::require_rank_split(to.batch, "--batch-size");
+  train::require_same_settings(classify_settings_json(o));  // every rank the same settings on the same data
   if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "classify"},
                  {"base_model", fs::absolute(o.model).string()},

@@ -216,6 +216,11 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   }
   const int64_t steps = dpo_total_steps((int64_t)train_pairs.size(), o.train);
   train::require_rank_split(o.train.batch, "--batch-size");
+  {  // every rank the same settings on the same data (a rank that differs: a clear error)
+    json same = options_to_json(o);
+    same.update(other_settings_json(o));
+    train::require_same_settings(same);
+  }
   if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "dpo"}, {"options", options_to_json(o)}, {"steps", steps}, {"aji_version", AJI_VERSION}};
     info.update(other_settings_json(o));

@@ -257,6 +257,11 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   if (resume_ckpt) optimizer.load(*resume_ckpt / "optimizer.bin");
 
   const bool quiet = trun.quiet();  // asked, or not rank 0
+  {  // every rank the same settings on the same data (a rank that differs: a clear error)
+    json same = options_to_json(o);
+    same.update(other_settings_json(o));
+    train::require_same_settings(same);
+  }
   if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "grpo"},
                  {"options", options_to_json(o)},

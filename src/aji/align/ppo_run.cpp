@@ -233,6 +233,11 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
     };
   }
 
+  {  // every rank the same settings on the same data (a rank that differs: a clear error)
+    json same = options_to_json(o);
+    same.update(other_settings_json(o));
+    train::require_same_settings(same);
+  }
   if (!ckpt && trun.root()) {
     json info = {{"stage", "ppo"},
                  {"options", options_to_json(o)},

@@ -240,6 +240,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   }
   const int64_t steps = rm_total_steps(train_groups.size(), to);
   train::require_rank_split(to.batch, "--batch-size");
+  train::require_same_settings(settings_json(o));  // every rank the same settings on the same data
   if (!resume_ckpt && trun.root()) {
     json info = {{"stage", "rm"},
                  {"base_model", abs_or_empty(o.model)},

@@ -196,6 +196,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
                    "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
                    "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len");
   }
+  {  // every rank the same settings on the same data (a rank that differs: a clear error)
+    json same = saved_options_json(o);
+    same.update(other_settings_json(o));
+    train::require_same_settings(same);
+  }
   if (!resume_ckpt && root) {
     json info = {{"stage", "sft"},
                  {"base_model", abs_or_empty(o.model)},

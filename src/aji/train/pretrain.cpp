@@ -487,20 +487,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     run_info["options"] = opts_json;
     if (root) write_file_atomic(run / "run.json", run_info.dump(2) + "\n");
   };
-  if (ranks > 1) {
-    // Every rank must run the same settings on the same data: compare with rank 0's.
-    std::string rank0 = opts_json.dump();
-    comm.broadcast(rank0, 0);
-    if (rank0 != opts_json.dump()) {
-      std::string diff;
-      const json j0 = json::parse(rank0);
-      for (const auto& [k, v] : opts_json.items())
-        if (!j0.contains(k) || j0[k] != v)
-          diff += (diff.empty() ? "" : ", ") + k + " " + v.dump() + " (rank 0: " + (j0.contains(k) ? j0[k].dump() : "-") + ")";
-      throw Error("rank " + std::to_string(comm.rank()) + " was started with other settings than rank 0: " + diff)
-          .fix("start every rank with the same command line, --threads and data (mpirun/srun do this for one command)");
-    }
-  }
+  require_same_settings(opts_json);  // every rank the same settings on the same data
   if (!resume_ckpt) write_run_info();
 
   // The session: metrics.jsonl, the plot, checkpoints, Ctrl-C, --stop-after. The run-dir

@@ -330,6 +330,23 @@ bool rank_takes(int64_t i) {
   return comm.size() <= 1 || i % comm.size() == comm.rank();
 }
 
+void require_same_settings(const json& settings) {
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1) return;
+  std::string rank0 = settings.dump();
+  comm.broadcast(rank0, 0);
+  if (rank0 == settings.dump()) return;
+  std::string diff;
+  const json j0 = json::parse(rank0);
+  for (const auto& [k, v] : settings.items())
+    if (!j0.contains(k) || j0[k] != v)
+      diff += (diff.empty() ? "" : ", ") + k + " " + v.dump() + " (rank 0: " + (j0.contains(k) ? j0[k].dump() : "-") + ")";
+  for (const auto& [k, v] : j0.items())
+    if (!settings.contains(k)) diff += (diff.empty() ? "" : ", ") + k + " - (rank 0: " + v.dump() + ")";
+  throw Error("rank " + std::to_string(comm.rank()) + " was started with other settings than rank 0: " + diff)
+      .fix("start every rank with the same command line, --threads and data (mpirun/srun do this for one command)");
+}
+
 std::vector<int64_t> rank_share(const std::vector<int64_t>& items) {
   dist::Communicator& comm = dist::world();
   if (comm.size() <= 1) return items;

@@ -190,6 +190,10 @@ std::vector<int64_t> rank_share(const std::vector<int64_t>& items);
 // replaced in place by the means over every rank's items; returns the total count. One
 // process: unchanged.
 double rank_means(std::initializer_list<double*> means, double count);
+// Every rank must run the same settings on the same data: `settings` (the run's saved options
+// and files) against rank 0's; on a rank that differs an aji::Error naming each differing key
+// with both values (the job then ends: cli/main.cpp aborts every rank). One process: nothing.
+void require_same_settings(const nlohmann::json& settings);
 
 // Overlapping the gradient all-reduce with the backward pass (pretraining; docs/distributed.md):
 // called just before the LAST backward of a step's forward_backward (after it, nothing adds
