@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -24,6 +25,7 @@
 
 #include "align/micro_base.h"
 #include "aji/base/dist.h"
+#include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
 #include "aji/model/model.h"
@@ -167,6 +169,54 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
             0);
   EXPECT_NE(bad.find("batch*seq_len*ranks"), std::string::npos) << bad;
   EXPECT_NE(bad.find("MPI_Abort"), std::string::npos) << bad;
+}
+
+// Several hosts for real: two network namespaces joined by a bridge (tests/train/netns_hosts.sh),
+// one rank in each, mpirun starting its daemons inside them through OpenMPI's rsh launcher hook,
+// and the ranks exchanging gradients over TCP only (--mca btl tcp,self: no shared memory), the
+// path a cluster takes between machines. The run matches one process as on one host. Skipped,
+// saying why, where this process cannot create network namespaces (not root, or a container
+// without CAP_NET_ADMIN).
+TEST(DistMpirun, PretrainAcrossTwoNetworkNamespacesOverTcp) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces (ip netns, veth, bridge)";
+  const std::string tag = "ajn" + std::to_string(getpid() % 100000);  // interface names stay <= 15 chars
+  const std::string net = "10.231." + std::to_string(20 + getpid() % 200);
+  const std::string script = aji::test::source_path("tests/train/netns_hosts.sh").string();
+  std::string out;
+  if (aji::test::run_command("sh " + script + " up " + tag + " " + net + " 2>&1", &out) != 0) {
+    std::string ignored;
+    aji::test::run_command("sh " + script + " down " + tag + " 2>&1", &ignored);
+    GTEST_SKIP() << "cannot create network namespaces here: " << out;
+  }
+  struct Down {
+    std::string cmd;
+    ~Down() {
+      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove the test namespaces: %s\n", cmd.c_str());
+    }
+  } down{"sh " + script + " down " + tag + " > /dev/null 2>&1"};
+  TempDir dir;
+  const fs::path d = dir.path();
+  const fs::path data = make_pretrain_data(d);
+  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
+                             " --steps 4 --seq-len 16 --eval-every 2 --sample-every 0 --save-every 0 --peak-gflops 1 -q";
+  ASSERT_EQ(aji::test::run_command(single() + common + " --batch-size 4 --out " + (d / "one").string() + " 2>&1", &out), 0)
+      << out;
+  const fs::path log = d / "launches.txt";
+  const std::string hosts = "AJI_NETNS_TAG=" + tag + " AJI_NETNS_LOG=" + log.string() +
+                            " timeout 180 mpirun --allow-run-as-root --oversubscribe --bind-to none --host " + net +
+                            ".2:1," + net + ".3:1 -np 2 --mca plm_rsh_agent 'sh " + script + " agent'" +
+                            " --mca oob_tcp_if_include " + net + ".0/24 --mca btl tcp,self --mca btl_tcp_if_include " +
+                            net + ".0/24 -x AJI_THREADS=1 " + AJI_BINARY;
+  ASSERT_EQ(aji::test::run_command(hosts + common + " --batch-size 2 --total-batch-tokens 64 --out " +
+                                       (d / "hosts").string() + " 2>&1",
+                                   &out),
+            0)
+      << out;
+  const std::string launched = aji::read_file(log);
+  EXPECT_NE(launched.find("in " + tag + "1"), std::string::npos) << launched;
+  EXPECT_NE(launched.find("in " + tag + "2"), std::string::npos) << launched;
+  expect_same_run(d / "one", d / "hosts", 4);
 }
 
 TEST(DistMpirun, SftOnTwoRanksMatchesOneProcess) {
