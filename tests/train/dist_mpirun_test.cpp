@@ -161,6 +161,17 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
       << resumed;
   expect_same_run(d / "one", d / "elastic", 4);
 
+  // N = 4 (1 row each, oversubscribed on this machine): the same run; and a checkpoint written
+  // by 2 ranks continued on 4.
+  run(mpirun(4), "-q --batch-size 1 --total-batch-tokens 64 --out " + (d / "four").string());
+  expect_same_run(d / "one", d / "four", 4);
+  run(mpirun(2), "-q --batch-size 2 --total-batch-tokens 64 --stop-after 2 --out " + (d / "two-then-four").string());
+  ASSERT_EQ(aji::test::run_command(mpirun(4) + " -q pretrain --resume --batch-size 1 --out " + (d / "two-then-four").string() + " 2>&1",
+                                   &resumed),
+            0)
+      << resumed;
+  expect_same_run(d / "one", d / "two-then-four", 4);
+
   // A total batch the ranks cannot split: a clear error on every rank, no hang.
   std::string bad;
   EXPECT_NE(aji::test::run_command(mpirun(2) + common + " -q --batch-size 2 --total-batch-tokens 32 --out " +

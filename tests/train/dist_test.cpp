@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/atomic_file.h"
 #include "aji/base/dist.h"
+#include "aji/base/io.h"
 #include "aji/base/error.h"
 #include "aji/train/loader.h"
 #include "aji/train/shards.h"
@@ -172,4 +174,24 @@ TEST(DistLoaderShard, AnEpochIsCoveredOnceOverTheRanks) {
   EXPECT_THROW(probe.set_shard(2, 2), aji::Error);
   EXPECT_THROW(probe.set_shard(-1, 2), aji::Error);
   EXPECT_THROW(probe.set_shard(0, 0), aji::Error);
+}
+
+// The Slurm batch script of docs/distributed.md (the README's "scale out" points there) is
+// valid bash, with its #SBATCH lines and the srun line a user copies.
+TEST(DistDocs, SlurmExampleIsValidBash) {
+  const std::string doc = aji::read_file(aji::test::source_path("docs/distributed.md"));
+  const size_t at = doc.find("#SBATCH");
+  ASSERT_NE(at, std::string::npos);
+  const size_t begin = doc.rfind("```bash\n", at), end = doc.find("```", at);
+  ASSERT_NE(begin, std::string::npos);
+  ASSERT_NE(end, std::string::npos);
+  const std::string script = doc.substr(begin + 8, end - begin - 8);
+  EXPECT_EQ(script.rfind("#!/bin/bash\n", 0), 0u) << script;
+  EXPECT_NE(script.find("srun"), std::string::npos) << script;
+  EXPECT_NE(script.find("#SBATCH --nodes="), std::string::npos) << script;
+  aji::test::TempDir dir;
+  const auto path = dir.path() / "job.sbatch";
+  aji::write_file_atomic(path, script);
+  std::string out;
+  EXPECT_EQ(aji::test::run_command("bash -n " + path.string() + " 2>&1", &out), 0) << out << script;
 }

@@ -74,7 +74,10 @@ struct PretrainOptions {
     v(tokens, OptionInfo{"tokens", "Or: tokens to train on (steps = tokens / total batch)", R::at_least(0), change});
     v(time_budget, OptionInfo{"time-budget", "Or: train for about this many minutes (steps set from the speed of "
                                              "the first steps)", R::at_least(0), change});
-    v(batch, OptionInfo{"batch-size", "Sequences per micro-batch (B)", R::between(1, 1 << 20), keep_});
+    // Safe to change on resume: the step's batch is --total-batch-tokens (saved, resolved), B only
+    // splits it into micro-batches (e.g. to resume on another number of ranks).
+    v(batch, OptionInfo{"batch-size", "Sequences per micro-batch (B); on --resume it may change (the total batch "
+                                      "stays)", R::between(1, 1 << 20), change});
     v(seq_len, OptionInfo{"seq-len", "Tokens per sequence (T); 0 = the model's context", R::between(0, 1 << 24),
                           keep_});
     v(total_batch_tokens, OptionInfo{"total-batch-tokens", "Tokens per optimizer step; a multiple of B*T (gradient "
