@@ -34,6 +34,7 @@ case "${1:-}" in
     for i in 1 2; do
       ip link del "${tag}v$i" 2>/dev/null
       ip netns del "${tag}$i" 2>/dev/null
+      rm -rf "/tmp/${tag}$i.tmp"
     done
     true
     ;;
@@ -42,6 +43,11 @@ case "${1:-}" in
     shift 2
     i=$((${host##*.} - 1))  # NET.2 -> namespace 1, NET.3 -> 2
     [ -n "${AJI_NETNS_LOG:-}" ] && echo "launch on $host in ${AJI_NETNS_TAG}$i" >> "$AJI_NETNS_LOG"
+    # The two "hosts" share one file system and one host name: each daemon gets its own
+    # TMPDIR, or OpenMPI's session directories (/tmp/ompi.HOST.UID/...) collide between them.
+    TMPDIR="/tmp/${AJI_NETNS_TAG}$i.tmp"
+    mkdir -p "$TMPDIR"
+    export TMPDIR
     exec ip netns exec "${AJI_NETNS_TAG}$i" sh -c "$*"
     ;;
   *)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -99,6 +100,25 @@ void check(int rc, const char* call) {
 // MPI counts are int: larger buffers go in pieces of at most 2^30 elements.
 constexpr size_t kPiece = size_t(1) << 30;
 
+// How long a collective may wait for the other ranks before this rank gives up
+// (AJI_COMM_TIMEOUT seconds; 0 = forever). A rank that dies is noticed by mpirun, which ends
+// the job; a network that drops between hosts is not (TCP waits), so every collective is
+// started non-blocking and waited on here. Generous by default: while rank 0 evaluates or
+// writes a checkpoint the others wait at their next collective.
+double comm_timeout_seconds() {
+  static const double t = [] {
+    const char* v = std::getenv("AJI_COMM_TIMEOUT");
+    if (!v || !*v) return 600.0;
+    char* end = nullptr;
+    const double x = std::strtod(v, &end);
+    if (end == v || *end || !(x >= 0))
+      throw Error(std::string("AJI_COMM_TIMEOUT=") + v + " is not a number of seconds")
+          .fix("set AJI_COMM_TIMEOUT to seconds (e.g. 600), or 0 to wait forever");
+    return x;
+  }();
+  return t;
+}
+
 class Mpi final : public Communicator {
  public:
   Mpi() {
@@ -130,7 +150,9 @@ class Mpi final : public Communicator {
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t off = 0; off < n; off += kPiece) {
       const int count = static_cast<int>(std::min(kPiece, n - off));
-      check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+      MPI_Request r;
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + off, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r), "MPI_Iallreduce");
+      wait(&r, 1, "MPI_Allreduce");
     }
     if (size_ > 1) {
       const float scale = 1.0f / static_cast<float>(size_);
@@ -141,27 +163,38 @@ class Mpi final : public Communicator {
   void allreduce_sum(double* data, size_t n) override {
     for (size_t off = 0; off < n; off += kPiece) {
       const int count = static_cast<int>(std::min(kPiece, n - off));
-      check(MPI_Allreduce(MPI_IN_PLACE, data + off, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+      MPI_Request r;
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + off, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &r), "MPI_Iallreduce");
+      wait(&r, 1, "MPI_Allreduce");
     }
   }
   void broadcast(float* data, size_t n, int root) override {
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t off = 0; off < n; off += kPiece) {
       const int count = static_cast<int>(std::min(kPiece, n - off));
-      check(MPI_Bcast(data + off, count, MPI_FLOAT, root, MPI_COMM_WORLD), "MPI_Bcast");
+      MPI_Request r;
+      check(MPI_Ibcast(data + off, count, MPI_FLOAT, root, MPI_COMM_WORLD, &r), "MPI_Ibcast");
+      wait(&r, 1, "MPI_Bcast");
     }
     comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   void broadcast(std::string& bytes, int root) override {
     unsigned long long n = bytes.size();
-    check(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, MPI_COMM_WORLD), "MPI_Bcast");
+    MPI_Request r;
+    check(MPI_Ibcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, MPI_COMM_WORLD, &r), "MPI_Ibcast");
+    wait(&r, 1, "MPI_Bcast");
     bytes.resize(static_cast<size_t>(n));
     for (size_t off = 0; off < bytes.size(); off += kPiece) {
       const int count = static_cast<int>(std::min<size_t>(kPiece, bytes.size() - off));
-      check(MPI_Bcast(bytes.data() + off, count, MPI_CHAR, root, MPI_COMM_WORLD), "MPI_Bcast");
+      check(MPI_Ibcast(bytes.data() + off, count, MPI_CHAR, root, MPI_COMM_WORLD, &r), "MPI_Ibcast");
+      wait(&r, 1, "MPI_Bcast");
     }
   }
-  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  void barrier() override {
+    MPI_Request r;
+    check(MPI_Ibarrier(MPI_COMM_WORLD, &r), "MPI_Ibarrier");
+    wait(&r, 1, "MPI_Barrier");
+  }
   void start_allreduce_sum(float* data, size_t n) override {
     const auto t0 = std::chrono::steady_clock::now();
     for (size_t off = 0; off < n; off += kPiece) {
@@ -183,7 +216,7 @@ class Mpi final : public Communicator {
   void wait_all() override {
     if (pending_.empty()) return;
     const auto t0 = std::chrono::steady_clock::now();
-    check(MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    wait(pending_.data(), pending_.size(), "MPI_Waitall");
     pending_.clear();
     comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -191,8 +224,11 @@ class Mpi final : public Communicator {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<int> cnt, disp;
     parts(counts, cnt, disp);
-    check(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, cnt.data(), disp.data(), MPI_FLOAT, MPI_COMM_WORLD),
-          "MPI_Allgatherv");
+    MPI_Request r;
+    check(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, cnt.data(), disp.data(), MPI_FLOAT, MPI_COMM_WORLD,
+                          &r),
+          "MPI_Iallgatherv");
+    wait(&r, 1, "MPI_Allgatherv");
     comm_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   void gather(const float* part, float* all, const std::vector<size_t>& counts, int root) override {
@@ -200,9 +236,11 @@ class Mpi final : public Communicator {
     parts(counts, cnt, disp);
     const size_t r = static_cast<size_t>(rank_);
     if (rank_ == root && part != all + disp[r]) std::copy_n(part, cnt[r], all + disp[r]);
-    check(MPI_Gatherv(rank_ == root ? MPI_IN_PLACE : part, cnt[r], MPI_FLOAT, all, cnt.data(), disp.data(), MPI_FLOAT,
-                      root, MPI_COMM_WORLD),
-          "MPI_Gatherv");
+    MPI_Request q;
+    check(MPI_Igatherv(rank_ == root ? MPI_IN_PLACE : part, cnt[r], MPI_FLOAT, all, cnt.data(), disp.data(), MPI_FLOAT,
+                       root, MPI_COMM_WORLD, &q),
+          "MPI_Igatherv");
+    wait(&q, 1, "MPI_Gatherv");
   }
   [[noreturn]] void abort(int code, const std::string& message) override {
     std::fflush(stdout);
@@ -213,6 +251,30 @@ class Mpi final : public Communicator {
   }
 
  private:
+  // Waits for n requests: MPI_Testall in a loop (the first 20 ms without a pause, then 1 ms
+  // apart), until done or comm_timeout_seconds() without completion: then this rank ends the
+  // job with a message that says why and what to do.
+  void wait(MPI_Request* reqs, size_t n, const char* what) {
+    if (n == 0) return;
+    const double limit = comm_timeout_seconds();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      int done = 0;
+      check(MPI_Testall(static_cast<int>(n), reqs, &done, MPI_STATUSES_IGNORE), what);
+      if (done) return;
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (limit > 0 && waited > limit) {
+        char msg[640];
+        std::snprintf(msg, sizeof msg,
+                      "[rank %d/%d] error: no answer from the other ranks for %.0f s (%s): a rank stopped or the "
+                      "network between the hosts dropped\n  fix: nothing after the last checkpoint is lost: start "
+                      "the job again with --resume (AJI_COMM_TIMEOUT sets this wait in seconds, 0 = forever)",
+                      rank_, size_, waited, what);
+        abort(3, msg);
+      }
+      if (waited > 0.02) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
   // MPI's int counts and displacements of the parts (each part and the whole < 2^31).
   void parts(const std::vector<size_t>& counts, std::vector<int>& cnt, std::vector<int>& disp) const {
     if (counts.size() != static_cast<size_t>(size_))
