@@ -339,16 +339,6 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
       for (int t = 0; t < b.R; ++t) n += b.mask[size_t(i) * b.R + size_t(t)];
     return n;
   };
-  // token-weighted means over the ranks of this rank's means (weight: its tokens)
-  auto over_ranks = [&](std::initializer_list<double*> means, double weight) {
-    if (ranks <= 1) return;
-    std::vector<double> x;
-    for (double* m : means) x.push_back(*m * weight);
-    x.push_back(weight);
-    comm.allreduce_sum(x.data(), x.size());
-    size_t k = 0;
-    for (double* m : means) *m = x.back() > 0 ? x[k++] / x.back() : 0.0;
-  };
   for (int e = 0; e < o.ppo_epochs; ++e) {
     std::vector<int> perm = all_rows(b.N);
     for (int i = b.N - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(uint64_t(i) + 1))]);
@@ -382,7 +372,7 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
           },
           step);
       st.grad_norm = ps.grad_norm;
-      over_ranks({&pl.loss, &pl.clip_frac, &pl.approx_kl, &pl.ratio_mean}, my_tokens);
+      train::rank_means({&pl.loss, &pl.clip_frac, &pl.approx_kl, &pl.ratio_mean}, my_tokens);  // token-weighted
       if (n_mb == 0) {
         st.first_ratio_mean = pl.ratio_mean;
         st.first_approx_kl = pl.approx_kl;
@@ -405,7 +395,7 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
           },
           step);
       st.value_grad_norm = vs.grad_norm;
-      over_ranks({&vloss.loss, &vloss.clip_frac}, my_tokens);
+      train::rank_means({&vloss.loss, &vloss.clip_frac}, my_tokens);
       ++n_mb;
       clip += pl.clip_frac;
       vclip += vloss.clip_frac;
