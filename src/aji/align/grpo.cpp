@@ -157,9 +157,7 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
 
   // 1. rollout: this rank's prompts (train/trainer_run.h's split: prompt p to rank p % N),
   // seeded by their index in the whole step, so the union over the ranks is one process's
-  std::vector<int> mine;  // indices into batch
-  for (int p = 0; p < P; ++p)
-    if (train::rank_takes(p)) mine.push_back(p);
+  const std::vector<int> mine = train::rank_items(P);  // indices into batch
   std::vector<std::vector<int32_t>> prompts;
   prompts.reserve(mine.size());
   for (int p : mine) prompts.push_back(batch[size_t(p)]->prompt);
@@ -403,13 +401,9 @@ GrpoEval grpo_evaluate(model::Model& policy, model::Model* reference, const std:
   // This rank's share of the tasks (task t to rank t % N), seeded by their indices in the whole
   // list; the per-completion numbers are then summed into slots over the ranks.
   dist::Communicator& comm = dist::world();
-  std::vector<int> mine;
+  const std::vector<int> mine = train::rank_items(int64_t(tasks.size()));
   std::vector<GrpoTask> my_tasks;
-  for (size_t t = 0; t < tasks.size(); ++t)
-    if (train::rank_takes(int64_t(t))) {
-      mine.push_back(int(t));
-      my_tasks.push_back(tasks[t]);
-    }
+  for (int t : mine) my_tasks.push_back(tasks[size_t(t)]);
   std::vector<std::vector<int32_t>> prompts;
   prompts.reserve(my_tasks.size());
   for (const GrpoTask& t : my_tasks) prompts.push_back(t.prompt);

@@ -214,13 +214,9 @@ PpoBatch ppo_rollout(model::Model& policy, const std::vector<std::vector<int32_t
     // Each rank samples its share of the prompts (p to rank p % N, seeded by p); the rows are
     // then gathered on every rank (slots summed over the ranks): every rank holds the whole
     // step's batch, the one a single process samples.
-    std::vector<int> mine;
+    const std::vector<int> mine = train::rank_items(int64_t(prompts.size()));
     std::vector<std::vector<int32_t>> my_prompts;
-    for (size_t p = 0; p < prompts.size(); ++p)
-      if (train::rank_takes(int64_t(p))) {
-        mine.push_back(int(p));
-        my_prompts.push_back(prompts[p]);
-      }
+    for (int p : mine) my_prompts.push_back(prompts[size_t(p)]);
     ro.seed_index = mine;
     const std::vector<infer::Rollout> local = infer::rollout(policy, my_prompts, ro);
     const size_t G = size_t(o.group_size), M = size_t(std::max(o.max_new_tokens, 0)), W = 2 + 2 * M;

@@ -347,6 +347,13 @@ void require_same_settings(const json& settings) {
       .fix("start every rank with the same command line, --threads and data (mpirun/srun do this for one command)");
 }
 
+std::vector<int> rank_items(int64_t n) {
+  std::vector<int> mine;
+  for (int64_t i = 0; i < n; ++i)
+    if (rank_takes(i)) mine.push_back(static_cast<int>(i));
+  return mine;
+}
+
 std::vector<int64_t> rank_share(const std::vector<int64_t>& items) {
   dist::Communicator& comm = dist::world();
   if (comm.size() <= 1) return items;

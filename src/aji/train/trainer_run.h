@@ -179,6 +179,9 @@ class Fp32Scope {
 void require_rank_split(int64_t n, const std::string& flag);
 // Does this rank take item i of a step (i % N == r)? True for every item in one process.
 bool rank_takes(int64_t i);
+// The items 0..n-1 this rank takes (rank_takes), in order; unlike rank_share no weight is
+// remembered: for a trainer that normalises its part by the whole step's counts (GRPO, PPO).
+std::vector<int> rank_items(int64_t n);
 // This rank's items of `items`. A trainer whose forward_backward returns the MEAN over the
 // items it is given (loss and gradients) gets the whole step's mean from train_step, also for
 // a short step (the end of an epoch) that N does not divide: rank_share remembers this rank's
