@@ -127,6 +127,51 @@ fs::path make_pretrain_data(const fs::path& d) {
   return t.out_dir;
 }
 
+// Two "hosts" for the multi-host tests (tests/train/netns_hosts.sh): network namespaces TAG1
+// and TAG2 on a bridge, addresses NET.2 and NET.3. `skip` says why they cannot be made here
+// (the test then skips; they are opt-in, see docs/distributed.md). The destructor runs
+// `cleanup` (if set), then removes them.
+struct NetnsHosts {
+  std::string tag, net, script, skip, cleanup;
+  bool up = false;
+  NetnsHosts(const std::string& prefix, const std::string& net16)
+      : tag(prefix + std::to_string(getpid() % 100000)),  // interface names stay <= 15 chars
+        net(net16 + "." + std::to_string(20 + getpid() % 200)),
+        script(aji::test::source_path("tests/train/netns_hosts.sh").string()),
+        skip(skip_reason()) {
+    if (skip.empty() && geteuid() != 0) skip = "needs root to create network namespaces (ip netns, veth, bridge)";
+    if (skip.empty() && !std::getenv("AJI_NETNS_TESTS"))
+      skip = "opt-in (AJI_NETNS_TESTS=1): launches across network namespaces stalled before the first step in 3 of "
+             "8 background runs on the development VM (OpenMPI 4.1.4), not yet understood";
+    if (!skip.empty()) return;
+    std::string out;
+    up = aji::test::run_command("sh " + script + " up " + tag + " " + net + " 2>&1", &out) == 0;
+    if (!up) {
+      down();
+      skip = "cannot create network namespaces here: " + out;
+    }
+  }
+  ~NetnsHosts() {
+    // (separate calls: a pkill -f of a pattern in its own command line ends the shell that runs it)
+    if (!cleanup.empty() && std::system((cleanup + " > /dev/null 2>&1").c_str()) == -1)
+      std::fprintf(stderr, "could not run: %s\n", cleanup.c_str());
+    if (up) down();
+  }
+  void down() const {
+    if (std::system(("sh " + script + " down " + tag + " > /dev/null 2>&1").c_str()) != 0)
+      std::fprintf(stderr, "could not remove the test namespaces %s*\n", tag.c_str());
+  }
+  // `timeout` + mpirun of `binary` over the two hosts, one rank each, gradients over TCP only;
+  // `env`: more "VAR=value" before it, `x`: more -x options.
+  std::string mpirun(const std::string& timeout, const std::string& env, const std::string& x) const {
+    return "AJI_NETNS_TAG=" + tag + " " + env + " timeout " + timeout +
+           " mpirun --allow-run-as-root --oversubscribe --bind-to none --host " + net + ".2:1," + net +
+           ".3:1 -np 2 --mca plm_rsh_agent 'sh " + script + " agent' --mca oob_tcp_if_include " + net +
+           ".0/24 --mca btl tcp,self --mca btl_tcp_if_include " + net + ".0/24 -x AJI_THREADS=1 " + x + " " +
+           AJI_BINARY;
+  }
+};
+
 }  // namespace
 
 TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
@@ -190,49 +235,28 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
 // saying why, where this process cannot create network namespaces (not root, or a container
 // without CAP_NET_ADMIN).
 TEST(DistMpirun, PretrainAcrossTwoNetworkNamespacesOverTcp) {
-  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces (ip netns, veth, bridge)";
-  if (!std::getenv("AJI_NETNS_TESTS"))
-    GTEST_SKIP() << "opt-in (AJI_NETNS_TESTS=1): launches across network namespaces stalled before the first "
-                    "step in 3 of 8 background runs on the development VM (OpenMPI 4.1.4), not yet understood";
-  const std::string tag = "ajn" + std::to_string(getpid() % 100000);  // interface names stay <= 15 chars
-  const std::string net = "10.231." + std::to_string(20 + getpid() % 200);
-  const std::string script = aji::test::source_path("tests/train/netns_hosts.sh").string();
-  std::string out;
-  if (aji::test::run_command("sh " + script + " up " + tag + " " + net + " 2>&1", &out) != 0) {
-    std::string ignored;
-    aji::test::run_command("sh " + script + " down " + tag + " 2>&1", &ignored);
-    GTEST_SKIP() << "cannot create network namespaces here: " << out;
-  }
-  struct Down {
-    std::string cmd;
-    ~Down() {
-      if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove the test namespaces: %s\n", cmd.c_str());
-    }
-  } down{"sh " + script + " down " + tag + " > /dev/null 2>&1"};
   TempDir dir;
   const fs::path d = dir.path();
+  NetnsHosts hosts("ajn", "10.231");
+  if (!hosts.skip.empty()) GTEST_SKIP() << hosts.skip;
+  std::string out;
   const fs::path data = make_pretrain_data(d);
   const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
                              " --steps 4 --seq-len 16 --eval-every 2 --sample-every 0 --save-every 0 --peak-gflops 1 -q";
   ASSERT_EQ(aji::test::run_command(single() + common + " --batch-size 4 --out " + (d / "one").string() + " 2>&1", &out), 0)
       << out;
   const fs::path log = d / "launches.txt";
-  const std::string hosts = "AJI_NETNS_TAG=" + tag + " AJI_NETNS_LOG=" + log.string() +
-                            " timeout 180 mpirun --allow-run-as-root --oversubscribe --bind-to none --host " + net +
-                            ".2:1," + net + ".3:1 -np 2 --mca plm_rsh_agent 'sh " + script + " agent'" +
-                            " --mca oob_tcp_if_include " + net + ".0/24 --mca btl tcp,self --mca btl_tcp_if_include " +
-                            net + ".0/24 -x AJI_THREADS=1 " + AJI_BINARY;
   // (The two daemons need their own TMPDIR, netns_hosts.sh's agent: with one shared, OpenMPI's
   // session directories collided in 1 launch out of ~8, "mkdir ... File exists", or hung.)
-  ASSERT_EQ(aji::test::run_command(hosts + common + " --batch-size 2 --total-batch-tokens 64 --out " +
+  ASSERT_EQ(aji::test::run_command(hosts.mpirun("180", "AJI_NETNS_LOG=" + log.string(), "") + common +
+                                       " --batch-size 2 --total-batch-tokens 64 --out " +
                                        (d / "hosts").string() + " 2>&1",
                                    &out),
             0)
       << out;
   const std::string launched = aji::read_file(log);
-  EXPECT_NE(launched.find("in " + tag + "1"), std::string::npos) << launched;
-  EXPECT_NE(launched.find("in " + tag + "2"), std::string::npos) << launched;
+  EXPECT_NE(launched.find("in " + hosts.tag + "1"), std::string::npos) << launched;
+  EXPECT_NE(launched.find("in " + hosts.tag + "2"), std::string::npos) << launched;
   expect_same_run(d / "one", d / "hosts", 4);
 }
 
@@ -241,37 +265,15 @@ TEST(DistMpirun, PretrainAcrossTwoNetworkNamespacesOverTcp) {
 // ranks end with an error that says what happened and what to do, and the last checkpoint
 // resumes (one process here). Skipped like the test above.
 TEST(DistMpirun, ANetworkDropEndsTheRanksWithAClearErrorAndTheCheckpointResumes) {
-  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
-  if (geteuid() != 0) GTEST_SKIP() << "needs root to create network namespaces (ip netns, veth, bridge)";
-  if (!std::getenv("AJI_NETNS_TESTS"))
-    GTEST_SKIP() << "opt-in (AJI_NETNS_TESTS=1): launches across network namespaces stalled before the first "
-                    "step in 3 of 8 background runs on the development VM (OpenMPI 4.1.4), not yet understood";
-  const std::string tag = "ajd" + std::to_string(getpid() % 100000);
-  const std::string net = "10.232." + std::to_string(20 + getpid() % 200);
-  const std::string script = aji::test::source_path("tests/train/netns_hosts.sh").string();
-  std::string out;
-  if (aji::test::run_command("sh " + script + " up " + tag + " " + net + " 2>&1", &out) != 0) {
-    std::string ignored;
-    aji::test::run_command("sh " + script + " down " + tag + " 2>&1", &ignored);
-    GTEST_SKIP() << "cannot create network namespaces here: " << out;
-  }
   TempDir dir;
   const fs::path d = dir.path();
   const fs::path run_dir = d / "dropped", log = d / "job.txt";
-  struct Down {
-    std::string kill, down;
-    ~Down() {
-      // (two calls: a pkill -f of a pattern in its own command line ends the shell that runs it)
-      if (std::system(kill.c_str()) == -1) std::fprintf(stderr, "could not run: %s\n", kill.c_str());
-      if (std::system(down.c_str()) != 0) std::fprintf(stderr, "could not clean up: %s\n", down.c_str());
-    }
-  } down{"pkill -9 -f '" + run_dir.string() + "' > /dev/null 2>&1", "sh " + script + " down " + tag + " > /dev/null 2>&1"};
+  NetnsHosts hosts("ajd", "10.232");
+  if (!hosts.skip.empty()) GTEST_SKIP() << hosts.skip;
+  hosts.cleanup = "pkill -9 -f '" + run_dir.string() + "'";
+  std::string out;
   const fs::path data = make_pretrain_data(d);
-  const std::string job = "AJI_NETNS_TAG=" + tag + " timeout -s KILL 120 mpirun --allow-run-as-root --oversubscribe" +
-                          " --bind-to none --host " + net + ".2:1," + net + ".3:1 -np 2 --mca plm_rsh_agent 'sh " +
-                          script + " agent' --mca oob_tcp_if_include " + net + ".0/24 --mca btl tcp,self" +
-                          " --mca btl_tcp_if_include " + net + ".0/24 -x AJI_THREADS=1 -x AJI_COMM_TIMEOUT=3 " +
-                          AJI_BINARY + " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
+  const std::string job = hosts.mpirun("-s KILL 120", "", "-x AJI_COMM_TIMEOUT=3") + " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
                           " --steps 100000 --seq-len 16 --batch-size 2 --total-batch-tokens 64 --save-every 5" +
                           " --eval-every 0 --sample-every 0 --peak-gflops 1 -q --out " + run_dir.string();
   ASSERT_EQ(std::system(("(" + job + ") < /dev/null > " + log.string() + " 2>&1 &").c_str()), 0);
@@ -284,7 +286,7 @@ TEST(DistMpirun, ANetworkDropEndsTheRanksWithAClearErrorAndTheCheckpointResumes)
     return true;
   };
   ASSERT_TRUE(wait_for([&] { return fs::exists(run_dir / "ckpt-10"); }, 90)) << aji::read_file(log);
-  ASSERT_EQ(std::system(("ip link set " + tag + "v2 down").c_str()), 0);
+  ASSERT_EQ(std::system(("ip link set " + hosts.tag + "v2 down").c_str()), 0);
   const auto t_down = std::chrono::steady_clock::now();
   const bool told = wait_for([&] { return aji::read_file(log).find("no answer from the other ranks") != std::string::npos; }, 60);
   const double after = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_down).count();
@@ -296,7 +298,7 @@ TEST(DistMpirun, ANetworkDropEndsTheRanksWithAClearErrorAndTheCheckpointResumes)
   const std::string ranks = "pgrep -f '^" + std::string(AJI_BINARY) + " pretrain.*" + run_dir.string() + "' > /dev/null";
   EXPECT_TRUE(wait_for([&] { return std::system(ranks.c_str()) != 0; }, 30)) << "a rank is still running";
   std::string ignored;
-  aji::test::run_command("pkill -9 -f '" + run_dir.string() + "' 2>&1", &ignored);
+  aji::test::run_command(hosts.cleanup + " 2>&1", &ignored);  // mpirun, if it still waits
   // Nothing is lost beyond the last checkpoint: it resumes.
   ASSERT_EQ(aji::test::run_command(single() + " -q pretrain --resume --steps 25 --out " + run_dir.string() + " 2>&1", &out), 0)
       << out;
