@@ -137,9 +137,9 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   const model::ModelConfig cfg = train::load_model_config(ref_dir);
   {
     const int64_t pairs_at_once = o.train.micro_batch > 0 ? std::min(o.train.micro_batch, o.train.batch) : o.train.batch;
-    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), 2 * pairs_at_once * cfg.max_seq_len,
-                                                        train::resolve_precision(o.precision) == model::Precision::kBf16);
-    if (train::resolve_precision(o.precision) == model::Precision::kBf16) need.extra += double(cfg.num_params()) * 2;  // the reference's bf16 copy
+    const bool bf16 = train::resolve_precision(o.precision) == model::Precision::kBf16;
+    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), 2 * pairs_at_once * cfg.max_seq_len, bf16);
+    if (bf16) need.extra += double(cfg.num_params()) * 2;  // the reference's bf16 copy
     need.extra += double(cfg.num_params()) * 4;  // the frozen reference: weights only
     train::require_memory(need, "DPO on this model (" + std::to_string(cfg.num_params()) + " parameters, policy + reference)",
                           "lower --batch-size or use --micro-batch");
