@@ -13,6 +13,9 @@
 #   FUZZ_MAX_LEN=BYTES   longest input for every harness (default: per harness, below)
 #   FUZZ_MAX_LEN_<h>=B   longest input for harness <h> only, e.g. FUZZ_MAX_LEN_html=65536
 #   FUZZ_NICE=N          run the fuzzers under `nice -n N` (default 0)
+#   FUZZ_TIMEOUT=S       libFuzzer's per-input limit in wall seconds (default 10). libFuzzer
+#                        times an input by the clock, so a fuzzer at nice 19 beside a build
+#                        can be starved past 10 s on an ordinary input: raise it for such runs
 #   FUZZ_SUMMARY=FILE    where the table goes (default BUILD/fuzz/long-summary.txt)
 set -uo pipefail
 BUILD=${1:-build-fuzz}
@@ -25,6 +28,7 @@ if [ ${#HARNESSES[@]} -eq 0 ]; then
 fi
 JOBS=${FUZZ_JOBS:-1}
 NICE=${FUZZ_NICE:-0}
+TIMEOUT=${FUZZ_TIMEOUT:-10}
 
 # Longest input per harness. The time per input grows with its length, and libFuzzer grows
 # inputs up to this limit. html extraction under ASan costs about 1.5 ms per input at 4 KB,
@@ -61,7 +65,7 @@ for h in "${HARNESSES[@]}"; do
   if [ "$JOBS" -gt 1 ]; then mode=(-fork="$JOBS"); elif [ -n "${FUZZ_RUNS:-}" ]; then mode=(-runs="$FUZZ_RUNS"); fi
   start=$(date +%s)
   TIMEFORMAT='%U %S'
-  { time nice -n "$NICE" "$bin" "${mode[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+  { time nice -n "$NICE" "$bin" "${mode[@]}" -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb=2048 \
       -max_len="$max_len" -print_final_stats=1 -artifact_prefix="$BUILD/fuzz/crash-$h-" \
       "$work" "$SRC/corpus/$h" "${extra[@]}" >"$log" 2>&1; } 2>"$log.cpu"
   rc=$?
