@@ -241,8 +241,9 @@ TEST(DistMpirunAlign, GrpoOnTwoRanksMatchesOneProcess) {
 }
 
 // PPO: each rank samples its share of every step's prompts, the rows (tokens, sampled
-// log-probs, stop flags) and the reward model's scores are gathered on every rank, every rank
-// computes the advantages of the whole batch, and each minibatch's rows are dealt over the ranks
+// log-probs, stop flags) and the reward model's scores are gathered on every rank, each rank runs
+// the advantage pass's forwards on its prompts' rows (per-token results gathered, then every rank
+// computes the same advantages), and each minibatch's rows are dealt over the ranks
 // (token-weighted, so the losses are the one-process masked means). 3 prompts x 2 replies a step
 // over 2 ranks, 2 minibatches of 3 rows (2 + 1 per rank), 2 PPO epochs.
 TEST(DistMpirunAlign, PpoOnTwoRanksMatchesOneProcess) {

@@ -397,6 +397,17 @@ double rank_means(std::initializer_list<double*> means, double count) {
   return total;
 }
 
+void rank_gather(std::initializer_list<std::vector<float>*> arrays) {
+  dist::Communicator& comm = dist::world();
+  if (comm.size() <= 1) return;
+  std::vector<double> v;
+  for (const std::vector<float>* a : arrays) v.insert(v.end(), a->begin(), a->end());
+  comm.allreduce_sum(v.data(), v.size());
+  size_t k = 0;
+  for (std::vector<float>* a : arrays)
+    for (float& x : *a) x = float(v[k++]);
+}
+
 // ---- the run --------------------------------------------------------------------------------
 
 namespace {

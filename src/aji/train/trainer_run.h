@@ -193,6 +193,10 @@ std::vector<int64_t> rank_share(const std::vector<int64_t>& items);
 // replaced in place by the means over every rank's items; returns the total count. One
 // process: unchanged.
 double rank_means(std::initializer_list<double*> means, double count);
+// Per-item results that each rank computed for its own items (rank_takes / rank_items) and left
+// at 0 for the others': summed over the ranks in place, so every rank holds every item's value.
+// Exact (each entry has one nonzero term; floats travel as doubles). One process: unchanged.
+void rank_gather(std::initializer_list<std::vector<float>*> arrays);
 // Every rank must run the same settings on the same data: `settings` (the run's saved options
 // and files) against rank 0's; on a rank that differs an aji::Error naming each differing key
 // with both values (the job then ends: cli/main.cpp aborts every rank). One process: nothing.
