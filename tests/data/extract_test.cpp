@@ -168,6 +168,42 @@ TEST(Extract, LinkListsAreDroppedButLinkedProseIsKept) {
   EXPECT_EQ(text, "This sentence mentions one page among many other plain words of prose.");
 }
 
+// A page laid out in table cells (older CMSs and forums, Naver's SmartEditor 2 blogs): the
+// cells are emitted as blocks, one line per paragraph, where the data-table path ran the whole
+// post into one "a | b" row. A data table stays one line per row; a paragraph of only &nbsp;
+// (an editor's blank line) is no line; the layout table's text stays without data tables.
+TEST(Extract, LayoutTablesKeepParagraphsAndDataTablesKeepRows) {
+  std::string post;
+  for (int i = 0; i < 4; ++i)
+    post += "<p><span style='font-size:11pt'>Paragraph " + std::to_string(i) +
+            " of a travel post that is long enough to be a real paragraph of prose text.</span></p><p>&nbsp;</p>";
+  const std::string data_table =
+      "<table><tr><th>City</th><th>Days</th></tr><tr><td>Gyeongju</td><td>2</td></tr><tr><td>Busan</td><td>1</td></tr></table>";
+  const std::string html = "<body><table id='body-table'><tr><td class='side'>Profile</td><td id='content'>"
+                           "<table class='post-top'><tr><td>Post title here</td></tr></table>" +
+                           post + data_table + "</td></tr></table></body>";
+  const std::string text = extract_main_text(html).text;
+  for (int i = 0; i < 4; ++i) {
+    const std::string line = "Paragraph " + std::to_string(i) +
+                             " of a travel post that is long enough to be a real paragraph of prose text.";
+    EXPECT_TRUE(text.find("\n" + line + "\n") != std::string::npos || text.rfind(line, 0) == 0) << text;
+  }
+  EXPECT_NE(text.find("\nGyeongju | 2 |\n"), std::string::npos) << text;  // a data row
+  EXPECT_EQ(text.find("\n\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("\xC2\xA0"), std::string::npos) << "a line of only &nbsp; is no line";
+
+  ExtractConfig no_tables;
+  no_tables.include_tables = false;
+  const std::string t2 = extract_main_text(html, no_tables).text;
+  EXPECT_NE(t2.find("Paragraph 3 of a travel post"), std::string::npos) << t2;
+  EXPECT_EQ(t2.find("Gyeongju"), std::string::npos) << t2;
+
+  // A short two-column table of plain cells (a key/value box) is data, not layout.
+  const std::string kv = "<body><p>Some prose before the table, written as a full sentence of text.</p>"
+                         "<table><tr><td>Height</td><td>1.8 m</td></tr><tr><td>Weight</td><td>70 kg</td></tr></table></body>";
+  EXPECT_NE(extract_main_text(kv).text.find("Height | 1.8 m |"), std::string::npos) << extract_main_text(kv).text;
+}
+
 TEST(Extract, MalformedAndPathologicalInputNeverCrash) {
   EXPECT_EQ(extract_main_text("").text, "");
   EXPECT_EQ(extract_main_text("just text, no tags").text, "just text, no tags");

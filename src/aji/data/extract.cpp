@@ -369,7 +369,11 @@ struct Extractor {
   void append_text(const char* s) {
     for (; *s; ++s) {
       char c = *s;
-      if (is_space(c)) {
+      // U+00A0 (&nbsp;) is a space here, as trafilatura's whitespace normalisation makes it:
+      // a paragraph of only &nbsp; (an editor's blank line) is then no line at all.
+      const bool nbsp = static_cast<unsigned char>(c) == 0xC2 && static_cast<unsigned char>(s[1]) == 0xA0;
+      if (nbsp) ++s;
+      if (nbsp || is_space(c)) {
         if (!cur.empty() && cur.back() != ' ') cur += ' ';
       } else {
         if (cur.empty() && !pending_prefix.empty()) {
@@ -436,10 +440,9 @@ struct Extractor {
     for (unsigned i = 0; i < el.children.length; ++i) raw_text(static_cast<const GumboNode*>(el.children.data[i]), out);
   }
 
-  void emit_table(const GumboNode* table) {
-    // Rows in document order, nested sections (thead/tbody) included; nested tables are
-    // flattened into their cell.
-    std::vector<const GumboNode*> stack = {table};
+  // The rows of a table in document order, nested sections (thead/tbody) included, not the
+  // rows of tables nested in its cells.
+  std::vector<const GumboNode*> table_rows(const GumboNode* table) const {
     std::vector<const GumboNode*> rows;
     auto walk = [&](auto&& self, const GumboNode* n) -> void {
       if (n->type != GUMBO_NODE_ELEMENT || pruned.count(n)) return;
@@ -452,7 +455,71 @@ struct Extractor {
       for (unsigned i = 0; i < el.children.length; ++i) self(self, static_cast<const GumboNode*>(el.children.data[i]));
     };
     walk(walk, table);
-    for (const GumboNode* row : rows) {
+    return rows;
+  }
+
+  // A layout table (a page laid out in table cells, as older CMSs, forums and Naver's
+  // SmartEditor 2 blogs do): some cell holds a nested table with text, or prose in blocks -
+  // two or more paragraphs/divs/headings/lists, or lines split by two or more <br> - of at
+  // least kMinLayoutCellText visible characters. Such a table is not data: its cells are
+  // emitted as blocks, each paragraph its own line, instead of one "a | b" line per row
+  // that would run a whole post together.
+  static constexpr uint32_t kMinLayoutCellText = 200;
+  bool is_layout_cell(const GumboNode* cell) const {
+    auto it = raw.find(cell);
+    const uint32_t text = it == raw.end() ? 0 : it->second.all;
+    if (text == 0) return false;
+    int blocks = 0, brs = 0;
+    bool nested_table = false;
+    auto walk = [&](auto&& self, const GumboNode* n, int depth) -> void {
+      if (nested_table || depth > kMaxDepth || n->type != GUMBO_NODE_ELEMENT || pruned.count(n)) return;
+      const GumboElement& el = n->v.element;
+      if (n != cell) {
+        if (el.tag == GUMBO_TAG_BR) ++brs;
+        if (el.tag == GUMBO_TAG_TABLE) {
+          nested_table = raw.count(n) > 0;
+          return;
+        }
+        if (is_block_tag(el.tag) && el.tag != GUMBO_TAG_LI && el.tag != GUMBO_TAG_TR && raw.count(n)) ++blocks;
+      }
+      for (unsigned i = 0; i < el.children.length; ++i)
+        self(self, static_cast<const GumboNode*>(el.children.data[i]), depth + 1);
+    };
+    walk(walk, cell, 0);
+    return nested_table || ((blocks >= 2 || brs >= 2) && text >= kMinLayoutCellText);
+  }
+  bool is_layout_table(const GumboNode* table) const {
+    for (const GumboNode* row : table_rows(table)) {
+      const GumboElement& el = row->v.element;
+      for (unsigned i = 0; i < el.children.length; ++i) {
+        const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
+        if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
+        const GumboTag t = cell->v.element.tag;
+        if ((t == GUMBO_TAG_TD || t == GUMBO_TAG_TH) && is_layout_cell(cell)) return true;
+      }
+    }
+    return false;
+  }
+  // Each cell of a layout table as blocks (nested tables are judged on their own).
+  void emit_layout_table(const GumboNode* table) {
+    for (const GumboNode* row : table_rows(table)) {
+      const GumboElement& el = row->v.element;
+      for (unsigned i = 0; i < el.children.length; ++i) {
+        const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
+        if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
+        const GumboTag t = cell->v.element.tag;
+        if (t != GUMBO_TAG_TD && t != GUMBO_TAG_TH) continue;
+        flush();
+        const GumboElement& c = cell->v.element;
+        for (unsigned k = 0; k < c.children.length; ++k) emit(static_cast<const GumboNode*>(c.children.data[k]));
+        flush();
+      }
+    }
+  }
+
+  void emit_table(const GumboNode* table) {
+    // Nested tables are flattened into their cell.
+    for (const GumboNode* row : table_rows(table)) {
       std::string line;
       uint32_t text = 0, link = 0;
       int cells = 0;
@@ -502,7 +569,10 @@ struct Extractor {
     }
     if (tag == GUMBO_TAG_TABLE) {
       flush();
-      if (cfg.include_tables) emit_table(node);
+      if (is_layout_table(node))
+        emit_layout_table(node);  // the page's own text, whether or not data tables are kept
+      else if (cfg.include_tables)
+        emit_table(node);
       return;
     }
     if (tag == GUMBO_TAG_PRE) {
