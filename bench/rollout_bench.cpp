@@ -4,8 +4,9 @@
 // tokens per second (prefill included in the time).
 //   build/bench/rollout_bench [--benchmark_filter=G:16]
 // Arguments: G, threads. The ragged cases add stop tokens (5% of the vocabulary, so rows
-// end at different lengths) to compare compacting finished rows out of the batch with
-// decoding them on as ignored padding.
+// end at different lengths: a finished row leaves the batch and the next row takes its
+// place); the mixed cases give the prompts different lengths (32 and 20 tokens), which share
+// the decode batch (each row has its own cache).
 #include <benchmark/benchmark.h>
 
 #include <vector>
@@ -30,11 +31,11 @@ aji::model::Model& tiny_model() {
   return m;
 }
 
-std::vector<std::vector<int32_t>> prompts(int V) {
+std::vector<std::vector<int32_t>> prompts(int V, bool mixed = false) {
   aji::Rng rng(5);
   std::vector<std::vector<int32_t>> ps(kPrompts);
-  for (auto& p : ps)
-    for (int i = 0; i < kPromptLen; ++i) p.push_back((int32_t)rng.below((uint64_t)V));
+  for (size_t k = 0; k < ps.size(); ++k)
+    for (int i = 0; i < (mixed && k % 2 ? kPromptLen - 12 : kPromptLen); ++i) ps[k].push_back((int32_t)rng.below((uint64_t)V));
   return ps;
 }
 
@@ -44,14 +45,13 @@ std::vector<int32_t> ragged_stops(int V) {
   return s;
 }
 
-void BM_Rollout(benchmark::State& st, bool ragged, bool compact) {
+void BM_Rollout(benchmark::State& st, bool ragged, bool mixed) {
   aji::set_num_threads((int)st.range(1));
   auto& m = tiny_model();
-  auto ps = prompts(m.config().vocab_size);
+  auto ps = prompts(m.config().vocab_size, mixed);
   aji::infer::RolloutOptions o;
   o.group_size = (int)st.range(0);
   o.max_new_tokens = kNew;
-  o.compact = compact;
   if (ragged) o.stop_tokens = ragged_stops(m.config().vocab_size);
   int64_t tokens = 0;
   uint64_t seed = 0;
@@ -99,9 +99,9 @@ void ragged_args(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_GenerateOneRowAtATime, full, false)->Apply(args);
-BENCHMARK_CAPTURE(BM_Rollout, full, false, true)->Apply(args);
+BENCHMARK_CAPTURE(BM_Rollout, full, false, false)->Apply(args);
+BENCHMARK_CAPTURE(BM_Rollout, mixed_lengths, false, true)->Apply(args);
 BENCHMARK_CAPTURE(BM_GenerateOneRowAtATime, ragged, true)->Apply(ragged_args);
-BENCHMARK_CAPTURE(BM_Rollout, ragged_compact, true, true)->Apply(ragged_args);
-BENCHMARK_CAPTURE(BM_Rollout, ragged_pad, true, false)->Apply(ragged_args);
+BENCHMARK_CAPTURE(BM_Rollout, ragged, true, false)->Apply(ragged_args);
 
 BENCHMARK_MAIN();

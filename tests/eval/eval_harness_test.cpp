@@ -11,6 +11,7 @@
 #include "aji/align/render.h"
 #include "aji/eval/harness.h"
 #include "aji/eval/report.h"
+#include "aji/infer/generate.h"
 #include "test_util.h"
 
 namespace {
@@ -234,6 +235,51 @@ TEST(EvalHarness, GenerativeTaskExtractsTheMarkedNumber) {
   EXPECT_EQ(res.metrics[0].name, "exact_match");
   EXPECT_EQ(res.metrics[0].value, 0.0);
   EXPECT_LE(res.items[0]["generation"].get<std::string>().size(), 8u);
+}
+
+// Generative items are decoded together (--batch rows at a time, prompts of different lengths
+// in one batch); each item's generation is the one greedy decoding of that item alone gives
+// (infer::generate, cut at the next few-shot "Question:"), whatever the batch.
+TEST(EvalHarness, BatchedGenerationEqualsOneItemAtATime) {
+  aji::test::TempDir tmp;
+  auto tok = byte_tok();
+  auto m = tiny();
+  {
+    std::ofstream f(tmp.path() / "g.jsonl");
+    for (int k : {1, 23, 456, 7890, 12, 345678})
+      f << nlohmann::json({{"context", "Question: " + std::to_string(k) + "+1?\nAnswer:"},
+                           {"target", "#### " + std::to_string(k + 1)},
+                           {"answer", std::to_string(k + 1)}})
+               .dump()
+        << "\n";
+  }
+  auto t = aji::eval::load_task((tmp.path() / "g.jsonl").string(), tmp.path());
+  std::vector<std::string> want;
+  for (const auto& it : t.items) {
+    std::vector<int32_t> p = {256};
+    for (int32_t id : ids_of(it.context)) p.push_back(id);
+    aji::infer::GenerateOptions go;
+    go.max_tokens = 10;
+    go.sampling.temperature = 0.0f;
+    std::string text;
+    aji::infer::generate(m, p, go, [&](int32_t id) {
+      text += tok.token_bytes(static_cast<aji::tokenizer::TokenId>(id));
+      return text.find("Question:") == std::string::npos;
+    });
+    if (auto at = text.find("Question:"); at != std::string::npos) text.resize(at);
+    want.push_back(text);
+  }
+  EXPECT_GT(std::count_if(want.begin(), want.end(), [](const std::string& w) { return !w.empty(); }), 0);
+  for (int batch : {1, 4, 8}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    aji::eval::EvalOptions o;
+    o.bos = 256;
+    o.max_gen_tokens = 10;
+    o.batch = batch;
+    auto res = aji::eval::evaluate_task(m, tok, t, o);
+    ASSERT_EQ(res.n, 6);
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(res.items[i]["generation"].get<std::string>(), want[i]) << i;
+  }
 }
 
 TEST(EvalHarness, ATaskWithNoItemThatFitsReportsNoMetricInsteadOfZero) {

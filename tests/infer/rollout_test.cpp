@@ -133,7 +133,7 @@ TEST(Rollout, RecordedLogprobsEqualTokenLogprobsOfTheFullSequence) {
   }
 }
 
-TEST(Rollout, SameSeedSameOutputWhateverTheBatchingCompactionOrThreads) {
+TEST(Rollout, SameSeedSameOutputWhateverTheBatchingOrThreads) {
   auto m = fixture_model("llama");
   auto prompts = ragged_prompts();
   RolloutOptions o;
@@ -155,24 +155,21 @@ TEST(Rollout, SameSeedSameOutputWhateverTheBatchingCompactionOrThreads) {
   EXPECT_LT(stopped, (int)base.size());
   struct Variant {
     int max_batch;
-    bool compact;
     int threads;
   };
-  for (Variant v : {Variant{1, true, 1}, Variant{3, true, 1}, Variant{64, false, 1}, Variant{7, false, 2},
-                    Variant{64, true, 2}}) {
-    SCOPED_TRACE("max_batch " + std::to_string(v.max_batch) + " compact " + std::to_string(v.compact) + " threads " +
-                 std::to_string(v.threads));
+  // Every row is computed as it would be alone (forward_decode's batch-invariant path), so
+  // tokens AND log-probs are the same bits whatever the batching or the thread count.
+  for (Variant v : {Variant{1, 1}, Variant{3, 1}, Variant{7, 2}, Variant{64, 2}}) {
+    SCOPED_TRACE("max_batch " + std::to_string(v.max_batch) + " threads " + std::to_string(v.threads));
     aji::set_num_threads(v.threads);
     RolloutOptions ov = o;
     ov.max_batch = v.max_batch;
-    ov.compact = v.compact;
     auto rs = aji::infer::rollout(m, prompts, ov);
     ASSERT_EQ(rs.size(), base.size());
     for (size_t i = 0; i < rs.size(); ++i) {
       EXPECT_EQ(rs[i].tokens, base[i].tokens) << "row " << i;
       EXPECT_EQ(rs[i].stopped, base[i].stopped) << "row " << i;
-      ASSERT_EQ(rs[i].logprobs.size(), base[i].logprobs.size());
-      for (size_t t = 0; t < rs[i].logprobs.size(); ++t) EXPECT_NEAR(rs[i].logprobs[t], base[i].logprobs[t], 1e-4);
+      EXPECT_EQ(rs[i].logprobs, base[i].logprobs) << "row " << i;
     }
   }
   aji::set_num_threads(1);
@@ -222,8 +219,8 @@ TEST(Rollout, ASharedOutPromptSampledWithItsSeedIndexIsTheWholeRolloutsRow) {
   EXPECT_THROW(aji::infer::rollout(m, prompts, bad), aji::Error);
 }
 
-TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatchingOrCompaction) {
-  // The same with the model's caches in bf16: prefix copies and compaction move bf16 rows.
+TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatching) {
+  // The same with the model's caches in bf16: the prefix copies move bf16 rows.
   auto m = fixture_model("llama");
   m.set_kv_cache(aji::model::KVCacheType::kBF16);
   auto prompts = ragged_prompts();
@@ -241,13 +238,41 @@ TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatchingOrCompaction) {
   for (int max_batch : {1, 3}) {
     RolloutOptions ov = o;
     ov.max_batch = max_batch;
-    ov.compact = max_batch == 3;
     auto rs = aji::infer::rollout(m, prompts, ov);
     ASSERT_EQ(rs.size(), base.size());
     for (size_t i = 0; i < rs.size(); ++i) {
       EXPECT_EQ(rs[i].tokens, base[i].tokens) << "max_batch " << max_batch << " row " << i;
       ASSERT_EQ(rs[i].logprobs.size(), base[i].logprobs.size());
       for (size_t t = 0; t < rs[i].logprobs.size(); ++t) EXPECT_NEAR(rs[i].logprobs[t], base[i].logprobs[t], 1e-4);
+    }
+  }
+}
+
+// stop_when (a stop string, as `aji eval`'s generative tasks use) ends a row where it says so,
+// marked stopped; the other rows, and the row up to that point, are what they are without it.
+TEST(Rollout, StopWhenEndsARowThereAndLeavesTheOthers) {
+  aji::set_num_threads(1);
+  auto m = fixture_model("llama");
+  auto prompts = ragged_prompts();
+  RolloutOptions o;
+  o.group_size = 2;
+  o.max_new_tokens = 12;
+  o.seed = 3;
+  o.max_batch = 3;
+  const auto base = aji::infer::rollout(m, prompts, o);
+  RolloutOptions os = o;
+  os.stop_when = [](const Rollout& r) { return r.prompt_index == 1 && r.tokens.size() == 5; };
+  const auto rs = aji::infer::rollout(m, prompts, os);
+  ASSERT_EQ(rs.size(), base.size());
+  for (size_t i = 0; i < rs.size(); ++i) {
+    if (rs[i].prompt_index == 1) {
+      ASSERT_EQ(rs[i].tokens.size(), 5u) << "row " << i;
+      EXPECT_TRUE(rs[i].stopped);
+      EXPECT_EQ(rs[i].tokens, std::vector<int32_t>(base[i].tokens.begin(), base[i].tokens.begin() + 5));
+      EXPECT_EQ(rs[i].logprobs, std::vector<float>(base[i].logprobs.begin(), base[i].logprobs.begin() + 5));
+    } else {
+      EXPECT_EQ(rs[i].tokens, base[i].tokens) << "row " << i;
+      EXPECT_EQ(rs[i].stopped, base[i].stopped) << "row " << i;
     }
   }
 }

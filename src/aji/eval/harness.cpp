@@ -9,7 +9,7 @@
 #include "aji/align/verifiers.h"
 #include "aji/base/error.h"
 #include "aji/eval/multiple_choice.h"
-#include "aji/infer/generate.h"
+#include "aji/infer/rollout.h"
 
 namespace aji::eval {
 
@@ -375,21 +375,30 @@ TaskResult evaluate_task(model::Model& model, const tokenizer::Tokenizer& tok, c
     res.requests = static_cast<int64_t>(requests.size());
   }
 
+  // Generative items: greedy, o.batch of them decoded together (infer::rollout: each row
+  // computed as it would be alone, so the answers equal one-at-a-time generation), each ending
+  // at a stop token, at max_gen_tokens, or once its text holds the next few-shot "Question:".
+  const std::string stop = "Question:";
+  std::vector<std::string> gen_text(gen_prompts.size());
+  infer::RolloutOptions ro;
+  ro.max_new_tokens = o.max_gen_tokens;
+  ro.temperature = 0.0f;
+  ro.stop_tokens = o.stop_tokens;
+  ro.max_batch = std::max(o.batch, 1);
+  ro.stop_when = [&](const infer::Rollout& r) {
+    std::string& text = gen_text[static_cast<size_t>(r.prompt_index)];
+    text += tok.token_bytes(static_cast<tokenizer::TokenId>(r.tokens.back()));
+    return text.find(stop) != std::string::npos;
+  };
+  const std::vector<infer::Rollout> gens =
+      gen_prompts.empty() ? std::vector<infer::Rollout>{} : infer::rollout(model, gen_prompts, ro);
   for (size_t g = 0; g < gen_prompts.size(); ++g) {
     const TaskItem& it = task.items[gen_items[g]];
-    infer::GenerateOptions go;
-    go.max_tokens = o.max_gen_tokens;
-    go.sampling.temperature = 0.0f;
-    go.stop_tokens = o.stop_tokens;
+    // the generated text: stop tokens (which rollout keeps in the row) are not text
     std::string text;
-    const std::string stop = "Question:";
-    auto on_token = [&](int32_t id) {
-      for (int32_t s : o.stop_tokens)
-        if (id == s) return false;
-      text += tok.token_bytes(static_cast<tokenizer::TokenId>(id));
-      return text.find(stop) == std::string::npos;
-    };
-    infer::generate(model, gen_prompts[g], go, on_token);
+    for (int32_t id : gens[g].tokens)
+      if (std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) == o.stop_tokens.end())
+        text += tok.token_bytes(static_cast<tokenizer::TokenId>(id));
     if (auto at = text.find(stop); at != std::string::npos) text.resize(at);
     auto strict = align::extract_marked_number(text);
     auto flex = align::extract_last_number(text);

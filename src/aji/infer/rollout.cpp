@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <string>
 
 #include "aji/base/error.h"
@@ -67,25 +66,6 @@ void check_prompts(const model::Model& model, const std::vector<std::vector<int3
   }
 }
 
-// Keeps the rows keep[0..n) (ascending slots) of the cache as rows 0..n-1, in place.
-// Layout (layer, batch, max_len, width): the destination block of each kept row is never
-// after its source, and sources ascend, so copying in order never overwrites a row not yet
-// moved.
-void compact_cache(model::KVCache& cache, const std::vector<int>& keep) {
-  const int ob = cache.batch, nb = static_cast<int>(keep.size());
-  const size_t eb = cache.elem_bytes();
-  const size_t block = static_cast<size_t>(cache.max_len) * cache.kv_width * eb;
-  const size_t used = static_cast<size_t>(cache.length) * cache.kv_width * eb;
-  for (char* base : {cache.k_bytes(0, 0), cache.v_bytes(0, 0)})
-    for (int l = 0; l < cache.n_layer; ++l)
-      for (int j = 0; j < nb; ++j) {
-        const size_t src = (static_cast<size_t>(l) * ob + keep[j]) * block;
-        const size_t dst = (static_cast<size_t>(l) * nb + j) * block;
-        if (src != dst) std::memmove(base + dst, base + src, used);
-      }
-  cache.batch = nb;
-}
-
 }  // namespace
 
 std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<int32_t>>& prompts,
@@ -119,90 +99,86 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
     return std::find(o.stop_tokens.begin(), o.stop_tokens.end(), id) != o.stop_tokens.end();
   };
 
-  std::map<int, std::vector<int>> buckets;  // prompt length -> prompt indices (ascending)
-  for (size_t p = 0; p < prompts.size(); ++p) buckets[static_cast<int>(prompts[p].size())].push_back(static_cast<int>(p));
-
-  std::vector<float> logits;
+  // Rows in order (prompt-major). At most max_batch of them decode together, each in a cache of
+  // its own (batch 1, its prompt's length + its budget), so prompts of any lengths share a
+  // step; a row that ends leaves the batch at once and the next row takes its place.
+  struct Slot {
+    size_t row;           // index into out
+    model::KVCache cache;  // this row's keys and values
+    Rng rng;
+    int budget;           // new tokens this row may sample: min(max_new_tokens, ctx - prompt length)
+    int32_t next = 0;     // the token sampled this step (the next forward's input)
+    bool done = false;
+  };
+  std::vector<Slot> active;
+  active.reserve(static_cast<size_t>(o.max_batch));
+  std::vector<float> logits;  // (active.size(), V), slot order
   std::vector<float> pre_logits(static_cast<size_t>(V));
-  for (const auto& [L, members] : buckets) {
-    const int budget = std::min(o.max_new_tokens, ctx - L);  // >= 1: L < ctx
-    // Rows of this bucket, prompt-major: out index p*G + g.
-    std::vector<size_t> rows;
-    rows.reserve(members.size() * G);
-    for (int p : members)
-      for (int g = 0; g < G; ++g) rows.push_back(static_cast<size_t>(p) * G + g);
-
-    int prefilled = -1;  // the prompt whose KV cache `pre` holds (reused when its rows span chunks)
-    model::KVCache pre = model.make_cache(1, L);
-    for (size_t c0 = 0; c0 < rows.size(); c0 += static_cast<size_t>(o.max_batch)) {
-      const int R = static_cast<int>(std::min(rows.size() - c0, static_cast<size_t>(o.max_batch)));
-      model::KVCache cache = model.make_cache(R, L + budget);
-      logits.assign(static_cast<size_t>(R) * V, 0.0f);
-      std::vector<Rng> rngs;
-      rngs.reserve(R);
-      for (int r = 0; r < R; ++r) {
-        Rollout& ro = out[rows[c0 + r]];
-        if (ro.prompt_index != prefilled) {
-          pre.reset();
-          const auto& pr = prompts[static_cast<size_t>(ro.prompt_index)];
-          model.forward_infer(pr.data(), 1, L, pre, pre_logits.data());
-          prefilled = ro.prompt_index;
-        }
-        for (int l = 0; l < n_layer; ++l) {
-          std::memcpy(cache.k_bytes(l, r), pre.k_bytes(l, 0), pre.elem_bytes() * L * KVW);
-          std::memcpy(cache.v_bytes(l, r), pre.v_bytes(l, 0), pre.elem_bytes() * L * KVW);
-        }
-        std::memcpy(logits.data() + static_cast<size_t>(r) * V, pre_logits.data(), sizeof(float) * V);
-        const int seed_p = o.seed_index.empty() ? ro.prompt_index : o.seed_index[static_cast<size_t>(ro.prompt_index)];
-        rngs.emplace_back(rollout_row_seed(o.seed, seed_p, ro.sample_index));
-        ro.tokens.reserve(budget);
-        ro.logprobs.reserve(budget);
+  model::KVCache pre;  // the prefill of prompt `prefilled`, copied into each of its rows
+  int prefilled = -1;
+  size_t pending = 0;  // the next row of out to admit
+  std::vector<model::KVCache*> caches;
+  while (true) {
+    // admit rows into free slots: their first logits are their prompt's (prefilled once)
+    while (active.size() < static_cast<size_t>(o.max_batch) && pending < out.size()) {
+      Rollout& ro = out[pending];
+      const auto& pr = prompts[static_cast<size_t>(ro.prompt_index)];
+      const int L = static_cast<int>(pr.size());
+      if (ro.prompt_index != prefilled) {
+        pre = model.make_cache(1, L);
+        model.forward_infer(pr.data(), 1, L, pre, pre_logits.data());
+        prefilled = ro.prompt_index;
+      }
+      const int budget = std::min(o.max_new_tokens, ctx - L);  // >= 1: L < ctx
+      model::KVCache cache = model.make_cache(1, L + budget);
+      for (int l = 0; l < n_layer; ++l) {
+        std::memcpy(cache.k_bytes(l, 0), pre.k_bytes(l, 0), pre.elem_bytes() * L * KVW);
+        std::memcpy(cache.v_bytes(l, 0), pre.v_bytes(l, 0), pre.elem_bytes() * L * KVW);
       }
       cache.length = L;
-
-      std::vector<int> slot_row(R);  // batch slot -> chunk row
-      for (int r = 0; r < R; ++r) slot_row[r] = r;
-      std::vector<char> done(R, 0);
-      std::vector<int32_t> next(R, 0);
-      int live = R;
-      for (int step = 0; step < budget && live > 0; ++step) {
-        const int S = static_cast<int>(slot_row.size());
-        parallel_for(S, [&](int64_t s) {
-          const int r = slot_row[static_cast<size_t>(s)];
-          if (done[r]) return;  // a finished row kept in the batch (compact = false)
-          thread_local std::vector<std::pair<float, int>> scratch;
-          const float* lg = logits.data() + static_cast<size_t>(s) * V;
-          const int32_t tok = sample_token(lg, V, sp, rngs[r], scratch);
-          Rollout& ro = out[rows[c0 + r]];
-          ro.tokens.push_back(tok);
-          ro.logprobs.push_back(full_logprob(lg, V, tok, o.temperature));
-          next[static_cast<size_t>(s)] = tok;
-          if (is_stop(tok)) {
-            ro.stopped = true;
-            done[r] = 1;
-          }
-        });
-        live = 0;
-        for (int s = 0; s < S; ++s) live += done[slot_row[s]] ? 0 : 1;
-        if (step + 1 == budget || live == 0) break;
-        if (o.compact && live < S) {
-          std::vector<int> keep;
-          keep.reserve(live);
-          std::vector<int> kept_rows;
-          kept_rows.reserve(live);
-          for (int s = 0; s < S; ++s)
-            if (!done[slot_row[s]]) {
-              next[keep.size()] = next[s];  // keep.size() <= s
-              keep.push_back(s);
-              kept_rows.push_back(slot_row[s]);
-            }
-          compact_cache(cache, keep);
-          slot_row = std::move(kept_rows);
-        }
-        const int B = static_cast<int>(slot_row.size());
-        model.forward_infer(next.data(), B, 1, cache, logits.data());
-      }
+      const int seed_p = o.seed_index.empty() ? ro.prompt_index : o.seed_index[static_cast<size_t>(ro.prompt_index)];
+      ro.tokens.reserve(static_cast<size_t>(budget));
+      ro.logprobs.reserve(static_cast<size_t>(budget));
+      logits.resize((active.size() + 1) * static_cast<size_t>(V));
+      std::memcpy(logits.data() + active.size() * static_cast<size_t>(V), pre_logits.data(), sizeof(float) * V);
+      active.push_back(Slot{pending, std::move(cache), Rng(rollout_row_seed(o.seed, seed_p, ro.sample_index)), budget});
+      ++pending;
     }
+    if (active.empty()) break;
+    // every row samples its next token from its logits
+    parallel_for(static_cast<int64_t>(active.size()), [&](int64_t s) {
+      Slot& sl = active[static_cast<size_t>(s)];
+      thread_local std::vector<std::pair<float, int>> scratch;
+      const float* lg = logits.data() + static_cast<size_t>(s) * V;
+      const int32_t tok = sample_token(lg, V, sp, sl.rng, scratch);
+      Rollout& ro = out[sl.row];
+      ro.tokens.push_back(tok);
+      ro.logprobs.push_back(full_logprob(lg, V, tok, o.temperature));
+      sl.next = tok;
+      if (is_stop(tok)) {
+        ro.stopped = true;
+        sl.done = true;
+      } else if (static_cast<int>(ro.tokens.size()) >= sl.budget) {
+        sl.done = true;
+      }
+    });
+    if (o.stop_when)
+      for (Slot& sl : active)
+        if (!sl.done && o.stop_when(out[sl.row])) {
+          out[sl.row].stopped = true;
+          sl.done = true;
+        }
+    active.erase(std::remove_if(active.begin(), active.end(), [](const Slot& sl) { return sl.done; }), active.end());
+    if (active.empty()) continue;  // admit the next rows, or end
+    // the rows still going: one decode step, each against its own cache
+    std::vector<int32_t> next(active.size());
+    caches.clear();
+    for (size_t s = 0; s < active.size(); ++s) {
+      next[s] = active[s].next;
+      caches.push_back(&active[s].cache);
+    }
+    logits.resize(active.size() * static_cast<size_t>(V));
+    model.forward_decode(next.data(), static_cast<int>(active.size()), caches.data(), logits.data(), true);
   }
   return out;
 }

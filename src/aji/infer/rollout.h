@@ -2,29 +2,34 @@
 // together through one KV cache, with the log-probability of every sampled token.
 //
 // How it works (post-training spec §4.1 steps 1-3, §5.2):
-//   - prompts are bucketed by token length (the KV cache's `length` is shared by all rows
-//     of a batch); within a bucket the rows (prompt, sample) are decoded together, up to
-//     max_batch rows at a time;
+//   - rows (prompt, sample) are decoded together, up to max_batch at a time, each in a KV
+//     cache of its own (Model::forward_decode), so prompts of different lengths share a step;
+//     a row that ends leaves the batch at once and the next row is admitted in its place;
 //   - each prompt is prefilled ONCE (batch 1) and its KV cache copied into its G rows;
 //   - each row samples with its own Rng seeded from (seed, prompt_index, sample_index) (or
-//     RolloutOptions::seed_index[prompt_index] in place of prompt_index), so
-//     the result does not depend on max_batch, bucketing or the thread count (up to float
-//     rounding of batched matmuls; aji's kernels compute each row the same way whatever the
-//     batch, and the tests check identical tokens for max_batch 1 and 64);
-//   - a row ends at its first stop token (kept in the row, its log-prob recorded), at
-//     max_new_tokens, or where prompt + output fill the model's context; rows that ended
-//     are compacted out of the batch (their KV rows copied down) so no work is spent on them.
+//     RolloutOptions::seed_index[prompt_index] in place of prompt_index), and every row of a
+//     step is computed exactly as it would be alone (forward_decode's batch-invariant path),
+//     so a row's tokens equal infer::generate's with its seed, whatever max_batch, the other
+//     rows or the thread count are (the tests check this);
+//   - a row ends at its first stop token (kept in the row, its log-prob recorded), when
+//     stop_when says so (a stop string), at max_new_tokens, or where prompt + output fill the
+//     model's context.
 //   - logprobs[i] = log softmax(logits / temperature)[token i], over the FULL vocabulary,
 //     even when top-k / top-p narrow what is sampled (spec §4.2: the KL estimate is only
 //     unbiased with pure sampling, which is the default here).
+// The same loop serves greedy batched generation (temperature 0): `aji eval`'s generative
+// tasks.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "aji/model/model.h"
 
 namespace aji::infer {
+
+struct Rollout;
 
 struct RolloutOptions {
   int group_size = 1;       // G samples per prompt (>= 1)
@@ -35,7 +40,9 @@ struct RolloutOptions {
   std::vector<int32_t> stop_tokens;  // end-of-turn; the stop token is included in the row and its logprob recorded
   uint64_t seed = 0;
   int max_batch = 64;       // rows decoded together at most (>= 1)
-  bool compact = true;      // drop finished rows from the batch (false: keep decoding them with a pad, ignored)
+  // Optional: called after each token a row samples (serially, not from worker threads) with
+  // the row so far; true ends the row there (stopped = true), e.g. at a stop string.
+  std::function<bool(const Rollout&)> stop_when;
   // The prompt index each prompt's rows are seeded with (empty: its index in the list). A rank
   // of a data-parallel job rolls out its share of a step's prompts with their indices in the
   // whole step, so its rows sample what one process samples for them.
