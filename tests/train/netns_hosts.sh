@@ -27,6 +27,27 @@ case "${1:-}" in
       ip netns exec "${tag}$i" ip link set "${tag}p$i" up
       ip netns exec "${tag}$i" ip link set lo up
     done
+    # The "hosts" must reach each other over the bridge (a firewall on bridged traffic would
+    # make every launch hang): one TCP connection from the first to the second (python3).
+    if command -v python3 > /dev/null 2>&1; then
+      set +e
+      ip netns exec "${tag}2" timeout 8 python3 -c "import socket; s = socket.socket(); s.bind(('$net.3', 47911)); s.listen(1); s.accept()" &
+      srv=$!
+      ok=1
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        sleep 0.3
+        if ip netns exec "${tag}1" timeout 3 python3 -c "import socket; socket.create_connection(('$net.3', 47911), 2)" 2>/dev/null; then
+          ok=0
+          break
+        fi
+      done
+      kill "$srv" 2>/dev/null
+      wait "$srv" 2>/dev/null
+      if [ "$ok" != 0 ]; then
+        echo "the two network namespaces cannot reach each other over the bridge (TCP $net.2 -> $net.3)" >&2
+        exit 1
+      fi
+    fi
     ;;
   down)
     tag=$2
