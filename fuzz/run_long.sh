@@ -73,9 +73,9 @@ for h in "${HARNESSES[@]}"; do
   read -r user sys <"$log.cpu"
   cpu=$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN { printf "%.1f", u + s }')
   if [ "$JOBS" -gt 1 ]; then  # fork mode: the last "#N: cov: ..." line counts every job's runs
-    execs=$(grep -o '^#[0-9]*: cov' "$log" | grep -o '[0-9]*' | tail -1)
+    execs=$(grep -a -o '^#[0-9]*: cov' "$log" | grep -o '[0-9]*' | tail -1)
   else
-    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+    execs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   fi
   execs=${execs:-0}
   total=$((total + execs))

@@ -51,10 +51,11 @@ struct E1Run {
   double seconds = 0;
 };
 
-E1Run run_e1(bool deepseek, double advantage_sign, int64_t steps) {
+E1Run run_e1(bool deepseek, double advantage_sign, int64_t steps, double beta = 0.04) {
   model::Model policy = toybase::load_toy_sft();
   model::Model reference = toybase::load_toy_sft();
   align::GrpoOptions o = e_options(deepseek);
+  if (deepseek) o.beta = beta;
   o.prompts_per_step = 8;
   o.steps = steps;
   o.max_new_tokens = 8;
@@ -68,9 +69,9 @@ E1Run run_e1(bool deepseek, double advantage_sign, int64_t steps) {
   align::GrpoTrainResult tr = align::grpo_train(policy, &reference, opt, tasks, even_reward, o);
   r.seconds = secs(t0);
   r.after = pick_eval(policy, reference, 100, 4, 9001);
-  std::printf("E1 %-13s sign %+g: satisfaction %.3f -> %.3f, KL %.2f nats, distinct %d -> %d, in-format %.3f -> %.3f, "
+  std::printf("E1 %-13s beta %.2f sign %+g: satisfaction %.3f -> %.3f, KL %.2f nats, distinct %d -> %d, in-format %.3f -> %.3f, "
               "last-step reward %.3f, zero-std groups %.2f, %.1f s\n",
-              deepseek ? "DeepSeekMath" : "nanochat", advantage_sign, r.before.satisfaction, r.after.satisfaction,
+              deepseek ? "DeepSeekMath" : "nanochat", o.beta, advantage_sign, r.before.satisfaction, r.after.satisfaction,
               r.after.kl, r.before.distinct, r.after.distinct, r.before.in_format, r.after.in_format,
               tr.stats.back().mean_reward, tr.stats.back().frac_zero_std, r.seconds);
   std::fflush(stdout);
@@ -86,6 +87,14 @@ TEST(GrpoExperiment, E1EvenNumbers) {
   EXPECT_LT(dsm.after.kl, nano.after.kl) << "the beta = 0.04 k3 term should keep the policy closer to the reference";
   EXPECT_GT(dsm.after.distinct, nano.after.distinct);
   EXPECT_LT(nano.before.satisfaction, 0.70);
+  // The beta 0.04 comparison above holds at this seed but not at 4 of 14 (docs/post-training.md).
+  // Dose-response, which held at every one of the 14 seeds scanned: at beta 0.2 the k3 term keeps
+  // the policy closer to the reference than at 0.04 (lower KL) and far more diverse than without it
+  // (at least 16 more distinct replies), and the rule is still learned (satisfaction >= 0.90).
+  const E1Run strong = run_e1(true, 1.0, 60, 0.2);
+  EXPECT_GE(strong.after.satisfaction, 0.85);
+  EXPECT_LT(strong.after.kl, dsm.after.kl);
+  EXPECT_GT(strong.after.distinct, nano.after.distinct + 10);
   // Negative control: rewarding the wrong replies must fail the criterion (and go down).
   const E1Run flipped = run_e1(false, -1.0, 60);
   EXPECT_LT(flipped.after.satisfaction, 0.85);
