@@ -68,8 +68,10 @@ def prepare(args):
     w = args.work
     os.makedirs(w, exist_ok=True)
     marker = os.path.join(w, "ready.json")
-    if os.path.exists(marker):
-        return json.load(open(marker))
+    if os.path.exists(marker):  # reused while every file it names is still there (and from this checkout)
+        info = json.load(open(marker))
+        if all(os.path.exists(v) for v in info.values() if isinstance(v, str) and v.startswith("/")):
+            return info
     aji = args.aji
     text = os.path.join(w, "text.jsonl")
     with open(os.path.join(ROOT, "data/sft/train.jsonl"), encoding="utf-8") as f, open(text, "w", encoding="utf-8") as o:
@@ -149,13 +151,14 @@ def run_aji_timed(cmd, env, metrics, key):
     return [b - a for a, b in zip(cpu_marks, cpu_marks[1:])], open(logpath).read()
 
 
-def aji_grpo(args, info, threads):
-    out = os.path.join(args.work, "aji-grpo-%d" % threads)
+def aji_grpo(args, info, threads, precision):
+    out = os.path.join(args.work, "aji-grpo-%d-%s" % (threads, precision))
     env = dict(os.environ, AJI_THREADS=str(threads))
     cpu, _ = run_aji_timed([args.aji, "grpo", "--model", info["model"], "--tasks", info["tasks"], "--verifier", "number",
          "--out", out, "--force", "--steps", str(args.grpo_steps), "--group-size", str(args.group),
          "--prompts-per-step", str(args.prompts), "--max-new-tokens", str(args.max_new), "--lr", "1e-4",
-         "--kl-coef", "0.04", "--temperature", "1", "--loss-type", "dapo", "--save-every", "0", "--keep", "1"],
+         "--kl-coef", "0.04", "--temperature", "1", "--loss-type", "dapo", "--save-every", "0", "--keep", "1",
+         "--precision", precision],
         env, os.path.join(out, "metrics.jsonl"), '"rollout_seconds"')
     steps = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if '"rollout_seconds"' in l]
     rows = [{"step_s": s["seconds"], "rollout_s": s["rollout_seconds"], "tokens": s["tokens"],
@@ -165,15 +168,16 @@ def aji_grpo(args, info, threads):
     return rows
 
 
-def aji_dpo(args, info, threads):
-    out = os.path.join(args.work, "aji-dpo-%d" % threads)
+def aji_dpo(args, info, threads, precision):
+    out = os.path.join(args.work, "aji-dpo-%d-%s" % (threads, precision))
     env = dict(os.environ, AJI_THREADS=str(threads))
     val = os.path.join(args.work, "val_one.jsonl")
     with open(info["pairs"], encoding="utf-8") as f, open(val, "w", encoding="utf-8") as o:
         o.write(f.readline())
     cpu, log = run_aji_timed([args.aji, "dpo", "--model", info["model"], "--data", info["pairs"], "--val", val, "--out", out,
                "--force", "--steps", str(args.dpo_steps), "--batch-size", str(args.dpo_batch), "--beta", "0.1",
-               "--lr", "1e-6", "--kl-prompts", "0", "--eval-every", "0", "--save-every", "0", "--keep", "1"],
+               "--lr", "1e-6", "--kl-prompts", "0", "--eval-every", "0", "--save-every", "0", "--keep", "1",
+               "--precision", precision],
                              env, os.path.join(out, "metrics.jsonl"), '"step_s"')
     m = re.search(r"too_long[^0-9]*(\d+)", log)
     if m and int(m.group(1)) > 0:
@@ -293,6 +297,8 @@ def main():
     ap.add_argument("--max-new", type=int, default=32)
     ap.add_argument("--dpo-batch", type=int, default=8)
     ap.add_argument("--only", choices=["grpo", "dpo"])
+    ap.add_argument("--aji-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "auto"],
+                    help="aji's --precision, one aji run each (TRL runs fp32: fp32 is the like-for-like row)")
     ap.add_argument("--trl-worker", choices=["grpo", "dpo"], help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -312,17 +318,17 @@ def main():
     results = []
     for threads in args.threads:
         if args.only in (None, "grpo"):
-            a = aji_grpo(args, info, threads)
-            t = trl_side("grpo", args, info, threads)
-            for name, rows in (("aji", a), ("TRL", t)):
+            runs = [("aji " + p, aji_grpo(args, info, threads, p)) for p in args.aji_precision]
+            runs.append(("TRL", trl_side("grpo", args, info, threads)))
+            for name, rows in runs:
                 step, ro = med(rows, "step_s"), med(rows, "rollout_s")
                 tokps = statistics.median([r["tokens"] / r["rollout_s"] for r in rows[1:] or rows])
                 results.append(("GRPO", name, threads, step, ro, step - ro, tokps, med(rows, "reply_len"),
                                 med(rows, "cpu_s")))
         if args.only in (None, "dpo"):
-            a = aji_dpo(args, info, threads)
-            t = trl_side("dpo", args, info, threads)
-            for name, rows in (("aji", a), ("TRL", t)):
+            runs = [("aji " + p, aji_dpo(args, info, threads, p)) for p in args.aji_precision]
+            runs.append(("TRL", trl_side("dpo", args, info, threads)))
+            for name, rows in runs:
                 results.append(("DPO", name, threads, med(rows, "step_s"), None, None, None, None,
                                 med(rows, "cpu_s")))
         print("load average %s" % " ".join("%.1f" % x for x in os.getloadavg()))
@@ -334,11 +340,12 @@ def main():
                                                                  f(r[6], "%.0f"), f(r[7], "%.1f"), f(r[8])))
     print()
     for kind in ("GRPO", "DPO"):
-        for threads in args.threads:
-            a = [r for r in results if r[0] == kind and r[1] == "aji" and r[2] == threads]
+        for threads, prec in ((t, p) for t in args.threads for p in args.aji_precision):
+            a = [r for r in results if r[0] == kind and r[1] == "aji " + prec and r[2] == threads]
             t = [r for r in results if r[0] == kind and r[1] == "TRL" and r[2] == threads]
             if a and t:
-                line = "%s, %d thread(s): TRL step / aji step = %.2fx wall" % (kind, threads, t[0][3] / a[0][3])
+                line = "%s, %d thread(s), aji %s: TRL step / aji step = %.2fx wall" % (kind, threads, prec,
+                                                                                       t[0][3] / a[0][3])
                 if a[0][8] and t[0][8]:
                     line += ", %.2fx CPU" % (t[0][8] / a[0][8])
                 if kind == "GRPO":
