@@ -281,40 +281,34 @@ std::vector<float> ppo_reply_values(model::Model& trunk, const model::ScalarHead
 }
 
 void ppo_advantages(PpoModels& m, PpoBatch& b, const PpoOptions& o) {
-  if (dist::world().size() <= 1) {
-    b.logp = ppo_reply_logprobs(*m.policy, b, o.temperature, &b.entropy);
-    b.ref_logp = ppo_reply_logprobs(*m.ref, b, o.temperature);
-    b.values = ppo_reply_values(*m.value_trunk, *m.value_head, b);
-  } else {
-    // Under mpirun each rank runs the three forwards (policy, reference, value) on the rows of
-    // its prompts (as ppo_score) and the per-token results are gathered, so every rank holds
-    // the whole batch's, as one process computes them; rewards, GAE and whitening then run on
-    // every rank on the same numbers.
-    const int G = std::max(o.group_size, 1);
-    std::vector<int> rows;
-    for (int i = 0; i < b.N; ++i)
-      if (train::rank_takes(i / G)) rows.push_back(i);
-    const size_t n = size_t(b.N) * size_t(b.R);
-    b.logp.assign(n, 0.0f);
-    b.entropy.assign(n, 0.0f);
-    b.ref_logp.assign(n, 0.0f);
-    b.values.assign(n, 0.0f);
-    if (!rows.empty()) {
-      std::vector<float> ent;
-      const std::vector<float> lp = logprobs_of_rows(*m.policy, b, rows, o.temperature, &ent);
-      const std::vector<float> ref = logprobs_of_rows(*m.ref, b, rows, o.temperature, nullptr);
-      const std::vector<float> v = values_of_rows(*m.value_trunk, *m.value_head, b, rows);
-      for (size_t j = 0; j < rows.size(); ++j)
-        for (size_t t = 0; t < size_t(b.R); ++t) {
-          const size_t to = size_t(rows[j]) * size_t(b.R) + t, from = j * size_t(b.R) + t;
-          b.logp[to] = lp[from];
-          b.entropy[to] = ent[from];
-          b.ref_logp[to] = ref[from];
-          b.values[to] = v[from];
-        }
-    }
-    train::rank_gather({&b.logp, &b.entropy, &b.ref_logp, &b.values});
+  // The three forwards (policy log-probs and entropy, reference log-probs, values) on this
+  // rank's rows (the rows of its prompts, as ppo_score; every row in one process), then the
+  // per-token results gathered, so every rank holds the whole batch's, as one process computes
+  // them; rewards, GAE and whitening then run on every rank on the same numbers.
+  const int G = std::max(o.group_size, 1);
+  std::vector<int> rows;
+  for (int i = 0; i < b.N; ++i)
+    if (train::rank_takes(i / G)) rows.push_back(i);
+  const size_t n = size_t(b.N) * size_t(b.R);
+  b.logp.assign(n, 0.0f);
+  b.entropy.assign(n, 0.0f);
+  b.ref_logp.assign(n, 0.0f);
+  b.values.assign(n, 0.0f);
+  if (!rows.empty()) {
+    std::vector<float> ent;
+    const std::vector<float> lp = logprobs_of_rows(*m.policy, b, rows, o.temperature, &ent);
+    const std::vector<float> ref = logprobs_of_rows(*m.ref, b, rows, o.temperature, nullptr);
+    const std::vector<float> v = values_of_rows(*m.value_trunk, *m.value_head, b, rows);
+    for (size_t j = 0; j < rows.size(); ++j)
+      for (size_t t = 0; t < size_t(b.R); ++t) {
+        const size_t to = size_t(rows[j]) * size_t(b.R) + t, from = j * size_t(b.R) + t;
+        b.logp[to] = lp[from];
+        b.entropy[to] = ent[from];
+        b.ref_logp[to] = ref[from];
+        b.values[to] = v[from];
+      }
   }
+  train::rank_gather({&b.logp, &b.entropy, &b.ref_logp, &b.values});
   fb::require_finite(b.values, "ppo values");
   b.rewards = fb::ppo_token_rewards(b.logp, b.ref_logp, b.scores, b.mask, b.N, b.R, o.kl_coef);
   fb::Gae g = fb::gae(b.rewards, b.values, b.mask, b.N, b.R, o.gamma, o.lambda);

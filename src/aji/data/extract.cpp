@@ -458,6 +458,19 @@ struct Extractor {
     return rows;
   }
 
+  // The cells (td, th) of a row that are not pruned, in order.
+  std::vector<const GumboNode*> row_cells(const GumboNode* row) const {
+    std::vector<const GumboNode*> cells;
+    const GumboElement& el = row->v.element;
+    for (unsigned i = 0; i < el.children.length; ++i) {
+      const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
+      if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
+      const GumboTag t = cell->v.element.tag;
+      if (t == GUMBO_TAG_TD || t == GUMBO_TAG_TH) cells.push_back(cell);
+    }
+    return cells;
+  }
+
   // A layout table (a page laid out in table cells, as older CMSs, forums and Naver's
   // SmartEditor 2 blogs do): some cell holds a nested table with text, or prose in blocks -
   // two or more paragraphs/divs/headings/lists, or lines split by two or more <br> - of at
@@ -489,32 +502,20 @@ struct Extractor {
     return nested_table || ((blocks >= 2 || brs >= 2) && text >= kMinLayoutCellText);
   }
   bool is_layout_table(const GumboNode* table) const {
-    for (const GumboNode* row : table_rows(table)) {
-      const GumboElement& el = row->v.element;
-      for (unsigned i = 0; i < el.children.length; ++i) {
-        const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
-        if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
-        const GumboTag t = cell->v.element.tag;
-        if ((t == GUMBO_TAG_TD || t == GUMBO_TAG_TH) && is_layout_cell(cell)) return true;
-      }
-    }
+    for (const GumboNode* row : table_rows(table))
+      for (const GumboNode* cell : row_cells(row))
+        if (is_layout_cell(cell)) return true;
     return false;
   }
   // Each cell of a layout table as blocks (nested tables are judged on their own).
   void emit_layout_table(const GumboNode* table) {
-    for (const GumboNode* row : table_rows(table)) {
-      const GumboElement& el = row->v.element;
-      for (unsigned i = 0; i < el.children.length; ++i) {
-        const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
-        if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
-        const GumboTag t = cell->v.element.tag;
-        if (t != GUMBO_TAG_TD && t != GUMBO_TAG_TH) continue;
+    for (const GumboNode* row : table_rows(table))
+      for (const GumboNode* cell : row_cells(row)) {
         flush();
         const GumboElement& c = cell->v.element;
         for (unsigned k = 0; k < c.children.length; ++k) emit(static_cast<const GumboNode*>(c.children.data[k]));
         flush();
       }
-    }
   }
 
   void emit_table(const GumboNode* table) {
@@ -523,12 +524,7 @@ struct Extractor {
       std::string line;
       uint32_t text = 0, link = 0;
       int cells = 0;
-      const GumboElement& el = row->v.element;
-      for (unsigned i = 0; i < el.children.length; ++i) {
-        const GumboNode* cell = static_cast<const GumboNode*>(el.children.data[i]);
-        if (cell->type != GUMBO_NODE_ELEMENT || pruned.count(cell)) continue;
-        GumboTag t = cell->v.element.tag;
-        if (t != GUMBO_TAG_TD && t != GUMBO_TAG_TH) continue;
+      for (const GumboNode* cell : row_cells(row)) {
         std::string c;
         collect_inline(cell, c, text, link, false);
         while (!c.empty() && c.back() == ' ') c.pop_back();

@@ -79,8 +79,6 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
   const int G = o.group_size;
   const int V = model.config().vocab_size;
   const int ctx = model.config().max_seq_len;
-  const int KVW = model.config().kv_width();
-  const int n_layer = model.config().n_layer;
 
   std::vector<Rollout> out(prompts.size() * static_cast<size_t>(G));
   for (size_t p = 0; p < prompts.size(); ++p)
@@ -130,12 +128,7 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
         prefilled = ro.prompt_index;
       }
       const int budget = std::min(o.max_new_tokens, ctx - L);  // >= 1: L < ctx
-      model::KVCache cache = model.make_cache(1, L + budget);
-      for (int l = 0; l < n_layer; ++l) {
-        std::memcpy(cache.k_bytes(l, 0), pre.k_bytes(l, 0), pre.elem_bytes() * L * KVW);
-        std::memcpy(cache.v_bytes(l, 0), pre.v_bytes(l, 0), pre.elem_bytes() * L * KVW);
-      }
-      cache.length = L;
+      model::KVCache cache = model.repeat_cache(pre, 1, L + budget);
       const int seed_p = o.seed_index.empty() ? ro.prompt_index : o.seed_index[static_cast<size_t>(ro.prompt_index)];
       ro.tokens.reserve(static_cast<size_t>(budget));
       ro.logprobs.reserve(static_cast<size_t>(budget));
