@@ -248,6 +248,62 @@ TEST(Rollout, Bf16KvCacheSameOutputWhateverTheBatching) {
   }
 }
 
+// RolloutOptions::weights: the rollout decodes with bf16 matrices (what a bf16 trainer samples
+// with) and leaves the model in fp32 after; its rows equal a rollout from the model converted
+// beforehand, bit for bit, whatever the batching (more than 16 rows take the packed kernel in
+// groups of 16, each row computed as alone), and its log-probs stay near the fp32 forward's.
+TEST(Rollout, Bf16WeightsForTheRolloutOnlyThenRestored) {
+  auto m = fixture_model("llama");
+  auto converted = fixture_model("llama");
+  converted.use_weights(aji::kernels::cpu::WeightType::kBF16, false);
+  const auto prompts = ragged_prompts();
+  RolloutOptions o;
+  o.group_size = 5;  // 25 rows
+  o.max_new_tokens = 16;
+  o.seed = 3;
+  o.stop_tokens = {7, 13};
+  aji::set_num_threads(1);
+  RolloutOptions ob = o;
+  ob.weights = aji::kernels::cpu::WeightType::kBF16;
+  const auto base = aji::infer::rollout(m, prompts, ob);
+  EXPECT_EQ(m.weights(), aji::kernels::cpu::WeightType::kF32);
+  const auto want = aji::infer::rollout(converted, prompts, o);
+  ASSERT_EQ(base.size(), want.size());
+  double worst = 0, sum_abs = 0;
+  int differ_from_fp32 = 0, n_tok = 0;
+  const auto fp32 = aji::infer::rollout(m, prompts, o);
+  for (size_t i = 0; i < base.size(); ++i) {
+    EXPECT_EQ(base[i].tokens, want[i].tokens) << "row " << i;
+    EXPECT_EQ(base[i].logprobs, want[i].logprobs) << "row " << i;
+    differ_from_fp32 += base[i].logprobs != fp32[i].logprobs;
+    const auto ref = reference_logprobs(m, prompts[size_t(base[i].prompt_index)], base[i].tokens, 1.0);
+    for (size_t t = 0; t < ref.size(); ++t, ++n_tok) {
+      worst = std::max(worst, std::fabs(ref[t] - base[i].logprobs[t]));
+      sum_abs += std::fabs(ref[t] - base[i].logprobs[t]);
+    }
+  }
+  EXPECT_GT(differ_from_fp32, 0);  // it did decode in bf16
+  // bf16 products (8 significant bits): near the fp32 forward's log-probs
+  EXPECT_LT(worst, 0.25);
+  EXPECT_LT(sum_abs / std::max(n_tok, 1), 0.03) << "worst " << worst;
+  for (auto [max_batch, threads] : {std::pair{1, 1}, std::pair{7, 2}, std::pair{20, 2}}) {
+    aji::set_num_threads(threads);
+    RolloutOptions ov = ob;
+    ov.max_batch = max_batch;
+    const auto rs = aji::infer::rollout(m, prompts, ov);
+    for (size_t i = 0; i < rs.size(); ++i) {
+      EXPECT_EQ(rs[i].tokens, base[i].tokens) << "max_batch " << max_batch << " row " << i;
+      EXPECT_EQ(rs[i].logprobs, base[i].logprobs) << "max_batch " << max_batch << " row " << i;
+    }
+  }
+  aji::set_num_threads(1);
+  // An option the model cannot take leaves it as it was.
+  RolloutOptions bad = ob;
+  bad.max_new_tokens = -1;
+  EXPECT_THROW(aji::infer::rollout(m, prompts, bad), aji::Error);
+  EXPECT_EQ(m.weights(), aji::kernels::cpu::WeightType::kF32);
+}
+
 // stop_when (a stop string, as `aji eval`'s generative tasks use) ends a row where it says so,
 // marked stopped; the other rows, and the row up to that point, are what they are without it.
 TEST(Rollout, StopWhenEndsARowThereAndLeavesTheOthers) {

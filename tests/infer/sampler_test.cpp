@@ -229,3 +229,62 @@ TEST(Utf8Streamer, HoldsSplitCharactersUntilComplete) {
   EXPECT_EQ(s.push("\xE2(" ), "\xEF\xBF\xBD(");  // lead byte followed by a non-continuation
   EXPECT_EQ(s.push("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");  // 4-byte emoji
 }
+
+// sample_token_logprob: the same draws as sample_token from the same rng state (pure sampling,
+// which takes the vectorised exp pass, and filtered sampling), and the log-probability of the
+// drawn id under the FULL softmax at the temperature (temperature 0: at 1), against a double
+// computation written out here. A vocabulary of 1000 spans the kernels' vector and tail parts.
+TEST(Sampler, SampleTokenLogprobDrawsAsSampleTokenAndGivesTheFullSoftmaxLogprob) {
+  const int V = 1003;
+  std::vector<float> logits(V);
+  aji::Rng gen(11);
+  for (auto& l : logits) l = float(gen.uniform() * 12.0 - 6.0);
+  auto ref = [&](int id, double T) {
+    const double a = T > 0 ? 1.0 / T : 1.0;
+    double mx = -1e300, s = 0;
+    for (float l : logits) mx = std::max(mx, a * l);
+    for (float l : logits) s += std::exp(a * l - mx);
+    return a * logits[id] - mx - std::log(s);
+  };
+  std::vector<std::pair<float, int>> scratch;
+  for (SamplingParams p : {SamplingParams{1.0f, 0, 1.0f}, SamplingParams{0.6f, 0, 1.0f}, SamplingParams{1.3f, 40, 0.9f},
+                           SamplingParams{0.0f, 0, 1.0f}}) {
+    SCOPED_TRACE("temperature " + std::to_string(p.temperature) + " top_k " + std::to_string(p.top_k));
+    aji::Rng r1(21), r2(21);
+    std::vector<int> seen(V);
+    for (int i = 0; i < 200; ++i) {
+      float lp = 1.0f;
+      const int a = sample_token(logits.data(), V, p, r1, scratch);
+      const int b = sample_token_logprob(logits.data(), V, p, r2, scratch, &lp);
+      ASSERT_EQ(a, b) << "draw " << i;
+      EXPECT_NEAR(lp, ref(b, p.temperature), 2e-5 * std::max(1.0, std::fabs(ref(b, p.temperature))));
+      ++seen[b];
+    }
+    int distinct = 0;
+    for (int c : seen) distinct += c > 0;
+    if (p.temperature > 0) {
+      EXPECT_GT(distinct, 20);  // it samples, not argmax
+    }
+  }
+}
+
+// The pure-sampling path's draws follow the softmax over a vocabulary with vector and tail parts.
+TEST(Sampler, PureSamplingFrequenciesOverALargerVocabulary) {
+  const int V = 37;
+  std::vector<float> logits(V);
+  for (int i = 0; i < V; ++i) logits[i] = float((i * 7) % 11) * 0.3f - 1.0f;
+  const double T = 0.8;
+  std::vector<double> p(V);
+  double z = 0;
+  for (int i = 0; i < V; ++i) z += p[i] = std::exp(logits[i] / T);
+  const auto dist = sampling_distribution(logits.data(), V, {float(T), 0, 1.0f});
+  std::vector<int> counts(V);
+  std::vector<std::pair<float, int>> scratch;
+  aji::Rng rng(3);
+  const int n = 60000;
+  for (int i = 0; i < n; ++i) ++counts[sample_token(logits.data(), V, {float(T), 0, 1.0f}, rng, scratch)];
+  for (int i = 0; i < V; ++i) {
+    EXPECT_NEAR(dist[i], p[i] / z, 1e-6) << i;
+    EXPECT_NEAR(counts[i] / double(n), p[i] / z, 0.006) << i;
+  }
+}

@@ -169,6 +169,7 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
   ro.seed = grpo_rollout_seed(o.seed, step);
   ro.max_batch = o.rollout_batch;
   if (ranks > 1) ro.seed_index = mine;
+  ro.weights = infer::training_rollout_weights(policy);
   std::vector<infer::Rollout> outs = infer::rollout(policy, prompts, ro);
   st.rollout_seconds = since(t0);
   const int N = (int)outs.size();  // this rank's completions: mine.size() * G

@@ -206,6 +206,7 @@ PpoBatch ppo_rollout(model::Model& policy, const std::vector<std::vector<int32_t
   ro.stop_tokens = {o.stop_token};
   ro.seed = step_seed(o.seed, kRolloutSeed, step);
   ro.max_batch = o.max_batch;
+  ro.weights = infer::training_rollout_weights(policy);
   dist::Communicator& comm = dist::world();
   std::vector<infer::Rollout> rolls;
   if (comm.size() <= 1) {

@@ -12,13 +12,9 @@
 
 namespace aji::infer {
 
-float full_logprob(const float* logits, int vocab, int32_t token, float temperature) {
-  const double inv_t = temperature > 0.0f ? 1.0 / static_cast<double>(temperature) : 1.0;
-  float mx = logits[0];
-  for (int i = 1; i < vocab; ++i) mx = std::max(mx, logits[i]);
-  double sum = 0.0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp((static_cast<double>(logits[i]) - mx) * inv_t);
-  return static_cast<float>((static_cast<double>(logits[token]) - mx) * inv_t - std::log(sum));
+std::optional<kernels::cpu::WeightType> training_rollout_weights(const model::Model& policy) {
+  if (policy.precision() == model::Precision::kBf16) return kernels::cpu::WeightType::kBF16;
+  return std::nullopt;
 }
 
 uint64_t rollout_row_seed(uint64_t seed, int prompt_index, int sample_index) {
@@ -66,6 +62,26 @@ void check_prompts(const model::Model& model, const std::vector<std::vector<int3
   }
 }
 
+// Model::use_weights(type) for a scope, the model's weight type restored at its end.
+class WeightsScope {
+ public:
+  WeightsScope(model::Model& m, std::optional<kernels::cpu::WeightType> type) : m_(m), prev_(m.weights()) {
+    if (!type || *type == prev_) return;
+    m_.use_weights(*type, false);
+    active_ = true;
+  }
+  ~WeightsScope() {
+    if (active_) m_.use_weights(prev_, false);
+  }
+  WeightsScope(const WeightsScope&) = delete;
+  WeightsScope& operator=(const WeightsScope&) = delete;
+
+ private:
+  model::Model& m_;
+  kernels::cpu::WeightType prev_;
+  bool active_ = false;
+};
+
 }  // namespace
 
 std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<int32_t>>& prompts,
@@ -77,6 +93,7 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
                 std::to_string(prompts.size()) + " prompts")
         .fix("give one seed index per prompt, or none");
   const int G = o.group_size;
+  const WeightsScope weights_scope(model, o.weights);
   const int V = model.config().vocab_size;
   const int ctx = model.config().max_seq_len;
 
@@ -143,10 +160,11 @@ std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<
       Slot& sl = active[static_cast<size_t>(s)];
       thread_local std::vector<std::pair<float, int>> scratch;
       const float* lg = logits.data() + static_cast<size_t>(s) * V;
-      const int32_t tok = sample_token(lg, V, sp, sl.rng, scratch);
+      float lp = 0.0f;
+      const int32_t tok = sample_token_logprob(lg, V, sp, sl.rng, scratch, &lp);
       Rollout& ro = out[sl.row];
       ro.tokens.push_back(tok);
-      ro.logprobs.push_back(full_logprob(lg, V, tok, o.temperature));
+      ro.logprobs.push_back(lp);
       sl.next = tok;
       if (is_stop(tok)) {
         ro.stopped = true;

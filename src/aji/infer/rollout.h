@@ -16,13 +16,15 @@
 //     model's context.
 //   - logprobs[i] = log softmax(logits / temperature)[token i], over the FULL vocabulary,
 //     even when top-k / top-p narrow what is sampled (spec §4.2: the KL estimate is only
-//     unbiased with pure sampling, which is the default here).
+//     unbiased with pure sampling, which is the default here); infer::sample_token_logprob,
+//     computed as the training forward's log-probs are.
 // The same loop serves greedy batched generation (temperature 0): `aji eval`'s generative
 // tasks.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "aji/model/model.h"
@@ -47,6 +49,12 @@ struct RolloutOptions {
   // of a data-parallel job rolls out its share of a step's prompts with their indices in the
   // whole step, so its rows sample what one process samples for them.
   std::vector<int> seed_index;
+  // Decode with the model's matrices in this type (Model::use_weights) for the rollout only, and
+  // restore the model's weight state after it (also on an error); unset: the model as it is.
+  // bf16 is what a trainer in bf16 mixed precision samples with (vLLM-style): its training
+  // forward recomputes the log-probs it trains on, so the recorded ones only measure the
+  // drift. A model whose fp32 weights were dropped for another type is an aji::Error.
+  std::optional<kernels::cpu::WeightType> weights;
 };
 
 struct Rollout {
@@ -63,10 +71,10 @@ struct Rollout {
 std::vector<Rollout> rollout(model::Model& model, const std::vector<std::vector<int32_t>>& prompts,
                              const RolloutOptions& o);
 
-// log softmax(logits / temperature)[token] over all V logits (temperature <= 0 counts as 1),
-// accumulated in double. The value rollout() records; exposed for tests and trainers.
-float full_logprob(const float* logits, int vocab, int32_t token, float temperature);
-
+// The weights a trainer's rollouts decode with (RolloutOptions::weights): bf16 when the policy
+// trains in bf16 mixed precision (Model::precision), else the model as it is. The trainers'
+// evaluations decode with the model as it is (what `aji eval` of the saved model sees).
+std::optional<kernels::cpu::WeightType> training_rollout_weights(const model::Model& policy);
 // The per-row sampling seed rollout() uses for (seed, prompt_index, sample_index).
 uint64_t rollout_row_seed(uint64_t seed, int prompt_index, int sample_index);
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "aji/base/error.h"
+#include "aji/kernels/cpu/ops.h"
 
 namespace aji::infer {
 
@@ -109,10 +110,54 @@ int prepare(const float* logits, int vocab, const SamplingParams& p, std::span<c
   return -1;
 }
 
+// Pure sampling (temperature > 0 and no filter or penalty acts): the whole vocabulary by id,
+// probabilities from the log-softmax kernel's exp pass (vectorised; the same numbers the
+// training forward's log-probs come from), drawn without building the candidate list.
+bool pure_sampling(const SamplingParams& p, int vocab, std::span<const int32_t> context) {
+  return p.temperature > 0.0f && (p.top_k == 0 || p.top_k >= vocab) && p.top_p >= 1.0f && p.min_p <= 0.0f &&
+         (p.repetition_penalty == 1.0f || context.empty());
+}
+
+// exp(a * logits - m) into probs (vocab), a = 1/temperature (temperature <= 0: 1), m = a * max:
+// kernels::cpu::exp_logits_row, the pass behind the training forward's log-probs.
+struct ExpPass {
+  float a = 1.0f, m = 0.0f, z = 0.0f;  // z: the kernel's (float) sum
+  double total = 0.0;                  // the double sum of probs (the draw's scale)
+  // log softmax(a * logits)[token], as kernels::cpu::log_softmax_pick computes it
+  float logprob(const float* logits, int32_t token) const { return a * logits[token] - m - std::log(z); }
+};
+ExpPass exp_pass(const float* logits, int vocab, float temperature, std::vector<float>& probs) {
+  ExpPass e;
+  e.a = temperature > 0.0f ? 1.0f / temperature : 1.0f;
+  probs.resize(static_cast<size_t>(vocab));
+  e.z = kernels::cpu::exp_logits_row(probs.data(), logits, vocab, e.a, &e.m);
+  for (int i = 0; i < vocab; ++i) e.total += probs[static_cast<size_t>(i)];
+  return e;
+}
+
+// An id drawn with probability probs[i] / total, scanning by id.
+int draw(const float* probs, int vocab, double total, Rng& rng) {
+  const double u = rng.uniform() * total;
+  double acc = 0.0;
+  int last = 0;
+  for (int i = 0; i < vocab; ++i) {
+    if (probs[i] <= 0.0f) continue;
+    acc += probs[i];
+    last = i;
+    if (u < acc) return i;
+  }
+  return last;
+}
+
 }  // namespace
 
 int sample_token(const float* logits, int vocab, const SamplingParams& p, Rng& rng,
                  std::vector<std::pair<float, int>>& cand, std::span<const int32_t> context) {
+  if (pure_sampling(p, vocab, context)) {
+    thread_local std::vector<float> pf;
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    return draw(pf.data(), vocab, e.total, rng);
+  }
   thread_local std::vector<double> probs;
   size_t n = 0;
   const int greedy = prepare(logits, vocab, p, context, cand, probs, &n);
@@ -132,8 +177,29 @@ int sample_token(const float* logits, int vocab, const SamplingParams& p, Rng& r
   return cand[last].second;
 }
 
+int sample_token_logprob(const float* logits, int vocab, const SamplingParams& p, Rng& rng,
+                         std::vector<std::pair<float, int>>& cand, float* logprob, std::span<const int32_t> context) {
+  thread_local std::vector<float> pf;
+  if (pure_sampling(p, vocab, context)) {
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    const int tok = draw(pf.data(), vocab, e.total, rng);
+    *logprob = e.logprob(logits, tok);
+    return tok;
+  }
+  const int tok = sample_token(logits, vocab, p, rng, cand, context);
+  *logprob = exp_pass(logits, vocab, p.temperature, pf).logprob(logits, tok);
+  return tok;
+}
+
 std::vector<double> sampling_distribution(const float* logits, int vocab, const SamplingParams& p,
                                           std::span<const int32_t> context) {
+  if (pure_sampling(p, vocab, context)) {
+    std::vector<float> pf;
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    std::vector<double> out(static_cast<size_t>(vocab));
+    for (int i = 0; i < vocab; ++i) out[static_cast<size_t>(i)] = pf[static_cast<size_t>(i)] / e.total;
+    return out;
+  }
   std::vector<std::pair<float, int>> cand;
   std::vector<double> probs;
   size_t n = 0;

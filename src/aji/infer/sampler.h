@@ -35,6 +35,14 @@ void check_sampling_params(const SamplingParams& params);
 // calls to avoid allocation.
 int sample_token(const float* logits, int vocab, const SamplingParams& params, Rng& rng,
                  std::vector<std::pair<float, int>>& scratch, std::span<const int32_t> context = {});
+// sample_token, and in *logprob the sampled id's log-probability under the FULL softmax of
+// logits / temperature (temperature 0: at temperature 1), whatever top-k, top-p, min-p or the
+// penalty narrowed (the KL estimate needs the full softmax: post-training spec §4.2). Computed
+// as the training forward's log-probs are (kernels::cpu::log_softmax_pick); the same draw as
+// sample_token from the same rng state.
+int sample_token_logprob(const float* logits, int vocab, const SamplingParams& params, Rng& rng,
+                         std::vector<std::pair<float, int>>& scratch, float* logprob,
+                         std::span<const int32_t> context = {});
 int argmax(const float* logits, int vocab);
 
 // The distribution sample_token draws from (V probabilities summing to 1, zero for the

@@ -352,7 +352,7 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
   // (re)carve the arena when N grows; slices depend on N only
   I.logits_rows = std::max<int64_t>(16, std::min<int64_t>(N, (8 << 20) / c.vocab_size));
-  auto carve = [&](Bump& a) {
+  auto carve = [&](Bump& a, const int64_t N) {  // slices for N rows
     I.la.resize(c.n_layer);
     for (int l = 0; l < c.n_layer; ++l) {
       LayerActs& L = I.la[l];
@@ -384,17 +384,22 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     I.d_hidden = a.take(N * C);
     I.logits = a.take(I.logits_rows * c.vocab_size);
   };
-  // Every slice grows with N, so a buffer carved for a larger N serves a smaller one.
+  // Every slice grows with N, so a buffer carved for a larger N serves a smaller one. Growing
+  // a second time means the shapes vary (RL rows, SFT padding): then room for 25% more rows,
+  // so a run does not zero a fresh arena (page faults) every time its longest batch grows.
   Bump count;
-  carve(count);
+  carve(count, N);
   if (count.used > I.arena.size()) {
+    const int64_t cap = I.cap_N > 0 ? std::max(N, I.cap_N + I.cap_N / 4) : N;
+    Bump grown;
+    carve(grown, cap);
     I.arena.clear();
     I.arena.shrink_to_fit();
-    I.arena.resize(count.used);
-    I.cap_N = N;
+    I.arena.resize(grown.used);
+    I.cap_N = cap;
   }
   Bump real{0, I.arena.data()};
-  carve(real);
+  carve(real, N);
   B_ = B;
   T_ = T;
   I.tokens.assign(tokens, tokens + N);

@@ -988,6 +988,12 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
   return total;
 }
 
+float exp_logits_row(float* scratch, const float* row, int V, float a, float* m_out) {
+  const float m = a * vm::max_of(row, V);
+  *m_out = m;
+  return vm::exp_shift_sum(scratch, row, V, m, a);
+}
+
 void log_softmax_pick(float* out, const float* logits, const int32_t* targets, int64_t n, int V,
                       float inv_temperature, float* entropy) {
   Prof prof(OpKind::kLoss);
@@ -1003,13 +1009,13 @@ void log_softmax_pick(float* out, const float* logits, const int32_t* targets, i
         continue;
       }
       const float* row = logits + r * V;
-      const float mx = vm::max_of(row, V);
-      const float m = a * mx;
-      const float sum = vm::exp_shift_sum(scratch.data(), row, V, m, a);
+      float m = 0.0f;
+      const float sum = exp_logits_row(scratch.data(), row, V, a, &m);
       const float log_sum = std::log(sum);
       out[r] = a * row[targets[r]] - m - log_sum;
       if (entropy) {
         // H = log Z - E_p[z] with z = a*x, both relative to the max: log(sum) - a * E_p[x - max]
+        const float mx = vm::max_of(row, V);
         double acc = 0.0;
         for (int v = 0; v < V; ++v) acc += (double)scratch[v] * (double)(row[v] - mx);
         entropy[r] = static_cast<float>((double)log_sum - (double)a * acc / (double)sum);

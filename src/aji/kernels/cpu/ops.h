@@ -137,6 +137,11 @@ void add_inplace(float* a, const float* b, int64_t n);  // a += b
 // inv_temperature = 1 gives exactly the plain softmax cross-entropy.
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V, float inv_temperature = 1.0f);
+// One row of the log-softmax at temperature 1/a: scratch (V) = exp(a * row - m) with m = a * max(row),
+// returns their sum Z; then log softmax(a * row)[t] = a * row[t] - m - log(Z). The pass
+// behind log_softmax_pick, and behind sampling (infer/sampler.h), so a rollout's recorded
+// log-probs are computed as the training forward's are.
+float exp_logits_row(float* scratch, const float* row, int V, float a, float* m_out);
 // out (n) = log softmax(inv_temperature * logits_i)[target_i] (no gradient; logits untouched);
 // entropy (n) if not null = the entropy of softmax(inv_temperature * logits_i) in nats.
 // target < 0 → out 0 and entropy 0.
