@@ -190,7 +190,7 @@ def aji_dpo(args, info, threads, precision):
 
 
 # ---------------------------------------------------------------- TRL side (runs in a child process)
-def trl_worker(kind, args, info, threads, result_path):
+def trl_worker(kind, args, info, threads, result_path, precision="fp32"):
     import torch
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
@@ -211,7 +211,7 @@ def trl_worker(kind, args, info, threads, result_path):
             times.append((time.perf_counter() - self.t0, time.process_time() - self.c0))
 
     common = dict(output_dir=os.path.join(args.work, "trl-%s-%d" % (kind, threads)), max_steps=0,
-                  logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, fp16=False,
+                  logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=precision == "bf16", fp16=False,
                   dataloader_num_workers=0, seed=0, disable_tqdm=True)
     if kind == "grpo":
         from trl import GRPOConfig, GRPOTrainer
@@ -266,9 +266,10 @@ def trl_worker(kind, args, info, threads, result_path):
     json.dump(res, open(result_path, "w"))
 
 
-def trl_side(kind, args, info, threads):
-    path = os.path.join(args.work, "trl-%s-%d.json" % (kind, threads))
+def trl_side(kind, args, info, threads, precision="fp32"):
+    path = os.path.join(args.work, "trl-%s-%d-%s.json" % (kind, threads, precision))
     cmd = [sys.executable, os.path.abspath(__file__), "--trl-worker", kind, "--threads", str(threads),
+           "--trl-precision", precision,
            "--work", args.work, "--grpo-steps", str(args.grpo_steps), "--dpo-steps", str(args.dpo_steps),
            "--prompts", str(args.prompts), "--group", str(args.group), "--max-new", str(args.max_new),
            "--dpo-batch", str(args.dpo_batch), "--result", path]
@@ -298,14 +299,17 @@ def main():
     ap.add_argument("--dpo-batch", type=int, default=8)
     ap.add_argument("--only", choices=["grpo", "dpo"])
     ap.add_argument("--aji-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "auto"],
-                    help="aji's --precision, one aji run each (TRL runs fp32: fp32 is the like-for-like row)")
+                    help="aji's --precision, one aji run each (like for like with --trl-precision of the same name)")
+    ap.add_argument("--trl-precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="TRL's precision, one TRL run each: fp32 (its CPU default) or bf16 (TrainingArguments "
+                         "bf16=True: torch.autocast on CPU)")
     ap.add_argument("--trl-worker", choices=["grpo", "dpo"], help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.work = os.path.abspath(args.work)
     if args.trl_worker:
         info = json.load(open(os.path.join(args.work, "ready.json")))
-        trl_worker(args.trl_worker, args, info, args.threads[0], args.result)
+        trl_worker(args.trl_worker, args, info, args.threads[0], args.result, args.trl_precision[0])
         return
     try:
         import trl  # noqa: F401
@@ -319,7 +323,7 @@ def main():
     for threads in args.threads:
         if args.only in (None, "grpo"):
             runs = [("aji " + p, aji_grpo(args, info, threads, p)) for p in args.aji_precision]
-            runs.append(("TRL", trl_side("grpo", args, info, threads)))
+            runs += [("TRL " + p, trl_side("grpo", args, info, threads, p)) for p in args.trl_precision]
             for name, rows in runs:
                 step, ro = med(rows, "step_s"), med(rows, "rollout_s")
                 tokps = statistics.median([r["tokens"] / r["rollout_s"] for r in rows[1:] or rows])
@@ -327,7 +331,7 @@ def main():
                                 med(rows, "cpu_s")))
         if args.only in (None, "dpo"):
             runs = [("aji " + p, aji_dpo(args, info, threads, p)) for p in args.aji_precision]
-            runs.append(("TRL", trl_side("dpo", args, info, threads)))
+            runs += [("TRL " + p, trl_side("dpo", args, info, threads, p)) for p in args.trl_precision]
             for name, rows in runs:
                 results.append(("DPO", name, threads, med(rows, "step_s"), None, None, None, None,
                                 med(rows, "cpu_s")))
@@ -340,12 +344,13 @@ def main():
                                                                  f(r[6], "%.0f"), f(r[7], "%.1f"), f(r[8])))
     print()
     for kind in ("GRPO", "DPO"):
-        for threads, prec in ((t, p) for t in args.threads for p in args.aji_precision):
+        for threads, prec, tprec in ((t, p, q) for t in args.threads for p in args.aji_precision
+                                     for q in args.trl_precision):
             a = [r for r in results if r[0] == kind and r[1] == "aji " + prec and r[2] == threads]
-            t = [r for r in results if r[0] == kind and r[1] == "TRL" and r[2] == threads]
+            t = [r for r in results if r[0] == kind and r[1] == "TRL " + tprec and r[2] == threads]
             if a and t:
-                line = "%s, %d thread(s), aji %s: TRL step / aji step = %.2fx wall" % (kind, threads, prec,
-                                                                                       t[0][3] / a[0][3])
+                line = "%s, %d thread(s), aji %s vs TRL %s: TRL step / aji step = %.2fx wall" % (
+                    kind, threads, prec, tprec, t[0][3] / a[0][3])
                 if a[0][8] and t[0][8]:
                     line += ", %.2fx CPU" % (t[0][8] / a[0][8])
                 if kind == "GRPO":

@@ -16,7 +16,8 @@
 # 6. greedy replies of SFT, PPO and DPO to a few held-out prompts (aji chat), scored by the RM
 #
 # Environment: AJI (default build/aji), VOCAB, PRE_STEPS, SFT_STEPS, RM_STEPS, RM_LR, PPO_STEPS, PPO_KL,
-# PPO_LR, DPO_STEPS, DPO_LR, DPO_BETA. Summary in WORK_DIR/report.txt.
+# PPO_LR, DPO_STEPS, DPO_LR, DPO_BETA, SFT_MODEL (an existing SFT run or model directory, e.g. the demo's
+# out/demo/sft/run: steps 1-2 are skipped and 3-6 start from it). Summary in WORK_DIR/report.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AJI=${AJI:-build/aji}
@@ -76,6 +77,10 @@ cat > "$WORK/model.json" <<JSON
 }
 JSON
 
+SFT=${SFT_MODEL:-$WORK/sft}
+if [ -n "${SFT_MODEL:-}" ]; then
+  echo "== 1-2. skipped: starting from the SFT model $SFT_MODEL"
+else
 echo "== 1. tokenizer + pretraining ($PRE_STEPS steps)"
 "$AJI" tokenizer train --input "$WORK/text.jsonl" --jsonl-field text --vocab-size "$VOCAB" --out "$WORK/tokenizer.json"
 "$AJI" data tokenize --tokenizer "$WORK/tokenizer.json" --input "$WORK/text.jsonl" --jsonl-field text \
@@ -88,27 +93,28 @@ echo "== 2. SFT ($SFT_STEPS steps)"
 "$AJI" sft train --model "$WORK/base" --data "$WORK/sft.jsonl" --out "$WORK/sft" --force \
   --steps "$SFT_STEPS" --batch-size 8 --seq-len 256 --batching pack --lr 1e-3 --warmup 10 --decay linear \
   --eval-every 100 --save-every 0 --keep 1 --skip-invalid
+fi
 
 echo "== 3. reward model"
-"$AJI" rm train --model "$WORK/sft" --data "$WORK/train.jsonl" --out "$WORK/rm" --force \
+"$AJI" rm train --model "$SFT" --data "$WORK/train.jsonl" --out "$WORK/rm" --force \
   --steps "$RM_STEPS" --lr "$RM_LR" --batch-size 8 --val-fraction 0.05 --save-every 0 --keep 1 --skip-invalid
 "$AJI" rm score --model "$WORK/rm" --input "$WORK/heldout_chosen.jsonl" --skip-invalid > "$WORK/heldout_chosen.scores" || true
 "$AJI" rm score --model "$WORK/rm" --input "$WORK/heldout_rejected.jsonl" --skip-invalid > "$WORK/heldout_rejected.scores" || true
 
 echo "== 4. PPO against the RM ($PPO_STEPS steps)"
-"$AJI" ppo --model "$WORK/sft" --reward "$WORK/rm" --prompts "$WORK/prompts.jsonl" --out "$WORK/ppo" --force \
+"$AJI" ppo --model "$SFT" --reward "$WORK/rm" --prompts "$WORK/prompts.jsonl" --out "$WORK/ppo" --force \
   --steps "$PPO_STEPS" --kl-coef "$PPO_KL" --rollouts-per-step 16 --group-size 2 --max-new-tokens 48 \
   --lr "$PPO_LR" --save-every 0 --keep 1 --skip-invalid
 
 echo "== 5. DPO"
-"$AJI" dpo --model "$WORK/sft" --data "$WORK/train.jsonl" --val "$WORK/heldout.jsonl" --out "$WORK/dpo" --force \
+"$AJI" dpo --model "$SFT" --data "$WORK/train.jsonl" --val "$WORK/heldout.jsonl" --out "$WORK/dpo" --force \
   --steps "$DPO_STEPS" --lr "$DPO_LR" --beta "$DPO_BETA" --batch-size 8 --eval-every 20 --kl-prompts 8 \
   --max-new-tokens 48 --save-every 0 --keep 1 --skip-invalid
 
 echo "== 6. samples (greedy, 48 tokens) and report"
-python3 - "$WORK" "$AJI" <<'PY'
+python3 - "$WORK" "$AJI" "$SFT" <<'PY'
 import json, os, subprocess, sys, tempfile
-w, aji = sys.argv[1:3]
+w, aji, sft = sys.argv[1:4]
 def scores(path):
     out = {}
     for l in open(path):
@@ -130,7 +136,7 @@ prompts = json.load(open(w + "/sample_prompts.json"))
 for model in ("sft", "ppo", "dpo"):
     replies = []
     for p in prompts:
-        res = subprocess.run([aji, "chat", "--model", w + "/" + model, "--prompt", p, "--max-tokens", "48",
+        res = subprocess.run([aji, "chat", "--model", sft if model == "sft" else w + "/" + model, "--prompt", p, "--max-tokens", "48",
                               "--temperature", "0"], capture_output=True, text=True)
         replies.append(res.stdout.strip())
     conv = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")
