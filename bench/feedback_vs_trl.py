@@ -4,7 +4,7 @@ data, same threads, in one run (issue #14, performance).
 
   python3 bench/feedback_vs_trl.py [--aji build/aji] [--threads 1 2] [--work /tmp/aji-bench/feedback]
         [--grpo-steps 5] [--dpo-steps 8] [--prompts 4] [--group 8] [--max-new 32] [--dpo-batch 8]
-        [--only grpo|dpo]
+        [--only grpo|dpo] [--aji-precision fp32 bf16 auto] [--trl-precision fp32 bf16]
 
 Model: configs/tiny-gpt2.json (GPT-2 family, L6 d384, 6 heads, context 256, vocab 8192, tied; 13.9M
 parameters) with a 8192-token BPE tokenizer trained by aji on data/sft/train.jsonl, initialised by one
