@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -242,77 +243,53 @@ TEST(Grpo, SmokeEveryTensorChangesReferenceFrozen) {
   EXPECT_FALSE(ref.has_grads());
 }
 
-// Resume: 2 steps, the weights and AdamW state through files, 2 more steps == 4 steps.
-TEST(Grpo, ResumeIsBitIdentical) {
+// Resume: 2 steps, the weights and AdamW state through files, 2 more steps == 4 steps, every
+// model from make_model (the policy's and the frozen reference's). Returns the 4-step policy.
+model::Model check_resume_bit_identical(const std::function<model::Model()>& make_model) {
   set_num_threads(2);
   test::TempDir dir;
   align::GrpoOptions o = small_options();
   o.steps = 4;
   o.beta = 0.04;
   const std::vector<align::GrpoTask> tasks = pick_tasks(30, 7);
-  model::Model ref = toybase::load_toy_sft();
-  model::Model whole = toybase::load_toy_sft();
+  model::Model ref = make_model();
+  model::Model whole = make_model();
   train::AdamW ow = make_opt(whole);
   align::grpo_train(whole, &ref, ow, tasks, even_reward, o, 0);
 
-  model::Model first = toybase::load_toy_sft();
+  model::Model first = make_model();
   train::AdamW of = make_opt(first);
   align::GrpoHooks hooks;
   hooks.after_step = [](int64_t step) { return step == 2; };
   const align::GrpoTrainResult r1 = align::grpo_train(first, &ref, of, tasks, even_reward, o, 0, hooks);
-  ASSERT_TRUE(r1.stopped_early);
-  ASSERT_EQ(r1.step, 2);
+  EXPECT_TRUE(r1.stopped_early);
+  EXPECT_EQ(r1.step, 2);
   of.save(dir.path() / "optimizer.bin");
-  model::Model second = toybase::load_toy_sft();
+  model::Model second = make_model();
   std::copy(first.params(), first.params() + first.num_params(), second.params());
   train::AdamW os = make_opt(second);
   os.load(dir.path() / "optimizer.bin");
   const align::GrpoTrainResult r2 = align::grpo_train(second, &ref, os, tasks, even_reward, o, r1.step);
   EXPECT_EQ(r2.step, 4);
   EXPECT_TRUE(same_bits(params_of(whole), second));
+  return whole;
 }
+
+TEST(Grpo, ResumeIsBitIdentical) { check_resume_bit_identical(toybase::load_toy_sft); }
 
 // In bf16 mixed precision the rollouts decode with bf16 weights (infer::training_rollout_weights):
 // still bit-identical on resume, the policy left in fp32 weights between steps, and the run
 // differs from the fp32 one (so the bf16 path ran).
 TEST(Grpo, Bf16ResumeIsBitIdenticalAndRolloutsLeaveFp32Weights) {
   if (!kernels::cpu::bf16_supported()) GTEST_SKIP() << "this CPU has no native bf16 (bf16 falls back to fp32 here)";
-  set_num_threads(2);
-  test::TempDir dir;
-  align::GrpoOptions o = small_options();
-  o.steps = 4;
-  o.beta = 0.04;
-  const std::vector<align::GrpoTask> tasks = pick_tasks(30, 7);
-  auto bf16_model = [] {
+  const model::Model bf16 = check_resume_bit_identical([] {
     model::Model m = toybase::load_toy_sft();
     m.set_precision(model::Precision::kBf16);
     return m;
-  };
-  model::Model ref = bf16_model();
-  model::Model whole = bf16_model();
-  train::AdamW ow = make_opt(whole);
-  align::grpo_train(whole, &ref, ow, tasks, even_reward, o, 0);
-  EXPECT_EQ(whole.weights(), kernels::cpu::WeightType::kF32);
-  model::Model fp32 = toybase::load_toy_sft();
-  model::Model ref32 = toybase::load_toy_sft();
-  train::AdamW o32 = make_opt(fp32);
-  align::grpo_train(fp32, &ref32, o32, tasks, even_reward, o, 0);
-  EXPECT_FALSE(same_bits(params_of(fp32), whole));
-
-  model::Model first = bf16_model();
-  train::AdamW of = make_opt(first);
-  align::GrpoHooks hooks;
-  hooks.after_step = [](int64_t step) { return step == 2; };
-  const align::GrpoTrainResult r1 = align::grpo_train(first, &ref, of, tasks, even_reward, o, 0, hooks);
-  ASSERT_TRUE(r1.stopped_early);
-  of.save(dir.path() / "optimizer.bin");
-  model::Model second = bf16_model();
-  std::copy(first.params(), first.params() + first.num_params(), second.params());
-  train::AdamW os = make_opt(second);
-  os.load(dir.path() / "optimizer.bin");
-  const align::GrpoTrainResult r2 = align::grpo_train(second, &ref, os, tasks, even_reward, o, r1.step);
-  EXPECT_EQ(r2.step, 4);
-  EXPECT_TRUE(same_bits(params_of(whole), second));
+  });
+  EXPECT_EQ(bf16.weights(), kernels::cpu::WeightType::kF32);
+  const model::Model fp32 = check_resume_bit_identical(toybase::load_toy_sft);
+  EXPECT_FALSE(same_bits(params_of(fp32), bf16));
 }
 
 TEST(Grpo, BadInput) {

@@ -122,16 +122,17 @@ bool pure_sampling(const SamplingParams& p, int vocab, std::span<const int32_t> 
 // kernels::cpu::exp_logits_row, the pass behind the training forward's log-probs.
 struct ExpPass {
   float a = 1.0f, m = 0.0f, z = 0.0f;  // z: the kernel's (float) sum
-  double total = 0.0;                  // the double sum of probs (the draw's scale)
+  double total = 0.0;                  // the double sum of probs (the draw's scale; with_total only)
   // log softmax(a * logits)[token], as kernels::cpu::log_softmax_pick computes it
   float logprob(const float* logits, int32_t token) const { return a * logits[token] - m - std::log(z); }
 };
-ExpPass exp_pass(const float* logits, int vocab, float temperature, std::vector<float>& probs) {
+ExpPass exp_pass(const float* logits, int vocab, float temperature, std::vector<float>& probs, bool with_total) {
   ExpPass e;
   e.a = temperature > 0.0f ? 1.0f / temperature : 1.0f;
   probs.resize(static_cast<size_t>(vocab));
   e.z = kernels::cpu::exp_logits_row(probs.data(), logits, vocab, e.a, &e.m);
-  for (int i = 0; i < vocab; ++i) e.total += probs[static_cast<size_t>(i)];
+  if (with_total)
+    for (int i = 0; i < vocab; ++i) e.total += probs[static_cast<size_t>(i)];
   return e;
 }
 
@@ -155,7 +156,7 @@ int sample_token(const float* logits, int vocab, const SamplingParams& p, Rng& r
                  std::vector<std::pair<float, int>>& cand, std::span<const int32_t> context) {
   if (pure_sampling(p, vocab, context)) {
     thread_local std::vector<float> pf;
-    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf, true);
     return draw(pf.data(), vocab, e.total, rng);
   }
   thread_local std::vector<double> probs;
@@ -181,13 +182,13 @@ int sample_token_logprob(const float* logits, int vocab, const SamplingParams& p
                          std::vector<std::pair<float, int>>& cand, float* logprob, std::span<const int32_t> context) {
   thread_local std::vector<float> pf;
   if (pure_sampling(p, vocab, context)) {
-    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf, true);
     const int tok = draw(pf.data(), vocab, e.total, rng);
     *logprob = e.logprob(logits, tok);
     return tok;
   }
   const int tok = sample_token(logits, vocab, p, rng, cand, context);
-  *logprob = exp_pass(logits, vocab, p.temperature, pf).logprob(logits, tok);
+  *logprob = exp_pass(logits, vocab, p.temperature, pf, false).logprob(logits, tok);
   return tok;
 }
 
@@ -195,7 +196,7 @@ std::vector<double> sampling_distribution(const float* logits, int vocab, const 
                                           std::span<const int32_t> context) {
   if (pure_sampling(p, vocab, context)) {
     std::vector<float> pf;
-    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf);
+    const ExpPass e = exp_pass(logits, vocab, p.temperature, pf, true);
     std::vector<double> out(static_cast<size_t>(vocab));
     for (int i = 0; i < vocab; ++i) out[static_cast<size_t>(i)] = pf[static_cast<size_t>(i)] / e.total;
     return out;
