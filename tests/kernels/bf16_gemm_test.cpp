@@ -164,6 +164,59 @@ TEST(Bf16Gemm, LinearLayerForwardAndBackwardBothLayouts) {
   }
 }
 
+// pair_product_bf16 on operands packed by pack_bf16_pair_rows / pack_bf16_pairs_transposed
+// (attention's tiles), every operand layout, odd K (a zero pad), edges of the 8-row blocks and
+// 16-column vectors, and accumulation; against fp64 on the bf16-rounded inputs.
+TEST(Bf16Gemm, PairProductOnPackedOperandsEveryLayoutAndEdge) {
+  for (int M : {1, 7, 8, 13, 32})
+    for (int N : {1, 15, 16, 17, 33, 64, 100})
+      for (int K : {1, 2, 7, 64, 129}) {
+        // x (M,K) and y (K,N), row-major fp32; C = x y
+        const auto x = randn((size_t)M * K, 11 + K), y = randn((size_t)K * N, 13 + N);
+        const auto x16 = to_bf16(x), y16 = to_bf16(y);
+        const int pairs = (K + 1) / 2;
+        // A as row-major pairs (x's rows, an odd K padded) and as pairs down the columns
+        // (pack_bf16_pair_rows of x^T); B as pair rows of y and as pairs transposed of y^T
+        std::vector<float> xpad((size_t)M * 2 * pairs, 0.0f), xt((size_t)K * M), yt((size_t)N * K);
+        for (int i = 0; i < M; ++i)
+          for (int k = 0; k < K; ++k) xpad[(size_t)i * 2 * pairs + k] = x[(size_t)i * K + k], xt[(size_t)k * M + i] = x[(size_t)i * K + k];
+        for (int k = 0; k < K; ++k)
+          for (int j = 0; j < N; ++j) yt[(size_t)j * K + k] = y[(size_t)k * N + j];
+        std::vector<uint16_t> a_rows((size_t)M * 2 * pairs);
+        round_to_bf16(a_rows.data(), xpad.data(), (int64_t)a_rows.size());
+        const int64_t lda_cols = M + 3, ldb = N + 5;
+        std::vector<uint32_t> a_cols((size_t)pairs * lda_cols), b_rows((size_t)pairs * ldb), b_tr((size_t)pairs * ldb);
+        pack_bf16_pair_rows(a_cols.data(), lda_cols, xt.data(), M, K, M);
+        pack_bf16_pair_rows(b_rows.data(), ldb, y.data(), N, K, N);
+        std::vector<float> ytp((size_t)N * 2 * pairs, 0.0f);  // y^T rows padded to an even width
+        for (int j = 0; j < N; ++j)
+          for (int k = 0; k < K; ++k) ytp[(size_t)j * 2 * pairs + k] = yt[(size_t)j * K + k];
+        pack_bf16_pairs_transposed(b_tr.data(), ldb, ytp.data(), 2 * pairs, N, 2 * pairs);
+        const auto* a_words = reinterpret_cast<const uint32_t*>(a_rows.data());
+        for (int layout = 0; layout < 4; ++layout) {
+          const bool a_by_rows = layout % 2 == 0, b_pair_rows = layout < 2;
+          const int64_t ldc = N + 2;
+          std::vector<float> C((size_t)M * ldc, 0.5f);
+          const bool acc = layout == 3;
+          pair_product_bf16(M, N, pairs, a_by_rows ? a_words : a_cols.data(), a_by_rows ? pairs : 1,
+                            a_by_rows ? 1 : lda_cols, b_pair_rows ? b_rows.data() : b_tr.data(), ldb, C.data(), ldc,
+                            acc);
+          for (int i = 0; i < M; ++i)
+            for (int j = 0; j < N; ++j) {
+              double want = acc ? 0.5 : 0.0, abs_sum = 0;
+              for (int k = 0; k < K; ++k) {
+                const double t = bf(x16[(size_t)i * K + k]) * bf(y16[(size_t)k * N + j]);
+                want += t;
+                abs_sum += std::fabs(t);
+              }
+              expect_close(C[(size_t)i * ldc + j], want, abs_sum + 0.5, K, "pair product", (int64_t)i * N + j);
+            }
+          for (int i = 0; i < M; ++i)  // the columns past N are left alone
+            for (int j = N; j < ldc; ++j) ASSERT_EQ(C[(size_t)i * ldc + j], 0.5f) << M << "x" << N << "x" << K;
+        }
+      }
+}
+
 TEST(Bf16Gemm, Bf16PeakIsMeasuredWhereTheCpuHasIt) {
   const FmaProbe p = bf16_probe(1 << 16);
   if (!bf16_supported() || std::string(p.isa) == "none") {

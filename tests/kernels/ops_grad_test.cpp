@@ -2,6 +2,7 @@
 // (summed in double), and each forward against a naive double-precision formula.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/half.h"
 #include "aji/base/rng.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/kernels/cpu/vec_math.h"
@@ -459,6 +461,57 @@ TEST(OpsGrad, AttentionOverSeveralKeyBlocksPackedDocumentsAndPaddedHeadWidths) {
       EXPECT_LT(rel_err(dq, ref.dq), 2e-5) << what;
       EXPECT_LT(rel_err(dk, ref.dk), 2e-5) << what;
       EXPECT_LT(rel_err(dv, ref.dv), 2e-5) << what;
+    }
+}
+
+// Mixed precision (AttnDims::bf16_products): every tile product on bf16 operands. Against the
+// float64 reference on the same inputs the error is bf16's (q, k, v, P and dS rounded to 8
+// significant bits, ~2^-9 relative each); against the reference on bf16-rounded q, k, v only P
+// and dS remain. The fp32 path is ~1e-6 from both references, so the bounds below show the
+// bf16 products ran and that they are no worse than their rounding. Same shapes as above.
+TEST(OpsGrad, AttentionWithBf16ProductsIsWithinBf16RoundingOfTheReference) {
+  auto rounded = [](std::vector<float> x) {
+    for (auto& e : x) e = aji::bf16_to_f32(aji::f32_to_bf16(e));
+    return x;
+  };
+  for (int hd : {64, 40, 6})
+    for (int n_new : {300, 70, 3}) {
+      const int B = 2, Tk = 300, Tq = n_new, H = 4, KV = 2, q_pos0 = Tk - n_new;
+      auto q = randn((size_t)B * Tq * H * hd, 1), k = randn((size_t)B * Tk * KV * hd, 2);
+      auto v = randn((size_t)B * Tk * KV * hd, 3), dout = randn((size_t)B * Tq * H * hd, 4);
+      std::vector<int32_t> key_start((size_t)B * Tq, 0);
+      for (int i = 0; i < Tq; ++i) key_start[(size_t)Tq + i] = q_pos0 + i >= 131 ? 131 : 0;
+      const NaiveAttention ref = naive_attention_with_grads(q, k, v, dout, key_start, B, Tq, Tk, H, KV, hd, q_pos0);
+      const NaiveAttention ref16 = naive_attention_with_grads(rounded(q), rounded(k), rounded(v), dout, key_start, B,
+                                                              Tq, Tk, H, KV, hd, q_pos0);
+      ops::AttnDims d;
+      d.B = B, d.Tq = Tq, d.Tk = Tk, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = q_pos0, d.key_start = key_start.data();
+      d.q_bs = d.o_bs = (int64_t)Tq * H * hd, d.q_ts = d.o_ts = H * hd;
+      d.k_bs = d.v_bs = (int64_t)Tk * KV * hd, d.k_ts = d.v_ts = KV * hd;
+      d.bf16_products = true;
+      std::vector<float> out(q.size()), lse((size_t)B * H * Tq), dq(q.size()), dk(k.size()), dv(v.size());
+      ops::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), d);
+      ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
+                              lse.data(), d);
+      const std::string what = "hd " + std::to_string(hd) + " queries " + std::to_string(n_new);
+      const double e_out = rel_err(out, ref.out), e_dq = rel_err(dq, ref.dq), e_dk = rel_err(dk, ref.dk),
+                   e_dv = rel_err(dv, ref.dv);
+      std::printf("%s: out %.2e dq %.2e dk %.2e dv %.2e (vs the reference on rounded q k v: %.2e %.2e %.2e %.2e)\n",
+                  what.c_str(), e_out, e_dq, e_dk, e_dv, rel_err(out, ref16.out), rel_err(dq, ref16.dq),
+                  rel_err(dk, ref16.dk), rel_err(dv, ref16.dv));
+      if (Tq <= 4) {  // a few query rows (decoding) keep the fp32 products
+        EXPECT_LT(e_out, 2e-6) << what;
+        EXPECT_LT(std::max({e_dq, e_dk, e_dv}), 2e-5) << what;
+        continue;
+      }
+      // 2^-9 = 2.0e-3 relative per rounded operand; a product of two rounded operands and
+      // a softmax over them stays within a few of those
+      EXPECT_LT(e_out, 1e-2) << what;
+      EXPECT_LT(e_dq, 2e-2) << what;
+      EXPECT_LT(e_dk, 2e-2) << what;
+      EXPECT_LT(e_dv, 2e-2) << what;
+      EXPECT_LT(rel_err(out, ref16.out), e_out) << what;  // the rounding of q, k, v is most of it
+      EXPECT_GT(e_out, 1e-4) << what << ": the bf16 products did not run";
     }
 }
 

@@ -2,6 +2,7 @@
 // what Model::forward really allocates, for both architectures, and the refusal message.
 #include "aji/train/memory.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -48,7 +49,8 @@ TEST(TrainMemory, EstimateMatchesWhatTheModelAllocates) {
 }
 
 // --precision bf16 adds the bf16 weight copy (2 bytes per parameter) and the bf16 copies of
-// the widest product's input and output gradient, here the LM head's (V = 300 > 2F = 128).
+// the widest product's input and output gradient, here the LM head's (V = 300 > 2F = 128),
+// and keeps the norms' outputs and the FFN activation in bf16 (half their fp32 bytes).
 TEST(TrainMemory, Bf16AddsTheWeightCopyAndTheProductScratch) {
   const aji::model::ModelConfig c = small(aji::model::Arch::kLlama);
   const double P = double(c.num_params());
@@ -57,8 +59,30 @@ TEST(TrainMemory, Bf16AddsTheWeightCopyAndTheProductScratch) {
   EXPECT_EQ(bf.grads, fp.grads);
   EXPECT_EQ(bf.optimizer, fp.optimizer);
   // 64 rows: the logit rows' chunk is max(16, min(64, 8M / V)) = 64; (C + V) = 332 bf16 values a row
-  // against (max(C, F, QW) + max(QKV, 2F, C)) = 64 + 128 = 192 for the layers' products.
-  EXPECT_EQ(bf.activations, fp.activations + 2.0 * 64 * (32 + 300));
+  // against (max(C, F, QW) + max(QKV, 2F, C)) = 64 + 128 = 192 for the layers' products. Kept in
+  // bf16: ln1, ln2 (2 x C a layer, 2 layers) and the activation (F = 64): 2 bytes saved a value.
+  EXPECT_EQ(bf.activations, fp.activations + 2.0 * 64 * (32 + 300) - 2.0 * 64 * (2 * 2 * 32 + 64));
+}
+
+// The bf16 estimate against what a bf16 model allocates (the product scratch is per thread,
+// outside the model's arena, so it is taken out here).
+TEST(TrainMemory, Bf16EstimateMatchesWhatTheModelAllocates) {
+  for (auto arch : {aji::model::Arch::kGpt2, aji::model::Arch::kLlama}) {
+    const aji::model::ModelConfig c = small(arch);
+    aji::model::Model m(c);
+    m.init_weights(1);
+    m.set_precision(aji::model::Precision::kBf16);
+    const int B = 3, N = B * 32;
+    m.forward(std::vector<int32_t>(size_t(N), 1).data(), B, 32);
+    const auto est = aji::train::training_memory(c, (int64_t)m.num_params(), N, true);
+    const double C = c.d_model, F = c.ff(), QW = c.q_width(), QKV = c.qkv_width(), V = c.vocab_size;
+    const double FF = c.is_gpt2() ? F : 2 * F;
+    const double scratch = 2.0 * std::max(N * (std::max({C, F, QW}) + std::max({QKV, FF, C})), N * (C + V));
+    const double fp32_acts = aji::train::training_memory(c, (int64_t)m.num_params(), N).activations;
+    const double real = double(m.activation_bytes());
+    EXPECT_NEAR(est.activations - scratch, real, 0.05 * real) << "arch " << int(arch);
+    EXPECT_LT(real, fp32_acts) << "arch " << int(arch);
+  }
 }
 
 TEST(TrainMemory, RefusesWhatDoesNotFitWithTheNumbersAndTheFix) {

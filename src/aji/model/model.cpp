@@ -28,6 +28,7 @@ struct Bump {
     used += (n + 15) / 16 * 16;  // 64-byte alignment of every slice
     return p;
   }
+  uint16_t* take_bf16(size_t n) { return reinterpret_cast<uint16_t*>(take((n + 1) / 2)); }
 };
 
 // One product of a forward_extend pass over `rows` rows. invariant: every row as it is alone
@@ -56,7 +57,11 @@ struct LayerOffsets {
 
 struct LayerActs {  // saved by forward for backward, (N = B*T)
   float* resid_in;   // (N,C) input of the layer
+  // The norms' outputs, which only the next product reads: fp32, or in bf16 precision the
+  // bf16 bits that product takes (ln1 / ln2 null then; half the memory, no second rounding
+  // in backward).
   float* ln1;        // (N,C)
+  uint16_t* ln1_16;  // (N,C) bf16 precision
   float* ln1_mean;   // (N) gpt2 only
   float* ln1_rstd;   // (N)
   float* qkv;        // (N,QKV) projection output (before QK-norm / RoPE)
@@ -64,6 +69,7 @@ struct LayerActs {  // saved by forward for backward, (N = B*T)
   float* lse;        // (B,H,T) log-sum-exp of attention rows
   float* resid_mid;  // (N,C) after the attention residual
   float* ln2;        // (N,C)
+  uint16_t* ln2_16;  // (N,C) bf16 precision
   float* ln2_mean;
   float* ln2_rstd;
   float* fc;         // (N,F) gpt2 pre-GELU, (N,2F) llama [gate|up]
@@ -79,6 +85,9 @@ struct Model::Impl {
   int64_t cap_N = 0;
   std::vector<LayerActs> la;
   float *resid_final = nullptr, *hidden = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr;
+  // act: the FFN's activation output (N,F), the down projection's input, recomputed in
+  // backward; in bf16 precision act16 instead (its bf16 bits, what that product reads).
+  uint16_t* act16 = nullptr;
   float *qkv_work = nullptr, *act = nullptr, *d_resid = nullptr, *d_tmp = nullptr, *d_qkv = nullptr;
   float *d_fc = nullptr, *d_act = nullptr, *d_atty = nullptr, *d_hidden = nullptr, *logits = nullptr;
   int64_t logits_rows = 0;
@@ -88,9 +97,10 @@ struct Model::Impl {
   const int32_t* pos_ptr() const { return positions.empty() ? nullptr : positions.data(); }
   const int32_t* key_start_ptr() const { return key_start.empty() ? nullptr : key_start.data(); }
 
-  // The q, k, v that attention sees for a (B,T) batch: GPT-2's projection as is; Llama's
-  // with QK-norm and RoPE applied to q and k in qkv_work. Forward and backward (which
-  // recomputes it instead of storing it) share this.
+  // The q and k that attention sees for a (B,T) batch (k at column QW of the result; v is
+  // read from the projection output itself): GPT-2's projection as is; Llama's with QK-norm
+  // and RoPE applied to q and k in qkv_work (its v columns are not written). Forward and
+  // backward (which recomputes it instead of storing it) share this.
   const float* attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw, const float* qkv, int B,
                              int T);
 
@@ -123,14 +133,16 @@ const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, co
                                         const float* qkv, int B, int T) {
   if (c.is_gpt2()) return qkv;
   const int64_t N = (int64_t)B * T, QKV = c.qkv_width(), QW = c.q_width();
-  std::memcpy(qkv_work, qkv, sizeof(float) * N * QKV);
+  const float* src = qkv;  // RoPE out of place from the projection, unless QK-norm went first
   if (c.qk_norm) {
+    std::memcpy(qkv_work, qkv, sizeof(float) * N * QKV);
     ops::head_rmsnorm_forward(qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
     ops::head_rmsnorm_forward(qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+    src = nullptr;
   }
-  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, false, pos_ptr());
-  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false,
-                  pos_ptr());
+  // q's heads and k's, which follow them (column QW = n_head * hd), in one pass
+  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0, false,
+                  pos_ptr(), src);
   return qkv_work;
 }
 
@@ -257,6 +269,7 @@ void Model::set_precision(Precision p) {
   if (p == precision_) return;
   precision_ = p;
   params_changed_ = true;
+  impl_->have_forward = false;  // the saved activations are in the other precision's layout
   if (p == Precision::kFp32) {
     impl_->w16.clear();
     impl_->w16.shrink_to_fit();
@@ -352,19 +365,22 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
   // (re)carve the arena when N grows; slices depend on N only
   I.logits_rows = std::max<int64_t>(16, std::min<int64_t>(N, (8 << 20) / c.vocab_size));
+  const bool bf16 = precision_ == Precision::kBf16;
   auto carve = [&](Bump& a, const int64_t N) {  // slices for N rows
     I.la.resize(c.n_layer);
     for (int l = 0; l < c.n_layer; ++l) {
       LayerActs& L = I.la[l];
       L.resid_in = a.take(N * C);
-      L.ln1 = a.take(N * C);
+      L.ln1 = bf16 ? nullptr : a.take(N * C);
+      L.ln1_16 = bf16 ? a.take_bf16(N * C) : nullptr;
       L.ln1_mean = a.take(N);
       L.ln1_rstd = a.take(N);
       L.qkv = a.take(N * QKV);
       L.atty = a.take(N * QW);
       L.lse = a.take(N * c.n_head);
       L.resid_mid = a.take(N * C);
-      L.ln2 = a.take(N * C);
+      L.ln2 = bf16 ? nullptr : a.take(N * C);
+      L.ln2_16 = bf16 ? a.take_bf16(N * C) : nullptr;
       L.ln2_mean = a.take(N);
       L.ln2_rstd = a.take(N);
       L.fc = a.take(N * FF);
@@ -374,7 +390,8 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     I.lnf_mean = a.take(N);
     I.lnf_rstd = a.take(N);
     I.qkv_work = c.is_gpt2() ? nullptr : a.take(N * QKV);
-    I.act = a.take(N * F);
+    I.act = bf16 ? nullptr : a.take(N * F);
+    I.act16 = bf16 ? a.take_bf16(N * F) : nullptr;
     I.d_resid = a.take(N * C);
     I.d_tmp = a.take(N * C);
     I.d_qkv = a.take(N * QKV);
@@ -411,7 +428,6 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  const bool bf16 = precision_ == Precision::kBf16;
   if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change
     I.w16.resize(params_.size());
     ops::round_to_bf16(I.w16.data(), P, (int64_t)params_.size());
@@ -424,12 +440,17 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     else
       ops::matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
   };
+  // The same from an input kept in bf16 (bf16 precision only).
+  auto matmul16 = [&](float* out, const uint16_t* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
+    ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
+  };
 
   ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0,
                          I.pos_ptr());
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
   dims.key_start = I.key_start_ptr();
+  dims.bf16_products = bf16;
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
   dims.o_bs = T * QW;
@@ -439,26 +460,54 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     const LayerOffsets& Lw = I.layers[l];
     LayerActs& A = I.la[l];
     float* out = (l + 1 < c.n_layer) ? I.la[l + 1].resid_in : I.resid_final;
-    if (c.is_gpt2())
-      ops::layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C, c.norm_eps);
-    else
-      ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-    matmul(A.qkv, A.ln1, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
+    if (bf16) {  // the norm writes the bf16 input of the QKV product
+      if (c.is_gpt2())
+        ops::layernorm_forward(A.ln1_16, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C,
+                               c.norm_eps);
+      else
+        ops::rmsnorm_forward(A.ln1_16, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
+      matmul16(A.qkv, A.ln1_16, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
+    } else {
+      if (c.is_gpt2())
+        ops::layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C,
+                               c.norm_eps);
+      else
+        ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
+      matmul(A.qkv, A.ln1, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
+    }
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
-    ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, qkv + QW + c.kv_width(), dims);
+    ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, A.qkv + QW + c.kv_width(), dims);
     std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
     matmul(A.resid_mid, A.atty, Lw.o_w, W(Lw.o_b), (int)QW, (int)C, true);
-    if (c.is_gpt2())
-      ops::layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C, c.norm_eps);
-    else
-      ops::rmsnorm_forward(A.ln2, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-    matmul(A.fc, A.ln2, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
-    if (c.is_gpt2())
-      ops::gelu_forward(I.act, A.fc, N * F);
-    else
-      ops::swiglu_forward(I.act, A.fc, N, (int)F);
+    if (bf16) {
+      if (c.is_gpt2())
+        ops::layernorm_forward(A.ln2_16, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C,
+                               c.norm_eps);
+      else
+        ops::rmsnorm_forward(A.ln2_16, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
+      matmul16(A.fc, A.ln2_16, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
+    } else {
+      if (c.is_gpt2())
+        ops::layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C,
+                               c.norm_eps);
+      else
+        ops::rmsnorm_forward(A.ln2, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
+      matmul(A.fc, A.ln2, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
+    }
     std::memcpy(out, A.resid_mid, sizeof(float) * N * C);
-    matmul(out, I.act, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
+    if (bf16) {
+      if (c.is_gpt2())
+        ops::gelu_forward(I.act16, A.fc, N * F);
+      else
+        ops::swiglu_forward(I.act16, A.fc, N, (int)F);
+      matmul16(out, I.act16, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
+    } else {
+      if (c.is_gpt2())
+        ops::gelu_forward(I.act, A.fc, N * F);
+      else
+        ops::swiglu_forward(I.act, A.fc, N, (int)F);
+      matmul(out, I.act, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
+    }
   }
   if (c.is_gpt2())
     ops::layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
@@ -602,6 +651,11 @@ void Model::backward(const float* d_hidden, int first_layer) {
     else
       ops::matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
   };
+  // The same from an input forward() kept in bf16 (bf16 precision only).
+  auto matmul_bwd16 = [&](float* dinp, size_t w, float* dbias, const float* dout, const uint16_t* inp, int IC,
+                          int OC) {
+    ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
+  };
 
   std::fill_n(I.d_resid, N * C, 0.0f);
   if (c.is_gpt2())
@@ -613,6 +667,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
   dims.key_start = I.key_start_ptr();
+  dims.bf16_products = bf16;
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
   dims.o_bs = T * QW;
@@ -622,16 +677,27 @@ void Model::backward(const float* d_hidden, int first_layer) {
     const LayerOffsets& Lw = I.layers[l];
     const LayerActs& A = I.la[l];
     // MLP: out = resid_mid + proj(act(fc(norm2(resid_mid))))
-    if (c.is_gpt2())
-      ops::gelu_forward(I.act, A.fc, N * F);  // recomputed instead of stored per layer
-    else
-      ops::swiglu_forward(I.act, A.fc, N, (int)F);
-    matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, (int)F, (int)C);
+    if (bf16) {  // the activation, recomputed instead of stored per layer
+      if (c.is_gpt2())
+        ops::gelu_forward(I.act16, A.fc, N * F);
+      else
+        ops::swiglu_forward(I.act16, A.fc, N, (int)F);
+      matmul_bwd16(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act16, (int)F, (int)C);
+    } else {
+      if (c.is_gpt2())
+        ops::gelu_forward(I.act, A.fc, N * F);
+      else
+        ops::swiglu_forward(I.act, A.fc, N, (int)F);
+      matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, (int)F, (int)C);
+    }
     if (c.is_gpt2())
       ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
     else
       ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
-    matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
+    if (bf16)
+      matmul_bwd16(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2_16, (int)C, (int)FF);
+    else
+      matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
                               A.ln2_rstd, N, (int)C);
@@ -642,8 +708,8 @@ void Model::backward(const float* d_hidden, int first_layer) {
     // recompute the normed + rotated q, k
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     const int64_t KVW = c.kv_width();
-    ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, qkv + QW + KVW, A.atty,
-                            A.lse, dims);
+    ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, A.qkv + QW + KVW,
+                            A.atty, A.lse, dims);
     if (!c.is_gpt2()) {
       ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, true,
                       I.pos_ptr());
@@ -655,7 +721,10 @@ void Model::backward(const float* d_hidden, int first_layer) {
                                    c.norm_eps);
       }
     }
-    matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, (int)C, (int)QKV);
+    if (bf16)
+      matmul_bwd16(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1_16, (int)C, (int)QKV);
+    else
+      matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, (int)C, (int)QKV);
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
                               A.ln1_rstd, N, (int)C);

@@ -33,8 +33,10 @@ MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int
   m.optimizer = 8.0 * double(trained);
   // The floats Model::forward carves for N positions (model.cpp, the training arena).
   const double C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff(), FF = c.is_gpt2() ? F : 2 * F;
-  const double per_layer = 4 * C + 4 + QKV + QW + c.n_head + FF;
-  const double rest = 2 * C + 2 + (c.is_gpt2() ? 0 : QKV) + F + 2 * C + QKV + FF + F + QW + C;
+  // In bf16 the norms' outputs (2C a layer) and the activation (F) are kept as bf16: half.
+  const double kept = bf16 ? 0.5 : 1.0;
+  const double per_layer = 2 * C + kept * 2 * C + 4 + QKV + QW + c.n_head + FF;
+  const double rest = 2 * C + 2 + (c.is_gpt2() ? 0 : QKV) + kept * F + 2 * C + QKV + FF + F + QW + C;
   const double logits_rows = std::max(16.0, std::min(N, double(8 << 20) / c.vocab_size));
   m.activations = 4.0 * (N * (c.n_layer * per_layer + rest) + logits_rows * c.vocab_size);
   if (bf16) {

@@ -3,11 +3,13 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -74,21 +76,191 @@ bool have_avx512_bf16() {
 
 }  // namespace
 
+void round_to_bf16_row(uint16_t* dst, const float* src, int64_t n) {
+#if AJI_BF16_X86
+  if (have_avx512_bf16()) return to_bf16_avx512(dst, src, n);
+#endif
+  to_bf16_scalar(dst, src, n);
+}
+
 void round_to_bf16(uint16_t* dst, const float* src, int64_t n) {
   if (n <= 0) return;
   constexpr int64_t kChunk = 1 << 15;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-  auto run = [&](uint16_t* d, const float* s, int64_t m) {
-#if AJI_BF16_X86
-    if (have_avx512_bf16()) return to_bf16_avx512(d, s, m);
-#endif
-    to_bf16_scalar(d, s, m);
-  };
-#pragma omp parallel for if (chunks > 1 && omp_get_level() == 0) schedule(static)
+  if (chunks == 1) return round_to_bf16_row(dst, src, n);  // no thread team for one chunk
+#pragma omp parallel for if (omp_get_level() == 0) schedule(static)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t i0 = c * kChunk;
-    run(dst + i0, src + i0, std::min(kChunk, n - i0));
+    round_to_bf16_row(dst + i0, src + i0, std::min(kChunk, n - i0));
   }
+}
+
+// ---- small products on pair-packed operands (attention's tiles) ---------------------------
+
+namespace {
+
+inline float bf16_lo(uint32_t w) {
+  const uint32_t u = w << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline float bf16_hi(uint32_t w) {
+  const uint32_t u = w & 0xFFFF0000u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+void pair_product_scalar(int M, int N, int pairs, const uint32_t* A, int64_t a_rs, int64_t a_ps, const uint32_t* B,
+                         int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float acc = 0.0f;
+      for (int p = 0; p < pairs; ++p) {
+        const uint32_t a = A[i * a_rs + p * a_ps], b = B[p * ldb + j];
+        acc += bf16_lo(a) * bf16_lo(b) + bf16_hi(a) * bf16_hi(b);
+      }
+      C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc : acc;
+    }
+}
+
+#if AJI_BF16_X86
+// MR rows x NV vectors of 16 columns (the last one masked at the right edge): MR * NV
+// accumulators, all in registers (MR = 8, NV = 2: 16 of the 32).
+template <int MR, int NV>
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) inline void pair_block(
+    int pairs, const uint32_t* A, int64_t a_rs, int64_t a_ps, const uint32_t* B, int64_t ldb, float* C, int64_t ldc,
+    bool accumulate, __mmask16 m_last) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int p = 0; p < pairs; ++p) {
+    __m512i b[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v)
+      b[v] = _mm512_maskz_loadu_epi32(v + 1 == NV ? m_last : (__mmask16)0xFFFF, B + p * ldb + 16 * v);
+    const uint32_t* ap = A + p * a_ps;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m512i a = _mm512_set1_epi32(static_cast<int>(ap[r * a_rs]));
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)a, (__m512bh)b[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      float* c = C + r * ldc + 16 * v;
+      const __mmask16 m = v + 1 == NV ? m_last : (__mmask16)0xFFFF;
+      __m512 x = acc[r][v];
+      if (accumulate) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, c));
+      _mm512_mask_storeu_ps(c, m, x);
+    }
+}
+
+template <int NV>
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void pair_rows(
+    int M, int pairs, const uint32_t* A, int64_t a_rs, int64_t a_ps, const uint32_t* B, int64_t ldb, float* C,
+    int64_t ldc, bool accumulate, __mmask16 m_last) {
+  constexpr int kMR = 8;
+  int i0 = 0;
+  for (; i0 + kMR <= M; i0 += kMR)
+    pair_block<kMR, NV>(pairs, A + i0 * a_rs, a_rs, a_ps, B, ldb, C + i0 * ldc, ldc, accumulate, m_last);
+  const uint32_t* a = A + i0 * a_rs;
+  float* c = C + i0 * ldc;
+  switch (M - i0) {
+    case 7: pair_block<7, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 6: pair_block<6, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 5: pair_block<5, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 4: pair_block<4, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 3: pair_block<3, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 2: pair_block<2, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    case 1: pair_block<1, NV>(pairs, a, a_rs, a_ps, B, ldb, c, ldc, accumulate, m_last); break;
+    default: break;
+  }
+}
+
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void pair_product_avx512(
+    int M, int N, int pairs, const uint32_t* A, int64_t a_rs, int64_t a_ps, const uint32_t* B, int64_t ldb, float* C,
+    int64_t ldc, bool accumulate) {
+  for (int j0 = 0; j0 < N; j0 += 32) {
+    const int nj = std::min(32, N - j0);
+    if (nj > 16) {
+      const __mmask16 m = nj == 32 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nj - 16)) - 1);
+      pair_rows<2>(M, pairs, A, a_rs, a_ps, B + j0, ldb, C + j0, ldc, accumulate, m);
+    } else {
+      const __mmask16 m = nj == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nj) - 1);
+      pair_rows<1>(M, pairs, A, a_rs, a_ps, B + j0, ldb, C + j0, ldc, accumulate, m);
+    }
+  }
+}
+#endif
+
+}  // namespace
+
+namespace {
+inline uint32_t pair_word(float lo, float hi) {
+  return static_cast<uint32_t>(aji::f32_to_bf16(lo)) | (static_cast<uint32_t>(aji::f32_to_bf16(hi)) << 16);
+}
+#if AJI_BF16_X86
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void pack_pair_rows_avx512(
+    uint32_t* out, int64_t ld, const float* x, int64_t ts, int n, int w) {
+  for (int p = 0; p < (n + 1) / 2; ++p) {
+    const float* r0 = x + (int64_t)(2 * p) * ts;
+    const float* r1 = 2 * p + 1 < n ? r0 + ts : nullptr;
+    uint32_t* o = out + p * ld;
+    for (int e = 0; e < w; e += 16) {
+      const __mmask16 m = w - e >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w - e)) - 1);
+      const __m256i lo = (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r0 + e));
+      const __m256i hi = r1 ? (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, r1 + e)) : _mm256_setzero_si256();
+      // (the maskz forms: GCC 12 warns about the plain ones' undefined pass-through operand)
+      const __m512i word = _mm512_or_si512(_mm512_maskz_cvtepu16_epi32(m, lo),
+                                           _mm512_maskz_slli_epi32(m, _mm512_maskz_cvtepu16_epi32(m, hi), 16));
+      _mm512_mask_storeu_epi32(o + e, m, word);
+    }
+  }
+}
+#endif
+}  // namespace
+
+void pack_bf16_pair_rows(uint32_t* out, int64_t ld, const float* x, int64_t ts, int n, int w) {
+#if AJI_BF16_X86
+  if (have_avx512_bf16()) return pack_pair_rows_avx512(out, ld, x, ts, n, w);
+#endif
+  for (int p = 0; p < (n + 1) / 2; ++p)
+    for (int e = 0; e < w; ++e)
+      out[p * ld + e] = pair_word(x[(int64_t)(2 * p) * ts + e], 2 * p + 1 < n ? x[(int64_t)(2 * p + 1) * ts + e] : 0.0f);
+}
+
+void pack_bf16_pairs_transposed(uint32_t* out, int64_t ld, const float* x, int64_t ts, int n, int w) {
+  uint16_t row[512];
+  for (int j = 0; j < n; ++j) {
+    const float* r = x + (int64_t)j * ts;
+    for (int e0 = 0; e0 < w; e0 += 512) {
+      const int m = std::min(512, w - e0);
+      round_to_bf16_row(row, r + e0, m);
+      for (int p = 0; p < m / 2; ++p)
+        out[(int64_t)(e0 / 2 + p) * ld + j] = static_cast<uint32_t>(row[2 * p]) | (static_cast<uint32_t>(row[2 * p + 1]) << 16);
+    }
+  }
+}
+
+void pair_product_bf16(int M, int N, int pairs, const uint32_t* A, int64_t a_rs, int64_t a_ps, const uint32_t* B,
+                       int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (pairs <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+#if AJI_BF16_X86
+  if (have_avx512_bf16()) return pair_product_avx512(M, N, pairs, A, a_rs, a_ps, B, ldb, C, ldc, accumulate);
+#endif
+  pair_product_scalar(M, N, pairs, A, a_rs, a_ps, B, ldb, C, ldc, accumulate);
 }
 
 // ---- the matmul primitive ------------------------------------------------------------------
@@ -205,26 +377,42 @@ void gemm_bf16(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, cons
   run_gemm(trans_a, trans_b, M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias);
 }
 
-void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf16, const float* bias, int64_t N,
+void matmul_forward_bf16(float* out, const uint16_t* x, const uint16_t* weight_bf16, const float* bias, int64_t N,
                          int IC, int OC, WeightLayout layout, bool accumulate) {
   if (N <= 0) return;
-  uint16_t* x = t_scratch.take_a(N * IC);
-  round_to_bf16(x, inp, N * IC);
   if (layout == WeightLayout::kOutIn)
     gemm_bf16('N', 'T', N, OC, IC, x, IC, weight_bf16, IC, accumulate, out, OC, bias);
   else
     gemm_bf16('N', 'N', N, OC, IC, x, IC, weight_bf16, OC, accumulate, out, OC, bias);
 }
 
-void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf16, const float* bias, int64_t N,
+                         int IC, int OC, WeightLayout layout, bool accumulate) {
+  if (N <= 0) return;
+  uint16_t* x = t_scratch.take_a(N * IC);
+  round_to_bf16(x, inp, N * IC);
+  matmul_forward_bf16(out, static_cast<const uint16_t*>(x), weight_bf16, bias, N, IC, OC, layout, accumulate);
+}
+
+namespace {
+// matmul_backward_bf16 with the input either fp32 (rounded here, only when dweight needs it)
+// or already bf16.
+template <class In>
+void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const float* dout, const In* inp,
+                               const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
   if (N <= 0) return;
   uint16_t* dy = t_scratch.take_b(N * OC);
   round_to_bf16(dy, dout, N * OC);
   // dweight first, as the fp32 path does (its inputs are still in cache)
   if (dweight) {
-    uint16_t* x = t_scratch.take_a(N * IC);
-    round_to_bf16(x, inp, N * IC);
+    const uint16_t* x;
+    if constexpr (std::is_same_v<In, uint16_t>) {
+      x = inp;
+    } else {
+      uint16_t* xr = t_scratch.take_a(N * IC);
+      round_to_bf16(xr, inp, N * IC);
+      x = xr;
+    }
     if (layout == WeightLayout::kOutIn)
       gemm_bf16('T', 'N', OC, IC, N, dy, OC, x, IC, true, dweight, IC);
     else
@@ -238,6 +426,16 @@ void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float
   }
   // the bias gradient: fp32 column sums of dout (the fp32 path's own reduction)
   if (dbias) matmul_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, N, IC, OC, layout);
+}
+}  // namespace
+
+void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+  matmul_backward_bf16_impl(dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
+}
+void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const uint16_t* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+  matmul_backward_bf16_impl(dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
 }
 
 }  // namespace aji::kernels::cpu

@@ -9,9 +9,11 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "aji/base/error.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/kernels/cpu/parallel.h"
 #include "aji/kernels/cpu/small_gemm.h"
 #include "aji/kernels/cpu/vec_math.h"
@@ -267,26 +269,83 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 
 // ---- norms ---------------------------------------------------------------------------
 
+namespace {
+// Outputs computed in fp32 and stored as the caller's type: fp32 as they are, bf16 (the
+// inputs of a bf16 product, which rounds them anyway) rounded to nearest even through a
+// row of fp32 scratch, so a bf16 output is the bits of round_to_bf16(fp32 output).
+template <class Out>
+struct RowOut {
+  static constexpr bool kBf16 = std::is_same_v<Out, uint16_t>;
+  std::vector<float> row;
+  float* at(Out* out, int64_t offset, int64_t n) {
+    if constexpr (kBf16) {
+      if ((int64_t)row.size() < n) row.resize((size_t)n);
+      return row.data();
+    } else {
+      (void)n;
+      return out + offset;
+    }
+  }
+  void store(Out* out, int64_t offset, int64_t n) {
+    if constexpr (kBf16) round_to_bf16_row(out + offset, row.data(), n);
+    (void)out, (void)offset, (void)n;
+  }
+};
+
+template <class Out>
+void layernorm_forward_impl(Out* out, float* mean, float* rstd, const float* inp, const float* weight,
+                            const float* bias, int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel if (parallel_worth(N * C))
+  {
+    RowOut<Out> dst;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float* x = inp + r * C;
+      float s = 0.0f;
+      for (int i = 0; i < C; ++i) s += x[i];
+      const float m = s / C;
+      float v = 0.0f;
+      for (int i = 0; i < C; ++i) {
+        float d = x[i] - m;
+        v += d * d;
+      }
+      const float rs = 1.0f / std::sqrt(v / C + eps);
+      float* o = dst.at(out, r * C, C);
+      for (int i = 0; i < C; ++i) o[i] = (x[i] - m) * rs * weight[i] + (bias ? bias[i] : 0.0f);
+      dst.store(out, r * C, C);
+      if (mean) mean[r] = m;
+      if (rstd) rstd[r] = rs;
+    }
+  }
+}
+
+template <class Out>
+void rmsnorm_forward_impl(Out* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
+  Prof prof(OpKind::kNorm);
+#pragma omp parallel if (parallel_worth(N * C))
+  {
+    RowOut<Out> dst;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < N; ++r) {
+      const float* x = inp + r * C;
+      const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
+      float* o = dst.at(out, r * C, C);
+      for (int i = 0; i < C; ++i) o[i] = x[i] * rs * weight[i];
+      dst.store(out, r * C, C);
+      if (rstd) rstd[r] = rs;
+    }
+  }
+}
+}  // namespace
+
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps) {
-  Prof prof(OpKind::kNorm);
-#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
-    float s = 0.0f;
-    for (int i = 0; i < C; ++i) s += x[i];
-    const float m = s / C;
-    float v = 0.0f;
-    for (int i = 0; i < C; ++i) {
-      float d = x[i] - m;
-      v += d * d;
-    }
-    const float rs = 1.0f / std::sqrt(v / C + eps);
-    float* o = out + r * C;
-    for (int i = 0; i < C; ++i) o[i] = (x[i] - m) * rs * weight[i] + (bias ? bias[i] : 0.0f);
-    if (mean) mean[r] = m;
-    if (rstd) rstd[r] = rs;
-  }
+  layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C, eps);
+}
+void layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps) {
+  layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C, eps);
 }
 
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
@@ -326,15 +385,10 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
 }
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
-  Prof prof(OpKind::kNorm);
-#pragma omp parallel for if (parallel_worth(N * C)) schedule(static)
-  for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
-    const float rs = 1.0f / std::sqrt(vm::dot(x, x, C) / C + eps);
-    float* o = out + r * C;
-    for (int i = 0; i < C; ++i) o[i] = x[i] * rs * weight[i];
-    if (rstd) rstd[r] = rs;
-  }
+  rmsnorm_forward_impl(out, rstd, inp, weight, N, C, eps);
+}
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps) {
+  rmsnorm_forward_impl(out, rstd, inp, weight, N, C, eps);
 }
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
@@ -427,28 +481,41 @@ inline __m256 tanh8(__m256 u) {
 #endif
 }  // namespace
 
-void gelu_forward(float* out, const float* inp, int64_t n) {
+namespace {
+template <class Out>
+void gelu_forward_impl(Out* dst, const float* inp, int64_t n) {
   Prof prof(OpKind::kActivation);
   const int64_t chunk = 4096;
   const int64_t n_chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for if (parallel_worth(n)) schedule(static)
+#pragma omp parallel if (parallel_worth(n))
+  {
+  RowOut<Out> rows;
+#pragma omp for schedule(static)
   for (int64_t c = 0; c < n_chunks; ++c) {
-    int64_t i = c * chunk;
-    const int64_t end = std::min(n, i + chunk);
+    const int64_t c0 = c * chunk, m = std::min(n, c0 + chunk) - c0;
+    float* out = rows.at(dst, c0, m);  // out[i] is element c0 + i
+    const float* x_in = inp + c0;
+    int64_t i = 0;
 #if AJI_VEC_AVX2
     const __m256 k = _mm256_set1_ps(kGeluK), cc = _mm256_set1_ps(kGeluC), half = _mm256_set1_ps(0.5f),
                  one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= end; i += 8) {
-      __m256 x = _mm256_loadu_ps(inp + i);
+    for (; i + 8 <= m; i += 8) {
+      __m256 x = _mm256_loadu_ps(x_in + i);
       __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
       __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(cc, x3, x));
       __m256 t = tanh8(u);
       _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, t)));
     }
 #endif
-    for (; i < end; ++i) out[i] = gelu_scalar(inp[i]);
+    for (; i < m; ++i) out[i] = gelu_scalar(x_in[i]);
+    rows.store(dst, c0, m);
+  }
   }
 }
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, int64_t n) { gelu_forward_impl(out, inp, n); }
+void gelu_forward(uint16_t* out, const float* inp, int64_t n) { gelu_forward_impl(out, inp, n); }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
   Prof prof(OpKind::kActivation);
@@ -477,13 +544,18 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
   }
 }
 
-void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
+namespace {
+template <class Out>
+void swiglu_forward_impl(Out* out, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
+#pragma omp parallel if (parallel_worth(N * F))
+  {
+  RowOut<Out> dst;
+#pragma omp for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
-    float* o = out + r * F;
+    float* o = dst.at(out, r * F, F);
     int i = 0;
 #if AJI_VEC_AVX2
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -495,7 +567,15 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) {
     }
 #endif
     for (; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    dst.store(out, r * F, F);
   }
+  }
+}
+}  // namespace
+
+void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) { swiglu_forward_impl(out, gate_up, N, F); }
+void swiglu_forward(uint16_t* out, const float* gate_up, int64_t N, int F) {
+  swiglu_forward_impl(out, gate_up, N, F);
 }
 
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
@@ -549,7 +629,8 @@ void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta
 }
 
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
-                int hd, int pos0, bool inverse, const int32_t* positions) {
+                int hd, int pos0, bool inverse, const int32_t* positions, const float* src) {
+  if (!src) src = x;
   Prof prof(OpKind::kRope);
   const int half = hd / 2;
   const int64_t N = (int64_t)B * T;
@@ -561,8 +642,9 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, 
     const float* s = sin_t + pos * half;
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + r * stride + col + (int64_t)h * hd;
+      const float* in = src + r * stride + col + (int64_t)h * hd;
       for (int i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
+        const float a = in[i], b = in[i + half];
         const float si = sgn * s[i];
         v[i] = a * c[i] - b * si;
         v[i + half] = b * c[i] + a * si;
@@ -774,6 +856,79 @@ float* scratch(std::vector<float>& buf, size_t n) {
 }  // namespace
 
 namespace {
+// attention_forward's tiles with bf16 products (AttnDims::bf16_products): the same steps as
+// the fp32 path below, its operands packed as pair_product_bf16 reads them.
+void attention_forward_bf16(float* out, float* lse, const float* q, const float* k, const float* v,
+                            const AttnDims& d) {
+  Prof prof(OpKind::kAttentionFwd);
+  const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
+  const int group = d.H / d.KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  const int hp = d.hd / 2;                         // pairs of a head's dimensions
+  const int64_t ld_k = spread_ld(d.Tk);            // K^T pairs: (hp, Tk) words
+  const int64_t ld_v = spread_ld(d.hd);            // V pair rows: ((Tk+1)/2, hd) words
+  const int64_t ld_t = spread_ld(d.Tk + 1);        // scores (fp32) and their bf16 copy
+  const int64_t kt_size = hp * ld_k, v_size = ((d.Tk + 1) / 2) * ld_v;
+  const int64_t n_packs = (int64_t)d.B * d.KV;
+  const int64_t units = (int64_t)d.B * d.H * n_tiles;
+  static thread_local std::vector<uint32_t> kt_buf, v_buf;
+  if ((int64_t)kt_buf.size() < n_packs * kt_size) kt_buf.resize((size_t)(n_packs * kt_size));
+  if ((int64_t)v_buf.size() < n_packs * v_size) v_buf.resize((size_t)(n_packs * v_size));
+  uint32_t* kt_all = kt_buf.data();
+  uint32_t* v_all = v_buf.data();
+#pragma omp parallel for if (parallel_worth(n_packs * d.Tk * d.hd)) schedule(static)
+  for (int64_t u = 0; u < n_packs; ++u) {
+    const int b = (int)(u / d.KV), kvh = (int)(u % d.KV);
+    pack_bf16_pairs_transposed(kt_all + u * kt_size, ld_k, k + b * d.k_bs + (int64_t)kvh * d.hd, d.k_ts, d.Tk, d.hd);
+    pack_bf16_pair_rows(v_all + u * v_size, ld_v, v + b * d.v_bs + (int64_t)kvh * d.hd, d.v_ts, d.Tk, d.hd);
+  }
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd))
+  {
+    static thread_local std::vector<float> s_buf;
+    static thread_local std::vector<uint16_t> q16_buf, p16_buf;
+    float* S = scratch(s_buf, (size_t)(kQueryTile * ld_t));
+    if (q16_buf.size() < (size_t)(kQueryTile * d.hd)) q16_buf.resize((size_t)(kQueryTile * d.hd));
+    if (p16_buf.size() < (size_t)(kQueryTile * ld_t)) p16_buf.resize((size_t)(kQueryTile * ld_t));
+    uint16_t* q16 = q16_buf.data();
+    uint16_t* p16 = p16_buf.data();
+    float row_sum[kQueryTile];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int tile = n_tiles - 1 - (int)(u % n_tiles);
+      const int h = (int)((u / n_tiles) % d.H);
+      const int b = (int)(u / ((int64_t)n_tiles * d.H));
+      const int kvh = h / group;
+      const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
+      const int kn = std::min(d.Tk, d.q_pos0 + i1);
+      const int kn2 = (kn + 1) / 2;  // key pairs
+      const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+      float* op = out + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+      float* lp = lse ? lse + ((int64_t)b * d.H + h) * d.Tq + i0 : nullptr;
+      const int32_t* ks = d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr;
+      const int64_t pack = (int64_t)b * d.KV + kvh;
+      for (int r = 0; r < nq; ++r) round_to_bf16_row(q16 + r * d.hd, qp + r * d.q_ts, d.hd);
+      // S (nq, kn) = q k^T, unscaled
+      pair_product_bf16(nq, kn, hp, reinterpret_cast<const uint32_t*>(q16), hp, 1, kt_all + pack * kt_size, ld_k, S,
+                        ld_t, false);
+      for (int r = 0; r < nq; ++r) {
+        float* row = S + r * ld_t;
+        const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
+        const int first = ks ? ks[r] : 0;
+        const float m = scale * vm::max_of(row + first, visible - first);
+        row_sum[r] = vm::exp_shift_sum(row + first, row + first, visible - first, m, scale);
+        std::fill(row, row + first, 0.0f);
+        std::fill(row + visible, row + 2 * kn2, 0.0f);  // and the odd key count's zero pad
+        if (lp) lp[r] = m + std::log(row_sum[r]);
+        round_to_bf16_row(p16 + r * ld_t, row, 2 * kn2);
+      }
+      // out (nq, hd) = P v / row sums
+      pair_product_bf16(nq, d.hd, kn2, reinterpret_cast<const uint32_t*>(p16), ld_t / 2, 1, v_all + pack * v_size,
+                        ld_v, op, d.o_ts, false);
+      for (int r = 0; r < nq; ++r) vm::scale(op + r * d.o_ts, d.hd, 1.0f / row_sum[r]);
+    }
+  }
+}
+
 template <class KV>
 void attention_forward_impl(float* out, float* lse, const float* q, const KV* k, const KV* v, const AttnDims& d) {
   Prof prof(OpKind::kAttentionFwd);
@@ -845,6 +1000,7 @@ void attention_forward_impl(float* out, float* lse, const float* q, const KV* k,
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, const AttnDims& d) {
+  if (d.bf16_products && d.Tq > kFewQueries && d.hd % 2 == 0) return attention_forward_bf16(out, lse, q, k, v, d);
   attention_forward_impl(out, lse, q, k, v, d);
 }
 void attention_forward(float* out, float* lse, const float* q, const uint16_t* k, const uint16_t* v,
@@ -852,9 +1008,125 @@ void attention_forward(float* out, float* lse, const float* q, const uint16_t* k
   attention_forward_impl(out, lse, q, k, v, d);
 }
 
+namespace {
+// attention_backward with bf16 products (AttnDims::bf16_products): the fp32 path's blocks and
+// tiles, every product on pair-packed bf16 operands.
+void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, const AttnDims& d) {
+  Prof prof(OpKind::kAttentionBwd);
+  const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
+  const int group = d.H / d.KV;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  const int hp = d.hd / 2;
+  const int kb_max = std::min(d.Tk, kKeyBlock);
+  const int64_t ld_kb = spread_ld(kb_max + 1);  // words of a pairs-transposed block; floats of P, dP
+  const int64_t ld_hd = spread_ld(d.hd);        // words of a pair row of hd values
+  const int64_t units = (int64_t)d.B * d.KV;
+#pragma omp parallel if (parallel_worth(units * d.Tk * d.hd * group))
+  {
+    static thread_local std::vector<float> fbuf;
+    static thread_local std::vector<uint32_t> wbuf;
+    const int64_t s_size = kQueryTile * ld_kb, dot_size = (int64_t)group * d.Tq;
+    float* P = scratch(fbuf, (size_t)(2 * s_size + dot_size));
+    float* dP = P + s_size;
+    float* dots = dP + s_size;
+    // words: K^T, V^T pairs (hp x ld_kb); K pair rows (kb/2 x ld_hd); q, dO pair rows and
+    // rows (kQueryTile/2 x ld_hd, kQueryTile x hd/2); dS, P pair rows (kQueryTile/2 x ld_kb);
+    // dS rows (kQueryTile x ld_kb/2)
+    const int64_t t_w = hp * ld_kb, kpr_w = ((kb_max + 1) / 2) * ld_hd, qpr_w = (kQueryTile / 2) * ld_hd,
+                  qrow_w = kQueryTile * hp, spr_w = (kQueryTile / 2) * ld_kb, srow_w = kQueryTile * (ld_kb / 2);
+    const size_t words = (size_t)(2 * t_w + kpr_w + 2 * qpr_w + 2 * qrow_w + 2 * spr_w + srow_w);
+    if (wbuf.size() < words) wbuf.resize(words);
+    uint32_t* kt = wbuf.data();
+    uint32_t* vt = kt + t_w;
+    uint32_t* kpr = vt + t_w;
+    uint32_t* qpr = kpr + kpr_w;
+    uint32_t* dopr = qpr + qpr_w;
+    uint32_t* qrow = dopr + qpr_w;
+    uint32_t* dorow = qrow + qrow_w;
+    uint32_t* dspr = dorow + qrow_w;
+    uint32_t* ppr = dspr + spr_w;
+    uint32_t* dsrow = ppr + spr_w;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      const int b = (int)(u / d.KV), kvh = (int)(u % d.KV);
+      const int h0 = kvh * group;
+      const float* kp = k + b * d.k_bs + (int64_t)kvh * d.hd;
+      const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
+      float* dkp = dk + b * d.k_bs + (int64_t)kvh * d.hd;
+      float* dvp = dv + b * d.v_bs + (int64_t)kvh * d.hd;
+      for (int h = h0; h < h0 + group; ++h)
+        for (int i = 0; i < d.Tq; ++i) {
+          const int64_t at = b * d.o_bs + (int64_t)i * d.o_ts + (int64_t)h * d.hd;
+          dots[(int64_t)(h - h0) * d.Tq + i] = vm::dot(dout + at, out + at, d.hd);
+          std::memset(dq + b * d.q_bs + (int64_t)i * d.q_ts + (int64_t)h * d.hd, 0, sizeof(float) * d.hd);
+        }
+      for (int kb0 = 0; kb0 < d.Tk; kb0 += kKeyBlock) {
+        const int kw = std::min(kKeyBlock, d.Tk - kb0);
+        pack_bf16_pairs_transposed(kt, ld_kb, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
+        pack_bf16_pairs_transposed(vt, ld_kb, vp + (int64_t)kb0 * d.v_ts, d.v_ts, kw, d.hd);
+        pack_bf16_pair_rows(kpr, ld_hd, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
+        float* dkb = dkp + (int64_t)kb0 * d.k_ts;
+        float* dvb = dvp + (int64_t)kb0 * d.v_ts;
+        for (int j = 0; j < kw; ++j) {
+          std::memset(dkb + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
+          std::memset(dvb + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
+        }
+        for (int h = h0; h < h0 + group; ++h) {
+          for (int tile = 0; tile < n_tiles; ++tile) {
+            const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
+            const int kn = std::min(d.Tk, d.q_pos0 + i1);
+            if (kn <= kb0) continue;
+            const int kbn = std::min(kn, kb0 + kw) - kb0;
+            const int kbn2 = (kbn + 1) / 2, nq2 = (nq + 1) / 2;
+            const float* qp = q + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+            const float* dop = dout + b * d.o_bs + (int64_t)i0 * d.o_ts + (int64_t)h * d.hd;
+            float* dqp = dq + b * d.q_bs + (int64_t)i0 * d.q_ts + (int64_t)h * d.hd;
+            const float* lrow = lse + ((int64_t)b * d.H + h) * d.Tq + i0;
+            const float* drow = dots + (int64_t)(h - h0) * d.Tq + i0;
+            const int32_t* ks = d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr;
+            // the tile's q and dO as rows (score products) and pair rows (dK, dV)
+            for (int r = 0; r < nq; ++r) {
+              round_to_bf16_row(reinterpret_cast<uint16_t*>(qrow + r * hp), qp + r * d.q_ts, d.hd);
+              round_to_bf16_row(reinterpret_cast<uint16_t*>(dorow + r * hp), dop + r * d.o_ts, d.hd);
+            }
+            pack_bf16_pair_rows(qpr, ld_hd, qp, d.q_ts, nq, d.hd);
+            pack_bf16_pair_rows(dopr, ld_hd, dop, d.o_ts, nq, d.hd);
+            // P = exp(scale q k^T - lse), recomputed; dP = dO V^T
+            pair_product_bf16(nq, kbn, hp, qrow, hp, 1, kt, ld_kb, P, ld_kb, false);
+            pair_product_bf16(nq, kbn, hp, dorow, hp, 1, vt, ld_kb, dP, ld_kb, false);
+            for (int r = 0; r < nq; ++r) {
+              float* prow = P + r * ld_kb;
+              float* dprow = dP + r * ld_kb;
+              const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
+              const int first = ks ? ks[r] : 0;
+              const int lo = std::min(kbn, std::max(0, first - kb0));
+              const int hi = std::max(lo, std::min(kbn, visible - kb0));
+              vm::softmax_grad_row(prow + lo, dprow + lo, hi - lo, scale, lrow[r], drow[r]);
+              std::fill(prow, prow + lo, 0.0f);
+              std::fill(prow + hi, prow + 2 * kbn2, 0.0f);
+              std::fill(dprow, dprow + lo, 0.0f);
+              std::fill(dprow + hi, dprow + 2 * kbn2, 0.0f);
+              round_to_bf16_row(reinterpret_cast<uint16_t*>(dsrow + r * (ld_kb / 2)), dprow, 2 * kbn2);
+            }
+            pack_bf16_pair_rows(dspr, ld_kb, dP, ld_kb, nq, kbn);
+            pack_bf16_pair_rows(ppr, ld_kb, P, ld_kb, nq, kbn);
+            // dq (nq, hd) += dS K;  dK += dS^T q;  dV += P^T dO
+            pair_product_bf16(nq, d.hd, kbn2, dsrow, ld_kb / 2, 1, kpr, ld_hd, dqp, d.q_ts, true);
+            pair_product_bf16(kbn, d.hd, nq2, dspr, 1, ld_kb, qpr, ld_hd, dkb, d.k_ts, true);
+            pair_product_bf16(kbn, d.hd, nq2, ppr, 1, ld_kb, dopr, ld_hd, dvb, d.v_ts, true);
+          }
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, const AttnDims& d) {
   Prof prof(OpKind::kAttentionBwd);
+  if (d.bf16_products && d.Tq > kFewQueries && d.hd % 2 == 0) return attention_backward_bf16(dq, dk, dv, dout, q, k, v, out, lse, d);
   const int n_tiles = (d.Tq + kQueryTile - 1) / kQueryTile;
   const int group = d.H / d.KV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));

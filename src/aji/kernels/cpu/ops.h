@@ -62,11 +62,16 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 // LayerNorm over the last dim: out (N,C); mean, rstd (N) saved for backward (may be null).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight, const float* bias,
                        int64_t N, int C, float eps);
+// The forwards below with a uint16_t* out write bf16 bits: the fp32 result rounded to
+// nearest even (round_to_bf16), for a bf16 product's input kept in bf16 (mixed precision).
+void layernorm_forward(uint16_t* out, float* mean, float* rstd, const float* inp, const float* weight,
+                       const float* bias, int64_t N, int C, float eps);
 // dinp (N,C) += ; dweight (C) += ; dbias (C) += .
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int C);
 // RMSNorm (Llama): out = inp * rsqrt(mean(inp^2) + eps) * weight. rstd (N) may be null.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps);
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int64_t N, int C, float eps);
 // dinp (N,C) += ; dweight (C) += .
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int C);
@@ -82,10 +87,12 @@ void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const fl
 // ---- activations ---------------------------------------------------------------------
 // GELU, tanh approximation (GPT-2's gelu_new): out (n) from inp (n).
 void gelu_forward(float* out, const float* inp, int64_t n);
+void gelu_forward(uint16_t* out, const float* inp, int64_t n);  // bf16 bits, as the norms' above
 // dinp (n) = dout * gelu'(inp) (overwrite).
 void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
 // SwiGLU: gate_up (N, 2F) = [gate | up]; out (N,F) = silu(gate) * up.
 void swiglu_forward(float* out, const float* gate_up, int64_t N, int F);
+void swiglu_forward(uint16_t* out, const float* gate_up, int64_t N, int F);  // bf16 bits
 // dgate_up (N,2F) from dout (N,F) (overwrite).
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F);
 
@@ -95,8 +102,10 @@ void rope_table(float* cos_out, float* sin_out, int max_pos, int hd, float theta
 // Rotates, in place, the n_heads heads at column `col` of x (B*T rows, row stride `stride`);
 // token t of each sequence sits at position positions[b,t] when positions (B,T) is given,
 // else pos0 + t. inverse = true applies the transposed rotation (the backward pass of RoPE).
+// With src given (same layout and stride as x), the rotation of src's heads is written to x's
+// (out of place: x's other columns are left as they are).
 void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
-                int hd, int pos0, bool inverse, const int32_t* positions = nullptr);
+                int hd, int pos0, bool inverse, const int32_t* positions = nullptr, const float* src = nullptr);
 
 // ---- causal attention with grouped-query heads ------------------------------------------
 // Strides are in floats. Head h of a token row starts at h*hd. q head h reads kv head
@@ -111,6 +120,11 @@ struct AttnDims {
   int64_t k_bs = 0, k_ts = 0;
   int64_t v_bs = 0, v_ts = 0;
   int64_t o_bs = 0, o_ts = 0;
+  // Mixed precision (training in bf16): the tiles' products take q, k, v, the probabilities
+  // and their gradients rounded to bf16, with fp32 accumulation (pair_product_bf16); the
+  // softmax, its log-sum-exp and the dO . O sums stay fp32. Query tiles of kFewQueries rows
+  // or fewer (decoding) and an odd hd keep fp32 products.
+  bool bf16_products = false;
 };
 // out (same layout as q, H heads) = softmax(q k^T / sqrt(hd)) v; lse (B,H,Tq) gets the
 // log-sum-exp of each score row (for backward; may be null). Computed in query tiles:
