@@ -13,8 +13,8 @@
 //   - logits (relative L2) within 2e-2 of float64; the loss within 1e-3 relative;
 //   - and bf16 really ran: aji's bf16 weight gradients are > 20x further from float64 than
 //     aji's fp32 ones (fp32: ~1e-6).
-// aji keeps attention and the logits in fp32 where autocast rounds them to bf16, so aji's
-// errors are expected at or below autocast's.
+// aji keeps the logits and attention's softmax in fp32 where autocast rounds them to bf16
+// (attention's products are bf16 in both), so aji's errors are expected at or below autocast's.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -690,14 +690,22 @@ void Model::backward(const float* d_hidden, int first_layer) {
         ops::swiglu_forward(I.act, A.fc, N, (int)F);
       matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, (int)F, (int)C);
     }
-    if (c.is_gpt2())
-      ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
-    else
-      ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
-    if (bf16)
-      matmul_bwd16(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2_16, (int)C, (int)FF);
-    else
-      matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
+    if (bf16 && !c.is_gpt2() && Lw.fc_b == kNone) {
+      // SwiGLU's gradient written as the bf16 bits the product reads (in d_fc's memory)
+      uint16_t* d_fc16 = reinterpret_cast<uint16_t*>(I.d_fc);
+      ops::swiglu_backward(d_fc16, I.d_act, A.fc, N, (int)F);
+      ops::matmul_backward_bf16(I.d_tmp, G + Lw.fc_w, d_fc16, A.ln2_16, I.w16.data() + Lw.fc_w, N, (int)C, (int)FF,
+                                lay);
+    } else {
+      if (c.is_gpt2())
+        ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
+      else
+        ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
+      if (bf16)
+        matmul_bwd16(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2_16, (int)C, (int)FF);
+      else
+        matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
+    }
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
                               A.ln2_rstd, N, (int)C);

@@ -397,12 +397,18 @@ void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf
 namespace {
 // matmul_backward_bf16 with the input either fp32 (rounded here, only when dweight needs it)
 // or already bf16.
-template <class In>
-void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const float* dout, const In* inp,
+template <class In, class Dout>
+void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const Dout* dout, const In* inp,
                                const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
   if (N <= 0) return;
-  uint16_t* dy = t_scratch.take_b(N * OC);
-  round_to_bf16(dy, dout, N * OC);
+  const uint16_t* dy;
+  if constexpr (std::is_same_v<Dout, uint16_t>) {
+    dy = dout;
+  } else {
+    uint16_t* dr = t_scratch.take_b(N * OC);
+    round_to_bf16(dr, dout, N * OC);
+    dy = dr;
+  }
   // dweight first, as the fp32 path does (its inputs are still in cache)
   if (dweight) {
     const uint16_t* x;
@@ -425,7 +431,11 @@ void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const 
       gemm_bf16('N', 'T', N, IC, OC, dy, OC, weight_bf16, OC, false, dinp, IC);
   }
   // the bias gradient: fp32 column sums of dout (the fp32 path's own reduction)
-  if (dbias) matmul_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, N, IC, OC, layout);
+  if constexpr (std::is_same_v<Dout, float>) {
+    if (dbias) matmul_backward(nullptr, nullptr, dbias, dout, nullptr, nullptr, N, IC, OC, layout);
+  } else {
+    AJI_CHECK(!dbias, "matmul_backward_bf16: a bias gradient needs the fp32 output gradient");
+  }
 }
 }  // namespace
 
@@ -436,6 +446,10 @@ void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float
 void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const uint16_t* inp,
                           const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
   matmul_backward_bf16_impl(dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
+}
+void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+  matmul_backward_bf16_impl(dinp, dweight, static_cast<float*>(nullptr), dout, inp, weight_bf16, N, IC, OC, layout);
 }
 
 }  // namespace aji::kernels::cpu

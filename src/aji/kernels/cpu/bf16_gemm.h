@@ -54,6 +54,9 @@ void matmul_forward_bf16(float* out, const uint16_t* inp_bf16, const uint16_t* w
                          int64_t N, int IC, int OC, WeightLayout layout, bool accumulate = false);
 void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const uint16_t* inp_bf16,
                           const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout);
+// And with the output gradient too already in bf16 (no bias: its gradient sums fp32 dout).
+void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout_bf16, const uint16_t* inp_bf16,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout);
 
 // A small product on pair-packed bf16 operands, computed on the calling thread (attention's
 // tiles, inside its own parallel loop; a library call per tile costs more than the tile):

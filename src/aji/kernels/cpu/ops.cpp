@@ -578,14 +578,19 @@ void swiglu_forward(uint16_t* out, const float* gate_up, int64_t N, int F) {
   swiglu_forward_impl(out, gate_up, N, F);
 }
 
-void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
+namespace {
+template <class Out>
+void swiglu_backward_impl(Out* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
   Prof prof(OpKind::kActivation);
-#pragma omp parallel for if (parallel_worth(N * F)) schedule(static)
+#pragma omp parallel if (parallel_worth(N * F))
+  {
+  RowOut<Out> dst;
+#pragma omp for schedule(static)
   for (int64_t r = 0; r < N; ++r) {
     const float* g = gate_up + r * 2 * F;
     const float* u = g + F;
     const float* dy = dout + r * F;
-    float* dg = dgate_up + r * 2 * F;
+    float* dg = dst.at(dgate_up, r * 2 * F, 2 * F);
     float* du = dg + F;
     int i = 0;
 #if AJI_VEC_AVX2
@@ -607,7 +612,17 @@ void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, i
       dg[i] = dy[i] * u[i] * s * (1.0f + x * (1.0f - s));
       du[i] = dy[i] * x * s;
     }
+    dst.store(dgate_up, r * 2 * F, 2 * F);
   }
+  }
+}
+}  // namespace
+
+void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
+  swiglu_backward_impl(dgate_up, dout, gate_up, N, F);
+}
+void swiglu_backward(uint16_t* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) {
+  swiglu_backward_impl(dgate_up, dout, gate_up, N, F);
 }
 
 // ---- RoPE ----------------------------------------------------------------------------

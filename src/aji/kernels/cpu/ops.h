@@ -95,6 +95,8 @@ void swiglu_forward(float* out, const float* gate_up, int64_t N, int F);
 void swiglu_forward(uint16_t* out, const float* gate_up, int64_t N, int F);  // bf16 bits
 // dgate_up (N,2F) from dout (N,F) (overwrite).
 void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F);
+// The same as bf16 bits (the gradient a bf16 product reads, rounded as it would round it).
+void swiglu_backward(uint16_t* dgate_up, const float* dout, const float* gate_up, int64_t N, int F);
 
 // ---- rotary position embedding (Hugging Face Llama: rotate_half) ------------------------
 // Table of cos/sin (max_pos, hd/2) computed as transformers does (fp32 inv_freq, fp32 angle).
