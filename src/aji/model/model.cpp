@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
@@ -30,6 +31,18 @@ struct Bump {
   }
   uint16_t* take_bf16(size_t n) { return reinterpret_cast<uint16_t*>(take((n + 1) / 2)); }
 };
+
+// The inputs forward() keeps for a product (the norms' outputs, the FFN activation): fp32, or
+// in bf16 precision the bf16 bits that product reads (Out = uint16_t).
+template <class T>
+constexpr bool kBf16Input = std::is_same_v<std::remove_cv_t<T>, uint16_t>;
+template <class Out>
+void ffn_activation(const ModelConfig& c, Out* dst, const float* fc, int64_t N) {
+  if (c.is_gpt2())
+    ops::gelu_forward(dst, fc, N * c.ff());
+  else
+    ops::swiglu_forward(dst, fc, N, c.ff());
+}
 
 // One product of a forward_extend pass over `rows` rows. invariant: every row as it is alone
 // (a converted matrix's row kernel in groups of kPackedRows, the rows it computes the same;
@@ -433,16 +446,26 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     ops::round_to_bf16(I.w16.data(), P, (int64_t)params_.size());
     params_changed_ = false;
   }
-  // out (N,OC) (+)= inp (N,IC) x the weight at offset w (+ bias), in this model's precision
-  auto matmul = [&](float* out, const float* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
-    if (bf16)
+  // out (N,OC) (+)= inp (N,IC) x the weight at offset w (+ bias), in this model's precision;
+  // inp fp32, or an input kept in bf16 (bf16 precision only)
+  auto matmul = [&](float* out, const auto* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
+    if (bf16)  // (a bf16 input exists only then)
       ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
-    else
+    else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
       ops::matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
   };
-  // The same from an input kept in bf16 (bf16 precision only).
-  auto matmul16 = [&](float* out, const uint16_t* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
-    ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
+  // A product input forward keeps: use(the fp32 buffer), or use(its bf16 one) in bf16 precision.
+  auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
+    if (bf16)
+      use(b16);
+    else
+      use(f32);
+  };
+  auto norm = [&](auto* dst, float* mean, float* rstd, const float* x, size_t w, size_t b) {
+    if (c.is_gpt2())
+      ops::layernorm_forward(dst, mean, rstd, x, P + w, P + b, N, (int)C, c.norm_eps);
+    else
+      ops::rmsnorm_forward(dst, rstd, x, P + w, N, (int)C, c.norm_eps);
   };
 
   ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0,
@@ -460,54 +483,23 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     const LayerOffsets& Lw = I.layers[l];
     LayerActs& A = I.la[l];
     float* out = (l + 1 < c.n_layer) ? I.la[l + 1].resid_in : I.resid_final;
-    if (bf16) {  // the norm writes the bf16 input of the QKV product
-      if (c.is_gpt2())
-        ops::layernorm_forward(A.ln1_16, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C,
-                               c.norm_eps);
-      else
-        ops::rmsnorm_forward(A.ln1_16, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-      matmul16(A.qkv, A.ln1_16, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
-    } else {
-      if (c.is_gpt2())
-        ops::layernorm_forward(A.ln1, A.ln1_mean, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, P + Lw.ln1_b, N, (int)C,
-                               c.norm_eps);
-      else
-        ops::rmsnorm_forward(A.ln1, A.ln1_rstd, A.resid_in, P + Lw.ln1_w, N, (int)C, c.norm_eps);
-      matmul(A.qkv, A.ln1, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
-    }
+    kept(A.ln1, A.ln1_16, [&](auto* x) {  // the norm writes the QKV product's input
+      norm(x, A.ln1_mean, A.ln1_rstd, A.resid_in, Lw.ln1_w, Lw.ln1_b);
+      matmul(A.qkv, x, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
+    });
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, A.qkv + QW + c.kv_width(), dims);
     std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
     matmul(A.resid_mid, A.atty, Lw.o_w, W(Lw.o_b), (int)QW, (int)C, true);
-    if (bf16) {
-      if (c.is_gpt2())
-        ops::layernorm_forward(A.ln2_16, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C,
-                               c.norm_eps);
-      else
-        ops::rmsnorm_forward(A.ln2_16, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-      matmul16(A.fc, A.ln2_16, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
-    } else {
-      if (c.is_gpt2())
-        ops::layernorm_forward(A.ln2, A.ln2_mean, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, P + Lw.ln2_b, N, (int)C,
-                               c.norm_eps);
-      else
-        ops::rmsnorm_forward(A.ln2, A.ln2_rstd, A.resid_mid, P + Lw.ln2_w, N, (int)C, c.norm_eps);
-      matmul(A.fc, A.ln2, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
-    }
+    kept(A.ln2, A.ln2_16, [&](auto* x) {
+      norm(x, A.ln2_mean, A.ln2_rstd, A.resid_mid, Lw.ln2_w, Lw.ln2_b);
+      matmul(A.fc, x, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
+    });
     std::memcpy(out, A.resid_mid, sizeof(float) * N * C);
-    if (bf16) {
-      if (c.is_gpt2())
-        ops::gelu_forward(I.act16, A.fc, N * F);
-      else
-        ops::swiglu_forward(I.act16, A.fc, N, (int)F);
-      matmul16(out, I.act16, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
-    } else {
-      if (c.is_gpt2())
-        ops::gelu_forward(I.act, A.fc, N * F);
-      else
-        ops::swiglu_forward(I.act, A.fc, N, (int)F);
-      matmul(out, I.act, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
-    }
+    kept(I.act, I.act16, [&](auto* x) {
+      ffn_activation(c, x, A.fc, N);
+      matmul(out, x, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
+    });
   }
   if (c.is_gpt2())
     ops::layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
@@ -645,16 +637,19 @@ void Model::backward(const float* d_hidden, int first_layer) {
   // the weight products of forward(), backwards, in the same precision (the bf16 copy of
   // the weights is the one forward() used)
   const bool bf16 = precision_ == Precision::kBf16;
-  auto matmul_bwd = [&](float* dinp, size_t w, float* dbias, const float* dout, const float* inp, int IC, int OC) {
-    if (bf16)
+  // inp fp32, or an input forward() kept in bf16 (bf16 precision only)
+  auto matmul_bwd = [&](float* dinp, size_t w, float* dbias, const float* dout, const auto* inp, int IC, int OC) {
+    if (bf16)  // (a bf16 input exists only then)
       ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
-    else
+    else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
       ops::matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
   };
-  // The same from an input forward() kept in bf16 (bf16 precision only).
-  auto matmul_bwd16 = [&](float* dinp, size_t w, float* dbias, const float* dout, const uint16_t* inp, int IC,
-                          int OC) {
-    ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
+  // forward()'s kept product input: its fp32 buffer, or its bf16 one in bf16 precision
+  auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
+    if (bf16)
+      use(b16);
+    else
+      use(f32);
   };
 
   std::fill_n(I.d_resid, N * C, 0.0f);
@@ -677,19 +672,10 @@ void Model::backward(const float* d_hidden, int first_layer) {
     const LayerOffsets& Lw = I.layers[l];
     const LayerActs& A = I.la[l];
     // MLP: out = resid_mid + proj(act(fc(norm2(resid_mid))))
-    if (bf16) {  // the activation, recomputed instead of stored per layer
-      if (c.is_gpt2())
-        ops::gelu_forward(I.act16, A.fc, N * F);
-      else
-        ops::swiglu_forward(I.act16, A.fc, N, (int)F);
-      matmul_bwd16(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act16, (int)F, (int)C);
-    } else {
-      if (c.is_gpt2())
-        ops::gelu_forward(I.act, A.fc, N * F);
-      else
-        ops::swiglu_forward(I.act, A.fc, N, (int)F);
-      matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, I.act, (int)F, (int)C);
-    }
+    kept(I.act, I.act16, [&](auto* x) {  // the activation, recomputed instead of stored per layer
+      ffn_activation(c, x, A.fc, N);
+      matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, x, (int)F, (int)C);
+    });
     if (bf16 && !c.is_gpt2() && Lw.fc_b == kNone) {
       // SwiGLU's gradient written as the bf16 bits the product reads (in d_fc's memory)
       uint16_t* d_fc16 = reinterpret_cast<uint16_t*>(I.d_fc);
@@ -701,10 +687,8 @@ void Model::backward(const float* d_hidden, int first_layer) {
         ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
       else
         ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
-      if (bf16)
-        matmul_bwd16(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2_16, (int)C, (int)FF);
-      else
-        matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, A.ln2, (int)C, (int)FF);
+      kept(A.ln2, A.ln2_16,
+           [&](const auto* x) { matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, x, (int)C, (int)FF); });
     }
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
@@ -719,20 +703,16 @@ void Model::backward(const float* d_hidden, int first_layer) {
     ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, A.qkv + QW + KVW,
                             A.atty, A.lse, dims);
     if (!c.is_gpt2()) {
-      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head, c.hd(), 0, true,
-                      I.pos_ptr());
-      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, (int)QW, c.n_kv_head, c.hd(), 0, true,
-                      I.pos_ptr());
+      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0,
+                      true, I.pos_ptr());  // q's heads and k's, which follow them
       if (c.qk_norm) {
         ops::head_rmsnorm_backward(I.d_qkv, G + Lw.q_norm, A.qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
         ops::head_rmsnorm_backward(I.d_qkv, G + Lw.k_norm, A.qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(),
                                    c.norm_eps);
       }
     }
-    if (bf16)
-      matmul_bwd16(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1_16, (int)C, (int)QKV);
-    else
-      matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, A.ln1, (int)C, (int)QKV);
+    kept(A.ln1, A.ln1_16,
+         [&](const auto* x) { matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, x, (int)C, (int)QKV); });
     if (c.is_gpt2())
       ops::layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
                               A.ln1_rstd, N, (int)C);
