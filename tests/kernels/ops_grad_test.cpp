@@ -436,31 +436,51 @@ TEST(OpsGrad, Bf16KeysAndValuesAreReadAsTheirFp32Values) {
     }
 }
 
+// 300 keys span two of the backward's key blocks; head width 64 fills whole 16-float panels,
+// 40 and 6 are padded; sequence 1 holds two packed documents (the second starts at 131);
+// n_new < 300 puts the last n_new queries over all 300 keys (a query offset). aji's forward
+// and backward with fp32 or bf16 products, and the float64 reference on the same inputs.
+struct BlockedAttention {
+  int B = 2, Tk = 300, Tq = 0, H = 4, KV = 2, hd = 0, q_pos0 = 0;
+  std::vector<float> q, k, v, dout, out, lse, dq, dk, dv;
+  std::vector<int32_t> key_start;
+  NaiveAttention ref;
+  NaiveAttention reference(const std::vector<float>& q_in, const std::vector<float>& k_in,
+                           const std::vector<float>& v_in) const {
+    return naive_attention_with_grads(q_in, k_in, v_in, dout, key_start, B, Tq, Tk, H, KV, hd, q_pos0);
+  }
+};
+BlockedAttention run_blocked_attention(int hd, int n_new, bool bf16_products) {
+  BlockedAttention t;
+  t.hd = hd, t.Tq = n_new, t.q_pos0 = t.Tk - n_new;
+  const int B = t.B, Tq = t.Tq, Tk = t.Tk, H = t.H, KV = t.KV;
+  t.q = randn((size_t)B * Tq * H * hd, 1), t.k = randn((size_t)B * Tk * KV * hd, 2);
+  t.v = randn((size_t)B * Tk * KV * hd, 3), t.dout = randn((size_t)B * Tq * H * hd, 4);
+  t.key_start.assign((size_t)B * Tq, 0);
+  for (int i = 0; i < Tq; ++i) t.key_start[(size_t)Tq + i] = t.q_pos0 + i >= 131 ? 131 : 0;
+  t.ref = t.reference(t.q, t.k, t.v);
+  ops::AttnDims d;
+  d.B = B, d.Tq = Tq, d.Tk = Tk, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = t.q_pos0, d.key_start = t.key_start.data();
+  d.q_bs = d.o_bs = (int64_t)Tq * H * hd, d.q_ts = d.o_ts = H * hd;
+  d.k_bs = d.v_bs = (int64_t)Tk * KV * hd, d.k_ts = d.v_ts = KV * hd;
+  d.bf16_products = bf16_products;
+  t.out.resize(t.q.size()), t.lse.resize((size_t)B * H * Tq), t.dq.resize(t.q.size()), t.dk.resize(t.k.size());
+  t.dv.resize(t.v.size());
+  ops::attention_forward(t.out.data(), t.lse.data(), t.q.data(), t.k.data(), t.v.data(), d);
+  ops::attention_backward(t.dq.data(), t.dk.data(), t.dv.data(), t.dout.data(), t.q.data(), t.k.data(), t.v.data(),
+                          t.out.data(), t.lse.data(), d);
+  return t;
+}
+
 TEST(OpsGrad, AttentionOverSeveralKeyBlocksPackedDocumentsAndPaddedHeadWidths) {
-  // 300 keys span two of the backward's key blocks; head width 64 fills whole 16-float
-  // panels, 40 and 6 are padded; sequence 1 holds two packed documents (the second starts
-  // at 131); a second case puts the last 70 queries over all 300 keys (a query offset).
   for (int hd : {64, 40, 6})
     for (int n_new : {300, 70}) {
-      const int B = 2, Tk = 300, Tq = n_new, H = 4, KV = 2, q_pos0 = Tk - n_new;
-      auto q = randn((size_t)B * Tq * H * hd, 1), k = randn((size_t)B * Tk * KV * hd, 2);
-      auto v = randn((size_t)B * Tk * KV * hd, 3), dout = randn((size_t)B * Tq * H * hd, 4);
-      std::vector<int32_t> key_start((size_t)B * Tq, 0);
-      for (int i = 0; i < Tq; ++i) key_start[(size_t)Tq + i] = q_pos0 + i >= 131 ? 131 : 0;
-      const NaiveAttention ref = naive_attention_with_grads(q, k, v, dout, key_start, B, Tq, Tk, H, KV, hd, q_pos0);
-      ops::AttnDims d;
-      d.B = B, d.Tq = Tq, d.Tk = Tk, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = q_pos0, d.key_start = key_start.data();
-      d.q_bs = d.o_bs = (int64_t)Tq * H * hd, d.q_ts = d.o_ts = H * hd;
-      d.k_bs = d.v_bs = (int64_t)Tk * KV * hd, d.k_ts = d.v_ts = KV * hd;
-      std::vector<float> out(q.size()), lse((size_t)B * H * Tq), dq(q.size()), dk(k.size()), dv(v.size());
-      ops::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), d);
-      ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
-                              lse.data(), d);
+      const BlockedAttention t = run_blocked_attention(hd, n_new, false);
       const std::string what = "hd " + std::to_string(hd) + " queries " + std::to_string(n_new);
-      EXPECT_LT(rel_err(out, ref.out), 2e-6) << what;
-      EXPECT_LT(rel_err(dq, ref.dq), 2e-5) << what;
-      EXPECT_LT(rel_err(dk, ref.dk), 2e-5) << what;
-      EXPECT_LT(rel_err(dv, ref.dv), 2e-5) << what;
+      EXPECT_LT(rel_err(t.out, t.ref.out), 2e-6) << what;
+      EXPECT_LT(rel_err(t.dq, t.ref.dq), 2e-5) << what;
+      EXPECT_LT(rel_err(t.dk, t.ref.dk), 2e-5) << what;
+      EXPECT_LT(rel_err(t.dv, t.ref.dv), 2e-5) << what;
     }
 }
 
@@ -468,7 +488,7 @@ TEST(OpsGrad, AttentionOverSeveralKeyBlocksPackedDocumentsAndPaddedHeadWidths) {
 // float64 reference on the same inputs the error is bf16's (q, k, v, P and dS rounded to 8
 // significant bits, ~2^-9 relative each); against the reference on bf16-rounded q, k, v only P
 // and dS remain. The fp32 path is ~1e-6 from both references, so the bounds below show the
-// bf16 products ran and that they are no worse than their rounding. Same shapes as above.
+// bf16 products ran and that they are no worse than their rounding. Same cases as above.
 TEST(OpsGrad, AttentionWithBf16ProductsIsWithinBf16RoundingOfTheReference) {
   auto rounded = [](std::vector<float> x) {
     for (auto& e : x) e = aji::bf16_to_f32(aji::f32_to_bf16(e));
@@ -476,30 +496,15 @@ TEST(OpsGrad, AttentionWithBf16ProductsIsWithinBf16RoundingOfTheReference) {
   };
   for (int hd : {64, 40, 6})
     for (int n_new : {300, 70, 3}) {
-      const int B = 2, Tk = 300, Tq = n_new, H = 4, KV = 2, q_pos0 = Tk - n_new;
-      auto q = randn((size_t)B * Tq * H * hd, 1), k = randn((size_t)B * Tk * KV * hd, 2);
-      auto v = randn((size_t)B * Tk * KV * hd, 3), dout = randn((size_t)B * Tq * H * hd, 4);
-      std::vector<int32_t> key_start((size_t)B * Tq, 0);
-      for (int i = 0; i < Tq; ++i) key_start[(size_t)Tq + i] = q_pos0 + i >= 131 ? 131 : 0;
-      const NaiveAttention ref = naive_attention_with_grads(q, k, v, dout, key_start, B, Tq, Tk, H, KV, hd, q_pos0);
-      const NaiveAttention ref16 = naive_attention_with_grads(rounded(q), rounded(k), rounded(v), dout, key_start, B,
-                                                              Tq, Tk, H, KV, hd, q_pos0);
-      ops::AttnDims d;
-      d.B = B, d.Tq = Tq, d.Tk = Tk, d.H = H, d.KV = KV, d.hd = hd, d.q_pos0 = q_pos0, d.key_start = key_start.data();
-      d.q_bs = d.o_bs = (int64_t)Tq * H * hd, d.q_ts = d.o_ts = H * hd;
-      d.k_bs = d.v_bs = (int64_t)Tk * KV * hd, d.k_ts = d.v_ts = KV * hd;
-      d.bf16_products = true;
-      std::vector<float> out(q.size()), lse((size_t)B * H * Tq), dq(q.size()), dk(k.size()), dv(v.size());
-      ops::attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), d);
-      ops::attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(),
-                              lse.data(), d);
+      const BlockedAttention t = run_blocked_attention(hd, n_new, true);
+      const NaiveAttention ref16 = t.reference(rounded(t.q), rounded(t.k), rounded(t.v));
       const std::string what = "hd " + std::to_string(hd) + " queries " + std::to_string(n_new);
-      const double e_out = rel_err(out, ref.out), e_dq = rel_err(dq, ref.dq), e_dk = rel_err(dk, ref.dk),
-                   e_dv = rel_err(dv, ref.dv);
+      const double e_out = rel_err(t.out, t.ref.out), e_dq = rel_err(t.dq, t.ref.dq), e_dk = rel_err(t.dk, t.ref.dk),
+                   e_dv = rel_err(t.dv, t.ref.dv);
       std::printf("%s: out %.2e dq %.2e dk %.2e dv %.2e (vs the reference on rounded q k v: %.2e %.2e %.2e %.2e)\n",
-                  what.c_str(), e_out, e_dq, e_dk, e_dv, rel_err(out, ref16.out), rel_err(dq, ref16.dq),
-                  rel_err(dk, ref16.dk), rel_err(dv, ref16.dv));
-      if (Tq <= 4) {  // a few query rows (decoding) keep the fp32 products
+                  what.c_str(), e_out, e_dq, e_dk, e_dv, rel_err(t.out, ref16.out), rel_err(t.dq, ref16.dq),
+                  rel_err(t.dk, ref16.dk), rel_err(t.dv, ref16.dv));
+      if (t.Tq <= 4) {  // a few query rows (decoding) keep the fp32 products
         EXPECT_LT(e_out, 2e-6) << what;
         EXPECT_LT(std::max({e_dq, e_dk, e_dv}), 2e-5) << what;
         continue;
@@ -510,7 +515,7 @@ TEST(OpsGrad, AttentionWithBf16ProductsIsWithinBf16RoundingOfTheReference) {
       EXPECT_LT(e_dq, 2e-2) << what;
       EXPECT_LT(e_dk, 2e-2) << what;
       EXPECT_LT(e_dv, 2e-2) << what;
-      EXPECT_LT(rel_err(out, ref16.out), e_out) << what;  // the rounding of q, k, v is most of it
+      EXPECT_LT(rel_err(t.out, ref16.out), e_out) << what;  // the rounding of q, k, v is most of it
       EXPECT_GT(e_out, 1e-4) << what << ": the bf16 products did not run";
     }
 }
