@@ -871,6 +871,68 @@ float* scratch(std::vector<float>& buf, size_t n) {
 }  // namespace
 
 namespace {
+// Steps both tile paths (fp32 and bf16 products) share.
+
+// A forward tile's scores S (nq rows, ld apart; columns [0, kn) computed) become
+// exp(scale (s - max)) over each row's visible keys and 0 elsewhere up to column `pad`;
+// row_sum gets each row's sum, lp (if not null) its log-sum-exp. Normalised later, after the
+// value product, on hd numbers instead of kn.
+void softmax_tile_rows(float* S, int64_t ld, int nq, int kn, int pad, int first_query_pos, const int32_t* ks,
+                       float scale, float* row_sum, float* lp) {
+  for (int r = 0; r < nq; ++r) {
+    float* row = S + r * ld;
+    const int visible = std::min(kn, first_query_pos + r + 1);
+    const int first = ks ? ks[r] : 0;
+    const float m = scale * vm::max_of(row + first, visible - first);
+    row_sum[r] = vm::exp_shift_sum(row + first, row + first, visible - first, m, scale);
+    std::fill(row, row + first, 0.0f);
+    std::fill(row + visible, row + pad, 0.0f);
+    if (lp) lp[r] = m + std::log(row_sum[r]);
+  }
+}
+
+// A backward tile's recomputed scores P and dO V^T (dP), nq rows ld apart over the key block
+// [kb0, kb0 + kbn): P = exp(scale s - lse), dP = dS = P * (dP - dO . O) * scale over each row's
+// visible keys, both 0 elsewhere up to column `pad`.
+void softmax_grad_tile_rows(float* P, float* dP, int64_t ld, int nq, int kn, int kb0, int kbn, int pad,
+                            int first_query_pos, const int32_t* ks, float scale, const float* lrow, const float* drow) {
+  for (int r = 0; r < nq; ++r) {
+    float* prow = P + r * ld;
+    float* dprow = dP + r * ld;
+    // the row's visible keys [first, visible) within this block, as [lo, hi)
+    const int visible = std::min(kn, first_query_pos + r + 1);
+    const int first = ks ? ks[r] : 0;
+    const int lo = std::min(kbn, std::max(0, first - kb0));
+    const int hi = std::max(lo, std::min(kbn, visible - kb0));
+    // dS = P * (dP - dO . O), times the score scale, which both dq and dk carry
+    vm::softmax_grad_row(prow + lo, dprow + lo, hi - lo, scale, lrow[r], drow[r]);
+    std::fill(prow, prow + lo, 0.0f);
+    std::fill(prow + hi, prow + pad, 0.0f);
+    std::fill(dprow, dprow + lo, 0.0f);
+    std::fill(dprow + hi, dprow + pad, 0.0f);
+  }
+}
+
+// A backward unit (sequence b, kv head kvh): dots[h - h0][i] = dO . O of each query row of the
+// group's heads, and dq of those rows zeroed (it sums over key blocks).
+void backward_unit_start(float* dots, float* dq, const float* dout, const float* out, int b, int h0, int group,
+                         const AttnDims& d) {
+  for (int h = h0; h < h0 + group; ++h)
+    for (int i = 0; i < d.Tq; ++i) {
+      const int64_t at = b * d.o_bs + (int64_t)i * d.o_ts + (int64_t)h * d.hd;
+      dots[(int64_t)(h - h0) * d.Tq + i] = vm::dot(dout + at, out + at, d.hd);
+      std::memset(dq + b * d.q_bs + (int64_t)i * d.q_ts + (int64_t)h * d.hd, 0, sizeof(float) * d.hd);
+    }
+}
+
+// A key block's dk and dv rows (kw of them) zeroed before its tiles add into them.
+void zero_block_rows(float* dkb, float* dvb, int kw, const AttnDims& d) {
+  for (int j = 0; j < kw; ++j) {
+    std::memset(dkb + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
+    std::memset(dvb + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
+  }
+}
+
 // attention_forward's tiles with bf16 products (AttnDims::bf16_products): the same steps as
 // the fp32 path below, its operands packed as pair_product_bf16 reads them.
 void attention_forward_bf16(float* out, float* lse, const float* q, const float* k, const float* v,
@@ -925,17 +987,9 @@ void attention_forward_bf16(float* out, float* lse, const float* q, const float*
       // S (nq, kn) = q k^T, unscaled
       pair_product_bf16(nq, kn, hp, reinterpret_cast<const uint32_t*>(q16), hp, 1, kt_all + pack * kt_size, ld_k, S,
                         ld_t, false);
-      for (int r = 0; r < nq; ++r) {
-        float* row = S + r * ld_t;
-        const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-        const int first = ks ? ks[r] : 0;
-        const float m = scale * vm::max_of(row + first, visible - first);
-        row_sum[r] = vm::exp_shift_sum(row + first, row + first, visible - first, m, scale);
-        std::fill(row, row + first, 0.0f);
-        std::fill(row + visible, row + 2 * kn2, 0.0f);  // and the odd key count's zero pad
-        if (lp) lp[r] = m + std::log(row_sum[r]);
-        round_to_bf16_row(p16 + r * ld_t, row, 2 * kn2);
-      }
+      // (zeros up to the odd key count's pad)
+      softmax_tile_rows(S, ld_t, nq, kn, 2 * kn2, d.q_pos0 + i0, ks, scale, row_sum, lp);
+      for (int r = 0; r < nq; ++r) round_to_bf16_row(p16 + r * ld_t, S + r * ld_t, 2 * kn2);
       // out (nq, hd) = P v / row sums
       pair_product_bf16(nq, d.hd, kn2, reinterpret_cast<const uint32_t*>(p16), ld_t / 2, 1, v_all + pack * v_size,
                         ld_v, op, d.o_ts, false);
@@ -994,17 +1048,7 @@ void attention_forward_impl(float* out, float* lse, const float* q, const KV* k,
       const int64_t pack = (int64_t)b * d.KV + kvh;
       // S (nq, kn) = q k^T, unscaled
       sgemm('N', 'N', nq, kn, d.hd, 1.0f, qp, d.q_ts, kt_all + pack * kt_size, ld_t, 0.0f, S, ld_t);
-      for (int r = 0; r < nq; ++r) {
-        float* row = S + r * ld_t;
-        const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-        const int first = ks ? ks[r] : 0;
-        // exp(scale (s - max)); normalised after the value product, on hd numbers instead of kn
-        const float m = scale * vm::max_of(row + first, visible - first);
-        row_sum[r] = vm::exp_shift_sum(row + first, row + first, visible - first, m, scale);
-        std::fill(row, row + first, 0.0f);
-        std::fill(row + visible, row + kn, 0.0f);
-        if (lp) lp[r] = m + std::log(row_sum[r]);
-      }
+      softmax_tile_rows(S, ld_t, nq, kn, kn, d.q_pos0 + i0, ks, scale, row_sum, lp);
       // out (nq, hd) = P v / row sums
       sgemm('N', 'N', nq, d.hd, kn, 1.0f, S, ld_t, v_all + pack * v_size, ld_hd, 0.0f, op, d.o_ts);
       for (int r = 0; r < nq; ++r) vm::scale(op + r * d.o_ts, d.hd, 1.0f / row_sum[r]);
@@ -1070,12 +1114,7 @@ void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
       const float* vp = v + b * d.v_bs + (int64_t)kvh * d.hd;
       float* dkp = dk + b * d.k_bs + (int64_t)kvh * d.hd;
       float* dvp = dv + b * d.v_bs + (int64_t)kvh * d.hd;
-      for (int h = h0; h < h0 + group; ++h)
-        for (int i = 0; i < d.Tq; ++i) {
-          const int64_t at = b * d.o_bs + (int64_t)i * d.o_ts + (int64_t)h * d.hd;
-          dots[(int64_t)(h - h0) * d.Tq + i] = vm::dot(dout + at, out + at, d.hd);
-          std::memset(dq + b * d.q_bs + (int64_t)i * d.q_ts + (int64_t)h * d.hd, 0, sizeof(float) * d.hd);
-        }
+      backward_unit_start(dots, dq, dout, out, b, h0, group, d);
       for (int kb0 = 0; kb0 < d.Tk; kb0 += kKeyBlock) {
         const int kw = std::min(kKeyBlock, d.Tk - kb0);
         pack_bf16_pairs_transposed(kt, ld_kb, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
@@ -1083,10 +1122,7 @@ void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
         pack_bf16_pair_rows(kpr, ld_hd, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
         float* dkb = dkp + (int64_t)kb0 * d.k_ts;
         float* dvb = dvp + (int64_t)kb0 * d.v_ts;
-        for (int j = 0; j < kw; ++j) {
-          std::memset(dkb + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
-          std::memset(dvb + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
-        }
+        zero_block_rows(dkb, dvb, kw, d);
         for (int h = h0; h < h0 + group; ++h) {
           for (int tile = 0; tile < n_tiles; ++tile) {
             const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
@@ -1110,20 +1146,10 @@ void attention_backward_bf16(float* dq, float* dk, float* dv, const float* dout,
             // P = exp(scale q k^T - lse), recomputed; dP = dO V^T
             pair_product_bf16(nq, kbn, hp, qrow, hp, 1, kt, ld_kb, P, ld_kb, false);
             pair_product_bf16(nq, kbn, hp, dorow, hp, 1, vt, ld_kb, dP, ld_kb, false);
-            for (int r = 0; r < nq; ++r) {
-              float* prow = P + r * ld_kb;
-              float* dprow = dP + r * ld_kb;
-              const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-              const int first = ks ? ks[r] : 0;
-              const int lo = std::min(kbn, std::max(0, first - kb0));
-              const int hi = std::max(lo, std::min(kbn, visible - kb0));
-              vm::softmax_grad_row(prow + lo, dprow + lo, hi - lo, scale, lrow[r], drow[r]);
-              std::fill(prow, prow + lo, 0.0f);
-              std::fill(prow + hi, prow + 2 * kbn2, 0.0f);
-              std::fill(dprow, dprow + lo, 0.0f);
-              std::fill(dprow + hi, dprow + 2 * kbn2, 0.0f);
-              round_to_bf16_row(reinterpret_cast<uint16_t*>(dsrow + r * (ld_kb / 2)), dprow, 2 * kbn2);
-            }
+            // (zeros up to the odd key count's pad)
+            softmax_grad_tile_rows(P, dP, ld_kb, nq, kn, kb0, kbn, 2 * kbn2, d.q_pos0 + i0, ks, scale, lrow, drow);
+            for (int r = 0; r < nq; ++r)
+              round_to_bf16_row(reinterpret_cast<uint16_t*>(dsrow + r * (ld_kb / 2)), dP + r * ld_kb, 2 * kbn2);
             pack_bf16_pair_rows(dspr, ld_kb, dP, ld_kb, nq, kbn);
             pack_bf16_pair_rows(ppr, ld_kb, P, ld_kb, nq, kbn);
             // dq (nq, hd) += dS K;  dK += dS^T q;  dV += P^T dO
@@ -1173,12 +1199,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       float* dkp = dk + b * d.k_bs + (int64_t)kvh * d.hd;
       float* dvp = dv + b * d.v_bs + (int64_t)kvh * d.hd;
       // sum_j P_j dP_j = dO . O per query row; dq starts at 0 (it sums over key blocks)
-      for (int h = h0; h < h0 + group; ++h)
-        for (int i = 0; i < d.Tq; ++i) {
-          const int64_t at = b * d.o_bs + (int64_t)i * d.o_ts + (int64_t)h * d.hd;
-          dots[(int64_t)(h - h0) * d.Tq + i] = vm::dot(dout + at, out + at, d.hd);
-          std::memset(dq + b * d.q_bs + (int64_t)i * d.q_ts + (int64_t)h * d.hd, 0, sizeof(float) * d.hd);
-        }
+      backward_unit_start(dots, dq, dout, out, b, h0, group, d);
       for (int kb0 = 0; kb0 < d.Tk; kb0 += kKeyBlock) {
         const int kw = std::min(kKeyBlock, d.Tk - kb0);
         pack_transposed(kt, ld_kb, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
@@ -1186,10 +1207,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         pack_rows(kr, ld_hd, kp + (int64_t)kb0 * d.k_ts, d.k_ts, kw, d.hd);
         float* dkb = dkp + (int64_t)kb0 * d.k_ts;  // this block's dk, dv
         float* dvb = dvp + (int64_t)kb0 * d.v_ts;
-        for (int j = 0; j < kw; ++j) {
-          std::memset(dkb + (int64_t)j * d.k_ts, 0, sizeof(float) * d.hd);
-          std::memset(dvb + (int64_t)j * d.v_ts, 0, sizeof(float) * d.hd);
-        }
+        zero_block_rows(dkb, dvb, kw, d);
         for (int h = h0; h < h0 + group; ++h) {
           for (int tile = 0; tile < n_tiles; ++tile) {
             const int i0 = tile * kQueryTile, i1 = std::min(d.Tq, i0 + kQueryTile), nq = i1 - i0;
@@ -1205,21 +1223,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             // P = exp(scale q k^T - lse), recomputed; dP = dO V^T
             sgemm('N', 'N', nq, kbn, d.hd, 1.0f, qp, d.q_ts, kt, ld_kb, 0.0f, P, ld_kb);
             sgemm('N', 'N', nq, kbn, d.hd, 1.0f, dop, d.o_ts, vt, ld_kb, 0.0f, dP, ld_kb);
-            for (int r = 0; r < nq; ++r) {
-              float* prow = P + r * ld_kb;
-              float* dprow = dP + r * ld_kb;
-              // the row's visible keys [first, visible) within this block, as [lo, hi)
-              const int visible = std::min(kn, d.q_pos0 + i0 + r + 1);
-              const int first = ks ? ks[r] : 0;
-              const int lo = std::min(kbn, std::max(0, first - kb0));
-              const int hi = std::max(lo, std::min(kbn, visible - kb0));
-              // dS = P * (dP - dO . O), times the score scale, which both dq and dk carry
-              vm::softmax_grad_row(prow + lo, dprow + lo, hi - lo, scale, lrow[r], drow[r]);
-              std::fill(prow, prow + lo, 0.0f);
-              std::fill(prow + hi, prow + kbn, 0.0f);
-              std::fill(dprow, dprow + lo, 0.0f);
-              std::fill(dprow + hi, dprow + kbn, 0.0f);
-            }
+            softmax_grad_tile_rows(P, dP, ld_kb, nq, kn, kb0, kbn, kbn, d.q_pos0 + i0, ks, scale, lrow, drow);
             // dq (nq, hd) += dS K;  dK += dS^T q;  dV += P^T dO
             sgemm('N', 'N', nq, d.hd, kbn, 1.0f, dP, ld_kb, kr, ld_hd, 1.0f, dqp, d.q_ts);
             sgemm('T', 'N', kbn, d.hd, nq, 1.0f, dP, ld_kb, qp, d.q_ts, 1.0f, dkb, d.k_ts);
