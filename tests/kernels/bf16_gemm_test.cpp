@@ -161,6 +161,16 @@ TEST(Bf16Gemm, LinearLayerForwardAndBackwardBothLayouts) {
       }
       expect_close(db[o], s, a, N + 1, "dbias", o);
     }
+    // the output gradient already in bf16, its rows further apart than OC (the loss kernel's
+    // rows over the logits' memory), the input fp32: the same products; the gaps (NaN) unread
+    const int64_t ldd = 2 * OC + 3;
+    std::vector<uint16_t> dy_strided((size_t)(N * ldd), 0x7fc0);
+    for (int64_t r = 0; r < N; ++r)
+      std::memcpy(dy_strided.data() + r * ldd, dy16.data() + r * OC, sizeof(uint16_t) * OC);
+    std::vector<float> dx2(N * IC, 123.0f), dw2 = dw0;
+    matmul_backward_bf16(dx2.data(), dw2.data(), dy_strided.data(), x.data(), w16.data(), N, IC, OC, lay, ldd);
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_NEAR(dx2[i], dx[i], 1e-5 * (1 + std::fabs(dx[i]))) << i;
+    for (size_t i = 0; i < dw.size(); ++i) ASSERT_NEAR(dw2[i], dw[i], 1e-5 * (1 + std::fabs(dw[i]))) << i;
   }
 }
 

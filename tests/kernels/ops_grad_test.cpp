@@ -549,6 +549,34 @@ TEST(OpsGrad, SoftmaxCrossEntropyWithWeightsAndIgnoredRows) {
   EXPECT_NEAR(-lp[0], losses[0], 1e-5);
 }
 
+// The bf16 variant writes over the logits' own rows (first half of each): the same losses and
+// total bit for bit, and each gradient the fp32 kernel's value rounded to nearest even
+// (base/half.h's scalar conversion); widths around the kernel's 256-value blocks and 32-lane
+// vectors, ignored rows, a negative weight and a temperature.
+TEST(OpsGrad, SoftmaxCrossEntropyBf16GradientIsTheFp32OneRounded) {
+  for (int V : {29, 256, 300, 1000}) {
+    const int n = 5;
+    auto logits = randn((size_t)n * V, 11 + V, 3.0f);
+    const std::vector<int32_t> targets = {3, -1, V - 1, 0, 7};
+    const std::vector<float> weights = {1.0f, 1.0f, -0.5f, 2.0f, 0.0f};
+    for (float inv_t : {1.0f, 0.7f}) {
+      std::vector<float> g32 = logits, g16 = logits, l32(n), l16(n);
+      const double t32 = ops::softmax_xent_backward_inplace(g32.data(), l32.data(), targets.data(), weights.data(),
+                                                            0.25f, n, V, inv_t);
+      const double t16 = ops::softmax_xent_backward_inplace_bf16(g16.data(), l16.data(), targets.data(),
+                                                                 weights.data(), 0.25f, n, V, inv_t);
+      EXPECT_EQ(t16, t32);
+      for (int r = 0; r < n; ++r) {
+        EXPECT_EQ(l16[r], l32[r]) << "V " << V << " row " << r;
+        std::vector<uint16_t> row16(V);
+        std::memcpy(row16.data(), g16.data() + (size_t)r * V, sizeof(uint16_t) * V);
+        for (int v = 0; v < V; ++v)
+          ASSERT_EQ(row16[v], aji::f32_to_bf16(g32[(size_t)r * V + v])) << "V " << V << " row " << r << " col " << v;
+      }
+    }
+  }
+}
+
 TEST(OpsGrad, EmbeddingScatterAdd) {
   const int B = 2, T = 5, C = 6, V = 7;
   auto wte = randn(V * C, 1), wpe = randn(T * C, 2), dout = randn(B * T * C, 3);

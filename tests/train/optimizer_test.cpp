@@ -7,6 +7,8 @@
 
 #include "aji/base/error.h"
 #include "aji/base/io.h"
+#include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/train/optimizer.h"
 #include "test_util.h"
 
@@ -58,6 +60,41 @@ TEST(AdamW, NoDecayRangesAreNotShrunkWithZeroGradient) {
   opt.step(p.data(), g.data(), {{0, 1, true}, {1, 1, false}}, 0.1f);
   EXPECT_FLOAT_EQ(p[0], 1.0f - 0.1f * 0.1f);  // decoupled decay only
   EXPECT_FLOAT_EQ(p[1], 1.0f);
+}
+
+// The bf16 copy written by the update: each updated weight's round_to_bf16 bits, the weights
+// and moments exactly those of a step without it; elements outside the ranges left alone.
+// Ranges below one 4096-value chunk, across chunks, and past the parallel threshold.
+TEST(AdamW, Bf16CopyIsTheUpdatedWeightsRoundedAndChangesNothingElse) {
+  const size_t n = 70000;
+  const std::vector<DecayRange> ranges = {{0, 100, false}, {150, 5000, true}, {5150, n - 5150, true}};  // 100..149 frozen
+  std::vector<float> p(n), g(n);
+  for (size_t i = 0; i < n; ++i) {
+    p[i] = std::sin(0.37 * (double)i) * 0.1f;
+    g[i] = std::cos(0.11 * (double)i) * 0.01f;
+  }
+  for (int threads : {1, 2}) {
+    aji::set_num_threads(threads);
+    AdamW plain(n, {}), fused(n, {});
+    std::vector<float> p1 = p, p2 = p;
+    std::vector<uint16_t> copy(n, 0x1234);
+    for (int s = 0; s < 3; ++s) {
+      EXPECT_FALSE(plain.step(p1.data(), g.data(), ranges, 1e-3f));
+      EXPECT_TRUE(fused.step(p2.data(), g.data(), ranges, 1e-3f, copy.data()));
+    }
+    std::vector<uint16_t> want(n);
+    aji::kernels::cpu::round_to_bf16(want.data(), p1.data(), (int64_t)n);
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(p2[i], p1[i]) << i;
+      ASSERT_EQ(fused.m()[i], plain.m()[i]) << i;
+      ASSERT_EQ(fused.v()[i], plain.v()[i]) << i;
+      if (i >= 100 && i < 150)
+        ASSERT_EQ(copy[i], 0x1234) << i;
+      else
+        ASSERT_EQ(copy[i], want[i]) << i;
+    }
+  }
+  aji::set_num_threads(1);
 }
 
 TEST(AdamW, SaveLoadRoundTripAndRejectsDamage) {

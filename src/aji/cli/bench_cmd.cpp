@@ -120,12 +120,14 @@ void run_train_step(const TrainOpts& o) {
   for (auto& t : tokens) t = (int32_t)rng.below(cfg.vocab_size);
   for (auto& t : targets) t = (int32_t)rng.below(cfg.vocab_size);
 
+  float* params = m.params();
   auto step = [&]() {
     m.zero_grads();
     m.forward(tokens.data(), B, T);
     float loss = m.lm_head_loss(targets.data());
     m.backward(m.d_hidden_buffer());
-    adamw.step(m.params(), m.grads(), ranges, 1e-4f);
+    // as train_step does: the update rounds the weights into the bf16 copy as it writes them
+    m.params_updated(adamw.step(params, m.grads(), ranges, 1e-4f, m.bf16_copy_in_step()));
     return loss;
   };
   // warm-up step (allocates the arena, first-touches the buffers) with the GEMM shapes recorded

@@ -562,15 +562,19 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
       ops::matmul_forward_bf16(I.logits, h, Wlm16, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
     else
       ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
-    if (with_grad) {
+    if (with_grad && Wlm16) {
+      // dlogits rounded to bf16 by the loss kernel over the logits' own rows (2V apart): the
+      // bits the product would round them to, without a second pass over them
+      total += ops::softmax_xent_backward_inplace_bf16(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
+                                                       weights ? weights + r0 : nullptr, grad_scale, R, (int)V,
+                                                       inv_temp);
+      ops::matmul_backward_bf16(I.d_hidden + r0 * C, dW, reinterpret_cast<const uint16_t*>(I.logits), h, Wlm16, R,
+                                (int)C, (int)V, WeightLayout::kOutIn, 2 * V);
+    } else if (with_grad) {
       total += ops::softmax_xent_backward_inplace(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
                                                   weights ? weights + r0 : nullptr, grad_scale, R, (int)V, inv_temp);
-      if (Wlm16)
-        ops::matmul_backward_bf16(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm16, R, (int)C, (int)V,
-                                  WeightLayout::kOutIn);
-      else
-        ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
-                             WeightLayout::kOutIn);
+      ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
+                           WeightLayout::kOutIn);
     } else {
       if (logprob_out) {
         ops::log_softmax_pick(logprob_out + r0, I.logits, targets + r0, R, (int)V, inv_temp,
@@ -618,6 +622,12 @@ void Model::lm_head_logprob_backward(const int32_t* targets, const float* d_logp
           .fix("a NaN or infinity in rewards, advantages or log-ratios upstream; check the reward and the loss");
   // d logp_i / dz = -(d CE_i / dz): the cross-entropy kernel with weights d_i and scale -1
   lm_head_pass(targets, d_logprobs, -1.0f, inv_temp, true, nullptr, nullptr, nullptr);
+}
+
+uint16_t* Model::bf16_copy_in_step() {
+  Impl& I = *impl_;
+  if (precision_ != Precision::kBf16 || params_changed_ || I.w16.size() != params_.size()) return nullptr;
+  return I.w16.data();
 }
 
 // ---- backward ---------------------------------------------------------------------------------

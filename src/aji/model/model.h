@@ -138,7 +138,12 @@ class Model {
   void set_precision(Precision p);
   Precision precision() const { return precision_; }
   // The weights were written through a pointer obtained earlier (an optimizer step).
-  void params_updated() { params_changed_ = true; }
+  // copy_kept: the writer also rounded every weight it wrote into bf16_copy_in_step().
+  void params_updated(bool copy_kept = false) { params_changed_ = !copy_kept; }
+  // The bf16 copy of the weights while it equals them rounded (bf16 precision, a forward()
+  // since the last change), for an optimizer that rounds each weight it writes into it as it
+  // goes and then calls params_updated(true); null otherwise (the next forward() refreshes).
+  uint16_t* bf16_copy_in_step();
 
   // --- training --------------------------------------------------------------------
   // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).

@@ -41,10 +41,11 @@ MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int
   m.activations = 4.0 * (N * (c.n_layer * per_layer + rest) + logits_rows * c.vocab_size);
   if (bf16) {
     m.weights += 2.0 * P;
-    // one product's bf16 input (widest: the FFN's down projection or the LM head's C) and
-    // output gradient (widest: QKV, the FFN's up/gate, or the LM head's logit rows)
+    // one product's bf16 input (widest: the FFN's down projection; the LM head's C rows are
+    // no wider) and output gradient (widest: QKV or the FFN's up/gate; the LM head's logit
+    // gradient is rounded over the logits' own rows, no scratch)
     const double in = std::max({C, F, QW}), out = std::max({QKV, FF, C});
-    m.activations += 2.0 * std::max(N * (in + out), logits_rows * (C + double(c.vocab_size)));
+    m.activations += 2.0 * N * (in + out);
   }
   return m;
 }

@@ -10,6 +10,7 @@
 #include "aji/base/error.h"
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/model/model.h"
 #include "aji/train/shards.h"
 
@@ -73,7 +74,8 @@ AdamW AdamW::gathered(int root) const {
   return full;
 }
 
-void AdamW::step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr) {
+bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr,
+                 uint16_t* bf16_copy) {
   ++t_;
   const float b1 = config_.beta1, b2 = config_.beta2, eps = config_.eps;
   // The same scalar arithmetic as torch (bias corrections in double, then cast).
@@ -87,6 +89,10 @@ void AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   float* v = v_.data() - lo_;
   const int threads = num_threads();
   const size_t lo = lo_, hi = lo_ + m_.size();
+  if (sharded_) bf16_copy = nullptr;
+  // Chunks of 4096 (16 KiB of each buffer): the bf16 rounding reads a chunk's new weights
+  // from L1. The same per-element arithmetic with or without the copy.
+  constexpr int64_t kChunk = 4096;
   for (const DecayRange& r : ranges) {
     AJI_CHECK(r.offset + r.size <= n_, "AdamW range outside the parameter buffer");
     const float decay_mul =
@@ -94,23 +100,31 @@ void AdamW::step(float* params, const float* grads, const std::vector<DecayRange
     // ZeRO-1: only this rank's part of the range.
     const int64_t begin = static_cast<int64_t>(std::max(r.offset, lo)),
                   end = static_cast<int64_t>(std::min(r.offset + r.size, hi));
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (r.size > 32768)
-    for (int64_t i = begin; i < end; ++i) {
-      const float g = grads[i];
-      float p = params[i] * decay_mul;
-      const float mi = m[i] * b1 + one_minus_b1 * g;
-      const float vi = v[i] * b2 + one_minus_b2 * (g * g);
-      m[i] = mi;
-      v[i] = vi;
-      const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-      p = p + (-step_size) * mi / denom;  // torch's addcdiv order
-      params[i] = p;
+    if (end <= begin) continue;
+    const int64_t chunks = (end - begin + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) num_threads(threads) if (r.size > 32768)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t c0 = begin + c * kChunk, c1 = std::min(end, c0 + kChunk);
+#pragma omp simd
+      for (int64_t i = c0; i < c1; ++i) {
+        const float g = grads[i];
+        float p = params[i] * decay_mul;
+        const float mi = m[i] * b1 + one_minus_b1 * g;
+        const float vi = v[i] * b2 + one_minus_b2 * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+        p = p + (-step_size) * mi / denom;  // torch's addcdiv order
+        params[i] = p;
+      }
+      if (bf16_copy) kernels::cpu::round_to_bf16_row(bf16_copy + c0, params + c0, c1 - c0);
     }
   }
   if (sharded_) {  // every rank's updated part to every rank
     dist::Communicator& comm = dist::world();
     comm.allgather(params, zero_counts(n_, comm.size()));
   }
+  return bf16_copy != nullptr;
 }
 
 std::vector<DecayRange> all_parameter_ranges(const model::Model& model) {
@@ -192,7 +206,9 @@ double global_grad_norm(const float* grads, size_t n) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1)
   for (int64_t c = 0; c < static_cast<int64_t>(chunks); ++c) {
     const size_t b = static_cast<size_t>(c) * kChunk, e = std::min(n, b + kChunk);
+    // a vector of partial sums (not one chain of dependent adds): the same order on every run
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (size_t i = b; i < e; ++i) s += static_cast<double>(grads[i]) * grads[i];
     partial[c] = s;
   }

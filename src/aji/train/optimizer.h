@@ -44,8 +44,12 @@ class AdamW {
   AdamW() = default;
   AdamW(size_t n_params, AdamWConfig config);
   // One update of params from grads at learning rate lr. ranges must cover [0, n) (each
-  // element exactly once); elements outside every range are not updated.
-  void step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr);
+  // element exactly once); elements outside every range are not updated. bf16_copy (n, may
+  // be null): each updated weight is also rounded into it (round_to_bf16's bits) while still
+  // in cache, which saves the model a pass over all its weights; returns whether it did
+  // (not when sharded: the all-gathered parts are written by other ranks).
+  bool step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr,
+            uint16_t* bf16_copy = nullptr);
 
   int64_t step_count() const { return t_; }
   const AdamWConfig& config() const { return config_; }

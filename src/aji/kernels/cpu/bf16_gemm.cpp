@@ -399,12 +399,15 @@ namespace {
 // or already bf16.
 template <class In, class Dout>
 void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const Dout* dout, const In* inp,
-                               const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+                               const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout,
+                               int64_t ldd = 0) {
   if (N <= 0) return;
   const uint16_t* dy;
+  if (ldd == 0) ldd = OC;
   if constexpr (std::is_same_v<Dout, uint16_t>) {
     dy = dout;
   } else {
+    AJI_CHECK(ldd == OC, "matmul_backward_bf16: an fp32 output gradient is dense");
     uint16_t* dr = t_scratch.take_b(N * OC);
     round_to_bf16(dr, dout, N * OC);
     dy = dr;
@@ -420,15 +423,15 @@ void matmul_backward_bf16_impl(float* dinp, float* dweight, float* dbias, const 
       x = xr;
     }
     if (layout == WeightLayout::kOutIn)
-      gemm_bf16('T', 'N', OC, IC, N, dy, OC, x, IC, true, dweight, IC);
+      gemm_bf16('T', 'N', OC, IC, N, dy, ldd, x, IC, true, dweight, IC);
     else
-      gemm_bf16('T', 'N', IC, OC, N, x, IC, dy, OC, true, dweight, OC);
+      gemm_bf16('T', 'N', IC, OC, N, x, IC, dy, ldd, true, dweight, OC);
   }
   if (dinp) {
     if (layout == WeightLayout::kOutIn)
-      gemm_bf16('N', 'N', N, IC, OC, dy, OC, weight_bf16, IC, false, dinp, IC);
+      gemm_bf16('N', 'N', N, IC, OC, dy, ldd, weight_bf16, IC, false, dinp, IC);
     else
-      gemm_bf16('N', 'T', N, IC, OC, dy, OC, weight_bf16, OC, false, dinp, IC);
+      gemm_bf16('N', 'T', N, IC, OC, dy, ldd, weight_bf16, OC, false, dinp, IC);
   }
   // the bias gradient: fp32 column sums of dout (the fp32 path's own reduction)
   if constexpr (std::is_same_v<Dout, float>) {
@@ -448,8 +451,16 @@ void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float
   matmul_backward_bf16_impl(dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
 }
 void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout, const uint16_t* inp,
-                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
-  matmul_backward_bf16_impl(dinp, dweight, static_cast<float*>(nullptr), dout, inp, weight_bf16, N, IC, OC, layout);
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout,
+                          int64_t ld_dout) {
+  matmul_backward_bf16_impl(dinp, dweight, static_cast<float*>(nullptr), dout, inp, weight_bf16, N, IC, OC, layout,
+                            ld_dout);
+}
+void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout, const float* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout,
+                          int64_t ld_dout) {
+  matmul_backward_bf16_impl(dinp, dweight, static_cast<float*>(nullptr), dout, inp, weight_bf16, N, IC, OC, layout,
+                            ld_dout);
 }
 
 }  // namespace aji::kernels::cpu

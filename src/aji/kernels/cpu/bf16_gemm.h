@@ -54,9 +54,14 @@ void matmul_forward_bf16(float* out, const uint16_t* inp_bf16, const uint16_t* w
                          int64_t N, int IC, int OC, WeightLayout layout, bool accumulate = false);
 void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const uint16_t* inp_bf16,
                           const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout);
-// And with the output gradient too already in bf16 (no bias: its gradient sums fp32 dout).
+// And with the output gradient too already in bf16 (no bias: its gradient sums fp32 dout),
+// its rows ld_dout apart (0: OC); the input either bf16 or fp32 (rounded here).
 void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout_bf16, const uint16_t* inp_bf16,
-                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout);
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout,
+                          int64_t ld_dout = 0);
+void matmul_backward_bf16(float* dinp, float* dweight, const uint16_t* dout_bf16, const float* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout,
+                          int64_t ld_dout = 0);
 
 // A small product on pair-packed bf16 operands, computed on the calling thread (attention's
 // tiles, inside its own parallel loop; a library call per tile costs more than the tile):

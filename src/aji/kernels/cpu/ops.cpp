@@ -1245,8 +1245,25 @@ void add_inplace(float* a, const float* b, int64_t n) {
 
 // ---- losses --------------------------------------------------------------------------
 
-double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
-                                     float grad_scale, int64_t n, int V, float inv_temperature) {
+namespace {
+// Row r's fp32 values rounded to bf16 over the first half of the row's own memory, in blocks
+// through a local buffer: block b (values [b, b + 256)) lands on bytes [2b, 2b + 512), i.e.
+// on fp32 values [b/2, b/2 + 128), all read already (by this block or earlier ones). memcpy
+// makes the overlapping write well defined.
+void round_row_to_bf16_over_itself(float* row, int V) {
+  constexpr int kBlock = 256;
+  uint16_t tmp[kBlock];
+  char* dst = reinterpret_cast<char*>(row);
+  for (int b = 0; b < V; b += kBlock) {
+    const int w = std::min(kBlock, V - b);
+    round_to_bf16_row(tmp, row + b, w);
+    std::memcpy(dst + 2 * (size_t)b, tmp, sizeof(uint16_t) * w);
+  }
+}
+
+template <bool kBf16Out>
+double softmax_xent_rows(float* logits, float* losses, const int32_t* targets, const float* weights,
+                         float grad_scale, int64_t n, int V, float inv_temperature) {
   Prof prof(OpKind::kLoss);
   const float a = inv_temperature;
   // per-thread partial totals summed in thread order: deterministic (see Partials)
@@ -1259,7 +1276,7 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
     const int32_t t = targets[r];
     const float w = weights ? weights[r] : 1.0f;
     if (t < 0 || w == 0.0f) {
-      std::memset(row, 0, sizeof(float) * V);
+      std::memset(row, 0, sizeof(float) * (kBf16Out ? (V + 1) / 2 : V));  // bf16 zeros are zero bytes too
       if (losses) losses[r] = 0.0f;
       continue;
     }
@@ -1271,12 +1288,24 @@ double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t
     const float g = w * grad_scale * a;
     vm::scale(row, V, g / sum);
     row[t] -= g;
+    if constexpr (kBf16Out) round_row_to_bf16_over_itself(row, V);  // while the row is in cache
     if (losses) losses[r] = loss;
     total += (double)w * loss;
   }
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
+}
+}  // namespace
+
+double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                     float grad_scale, int64_t n, int V, float inv_temperature) {
+  return softmax_xent_rows<false>(logits, losses, targets, weights, grad_scale, n, V, inv_temperature);
+}
+
+double softmax_xent_backward_inplace_bf16(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                          float grad_scale, int64_t n, int V, float inv_temperature) {
+  return softmax_xent_rows<true>(logits, losses, targets, weights, grad_scale, n, V, inv_temperature);
 }
 
 float exp_logits_row(float* scratch, const float* row, int V, float a, float* m_out) {

@@ -153,6 +153,12 @@ void add_inplace(float* a, const float* b, int64_t n);  // a += b
 // inv_temperature = 1 gives exactly the plain softmax cross-entropy.
 double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                      float grad_scale, int64_t n, int V, float inv_temperature = 1.0f);
+// The same, with the gradient rounded to bf16 (nearest even) for a bf16 product, written over
+// the logits' own memory: row r's V values at ((uint16_t*)logits) + r * 2V, the first half of
+// its fp32 row (so the bf16 rows have leading dimension 2V). The losses and the returned total
+// are the fp32 ones, bit for bit.
+double softmax_xent_backward_inplace_bf16(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                          float grad_scale, int64_t n, int V, float inv_temperature = 1.0f);
 // One row of the log-softmax at temperature 1/a: scratch (V) = exp(a * row - m) with m = a * max(row),
 // returns their sum Z; then log softmax(a * row)[t] = a * row[t] - m - log(Z). The pass
 // behind log_softmax_pick, and behind sampling (infer/sampler.h), so a rollout's recorded
