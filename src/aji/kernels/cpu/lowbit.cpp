@@ -412,9 +412,17 @@ AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedW
   __m512i idx[8];  // idx[p]: lanes 0-7 take scale 2p, lanes 8-15 scale 2p+1 (of a group of 16)
   for (int p = 0; p < 8; ++p)
     idx[p] = _mm512_mask_blend_epi32(0xFF00, _mm512_set1_epi32(2 * p), _mm512_set1_epi32(2 * p + 1));
-  if (N == 1) {  // one row: as bf16_rows_avx512
+  if (N == 1) {
+    // One row: tiles of 4 weight rows, inlined. Unlike bf16's one-row path (one weight row at
+    // a time is fastest there), a q8_0 block dot is bound by its loads (the activation's
+    // bytes, its block scales and its -128 sums, besides the weight), and a tile of 4 shares
+    // them: 1.55-1.6x faster on in-cache weights (1152x384, 384x1024), and faster on
+    // llama-small's, which stream from DRAM. The same bits per output (each its own chain;
+    // hsum512x4 is hsum512's order).
+    const int full = OC / 4;
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-    for (int o = 0; o < OC; ++o) q8_tile<1, 1>(out, P, w, 0, o, idx, bias, accumulate);
+    for (int t = 0; t < full; ++t) q8_tile<1, 4>(out, P, w, 0, 4 * t, idx, bias, accumulate);
+    for (int o = 4 * full; o < OC; ++o) q8_tile<1, 1>(out, P, w, 0, o, idx, bias, accumulate);
     return;
   }
   for_tiles<kTileRows, kTileOuts>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
