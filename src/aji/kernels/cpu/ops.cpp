@@ -709,14 +709,27 @@ inline float kv_dot(const float* x, const KV* y, int64_t n) {
   return s;
 }
 
+// One cached row's hd values (keys or values of one head) towards L2.
+template <class KV>
+inline void prefetch_head_row(const KV* row, int hd) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < (int64_t)hd * (int64_t)sizeof(KV); off += 64) __builtin_prefetch(p + off, 0, 2);
+}
+
 // out (nq rows, stride d.o_ts) = softmax(scale q k^T) v for nq query rows whose first
 // sits at absolute position pos0; row r sees keys first_r .. pos0+r (first_r from
 // key_start, else 0). S: scratch of at least kn floats. lse (nq) may be null.
+// k_next / v_next (may be null): the keys and values of the (sequence, head) this thread
+// takes next, fetched towards L2 row by row beside this one's reads (each head's hd values
+// of a cached row are a strided walk that otherwise waits on memory for every row; a burst
+// of prefetches up front instead delayed the current head's own loads).
 template <class KV>
 void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, const KV* v, float* S, int nq,
-                           int kn, int pos0, const int32_t* key_start, float scale, const AttnDims& d) {
+                           int kn, int pos0, const int32_t* key_start, float scale, const AttnDims& d,
+                           const KV* k_next = nullptr, const KV* v_next = nullptr) {
   const int hd = d.hd;
   for (int r = 0; r < nq; ++r) {
+    const bool pf = r == 0 && k_next;
     const float* qr = q + (int64_t)r * d.q_ts;
     const int visible = std::min(kn, pos0 + r + 1);
     const int first = key_start ? key_start[r] : 0;
@@ -727,6 +740,8 @@ void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, 
     if (hd % 8 == 0)
       for (; j + 8 <= visible; j += 8) {
         const KV* k0 = k + (int64_t)j * d.k_ts;
+        if (pf)
+          for (int i = 0; i < 8; ++i) prefetch_head_row(k_next + (int64_t)(j + i) * d.k_ts, hd);
         __m256 a[8];
         for (int i = 0; i < 8; ++i) a[i] = _mm256_setzero_ps();
         for (int e = 0; e < hd; e += 8) {
@@ -768,6 +783,7 @@ void attention_rows_direct(float* out, float* lse, const float* q, const KV* k, 
       for (int jj = first; jj < visible; ++jj) {
         const __m256 p = _mm256_set1_ps(S[jj]);
         const KV* vj = v + (int64_t)jj * d.v_ts + e0;
+        if (pf && e0 == 0) prefetch_head_row(v_next + (int64_t)jj * d.v_ts, hd);
         for (int i = 0; i < 8; ++i) c[i] = _mm256_fmadd_ps(p, kv_load8(vj + 8 * i), c[i]);
       }
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + e0 + 8 * i, c[i]);
@@ -1041,8 +1057,17 @@ void attention_forward_impl(float* out, float* lse, const float* q, const KV* k,
       float* lp = lse ? lse + ((int64_t)b * d.H + h) * d.Tq + i0 : nullptr;
       const int32_t* ks = d.key_start ? d.key_start + (int64_t)b * d.Tq + i0 : nullptr;
       if (nq <= kFewQueries) {
+        // decoding: the unit this thread likely takes next (the team takes them in turn) is
+        // `threads` on; its keys and values fetched beside this unit's reads
+        const int64_t un = u + omp_get_num_threads();
+        const KV *k_next = nullptr, *v_next = nullptr;
+        if (!tiled && un < units) {
+          const int hn = (int)((un / n_tiles) % d.H), bn = (int)(un / ((int64_t)n_tiles * d.H));
+          k_next = k + bn * d.k_bs + (int64_t)(hn / group) * d.hd;
+          v_next = v + bn * d.v_bs + (int64_t)(hn / group) * d.hd;
+        }
         attention_rows_direct(op, lp, qp, k + b * d.k_bs + (int64_t)kvh * d.hd, v + b * d.v_bs + (int64_t)kvh * d.hd,
-                              S, nq, kn, d.q_pos0 + i0, ks, scale, d);
+                              S, nq, kn, d.q_pos0 + i0, ks, scale, d, k_next, v_next);
         continue;
       }
       const int64_t pack = (int64_t)b * d.KV + kvh;
