@@ -94,7 +94,7 @@ struct Model::Impl {
   std::vector<float> rope_cos, rope_sin;  // (max_seq_len, hd/2)
 
   // training arena
-  std::vector<float> arena;
+  AlignedFloats arena;
   int64_t cap_N = 0;
   std::vector<LayerActs> la;
   float *resid_final = nullptr, *hidden = nullptr, *lnf_mean = nullptr, *lnf_rstd = nullptr;
@@ -118,7 +118,7 @@ struct Model::Impl {
                              int T);
 
   // bf16 copy of every parameter (same offsets as params()), for Precision::kBf16
-  std::vector<uint16_t> w16;
+  AlignedVector<uint16_t> w16;
 
   // inference arena
   std::vector<float> infer;

@@ -79,8 +79,8 @@ struct KVCache {
   int kv_width = 0;
   int length = 0;  // positions already stored
   KVCacheType type = KVCacheType::kF32;
-  std::vector<float> k, v;       // (n_layer, batch, max_len, kv_width), kF32
-  std::vector<uint16_t> kh, vh;  // the same, kBF16
+  AlignedFloats k, v;              // (n_layer, batch, max_len, kv_width), kF32
+  AlignedVector<uint16_t> kh, vh;  // the same, kBF16
 
   bool bf16() const { return type == KVCacheType::kBF16; }
   size_t elem_bytes() const { return bf16() ? 2 : 4; }
@@ -293,7 +293,7 @@ class Model {
                              bool batch_invariant, std::vector<int64_t>& r0);
   ModelConfig config_;
   AlignedFloats params_;  // 64-byte aligned: the decode kernels stream it
-  std::vector<float> grads_;
+  AlignedFloats grads_;
   std::vector<ParamTensor> tensors_;
   Impl* impl_ = nullptr;
   int B_ = 0, T_ = 0;

@@ -48,8 +48,8 @@ void AdamW::shard() {
   const size_t r = static_cast<size_t>(comm.rank()), N = static_cast<size_t>(comm.size());
   lo_ = n_ * r / N;
   const size_t hi = n_ * (r + 1) / N;
-  std::vector<float>(m_.begin() + long(lo_), m_.begin() + long(hi)).swap(m_);
-  std::vector<float>(v_.begin() + long(lo_), v_.begin() + long(hi)).swap(v_);
+  AlignedFloats(m_.begin() + long(lo_), m_.begin() + long(hi)).swap(m_);
+  AlignedFloats(v_.begin() + long(lo_), v_.begin() + long(hi)).swap(v_);
   sharded_ = true;
 }
 

@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aji/base/aligned.h"
+
 namespace aji::model {
 class Model;
 }
@@ -53,8 +55,8 @@ class AdamW {
 
   int64_t step_count() const { return t_; }
   const AdamWConfig& config() const { return config_; }
-  std::vector<float>& m() { return m_; }
-  std::vector<float>& v() { return v_; }
+  AlignedFloats& m() { return m_; }
+  AlignedFloats& v() { return v_; }
 
   // ZeRO-1 (data parallelism, docs/distributed.md): shard() keeps m and v only for this
   // rank's part of the buffer, [shard_begin(), shard_end()) (the ranks' parts are consecutive,
@@ -77,7 +79,7 @@ class AdamW {
 
  private:
   AdamWConfig config_;
-  std::vector<float> m_, v_;
+  AlignedFloats m_, v_;  // 2 MiB pages when large (base/aligned.h)
   int64_t t_ = 0;
   size_t n_ = 0, lo_ = 0;
   bool sharded_ = false;

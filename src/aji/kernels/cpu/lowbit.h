@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/aligned.h"
 #include "aji/kernels/cpu/ops.h"
 
 namespace aji::kernels::cpu {
@@ -73,9 +74,9 @@ class PackedWeight {
  private:
   WeightType type_ = WeightType::kF32;
   int oc_ = 0, ic_ = 0;
-  std::vector<uint16_t> bf16_;
-  std::vector<uint8_t> qu_;
-  std::vector<uint16_t> d_;
+  AlignedVector<uint16_t> bf16_;
+  AlignedVector<uint8_t> qu_;
+  AlignedVector<uint16_t> d_;
 };
 
 // out (N,OC) = inp (N,IC) x W^T (+ bias (OC) if not null); accumulate: out += instead of =.
