@@ -4,12 +4,15 @@
 
 #include <cmath>
 #include <csignal>
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
 #include <string>
 
+#include "aji/base/aligned.h"
 #include "aji/base/atomic_file.h"
 #include "aji/base/error.h"
 #include "aji/base/interrupt.h"
@@ -29,6 +32,43 @@ TEST(Error, DescribeNamesFileLineAndFix) {
   EXPECT_EQ(e.describe(), "error: bad merge line\n  at:  tok.json:12\n  fix: each merge is 'A B'");
   aji::Error off = aji::Error("bad record").at_offset("x.warc.gz", 4096);
   EXPECT_EQ(off.location(), "x.warc.gz (byte offset 4096)");
+}
+
+// Small buffers 64-byte aligned; from 8 MiB on 2 MiB aligned and marked for huge pages: where
+// the kernel offers transparent huge pages (not "never"), /proc/self/smaps shows the buffer's
+// mapping eligible (THPeligible: 1). The contents survive growth and copies as any vector's.
+TEST(Aligned, LargeBuffersAreHugePageAlignedAndEligible) {
+  aji::AlignedFloats small(1000, 1.5f);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+  aji::AlignedVector<uint16_t> large((size_t(9) << 20) / 2, 7);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (size_t(2) << 20), 0u);
+  large.resize(large.size() * 2, 9);  // reallocates
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (size_t(2) << 20), 0u);
+  EXPECT_EQ(large.front(), 7);
+  EXPECT_EQ(large.back(), 9);
+  std::string mode;
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::getline(thp, mode);
+  if (mode.empty() || mode.find("[never]") != std::string::npos) {
+    GTEST_SKIP() << "transparent huge pages are off on this machine (" << mode << "): alignment checked only";
+  }
+  std::ifstream smaps("/proc/self/smaps");
+  const uintptr_t at = reinterpret_cast<uintptr_t>(large.data());
+  std::string line;
+  bool inside = false, found = false;
+  while (std::getline(smaps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &lo, &hi) == 2 && line.find(' ') != std::string::npos &&
+        line.find(':') > line.find(' ')) {
+      inside = at >= lo && at < hi;
+      continue;
+    }
+    if (inside && line.rfind("THPeligible:", 0) == 0) {
+      EXPECT_NE(line.find('1'), std::string::npos) << line;
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found) << "no THPeligible line for the buffer's mapping in /proc/self/smaps";
 }
 
 TEST(AtomicFile, CommitReplacesAndAbortLeavesOldFile) {
