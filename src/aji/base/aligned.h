@@ -34,7 +34,7 @@ struct AlignedAllocator {
     const std::size_t bytes = n * sizeof(T);
     if (bytes >= kHugeFrom) {
       void* p = ::operator new(bytes, std::align_val_t(kHugePage));
-      ::madvise(p, (bytes + kHugePage - 1) / kHugePage * kHugePage, MADV_HUGEPAGE);
+      ::madvise(p, bytes, MADV_HUGEPAGE);  // this buffer only (a partial last 2 MiB stays small)
       return static_cast<T*>(p);
     }
     return static_cast<T*>(::operator new(bytes, std::align_val_t(Align)));

@@ -126,8 +126,7 @@ void run_train_step(const TrainOpts& o) {
     m.forward(tokens.data(), B, T);
     float loss = m.lm_head_loss(targets.data());
     m.backward(m.d_hidden_buffer());
-    // as train_step does: the update rounds the weights into the bf16 copy as it writes them
-    m.params_updated(adamw.step(params, m.grads(), ranges, 1e-4f, m.bf16_copy_in_step()));
+    aji::train::step_model_weights(adamw, m, params, m.grads(), ranges, 1e-4f);  // as train_step does
     return loss;
   };
   // warm-up step (allocates the arena, first-touches the buffers) with the GEMM shapes recorded

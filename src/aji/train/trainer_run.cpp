@@ -306,12 +306,10 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
   }
   for (const ParamGroup& g : groups)
     if (g.optimizer) {
-      // the model's bf16 copy (if any) rounded by the update itself, when these are its weights
-      uint16_t* copy =
-          g.model && g.params == static_cast<const model::Model*>(g.model)->params() ? g.model->bf16_copy_in_step()
-                                                                                     : nullptr;
-      const bool kept = g.optimizer->step(g.params, g.grads, g.ranges, lr, copy);
-      if (g.model) g.model->params_updated(kept);
+      if (g.model)
+        step_model_weights(*g.optimizer, *g.model, g.params, g.grads, g.ranges, lr);
+      else
+        g.optimizer->step(g.params, g.grads, g.ranges, lr);
     }
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;
