@@ -127,12 +127,6 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   return bf16_copy != nullptr;
 }
 
-void step_model_weights(AdamW& opt, model::Model& model, float* params, const float* grads,
-                        const std::vector<DecayRange>& ranges, float lr) {
-  uint16_t* copy = params == static_cast<const model::Model&>(model).params() ? model.bf16_copy_in_step() : nullptr;
-  model.params_updated(opt.step(params, grads, ranges, lr, copy));
-}
-
 std::vector<DecayRange> all_parameter_ranges(const model::Model& model) {
   std::vector<DecayRange> ranges;
   for (const auto& t : model.tensors()) ranges.push_back({t.offset, t.numel, t.decay});

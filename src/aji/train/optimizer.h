@@ -85,13 +85,6 @@ class AdamW {
   bool sharded_ = false;
 };
 
-// AdamW::step on a model's weights, and the model told: when `params` are the model's own and
-// its bf16 copy is in step with them (Model::bf16_copy_in_step), the update rounds each weight
-// into the copy as it writes it; otherwise the model refreshes the copy at its next forward.
-// What every trainer's step (train_step) and `aji bench train-step` call.
-void step_model_weights(AdamW& opt, model::Model& model, float* params, const float* grads,
-                        const std::vector<DecayRange>& ranges, float lr);
-
 // ZeRO-1 asked for (AJI_ZERO=1 in the environment, the one place it is declared) in a job of
 // more than one rank: train_step shards each group's optimizer at its first step.
 bool zero1_requested();

@@ -212,6 +212,12 @@ void throw_diverged(const std::string& what, int64_t step_index, double loss, do
               "with --resume, or start again with --force");
 }
 
+void step_model_weights(AdamW& opt, model::Model& model, float* params, const float* grads,
+                        const std::vector<DecayRange>& ranges, float lr) {
+  uint16_t* copy = params == static_cast<const model::Model&>(model).params() ? model.bf16_copy_in_step() : nullptr;
+  model.params_updated(opt.step(params, grads, ranges, lr, copy));
+}
+
 StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max_norm, const std::string& what,
                      const fs::path& run_dir, const std::function<double()>& forward_backward, int64_t step_index) {
   const auto t0 = std::chrono::steady_clock::now();

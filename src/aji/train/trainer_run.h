@@ -97,6 +97,13 @@ struct ParamGroup {
   static ParamGroup whole_model(model::Model& model, AdamW& opt);
 };
 
+// AdamW::step on a model's weights, and the model told: when `params` are the model's own and
+// its bf16 copy is in step with them (Model::bf16_copy_in_step), the update rounds each weight
+// into the copy as it writes it; otherwise the model refreshes the copy at its next forward.
+// What every trainer's step (train_step) and `aji bench train-step` call.
+void step_model_weights(AdamW& opt, model::Model& model, float* params, const float* grads,
+                        const std::vector<DecayRange>& ranges, float lr);
+
 struct StepStats {
   double loss = 0;       // what the callback returned
   double grad_norm = 0;  // before clipping, over every group
