@@ -98,6 +98,16 @@ inline OptionInfo precision_option() {
                     Range::any(), OnResume::kChange};
 }
 
+// --device as the trainers declare it (kernels/backend.h parse_device): where the training
+// forward and backward run; the optimizer, checkpoints and evaluation stay on the host, so it
+// is safe to change on resume (docs/cuda.md).
+inline OptionInfo device_option() {
+  return OptionInfo{"device",
+                    "cpu, cuda or cuda:N: where the training forward and backward run (the CUDA backend is a "
+                    "first slice not yet verified on a GPU, fp32 only: docs/cuda.md)",
+                    Range::any(), OnResume::kChange};
+}
+
 namespace options_detail {
 template <class T> struct is_optional : std::false_type {};
 template <class T> struct is_optional<std::optional<T>> : std::true_type {

@@ -14,6 +14,7 @@
 #include "aji/base/io.h"
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
+#include "aji/kernels/backend.h"
 #include "aji/train/checkpoint.h"
 
 namespace {
@@ -73,6 +74,13 @@ void print_build_info() {
 #else
   std::printf("isa: baseline\n");
 #endif
+  // GPUs: the CUDA plugin's view (kernels/backend.h), or why there is none.
+  try {
+    auto gpu = aji::kernels::make_backend(aji::kernels::parse_device("cuda"));
+    std::printf("cuda: %s\n", gpu->describe().c_str());
+  } catch (const std::exception& e) {
+    std::printf("cuda: none (%s)\n", e.what());
+  }
 }
 
 void run_info(const InfoArgs& a) {

@@ -32,16 +32,49 @@ struct Bump {
   uint16_t* take_bf16(size_t n) { return reinterpret_cast<uint16_t*>(take((n + 1) / 2)); }
 };
 
+// A buffer in a device backend's memory (set_device), released with it; contents are lost
+// when it grows.
+struct DeviceMem {
+  kernels::Backend* be = nullptr;
+  void* p = nullptr;
+  size_t bytes = 0;
+  DeviceMem() = default;
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  ~DeviceMem() { reset(); }
+  void reset() {
+    if (p) be->release(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  void ensure(kernels::Backend& backend, size_t n_bytes) {
+    if (p && be == &backend && bytes >= n_bytes) return;
+    reset();
+    be = &backend;
+    p = backend.alloc(n_bytes);
+    bytes = n_bytes;
+  }
+  float* f() const { return static_cast<float*>(p); }
+};
+
 // The inputs forward() keeps for a product (the norms' outputs, the FFN activation): fp32, or
 // in bf16 precision the bf16 bits that product reads (Out = uint16_t).
 template <class T>
 constexpr bool kBf16Input = std::is_same_v<std::remove_cv_t<T>, uint16_t>;
+// fp32 on the model's backend; bf16 bits (bf16 precision, the CPU only) through kernels/cpu.
 template <class Out>
-void ffn_activation(const ModelConfig& c, Out* dst, const float* fc, int64_t N) {
-  if (c.is_gpt2())
-    ops::gelu_forward(dst, fc, N * c.ff());
-  else
-    ops::swiglu_forward(dst, fc, N, c.ff());
+void ffn_activation(kernels::Backend& be, const ModelConfig& c, Out* dst, const float* fc, int64_t N) {
+  if constexpr (kBf16Input<Out>) {
+    if (c.is_gpt2())
+      ops::gelu_forward(dst, fc, N * c.ff());
+    else
+      ops::swiglu_forward(dst, fc, N, c.ff());
+  } else {
+    if (c.is_gpt2())
+      be.gelu_forward(dst, fc, N * c.ff());
+    else
+      be.swiglu_forward(dst, fc, N, c.ff());
+  }
 }
 
 // One product of a forward_extend pass over `rows` rows. invariant: every row as it is alone
@@ -117,6 +150,32 @@ struct Model::Impl {
   const float* attention_qkv(const ModelConfig& c, const float* P, const LayerOffsets& Lw, const float* qkv, int B,
                              int T);
 
+  // ---- the training path on a device with memory of its own (Model::set_device) ----
+  std::shared_ptr<kernels::Backend> device;  // null: the CPU over the host buffers
+  kernels::Backend& be() const { return device ? *device : kernels::cpu_backend(); }
+  DeviceMem d_params, d_grads, d_arena, d_rope;
+  const float* d_rope_cos = nullptr;  // rope_cos / rope_sin on the device
+  const float* d_rope_sin = nullptr;
+  // forward()'s int inputs on the device (carved from the arena)
+  int32_t *d_tokens = nullptr, *d_positions = nullptr, *d_key_start = nullptr;
+  int32_t* d_targets = nullptr;          // (N) the LM-head pass's targets
+  float *d_weights = nullptr, *d_ce = nullptr;  // (N) its weights and per-token losses
+  bool grads_on_device = false;   // the device's gradients are newer than the host's
+  bool device_grads_stale = true; // the host's may be newer than the device's: upload before use
+  bool d_hidden_on_device = false;  // d_hidden was written on the device, the host copy is stale
+  bool h_hidden_valid = false;      // h_hidden holds this forward's hidden states
+  AlignedFloats h_hidden, h_d_hidden, h_logits;  // host copies on a device
+  const int32_t* rows_key_start() const { return device ? (key_start.empty() ? nullptr : d_key_start) : key_start_ptr(); }
+  const int32_t* rows_positions() const { return device ? (positions.empty() ? nullptr : d_positions) : pos_ptr(); }
+  const float* rope_c() const { return device ? d_rope_cos : rope_cos.data(); }
+  const float* rope_s() const { return device ? d_rope_sin : rope_sin.data(); }
+  // Host scratch for rows of logits: the arena's on the CPU, a host buffer on a device.
+  float* host_logits(int64_t V) {
+    if (!device) return logits;
+    if (h_logits.size() < (size_t)(logits_rows * V)) h_logits.resize((size_t)(logits_rows * V));
+    return h_logits.data();
+  }
+
   // bf16 copy of every parameter (same offsets as params()), for Precision::kBf16
   AlignedVector<uint16_t> w16;
 
@@ -147,15 +206,16 @@ const float* Model::Impl::attention_qkv(const ModelConfig& c, const float* P, co
   if (c.is_gpt2()) return qkv;
   const int64_t N = (int64_t)B * T, QKV = c.qkv_width(), QW = c.q_width();
   const float* src = qkv;  // RoPE out of place from the projection, unless QK-norm went first
+  kernels::Backend& b = be();
   if (c.qk_norm) {
-    std::memcpy(qkv_work, qkv, sizeof(float) * N * QKV);
-    ops::head_rmsnorm_forward(qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
-    ops::head_rmsnorm_forward(qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+    b.copy(qkv_work, qkv, sizeof(float) * N * QKV);
+    b.head_rmsnorm_forward(qkv_work, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+    b.head_rmsnorm_forward(qkv_work, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
     src = nullptr;
   }
   // q's heads and k's, which follow them (column QW = n_head * hd), in one pass
-  ops::rope_apply(qkv_work, rope_cos.data(), rope_sin.data(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0, false,
-                  pos_ptr(), src);
+  b.rope_apply(qkv_work, rope_c(), rope_s(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0, false,
+               rows_positions(), src);
   return qkv_work;
 }
 
@@ -237,7 +297,7 @@ Model::~Model() { delete impl_; }
 Model::Model(Model&& o) noexcept
     : config_(o.config_), params_(std::move(o.params_)), grads_(std::move(o.grads_)),
       tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_), precision_(o.precision_),
-      kv_cache_(o.kv_cache_), params_changed_(o.params_changed_) {
+      kv_cache_(o.kv_cache_), params_changed_(o.params_changed_), device_params_stale_(o.device_params_stale_) {
   o.impl_ = nullptr;
 }
 Model& Model::operator=(Model&& o) noexcept {
@@ -253,6 +313,7 @@ Model& Model::operator=(Model&& o) noexcept {
     precision_ = o.precision_;
     kv_cache_ = o.kv_cache_;
     params_changed_ = o.params_changed_;
+    device_params_stale_ = o.device_params_stale_;
     o.impl_ = nullptr;
   }
   return *this;
@@ -260,7 +321,81 @@ Model& Model::operator=(Model&& o) noexcept {
 
 float* Model::grads() {
   if (grads_.empty()) grads_.assign(params_.size(), 0.0f);
+  Impl& I = *impl_;
+  if (I.device) {
+    if (I.grads_on_device) I.device->to_host(grads_.data(), I.d_grads.p, grads_.size() * sizeof(float));
+    I.grads_on_device = false;
+    I.device_grads_stale = true;  // the caller may write them (clipping, zeroing, a head's +=)
+  }
   return grads_.data();
+}
+
+const float* Model::grads() const {
+  if (grads_.empty()) return nullptr;
+  Impl& I = *impl_;
+  if (I.device && I.grads_on_device) {  // a read: afterwards host and device agree
+    I.device->to_host(const_cast<float*>(grads_.data()), I.d_grads.p, grads_.size() * sizeof(float));
+    I.grads_on_device = false;
+  }
+  return grads_.data();
+}
+
+// ---- device ----------------------------------------------------------------------------------
+
+void Model::set_device(std::shared_ptr<kernels::Backend> backend) {
+  Impl& I = *impl_;
+  if (backend && backend.get() == &kernels::cpu_backend()) backend = nullptr;  // the host buffers
+  if (backend == I.device) return;
+  if (I.device && I.grads_on_device) (void)grads();  // keep the gradients computed so far
+  I.d_params.reset();
+  I.d_grads.reset();
+  I.d_arena.reset();
+  I.d_rope.reset();
+  I.device = std::move(backend);
+  I.have_forward = false;  // activations live in the other device's memory
+  I.cap_N = 0;
+  I.grads_on_device = false;
+  I.device_grads_stale = true;
+  I.d_hidden_on_device = false;
+  device_params_stale_ = true;
+  if (I.device && !I.rope_cos.empty()) {
+    const size_t n = I.rope_cos.size();
+    I.d_rope.ensure(*I.device, 2 * n * sizeof(float));
+    I.device->to_device(I.d_rope.f(), I.rope_cos.data(), n * sizeof(float));
+    I.device->to_device(I.d_rope.f() + n, I.rope_sin.data(), n * sizeof(float));
+    I.d_rope_cos = I.d_rope.f();
+    I.d_rope_sin = I.d_rope.f() + n;
+  }
+}
+
+kernels::Backend& Model::device() const { return impl_->be(); }
+bool Model::on_device() const { return impl_->device != nullptr; }
+
+const float* Model::device_params() {
+  Impl& I = *impl_;
+  if (!I.device) return params_.data();
+  if (device_params_stale_ || !I.d_params.p) {
+    I.d_params.ensure(*I.device, params_.size() * sizeof(float));
+    I.device->to_device(I.d_params.p, params_.data(), params_.size() * sizeof(float));
+    device_params_stale_ = false;
+  }
+  return I.d_params.f();
+}
+
+float* Model::device_grads() {
+  Impl& I = *impl_;
+  if (!I.device) return grads();
+  if (grads_.empty()) grads_.assign(params_.size(), 0.0f);
+  if (!I.d_grads.p) {
+    I.d_grads.ensure(*I.device, grads_.size() * sizeof(float));
+    I.device_grads_stale = true;
+  }
+  if (I.device_grads_stale && !I.grads_on_device) {
+    I.device->to_device(I.d_grads.p, grads_.data(), grads_.size() * sizeof(float));
+    I.device_grads_stale = false;
+  }
+  I.grads_on_device = true;  // the caller accumulates into them
+  return I.d_grads.f();
 }
 
 const ParamTensor* Model::find_tensor(const std::string& name) const {
@@ -273,6 +408,7 @@ float* Model::param(const std::string& name) {
   const ParamTensor* t = find_tensor(name);
   if (!t) throw Error("model has no tensor \"" + name + "\"").fix("tensor names follow the Hugging Face layout of " + std::string(arch_name(config_.arch)));
   params_changed_ = true;
+  device_params_stale_ = true;
   return params_.data() + t->offset;
 }
 
@@ -291,6 +427,7 @@ void Model::set_precision(Precision p) {
 
 void Model::init_weights(uint64_t seed) {
   params_changed_ = true;
+  device_params_stale_ = true;
   const float std_dev = config_.init_std;
   const float resid_std = std_dev / std::sqrt(2.0f * config_.n_layer);
   for (size_t ti = 0; ti < tensors_.size(); ++ti) {
@@ -332,7 +469,17 @@ void Model::init_weights(uint64_t seed) {
   }
 }
 
-void Model::zero_grads() { std::fill(grads(), grads() + params_.size(), 0.0f); }
+void Model::zero_grads() {
+  if (grads_.empty()) grads_.assign(params_.size(), 0.0f);
+  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  Impl& I = *impl_;
+  if (I.device) {  // both copies zero: nothing to transfer
+    I.d_grads.ensure(*I.device, grads_.size() * sizeof(float));
+    I.device->zero(I.d_grads.p, grads_.size() * sizeof(float));
+    I.grads_on_device = false;
+    I.device_grads_stale = false;
+  }
+}
 
 size_t Model::activation_bytes() const {
   if (!impl_) return 0;
@@ -374,6 +521,10 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
         throw Error("key_start[" + std::to_string(r / T) + "," + std::to_string(r % T) + "] = " +
                     std::to_string(key_start[r]) + " is outside [0, t]");
   Impl& I = *impl_;
+  if (I.device && precision_ == Precision::kBf16)
+    throw Error("bf16 precision is not built for " + I.device->describe() + " yet")
+        .fix("use --precision fp32 on this device (docs/cuda.md)");
+  kernels::Backend& be = I.be();
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
   // (re)carve the arena when N grows; slices depend on N only
@@ -413,22 +564,36 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     I.d_atty = a.take(N * QW);
     I.d_hidden = a.take(N * C);
     I.logits = a.take(I.logits_rows * c.vocab_size);
+    if (I.device) {  // the int and per-token inputs, in the device's memory (int32 = float size)
+      I.d_tokens = reinterpret_cast<int32_t*>(a.take(N));
+      I.d_positions = reinterpret_cast<int32_t*>(a.take(N));
+      I.d_key_start = reinterpret_cast<int32_t*>(a.take(N));
+      I.d_targets = reinterpret_cast<int32_t*>(a.take(N));
+      I.d_weights = a.take(N);
+      I.d_ce = a.take(N);
+    }
   };
   // Every slice grows with N, so a buffer carved for a larger N serves a smaller one. Growing
   // a second time means the shapes vary (RL rows, SFT padding): then room for 25% more rows,
   // so a run does not zero a fresh arena (page faults) every time its longest batch grows.
   Bump count;
   carve(count, N);
-  if (count.used > I.arena.size()) {
+  const size_t have = I.device ? I.d_arena.bytes / sizeof(float) : I.arena.size();
+  if (count.used > have) {
     const int64_t cap = I.cap_N > 0 ? std::max(N, I.cap_N + I.cap_N / 4) : N;
     Bump grown;
     carve(grown, cap);
-    I.arena.clear();
-    I.arena.shrink_to_fit();
-    I.arena.resize(grown.used);
+    if (I.device) {
+      I.d_arena.reset();
+      I.d_arena.ensure(*I.device, grown.used * sizeof(float));
+    } else {
+      I.arena.clear();
+      I.arena.shrink_to_fit();
+      I.arena.resize(grown.used);
+    }
     I.cap_N = cap;
   }
-  Bump real{0, I.arena.data()};
+  Bump real{0, I.device ? I.d_arena.f() : I.arena.data()};
   carve(real, N);
   B_ = B;
   T_ = T;
@@ -437,13 +602,20 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   I.key_start.clear();
   if (position_ids) I.positions.assign(position_ids, position_ids + N);
   if (key_start) I.key_start.assign(key_start, key_start + N);
+  if (I.device) {
+    be.to_device(I.d_tokens, tokens, sizeof(int32_t) * N);
+    if (position_ids) be.to_device(I.d_positions, position_ids, sizeof(int32_t) * N);
+    if (key_start) be.to_device(I.d_key_start, key_start, sizeof(int32_t) * N);
+    I.h_hidden_valid = false;
+    I.d_hidden_on_device = false;
+  }
 
-  float* P = params_.data();
+  const float* P = device_params();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change
+  if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change (the CPU only)
     I.w16.resize(params_.size());
-    ops::round_to_bf16(I.w16.data(), P, (int64_t)params_.size());
+    ops::round_to_bf16(I.w16.data(), params_.data(), (int64_t)params_.size());
     params_changed_ = false;
   }
   // out (N,OC) (+)= inp (N,IC) x the weight at offset w (+ bias), in this model's precision;
@@ -452,7 +624,7 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     if (bf16)  // (a bf16 input exists only then)
       ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
     else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
-      ops::matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
+      be.matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
   };
   // A product input forward keeps: use(the fp32 buffer), or use(its bf16 one) in bf16 precision.
   auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
@@ -462,17 +634,24 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
       use(f32);
   };
   auto norm = [&](auto* dst, float* mean, float* rstd, const float* x, size_t w, size_t b) {
-    if (c.is_gpt2())
-      ops::layernorm_forward(dst, mean, rstd, x, P + w, P + b, N, (int)C, c.norm_eps);
-    else
-      ops::rmsnorm_forward(dst, rstd, x, P + w, N, (int)C, c.norm_eps);
+    if constexpr (kBf16Input<std::remove_pointer_t<decltype(dst)>>) {  // bf16 precision (the CPU)
+      if (c.is_gpt2())
+        ops::layernorm_forward(dst, mean, rstd, x, P + w, P + b, N, (int)C, c.norm_eps);
+      else
+        ops::rmsnorm_forward(dst, rstd, x, P + w, N, (int)C, c.norm_eps);
+    } else {
+      if (c.is_gpt2())
+        be.layernorm_forward(dst, mean, rstd, x, P + w, P + b, N, (int)C, c.norm_eps);
+      else
+        be.rmsnorm_forward(dst, rstd, x, P + w, N, (int)C, c.norm_eps);
+    }
   };
 
-  ops::embedding_forward(I.la[0].resid_in, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0,
-                         I.pos_ptr());
+  be.embedding_forward(I.la[0].resid_in, I.device ? I.d_tokens : tokens, P + I.wte,
+                       c.is_gpt2() ? P + I.wpe : nullptr, B, T, (int)C, 0, I.rows_positions());
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
-  dims.key_start = I.key_start_ptr();
+  dims.key_start = I.rows_key_start();
   dims.bf16_products = bf16;
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
@@ -488,31 +667,51 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
       matmul(A.qkv, x, Lw.qkv_w, W(Lw.qkv_b), (int)C, (int)QKV, false);
     });
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
-    ops::attention_forward(A.atty, A.lse, qkv, qkv + QW, A.qkv + QW + c.kv_width(), dims);
-    std::memcpy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
+    be.attention_forward(A.atty, A.lse, qkv, qkv + QW, A.qkv + QW + c.kv_width(), dims);
+    be.copy(A.resid_mid, A.resid_in, sizeof(float) * N * C);
     matmul(A.resid_mid, A.atty, Lw.o_w, W(Lw.o_b), (int)QW, (int)C, true);
     kept(A.ln2, A.ln2_16, [&](auto* x) {
       norm(x, A.ln2_mean, A.ln2_rstd, A.resid_mid, Lw.ln2_w, Lw.ln2_b);
       matmul(A.fc, x, Lw.fc_w, W(Lw.fc_b), (int)C, (int)FF, false);
     });
-    std::memcpy(out, A.resid_mid, sizeof(float) * N * C);
+    be.copy(out, A.resid_mid, sizeof(float) * N * C);
     kept(I.act, I.act16, [&](auto* x) {
-      ffn_activation(c, x, A.fc, N);
+      ffn_activation(be, c, x, A.fc, N);
       matmul(out, x, Lw.proj_w, W(Lw.proj_b), (int)F, (int)C, true);
     });
   }
   if (c.is_gpt2())
-    ops::layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C, c.norm_eps);
+    be.layernorm_forward(I.hidden, I.lnf_mean, I.lnf_rstd, I.resid_final, P + I.lnf_w, P + I.lnf_b, N, (int)C,
+                         c.norm_eps);
   else
-    ops::rmsnorm_forward(I.hidden, I.lnf_rstd, I.resid_final, P + I.lnf_w, N, (int)C, c.norm_eps);
+    be.rmsnorm_forward(I.hidden, I.lnf_rstd, I.resid_final, P + I.lnf_w, N, (int)C, c.norm_eps);
   I.have_forward = true;
 }
 
-const float* Model::hidden() const { return impl_->have_forward ? impl_->hidden : nullptr; }
+const float* Model::hidden() const {
+  Impl& I = *impl_;
+  if (!I.have_forward) return nullptr;
+  if (!I.device) return I.hidden;
+  const size_t n = (size_t)B_ * T_ * config_.d_model;
+  if (!I.h_hidden_valid) {
+    if (I.h_hidden.size() < n) I.h_hidden.resize(n);
+    I.device->to_host(I.h_hidden.data(), I.hidden, n * sizeof(float));
+    I.h_hidden_valid = true;
+  }
+  return I.h_hidden.data();
+}
 
 float* Model::d_hidden_buffer() {
-  if (!impl_->have_forward) throw Error("d_hidden_buffer() before forward()");
-  return impl_->d_hidden;
+  Impl& I = *impl_;
+  if (!I.have_forward) throw Error("d_hidden_buffer() before forward()");
+  if (!I.device) return I.d_hidden;
+  const size_t n = (size_t)B_ * T_ * config_.d_model;
+  if (I.h_d_hidden.size() < n) I.h_d_hidden.resize(n);
+  if (I.d_hidden_on_device) {  // written by an LM-head pass on the device; the caller may add to it
+    I.device->to_host(I.h_d_hidden.data(), I.d_hidden, n * sizeof(float));
+    I.d_hidden_on_device = false;
+  }
+  return I.h_d_hidden.data();
 }
 
 void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const {
@@ -551,9 +750,24 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
   Impl& I = *impl_;
   const ModelConfig& c = config_;
   const int64_t N = (int64_t)B_ * T_, C = c.d_model, V = c.vocab_size;
-  float* dW = with_grad ? grads() + I.lm_head : nullptr;
-  const float* Wlm = params_.data() + I.lm_head;
+  kernels::Backend& be = I.be();
+  float* dW = with_grad ? device_grads() + I.lm_head : nullptr;
+  const float* Wlm = device_params() + I.lm_head;
   const uint16_t* Wlm16 = precision_ == Precision::kBf16 ? I.w16.data() + I.lm_head : nullptr;  // set by forward()
+  // On a device: the targets, weights and per-token losses in its memory; log-probs are picked
+  // on the host from each chunk's logits.
+  const int32_t* tg = targets;
+  const float* wt = weights;
+  float* ce = ce_out;
+  if (I.device) {
+    be.to_device(I.d_targets, targets, sizeof(int32_t) * N);
+    tg = I.d_targets;
+    if (weights) {
+      be.to_device(I.d_weights, weights, sizeof(float) * N);
+      wt = I.d_weights;
+    }
+    ce = ce_out ? I.d_ce : nullptr;
+  }
   double total = 0.0;
   for (int64_t r0 = 0; r0 < N; r0 += I.logits_rows) {
     const int64_t R = std::min(I.logits_rows, N - r0);
@@ -561,7 +775,7 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
     if (Wlm16)
       ops::matmul_forward_bf16(I.logits, h, Wlm16, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
     else
-      ops::matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
+      be.matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn, false);
     if (with_grad && Wlm16) {
       // dlogits rounded to bf16 by the loss kernel over the logits' own rows (2V apart): the
       // bits the product would round them to, without a second pass over them
@@ -571,19 +785,28 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
       ops::matmul_backward_bf16(I.d_hidden + r0 * C, dW, reinterpret_cast<const uint16_t*>(I.logits), h, Wlm16, R,
                                 (int)C, (int)V, WeightLayout::kOutIn, 2 * V);
     } else if (with_grad) {
-      total += ops::softmax_xent_backward_inplace(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
-                                                  weights ? weights + r0 : nullptr, grad_scale, R, (int)V, inv_temp);
-      ops::matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
-                           WeightLayout::kOutIn);
-    } else {
+      total += be.softmax_xent_backward_inplace(I.logits, ce ? ce + r0 : nullptr, tg + r0, wt ? wt + r0 : nullptr,
+                                                grad_scale, R, (int)V, inv_temp);
+      be.matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V, WeightLayout::kOutIn);
+    } else if (logprob_out || entropy_out) {
+      const float* logits = I.logits;
+      if (I.device) {
+        float* hl = I.host_logits(V);
+        be.to_host(hl, I.logits, sizeof(float) * R * V);
+        logits = hl;
+      }
       if (logprob_out) {
-        ops::log_softmax_pick(logprob_out + r0, I.logits, targets + r0, R, (int)V, inv_temp,
+        ops::log_softmax_pick(logprob_out + r0, logits, targets + r0, R, (int)V, inv_temp,
                               entropy_out ? entropy_out + r0 : nullptr);
-      } else if (entropy_out) {
+      } else {
         std::vector<float> scratch(R);
-        ops::log_softmax_pick(scratch.data(), I.logits, targets + r0, R, (int)V, inv_temp, entropy_out + r0);
+        ops::log_softmax_pick(scratch.data(), logits, targets + r0, R, (int)V, inv_temp, entropy_out + r0);
       }
     }
+  }
+  if (I.device && with_grad) {
+    I.d_hidden_on_device = true;
+    if (ce_out) be.to_host(ce_out, I.d_ce, sizeof(float) * N);
   }
   return total;
 }
@@ -595,8 +818,9 @@ float Model::lm_head_loss(const int32_t* targets, const float* loss_weights, flo
   for (int64_t i = 0; i < N; ++i)
     if (targets[i] >= 0) sum_w += loss_weights ? loss_weights[i] : 1.0;
   if (sum_w <= 0.0) {
-    (void)grads();  // allocated as by a real step
-    std::fill_n(impl_->d_hidden, N * config_.d_model, 0.0f);
+    (void)device_grads();  // allocated as by a real step
+    impl_->be().zero(impl_->d_hidden, sizeof(float) * N * config_.d_model);
+    if (impl_->device) impl_->d_hidden_on_device = true;
     if (per_token_loss) std::fill_n(per_token_loss, N, 0.0f);
     return 0.0f;
   }
@@ -640,8 +864,21 @@ void Model::backward(const float* d_hidden, int first_layer) {
   const int B = B_, T = T_;
   const int64_t N = (int64_t)B * T, C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
-  const float* P = params_.data();
-  float* G = grads();
+  kernels::Backend& be = I.be();
+  if (I.device) {
+    if (on_layer_backward)
+      throw Error("per-layer gradient hooks (data-parallel training) are not built for " + I.device->describe() +
+                  " yet")
+          .fix("train on one process on this device, or use --device cpu with mpirun (docs/cuda.md)");
+    // d_hidden: the device's own when an LM-head pass wrote it there and nobody read it back;
+    // else the host's (a head's, or the host copy d_hidden_buffer() handed out)
+    if (!(d_hidden == I.h_d_hidden.data() && I.d_hidden_on_device))
+      be.to_device(I.d_hidden, d_hidden, sizeof(float) * (size_t)B_ * T_ * c.d_model);
+    d_hidden = I.d_hidden;
+    I.d_hidden_on_device = true;
+  }
+  const float* P = device_params();
+  float* G = device_grads();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto Gb = [&](size_t o) -> float* { return o == kNone ? nullptr : G + o; };
   // the weight products of forward(), backwards, in the same precision (the bf16 copy of
@@ -652,7 +889,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
     if (bf16)  // (a bf16 input exists only then)
       ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
     else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
-      ops::matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
+      be.matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
   };
   // forward()'s kept product input: its fp32 buffer, or its bf16 one in bf16 precision
   auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
@@ -662,16 +899,16 @@ void Model::backward(const float* d_hidden, int first_layer) {
       use(f32);
   };
 
-  std::fill_n(I.d_resid, N * C, 0.0f);
+  be.zero(I.d_resid, sizeof(float) * N * C);
   if (c.is_gpt2())
-    ops::layernorm_backward(I.d_resid, G + I.lnf_w, G + I.lnf_b, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_mean,
-                            I.lnf_rstd, N, (int)C);
+    be.layernorm_backward(I.d_resid, G + I.lnf_w, G + I.lnf_b, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_mean,
+                          I.lnf_rstd, N, (int)C);
   else
-    ops::rmsnorm_backward(I.d_resid, G + I.lnf_w, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_rstd, N, (int)C);
+    be.rmsnorm_backward(I.d_resid, G + I.lnf_w, d_hidden, I.resid_final, P + I.lnf_w, I.lnf_rstd, N, (int)C);
 
   ops::AttnDims dims;
   dims.B = B, dims.Tq = T, dims.Tk = T, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd(), dims.q_pos0 = 0;
-  dims.key_start = I.key_start_ptr();
+  dims.key_start = I.rows_key_start();
   dims.bf16_products = bf16;
   dims.q_bs = dims.k_bs = dims.v_bs = T * QKV;
   dims.q_ts = dims.k_ts = dims.v_ts = QKV;
@@ -683,7 +920,7 @@ void Model::backward(const float* d_hidden, int first_layer) {
     const LayerActs& A = I.la[l];
     // MLP: out = resid_mid + proj(act(fc(norm2(resid_mid))))
     kept(I.act, I.act16, [&](auto* x) {  // the activation, recomputed instead of stored per layer
-      ffn_activation(c, x, A.fc, N);
+      ffn_activation(be, c, x, A.fc, N);
       matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, x, (int)F, (int)C);
     });
     if (bf16 && !c.is_gpt2() && Lw.fc_b == kNone) {
@@ -694,45 +931,46 @@ void Model::backward(const float* d_hidden, int first_layer) {
                                 lay);
     } else {
       if (c.is_gpt2())
-        ops::gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
+        be.gelu_backward(I.d_fc, A.fc, I.d_act, N * F);
       else
-        ops::swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
+        be.swiglu_backward(I.d_fc, I.d_act, A.fc, N, (int)F);
       kept(A.ln2, A.ln2_16,
            [&](const auto* x) { matmul_bwd(I.d_tmp, Lw.fc_w, Gb(Lw.fc_b), I.d_fc, x, (int)C, (int)FF); });
     }
     if (c.is_gpt2())
-      ops::layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
-                              A.ln2_rstd, N, (int)C);
+      be.layernorm_backward(I.d_resid, G + Lw.ln2_w, G + Lw.ln2_b, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_mean,
+                            A.ln2_rstd, N, (int)C);
     else
-      ops::rmsnorm_backward(I.d_resid, G + Lw.ln2_w, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_rstd, N, (int)C);
+      be.rmsnorm_backward(I.d_resid, G + Lw.ln2_w, I.d_tmp, A.resid_mid, P + Lw.ln2_w, A.ln2_rstd, N, (int)C);
     // attention: resid_mid = resid_in + o_proj(attn(qkv(norm1(resid_in))))
     matmul_bwd(I.d_atty, Lw.o_w, Gb(Lw.o_b), I.d_resid, A.atty, (int)QW, (int)C);
     // recompute the normed + rotated q, k
     const float* qkv = I.attention_qkv(c, P, Lw, A.qkv, B, T);
     const int64_t KVW = c.kv_width();
-    ops::attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, A.qkv + QW + KVW,
-                            A.atty, A.lse, dims);
+    be.attention_backward(I.d_qkv, I.d_qkv + QW, I.d_qkv + QW + KVW, I.d_atty, qkv, qkv + QW, A.qkv + QW + KVW,
+                          A.atty, A.lse, dims);
     if (!c.is_gpt2()) {
-      ops::rope_apply(I.d_qkv, I.rope_cos.data(), I.rope_sin.data(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0,
-                      true, I.pos_ptr());  // q's heads and k's, which follow them
+      be.rope_apply(I.d_qkv, I.rope_c(), I.rope_s(), B, T, QKV, 0, c.n_head + c.n_kv_head, c.hd(), 0, true,
+                    I.rows_positions(), nullptr);  // q's heads and k's, which follow them
       if (c.qk_norm) {
-        ops::head_rmsnorm_backward(I.d_qkv, G + Lw.q_norm, A.qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
-        ops::head_rmsnorm_backward(I.d_qkv, G + Lw.k_norm, A.qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(),
-                                   c.norm_eps);
+        be.head_rmsnorm_backward(I.d_qkv, G + Lw.q_norm, A.qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(),
+                                 c.norm_eps);
+        be.head_rmsnorm_backward(I.d_qkv, G + Lw.k_norm, A.qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(),
+                                 c.norm_eps);
       }
     }
     kept(A.ln1, A.ln1_16,
          [&](const auto* x) { matmul_bwd(I.d_tmp, Lw.qkv_w, Gb(Lw.qkv_b), I.d_qkv, x, (int)C, (int)QKV); });
     if (c.is_gpt2())
-      ops::layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
-                              A.ln1_rstd, N, (int)C);
+      be.layernorm_backward(I.d_resid, G + Lw.ln1_w, G + Lw.ln1_b, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_mean,
+                            A.ln1_rstd, N, (int)C);
     else
-      ops::rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
+      be.rmsnorm_backward(I.d_resid, G + Lw.ln1_w, I.d_tmp, A.resid_in, P + Lw.ln1_w, A.ln1_rstd, N, (int)C);
     if (on_layer_backward) on_layer_backward(l);
   }
   if (first_layer == 0)
-    ops::embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid, I.tokens.data(), B, T, (int)C,
-                            I.pos_ptr());
+    be.embedding_backward(G + I.wte, c.is_gpt2() ? G + I.wpe : nullptr, I.d_resid,
+                          I.device ? I.d_tokens : I.tokens.data(), B, T, (int)C, I.rows_positions());
 }
 
 // ---- inference ----------------------------------------------------------------------------------
@@ -1141,10 +1379,12 @@ std::vector<float> Model::token_logprobs(const int32_t* tokens, int T) {
   const int64_t C = config_.d_model;
   const int64_t n = T - 1;
   std::vector<float> out(n);
+  const float* hid = hidden();  // on a device, its host copy; the head runs on the CPU
+  float* logits = I.host_logits(config_.vocab_size);
   for (int64_t r0 = 0; r0 < n; r0 += I.logits_rows) {
     const int64_t R = std::min(I.logits_rows, n - r0);
-    lm_logits(I.hidden + r0 * C, (int)R, I.logits);
-    ops::log_softmax_pick(out.data() + r0, I.logits, tokens + 1 + r0, R, config_.vocab_size);
+    lm_logits(hid + r0 * C, (int)R, logits);
+    ops::log_softmax_pick(out.data() + r0, logits, tokens + 1 + r0, R, config_.vocab_size);
   }
   return out;
 }
@@ -1155,10 +1395,12 @@ void Model::token_logits(const int32_t* tokens, int T, const std::function<void(
   Impl& I = *impl_;
   const int64_t C = config_.d_model;
   const int64_t n = T - 1;
+  const float* hid = hidden();
+  float* logits = I.host_logits(config_.vocab_size);
   for (int64_t r0 = 0; r0 < n; r0 += I.logits_rows) {
     const int64_t R = std::min(I.logits_rows, n - r0);
-    lm_logits(I.hidden + r0 * C, (int)R, I.logits);
-    fn((int)r0, (int)R, I.logits);
+    lm_logits(hid + r0 * C, (int)R, logits);
+    fn((int)r0, (int)R, logits);
   }
 }
 

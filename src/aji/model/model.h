@@ -37,10 +37,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "aji/base/aligned.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/lowbit.h"
 #include "aji/model/config.h"
 
@@ -114,12 +116,14 @@ class Model {
   // Non-const access counts as a change of the weights (the bf16 copy is refreshed).
   float* params() {
     params_changed_ = true;
+    device_params_stale_ = true;
     return params_.data();
   }
   const float* params() const { return params_.data(); }
   // Gradients are allocated (zeroed) on first use, so inference never pays for them.
+  // On a device (set_device) these are the host copies, brought up to date on each call.
   float* grads();
-  const float* grads() const { return grads_.empty() ? nullptr : grads_.data(); }
+  const float* grads() const;
   // False until something asks for grads() (training, backward, lm_head_loss, ...): a frozen
   // reference model used only through forward + lm_head_logprobs keeps it false.
   bool has_grads() const { return !grads_.empty(); }
@@ -139,11 +143,28 @@ class Model {
   Precision precision() const { return precision_; }
   // The weights were written through a pointer obtained earlier (an optimizer step).
   // copy_kept: the writer also rounded every weight it wrote into bf16_copy_in_step().
-  void params_updated(bool copy_kept = false) { params_changed_ = !copy_kept; }
+  void params_updated(bool copy_kept = false) {
+    params_changed_ = !copy_kept;
+    device_params_stale_ = true;
+  }
   // The bf16 copy of the weights while it equals them rounded (bf16 precision, a forward()
   // since the last change), for an optimizer that rounds each weight it writes into it as it
   // goes and then calls params_updated(true); null otherwise (the next forward() refreshes).
   uint16_t* bf16_copy_in_step();
+
+  // --- device (kernels/backend.h) ---------------------------------------------------
+  // The backend the training path (forward, the LM-head passes, backward) runs on: the CPU
+  // (the default, over the host buffers) or a device with memory of its own (CUDA), where the
+  // model keeps a device copy of the weights (uploaded by the next forward after any change
+  // through params()/param()/init_weights/params_updated), of the gradients (downloaded when
+  // grads() is called, uploaded again before the next backward if the host may have changed
+  // them) and the activations. Everything else reads the host buffers as before: the
+  // optimizer, checkpoints, and inference (forward_infer, decode, extend), which stays on the
+  // CPU. hidden() and d_hidden_buffer() are host copies on a device. Not yet on a device: bf16
+  // precision and per-layer gradient hooks (on_layer_backward, data parallelism): aji::Error.
+  void set_device(std::shared_ptr<kernels::Backend> backend);
+  kernels::Backend& device() const;
+  bool on_device() const;  // a device with memory of its own
 
   // --- training --------------------------------------------------------------------
   // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).
@@ -300,6 +321,10 @@ class Model {
   Precision precision_ = Precision::kFp32;
   KVCacheType kv_cache_ = KVCacheType::kF32;
   bool params_changed_ = true;  // the bf16 copy (if any) is stale
+  bool device_params_stale_ = true;  // on a device: its copy of the weights is stale
+  // The device's view of the weights and gradients (the host buffers on the CPU), synced.
+  const float* device_params();
+  float* device_grads();
 };
 
 }  // namespace aji::model

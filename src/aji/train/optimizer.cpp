@@ -107,15 +107,15 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
       const int64_t c0 = begin + c * kChunk, c1 = std::min(end, c0 + kChunk);
 #pragma omp simd
       for (int64_t i = c0; i < c1; ++i) {
+        // The fused multiply-adds spelled out (GCC contracted these same three before; now no
+        // compiler chooses): the CUDA backend's kernel (kernels/cuda/optim.cu) does the same.
         const float g = grads[i];
-        float p = params[i] * decay_mul;
-        const float mi = m[i] * b1 + one_minus_b1 * g;
-        const float vi = v[i] * b2 + one_minus_b2 * (g * g);
+        const float mi = std::fma(m[i], b1, one_minus_b1 * g);
+        const float vi = std::fma(v[i], b2, one_minus_b2 * (g * g));
         m[i] = mi;
         v[i] = vi;
         const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-        p = p + (-step_size) * mi / denom;  // torch's addcdiv order
-        params[i] = p;
+        params[i] = std::fma(params[i], decay_mul, (-step_size) * mi / denom);  // torch's addcdiv order
       }
       if (bf16_copy) kernels::cpu::round_to_bf16_row(bf16_copy + c0, params + c0, c1 - c0);
     }

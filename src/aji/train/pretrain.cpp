@@ -19,6 +19,7 @@
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
 #include "aji/infer/generate.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/fma_peak.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
@@ -183,6 +184,16 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   validate_options(o);
   LrSchedule::parse_decay(o.decay);
   (void)resolve_precision(o.precision);  // an unknown --precision: refused before any work
+  // --device: refused (an unknown name, no plugin, driver or GPU) before any work
+  const kernels::DeviceSpec device_spec = kernels::parse_device(o.device);
+  std::shared_ptr<kernels::Backend> device;
+  if (device_spec.kind != kernels::DeviceKind::kCpu) {
+    if (ranks > 1)
+      throw Error("--device " + o.device + " with " + std::to_string(ranks) + " ranks: data-parallel training on a "
+                  "device is not built yet")
+          .fix("run one process with --device " + o.device + ", or several on the CPU (docs/cuda.md)");
+    device = kernels::make_backend(device_spec);
+  }
 
   // --- the run directory ----------------------------------------------------------
   std::optional<fs::path> resume_ckpt;
@@ -430,11 +441,23 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // checkpoints hold fp32 master weights either way, so a run trained in bf16 resumes in
   // fp32 and the reverse.
   std::string precision_note;
-  const model::Precision precision =
+  model::Precision precision =
       run_precision(o.precision, saved_opts, o.given.count("precision") > 0, o.quiet, &precision_note);
+  // A device (--device): the forward and backward run there, fp32 only for now.
+  if (device) {
+    if (precision == model::Precision::kBf16) {
+      if (o.given.count("precision") && o.precision == "bf16")
+        throw Error("--precision bf16 is not built for " + device->describe() + " yet")
+            .fix("use --precision fp32 with --device " + o.device + " (docs/cuda.md)");
+      precision = model::Precision::kFp32;
+      o.precision = "fp32";
+      precision_note = "precision: fp32 (bf16 is not built for the CUDA backend yet)";
+    }
+  }
 
   model::Model model(cfg);
   model.set_precision(precision);
+  if (device) model.set_device(device);
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const std::vector<ParamGroup> groups = {ParamGroup::whole_model(model, optimizer)};
 
@@ -579,7 +602,12 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
       std::printf("data parallel: %d ranks (%s) x %d threads | %lld micro-batches of %d x %d per rank and step\n",
                   ranks, comm.name().c_str(), num_threads(), (long long)rank_accum, B, T);
     std::printf("%s\n", precision_note.c_str());
-    std::printf("MFU is against %.0f GFLOP/s (%s)\n", peak / 1e9,
+    if (device)
+      std::printf("device: %s (forward and backward; the optimizer on the host; no MFU: the device's peak is "
+                  "not measured)\n",
+                  device->describe().c_str());
+    else
+      std::printf("MFU is against %.0f GFLOP/s (%s)\n", peak / 1e9,
                 !peak_measured ? "--peak-gflops"
                 : precision == model::Precision::kBf16 ? "bf16 vdpbf16ps peak of these cores, measured now"
                                                        : "fp32 FMA peak of these cores, measured now");
@@ -621,7 +649,8 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     elapsed_before += dt;
     const double tok_s = static_cast<double>(total_batch) / dt;
-    double mfu = flops_per_step / dt / peak;
+    // On a device the CPU's peak means nothing: no MFU (0 in the log, n/a on screen).
+    double mfu = device ? 0.0 : flops_per_step / dt / peak;
     if (mfu > 1.0) {
       // An MFU above 100% is never true: the peak it divides by was estimated too low (on
       // a machine busy at start, or a --peak-gflops below the truth). Raise it to what this
@@ -639,7 +668,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     log_metrics(line);
     trun.print_step(step, calibrating ? 0 : steps, dt,
                     "loss " + fmt("%.4f", loss) + " | lr " + fmt("%.2e", lr) + " | norm " + fmt("%.3f", norm) + " | " +
-                        fmt("%.0f", tok_s) + " tok/s | MFU " + fmt("%.1f", 100.0 * mfu) + "%");
+                        fmt("%.0f", tok_s) + " tok/s | MFU " + (device ? std::string("n/a") : fmt("%.1f", 100.0 * mfu) + "%"));
     if (calibrating && step - session_start == kCalibrationSteps) {
       // Steps 2..4 give the speed (step 1 pays for first-touch allocation); evaluation
       // and samples get ~10% of the budget.

@@ -62,6 +62,7 @@ struct PretrainOptions {
   double peak_gflops_per_core = 0.0;  // fp32 peak of one core for MFU; 0 = measure it (FMA probe)
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
   std::string precision = "auto";  // auto, fp32 or bf16 (trainer_run.h's resolve_precision); saved resolved
+  std::string device = "cpu";      // cpu, cuda or cuda:N (kernels/backend.h): the forward and backward
   // Called after every optimizer step with (step, train loss); for tests and front ends.
   std::function<void(int64_t, float)> on_step;
 
@@ -104,6 +105,7 @@ struct PretrainOptions {
     v(peak_gflops_per_core, OptionInfo{"peak-gflops", "fp32 peak GFLOP/s of one core, for the MFU figure "
                                                       "(0 = measured at start)", R::at_least(0), change});
     v(precision, precision_option());
+    v(device, device_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

@@ -15,12 +15,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "aji/kernels/op_types.h"
+
 namespace aji::kernels::cpu {
 
 // ---- matrix products ------------------------------------------------------------------
-// How a weight matrix is stored. kOutIn is torch.nn.Linear (OC,IC): y = x W^T.
-// kInOut is GPT-2's Conv1D (IC,OC): y = x W. Both are Hugging Face layouts as-is.
-enum class WeightLayout { kOutIn, kInOut };
+// WeightLayout (kernels/op_types.h): how a weight matrix is stored.
+using kernels::WeightLayout;
 
 // C (M,N) = alpha * op(A) op(B) + beta * C, row-major, op = transpose when 'T'.
 void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -110,24 +111,8 @@ void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, 
                 int hd, int pos0, bool inverse, const int32_t* positions = nullptr, const float* src = nullptr);
 
 // ---- causal attention with grouped-query heads ------------------------------------------
-// Strides are in floats. Head h of a token row starts at h*hd. q head h reads kv head
-// h / (H/KV). Query i sits at absolute position q_pos0 + i and sees keys 0..q_pos0+i.
-// With key_start (B,Tq) given, query i sees only keys key_start[b,i] .. q_pos0+i: packed
-// rows, where each segment (conversation) attends within itself (block-diagonal causal).
-struct AttnDims {
-  int B = 0, Tq = 0, Tk = 0, H = 0, KV = 0, hd = 0;
-  int q_pos0 = 0;
-  const int32_t* key_start = nullptr;
-  int64_t q_bs = 0, q_ts = 0;  // q: batch stride, token stride
-  int64_t k_bs = 0, k_ts = 0;
-  int64_t v_bs = 0, v_ts = 0;
-  int64_t o_bs = 0, o_ts = 0;
-  // Mixed precision (training in bf16): the tiles' products take q, k, v, the probabilities
-  // and their gradients rounded to bf16, with fp32 accumulation (pair_product_bf16); the
-  // softmax, its log-sum-exp and the dO . O sums stay fp32. Query tiles of kFewQueries rows
-  // or fewer (decoding) and an odd hd keep fp32 products.
-  bool bf16_products = false;
-};
+// AttnDims (kernels/op_types.h): the shapes, strides and masking of one attention call.
+using kernels::AttnDims;
 // out (same layout as q, H heads) = softmax(q k^T / sqrt(hd)) v; lse (B,H,Tq) gets the
 // log-sum-exp of each score row (for backward; may be null). Computed in query tiles:
 // nothing larger than (tile, Tk) per thread is ever held.

@@ -1,0 +1,269 @@
+#include "aji/kernels/backend.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <new>
+#include <vector>
+
+#include "aji/base/error.h"
+#include "aji/base/threads.h"
+#include "aji/kernels/cpu/ops.h"
+
+namespace aji::kernels {
+
+std::string DeviceSpec::text() const { return kind == DeviceKind::kCpu ? "cpu" : "cuda:" + std::to_string(index); }
+
+DeviceSpec parse_device(const std::string& text, const std::string& source) {
+  DeviceSpec s;
+  if (text == "cpu") return s;
+  if (text == "cuda") {
+    s.kind = DeviceKind::kCuda;
+    return s;
+  }
+  if (text.rfind("cuda:", 0) == 0) {
+    const std::string n = text.substr(5);
+    bool digits = !n.empty() && n.size() <= 4;
+    for (char c : n) digits = digits && c >= '0' && c <= '9';
+    if (digits) {
+      s.kind = DeviceKind::kCuda;
+      s.index = std::stoi(n);
+      return s;
+    }
+  }
+  throw Error("unknown device '" + text + "'").at(source).fix("use cpu, cuda (the first GPU) or cuda:N");
+}
+
+namespace {
+
+namespace ops = kernels::cpu;
+
+// The CPU backend: host memory (64-byte aligned from operator new), the ops of kernels/cpu.
+class CpuBackend final : public Backend {
+ public:
+  DeviceKind kind() const override { return DeviceKind::kCpu; }
+  std::string describe() const override { return "cpu (" + std::to_string(num_threads()) + " threads)"; }
+
+  void* alloc(size_t bytes) override {
+    return ::operator new(bytes ? bytes : 1, std::align_val_t(256));
+  }
+  void release(void* p) noexcept override {
+    if (p) ::operator delete(p, std::align_val_t(256));
+  }
+  void to_device(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
+  void to_host(void* dst, const void* src, size_t bytes) override { copy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memmove(dst, src, bytes);
+  }
+  void zero(void* p, size_t bytes) override {
+    if (bytes) std::memset(p, 0, bytes);
+  }
+  void synchronize() override {}
+
+  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
+                      WeightLayout layout, bool accumulate) override {
+    ops::matmul_forward(out, inp, weight, bias, N, IC, OC, layout, accumulate);
+  }
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                       const float* weight, int64_t N, int IC, int OC, WeightLayout layout) override {
+    ops::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, layout);
+  }
+  void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
+                         int pos0, const int32_t* positions) override {
+    ops::embedding_forward(out, tokens, wte, wpe, B, T, C, pos0, positions);
+  }
+  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T, int C,
+                          const int32_t* positions) override {
+    ops::embedding_backward(dwte, dwpe, dout, tokens, B, T, C, positions);
+  }
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                         const float* bias, int64_t N, int C, float eps) override {
+    ops::layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, eps);
+  }
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const float* weight, const float* mean, const float* rstd, int64_t N, int C) override {
+    ops::layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+  }
+  void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C,
+                       float eps) override {
+    ops::rmsnorm_forward(out, rstd, inp, weight, N, C, eps);
+  }
+  void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                        const float* rstd, int64_t N, int C) override {
+    ops::rmsnorm_backward(dinp, dweight, dout, inp, weight, rstd, N, C);
+  }
+  void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads, int hd,
+                            float eps) override {
+    ops::head_rmsnorm_forward(x, weight, N, stride, col, n_heads, hd, eps);
+  }
+  void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N,
+                             int64_t stride, int col, int n_heads, int hd, float eps) override {
+    ops::head_rmsnorm_backward(d, dweight, x_in, weight, N, stride, col, n_heads, hd, eps);
+  }
+  void gelu_forward(float* out, const float* inp, int64_t n) override { ops::gelu_forward(out, inp, n); }
+  void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) override {
+    ops::gelu_backward(dinp, inp, dout, n);
+  }
+  void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) override {
+    ops::swiglu_forward(out, gate_up, N, F);
+  }
+  void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) override {
+    ops::swiglu_backward(dgate_up, dout, gate_up, N, F);
+  }
+  void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col, int n_heads,
+                  int hd, int pos0, bool inverse, const int32_t* positions, const float* src) override {
+    ops::rope_apply(x, cos_t, sin_t, B, T, stride, col, n_heads, hd, pos0, inverse, positions, src);
+  }
+  void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                         const AttnDims& d) override {
+    ops::attention_forward(out, lse, q, k, v, d);
+  }
+  void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                          const float* v, const float* out, const float* lse, const AttnDims& d) override {
+    ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, d);
+  }
+  void add_inplace(float* a, const float* b, int64_t n) override { ops::add_inplace(a, b, n); }
+  double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
+                                       float grad_scale, int64_t n, int V, float inv_temperature) override {
+    return ops::softmax_xent_backward_inplace(logits, losses, targets, weights, grad_scale, n, V, inv_temperature);
+  }
+
+  // The per-element arithmetic of train/optimizer.cpp AdamW::step (that loop stays the
+  // trainers' one, fused with the bf16 copy and ZeRO-1; this is the backend-neutral form).
+  void adamw_update(float* params, const float* grads, float* m, float* v, size_t n, const AdamWScalars& s) override {
+    const int64_t len = static_cast<int64_t>(n);
+#pragma omp parallel for simd schedule(static) num_threads(num_threads()) if (n > 32768)
+    for (int64_t i = 0; i < len; ++i) {
+      const float g = grads[i];
+      const float mi = std::fma(m[i], s.beta1, s.one_minus_beta1 * g);
+      const float vi = std::fma(v[i], s.beta2, s.one_minus_beta2 * (g * g));
+      m[i] = mi;
+      v[i] = vi;
+      const float denom = std::sqrt(vi) / s.bc2_sqrt + s.eps;
+      params[i] = std::fma(params[i], s.decay_mul, (-s.step_size) * mi / denom);
+    }
+  }
+  double sum_squares(const float* x, size_t n) override {
+    // Fixed chunks summed in order: the same bits for any thread count.
+    constexpr size_t kChunk = 1 << 16;
+    const size_t chunks = (n + kChunk - 1) / kChunk;
+    std::vector<double> part(chunks, 0.0);
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (chunks > 1)
+    for (size_t c = 0; c < chunks; ++c) {
+      double s = 0;
+      const size_t end = std::min(n, (c + 1) * kChunk);
+      for (size_t i = c * kChunk; i < end; ++i) s += (double)x[i] * x[i];
+      part[c] = s;
+    }
+    double total = 0;
+    for (double p : part) total += p;
+    return total;
+  }
+  void scale(float* x, float a, size_t n) override {
+    const int64_t len = static_cast<int64_t>(n);
+#pragma omp parallel for simd schedule(static) num_threads(num_threads()) if (n > 65536)
+    for (int64_t i = 0; i < len; ++i) x[i] *= a;
+  }
+};
+
+std::filesystem::path executable_dir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::filesystem::path() : exe.parent_path();
+}
+
+std::vector<std::filesystem::path> plugin_candidates() {
+  std::vector<std::filesystem::path> c;
+  if (const char* env = std::getenv("AJI_CUDA_PLUGIN"); env && *env) c.emplace_back(env);
+  const auto dir = executable_dir();
+  if (!dir.empty()) {
+    c.push_back(dir / "libaji_cuda.so");
+    c.push_back(dir.parent_path() / "lib" / "libaji_cuda.so");
+  }
+  return c;
+}
+
+// The plugin, opened once per process and never closed (backends made from it may live to
+// the end of the process).
+struct Plugin {
+  void* handle = nullptr;
+  CudaBackendCreateFn create = nullptr;
+  std::string error;  // why it could not be opened
+};
+
+Plugin& plugin() {
+  static Plugin p;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::string tried;
+    for (const auto& path : plugin_candidates()) {
+      std::error_code ec;
+      if (!std::filesystem::exists(path, ec)) {
+        tried += "\n  " + path.string() + ": not there";
+        continue;
+      }
+      void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!h) {
+        // Typically a CUDA library the plugin links (libcublasLt.so.13) is not on the loader's path.
+        p.error = std::string("the CUDA plugin ") + path.string() + " could not be loaded: " + dlerror();
+        return;
+      }
+      auto version = reinterpret_cast<BackendAbiVersionFn>(dlsym(h, "aji_backend_abi_version"));
+      auto create = reinterpret_cast<CudaBackendCreateFn>(dlsym(h, "aji_cuda_backend_create"));
+      if (!version || !create) {
+        p.error = "the CUDA plugin " + path.string() + " lacks the aji entry points (not an aji plugin?)";
+        return;
+      }
+      if (version() != kBackendAbiVersion) {
+        p.error = "the CUDA plugin " + path.string() + " was built for backend interface version " +
+                  std::to_string(version()) + ", this aji expects " + std::to_string(kBackendAbiVersion) +
+                  " (a stale build)";
+        return;
+      }
+      p.handle = h;
+      p.create = create;
+      return;
+    }
+    p.error = "no CUDA plugin (libaji_cuda.so) was found; looked for:" + tried;
+  });
+  return p;
+}
+
+}  // namespace
+
+Backend& cpu_backend() {
+  static CpuBackend backend;
+  return backend;
+}
+
+std::shared_ptr<Backend> make_separate_cpu_backend() { return std::make_shared<CpuBackend>(); }
+
+std::string cuda_plugin_search_path() {
+  std::string s;
+  for (const auto& p : plugin_candidates()) s += (s.empty() ? "" : ", ") + p.string();
+  return s;
+}
+
+std::shared_ptr<Backend> make_backend(const DeviceSpec& spec) {
+  if (spec.kind == DeviceKind::kCpu) return std::shared_ptr<Backend>(&cpu_backend(), [](Backend*) {});
+  Plugin& p = plugin();
+  if (!p.create)
+    throw Error("device " + spec.text() + " is not available: " + p.error)
+        .fix("build aji where the CUDA toolkit (nvcc) is installed, so that libaji_cuda.so is built beside the "
+             "aji binary, or point AJI_CUDA_PLUGIN at it; with the plugin present, make its CUDA libraries "
+             "(libcublasLt.so.13) findable through LD_LIBRARY_PATH; or use --device cpu");
+  char error[1024] = {0};
+  Backend* b = p.create(spec.index, error, sizeof error);
+  if (!b)
+    throw Error("device " + spec.text() + " is not available: " + error)
+        .fix("check the NVIDIA driver (nvidia-smi) and the GPU index, or use --device cpu");
+  return std::shared_ptr<Backend>(b);
+}
+
+}  // namespace aji::kernels

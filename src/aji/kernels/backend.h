@@ -1,0 +1,144 @@
+// The backend seam: one op interface, implemented by the CPU (kernels/cpu/) and by CUDA
+// (kernels/cuda/, a plugin library loaded at run time), chosen by `--device cpu|cuda[:N]`.
+//
+// A Backend owns its memory (alloc/release, copies to and from the host) and runs the ops of
+// the engine over that memory with the contracts of kernels/cpu/ops.h, names, shapes and
+// accumulate/overwrite rules included; every pointer an op takes, AttnDims::key_start and
+// the int32 token, target and position arrays included, is the backend's memory (host memory
+// for the CPU). So one binary can run the same step on both devices and compare them
+// (tests/kernels/backend_parity_test.cpp, scripts/device_check.sh).
+//
+// Ops are asynchronous on a device: they are queued in order on the backend's stream, and
+// to_host() waits for everything queued before it. Reductions that return a number to the
+// host (softmax_xent_backward_inplace's total, sum_squares) wait too, and are deterministic:
+// a fixed order of partial sums, no atomics, so two runs give the same bits.
+//
+// The CUDA library is a plugin (libaji_cuda.so, built when the CUDA toolkit is found): the
+// aji binary itself needs no CUDA library to start, and asking for a device where the plugin,
+// a CUDA library, the driver or the GPU is missing is an aji::Error that names what is missing
+// (make_backend below).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "aji/kernels/op_types.h"
+
+namespace aji::kernels {
+
+enum class DeviceKind { kCpu, kCuda };
+
+struct DeviceSpec {
+  DeviceKind kind = DeviceKind::kCpu;
+  int index = 0;  // which GPU (cuda:N)
+  std::string text() const;  // "cpu", "cuda:0"
+};
+// "cpu" | "cuda" | "cuda:N" (N >= 0); anything else is an aji::Error naming `source` and the
+// accepted forms.
+DeviceSpec parse_device(const std::string& text, const std::string& source = "--device");
+
+// One step of AdamW over one contiguous range (train/optimizer.h's arithmetic, per element,
+// in the same order, with the same scalars): the caller computes the scalars on the host as
+// AdamW::step does.
+struct AdamWScalars {
+  float beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float one_minus_beta1 = 0.1f, one_minus_beta2 = 0.05f;
+  float step_size = 0;  // lr / (1 - beta1^t)
+  float bc2_sqrt = 1;   // sqrt(1 - beta2^t)
+  float decay_mul = 1;  // 1 - lr * weight_decay on decayed ranges, else 1
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  // One line for logs: "cpu (2 threads)", "cuda:0 NVIDIA H200, 139.8 GiB, sm_90, driver 13.0".
+  virtual std::string describe() const = 0;
+
+  // ---- memory ------------------------------------------------------------------------
+  // `bytes` of the backend's memory, 256-byte aligned, contents undefined. Out of memory is
+  // an aji::Error with the size asked for and the memory free.
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* p) noexcept = 0;
+  virtual void to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;  // waits for queued ops
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;          // within the backend
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void synchronize() = 0;  // waits for every queued op; reports an asynchronous fault
+
+  // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------
+  virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                              int IC, int OC, WeightLayout layout, bool accumulate) = 0;
+  virtual void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                               const float* weight, int64_t N, int IC, int OC, WeightLayout layout) = 0;
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                                 int C, int pos0, const int32_t* positions) = 0;
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                                  int C, const int32_t* positions) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                                 const float* bias, int64_t N, int C, float eps) = 0;
+  virtual void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                  const float* weight, const float* mean, const float* rstd, int64_t N, int C) = 0;
+  virtual void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int C,
+                               float eps) = 0;
+  virtual void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
+                                const float* rstd, int64_t N, int C) = 0;
+  virtual void head_rmsnorm_forward(float* x, const float* weight, int64_t N, int64_t stride, int col, int n_heads,
+                                    int hd, float eps) = 0;
+  virtual void head_rmsnorm_backward(float* d, float* dweight, const float* x_in, const float* weight, int64_t N,
+                                     int64_t stride, int col, int n_heads, int hd, float eps) = 0;
+  virtual void gelu_forward(float* out, const float* inp, int64_t n) = 0;
+  virtual void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) = 0;
+  virtual void swiglu_forward(float* out, const float* gate_up, int64_t N, int F) = 0;
+  virtual void swiglu_backward(float* dgate_up, const float* dout, const float* gate_up, int64_t N, int F) = 0;
+  // cos_t, sin_t: the (max_pos, hd/2) tables of kernels/cpu/ops.h rope_table, in backend memory.
+  virtual void rope_apply(float* x, const float* cos_t, const float* sin_t, int B, int T, int64_t stride, int col,
+                          int n_heads, int hd, int pos0, bool inverse, const int32_t* positions,
+                          const float* src) = 0;
+  virtual void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                                 const AttnDims& d) = 0;
+  virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                                  const float* k, const float* v, const float* out, const float* lse,
+                                  const AttnDims& d) = 0;
+  virtual void add_inplace(float* a, const float* b, int64_t n) = 0;
+  virtual double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets,
+                                               const float* weights, float grad_scale, int64_t n, int V,
+                                               float inv_temperature) = 0;
+
+  // ---- optimizer ------------------------------------------------------------------------
+  // AdamW on [0, n) of params, grads, m, v (one decay range).
+  virtual void adamw_update(float* params, const float* grads, float* m, float* v, size_t n,
+                            const AdamWScalars& s) = 0;
+  virtual double sum_squares(const float* x, size_t n) = 0;  // sum x^2 in double, deterministic
+  virtual void scale(float* x, float a, size_t n) = 0;        // x *= a
+};
+
+// The CPU backend (kernels/cpu/), one per process.
+Backend& cpu_backend();
+
+// A CPU backend that is not cpu_backend(): a Model given it (Model::set_device) treats it as a
+// device with memory of its own (its own copies of the weights, gradients and activations,
+// every transfer explicit), so the device path is tested bit for bit without a GPU.
+std::shared_ptr<Backend> make_separate_cpu_backend();
+
+// The backend for `spec`: the CPU one (not owned: a non-deleting pointer), or a CUDA backend
+// from the plugin. Errors (aji::Error) name what is missing: a binary built without CUDA, the
+// plugin file, a CUDA library it needs, the driver, or the GPU index (with the GPUs found).
+// The plugin is looked for in $AJI_CUDA_PLUGIN, then beside the running executable, then in
+// ../lib from it.
+std::shared_ptr<Backend> make_backend(const DeviceSpec& spec);
+
+// Where make_backend looks for the CUDA plugin, in order (for messages and tests).
+std::string cuda_plugin_search_path();
+
+// The plugin's entry point (extern "C", libaji_cuda.so) and the interface version it was
+// built against: make_backend refuses a plugin whose version differs (a stale build).
+constexpr int kBackendAbiVersion = 1;
+extern "C" {
+using CudaBackendCreateFn = Backend* (*)(int device_index, char* error, size_t error_size);
+using BackendAbiVersionFn = int (*)();
+}
+
+}  // namespace aji::kernels

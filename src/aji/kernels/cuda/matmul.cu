@@ -1,0 +1,336 @@
+// Matrix products of the CUDA backend: cuBLASLt in fp32 (CUBLAS_COMPUTE_32F, no TF32), so a
+// product is the CPU's to rounding; the bias gradient is a deterministic column sum.
+//
+// cuBLASLt is column-major and our matrices are row-major: a row-major (R, C) matrix is the
+// column-major (C, R) one, its transpose, with the same leading dimension. So each product
+// Y = X W is computed as Y^T = W^T X^T with the operands swapped.
+//
+// The heuristic's choice for each configuration (shape, transposes, leading dimensions, the
+// operands' alignments, beta, bias) is cached: the algorithm struct is plain data, reusable
+// with fresh descriptors of the same configuration, and the same choice for the same shape
+// keeps the results bit-identical from call to call.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "aji/base/error.h"
+#include "aji/kernels/cuda/check.h"
+#include "aji/kernels/cuda/launch.h"
+
+namespace aji::kernels::cuda {
+namespace {
+
+// ---- kernels ------------------------------------------------------------------------------
+
+// out (N,OC) = (keep ? out : 0) + bias (when not null), over every element: the bias of a
+// product whose epilogue could not take it, and the whole product when IC = 0.
+__global__ void bias_rows_kernel(float* out, const float* bias, int64_t N, int OC, bool keep) {
+  const int64_t total = N * (int64_t)OC;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const float b = bias ? bias[i % OC] : 0.0f;
+    out[i] = keep ? out[i] + b : b;
+  }
+}
+
+// Column sums of dout (N,OC), stage 1: block (x = column block of 32, y = row block) sums its
+// rows [y * rows_per_block, ...) of 32 columns; partial (row_blocks, OC). Thread (tx, ty) takes
+// the rows ty, ty + 8, ... in order, then the 8 partial sums are added in ty order.
+constexpr int kColsumCols = 32, kColsumRows = 8;
+__global__ void colsum_partial_kernel(float* partial, const float* dout, int64_t N, int OC, int64_t rows_per_block) {
+  __shared__ float sh[kColsumRows][kColsumCols + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int c = blockIdx.x * kColsumCols + tx;
+  const int64_t r0 = (int64_t)blockIdx.y * rows_per_block;
+  const int64_t r1 = r0 + rows_per_block < N ? r0 + rows_per_block : N;
+  float s = 0.0f;
+  if (c < OC)
+    for (int64_t r = r0 + ty; r < r1; r += kColsumRows) s += dout[r * OC + c];
+  sh[ty][tx] = s;
+  __syncthreads();
+  if (ty == 0 && c < OC) {
+    float t = sh[0][tx];
+    for (int i = 1; i < kColsumRows; ++i) t += sh[i][tx];
+    partial[(int64_t)blockIdx.y * OC + c] = t;
+  }
+}
+
+// Stage 2: dbias (OC) += the row blocks' partial sums, added in row-block order.
+__global__ void colsum_finish_kernel(float* dbias, const float* partial, int row_blocks, int OC) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= OC) return;
+  float s = 0.0f;
+  for (int rb = 0; rb < row_blocks; ++rb) s += partial[(int64_t)rb * OC + c];
+  dbias[c] += s;
+}
+
+int elementwise_blocks(int64_t n, int threads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return (int)std::min<int64_t>(std::max<int64_t>(blocks, 1), int64_t(1) << 20);  // grid-stride beyond
+}
+
+void bias_rows(Context& ctx, float* out, const float* bias, int64_t N, int OC, bool keep) {
+  const int threads = 256;
+  bias_rows_kernel<<<elementwise_blocks(N * (int64_t)OC, threads), threads, 0, ctx.stream>>>(out, bias, N, OC, keep);
+  ctx.launched("matmul_forward (bias)");
+}
+
+// dbias (OC) += column sums of dout (N,OC), in a fixed order (no atomics).
+void bias_grad(Context& ctx, float* dbias, const float* dout, int64_t N, int OC) {
+  const int col_blocks = (OC + kColsumCols - 1) / kColsumCols;
+  // Row blocks: enough blocks to fill the GPU, few enough that the partials stay small. A
+  // function of the shape only, so the order of the additions is too.
+  const int64_t want = (N + 63) / 64;
+  const int64_t cap = std::max(1, 2048 / col_blocks);
+  const int row_blocks = (int)std::max<int64_t>(1, std::min(want, cap));  // <= 2048 < 65535 (gridDim.y)
+  const int64_t rows_per_block = (N + row_blocks - 1) / row_blocks;
+  float* partial = static_cast<float*>(ctx.workspace(sizeof(float) * (size_t)row_blocks * (size_t)OC));
+  colsum_partial_kernel<<<dim3(col_blocks, row_blocks), dim3(kColsumCols, kColsumRows), 0, ctx.stream>>>(
+      partial, dout, N, OC, rows_per_block);
+  ctx.launched("matmul_backward (dbias partial sums)");
+  const int threads = 256;
+  colsum_finish_kernel<<<(OC + threads - 1) / threads, threads, 0, ctx.stream>>>(dbias, partial, row_blocks, OC);
+  ctx.launched("matmul_backward (dbias)");
+}
+
+// ---- cuBLASLt -----------------------------------------------------------------------------
+
+// The largest power of two up to 256 that divides the address (cuBLASLt's heuristic assumes
+// 256-byte aligned operands unless told otherwise; ours are often offsets into larger buffers).
+uint32_t alignment_of(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  uint32_t al = 256;
+  while (al > 1 && a % al != 0) al >>= 1;
+  return al;
+}
+
+// Descriptors released on every path, exceptions included.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t h = nullptr;
+  ~MatmulDesc() {
+    if (h) cublasLtMatmulDescDestroy(h);
+  }
+};
+struct Layout {
+  cublasLtMatrixLayout_t h = nullptr;
+  ~Layout() {
+    if (h) cublasLtMatrixLayoutDestroy(h);
+  }
+};
+struct Preference {
+  cublasLtMatmulPreference_t h = nullptr;
+  ~Preference() {
+    if (h) cublasLtMatmulPreferenceDestroy(h);
+  }
+};
+
+// One column-major product D (m,n) = op(A) op(B) + beta D (+ bias (m) broadcast over columns).
+// op(A) is (m,k): A is stored (m,k) when ta = N, (k,m) when T; op(B) is (k,n) likewise.
+struct Gemm {
+  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  int64_t m = 0, n = 0, k = 0;
+  const float* A = nullptr;
+  int64_t lda = 0;
+  const float* B = nullptr;
+  int64_t ldb = 0;
+  float* D = nullptr;
+  int64_t ldd = 0;
+  float beta = 0.0f;
+  const float* bias = nullptr;  // CUBLASLT_EPILOGUE_BIAS when not null
+};
+
+struct CachedAlgo {
+  bool found = false;
+  cublasLtMatmulAlgo_t algo{};
+};
+using AlgoKey = std::array<int64_t, 18>;
+std::mutex g_algo_mutex;
+std::map<AlgoKey, CachedAlgo> g_algos;
+
+std::string describe(const Gemm& g, const char* what) {
+  return std::string(what) + ": column-major m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+         " k=" + std::to_string(g.k) + " op(A)=" + (g.ta == CUBLAS_OP_T ? "T" : "N") +
+         " op(B)=" + (g.tb == CUBLAS_OP_T ? "T" : "N") + " lda=" + std::to_string(g.lda) +
+         " ldb=" + std::to_string(g.ldb) + " ldd=" + std::to_string(g.ldd) + " beta=" + std::to_string(g.beta) +
+         (g.bias ? " with the bias epilogue" : "");
+}
+
+// Runs g on ctx's stream. Returns false, having queued nothing, when cuBLASLt has no algorithm
+// for it and may_fail is set (the caller then does without the bias epilogue); otherwise no
+// algorithm is an aji::Error naming the shape.
+bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
+  MatmulDesc desc;
+  AJI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.h, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const int32_t ta = g.ta, tb = g.tb;
+  AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  if (g.bias) {
+    const uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                    sizeof(epilogue)));
+    const void* bias = g.bias;
+    AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  // Stored shapes: A (m,k) or (k,m), B (k,n) or (n,k), D (m,n); column-major.
+  const uint64_t a_rows = g.ta == CUBLAS_OP_N ? g.m : g.k, a_cols = g.ta == CUBLAS_OP_N ? g.k : g.m;
+  const uint64_t b_rows = g.tb == CUBLAS_OP_N ? g.k : g.n, b_cols = g.tb == CUBLAS_OP_N ? g.n : g.k;
+  Layout a, b, d;
+  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a.h, CUDA_R_32F, a_rows, a_cols, g.lda));
+  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b.h, CUDA_R_32F, b_rows, b_cols, g.ldb));
+  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.h, CUDA_R_32F, (uint64_t)g.m, (uint64_t)g.n, g.ldd));
+
+  const uint32_t al_a = alignment_of(g.A), al_b = alignment_of(g.B), al_d = alignment_of(g.D);
+  const uint32_t al_bias = g.bias ? alignment_of(g.bias) : 0;
+  const AlgoKey key{ctx.device,
+                    ctx.sm_count,
+                    (int64_t) reinterpret_cast<uintptr_t>(ctx.lt),
+                    (int64_t)ctx.lt_workspace_bytes,
+                    (int64_t)g.ta,
+                    (int64_t)g.tb,
+                    g.m,
+                    g.n,
+                    g.k,
+                    g.lda,
+                    g.ldb,
+                    g.ldd,
+                    g.beta != 0.0f,
+                    g.bias != nullptr,
+                    al_a,
+                    al_b,
+                    al_d,
+                    al_bias};
+  CachedAlgo chosen;
+  bool cached = false;
+  {
+    std::lock_guard<std::mutex> lock(g_algo_mutex);
+    auto it = g_algos.find(key);
+    if (it != g_algos.end()) chosen = it->second, cached = true;
+  }
+  if (!cached) {
+    Preference pref;
+    AJI_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.h));
+    const uint64_t ws = ctx.lt_workspace_bytes;
+    AJI_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    AJI_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
+    AJI_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
+    AJI_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof(al_d)));
+    AJI_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof(al_d)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int count = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(ctx.lt, desc.h, a.h, b.h, d.h, d.h, pref.h, 1, &result, &count);
+    if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED)
+      throw_cublas(st, "cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__);
+    chosen.found = st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+    if (chosen.found) chosen.algo = result.algo;
+    std::lock_guard<std::mutex> lock(g_algo_mutex);
+    g_algos.emplace(key, chosen);
+  }
+  if (!chosen.found) {
+    if (may_fail) return false;
+    throw Error("cuBLASLt found no fp32 (CUBLAS_COMPUTE_32F) algorithm for " + describe(g, what));
+  }
+  const float alpha = 1.0f;
+  AJI_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, desc.h, &alpha, g.A, a.h, g.B, b.h, &g.beta, g.D, d.h, g.D, d.h,
+                                  &chosen.algo, ctx.lt_workspace, ctx.lt_workspace_bytes, ctx.stream));
+  ctx.launched(what);
+  return true;
+}
+
+}  // namespace
+
+// out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += (inp x W + bias).
+// Column-major, out^T (OC,N) = op(A) (OC,IC) x inp^T (IC,N), inp^T being inp as stored (ld IC):
+//   kOutIn: W (OC,IC) row-major is (IC,OC) column-major (ld IC): op(A) = T.
+//   kInOut: W (IC,OC) row-major is (OC,IC) column-major (ld OC): op(A) = N.
+void matmul_forward(Context& ctx, float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int IC, int OC, WeightLayout layout, bool accumulate) {
+  if (N <= 0 || OC <= 0) return;
+  if (IC <= 0) {  // an empty product: out = (out if accumulating, else 0) + bias
+    bias_rows(ctx, out, bias, N, OC, accumulate);
+    return;
+  }
+  Gemm g;
+  g.m = OC;
+  g.n = N;
+  g.k = IC;
+  g.A = weight;
+  if (layout == WeightLayout::kOutIn) {
+    g.ta = CUBLAS_OP_T;
+    g.lda = IC;
+  } else {
+    g.ta = CUBLAS_OP_N;
+    g.lda = OC;
+  }
+  g.tb = CUBLAS_OP_N;
+  g.B = inp;  // (IC,N) column-major
+  g.ldb = IC;
+  g.D = out;  // (OC,N) column-major
+  g.ldd = OC;
+  g.beta = accumulate ? 1.0f : 0.0f;
+  // The bias in the epilogue: D = (A B + beta D) + bias, the CPU's order for both
+  // accumulate = false (bias + product) and true ((out + product) + bias). cuBLASLt's bias
+  // wants a 16-byte aligned vector; otherwise (or without an algorithm for it) a second pass.
+  if (bias && alignment_of(bias) >= 16) {
+    g.bias = bias;
+    if (lt_matmul(ctx, g, "matmul_forward", true)) return;
+    g.bias = nullptr;
+  }
+  lt_matmul(ctx, g, "matmul_forward", false);
+  if (bias) bias_rows(ctx, out, bias, N, OC, true);
+}
+
+// dinp (N,IC) = dout (N,OC) x W^T-or-W (overwrite, skipped if null); dweight += ; dbias += .
+void matmul_backward(Context& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int64_t N, int IC, int OC, WeightLayout layout) {
+  if (N <= 0 || IC < 0 || OC < 0) return;  // nothing to add, no rows to write
+  if (dweight && IC > 0 && OC > 0) {
+    Gemm g;
+    g.beta = 1.0f;
+    if (layout == WeightLayout::kOutIn) {
+      // dW (OC,IC) += dout^T inp  ->  column-major dW^T (IC,OC) = inp^T (IC,N) x dout (N,OC)
+      g.m = IC, g.n = OC, g.k = N;
+      g.ta = CUBLAS_OP_N, g.A = inp, g.lda = IC;    // inp^T: (IC,N) column-major
+      g.tb = CUBLAS_OP_T, g.B = dout, g.ldb = OC;   // dout^T stored (OC,N) column-major, transposed
+      g.D = dweight, g.ldd = IC;
+    } else {
+      // dW (IC,OC) += inp^T dout  ->  column-major dW^T (OC,IC) = dout^T (OC,N) x inp (N,IC)
+      g.m = OC, g.n = IC, g.k = N;
+      g.ta = CUBLAS_OP_N, g.A = dout, g.lda = OC;   // dout^T: (OC,N) column-major
+      g.tb = CUBLAS_OP_T, g.B = inp, g.ldb = IC;    // inp^T stored (IC,N) column-major, transposed
+      g.D = dweight, g.ldd = OC;
+    }
+    lt_matmul(ctx, g, "matmul_backward (dweight)", false);
+  }
+  if (dinp && IC > 0) {
+    if (OC == 0) {
+      AJI_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)N * (size_t)IC, ctx.stream));
+    } else {
+      Gemm g;
+      g.beta = 0.0f;
+      g.m = IC, g.n = N, g.k = OC;
+      // column-major dinp^T (IC,N) = op(W) (IC,OC) x dout^T (OC,N)
+      if (layout == WeightLayout::kOutIn) {
+        g.ta = CUBLAS_OP_N, g.A = weight, g.lda = IC;  // W (OC,IC) row-major = (IC,OC) column-major
+      } else {
+        g.ta = CUBLAS_OP_T, g.A = weight, g.lda = OC;  // W (IC,OC) row-major = (OC,IC) column-major
+      }
+      g.tb = CUBLAS_OP_N, g.B = dout, g.ldb = OC;
+      g.D = dinp, g.ldd = IC;
+      lt_matmul(ctx, g, "matmul_backward (dinp)", false);
+    }
+  }
+  if (dbias && OC > 0) bias_grad(ctx, dbias, dout, N, OC);
+}
+
+}  // namespace aji::kernels::cuda

@@ -1,0 +1,376 @@
+// The CUDA backend's matrix products and attention against the CPU ops (kernels/cpu/ops.h),
+// in fp32: the same random inputs on both devices, each result within kFp32ParityTol (relative
+// L2). Outputs an op overwrites start as NaN on both sides (an element it fails to write shows);
+// outputs it adds into (+=) start as the same random values on both. Skipped where there is no
+// CUDA device (tests/kernels/backend_parity.h).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "aji/kernels/backend.h"
+#include "kernels/backend_parity.h"
+
+namespace aji::test {
+namespace {
+
+using kernels::AttnDims;
+using kernels::Backend;
+using kernels::WeightLayout;
+
+std::vector<float> random_vector(size_t n, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = scale * normal(gen);
+  return v;
+}
+
+const char* layout_name(WeightLayout l) { return l == WeightLayout::kOutIn ? "kOutIn" : "kInOut"; }
+
+// ---- matrix products ----------------------------------------------------------------------
+
+struct MatmulShape {
+  int64_t N;
+  int IC, OC;
+};
+// N = 1 and 3 (the CPU's few-row kernels), 4 / 5 (either side of kFewRows), 257; IC and OC not
+// multiples of 4; a long inner dimension (a split-K candidate) and a larger square-ish one.
+const MatmulShape kGemmShapes[] = {{1, 33, 65},  {3, 33, 65},   {4, 64, 48},     {5, 64, 48},
+                                 {257, 33, 65}, {7, 1, 5},    {64, 1024, 96},  {300, 256, 384}};
+const WeightLayout kLayouts[] = {WeightLayout::kOutIn, WeightLayout::kInOut};
+
+TEST(CudaParityMatmul, Forward) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  uint64_t seed = 1;
+  for (const MatmulShape& s : kGemmShapes)
+    for (WeightLayout layout : kLayouts)
+      for (bool with_bias : {false, true})
+        for (bool accumulate : {false, true}) {
+          SCOPED_TRACE("N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) + " OC=" + std::to_string(s.OC) +
+                       " " + layout_name(layout) + (with_bias ? " bias" : "") + (accumulate ? " accumulate" : ""));
+          const size_t n_out = (size_t)s.N * s.OC;
+          const auto inp = random_vector((size_t)s.N * s.IC, seed++);    // (N,IC)
+          const auto w = random_vector((size_t)s.OC * s.IC, seed++);     // (OC,IC) or (IC,OC)
+          const auto bias = random_vector((size_t)s.OC, seed++);         // (OC)
+          const auto out0 = accumulate ? random_vector(n_out, seed++) : nan_vector(n_out);  // (N,OC)
+
+          std::vector<float> ref = out0;
+          cpu.matmul_forward(ref.data(), inp.data(), w.data(), with_bias ? bias.data() : nullptr, s.N, s.IC, s.OC,
+                             layout, accumulate);
+
+          DeviceBuffer<float> d_inp(gpu, inp), d_w(gpu, w), d_bias(gpu, bias), d_out(gpu, out0);
+          gpu.matmul_forward(d_out, d_inp, d_w, with_bias ? d_bias.get() : nullptr, s.N, s.IC, s.OC, layout,
+                             accumulate);
+          EXPECT_LE(rel_l2(d_out.host(), ref), kFp32ParityTol);
+        }
+}
+
+TEST(CudaParityMatmul, Backward) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  uint64_t seed = 1000;
+  for (const MatmulShape& s : kGemmShapes)
+    for (WeightLayout layout : kLayouts)
+      for (bool with_bias : {false, true})
+        for (bool with_dinp : {true, false}) {
+          SCOPED_TRACE("N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) + " OC=" + std::to_string(s.OC) +
+                       " " + layout_name(layout) + (with_bias ? " dbias" : "") + (with_dinp ? " dinp" : ""));
+          const size_t n_w = (size_t)s.OC * s.IC;
+          const auto inp = random_vector((size_t)s.N * s.IC, seed++);   // (N,IC)
+          const auto w = random_vector(n_w, seed++);                    // (OC,IC) or (IC,OC)
+          const auto dout = random_vector((size_t)s.N * s.OC, seed++);  // (N,OC)
+          const auto dw0 = random_vector(n_w, seed++);                  // += targets
+          const auto db0 = random_vector((size_t)s.OC, seed++);
+          const auto dinp0 = nan_vector((size_t)s.N * s.IC);            // overwritten
+
+          std::vector<float> dinp_ref = dinp0, dw_ref = dw0, db_ref = db0;
+          cpu.matmul_backward(with_dinp ? dinp_ref.data() : nullptr, dw_ref.data(),
+                              with_bias ? db_ref.data() : nullptr, dout.data(), inp.data(), w.data(), s.N, s.IC,
+                              s.OC, layout);
+
+          DeviceBuffer<float> d_inp(gpu, inp), d_w(gpu, w), d_dout(gpu, dout), d_dw(gpu, dw0), d_db(gpu, db0),
+              d_dinp(gpu, dinp0);
+          gpu.matmul_backward(with_dinp ? d_dinp.get() : nullptr, d_dw, with_bias ? d_db.get() : nullptr, d_dout,
+                              d_inp, d_w, s.N, s.IC, s.OC, layout);
+          EXPECT_LE(rel_l2(d_dw.host(), dw_ref), kFp32ParityTol) << "dweight";
+          if (with_bias) {
+            EXPECT_LE(rel_l2(d_db.host(), db_ref), kFp32ParityTol) << "dbias";
+          } else {
+            EXPECT_EQ(d_db.host(), db0) << "dbias changed although none was passed";
+          }
+          if (with_dinp) {
+            EXPECT_LE(rel_l2(d_dinp.host(), dinp_ref), kFp32ParityTol) << "dinp";
+          }
+        }
+}
+
+// Operands at odd float offsets inside larger buffers (4-byte aligned only, as a product on a
+// slice of the fused QKV buffer or a bias inside the parameter block is): the products must not
+// assume cuBLASLt's default 256-byte alignment, and a bias the epilogue cannot take still counts.
+TEST(CudaParityMatmul, UnalignedOperands) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  const int64_t N = 37;
+  const int IC = 33, OC = 65;
+  uint64_t seed = 2000;
+  for (WeightLayout layout : kLayouts)
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(std::string(layout_name(layout)) + (accumulate ? " accumulate" : ""));
+      const int off = 1;  // floats
+      const auto inp = random_vector(off + (size_t)N * IC, seed++);
+      const auto w = random_vector(off + (size_t)OC * IC, seed++);
+      const auto bias = random_vector(off + (size_t)OC, seed++);
+      const auto out0 = accumulate ? random_vector(off + (size_t)N * OC, seed++) : nan_vector(off + (size_t)N * OC);
+      std::vector<float> ref = out0;
+      cpu.matmul_forward(ref.data() + off, inp.data() + off, w.data() + off, bias.data() + off, N, IC, OC, layout,
+                         accumulate);
+      DeviceBuffer<float> d_inp(gpu, inp), d_w(gpu, w), d_bias(gpu, bias), d_out(gpu, out0);
+      gpu.matmul_forward(d_out.get() + off, d_inp.get() + off, d_w.get() + off, d_bias.get() + off, N, IC, OC, layout,
+                         accumulate);
+      auto got = d_out.host();
+      EXPECT_LE(rel_l2(std::vector<float>(got.begin() + off, got.end()), std::vector<float>(ref.begin() + off, ref.end())),
+                kFp32ParityTol)
+          << "forward";
+
+      const auto dout = random_vector(off + (size_t)N * OC, seed++);
+      const auto dw0 = random_vector(off + (size_t)OC * IC, seed++);
+      const auto db0 = random_vector(off + (size_t)OC, seed++);
+      const auto dinp0 = nan_vector(off + (size_t)N * IC);
+      std::vector<float> dinp_ref = dinp0, dw_ref = dw0, db_ref = db0;
+      cpu.matmul_backward(dinp_ref.data() + off, dw_ref.data() + off, db_ref.data() + off, dout.data() + off,
+                          inp.data() + off, w.data() + off, N, IC, OC, layout);
+      DeviceBuffer<float> d_dout(gpu, dout), d_dw(gpu, dw0), d_db(gpu, db0), d_dinp(gpu, dinp0);
+      gpu.matmul_backward(d_dinp.get() + off, d_dw.get() + off, d_db.get() + off, d_dout.get() + off,
+                          d_inp.get() + off, d_w.get() + off, N, IC, OC, layout);
+      auto tail = [&](const std::vector<float>& v) { return std::vector<float>(v.begin() + off, v.end()); };
+      EXPECT_LE(rel_l2(tail(d_dinp.host()), tail(dinp_ref)), kFp32ParityTol) << "dinp";
+      EXPECT_LE(rel_l2(tail(d_dw.host()), tail(dw_ref)), kFp32ParityTol) << "dweight";
+      EXPECT_LE(rel_l2(tail(d_db.host()), tail(db_ref)), kFp32ParityTol) << "dbias";
+    }
+}
+
+// ---- attention ----------------------------------------------------------------------------
+
+struct AttnCase {
+  const char* name;
+  int B, Tq, Tk, H, KV, hd, q_pos0;
+  // true: q, k, v inside one fused (B, T, (H + 2 KV) hd) buffer, as the model's training
+  // forward has them (Tq = Tk = T); false: q rows of a fused (B, Tq, (H + 2 KV) hd) buffer
+  // and k, v in separate caches (B, max_len, KV hd), as decoding has them.
+  bool fused;
+  int max_len;  // cache rows per sequence (not fused)
+  // key_start[b][i] for packed rows: segment starts per sequence (empty: none)
+  std::vector<std::vector<int>> segments;
+};
+
+const std::vector<AttnCase>& attn_cases() {
+  static const std::vector<AttnCase> cases = {
+      {"mha_hd64", 2, 37, 37, 4, 4, 64, 0, true, 0, {}},
+      {"gqa_kv2_hd64", 2, 50, 50, 4, 2, 64, 0, true, 0, {}},
+      {"mqa_kv1_hd32", 1, 70, 70, 4, 1, 32, 0, true, 0, {}},
+      {"gqa_hd48", 2, 33, 33, 4, 2, 48, 0, true, 0, {}},
+      {"hd8", 2, 19, 19, 2, 1, 8, 0, true, 0, {}},
+      {"hd128", 1, 40, 40, 2, 1, 128, 0, true, 0, {}},
+      {"hd256", 1, 40, 40, 2, 2, 256, 0, true, 0, {}},
+      {"long_t300", 1, 300, 300, 2, 2, 64, 0, true, 0, {}},
+      {"packed_two_segments", 2, 45, 45, 4, 2, 32, 0, true, 0, {{0, 20}, {0, 7}}},
+      {"packed_three_segments_hd64", 2, 61, 61, 4, 4, 64, 0, true, 0, {{0, 17, 40}, {0, 33, 34}}},
+      {"decode_tq1", 2, 1, 18, 4, 2, 64, 17, false, 32, {}},
+      {"decode_tq3_kv1", 2, 3, 43, 4, 1, 32, 40, false, 64, {}},
+      {"decode_tq3_hd48", 1, 3, 23, 2, 2, 48, 20, false, 30, {}},
+      {"prefill_chunk_tq20", 2, 20, 33, 4, 2, 64, 13, false, 40, {}},
+      {"decode_tq3_key_start", 1, 3, 13, 2, 1, 32, 10, false, 16, {{0, 5, 12}}},
+  };
+  return cases;
+}
+
+// One case's buffers, strides and dims (host side), with a device copy made on demand.
+struct AttnSetup {
+  AttnDims d;
+  int QKV = 0;  // floats per row of the fused buffer
+  std::vector<float> qbuf, kbuf, vbuf;  // fused: qbuf holds q, k and v; kbuf, vbuf unused
+  int64_t k_off = 0, v_off = 0;         // k, v start in their buffer
+  std::vector<int32_t> key_start;       // (B, Tq) or empty
+  size_t out_size = 0, lse_size = 0;
+
+  explicit AttnSetup(const AttnCase& c, uint64_t seed) {
+    QKV = (c.H + 2 * c.KV) * c.hd;
+    d.B = c.B, d.Tq = c.Tq, d.Tk = c.Tk, d.H = c.H, d.KV = c.KV, d.hd = c.hd, d.q_pos0 = c.q_pos0;
+    if (c.fused) {
+      qbuf = random_vector((size_t)c.B * c.Tq * QKV, seed);  // (B, T, QKV)
+      d.q_bs = d.k_bs = d.v_bs = (int64_t)c.Tq * QKV;
+      d.q_ts = d.k_ts = d.v_ts = QKV;
+      k_off = (int64_t)c.H * c.hd;
+      v_off = (int64_t)(c.H + c.KV) * c.hd;
+    } else {
+      qbuf = random_vector((size_t)c.B * c.Tq * QKV, seed);  // (B, Tq, QKV): q in its first H hd columns
+      const size_t cache = (size_t)c.B * c.max_len * c.KV * c.hd;
+      kbuf = random_vector(cache, seed + 1);  // (B, max_len, KV hd)
+      vbuf = random_vector(cache, seed + 2);
+      d.q_bs = (int64_t)c.Tq * QKV;
+      d.q_ts = QKV;
+      d.k_bs = d.v_bs = (int64_t)c.max_len * c.KV * c.hd;
+      d.k_ts = d.v_ts = (int64_t)c.KV * c.hd;
+    }
+    d.o_ts = (int64_t)c.H * c.hd;  // out (B, Tq, H hd)
+    d.o_bs = (int64_t)c.Tq * d.o_ts;
+    out_size = (size_t)c.B * c.Tq * c.H * c.hd;
+    lse_size = (size_t)c.B * c.H * c.Tq;
+    if (!c.segments.empty()) {
+      key_start.resize((size_t)c.B * c.Tq);
+      for (int b = 0; b < c.B; ++b)
+        for (int i = 0; i < c.Tq; ++i) {
+          int start = 0;
+          for (int s : c.segments[b])
+            if (s <= c.q_pos0 + i) start = s;
+          key_start[(size_t)b * c.Tq + i] = start;
+        }
+    }
+  }
+  bool fused() const { return kbuf.empty(); }
+};
+
+// rows [0, rows) of each of B sequences, columns [col, col + width), out of a strided buffer
+std::vector<float> gather(const std::vector<float>& buf, int B, int rows, int64_t bs, int64_t ts, int64_t col,
+                          int width) {
+  std::vector<float> out;
+  out.reserve((size_t)B * rows * width);
+  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < rows; ++r) {
+      const float* p = buf.data() + b * bs + r * ts + col;
+      out.insert(out.end(), p, p + width);
+    }
+  return out;
+}
+
+TEST(CudaParityAttention, Forward) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  uint64_t seed = 3000;
+  for (const AttnCase& c : attn_cases()) {
+    SCOPED_TRACE(c.name);
+    AttnSetup s(c, seed);
+    seed += 10;
+    const std::vector<float>& kb = s.fused() ? s.qbuf : s.kbuf;
+    const std::vector<float>& vb = s.fused() ? s.qbuf : s.vbuf;
+
+    AttnDims dc = s.d;
+    dc.key_start = s.key_start.empty() ? nullptr : s.key_start.data();
+    std::vector<float> out_ref = nan_vector(s.out_size), lse_ref = nan_vector(s.lse_size);
+    cpu.attention_forward(out_ref.data(), lse_ref.data(), s.qbuf.data(), kb.data() + s.k_off, vb.data() + s.v_off,
+                          dc);
+
+    DeviceBuffer<float> d_q(gpu, s.qbuf), d_k(gpu, s.fused() ? std::vector<float>() : s.kbuf),
+        d_v(gpu, s.fused() ? std::vector<float>() : s.vbuf);
+    DeviceBuffer<int32_t> d_ks(gpu, s.key_start);
+    const float* gk = (s.fused() ? d_q.get() : d_k.get()) + s.k_off;
+    const float* gv = (s.fused() ? d_q.get() : d_v.get()) + s.v_off;
+    AttnDims dg = s.d;
+    dg.key_start = s.key_start.empty() ? nullptr : d_ks.get();
+    DeviceBuffer<float> d_out(gpu, nan_vector(s.out_size)), d_lse(gpu, nan_vector(s.lse_size));
+    gpu.attention_forward(d_out, d_lse, d_q, gk, gv, dg);
+    EXPECT_LE(rel_l2(d_out.host(), out_ref), kFp32ParityTol) << "out";
+    EXPECT_LE(rel_l2(d_lse.host(), lse_ref), kFp32ParityTol) << "lse";
+
+    // lse is optional
+    DeviceBuffer<float> d_out2(gpu, nan_vector(s.out_size));
+    gpu.attention_forward(d_out2, nullptr, d_q, gk, gv, dg);
+    EXPECT_LE(rel_l2(d_out2.host(), out_ref), kFp32ParityTol) << "out without lse";
+  }
+}
+
+TEST(CudaParityAttention, Backward) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  uint64_t seed = 4000;
+  for (const AttnCase& c : attn_cases()) {
+    SCOPED_TRACE(c.name);
+    AttnSetup s(c, seed);
+    seed += 10;
+    const std::vector<float>& kb = s.fused() ? s.qbuf : s.kbuf;
+    const std::vector<float>& vb = s.fused() ? s.qbuf : s.vbuf;
+    AttnDims dc = s.d;
+    dc.key_start = s.key_start.empty() ? nullptr : s.key_start.data();
+
+    // the forward's out and lse (the CPU's, given to both backwards) and a random dout
+    std::vector<float> out(s.out_size), lse(s.lse_size);
+    cpu.attention_forward(out.data(), lse.data(), s.qbuf.data(), kb.data() + s.k_off, vb.data() + s.v_off, dc);
+    const auto dout = random_vector(s.out_size, seed + 5);  // (B, Tq, H hd)
+
+    // gradients in the inputs' layouts, poisoned: fused, one (B, T, QKV) buffer; else dq in a
+    // (B, Tq, QKV) buffer and dk, dv in (B, max_len, KV hd) caches
+    std::vector<float> dq_ref = nan_vector(s.qbuf.size()), dk_ref = nan_vector(s.kbuf.size()),
+                       dv_ref = nan_vector(s.vbuf.size());
+    float* dk_c = (s.fused() ? dq_ref.data() : dk_ref.data()) + s.k_off;
+    float* dv_c = (s.fused() ? dq_ref.data() : dv_ref.data()) + s.v_off;
+    cpu.attention_backward(dq_ref.data(), dk_c, dv_c, dout.data(), s.qbuf.data(), kb.data() + s.k_off,
+                           vb.data() + s.v_off, out.data(), lse.data(), dc);
+
+    DeviceBuffer<float> d_q(gpu, s.qbuf), d_k(gpu, s.kbuf), d_v(gpu, s.vbuf), d_dout(gpu, dout), d_out(gpu, out),
+        d_lse(gpu, lse);
+    DeviceBuffer<int32_t> d_ks(gpu, s.key_start);
+    DeviceBuffer<float> d_dq(gpu, nan_vector(s.qbuf.size())), d_dk(gpu, nan_vector(s.kbuf.size())),
+        d_dv(gpu, nan_vector(s.vbuf.size()));
+    const float* gk = (s.fused() ? d_q.get() : d_k.get()) + s.k_off;
+    const float* gv = (s.fused() ? d_q.get() : d_v.get()) + s.v_off;
+    float* gdk = (s.fused() ? d_dq.get() : d_dk.get()) + s.k_off;
+    float* gdv = (s.fused() ? d_dq.get() : d_dv.get()) + s.v_off;
+    AttnDims dg = s.d;
+    dg.key_start = s.key_start.empty() ? nullptr : d_ks.get();
+    gpu.attention_backward(d_dq, gdk, gdv, d_dout, d_q, gk, gv, d_out, d_lse, dg);
+
+    const std::vector<float> dq_got = d_dq.host();
+    const std::vector<float> dk_got = s.fused() ? dq_got : d_dk.host();
+    const std::vector<float> dv_got = s.fused() ? dq_got : d_dv.host();
+    const std::vector<float>& dk_all = s.fused() ? dq_ref : dk_ref;
+    const std::vector<float>& dv_all = s.fused() ? dq_ref : dv_ref;
+    const int hw = c.H * c.hd, kw = c.KV * c.hd;
+    EXPECT_LE(rel_l2(gather(dq_got, c.B, c.Tq, s.d.q_bs, s.d.q_ts, 0, hw),
+                     gather(dq_ref, c.B, c.Tq, s.d.q_bs, s.d.q_ts, 0, hw)),
+              kFp32ParityTol)
+        << "dq";
+    EXPECT_LE(rel_l2(gather(dk_got, c.B, c.Tk, s.d.k_bs, s.d.k_ts, s.k_off, kw),
+                     gather(dk_all, c.B, c.Tk, s.d.k_bs, s.d.k_ts, s.k_off, kw)),
+              kFp32ParityTol)
+        << "dk";
+    EXPECT_LE(rel_l2(gather(dv_got, c.B, c.Tk, s.d.v_bs, s.d.v_ts, s.v_off, kw),
+                     gather(dv_all, c.B, c.Tk, s.d.v_bs, s.d.v_ts, s.v_off, kw)),
+              kFp32ParityTol)
+        << "dv";
+    if (s.fused()) {
+      // every element of the fused gradient is written (Tq = Tk): none stays NaN
+      EXPECT_LE(rel_l2(dq_got, dq_ref), kFp32ParityTol) << "the whole fused dqkv";
+    }
+  }
+}
+
+// Two runs of the same backward give the same bits (no atomics in the reductions).
+TEST(CudaParityAttention, BackwardIsDeterministic) {
+  AJI_CUDA_OR_SKIP(gpu);
+  const AttnCase& c = attn_cases()[1];  // GQA: dk, dv summed over two query heads
+  AttnSetup s(c, 5000);
+  const auto dout = random_vector(s.out_size, 5001);
+  DeviceBuffer<float> d_qkv(gpu, s.qbuf), d_dout(gpu, dout), d_out(gpu, s.out_size), d_lse(gpu, s.lse_size);
+  gpu.attention_forward(d_out, d_lse, d_qkv, d_qkv.get() + s.k_off, d_qkv.get() + s.v_off, s.d);
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    DeviceBuffer<float> d_dqkv(gpu, nan_vector(s.qbuf.size()));
+    gpu.attention_backward(d_dqkv, d_dqkv.get() + s.k_off, d_dqkv.get() + s.v_off, d_dout, d_qkv,
+                           d_qkv.get() + s.k_off, d_qkv.get() + s.v_off, d_out, d_lse, s.d);
+    if (run == 0) {
+      first = d_dqkv.host();
+    } else {
+      const auto second = d_dqkv.host();
+      ASSERT_EQ(first.size(), second.size());
+      EXPECT_EQ(0, std::memcmp(first.data(), second.data(), sizeof(float) * first.size()));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace aji::test
