@@ -20,6 +20,11 @@
 
 namespace aji::test {
 
+#ifdef AJI_CUDA_EMU
+// aji_cuda_emu_tests: the CUDA backend on a host emulator, not a GPU (tests/kernels/cuda_emu/).
+std::shared_ptr<kernels::Backend> cuda_emu_backend(std::string* reason);
+#endif
+
 // The process's CUDA backend (device 0, or $AJI_TEST_CUDA_DEVICE), made once; null with
 // *reason set where there is none (built without CUDA, no plugin, no driver, no GPU).
 inline std::shared_ptr<kernels::Backend> cuda_backend(std::string* reason) {
@@ -29,11 +34,15 @@ inline std::shared_ptr<kernels::Backend> cuda_backend(std::string* reason) {
   if (!tried) {
     tried = true;
     try {
+#ifdef AJI_CUDA_EMU
+      backend = cuda_emu_backend(&why);
+#else
 #ifdef AJI_CUDA_PLUGIN_PATH
       setenv("AJI_CUDA_PLUGIN", AJI_CUDA_PLUGIN_PATH, /*overwrite=*/0);  // the build tree's plugin
 #endif
       const char* dev = std::getenv("AJI_TEST_CUDA_DEVICE");
       backend = kernels::make_backend(kernels::parse_device(dev && *dev ? dev : "cuda", "AJI_TEST_CUDA_DEVICE"));
+#endif
     } catch (const std::exception& e) {
       why = e.what();
     }

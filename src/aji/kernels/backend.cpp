@@ -140,13 +140,7 @@ class CpuBackend final : public Backend {
     const int64_t len = static_cast<int64_t>(n);
 #pragma omp parallel for simd schedule(static) num_threads(num_threads()) if (n > 32768)
     for (int64_t i = 0; i < len; ++i) {
-      const float g = grads[i];
-      const float mi = std::fma(m[i], s.beta1, s.one_minus_beta1 * g);
-      const float vi = std::fma(v[i], s.beta2, s.one_minus_beta2 * (g * g));
-      m[i] = mi;
-      v[i] = vi;
-      const float denom = std::sqrt(vi) / s.bc2_sqrt + s.eps;
-      params[i] = std::fma(params[i], s.decay_mul, (-s.step_size) * mi / denom);
+      adamw_element(params[i], grads[i], m[i], v[i], s);
     }
   }
   double sum_squares(const float* x, size_t n) override {

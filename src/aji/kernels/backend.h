@@ -19,6 +19,7 @@
 // (make_backend below).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -49,6 +50,18 @@ struct AdamWScalars {
   float bc2_sqrt = 1;   // sqrt(1 - beta2^t)
   float decay_mul = 1;  // 1 - lr * weight_decay on decayed ranges, else 1
 };
+
+// One element of that step, as every CPU loop runs it (train/optimizer.cpp, the CPU backend;
+// kernels/cuda/optim.cu spells the same with CUDA intrinsics): the three fused multiply-adds are
+// written out, so no compiler chooses a contraction and the devices agree bit for bit.
+inline void adamw_element(float& p, float g, float& m, float& v, const AdamWScalars& s) {
+  const float mi = std::fma(m, s.beta1, s.one_minus_beta1 * g);
+  const float vi = std::fma(v, s.beta2, s.one_minus_beta2 * (g * g));
+  m = mi;
+  v = vi;
+  const float denom = std::sqrt(vi) / s.bc2_sqrt + s.eps;
+  p = std::fma(p, s.decay_mul, (-s.step_size) * mi / denom);  // torch's addcdiv order
+}
 
 class Backend {
  public:

@@ -1,5 +1,7 @@
 #include "aji/train/optimizer.h"
 
+#include "aji/kernels/backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -81,9 +83,14 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   // The same scalar arithmetic as torch (bias corrections in double, then cast).
   const double bc1 = 1.0 - std::pow(static_cast<double>(b1), static_cast<double>(t_));
   const double bc2 = 1.0 - std::pow(static_cast<double>(b2), static_cast<double>(t_));
-  const float step_size = static_cast<float>(lr / bc1);
-  const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-  const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+  kernels::AdamWScalars sc;
+  sc.beta1 = b1;
+  sc.beta2 = b2;
+  sc.eps = eps;
+  sc.one_minus_beta1 = 1.0f - b1;
+  sc.one_minus_beta2 = 1.0f - b2;
+  sc.step_size = static_cast<float>(lr / bc1);
+  sc.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   // m and v hold [lo_, lo_ + m_.size()) of the buffer (all of it unless sharded): index from lo_.
   float* m = m_.data() - lo_;
   float* v = v_.data() - lo_;
@@ -95,8 +102,8 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   constexpr int64_t kChunk = 4096;
   for (const DecayRange& r : ranges) {
     AJI_CHECK(r.offset + r.size <= n_, "AdamW range outside the parameter buffer");
-    const float decay_mul =
-        r.decay ? static_cast<float>(1.0 - static_cast<double>(lr) * config_.weight_decay) : 1.0f;
+    kernels::AdamWScalars s = sc;
+    s.decay_mul = r.decay ? static_cast<float>(1.0 - static_cast<double>(lr) * config_.weight_decay) : 1.0f;
     // ZeRO-1: only this rank's part of the range.
     const int64_t begin = static_cast<int64_t>(std::max(r.offset, lo)),
                   end = static_cast<int64_t>(std::min(r.offset + r.size, hi));
@@ -107,15 +114,8 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
       const int64_t c0 = begin + c * kChunk, c1 = std::min(end, c0 + kChunk);
 #pragma omp simd
       for (int64_t i = c0; i < c1; ++i) {
-        // The fused multiply-adds spelled out (GCC contracted these same three before; now no
-        // compiler chooses): the CUDA backend's kernel (kernels/cuda/optim.cu) does the same.
-        const float g = grads[i];
-        const float mi = std::fma(m[i], b1, one_minus_b1 * g);
-        const float vi = std::fma(v[i], b2, one_minus_b2 * (g * g));
-        m[i] = mi;
-        v[i] = vi;
-        const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-        params[i] = std::fma(params[i], decay_mul, (-step_size) * mi / denom);  // torch's addcdiv order
+        // the one per-element form (kernels/backend.h; CUDA's kernels/cuda/optim.cu matches it)
+        kernels::adamw_element(params[i], grads[i], m[i], v[i], s);
       }
       if (bf16_copy) kernels::cpu::round_to_bf16_row(bf16_copy + c0, params + c0, c1 - c0);
     }

@@ -95,5 +95,8 @@ void adamw_update(Context& ctx, float* params, const float* grads, float* m, flo
                   const AdamWScalars& s);
 // Queues sum x^2 (double, fixed order) into *total_dev.
 void sum_squares(Context& ctx, double* total_dev, const float* x, size_t n);
+// Queues sum x (n doubles, fixed order: one block, strided partials, a fixed tree) into
+// *total_dev: the last pass of every reduction that returns a number (loss.cu, sum_squares).
+void sum_doubles(Context& ctx, double* total_dev, const double* x, int64_t n);
 
 }  // namespace aji::kernels::cuda

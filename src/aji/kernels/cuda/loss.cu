@@ -17,7 +17,6 @@ namespace aji::kernels::cuda {
 namespace {
 
 constexpr int kXentThreads = 512;   // per row
-constexpr int kTotalThreads = 1024;  // the single block of the total
 
 struct MaxOp {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -90,21 +89,6 @@ __global__ void __launch_bounds__(kXentThreads)
   }
 }
 
-// *total = sum of x (n) in a fixed order: thread j sums x[j], x[j + 1024], ... in order, then a
-// fixed tree over the 1024 thread sums. One block of kTotalThreads.
-__global__ void __launch_bounds__(kTotalThreads) sum_doubles_kernel(double* total, const double* x, int64_t n) {
-  __shared__ double sm[kTotalThreads];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < n; i += kTotalThreads) s += x[i];
-  sm[threadIdx.x] = s;
-  __syncthreads();
-  for (int w = kTotalThreads / 2; w > 0; w >>= 1) {
-    if ((int)threadIdx.x < w) sm[threadIdx.x] += sm[threadIdx.x + w];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) *total = sm[0];
-}
-
 }  // namespace
 
 void softmax_xent_backward_inplace(Context& ctx, double* total_dev, float* logits, float* losses,
@@ -119,8 +103,7 @@ void softmax_xent_backward_inplace(Context& ctx, double* total_dev, float* logit
   softmax_xent_kernel<<<blocks, kXentThreads, 0, ctx.stream>>>(logits, losses, wl, targets, weights, grad_scale, n,
                                                                V, inv_temperature);
   ctx.launched("softmax_xent_backward_inplace");
-  sum_doubles_kernel<<<1, kTotalThreads, 0, ctx.stream>>>(total_dev, wl, n);
-  ctx.launched("softmax_xent_backward_inplace (total)");
+  sum_doubles(ctx, total_dev, wl, n);
 }
 
 }  // namespace aji::kernels::cuda

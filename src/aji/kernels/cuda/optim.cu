@@ -63,7 +63,8 @@ __global__ void __launch_bounds__(kThreads) sum_squares_partial_kernel(double* p
   if (threadIdx.x == 0) part[blockIdx.x] = sm[0];
 }
 
-// *total = sum of x (n) in a fixed order (one block of kTotalThreads).
+// *total = sum of x (n) in a fixed order: thread j sums x[j], x[j + kTotalThreads], ... in order,
+// then a fixed tree over the thread sums. One block of kTotalThreads.
 __global__ void __launch_bounds__(kTotalThreads) sum_doubles_kernel(double* total, const double* x, int64_t n) {
   __shared__ double sm[kTotalThreads];
   double s = 0.0;
@@ -98,8 +99,16 @@ void sum_squares(Context& ctx, double* total_dev, const float* x, size_t n) {
   double* part = static_cast<double*>(ctx.workspace((size_t)blocks * sizeof(double)));
   sum_squares_partial_kernel<<<blocks, kThreads, 0, ctx.stream>>>(part, x, len);
   ctx.launched("sum_squares");
-  sum_doubles_kernel<<<1, kTotalThreads, 0, ctx.stream>>>(total_dev, part, blocks);
-  ctx.launched("sum_squares (total)");
+  sum_doubles(ctx, total_dev, part, blocks);
+}
+
+void sum_doubles(Context& ctx, double* total_dev, const double* x, int64_t n) {
+  if (n <= 0) {
+    AJI_CUDA_CHECK(cudaMemsetAsync(total_dev, 0, sizeof(double), ctx.stream));
+    return;
+  }
+  sum_doubles_kernel<<<1, kTotalThreads, 0, ctx.stream>>>(total_dev, x, n);
+  ctx.launched("sum_doubles");
 }
 
 }  // namespace aji::kernels::cuda
