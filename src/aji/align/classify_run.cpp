@@ -288,6 +288,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   // Training (and validation) in the run's precision; the test report below in fp32.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet,
                              "classify", {&model});
+  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "classify", {&model});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   const ClassifierInput input = input_for(tok, model.config(), o.max_len);

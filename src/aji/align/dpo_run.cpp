@@ -150,6 +150,7 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   // The policy and the frozen reference in the same precision: their log-ratios start at 0.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
                              in.given, o.quiet, "dpo", {&policy, &reference});
+  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "dpo", {&policy, &reference});
   const fs::path tok_path = train::require_tokenizer_file(ref_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

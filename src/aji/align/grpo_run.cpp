@@ -182,6 +182,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   // starts at 0); rollouts run the inference path (fp32) either way.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
                              in.given, trun.quiet(), "grpo", {&policy, &reference});
+  train::apply_run_device(o.device, o.precision, in.given, trun.quiet(), "grpo", {&policy, &reference});
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),

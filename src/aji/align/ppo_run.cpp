@@ -190,6 +190,7 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   // trained ones come from the same forward); rollouts and the reward function as they are.
   train::apply_run_precision(o.precision, ckpt ? trun.section().value("options", json::object()) : json(), in.given,
                              trun.quiet(), "ppo", {&policy, &ref, &value});
+  train::apply_run_device(o.device, o.precision, in.given, trun.quiet(), "ppo", {&policy, &ref, &value});
   if (policy.config().vocab_size != ref.config().vocab_size)
     throw Error("the checkpoint's policy does not match --model").at(ckpt ? ckpt->string() : o.model.string());
   if (value.config().vocab_size != ref.config().vocab_size)

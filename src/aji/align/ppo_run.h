@@ -44,6 +44,7 @@ struct PpoRunOptions {
   int save_every = 0;
   int keep = 2;
   std::string precision = "auto";  // auto | fp32 | bf16 (train/trainer_run.h apply_run_precision)
+  std::string device = "cpu";      // cpu | cuda | cuda:N (train/trainer_run.h apply_run_device)
   int64_t stop_after = 0;
   double max_kl = 0;              // stop when a step's KL exceeds it (0 = off)
   PpoOptions ppo;                 // group size, β, clip, lr, ... (prompts_per_step from rollouts_per_step)
@@ -78,6 +79,7 @@ struct PpoRunOptions {
     v(save_every, OptionInfo{"save-every", "Checkpoint every N steps (0 = only at the end)", R::at_least(0), change});
     v(keep, OptionInfo{"keep", "Keep the last K checkpoints (0 = all)", R::at_least(0), change});
     v(precision, precision_option());
+    v(device, device_option());
     v(stop_after, OptionInfo{"stop-after", "End this session after N steps with a checkpoint (resume later)",
                              R::at_least(0), OnResume::kNotSaved});
   }

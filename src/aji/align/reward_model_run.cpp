@@ -179,6 +179,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   // Training steps in the run's precision; scoring (evaluations, the offset) stays fp32.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet, "rm",
                              {&rm.trunk});
+  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "rm", {&rm.trunk});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -147,6 +147,8 @@ SftRunResult run_sft(const SftRunOptions& in) {
   const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end();
   model.set_precision(train::run_precision(o.precision, resume_ckpt ? saved_options_of(trun.section()) : json(),
                                            precision_given, o.quiet, &precision_note));
+  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "sft", {&model});
+  if (model.on_device()) precision_note = "precision: fp32 (the CUDA backend trains in fp32 for now)";
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -185,15 +185,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   LrSchedule::parse_decay(o.decay);
   (void)resolve_precision(o.precision);  // an unknown --precision: refused before any work
   // --device: refused (an unknown name, no plugin, driver or GPU) before any work
-  const kernels::DeviceSpec device_spec = kernels::parse_device(o.device);
-  std::shared_ptr<kernels::Backend> device;
-  if (device_spec.kind != kernels::DeviceKind::kCpu) {
-    if (ranks > 1)
-      throw Error("--device " + o.device + " with " + std::to_string(ranks) + " ranks: data-parallel training on a "
-                  "device is not built yet")
-          .fix("run one process with --device " + o.device + ", or several on the CPU (docs/cuda.md)");
-    device = kernels::make_backend(device_spec);
-  }
+  const std::shared_ptr<kernels::Backend> device = open_run_device(o.device);
 
   // --- the run directory ----------------------------------------------------------
   std::optional<fs::path> resume_ckpt;

@@ -16,6 +16,7 @@
 #include "aji/base/error.h"
 #include "aji/base/progress.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
@@ -91,6 +92,42 @@ model::Precision apply_run_precision(std::string& requested, const json& saved_o
     std::fflush(stdout);
   }
   return p;
+}
+
+std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
+  const kernels::DeviceSpec spec = kernels::parse_device(device);
+  if (spec.kind == kernels::DeviceKind::kCpu) return nullptr;
+  const int ranks = dist::world().size();
+  if (ranks > 1)
+    throw Error("--device " + device + " with " + std::to_string(ranks) +
+                " ranks: data-parallel training on a device is not built yet")
+        .fix("run one process with --device " + device + ", or several on the CPU (docs/cuda.md)");
+  return kernels::make_backend(spec);
+}
+
+void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
+                      bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
+  std::shared_ptr<kernels::Backend> be = open_run_device(device);
+  if (!be) return;
+  bool bf16 = false;
+  for (model::Model* m : models) bf16 = bf16 || (m && m->precision() == model::Precision::kBf16);
+  if (bf16) {
+    const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
+    if (given && precision == "bf16")
+      throw Error("--precision bf16 is not built for " + be->describe() + " yet")
+          .fix("use --precision fp32 with --device " + device + " (docs/cuda.md)");
+    precision = "fp32";
+  }
+  for (model::Model* m : models)
+    if (m) {
+      m->set_precision(model::Precision::kFp32);
+      m->set_device(be);
+    }
+  if (!quiet) {
+    std::printf("%s: device: %s (forward and backward; the optimizer on the host; fp32)\n", stage,
+                be->describe().c_str());
+    std::fflush(stdout);
+  }
 }
 
 Fp32Scope::Fp32Scope(model::Model& m) : m_(m), saved_(m.precision()) { m_.set_precision(model::Precision::kFp32); }

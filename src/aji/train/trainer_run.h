@@ -73,6 +73,9 @@
 #include "aji/train/optimizer.h"
 #include "aji/train/run_dir.h"
 
+namespace aji::kernels {
+class Backend;
+}
 namespace aji::model {
 class Model;
 enum class Precision;
@@ -156,6 +159,20 @@ model::Precision run_precision(std::string& requested, const nlohmann::json& sav
 model::Precision apply_run_precision(std::string& requested, const nlohmann::json& saved_options,
                                      const std::vector<std::string>& given_flags, bool quiet, const char* stage,
                                      std::initializer_list<model::Model*> models);
+// ---- device (kernels/backend.h, --device) ----------------------------------------------------
+
+// The backend a trainer's --device names: null for "cpu" (the host path), else the device
+// (an aji::Error naming what is missing: the plugin, a library, the driver, the GPU). A device
+// with several ranks (mpirun) is refused: data parallelism on a device is not built yet.
+std::shared_ptr<kernels::Backend> open_run_device(const std::string& device);
+// A trainer's --device set on every model it trains or runs forward on (call after
+// apply_run_precision): "cpu" changes nothing. On a device the models train in fp32 (bf16 is
+// not built there): an explicit --precision bf16 is an error, "auto"'s bf16 becomes fp32,
+// written back into `precision` (the run's saved setting). Prints "<stage>: device: ..."
+// unless quiet.
+void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
+                      bool quiet, const char* stage, std::initializer_list<model::Model*> models);
+
 // For its lifetime the model's training forward runs in fp32 (then the precision it had): an
 // evaluation whose numbers must be what the saved model gives, e.g. a classifier's test report.
 class Fp32Scope {
