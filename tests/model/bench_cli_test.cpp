@@ -117,3 +117,22 @@ TEST(BenchCli, GenerateAndBadArguments) {
 }
 
 }  // namespace
+
+// train-step --device: an unknown name says the forms; a device that is not here (no GPU on
+// this machine) is named with what is missing (a machine with a GPU runs it: scripts/device_check.sh).
+TEST(BenchCli, TrainStepOnAMissingDeviceSaysWhatIsMissing) {
+  aji::test::TempDir dir;
+  auto cfg = dir.path() / "small.json";
+  aji::write_file_atomic(cfg, kSmall);
+  std::string out;
+  EXPECT_NE(aji::test::run_command(std::string(AJI_BINARY) + " bench train-step --config " + cfg.string() +
+                                       " --device tpu 2>&1",
+                                   &out),
+            0);
+  EXPECT_THAT(out, testing::HasSubstr("unknown device 'tpu'"));
+  const int rc = aji::test::run_command(std::string(AJI_BINARY) + " bench train-step --config " + cfg.string() +
+                                            " --batch 2 --seq 16 --steps 2 --device cuda 2>&1",
+                                        &out);
+  if (rc == 0) GTEST_SKIP() << "a CUDA device is here: " << out;
+  EXPECT_THAT(out, testing::HasSubstr("device cuda:0 is not available"));
+}

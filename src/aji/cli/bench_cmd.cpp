@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "aji/base/threads.h"
 #include "aji/cli/command.h"
 #include "aji/cli/model_loader.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/fma_peak.h"
 #include "aji/kernels/cpu/ops.h"
 #include "aji/model/model.h"
@@ -99,14 +101,72 @@ struct TrainOpts {
   bool json = false, floor = true, gemm_detail = false;
   double peak_gflops = 294.0;
   std::string precision = "fp32";
+  std::string device = "cpu";
 };
+
+// train-step on a device (--device cuda): the trainers' step (forward, loss, backward, the host
+// optimizer over the synced copies, model.h set_device) timed as a whole, tokens/s and the
+// achieved GFLOP/s; no GEMM floor, op breakdown or MFU (the device's peak is not measured here).
+void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<aji::kernels::Backend>& device, int B,
+                           int T) {
+  const ModelConfig& cfg = m.config();
+  m.set_device(device);
+  aji::train::AdamW adamw(m.num_params(), aji::train::AdamWConfig{});
+  const std::vector<aji::train::DecayRange> ranges = aji::train::all_parameter_ranges(m);
+  aji::Rng rng(2);
+  std::vector<int32_t> tokens((size_t)B * T), targets((size_t)B * T);
+  for (auto& t : tokens) t = (int32_t)rng.below(cfg.vocab_size);
+  for (auto& t : targets) t = (int32_t)rng.below(cfg.vocab_size);
+  auto step = [&]() {
+    m.zero_grads();
+    m.forward(tokens.data(), B, T);
+    const float loss = m.lm_head_loss(targets.data());
+    m.backward(m.d_hidden_buffer());
+    aji::train::step_model_weights(adamw, m, m.params(), m.grads(), ranges, 1e-4f);  // grads(): synced to the host
+    return loss;
+  };
+  step();  // warm-up: device buffers, cuBLASLt's choices
+  std::vector<double> times;
+  float loss = 0;
+  for (int i = 0; i < o.steps; ++i) {
+    auto t0 = Clock::now();
+    loss = step();
+    times.push_back(seconds_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  const double t_step = times[times.size() / 2];
+  const double tokens_per_step = (double)B * T, flops = cfg.train_flops_per_token(T) * tokens_per_step;
+  nlohmann::json j = {{"config", o.config}, {"arch", aji::model::arch_name(cfg.arch)}, {"params", m.num_params()},
+                      {"batch", B}, {"seq", T}, {"device", device->describe()}, {"precision", "fp32"},
+                      {"steps", o.steps}, {"step_seconds_median", t_step}, {"step_seconds_min", times.front()},
+                      {"tokens_per_second", tokens_per_step / t_step}, {"gflops_per_step", flops / 1e9},
+                      {"peak_rss_mib", peak_rss_mib()}, {"loss", loss}};
+  if (o.json) {
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("train step: %s (%s, %.1fM params), B=%d T=%d on %s, fp32, %d timed steps\n", o.config.c_str(),
+              aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, device->describe().c_str(), o.steps);
+  std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (the optimizer runs "
+              "on the host over copies of the weights and gradients; no MFU: the device's peak is not measured)\n",
+              t_step, times.front(), tokens_per_step / t_step, flops / 1e9 / t_step);
+  std::printf("  peak host RSS %.0f MiB, loss %.4f\n", peak_rss_mib(), loss);
+}
 
 void run_train_step(const TrainOpts& o) {
   ModelConfig cfg = ModelConfig::load(o.config);
   const int B = o.batch, T = o.seq > 0 ? o.seq : cfg.max_seq_len;
   if (T > cfg.max_seq_len) throw aji::Error("--seq " + std::to_string(T) + " exceeds the config's max_seq_len").fix("lower --seq");
   if (o.steps < 1) throw aji::Error("--steps must be at least 1");
+  const std::shared_ptr<aji::kernels::Backend> device = aji::train::open_run_device(o.device);
+  if (device && o.precision == "bf16")
+    throw aji::Error("--precision bf16 is not built for " + device->describe() + " yet").fix("use --precision fp32");
   Model m(cfg);
+  if (device) {
+    m.init_weights(1);
+    run_train_step_device(o, m, device, B, T);
+    return;
+  }
   m.init_weights(1);
   std::string precision_note;
   const bool bf16 = aji::train::resolve_precision(o.precision, &precision_note) == aji::model::Precision::kBf16;
@@ -352,6 +412,9 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
                     "fp32, bf16 or auto: the training path's products (bf16: fp32 where the CPU has no bf16 products)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
+    cmd->add_option("--device", opts.device, "cpu, cuda or cuda:N: where the step's forward and backward run "
+                                             "(docs/cuda.md)")
+        ->capture_default_str();
     cmd->callback([] { run_train_step(opts); });
   }
   {
