@@ -153,9 +153,8 @@ struct Model::Impl {
   // ---- the training path on a device with memory of its own (Model::set_device) ----
   std::shared_ptr<kernels::Backend> device;  // null: the CPU over the host buffers
   kernels::Backend& be() const { return device ? *device : kernels::cpu_backend(); }
-  DeviceMem d_params, d_grads, d_arena, d_rope;
-  const float* d_rope_cos = nullptr;  // rope_cos / rope_sin on the device
-  const float* d_rope_sin = nullptr;
+  DeviceMem d_params, d_grads, d_arena;
+  DeviceMem d_rope;  // rope_cos then rope_sin, on the device
   // forward()'s int inputs on the device (carved from the arena)
   int32_t *d_tokens = nullptr, *d_positions = nullptr, *d_key_start = nullptr;
   int32_t* d_targets = nullptr;          // (N) the LM-head pass's targets
@@ -167,8 +166,8 @@ struct Model::Impl {
   AlignedFloats h_hidden, h_d_hidden, h_logits;  // host copies on a device
   const int32_t* rows_key_start() const { return device ? (key_start.empty() ? nullptr : d_key_start) : key_start_ptr(); }
   const int32_t* rows_positions() const { return device ? (positions.empty() ? nullptr : d_positions) : pos_ptr(); }
-  const float* rope_c() const { return device ? d_rope_cos : rope_cos.data(); }
-  const float* rope_s() const { return device ? d_rope_sin : rope_sin.data(); }
+  const float* rope_c() const { return device ? d_rope.f() : rope_cos.data(); }
+  const float* rope_s() const { return device ? d_rope.f() + rope_cos.size() : rope_sin.data(); }
   // Host scratch for rows of logits: the arena's on the CPU, a host buffer on a device.
   float* host_logits(int64_t V) {
     if (!device) return logits;
@@ -363,8 +362,6 @@ void Model::set_device(std::shared_ptr<kernels::Backend> backend) {
     I.d_rope.ensure(*I.device, 2 * n * sizeof(float));
     I.device->to_device(I.d_rope.f(), I.rope_cos.data(), n * sizeof(float));
     I.device->to_device(I.d_rope.f() + n, I.rope_sin.data(), n * sizeof(float));
-    I.d_rope_cos = I.d_rope.f();
-    I.d_rope_sin = I.d_rope.f() + n;
   }
 }
 

@@ -435,21 +435,15 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   std::string precision_note;
   model::Precision precision =
       run_precision(o.precision, saved_opts, o.given.count("precision") > 0, o.quiet, &precision_note);
-  // A device (--device): the forward and backward run there, fp32 only for now.
-  if (device) {
-    if (precision == model::Precision::kBf16) {
-      if (o.given.count("precision") && o.precision == "bf16")
-        throw Error("--precision bf16 is not built for " + device->describe() + " yet")
-            .fix("use --precision fp32 with --device " + o.device + " (docs/cuda.md)");
-      precision = model::Precision::kFp32;
-      o.precision = "fp32";
-      precision_note = "precision: fp32 (bf16 is not built for the CUDA backend yet)";
-    }
-  }
 
   model::Model model(cfg);
   model.set_precision(precision);
-  if (device) model.set_device(device);
+  // A device (--device): the forward and backward run there, in fp32 (printed below).
+  apply_run_device(device, o.precision, o.given.count("precision") > 0, /*quiet=*/true, "pretrain", {&model});
+  if (model.precision() != precision) {
+    precision = model.precision();
+    precision_note = "precision: fp32 (bf16 is not built for the CUDA backend yet)";
+  }
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const std::vector<ParamGroup> groups = {ParamGroup::whole_model(model, optimizer)};
 

@@ -107,15 +107,19 @@ std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
 
 void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
                       bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
-  std::shared_ptr<kernels::Backend> be = open_run_device(device);
+  const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
+  apply_run_device(open_run_device(device), precision, given, quiet, stage, models);
+}
+
+void apply_run_device(const std::shared_ptr<kernels::Backend>& be, std::string& precision, bool precision_given,
+                      bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
   if (!be) return;
   bool bf16 = false;
   for (model::Model* m : models) bf16 = bf16 || (m && m->precision() == model::Precision::kBf16);
   if (bf16) {
-    const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
-    if (given && precision == "bf16")
+    if (precision_given && precision == "bf16")
       throw Error("--precision bf16 is not built for " + be->describe() + " yet")
-          .fix("use --precision fp32 with --device " + device + " (docs/cuda.md)");
+          .fix("use --precision fp32 on this device (docs/cuda.md)");
     precision = "fp32";
   }
   for (model::Model* m : models)

@@ -172,6 +172,10 @@ std::shared_ptr<kernels::Backend> open_run_device(const std::string& device);
 // unless quiet.
 void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
                       bool quiet, const char* stage, std::initializer_list<model::Model*> models);
+// The same with the device already open (open_run_device; null = the CPU, nothing changes) and
+// whether --precision was given this session: the one place the fp32-on-a-device rule lives.
+void apply_run_device(const std::shared_ptr<kernels::Backend>& device, std::string& precision, bool precision_given,
+                      bool quiet, const char* stage, std::initializer_list<model::Model*> models);
 
 // For its lifetime the model's training forward runs in fp32 (then the precision it had): an
 // evaluation whose numbers must be what the saved model gives, e.g. a classifier's test report.
