@@ -19,39 +19,14 @@
 #include "aji/model/model.h"
 #include "aji/train/optimizer.h"
 #include "kernels/backend_parity.h"
+#include "model/tiny_configs.h"
 
 namespace aji::model {
 namespace {
 
-ModelConfig gpt2_config() {
-  ModelConfig c;
-  c.arch = Arch::kGpt2;
-  c.vocab_size = 97;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = 4;
-  c.d_model = 32;
-  c.max_seq_len = 24;
-  c.bias = true;
-  c.tied_embeddings = true;
-  c.norm_eps = 1e-5f;
-  return c;
-}
-
-ModelConfig llama_config() {  // GQA, QK-norm, untied head
-  ModelConfig c;
-  c.arch = Arch::kLlama;
-  c.vocab_size = 101;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_kv_head = 2;
-  c.d_model = 32;
-  c.d_ff = 48;
-  c.max_seq_len = 24;
-  c.qk_norm = true;
-  c.tied_embeddings = false;
-  return c;
-}
+using test::same_bits;
+ModelConfig gpt2_config() { return test::tiny_gpt2_config(); }
+ModelConfig llama_config() { return test::tiny_llama_config(); }
 
 struct Batch {
   int B = 2, T = 12;
@@ -120,10 +95,6 @@ StepOut train(Model& m, const ModelConfig& c, int steps, bool packed) {
   const float* p = static_cast<const Model&>(m).params();
   out.params.assign(p, p + m.num_params());
   return out;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 class ModelDevice : public ::testing::TestWithParam<bool> {};  // param: llama (else gpt2)

@@ -11,6 +11,7 @@
 
 #include "aji/base/error.h"
 #include "aji/model/model.h"
+#include "kernels/counting_backend.h"
 
 namespace {
 
@@ -100,6 +101,43 @@ TEST(TrainMemory, RefusesWhatDoesNotFitWithTheNumbersAndTheFix) {
   }
   ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(2 * need.total() / 1048576.0).c_str(), 1);
   EXPECT_NO_THROW(aji::train::require_memory(need, "training this", "lower --batch-size"));
+  ::unsetenv("AJI_MEMORY_LIMIT_MB");
+}
+
+// On a device the whole estimate must fit in the device's free memory (checked before anything
+// is allocated there), and the host only its copies of the weights, gradients and moments.
+TEST(TrainMemory, OnADeviceTheDeviceMustHoldItAllAndTheHostTheCopies) {
+  const auto need = aji::train::training_memory(small(aji::model::Arch::kLlama), 1 << 20, 4096);
+  ASSERT_GT(need.activations, 0.0);
+  aji::test::CountingBackend dev(aji::kernels::make_separate_cpu_backend());
+  dev.fake_total = size_t(4 * need.total());
+  dev.fake_free = size_t(0.5 * need.total());
+  try {
+    aji::train::require_memory_on(need, "training this", "lower --batch-size", &dev);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    const std::string w = e.what();
+    EXPECT_EQ(w.rfind("training this needs about ", 0), 0u) << e.describe();
+    EXPECT_NE(w.find("activations"), std::string::npos) << e.describe();
+    EXPECT_NE(w.find("on test device ("), std::string::npos) << e.describe();
+    EXPECT_NE(w.find("GiB is free"), std::string::npos) << e.describe();
+    EXPECT_NE(e.how_to_fix().find("lower --batch-size"), std::string::npos) << e.describe();
+    EXPECT_EQ(dev.up + dev.down, 0u) << "the check moved data";
+  }
+  dev.fake_free = size_t(1.1 * need.total());
+  EXPECT_NO_THROW(aji::train::require_memory_on(need, "training this", "lower --batch-size", &dev));
+  // The host: not the activations (they live on the device), but the copies.
+  const double copies = need.total() - need.activations;
+  ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string((copies + 0.5 * need.activations) / 1048576.0).c_str(), 1);
+  EXPECT_THROW(aji::train::require_memory_on(need, "training this", "x", nullptr), aji::Error);
+  EXPECT_NO_THROW(aji::train::require_memory_on(need, "training this", "x", &dev));
+  ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(0.5 * copies / 1048576.0).c_str(), 1);
+  try {
+    aji::train::require_memory_on(need, "training this", "x", &dev);
+    ADD_FAILURE() << "no error";
+  } catch (const aji::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("on the host but only"), std::string::npos) << e.describe();
+  }
   ::unsetenv("AJI_MEMORY_LIMIT_MB");
 }
 

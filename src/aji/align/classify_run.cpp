@@ -282,7 +282,7 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
                        " parameters) with batches of " + std::to_string(std::max(o.train.batch, 16)) + " x " +
                        std::to_string(len) + " tokens",
                    "lower --batch-size or --max-len, train fewer blocks (--trainable last:1 or head), or use a "
-                   "smaller model");
+                   "smaller model", o.device);
   }
   model::Model model = train::load_model(model_dir);
   // Training (and validation) in the run's precision; the test report below in fp32.

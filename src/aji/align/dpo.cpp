@@ -237,7 +237,7 @@ DpoStepStats dpo_forward_backward(model::Model& policy, const std::vector<Prefer
     acc.add(db, nll, lp.seq, ref, batch_idx, from, p, share);
     // backward through the LM head and the trunk (grads accumulate over micro-batches)
     policy.lm_head_logprob_backward(b.targets.data(), d_logp.data());
-    policy.backward(policy.d_hidden_buffer());
+    policy.backward_from_head();
     s.tokens += (int64_t)b.B * b.T;
   }
   s.dpo_loss = acc.dpo_loss;

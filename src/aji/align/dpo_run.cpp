@@ -142,7 +142,7 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
     if (bf16) need.extra += double(cfg.num_params()) * 2;  // the reference's bf16 copy
     need.extra += double(cfg.num_params()) * 4;  // the frozen reference: weights only
     train::require_memory(need, "DPO on this model (" + std::to_string(cfg.num_params()) + " parameters, policy + reference)",
-                          "lower --batch-size or use --micro-batch");
+                          "lower --batch-size or use --micro-batch", o.device);
   }
   fs::path policy_dir;
   model::Model policy = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &policy_dir);

@@ -291,7 +291,7 @@ GrpoStepStats grpo_step(model::Model& policy, model::Model* reference, train::Ad
       clip_sum += gl.clip_frac * double(gl.n_valid);
       if (gl.n_valid > 0) {
         policy.lm_head_logprob_backward(rb.targets.data(), gl.d_logp.data(), o.temperature);
-        policy.backward(policy.d_hidden_buffer());
+        policy.backward_from_head();
       }
     }
     return loss;

@@ -190,7 +190,7 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
                                                  policy.precision() == model::Precision::kBf16),
                           "GRPO on this model (" + std::to_string(policy.num_params()) + " parameters, " +
                               std::to_string(o.group_size * o.prompts_per_step) + " completions per step)",
-                          "lower --group-size or --prompts-per-step, or use a smaller model");
+                          "lower --group-size or --prompts-per-step, or use a smaller model", o.device);
   }
   const fs::path tok_path = train::require_tokenizer_file(given_model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);

@@ -375,7 +375,7 @@ void ppo_update(PpoModels& m, const PpoBatch& b, const PpoOptions& o, int64_t st
             const std::vector<int32_t> tgt = pick_rows(b.targets, rows, b.T);
             const std::vector<float> d_lp = scatter_reply(b, rows, pl.d_logp, b.T);
             m.policy->lm_head_logprob_backward(tgt.data(), d_lp.data(), o.temperature);
-            m.policy->backward(m.policy->d_hidden_buffer());
+            m.policy->backward_from_head();
             return pl.loss * w;
           },
           step);

@@ -174,7 +174,7 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
                         "training a reward model on this model (" + std::to_string(cfg.num_params()) +
                             " parameters) with forwards of " + std::to_string(o.train.micro_rows) + " x " +
                             std::to_string(len) + " tokens",
-                        "lower --micro-rows or --max-len, or use a smaller model");
+                        "lower --micro-rows or --max-len, or use a smaller model", o.device);
   RewardModel rm = resume_ckpt ? load_reward_model(*resume_ckpt) : RewardModel(train::load_model(model_dir));
   // Training steps in the run's precision; scoring (evaluations, the offset) stays fp32.
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet, "rm",

@@ -25,7 +25,7 @@ void forward_batch(model::Model& model, const TokenBatch& batch) {
 float sft_forward_backward(model::Model& model, const TokenBatch& batch, float grad_scale) {
   forward_batch(model, batch);
   float loss = model.lm_head_loss(batch.targets.data(), nullptr, grad_scale);
-  model.backward(model.d_hidden_buffer());
+  model.backward_from_head();
   return loss;
 }
 
@@ -39,7 +39,7 @@ float sft_forward_backward(model::Model& model, const std::vector<int32_t>& inpu
   for (size_t i = 0; i < n; ++i) targets[i] = loss_mask[i] ? next_ids[i] : -1;
   model.forward(inputs.data(), B, T);
   float loss = model.lm_head_loss(targets.data(), nullptr, grad_scale);
-  model.backward(model.d_hidden_buffer());
+  model.backward_from_head();
   return loss;
 }
 

@@ -140,7 +140,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
                                  train::resolve_precision(o.precision) == model::Precision::kBf16),
                  "fine-tuning this model (" +
                  std::to_string(cfg.num_params()) + " parameters)",
-                 "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)");
+                 "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)", o.device);
   fs::path model_dir;
   model::Model model = train::load_model(model_src, &model_dir);
   std::string precision_note;
@@ -196,7 +196,7 @@ SftRunResult run_sft(const SftRunOptions& in) {
     require_memory(training_memory(model.config(), (int64_t)model.num_params(), rows_per_batch * T,
                                    model.precision() == model::Precision::kBf16),
                    "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
-                   "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len");
+                   "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len", o.device);
   }
   {  // every rank the same settings on the same data (a rank that differs: a clear error)
     json same = saved_options_json(o);

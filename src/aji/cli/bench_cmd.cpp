@@ -104,26 +104,30 @@ struct TrainOpts {
   std::string device = "cpu";
 };
 
-// train-step on a device (--device cuda): the trainers' step (forward, loss, backward, the host
-// optimizer over the synced copies, model.h set_device) timed as a whole, tokens/s and the
-// achieved GFLOP/s; no GEMM floor, op breakdown or MFU (the device's peak is not measured here).
+// train-step on a device (--device cuda): the trainers' step (train/trainer_run.h train_step:
+// zero, forward, loss, backward, the gradient norm and clipping, AdamW, all on the device) timed
+// as a whole, tokens/s and the achieved GFLOP/s; no GEMM floor, op breakdown or MFU (the
+// device's peak is not measured here).
 void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<aji::kernels::Backend>& device, int B,
                            int T) {
   const ModelConfig& cfg = m.config();
   m.set_device(device);
   aji::train::AdamW adamw(m.num_params(), aji::train::AdamWConfig{});
-  const std::vector<aji::train::DecayRange> ranges = aji::train::all_parameter_ranges(m);
+  const std::vector<aji::train::ParamGroup> groups = {aji::train::ParamGroup::whole_model(m, adamw)};
   aji::Rng rng(2);
   std::vector<int32_t> tokens((size_t)B * T), targets((size_t)B * T);
   for (auto& t : tokens) t = (int32_t)rng.below(cfg.vocab_size);
   for (auto& t : targets) t = (int32_t)rng.below(cfg.vocab_size);
+  int64_t step_index = 0;
   auto step = [&]() {
-    m.zero_grads();
-    m.forward(tokens.data(), B, T);
-    const float loss = m.lm_head_loss(targets.data());
-    m.backward(m.d_hidden_buffer());
-    aji::train::step_model_weights(adamw, m, m.params(), m.grads(), ranges, 1e-4f);  // grads(): synced to the host
-    return loss;
+    const aji::train::StepStats st = aji::train::train_step(groups, 1e-4f, 1.0, "Benchmark", {}, [&] {
+      m.forward(tokens.data(), B, T);
+      const float loss = m.lm_head_loss(targets.data());
+      m.backward_from_head();
+      return static_cast<double>(loss);
+    }, step_index++);
+    device->synchronize();
+    return static_cast<float>(st.loss);
   };
   step();  // warm-up: device buffers, cuBLASLt's choices
   std::vector<double> times;
@@ -147,8 +151,8 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
   }
   std::printf("train step: %s (%s, %.1fM params), B=%d T=%d on %s, fp32, %d timed steps\n", o.config.c_str(),
               aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, device->describe().c_str(), o.steps);
-  std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (the optimizer runs "
-              "on the host over copies of the weights and gradients; no MFU: the device's peak is not measured)\n",
+  std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (forward, backward "
+              "and AdamW on the device; no MFU: the device's peak is not measured)\n",
               t_step, times.front(), tokens_per_step / t_step, flops / 1e9 / t_step);
   std::printf("  peak host RSS %.0f MiB, loss %.4f\n", peak_rss_mib(), loss);
 }
@@ -185,7 +189,7 @@ void run_train_step(const TrainOpts& o) {
     m.zero_grads();
     m.forward(tokens.data(), B, T);
     float loss = m.lm_head_loss(targets.data());
-    m.backward(m.d_hidden_buffer());
+    m.backward_from_head();
     aji::train::step_model_weights(adamw, m, params, m.grads(), ranges, 1e-4f);  // as train_step does
     return loss;
   };

@@ -144,16 +144,19 @@ class CpuBackend final : public Backend {
     }
   }
   double sum_squares(const float* x, size_t n) override {
-    // Fixed chunks summed in order: the same bits for any thread count.
+    // Fixed chunks summed in order: the same bits for any thread count. Each chunk sums a
+    // vector of partials (not one chain of dependent adds), in the same order on every run.
+    // The host's one gradient norm (train/optimizer.h global_grad_norm calls this).
     constexpr size_t kChunk = 1 << 16;
     const size_t chunks = (n + kChunk - 1) / kChunk;
     std::vector<double> part(chunks, 0.0);
 #pragma omp parallel for schedule(static) num_threads(num_threads()) if (chunks > 1)
-    for (size_t c = 0; c < chunks; ++c) {
+    for (int64_t c = 0; c < static_cast<int64_t>(chunks); ++c) {
+      const size_t b = static_cast<size_t>(c) * kChunk, e = std::min(n, b + kChunk);
       double s = 0;
-      const size_t end = std::min(n, (c + 1) * kChunk);
-      for (size_t i = c * kChunk; i < end; ++i) s += (double)x[i] * x[i];
-      part[c] = s;
+#pragma omp simd reduction(+ : s)
+      for (size_t i = b; i < e; ++i) s += static_cast<double>(x[i]) * x[i];
+      part[static_cast<size_t>(c)] = s;
     }
     double total = 0;
     for (double p : part) total += p;

@@ -80,6 +80,12 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;          // within the backend
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() = 0;  // waits for every queued op; reports an asynchronous fault
+  // The free and total bytes of the backend's memory, for a check before a run allocates
+  // (train/memory.h require_memory); false where unknown (the CPU: the host's limits apply).
+  virtual bool memory_info(size_t& free_bytes, size_t& total_bytes) {
+    free_bytes = total_bytes = 0;
+    return false;
+  }
 
   // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
@@ -128,6 +134,32 @@ class Backend {
   virtual void scale(float* x, float a, size_t n) = 0;        // x *= a
 };
 
+// A buffer in a backend's memory, released with it (RAII); grown by ensure(), which loses the
+// contents. What every owner of device memory holds (the model's weights, gradients and
+// activations; AdamW's moments).
+struct DeviceMem {
+  Backend* be = nullptr;
+  void* p = nullptr;
+  size_t bytes = 0;
+  DeviceMem() = default;
+  DeviceMem(const DeviceMem&) = delete;
+  DeviceMem& operator=(const DeviceMem&) = delete;
+  ~DeviceMem() { reset(); }
+  void reset() {
+    if (p) be->release(p);
+    p = nullptr;
+    bytes = 0;
+  }
+  void ensure(Backend& backend, size_t n_bytes) {
+    if (p && be == &backend && bytes >= n_bytes) return;
+    reset();
+    be = &backend;
+    p = backend.alloc(n_bytes);
+    bytes = n_bytes;
+  }
+  float* f() const { return static_cast<float*>(p); }
+};
+
 // The CPU backend (kernels/cpu/), one per process.
 Backend& cpu_backend();
 
@@ -148,7 +180,7 @@ std::string cuda_plugin_search_path();
 
 // The plugin's entry point (extern "C", libaji_cuda.so) and the interface version it was
 // built against: make_backend refuses a plugin whose version differs (a stale build).
-constexpr int kBackendAbiVersion = 1;
+constexpr int kBackendAbiVersion = 2;
 extern "C" {
 using CudaBackendCreateFn = Backend* (*)(int device_index, char* error, size_t error_size);
 using BackendAbiVersionFn = int (*)();

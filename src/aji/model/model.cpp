@@ -32,30 +32,7 @@ struct Bump {
   uint16_t* take_bf16(size_t n) { return reinterpret_cast<uint16_t*>(take((n + 1) / 2)); }
 };
 
-// A buffer in a device backend's memory (set_device), released with it; contents are lost
-// when it grows.
-struct DeviceMem {
-  kernels::Backend* be = nullptr;
-  void* p = nullptr;
-  size_t bytes = 0;
-  DeviceMem() = default;
-  DeviceMem(const DeviceMem&) = delete;
-  DeviceMem& operator=(const DeviceMem&) = delete;
-  ~DeviceMem() { reset(); }
-  void reset() {
-    if (p) be->release(p);
-    p = nullptr;
-    bytes = 0;
-  }
-  void ensure(kernels::Backend& backend, size_t n_bytes) {
-    if (p && be == &backend && bytes >= n_bytes) return;
-    reset();
-    be = &backend;
-    p = backend.alloc(n_bytes);
-    bytes = n_bytes;
-  }
-  float* f() const { return static_cast<float*>(p); }
-};
+using kernels::DeviceMem;
 
 // The inputs forward() keeps for a product (the norms' outputs, the FFN activation): fp32, or
 // in bf16 precision the bf16 bits that product reads (Out = uint16_t).
@@ -296,7 +273,8 @@ Model::~Model() { delete impl_; }
 Model::Model(Model&& o) noexcept
     : config_(o.config_), params_(std::move(o.params_)), grads_(std::move(o.grads_)),
       tensors_(std::move(o.tensors_)), impl_(o.impl_), B_(o.B_), T_(o.T_), precision_(o.precision_),
-      kv_cache_(o.kv_cache_), params_changed_(o.params_changed_), device_params_stale_(o.device_params_stale_) {
+      kv_cache_(o.kv_cache_), params_changed_(o.params_changed_), device_params_stale_(o.device_params_stale_),
+      host_params_stale_(o.host_params_stale_) {
   o.impl_ = nullptr;
 }
 Model& Model::operator=(Model&& o) noexcept {
@@ -313,6 +291,7 @@ Model& Model::operator=(Model&& o) noexcept {
     kv_cache_ = o.kv_cache_;
     params_changed_ = o.params_changed_;
     device_params_stale_ = o.device_params_stale_;
+    host_params_stale_ = o.host_params_stale_;
     o.impl_ = nullptr;
   }
   return *this;
@@ -346,6 +325,7 @@ void Model::set_device(std::shared_ptr<kernels::Backend> backend) {
   if (backend && backend.get() == &kernels::cpu_backend()) backend = nullptr;  // the host buffers
   if (backend == I.device) return;
   if (I.device && I.grads_on_device) (void)grads();  // keep the gradients computed so far
+  sync_host_params();                                 // and the weights a step there wrote
   I.d_params.reset();
   I.d_grads.reset();
   I.d_arena.reset();
@@ -367,6 +347,25 @@ void Model::set_device(std::shared_ptr<kernels::Backend> backend) {
 
 kernels::Backend& Model::device() const { return impl_->be(); }
 bool Model::on_device() const { return impl_->device != nullptr; }
+const std::shared_ptr<kernels::Backend>& Model::device_handle() const { return impl_->device; }
+
+void Model::sync_host_params() const {
+  if (!host_params_stale_) return;
+  const Impl& I = *impl_;
+  I.device->to_host(const_cast<float*>(params_.data()), I.d_params.p, params_.size() * sizeof(float));
+  host_params_stale_ = false;
+}
+
+float* Model::device_grads_for_step() { return device_grads(); }
+
+float* Model::device_params_for_step() {
+  Impl& I = *impl_;
+  if (!I.device) return params();
+  float* p = const_cast<float*>(device_params());  // current there (uploaded if the host's was newer)
+  host_params_stale_ = true;
+  params_changed_ = true;
+  return p;
+}
 
 const float* Model::device_params() {
   Impl& I = *impl_;
@@ -404,6 +403,7 @@ const ParamTensor* Model::find_tensor(const std::string& name) const {
 float* Model::param(const std::string& name) {
   const ParamTensor* t = find_tensor(name);
   if (!t) throw Error("model has no tensor \"" + name + "\"").fix("tensor names follow the Hugging Face layout of " + std::string(arch_name(config_.arch)));
+  sync_host_params();
   params_changed_ = true;
   device_params_stale_ = true;
   return params_.data() + t->offset;
@@ -425,6 +425,7 @@ void Model::set_precision(Precision p) {
 void Model::init_weights(uint64_t seed) {
   params_changed_ = true;
   device_params_stale_ = true;
+  host_params_stale_ = false;  // every weight is written here
   const float std_dev = config_.init_std;
   const float resid_std = std_dev / std::sqrt(2.0f * config_.n_layer);
   for (size_t ti = 0; ti < tensors_.size(); ++ti) {
@@ -711,12 +712,25 @@ float* Model::d_hidden_buffer() {
   return I.h_d_hidden.data();
 }
 
+void Model::backward_from_head(int first_layer) {
+  Impl& I = *impl_;
+  if (I.device && I.d_hidden_on_device) {
+    // backward() takes the host copy's address with d_hidden_on_device as "the device's own"
+    const size_t n = (size_t)B_ * T_ * config_.d_model;
+    if (I.h_d_hidden.size() < n) I.h_d_hidden.resize(n);
+    backward(I.h_d_hidden.data(), first_layer);
+    return;
+  }
+  backward(d_hidden_buffer(), first_layer);
+}
+
 void Model::lm_logits(const float* hidden_rows, int n, float* logits_out) const {
   const ModelConfig& c = config_;
   if (impl_->fp32_dropped && !impl_->packed_lm_head.empty()) {  // else fp32, as forward()
     ops::packed_matmul_forward(logits_out, hidden_rows, impl_->packed_lm_head, nullptr, n);
     return;
   }
+  sync_host_params();
   ops::matmul_forward(logits_out, hidden_rows, params_.data() + impl_->lm_head, nullptr, n, c.d_model, c.vocab_size,
                       WeightLayout::kOutIn);
 }
@@ -989,6 +1003,7 @@ Model::WeightsReport Model::use_weights(ops::WeightType type, bool drop_fp32) {
   I.packed_lm_head = ops::PackedWeight();
   I.wtype = type;
   if (type == ops::WeightType::kF32) return rep;
+  sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   std::vector<size_t> dropped;  // offsets of converted matrices
   auto pack = [&](size_t off, int OC, int IC, WeightLayout l) {
@@ -1147,6 +1162,7 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   Bump real{0, I.infer.data()};
   carve(real, &x, &ln, &qkv, &atty, &fc, &act, &last, &lastn);
 
+  sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
@@ -1278,6 +1294,7 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
   Bump real{0, I.infer.data()};
   carve(real, &x, &ln, &qkv, &atty, &fc, &act);
 
+  sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
@@ -1359,6 +1376,7 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   float* normed = last + n * C;
   for (int i = 0; i < n; ++i)
     std::memcpy(last + (int64_t)i * C, x + (r0[static_cast<size_t>(i) + 1] - 1) * C, sizeof(float) * C);
+  sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   if (c.is_gpt2())
     ops::layernorm_forward(normed, nullptr, nullptr, last, P + I.lnf_w, P + I.lnf_b, n, (int)C, c.norm_eps);
@@ -1452,6 +1470,7 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   I.extend_logits.resize((size_t)(R * V));
   I.extend_targets.resize((size_t)R);
   std::vector<float> lp((size_t)R);
+  sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   for (int64_t q0 = 0; q0 < nu; q0 += R) {
     const int64_t rows = std::min(R, nu - q0);

@@ -115,11 +115,15 @@ class Model {
   size_t num_params() const { return params_.size(); }
   // Non-const access counts as a change of the weights (the bf16 copy is refreshed).
   float* params() {
+    if (host_params_stale_) sync_host_params();
     params_changed_ = true;
     device_params_stale_ = true;
     return params_.data();
   }
-  const float* params() const { return params_.data(); }
+  const float* params() const {
+    if (host_params_stale_) sync_host_params();
+    return params_.data();
+  }
   // Gradients are allocated (zeroed) on first use, so inference never pays for them.
   // On a device (set_device) these are the host copies, brought up to date on each call.
   float* grads();
@@ -165,6 +169,15 @@ class Model {
   void set_device(std::shared_ptr<kernels::Backend> backend);
   kernels::Backend& device() const;
   bool on_device() const;  // a device with memory of its own
+  const std::shared_ptr<kernels::Backend>& device_handle() const;  // null on the CPU
+  // For an optimizer step that runs on the device (train/trainer_run.h train_step): the
+  // device's gradients as the last backward left them (the host's uploaded first if newer),
+  // and its weights, which the step then writes: the host copy is downloaded again when next
+  // read (params(), param(), checkpoints, inference). On the CPU: the host buffers.
+  float* device_grads_for_step();
+  float* device_params_for_step();
+  // Whether `host_params` is this model's own host weight buffer (what params() returns).
+  bool is_params_buffer(const float* host_params) const { return host_params == params_.data(); }
 
   // --- training --------------------------------------------------------------------
   // tokens (B,T), every id in [0, vocab); T <= max_seq_len (else aji::Error).
@@ -186,6 +199,9 @@ class Model {
   // per_token_loss (B,T) if not null receives CE_i (0 where ignored).
   float lm_head_loss(const int32_t* targets, const float* loss_weights = nullptr, float grad_scale = 1.0f,
                      float* per_token_loss = nullptr);
+  // backward(d_hidden_buffer()) when nothing is added to the head's gradient: on a device the
+  // gradient an LM-head pass left there stays there (no copy to the host and back per step).
+  void backward_from_head(int first_layer = 0);
   // Per-token log-probabilities of given targets for the batch of the last forward(), on
   // the same vocabulary-chunked path as lm_head_loss (never a (B,T,V) tensor):
   //   logprobs_out[i] = log softmax(logits_i / temperature)[targets[i]]   (B,T)
@@ -322,6 +338,8 @@ class Model {
   KVCacheType kv_cache_ = KVCacheType::kF32;
   bool params_changed_ = true;  // the bf16 copy (if any) is stale
   bool device_params_stale_ = true;  // on a device: its copy of the weights is stale
+  mutable bool host_params_stale_ = false;  // on a device: a step there wrote its weights
+  void sync_host_params() const;  // downloads the device's weights when they are newer
   // The device's view of the weights and gradients (the host buffers on the CPU), synced.
   const float* device_params();
   float* device_grads();

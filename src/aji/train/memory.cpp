@@ -7,6 +7,7 @@
 #include <string>
 
 #include "aji/base/error.h"
+#include "aji/train/trainer_run.h"
 
 namespace aji::train {
 
@@ -73,11 +74,28 @@ double available_memory_bytes() {
   return avail;
 }
 
-void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix) {
+void require_memory_on(const MemoryEstimate& need, const std::string& what, const std::string& fix,
+                       kernels::Backend* device) {
+  MemoryEstimate host = need;
+  size_t free_b = 0, total_b = 0;
+  if (device && device->memory_info(free_b, total_b)) {
+    if (need.total() > double(free_b))
+      throw Error(what + " needs about " + need.describe() + " on " + device->describe() + ", but only " +
+                  gib(double(free_b)) + " GiB of its " + gib(double(total_b)) + " GiB is free")
+          .fix(fix);
+  }
+  if (device) host.activations = 0;  // the host keeps copies of the weights, gradients and moments
   const double avail = available_memory_bytes();
-  if (avail <= 0 || need.total() <= avail) return;
-  throw Error(what + " needs about " + need.describe() + " but only " + gib(avail) + " GiB is available")
+  if (avail <= 0 || host.total() <= avail) return;
+  throw Error(what + " needs about " + host.describe() + (device ? " on the host" : "") + " but only " + gib(avail) +
+              " GiB is available")
       .fix(fix);
+}
+
+void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix,
+                    const std::string& device) {
+  const std::shared_ptr<kernels::Backend> be = open_run_device(device);  // null for the CPU
+  require_memory_on(need, what, fix, be.get());
 }
 
 }  // namespace aji::train

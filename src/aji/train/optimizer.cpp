@@ -21,6 +21,55 @@ namespace aji::train {
 AdamW::AdamW(size_t n_params, AdamWConfig config)
     : config_(config), m_(n_params, 0.0f), v_(n_params, 0.0f), n_(n_params) {}
 
+AdamW::AdamW(const AdamW& o) { *this = o; }
+
+AdamW& AdamW::operator=(const AdamW& o) {
+  if (this == &o) return *this;
+  o.sync_host();
+  config_ = o.config_;
+  m_ = o.m_;
+  v_ = o.v_;
+  t_ = o.t_;
+  n_ = o.n_;
+  lo_ = o.lo_;
+  sharded_ = o.sharded_;
+  device_.reset();
+  d_mv_.reset();
+  host_stale_ = false;
+  device_stale_ = true;
+  return *this;
+}
+
+void AdamW::sync_host() const {
+  if (!host_stale_) return;
+  device_->to_host(m_.data(), d_mv_->f(), m_.size() * sizeof(float));
+  device_->to_host(v_.data(), d_mv_->f() + m_.size(), v_.size() * sizeof(float));
+  host_stale_ = false;
+}
+
+AlignedFloats& AdamW::m() {
+  sync_host();
+  device_stale_ = true;  // the caller may write it
+  return m_;
+}
+
+AlignedFloats& AdamW::v() {
+  sync_host();
+  device_stale_ = true;
+  return v_;
+}
+
+void AdamW::place_on(std::shared_ptr<kernels::Backend> device) {
+  if (device && device.get() == &kernels::cpu_backend()) device = nullptr;  // the host buffers
+  if (device == device_) return;
+  sync_host();  // the moments come along
+  AJI_CHECK(!device || !sharded_, "AdamW::place_on: a sharded (ZeRO-1) optimizer on a device is not built");
+  d_mv_.reset();
+  device_ = std::move(device);
+  device_stale_ = true;
+  host_stale_ = false;
+}
+
 namespace {
 // ZeRO-1's parts of a buffer of n elements: rank r holds [n*r/N, n*(r+1)/N).
 std::vector<size_t> zero_counts(size_t n, int ranks) {
@@ -47,6 +96,7 @@ bool zero1_requested() {
 void AdamW::shard() {
   dist::Communicator& comm = dist::world();
   if (sharded_ || comm.size() <= 1) return;
+  AJI_CHECK(!device_, "AdamW::shard: a sharded (ZeRO-1) optimizer on a device is not built");
   const size_t r = static_cast<size_t>(comm.rank()), N = static_cast<size_t>(comm.size());
   lo_ = n_ * r / N;
   const size_t hi = n_ * (r + 1) / N;
@@ -56,6 +106,7 @@ void AdamW::shard() {
 }
 
 AdamW AdamW::gathered(int root) const {
+  sync_host();
   AdamW full;
   full.config_ = config_;
   full.t_ = t_;
@@ -78,6 +129,15 @@ AdamW AdamW::gathered(int root) const {
 
 bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr,
                  uint16_t* bf16_copy) {
+  if (device_ && device_stale_) {  // the host's moments (fresh, loaded or handed out) up first
+    if (!d_mv_) d_mv_ = std::make_unique<kernels::DeviceMem>();
+    d_mv_->ensure(*device_, std::max<size_t>(1, 2 * n_) * sizeof(float));
+    if (n_ > 0) {
+      device_->to_device(d_mv_->f(), m_.data(), n_ * sizeof(float));
+      device_->to_device(d_mv_->f() + n_, v_.data(), n_ * sizeof(float));
+    }
+    device_stale_ = false;
+  }
   ++t_;
   const float b1 = config_.beta1, b2 = config_.beta2, eps = config_.eps;
   // The same scalar arithmetic as torch (bias corrections in double, then cast).
@@ -91,6 +151,25 @@ bool AdamW::step(float* params, const float* grads, const std::vector<DecayRange
   sc.one_minus_beta2 = 1.0f - b2;
   sc.step_size = static_cast<float>(lr / bc1);
   sc.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+  if (device_) {  // on the device: one update per run of adjacent ranges alike, the same scalars
+    std::vector<DecayRange> runs;
+    for (const DecayRange& r : ranges) {
+      AJI_CHECK(r.offset + r.size <= n_, "AdamW range outside the parameter buffer");
+      if (r.size == 0) continue;
+      if (!runs.empty() && runs.back().decay == r.decay && runs.back().offset + runs.back().size == r.offset)
+        runs.back().size += r.size;
+      else
+        runs.push_back(r);
+    }
+    for (const DecayRange& r : runs) {
+      kernels::AdamWScalars s = sc;
+      s.decay_mul = r.decay ? static_cast<float>(1.0 - static_cast<double>(lr) * config_.weight_decay) : 1.0f;
+      device_->adamw_update(params + r.offset, grads + r.offset, d_mv_->f() + r.offset, d_mv_->f() + n_ + r.offset,
+                            r.size, s);
+    }
+    host_stale_ = true;
+    return false;
+  }
   // m and v hold [lo_, lo_ + m_.size()) of the buffer (all of it unless sharded): index from lo_.
   float* m = m_.data() - lo_;
   float* v = v_.data() - lo_;
@@ -139,6 +218,7 @@ constexpr char kAdamMagic[8] = {'A', 'J', 'I', 'A', 'D', 'A', 'M', 'W'};
 
 void AdamW::save(const std::filesystem::path& path) const {
   AJI_CHECK(!sharded_, "AdamW::save of a sharded (ZeRO-1) state: save gathered() instead");
+  sync_host();
   std::string head(8, '\0');
   std::memcpy(head.data(), kAdamMagic, 8);
   auto put = [&head](const void* p, size_t n) { head.append(static_cast<const char*>(p), n); };
@@ -195,36 +275,18 @@ void AdamW::load(const std::filesystem::path& path) {
   if ((shard_checksum(p, n * 4) ^ (shard_checksum(p + n * 4, n * 4) * 3)) != sum) throw bad("checksum mismatch");
   std::memcpy(m_.data(), p + lo_ * 4, m_.size() * 4);
   std::memcpy(v_.data(), p + n * 4 + lo_ * 4, v_.size() * 4);
+  host_stale_ = false;
+  device_stale_ = true;  // a device gets the loaded moments before its next step
 }
 
 double global_grad_norm(const float* grads, size_t n) {
-  // Fixed chunking so the sum's rounding does not depend on the thread count.
-  constexpr size_t kChunk = 1 << 16;
-  const size_t chunks = (n + kChunk - 1) / kChunk;
-  std::vector<double> partial(chunks, 0.0);
-  const int threads = num_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1)
-  for (int64_t c = 0; c < static_cast<int64_t>(chunks); ++c) {
-    const size_t b = static_cast<size_t>(c) * kChunk, e = std::min(n, b + kChunk);
-    // a vector of partial sums (not one chain of dependent adds): the same order on every run
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (size_t i = b; i < e; ++i) s += static_cast<double>(grads[i]) * grads[i];
-    partial[c] = s;
-  }
-  double total = 0.0;
-  for (double s : partial) total += s;
-  return std::sqrt(total);
+  return std::sqrt(kernels::cpu_backend().sum_squares(grads, n));  // the one host sum of squares
 }
 
 double clip_grad_norm(float* grads, size_t n, double max_norm) {
   const double norm = global_grad_norm(grads, n);
-  if (max_norm > 0 && norm > max_norm && std::isfinite(norm)) {
-    const float scale = static_cast<float>(max_norm / (norm + 1e-6));
-    const int threads = num_threads();
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (n > 65536)
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) grads[i] *= scale;
-  }
+  if (max_norm > 0 && norm > max_norm && std::isfinite(norm))
+    kernels::cpu_backend().scale(grads, clip_scale(max_norm, norm), n);
   return norm;
 }
 

@@ -14,12 +14,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "aji/base/aligned.h"
+#include "aji/kernels/backend.h"
 
 namespace aji::model {
 class Model;
@@ -45,18 +47,32 @@ class AdamW {
  public:
   AdamW() = default;
   AdamW(size_t n_params, AdamWConfig config);
+  // A copy holds the state on the host (a device's moments are downloaded first).
+  AdamW(const AdamW& o);
+  AdamW& operator=(const AdamW& o);
+  AdamW(AdamW&&) noexcept = default;
+  AdamW& operator=(AdamW&&) noexcept = default;
   // One update of params from grads at learning rate lr. ranges must cover [0, n) (each
   // element exactly once); elements outside every range are not updated. bf16_copy (n, may
   // be null): each updated weight is also rounded into it (round_to_bf16's bits) while still
   // in cache, which saves the model a pass over all its weights; returns whether it did
   // (not when sharded: the all-gathered parts are written by other ranks).
+  // On a device (place_on): params and grads are the device's memory, and the update runs
+  // there (Backend::adamw_update, the same per-element arithmetic and scalars).
   bool step(float* params, const float* grads, const std::vector<DecayRange>& ranges, float lr,
             uint16_t* bf16_copy = nullptr);
 
+  // Where m and v live and step() runs: a device with memory of its own (Model::on_device's
+  // backend: the moments are uploaded once and stay there) or, for null or the CPU backend,
+  // the host. Moving back to the host brings the moments along. m(), v(), save() and
+  // gathered() read the host copies, downloaded when the device's are newer.
+  void place_on(std::shared_ptr<kernels::Backend> device);
+  kernels::Backend* device() const { return device_.get(); }  // null on the host
+
   int64_t step_count() const { return t_; }
   const AdamWConfig& config() const { return config_; }
-  AlignedFloats& m() { return m_; }
-  AlignedFloats& v() { return v_; }
+  AlignedFloats& m();  // host copies (downloaded first on a device; written back before its next step)
+  AlignedFloats& v();
 
   // ZeRO-1 (data parallelism, docs/distributed.md): shard() keeps m and v only for this
   // rank's part of the buffer, [shard_begin(), shard_end()) (the ranks' parts are consecutive,
@@ -79,8 +95,14 @@ class AdamW {
 
  private:
   AdamWConfig config_;
-  AlignedFloats m_, v_;  // 2 MiB pages when large (base/aligned.h)
+  mutable AlignedFloats m_, v_;  // 2 MiB pages when large (base/aligned.h)
   int64_t t_ = 0;
+  // On a device: the moments there (m then v, 2n floats); which copy is newer.
+  std::shared_ptr<kernels::Backend> device_;
+  std::unique_ptr<kernels::DeviceMem> d_mv_;
+  mutable bool host_stale_ = false;  // the device's moments are newer than m_, v_
+  bool device_stale_ = true;   // m_, v_ may be newer than the device's (loaded, or handed out)
+  void sync_host() const;
   size_t n_ = 0, lo_ = 0;
   bool sharded_ = false;
 };
@@ -96,6 +118,9 @@ std::vector<DecayRange> all_parameter_ranges(const model::Model& model);
 // sqrt(sum g^2) over the buffer, accumulated in double (deterministic for a fixed
 // thread count and order: fixed chunks, summed in order).
 double global_grad_norm(const float* grads, size_t n);
+// torch.nn.utils.clip_grad_norm_'s factor for a gradient of norm `norm`: max_norm/(norm+1e-6),
+// as a float (what every clipping multiplies by, on any device).
+inline float clip_scale(double max_norm, double norm) { return static_cast<float>(max_norm / (norm + 1e-6)); }
 // torch.nn.utils.clip_grad_norm_: if norm > max_norm, scale by max_norm/(norm+1e-6).
 // Returns the norm before clipping. max_norm <= 0 disables clipping.
 double clip_grad_norm(float* grads, size_t n, double max_norm);

@@ -368,14 +368,15 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
   {
     std::string p = o.precision;  // resolved again (with its note) below
-    const bool bf16 = run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true) == model::Precision::kBf16;
+    const bool bf16 = !device &&  // a device trains in fp32 (apply_run_device)
+                      run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true) == model::Precision::kBf16;
     MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16);
     need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
-    require_memory(need,
+    require_memory_on(need,
                    "training this model (" + fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) +
                        " parameters, a " + std::to_string(B) + "x" + std::to_string(T) + " micro-batch)",
                    "lower --batch-size (keep the batch with --total-batch-tokens: gradient accumulation) or "
-                   "--seq-len, or train a smaller model");
+                   "--seq-len, or train a smaller model", device.get());
   }
 
   DataLoader train_loader(o.data_dir, "train", B, T, o.seed, /*shuffle=*/true);
@@ -589,7 +590,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
                   ranks, comm.name().c_str(), num_threads(), (long long)rank_accum, B, T);
     std::printf("%s\n", precision_note.c_str());
     if (device)
-      std::printf("device: %s (forward and backward; the optimizer on the host; no MFU: the device's peak is "
+      std::printf("device: %s (forward, backward and the optimizer step; no MFU: the device's peak is "
                   "not measured)\n",
                   device->describe().c_str());
     else
@@ -617,7 +618,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
         model.forward(inputs.data(), B, T);
         model.lm_head_loss(targets.data(), nullptr, 1.0f / static_cast<float>(rank_accum), token_loss.data());
         if (a == rank_accum - 1) overlap_next_backward(model);  // the all-reduce starts during this backward
-        model.backward(model.d_hidden_buffer());
+        model.backward_from_head();
         // The mean is summed here, in order: an OpenMP reduction's combining order varies
         // from run to run, and the logged loss must not (bit-identical resume).
         double sum = 0.0;

@@ -128,7 +128,7 @@ void apply_run_device(const std::shared_ptr<kernels::Backend>& be, std::string& 
       m->set_device(be);
     }
   if (!quiet) {
-    std::printf("%s: device: %s (forward and backward; the optimizer on the host; fp32)\n", stage,
+    std::printf("%s: device: %s (forward, backward and the optimizer step; fp32)\n", stage,
                 be->describe().c_str());
     std::fflush(stdout);
   }
@@ -140,9 +140,15 @@ Fp32Scope::~Fp32Scope() { m_.set_precision(saved_); }
 namespace {
 
 struct Span {
-  float* grads;
+  float* grads;  // host memory
   float* params;
   size_t size;
+  // The group's model when it trains on a device with memory of its own (Model::on_device):
+  // the span is [offset, offset + size) of its device buffers, and the step runs there.
+  model::Model* device_model = nullptr;
+  size_t offset = 0;
+  kernels::Backend& backend() const { return device_model ? device_model->device() : kernels::cpu_backend(); }
+  float* backend_grads() const { return device_model ? device_model->device_grads_for_step() + offset : grads; }
 };
 
 // Parameter buffers already made equal on every rank (broadcast from rank 0) in this
@@ -163,7 +169,15 @@ std::vector<Span> spans_of(const std::vector<ParamGroup>& groups) {
       const size_t begin = r[i].offset;
       size_t end = begin + r[i].size;
       for (++i; i < r.size() && r[i].offset == end; ++i) end += r[i].size;
-      if (end > begin) spans.push_back({g.grads + begin, g.params ? g.params + begin : nullptr, end - begin});
+      if (end <= begin) continue;
+      Span sp{g.grads + begin, g.params ? g.params + begin : nullptr, end - begin};
+      if (g.model && g.model->on_device()) {
+        AJI_CHECK(g.model->is_params_buffer(g.params),
+                  "train_step: a group on a device must cover its model's own parameter buffer");
+        sp.device_model = g.model;
+        sp.offset = begin;
+      }
+      spans.push_back(sp);
     }
   }
   return spans;
@@ -275,7 +289,10 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
           if (g.model) g.model->params_updated();
         }
   }
-  for (const Span& s : spans) std::fill_n(s.grads, s.size, 0.0f);
+  for (const Span& s : spans) {
+    AJI_CHECK(!s.device_model || comm.size() == 1, "train_step: data parallelism on a device is not built");
+    s.backend().zero(s.backend_grads(), s.size * sizeof(float));
+  }
   StepStats st;
   st.lr = lr;
   // rank_share's weight of this rank's part (0: it has no item in this step).
@@ -329,12 +346,13 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     st.loss = loss / comm.size();
   }
   st.comm_seconds = comm.comm_seconds() - comm0;
+  // Each span's sum of squares where its gradients are (global_grad_norm's on the host).
   if (spans.size() == 1) {
-    st.grad_norm = global_grad_norm(spans[0].grads, spans[0].size);
+    st.grad_norm = std::sqrt(spans[0].backend().sum_squares(spans[0].backend_grads(), spans[0].size));
   } else {
     double sq = 0;
     for (const Span& s : spans) {
-      const double n = global_grad_norm(s.grads, s.size);
+      const double n = std::sqrt(s.backend().sum_squares(s.backend_grads(), s.size));
       sq += n * n;
     }
     st.grad_norm = std::sqrt(sq);
@@ -343,20 +361,24 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     throw_diverged(what, step_index, st.loss, st.grad_norm, lr, run_dir);
   if (max_norm > 0 && st.grad_norm > max_norm) {
     // The same float scale and product as clip_grad_norm (optimizer.h).
-    const float scale = static_cast<float>(max_norm / (st.grad_norm + 1e-6));
-    const int threads = num_threads();
-    for (const Span& s : spans) {
-      float* g = s.grads;
-#pragma omp parallel for simd schedule(static) num_threads(threads) if (s.size > 65536)
-      for (int64_t i = 0; i < static_cast<int64_t>(s.size); ++i) g[i] *= scale;
-    }
+    const float scale = clip_scale(max_norm, st.grad_norm);
+    for (const Span& s : spans) s.backend().scale(s.backend_grads(), scale, s.size);
   }
   for (const ParamGroup& g : groups)
     if (g.optimizer) {
-      if (g.model)
-        step_model_weights(*g.optimizer, *g.model, g.params, g.grads, g.ranges, lr);
-      else
-        g.optimizer->step(g.params, g.grads, g.ranges, lr);
+      if (g.model && g.model->on_device()) {
+        // On the device: AdamW's moments live there (uploaded at the first step), the update
+        // writes the device's weights, and the host copy is downloaded when next read.
+        g.optimizer->place_on(g.model->device_handle());
+        float* grads = g.model->device_grads_for_step();
+        g.optimizer->step(g.model->device_params_for_step(), grads, g.ranges, lr);
+      } else {
+        g.optimizer->place_on(nullptr);  // the moments come back if the model left the device
+        if (g.model)
+          step_model_weights(*g.optimizer, *g.model, g.params, g.grads, g.ranges, lr);
+        else
+          g.optimizer->step(g.params, g.grads, g.ranges, lr);
+      }
     }
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return st;

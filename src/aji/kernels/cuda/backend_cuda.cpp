@@ -110,6 +110,11 @@ class CudaBackend final : public Backend {
     if (e != cudaSuccess) throw_cuda(e, "cudaMalloc", __FILE__, __LINE__);
     return p;
   }
+  bool memory_info(size_t& free_bytes, size_t& total_bytes) override {
+    bind();
+    AJI_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return true;
+  }
   void release(void* p) noexcept override {
     if (!p) return;
     cudaSetDevice(ctx_.device);
