@@ -13,6 +13,7 @@
 #     trainers' step with AdamW and clipping on the GPU, 10 steps against the CPU, two runs equal)
 #   3 `aji pretrain --device cuda` end to end on the bundled corpus (tiny config, 30 steps)
 #     beside the same run on the CPU: the loss curves side by side, both runs' speed
+#   4 `aji bench generate --device cuda` on gpt2-124m at batch 1 and 64 (tokens/s)
 # Not yet here (docs/cuda.md lists what is left): NCCL, bf16, throughput against llm.c and
 # PyTorch on GPT-2 124M.
 set -uo pipefail
@@ -97,6 +98,17 @@ open(f"{w}/verdict", "w").write("ok" if ok else "FAIL")
 PY
 RESULT[3]=$(cat "$W/verdict" 2>/dev/null || echo "FAIL (no runs)")
 
+stage 4 "generation on the GPU: aji bench generate --device cuda (gpt2-124m, random weights)"
+# tokens/s at batch 1 and 64; the CPU at batch 1 beside it for scale (no PyTorch on this machine)
+ok=ok
+for B in 1 64; do
+  timeout 120 "$CARRY/aji" bench generate --config gpt2-124m --batch "$B" --prompt-len 128 --gen 64 --device cuda \
+    --json 2>&1 | tail -3 || ok="FAIL (batch $B)"
+done
+timeout 120 "$CARRY/aji" --threads 16 bench generate --config gpt2-124m --batch 1 --prompt-len 128 --gen 32 --json \
+  2>&1 | tail -2
+RESULT[4]=$ok
+
 echo
 echo "=== summary"
-for k in 0 1 1b 1c 2 3; do printf '  stage %-3s %s\n' "$k" "${RESULT[$k]:-not run}"; done
+for k in 0 1 1b 1c 2 3 4; do printf '  stage %-3s %s\n' "$k" "${RESULT[$k]:-not run}"; done

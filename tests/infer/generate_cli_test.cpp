@@ -47,6 +47,29 @@ TEST(GenerateCli, BadSamplingOptionsFailBeforeLoadingWithTheFlagNamed) {
   }
 }
 
+// --device on the generating commands: a device that is not there, and weight or KV-cache types
+// the device does not run yet, are refused before the model loads (the model path is bad on
+// purpose: it must not be what is reported).
+TEST(GenerateCli, ADeviceIsCheckedBeforeTheModelLoads) {
+  aji::test::TempDir tmp;
+  const std::string model = " --model " + tmp.path().string() + "/does-not-exist ";
+  for (const std::string cmd : {"generate --prompt hi", "chat --prompt hi", "score --input x.txt"}) {
+    SCOPED_TRACE(cmd);
+    CliRun r = aji_run(tmp, cmd + model + "--device tpu");
+    EXPECT_NE(r.rc, 0);
+    EXPECT_NE(r.err.find("unknown device 'tpu'"), std::string::npos) << r.err;
+    r = aji_run(tmp, cmd + model + "--device cuda");
+    if (r.rc == 0 || r.err.find("does-not-exist") != std::string::npos) continue;  // a GPU is here
+    EXPECT_NE(r.err.find("device cuda:0 is not available"), std::string::npos) << r.err;
+  }
+  for (const std::string flag : {"--weights q8_0", "--kv-cache bf16"}) {
+    CliRun r = aji_run(tmp, "generate --prompt hi" + model + "--device cuda " + flag);
+    EXPECT_NE(r.rc, 0);
+    EXPECT_NE(r.err.find(flag + " is not built for --device cuda"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("fp32"), std::string::npos) << r.err;
+  }
+}
+
 TEST(GenerateCli, PromptFromFileOrStdinSeedPrintedStopStringsAndNotes) {
   aji::test::TempDir tmp;
   const auto dir = aji::test::make_byte_model_dir(tmp.path(), "m", 24, 5);

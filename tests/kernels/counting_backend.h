@@ -29,6 +29,10 @@ class CountingBackend : public kernels::Backend {
     in_->to_host(dst, src, bytes);
   }
   void copy(void* dst, const void* src, size_t bytes) override { in_->copy(dst, src, bytes); }
+  void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+                 size_t rows) override {
+    in_->copy_rows(dst, dst_pitch, src, src_pitch, width, rows);
+  }
   void zero(void* p, size_t bytes) override { in_->zero(p, bytes); }
   void synchronize() override { in_->synchronize(); }
   // What the device reports as its memory: the inner backend's, or fake_free/fake_total when set.

@@ -6,8 +6,11 @@
 // run on other copies of the data): a missed synchronisation shows as a mismatch.
 // With a GPU (skipped here with the reason): the CUDA backend against the CPU, fp32, within
 // stated tolerances, over 20 training steps, and two CUDA runs bitwise equal.
+// Generation (forward_infer over a device KV cache) the same way: bitwise on the separate CPU
+// backend where the host runs the same kernels, within tolerances on CUDA.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -19,6 +22,7 @@
 #include "aji/model/model.h"
 #include "aji/train/optimizer.h"
 #include "kernels/backend_parity.h"
+#include "kernels/counting_backend.h"
 #include "model/tiny_configs.h"
 
 namespace aji::model {
@@ -157,6 +161,163 @@ TEST_P(ModelDevice, LogprobPassesAndHostHeadsMatchTheHost) {
 INSTANTIATE_TEST_SUITE_P(Arch, ModelDevice, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "llama" : "gpt2"; });
 
+// ---- generation: forward_infer over a KV cache in the device's memory ------------------------
+
+struct Decoded {
+  std::vector<std::vector<float>> logits;  // the prompt's, then each step's (B, V)
+  std::vector<int32_t> tokens;             // greedy picks, step by step (B each)
+};
+
+// A prompt of `prompt` tokens for each of B sequences, then `steps` greedy tokens.
+Decoded decode(Model& m, bool device_cache, int B, int prompt, int steps, test::CountingBackend* counting = nullptr) {
+  const ModelConfig& c = m.config();
+  const int V = c.vocab_size;
+  std::mt19937 rng(17);
+  std::vector<int32_t> toks((size_t)B * prompt);
+  for (auto& t : toks) t = (int32_t)(rng() % V);
+  KVCache cache = device_cache ? m.make_device_cache(B, prompt + steps) : m.make_cache(B, prompt + steps);
+  Decoded d;
+  std::vector<float> logits((size_t)B * V);
+  m.forward_infer(toks.data(), B, prompt, cache, logits.data());
+  d.logits.push_back(logits);
+  std::vector<int32_t> next(B);
+  for (int s = 0; s < steps; ++s) {
+    for (int b = 0; b < B; ++b) {
+      const float* row = logits.data() + (size_t)b * V;
+      next[b] = (int32_t)(std::max_element(row, row + V) - row);
+      d.tokens.push_back(next[b]);
+    }
+    const size_t up0 = counting ? counting->up : 0, down0 = counting ? counting->down : 0;
+    m.forward_infer(next.data(), B, 1, cache, logits.data());
+    if (counting) {  // a decode step moves its tokens and positions up and its logits down, nothing else
+      EXPECT_EQ(counting->up - up0, 2 * sizeof(int32_t) * B) << "step " << s;
+      EXPECT_EQ(counting->down - down0, sizeof(float) * B * V) << "step " << s;
+    }
+    d.logits.push_back(logits);
+  }
+  EXPECT_EQ(cache.length, prompt + steps);
+  return d;
+}
+
+TEST_P(ModelDevice, GenerationOnTheDeviceMatchesTheHost) {
+  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+  Model host(c), dev(c);
+  host.init_weights(21);
+  dev.init_weights(21);
+  auto counting = std::make_shared<test::CountingBackend>(kernels::make_separate_cpu_backend());
+  dev.set_device(counting);
+  for (int B : {1, 3}) {
+    SCOPED_TRACE("batch " + std::to_string(B));
+    const Decoded a = decode(host, false, B, 7, 8), b = decode(dev, true, B, 7, 8, counting.get());
+    // The prompt: the same kernels in the same order, bit for bit.
+    EXPECT_TRUE(same_bits(a.logits[0], b.logits[0])) << "prompt logits";
+    // Decode steps: the host takes its one-row kernels, the backend the GEMM: to rounding.
+    for (size_t s = 1; s < a.logits.size(); ++s) EXPECT_LE(test::rel_l2(b.logits[s], a.logits[s]), 1e-5) << "step " << s;
+    EXPECT_EQ(a.tokens, b.tokens);
+  }
+}
+
+// Serving's and evaluation's passes: ragged prompts prefilled in one forward_extend, then
+// decode steps over per-sequence caches (continuous batching), and a shared prefix repeated
+// with every new position scored (forward_extend with targets) — on the device against the host.
+struct Served {
+  std::vector<std::vector<float>> logits;
+  std::vector<float> scored;
+  std::vector<uint8_t> argmax;
+};
+
+Served serve_like(Model& m) {
+  const ModelConfig& c = m.config();
+  const int V = c.vocab_size;
+  std::mt19937 rng(29);
+  const std::vector<int> counts = {5, 2, 7};
+  std::vector<int32_t> toks;
+  for (int n : counts)
+    for (int t = 0; t < n; ++t) toks.push_back((int32_t)(rng() % V));
+  std::vector<KVCache> caches;
+  for (int i = 0; i < 3; ++i) caches.push_back(m.make_cache(1, 20));
+  std::vector<KVCache*> ptr = {&caches[0], &caches[1], &caches[2]};
+  Served out;
+  std::vector<float> logits(3 * (size_t)V);
+  m.forward_extend(toks.data(), counts.data(), 3, ptr.data(), logits.data(), false);
+  out.logits.push_back(logits);
+  for (int s = 0; s < 4; ++s) {
+    std::vector<int32_t> next(3);
+    for (int i = 0; i < 3; ++i) next[i] = (int32_t)((s * 7 + i * 3) % V);
+    m.forward_decode(next.data(), 3, ptr.data(), logits.data(), false);
+    out.logits.push_back(logits);
+  }
+  EXPECT_EQ(caches[0].length, 9);
+  EXPECT_EQ(caches[2].length, 11);
+  // a prefix of 4 tokens, repeated into two rows, each extended by 3 scored tokens
+  KVCache pre = m.make_cache(1, 4);
+  std::vector<float> lp(V);
+  m.forward_infer(toks.data(), 1, 4, pre, lp.data());
+  KVCache r1 = m.repeat_cache(pre, 1, 12), r2 = m.repeat_cache(pre, 1, 12);
+  std::vector<KVCache*> rp = {&r1, &r2};
+  const std::vector<int> cn = {3, 3};
+  const std::vector<int32_t> ext = {1, 2, 3, 4, 5, 6}, targets = {2, 3, -1, 5, 6, 0};
+  out.scored.assign(6, -1.0f);
+  out.argmax.assign(6, 9);
+  m.forward_extend(ext.data(), cn.data(), 2, rp.data(), targets.data(), out.scored.data(), out.argmax.data());
+  EXPECT_EQ(r1.length, 7);
+  return out;
+}
+
+TEST_P(ModelDevice, ServingPassesOnTheDeviceMatchTheHost) {
+  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+  Model host(c), dev(c);
+  host.init_weights(31);
+  dev.init_weights(31);
+  dev.set_device(kernels::make_separate_cpu_backend());
+  const Served a = serve_like(host), b = serve_like(dev);
+  ASSERT_EQ(a.logits.size(), b.logits.size());
+  for (size_t s = 0; s < a.logits.size(); ++s) EXPECT_LE(test::rel_l2(b.logits[s], a.logits[s]), 1e-5) << "pass " << s;
+  EXPECT_LE(test::rel_l2(b.scored, a.scored), 1e-5);
+  EXPECT_EQ(b.scored[2], 0.0f);  // no target there
+  EXPECT_EQ(a.argmax, b.argmax);
+}
+
+TEST(ModelDeviceErrors, DeviceCachesAreRefusedWhereTheyAreNotBuilt) {
+  const ModelConfig c = llama_config();
+  Model m(c);
+  m.init_weights(2);
+  EXPECT_THROW(m.make_device_cache(1, 8), Error);  // the model is on the CPU
+  auto counting = std::make_shared<test::CountingBackend>(kernels::make_separate_cpu_backend());
+  m.set_device(counting);
+  m.set_kv_cache(KVCacheType::kBF16);
+  try {
+    m.make_device_cache(1, 8);
+    ADD_FAILURE() << "a bf16 device cache was made";
+  } catch (const Error& e) {
+    EXPECT_NE(e.how_to_fix().find("--kv-cache fp32"), std::string::npos) << e.describe();
+  }
+  m.set_kv_cache(KVCacheType::kF32);
+  counting->fake_total = 1 << 20;
+  counting->fake_free = 1 << 10;
+  try {
+    m.make_device_cache(4, 24);
+    ADD_FAILURE() << "a cache larger than the free memory was made";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find("4 sequences x 24 positions"), std::string::npos) << w;
+    EXPECT_NE(w.find("GiB is free"), std::string::npos) << w;
+  }
+  counting->fake_total = 0;
+  KVCache kv = m.make_cache(1, 8);  // on a device, there
+  ASSERT_TRUE(kv.on_device());
+  Model other(c);  // a host model's cache does not mix with a device's in one pass
+  KVCache host_kv = other.make_cache(1, 8);
+  ASSERT_FALSE(host_kv.on_device());
+  int32_t tok[2] = {3, 4};
+  KVCache* mixed[] = {&kv, &host_kv};
+  std::vector<float> logits(2 * (size_t)c.vocab_size);
+  EXPECT_THROW(m.forward_decode(tok, 2, mixed, logits.data()), Error);
+  EXPECT_THROW(m.repeat_cache(host_kv, 2), Error);
+  m.forward_infer(tok, 1, 1, kv, logits.data());
+  EXPECT_EQ(kv.length, 1);
+}
+
 TEST(ModelDeviceErrors, UnbuiltPathsOnADeviceAreClearErrors) {
   const ModelConfig c = llama_config();
   Model m(c);
@@ -188,6 +349,28 @@ TEST(ModelDeviceErrors, UnbuiltPathsOnADeviceAreClearErrors) {
 // ---- with a GPU: CUDA against the CPU (skipped with the reason where there is none) -------------
 
 double rel_l2(const std::vector<float>& a, const std::vector<float>& b) { return test::rel_l2(a, b); }
+
+TEST_P(ModelDevice, CudaGenerationMatchesTheCpu) {
+  AJI_CUDA_OR_SKIP(gpu);
+  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+  std::shared_ptr<kernels::Backend> shared(&gpu, [](kernels::Backend*) {});
+  Model cpu(c), cuda(c);
+  cpu.init_weights(23);
+  cuda.init_weights(23);
+  cuda.set_device(shared);
+  for (int B : {1, 4}) {
+    SCOPED_TRACE("batch " + std::to_string(B));
+    const Decoded a = decode(cpu, false, B, 9, 10), b = decode(cuda, true, B, 9, 10);
+    for (size_t s = 0; s < a.logits.size(); ++s) EXPECT_LE(rel_l2(b.logits[s], a.logits[s]), 1e-5) << "step " << s;
+    EXPECT_EQ(a.tokens, b.tokens);
+    const Decoded b2 = decode(cuda, true, B, 9, 10);
+    for (size_t s = 0; s < b.logits.size(); ++s) EXPECT_TRUE(same_bits(b.logits[s], b2.logits[s])) << "two CUDA runs";
+  }
+  const Served sa = serve_like(cpu), sb = serve_like(cuda);
+  for (size_t s = 0; s < sa.logits.size(); ++s) EXPECT_LE(rel_l2(sb.logits[s], sa.logits[s]), 1e-5) << "pass " << s;
+  EXPECT_LE(rel_l2(sb.scored, sa.scored), 1e-5);
+  EXPECT_EQ(sa.argmax, sb.argmax);
+}
 
 TEST_P(ModelDevice, CudaGradientsAndTwentyStepsMatchTheCpu) {
   AJI_CUDA_OR_SKIP(gpu);

@@ -103,8 +103,8 @@ inline OptionInfo precision_option() {
 // is safe to change on resume (docs/cuda.md).
 inline OptionInfo device_option() {
   return OptionInfo{"device",
-                    "cpu, cuda or cuda:N: where the training forward and backward run (the CUDA backend is a "
-                    "first slice not yet verified on a GPU, fp32 only: docs/cuda.md)",
+                    "cpu, cuda or cuda:N: where the training steps (and the RL trainers' rollouts) run (the CUDA "
+                    "backend is a first slice not yet verified on a GPU, fp32 only: docs/cuda.md)",
                     Range::any(), OnResume::kChange};
 }
 

@@ -334,6 +334,7 @@ struct GenOpts {
   bool json = false;
   std::string weights = "fp32";
   std::string kv_cache = "fp32";
+  std::string device = "cpu";
 };
 
 void run_generate(const GenOpts& o) {
@@ -341,10 +342,12 @@ void run_generate(const GenOpts& o) {
   if (o.prompt < 1 || o.gen < 1) throw aji::Error("--prompt-len and --gen must be at least 1");
   if (o.prompt + o.gen > cfg.max_seq_len)
     throw aji::Error("--prompt-len + --gen exceeds the context (" + std::to_string(cfg.max_seq_len) + ")").fix("lower them");
+  const std::shared_ptr<aji::kernels::Backend> device = aji::cli::open_inference_device(o.device, o.weights, o.kv_cache);
   Model m(cfg);
   m.init_weights(1);
   aji::cli::apply_weights(m, o.weights, false);
   aji::cli::apply_kv_cache(m, o.kv_cache);
+  if (device) m.set_device(device);  // the caches are made there too; a step brings back only the logits
   const int V = cfg.vocab_size, B = o.batch;
   aji::Rng rng(3);
   std::vector<int32_t> prompt((size_t)B * o.prompt);
@@ -379,6 +382,7 @@ void run_generate(const GenOpts& o) {
   j["threads"] = aji::num_threads();
   j["weights"] = o.weights;
   j["kv_cache"] = o.kv_cache;
+  j["device"] = device ? device->describe() : "cpu";
   j["prompt_tokens_per_second"] = (double)B * o.prompt / t_prompt;
   j["gen_tokens_per_second"] = (double)B * o.gen / t_gen;
   j["prompt_tokens_per_cpu_second"] = (double)B * o.prompt / c_prompt;
@@ -388,8 +392,8 @@ void run_generate(const GenOpts& o) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("generate: %s (%.1fM params), batch %d, %d thread(s)\n", o.config.c_str(), m.num_params() / 1e6, B,
-              aji::num_threads());
+  std::printf("generate: %s (%.1fM params), batch %d, %s\n", o.config.c_str(), m.num_params() / 1e6, B,
+              device ? device->describe().c_str() : (std::to_string(aji::num_threads()) + " thread(s)").c_str());
   std::printf("  prompt processing: %d tokens/seq in %.3f s (%.3f CPU-s) -> %.0f tokens/s, %.0f per CPU-s\n", o.prompt,
               t_prompt, c_prompt, (double)B * o.prompt / t_prompt, (double)B * o.prompt / c_prompt);
   std::printf("  generation: %d tokens/seq in %.3f s (%.3f CPU-s) -> %.1f tokens/s, %.1f per CPU-s\n", o.gen, t_gen,
@@ -430,6 +434,7 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_option("--gen", opts.gen, "Generated tokens per sequence")->capture_default_str();
     aji::cli::add_weights_option(cmd, opts.weights);
     aji::cli::add_kv_cache_option(cmd, opts.kv_cache);
+    aji::cli::add_device_option(cmd, opts.device);
     cmd->add_flag("--json", opts.json, "Print one JSON object");
     cmd->callback([] { run_generate(opts); });
   }

@@ -31,6 +31,7 @@ struct ChatArgs {
   std::string tokenizer;
   std::string weights = "fp32";
   std::string kv_cache = "fp32";
+  std::string device = "cpu";
   std::string system;
   std::vector<std::string> prompts;
   bool transcript = false;  // --prompt mode: print "user: ..." / "assistant: ..." lines
@@ -154,12 +155,14 @@ std::string trim(const std::string& s) {
 void run_chat(ChatArgs& a) {
   bool announce_seed = false;
   a.sampling.finish(a.g, &announce_seed);  // bad sampling options fail before the model loads
+  const auto device = aji::cli::open_inference_device(a.device, a.weights, a.kv_cache);
   fs::path dir;
   aji::model::Model model = aji::train::load_model(a.model, &dir);
   const fs::path tok_path = aji::train::require_tokenizer_file(dir, a.tokenizer);
   aji::tokenizer::Tokenizer tok = aji::tokenizer::Tokenizer::load(tok_path);
   aji::cli::apply_weights(model, a.weights, false);
   aji::cli::apply_kv_cache(model, a.kv_cache);
+  if (device) model.set_device(device);
   aji::align::ChatSession chat(model, tok, a.g);
   chat.set_system(a.system);
   const bool quiet = aji::cli::global_options().quiet;
@@ -260,6 +263,7 @@ aji::cli::CommandRegistrar reg(61, [](CLI::App& app) {
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer file (default: the one in the model directory)");
   aji::cli::add_weights_option(cmd, a->weights);
   aji::cli::add_kv_cache_option(cmd, a->kv_cache);
+  aji::cli::add_device_option(cmd, a->device);
   cmd->add_option("--system", a->system, "System message");
   cmd->add_option("--prompt", a->prompts, "A user message; print one reply and exit (repeat for several turns)");
   cmd->add_flag("--transcript", a->transcript, "With --prompt: print each user message before its reply");

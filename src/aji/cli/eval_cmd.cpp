@@ -33,6 +33,7 @@ struct RunArgs {
   bool prefix_cache = true;
   int max_gen_tokens = 256;
   uint64_t seed = 1234;
+  std::string device = "cpu";
 };
 
 void write_atomic(const fs::path& p, const std::string& s) {
@@ -57,7 +58,9 @@ std::vector<aji::eval::TaskResult> eval_model(const RunArgs& a, const std::vecto
                                               const std::string& model_path, const std::string& out,
                                               bool print_table) {
   // The model, its tokenizer and the BOS / end-of-text rule of `aji generate` (cli/model_loader.h).
-  aji::cli::LoadedModel loaded = aji::cli::load_model_for_inference({model_path, a.tokenizer, a.no_bos});
+  aji::cli::ModelArgs margs{model_path, a.tokenizer, a.no_bos};
+  margs.device = a.device;
+  aji::cli::LoadedModel loaded = aji::cli::load_model_for_inference(margs);
   aji::model::Model& model = loaded.model;
   const aji::tokenizer::Tokenizer& tok = loaded.tok;
 
@@ -193,6 +196,7 @@ aji::cli::CommandRegistrar reg(75, [](CLI::App& app) {
   run->add_option("--data-dir", ra->data_dir, "Where the bundled tasks are (default: data/eval)");
   run->add_flag("--chat", ra->chat, "Render each item through the chat template; score/generate the assistant turn");
   run->add_flag("--no-bos", ra->no_bos, "Do not start prompts with BOS/<|endoftext|> (lm-eval's hf default for GPT-2)");
+  aji::cli::add_device_option(run, ra->device);
   run->add_option("--batch", ra->batch,
                   "With --no-prefix-cache: sequences per forward pass (1 = no batching; default 8)")
       ->check(CLI::PositiveNumber);

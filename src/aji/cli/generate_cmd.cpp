@@ -181,6 +181,7 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   add_model_options(gen, ga->m);
   aji::cli::add_weights_option(gen, ga->m.weights);
   aji::cli::add_kv_cache_option(gen, ga->m.kv_cache);
+  aji::cli::add_device_option(gen, ga->m.device);
   CLI::Option* prompt_opt = gen->add_option("--prompt", ga->prompt, "Text to continue");
   gen->add_option("--prompt-file", ga->prompt_file, "Read the text to continue from a file (- = stdin)");
   gen->add_option("--stop", ga->stops,
@@ -199,6 +200,7 @@ aji::cli::CommandRegistrar reg(60, [](CLI::App& app) {
       "score", "Per-token log-probabilities, loss, perplexity and bits per byte of a text under a model");
   score->footer("Example: aji score --model runs/tiny --input data/corpus/heldout/en_news_dev.txt --json");
   add_model_options(score, sa->m);
+  aji::cli::add_device_option(score, sa->m.device);
   score->add_option("--input", sa->input, "Text file to score")->required();
   score->add_flag("--json", sa->json, "One JSON object: tokens, logprobs (one per token after the first), totals");
   score->add_flag("--per-token", sa->per_token, "Also print each token's log-probability");

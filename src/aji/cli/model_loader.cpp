@@ -14,6 +14,7 @@ namespace aji::cli {
 namespace fs = std::filesystem;
 
 LoadedModel load_model_for_inference(const ModelArgs& a) {
+  const std::shared_ptr<kernels::Backend> device = open_inference_device(a.device, a.weights, a.kv_cache);
   fs::path dir;
   model::Model model = train::load_model(a.model, &dir);
   const fs::path tok_path = train::require_tokenizer_file(dir, a.tokenizer);
@@ -35,7 +36,28 @@ LoadedModel load_model_for_inference(const ModelArgs& a) {
   if (a.no_bos) bos.reset();
   apply_weights(model, a.weights, a.keep_fp32);
   apply_kv_cache(model, a.kv_cache);
+  if (device) model.set_device(device);
   return {std::move(model), std::move(tok), bos, stops};
+}
+
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device,
+                  "cpu, cuda or cuda:N: where the model runs (the CUDA backend is not yet verified on a GPU; fp32 "
+                  "weights and KV cache: docs/cuda.md)")
+      ->capture_default_str();
+}
+
+std::shared_ptr<kernels::Backend> open_inference_device(const std::string& device, const std::string& weights,
+                                                        const std::string& kv_cache) {
+  const kernels::DeviceSpec spec = kernels::parse_device(device);
+  if (spec.kind == kernels::DeviceKind::kCpu) return nullptr;
+  if (weights != "fp32" && weights != "f32")
+    throw Error("--weights " + weights + " is not built for --device " + device + " yet")
+        .fix("use --weights fp32 on the GPU, or drop --device (docs/cuda.md)");
+  if (kv_cache != "fp32" && kv_cache != "f32")
+    throw Error("--kv-cache " + kv_cache + " is not built for --device " + device + " yet")
+        .fix("use --kv-cache fp32 on the GPU, or drop --device (docs/cuda.md)");
+  return kernels::make_backend(spec);
 }
 
 std::vector<int32_t> encode_text(const LoadedModel& l, const std::string& text) {

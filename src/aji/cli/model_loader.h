@@ -3,16 +3,18 @@
 // BOS token put before a text (the model's bos_token_id, else <|endoftext|>, unless
 // --no-bos) and the tokens that end a text (eos_token_id and <|endoftext|>) — and the
 // weight type generation runs with (--weights fp32|bf16|q8_0: generate, chat, serve; score
-// and eval stay exact fp32).
+// and eval stay exact fp32), and the device it runs on (--device: generate, score, chat).
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "aji/kernels/backend.h"
 #include "aji/model/model.h"
 #include "aji/tokenizer/tokenizer.h"
 
@@ -25,6 +27,7 @@ struct ModelArgs {
   std::string weights = "fp32";  // --weights (add_weights_option)
   std::string kv_cache = "fp32";  // --kv-cache (add_kv_cache_option)
   bool keep_fp32 = false;        // keep the fp32 matrices after converting (a full-sequence forward needs them)
+  std::string device = "cpu";    // --device (add_device_option)
 };
 
 struct LoadedModel {
@@ -51,5 +54,13 @@ void apply_weights(model::Model& model, const std::string& weights, bool keep_fp
 // (Model::set_kv_cache). bf16 halves the bytes every decode step reads from the cache.
 void add_kv_cache_option(CLI::App* cmd, std::string& kv_cache);
 void apply_kv_cache(model::Model& model, const std::string& kv_cache);
+// --device cpu|cuda|cuda:N, beside --weights: where generation and scoring run (generate,
+// score, chat, bench generate).
+void add_device_option(CLI::App* cmd, std::string& device);
+// The device of --device, opened before the model loads (null for the CPU): a device that is
+// not there is an aji::Error naming what is missing, and so are weight or KV-cache types the
+// device does not run yet (fp32 only).
+std::shared_ptr<kernels::Backend> open_inference_device(const std::string& device, const std::string& weights,
+                                                        const std::string& kv_cache);
 
 }  // namespace aji::cli

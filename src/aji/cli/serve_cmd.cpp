@@ -118,6 +118,7 @@ aji::cli::CommandRegistrar reg(65, [](CLI::App& app) {
   aji::cli::add_model_options(cmd, a->m);
   aji::cli::add_weights_option(cmd, a->m.weights);
   aji::cli::add_kv_cache_option(cmd, a->m.kv_cache);
+  aji::cli::add_device_option(cmd, a->m.device);
   a->m.keep_fp32 = true;  // prompt echo / logprobs run the full-sequence forward on the fp32 matrices
   cmd->add_option("--host", a->server.host, "Address to listen on (0.0.0.0 = every interface; give --api-key then)")
       ->capture_default_str();

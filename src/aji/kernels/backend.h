@@ -78,6 +78,10 @@ class Backend {
   virtual void to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void to_host(void* host_dst, const void* src, size_t bytes) = 0;  // waits for queued ops
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;          // within the backend
+  // `rows` rows of `width` bytes, within the backend: row r from src + r * src_pitch to
+  // dst + r * dst_pitch (a KV cache's rows out of a projection's wider ones).
+  virtual void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+                         size_t rows) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() = 0;  // waits for every queued op; reports an asynchronous fault
   // The free and total bytes of the backend's memory, for a check before a run allocates

@@ -131,6 +131,8 @@ struct Model::Impl {
   std::shared_ptr<kernels::Backend> device;  // null: the CPU over the host buffers
   kernels::Backend& be() const { return device ? *device : kernels::cpu_backend(); }
   DeviceMem d_params, d_grads, d_arena;
+  DeviceMem d_infer;  // forward_infer_device's and extend_layers_device's activations, tokens and logits
+  DeviceMem d_head;   // device_head_rows's rows, normed rows and logits
   DeviceMem d_rope;  // rope_cos then rope_sin, on the device
   // forward()'s int inputs on the device (carved from the arena)
   int32_t *d_tokens = nullptr, *d_positions = nullptr, *d_key_start = nullptr;
@@ -1080,6 +1082,7 @@ Model::WeightsReport Model::use_weights(ops::WeightType type, bool drop_fp32) {
 }
 
 KVCache Model::make_cache(int batch, int max_len) const {
+  if (impl_->device) return make_device_cache(batch, max_len);  // the cache lives where the model runs
   if (batch <= 0) throw Error("KV cache batch must be positive");
   if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
   KVCache kv;
@@ -1096,6 +1099,36 @@ KVCache Model::make_cache(int batch, int max_len) const {
     kv.k.assign(n, 0.0f);
     kv.v.assign(n, 0.0f);
   }
+  return kv;
+}
+
+KVCache Model::make_device_cache(int batch, int max_len) const {
+  const Impl& I = *impl_;
+  if (!I.device) throw Error("make_device_cache: the model is not on a device").fix("call set_device first");
+  if (kv_cache_ != KVCacheType::kF32)
+    throw Error("a bf16 KV cache is not built for " + I.device->describe() + " yet")
+        .fix("use --kv-cache fp32 with --device (docs/cuda.md)");
+  if (batch <= 0) throw Error("KV cache batch must be positive");
+  if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
+  KVCache kv;
+  kv.batch = batch;
+  kv.max_len = max_len;
+  kv.n_layer = config_.n_layer;
+  kv.kv_width = config_.kv_width();
+  kv.type = KVCacheType::kF32;
+  const size_t bytes = 2 * (size_t)kv.n_layer * batch * max_len * kv.kv_width * sizeof(float);
+  size_t free_b = 0, total_b = 0;
+  if (I.device->memory_info(free_b, total_b) && bytes > free_b) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "the KV cache of %d sequences x %d positions needs %.2f GiB on ", batch, max_len,
+                  bytes / double(1ull << 30));
+    char tail[96];
+    std::snprintf(tail, sizeof tail, ", but only %.2f GiB of its %.2f GiB is free", free_b / double(1ull << 30),
+                  total_b / double(1ull << 30));
+    throw Error(buf + I.device->describe() + tail).fix("generate fewer sequences at once or fewer tokens");
+  }
+  kv.dev = std::make_shared<DeviceMem>();
+  kv.dev->ensure(*I.device, std::max<size_t>(bytes, 4));
   return kv;
 }
 
@@ -1141,6 +1174,10 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
         .fix("shorten the prompt or --max-tokens (the model's context is " + std::to_string(c.max_seq_len) + ")");
   const int64_t N = (int64_t)batch * n_new;
   check_tokens(tokens, N, c.vocab_size, "token");
+  if (cache.on_device()) {
+    forward_infer_device(tokens, batch, n_new, cache, logits_out);
+    return;
+  }
   Impl& I = *impl_;
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
@@ -1244,6 +1281,149 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   cache.length += n_new;
 }
 
+void Model::forward_infer_device(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out) {
+  // batch sequences of one cache, n_new tokens each at positions length.. : the extend pass
+  std::vector<KVCache*> caches(static_cast<size_t>(batch), &cache);
+  std::vector<int> rows(static_cast<size_t>(batch));
+  std::vector<int64_t> r0(static_cast<size_t>(batch) + 1), last(static_cast<size_t>(batch));
+  std::vector<int32_t> pos(static_cast<size_t>(batch) * n_new);
+  for (int b = 0; b < batch; ++b) {
+    rows[static_cast<size_t>(b)] = b;
+    r0[static_cast<size_t>(b) + 1] = (int64_t)(b + 1) * n_new;
+    last[static_cast<size_t>(b)] = (int64_t)(b + 1) * n_new - 1;
+    for (int t = 0; t < n_new; ++t) pos[static_cast<size_t>(b) * n_new + t] = cache.length + t;
+  }
+  const float* x = extend_layers_device(tokens, batch, caches.data(), rows.data(), r0, pos);
+  cache.length += n_new;
+  device_head_rows(x, last.data(), batch, logits_out);
+}
+
+const float* Model::extend_layers_device(const int32_t* tokens, int n, KVCache* const* caches, const int* seq_rows,
+                                         const std::vector<int64_t>& r0, const std::vector<int32_t>& pos) {
+  const ModelConfig& c = config_;
+  Impl& I = *impl_;
+  for (int i = 0; i < n; ++i)
+    if (!I.device || caches[i]->dev->be != I.device.get())
+      throw Error("the KV cache of sequence " + std::to_string(i) + " is not in this model's device memory")
+          .fix("make the caches with this model's make_cache");
+  if (!I.packed.empty())
+    throw Error("converted weights (--weights bf16 or q8_0) are not built for " + I.device->describe() + " yet")
+        .fix("use --weights fp32 with --device (docs/cuda.md)");
+  kernels::Backend& be = *I.device;
+  auto cnt = [&](int i) { return (int)(r0[static_cast<size_t>(i) + 1] - r0[static_cast<size_t>(i)]); };
+  const int64_t N = r0[static_cast<size_t>(n)];
+  // forward_infer's case (every row of one cache, the same count and position): attention for
+  // all of them in one call; else one call per sequence
+  bool one_cache = true;
+  for (int i = 0; i < n; ++i)
+    one_cache = one_cache && caches[i] == caches[0] && seq_rows[i] == i && cnt(i) == cnt(0);
+  one_cache = one_cache && caches[0]->batch == n;
+  const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
+  const int64_t FF = c.is_gpt2() ? F : 2 * F;
+  // (N,C) x, ln; (N,QKV) qkv; (N,QW) atty; (N,FF) fc; (N,F) act; (N) tokens, positions
+  auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act, int32_t** tok,
+                   int32_t** ps) {
+    *x = a.take(N * C);
+    *ln = a.take(N * C);
+    *qkv = a.take(N * QKV);
+    *atty = a.take(N * QW);
+    *fc = a.take(N * FF);
+    *act = a.take(N * F);
+    *tok = reinterpret_cast<int32_t*>(a.take(N));
+    *ps = reinterpret_cast<int32_t*>(a.take(N));
+  };
+  float *x, *ln, *qkv, *atty, *fc, *act;
+  int32_t *tok, *ps;
+  Bump count;
+  carve(count, &x, &ln, &qkv, &atty, &fc, &act, &tok, &ps);
+  if (I.d_infer.bytes < count.used * sizeof(float)) I.d_infer.ensure(be, count.used * sizeof(float));
+  Bump real{0, I.d_infer.f()};
+  carve(real, &x, &ln, &qkv, &atty, &fc, &act, &tok, &ps);
+  be.to_device(tok, tokens, sizeof(int32_t) * N);
+  be.to_device(ps, pos.data(), sizeof(int32_t) * N);
+
+  const float* P = device_params();
+  const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
+  auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
+  auto norm = [&](float* out, const float* in, size_t w, size_t b) {
+    if (c.is_gpt2())
+      be.layernorm_forward(out, nullptr, nullptr, in, P + w, W(b), N, (int)C, c.norm_eps);
+    else
+      be.rmsnorm_forward(out, nullptr, in, P + w, N, (int)C, c.norm_eps);
+  };
+  be.embedding_forward(x, tok, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, (int)N, 1, (int)C, 0, ps);
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerOffsets& Lw = I.layers[l];
+    norm(ln, x, Lw.ln1_w, Lw.ln1_b);
+    be.matmul_forward(qkv, ln, P + Lw.qkv_w, W(Lw.qkv_b), N, (int)C, (int)QKV, lay, false);
+    if (!c.is_gpt2()) {
+      if (c.qk_norm) {
+        be.head_rmsnorm_forward(qkv, P + Lw.q_norm, N, QKV, 0, c.n_head, c.hd(), c.norm_eps);
+        be.head_rmsnorm_forward(qkv, P + Lw.k_norm, N, QKV, (int)QW, c.n_kv_head, c.hd(), c.norm_eps);
+      }
+      be.rope_apply(qkv, I.rope_c(), I.rope_s(), (int)N, 1, QKV, 0, c.n_head, c.hd(), 0, false, ps, nullptr);
+      be.rope_apply(qkv, I.rope_c(), I.rope_s(), (int)N, 1, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false, ps, nullptr);
+    }
+    for (int i = 0; i < n; ++i) {  // each sequence's new keys and values into its cache row
+      KVCache& kv = *caches[i];
+      const int p0 = pos[static_cast<size_t>(r0[static_cast<size_t>(i)])];
+      float* kc = kv.dev->f() + kv.at(l, seq_rows[i]) + (size_t)p0 * KVW;
+      float* vc = kv.dev->f() + kv.at(kv.n_layer, 0) + kv.at(l, seq_rows[i]) + (size_t)p0 * KVW;
+      const float* src = qkv + r0[static_cast<size_t>(i)] * QKV + QW;
+      be.copy_rows(kc, KVW * sizeof(float), src, QKV * sizeof(float), KVW * sizeof(float), cnt(i));
+      be.copy_rows(vc, KVW * sizeof(float), src + KVW, QKV * sizeof(float), KVW * sizeof(float), cnt(i));
+    }
+    // attention: sequence i's queries (positions p0..) against its cache row's keys
+    for (int i = 0; i < (one_cache ? 1 : n); ++i) {
+      KVCache& kv = *caches[i];
+      const int64_t rs = r0[static_cast<size_t>(i)];
+      const int nq = cnt(i), p0 = pos[static_cast<size_t>(rs)];
+      ops::AttnDims dims;
+      dims.B = one_cache ? n : 1, dims.Tq = nq, dims.Tk = p0 + nq, dims.H = c.n_head, dims.KV = c.n_kv_head,
+      dims.hd = c.hd();
+      dims.q_pos0 = p0;
+      dims.q_bs = nq * QKV;
+      dims.q_ts = QKV;
+      dims.k_bs = dims.v_bs = (int64_t)kv.max_len * KVW;
+      dims.k_ts = dims.v_ts = KVW;
+      dims.o_bs = nq * QW;
+      dims.o_ts = QW;
+      be.attention_forward(atty + rs * QW, nullptr, qkv + rs * QKV, kv.dev->f() + kv.at(l, seq_rows[i]),
+                           kv.dev->f() + kv.at(kv.n_layer, 0) + kv.at(l, seq_rows[i]), dims);
+    }
+    be.matmul_forward(x, atty, P + Lw.o_w, W(Lw.o_b), N, (int)QW, (int)C, lay, true);
+    norm(ln, x, Lw.ln2_w, Lw.ln2_b);
+    be.matmul_forward(fc, ln, P + Lw.fc_w, W(Lw.fc_b), N, (int)C, (int)FF, lay, false);
+    if (c.is_gpt2())
+      be.gelu_forward(act, fc, N * F);
+    else
+      be.swiglu_forward(act, fc, N, (int)F);
+    be.matmul_forward(x, act, P + Lw.proj_w, W(Lw.proj_b), N, (int)F, (int)C, lay, true);
+  }
+  return x;  // the callers advance the caches' lengths
+}
+
+void Model::device_head_rows(const float* x, const int64_t* rows, int64_t m, float* logits_out) {
+  const ModelConfig& c = config_;
+  Impl& I = *impl_;
+  kernels::Backend& be = *I.device;
+  const int64_t C = c.d_model, V = c.vocab_size;
+  const size_t need = sizeof(float) * (size_t)m * (2 * C + V);
+  if (I.d_head.bytes < need) I.d_head.ensure(be, need);
+  float* raw = I.d_head.f();
+  float* normed = raw + m * C;
+  float* logits = normed + m * C;
+  for (int64_t r = 0; r < m; ++r) be.copy(raw + r * C, x + rows[r] * C, sizeof(float) * C);
+  const float* P = device_params();
+  if (c.is_gpt2())
+    be.layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, I.lnf_b == kNone ? nullptr : P + I.lnf_b, m,
+                         (int)C, c.norm_eps);
+  else
+    be.rmsnorm_forward(normed, nullptr, raw, P + I.lnf_w, m, (int)C, c.norm_eps);
+  be.matmul_forward(logits, normed, P + I.lm_head, nullptr, m, (int)C, (int)V, WeightLayout::kOutIn, false);
+  be.to_host(logits_out, logits, sizeof(float) * m * V);
+}
+
 void Model::forward_decode(const int32_t* tokens, int n, KVCache* const* caches, float* logits_out,
                            bool batch_invariant) {
   forward_extend(tokens, nullptr, n, caches, logits_out, batch_invariant);
@@ -1275,6 +1455,15 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
                   std::to_string(cnt(i)) + " tokens > " + std::to_string(kv->max_len))
           .fix("stop decoding a sequence when it reaches its cache's max_len");
     for (int t = 0; t < cnt(i); ++t) pos[static_cast<size_t>(r0[static_cast<size_t>(i)] + t)] = kv->length + t;
+    if (kv->on_device() != caches[0]->on_device())
+      throw Error("forward_extend: the caches are partly on the device, partly on the host")
+          .fix("make every cache of a pass with this model's make_cache");
+  }
+  if (caches[0]->on_device()) {
+    const std::vector<int> rows(static_cast<size_t>(n), 0);  // batch-1 caches
+    const float* x = extend_layers_device(tokens, n, caches, rows.data(), r0, pos);
+    for (int i = 0; i < n; ++i) caches[i]->length += cnt(i);
+    return x;
   }
   Impl& I = *impl_;
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
@@ -1369,6 +1558,12 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   Impl& I = *impl_;
   std::vector<int64_t> r0;
   const float* x = extend_layers(tokens, counts, n, caches, batch_invariant, r0);
+  if (caches[0]->on_device()) {  // x is the device's: the head there, the logits back
+    std::vector<int64_t> rows(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) rows[static_cast<size_t>(i)] = r0[static_cast<size_t>(i) + 1] - 1;
+    device_head_rows(x, rows.data(), n, logits_out);
+    return;
+  }
   // the final norm and the LM head on each sequence's last new row only
   const int64_t C = c.d_model;
   I.extend_rows.resize(static_cast<size_t>(2 * n * C));
@@ -1425,6 +1620,8 @@ KVCache Model::repeat_cache(const KVCache& prefix, int batch, int max_len) const
   if (prefix.batch != 1 || prefix.n_layer != config_.n_layer || prefix.kv_width != config_.kv_width())
     throw Error("repeat_cache: the prefix cache was not made for this model with batch 1");
   KVCache kv = make_cache(batch, max_len);
+  if (prefix.on_device() != kv.on_device())
+    throw Error("repeat_cache: the prefix cache is not where this model runs").fix("make it with this model's make_cache");
   if (prefix.type != kv.type)
     throw Error(std::string("repeat_cache: the prefix cache is ") + kv_cache_type_name(prefix.type) +
                 ", this model makes " + kv_cache_type_name(kv.type) + " caches");
@@ -1432,6 +1629,18 @@ KVCache Model::repeat_cache(const KVCache& prefix, int batch, int max_len) const
     throw Error("repeat_cache: a prefix of " + std::to_string(prefix.length) + " positions does not fit " +
                 std::to_string(kv.max_len));
   const size_t bytes = (size_t)prefix.length * prefix.kv_width * prefix.elem_bytes();
+  if (kv.on_device()) {  // k blocks of every layer, then v blocks: the same copies on the device
+    kernels::Backend& be = *impl_->device;
+    const float *pk = prefix.dev->f(), *pv = pk + prefix.at(prefix.n_layer, 0);
+    float *k = kv.dev->f(), *v = k + kv.at(kv.n_layer, 0);
+    for (int l = 0; l < kv.n_layer; ++l)
+      for (int b = 0; b < batch; ++b) {
+        be.copy(k + kv.at(l, b), pk + prefix.at(l, 0), bytes);
+        be.copy(v + kv.at(l, b), pv + prefix.at(l, 0), bytes);
+      }
+    kv.length = prefix.length;
+    return kv;
+  }
   for (int l = 0; l < kv.n_layer; ++l)
     for (int b = 0; b < batch; ++b) {
       std::memcpy(kv.k_bytes(l, b), prefix.k_bytes(l, 0), bytes);
@@ -1470,6 +1679,7 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   I.extend_logits.resize((size_t)(R * V));
   I.extend_targets.resize((size_t)R);
   std::vector<float> lp((size_t)R);
+  const bool on_device = caches[0]->on_device();  // then x is the device's: the head runs there
   sync_host_params();  // a step on a device may have written the weights there
   const float* P = params_.data();
   for (int64_t q0 = 0; q0 < nu; q0 += R) {
@@ -1477,14 +1687,18 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
     float* raw = I.extend_rows.data();
     float* normed = raw + R * C;
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(raw + r * C, x + used[(size_t)(q0 + r)] * C, sizeof(float) * C);
+      if (!on_device) std::memcpy(raw + r * C, x + used[(size_t)(q0 + r)] * C, sizeof(float) * C);
       I.extend_targets[(size_t)r] = targets[used[(size_t)(q0 + r)]];
     }
-    if (c.is_gpt2())
-      ops::layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, P + I.lnf_b, rows, (int)C, c.norm_eps);
-    else
-      ops::rmsnorm_forward(normed, nullptr, raw, P + I.lnf_w, rows, (int)C, c.norm_eps);
-    lm_logits(normed, (int)rows, I.extend_logits.data());
+    if (on_device) {
+      device_head_rows(x, used.data() + q0, rows, I.extend_logits.data());
+    } else {
+      if (c.is_gpt2())
+        ops::layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, P + I.lnf_b, rows, (int)C, c.norm_eps);
+      else
+        ops::rmsnorm_forward(normed, nullptr, raw, P + I.lnf_w, rows, (int)C, c.norm_eps);
+      lm_logits(normed, (int)rows, I.extend_logits.data());
+    }
     ops::log_softmax_pick(lp.data(), I.extend_logits.data(), I.extend_targets.data(), rows, (int)V);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = used[(size_t)(q0 + r)];

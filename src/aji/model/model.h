@@ -83,6 +83,11 @@ struct KVCache {
   KVCacheType type = KVCacheType::kF32;
   AlignedFloats k, v;              // (n_layer, batch, max_len, kv_width), kF32
   AlignedVector<uint16_t> kh, vh;  // the same, kBF16
+  // On a device (Model::make_device_cache): k of every layer then v of every layer, fp32, in
+  // one buffer of the device's memory (the same layout; k, v, kh, vh stay empty). Copies of
+  // this struct share it; only forward_infer takes such a cache.
+  std::shared_ptr<kernels::DeviceMem> dev;
+  bool on_device() const { return dev != nullptr; }
 
   bool bf16() const { return type == KVCacheType::kBF16; }
   size_t elem_bytes() const { return bf16() ? 2 : 4; }
@@ -234,14 +239,23 @@ class Model {
   void lm_logits(const float* hidden_rows, int n, float* logits_out) const;
 
   // --- inference -------------------------------------------------------------------
-  KVCache make_cache(int batch, int max_len = 0) const;  // max_len 0 = max_seq_len; of kv_cache()'s type
+  // max_len 0 = max_seq_len; of kv_cache()'s type. On a device (set_device): make_device_cache.
+  KVCache make_cache(int batch, int max_len = 0) const;
+  // A cache in the memory of the model's device, fp32: forward_infer, forward_decode,
+  // forward_extend and repeat_cache with such caches run every op there and bring back only
+  // the logits (or the scored log-probs). Refused (aji::Error) on the CPU, for a bf16 cache
+  // type, and when the device's free memory cannot hold it (the size and the free memory
+  // named, before allocating). On a device batch_invariant is not kept: the device's GEMM
+  // takes all rows of a pass at once.
+  KVCache make_device_cache(int batch, int max_len = 0) const;
   // The element type of the caches make_cache makes from now on (fp32 by default: every
   // cached result then equals the full forward's to float rounding; bf16 rounds each key and
   // value once as it is stored).
   void set_kv_cache(KVCacheType t) { kv_cache_ = t; }
   KVCacheType kv_cache() const { return kv_cache_; }
   // Appends n_new tokens per sequence (tokens (batch, n_new)) at cache.length, advances
-  // it, and writes the logits of each sequence's last new position: (batch, V).
+  // it, and writes the logits of each sequence's last new position: (batch, V). With a
+  // device cache (make_device_cache) every op runs on the device (fp32 weights only).
   void forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out);
   // One decode step over n sequences that each have their own cache (batch 1, any
   // length): token i is appended to *caches[i] at its own position caches[i]->length (RoPE
@@ -324,6 +338,17 @@ class Model {
   double lm_head_pass(const int32_t* targets, const float* weights, float grad_scale, float inv_temp, bool with_grad,
                       float* ce_out, float* logprob_out, float* entropy_out);
   void check_targets(const int32_t* targets, const char* caller) const;
+  // forward_infer's pass on the device, over a device cache.
+  void forward_infer_device(const int32_t* tokens, int batch, int n_new, KVCache& cache, float* logits_out);
+  // The layers on the device over device caches, for forward_infer and forward_extend:
+  // sequence i is row rows[i] of *caches[i] (a batch cache's row, or a batch-1 cache's), its
+  // new tokens rows r0[i] .. r0[i+1]-1 of the pass at positions pos. Returns the rows'
+  // residual (r0[n], C) in device memory; the callers advance the caches' lengths.
+  const float* extend_layers_device(const int32_t* tokens, int n, KVCache* const* caches, const int* rows,
+                                    const std::vector<int64_t>& r0, const std::vector<int32_t>& pos);
+  // On the device: rows rows[0..m) of x (device, (N,C)) through the final norm and the LM head,
+  // the logits (m,V) brought to the host.
+  void device_head_rows(const float* x, const int64_t* rows, int64_t m, float* logits_out);
   // forward_extend's layers: the new rows' last residual (sum of counts, C) in the inference
   // buffer, the caches advanced; r0[i] = sequence i's first row (r0[n] = the row count).
   const float* extend_layers(const int32_t* tokens, const int* counts, int n, KVCache* const* caches,

@@ -139,6 +139,13 @@ class CudaBackend final : public Backend {
     bind();
     AJI_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, ctx_.stream));
   }
+  void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
+                 size_t rows) override {
+    if (!width || !rows) return;
+    bind();
+    AJI_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDeviceToDevice,
+                                     ctx_.stream));
+  }
   void zero(void* p, size_t bytes) override {
     if (!bytes) return;
     bind();
