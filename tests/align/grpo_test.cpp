@@ -15,6 +15,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 #include "grpo_toy.h"
 #include "test_util.h"
@@ -179,6 +180,47 @@ TEST(Grpo, AllTruncatedMaskedGivesNoUpdate) {
   calls = 0;
   align::grpo_step(policy, nullptr, opt, ptrs(tasks), varying, o, 0, o.lr);
   EXPECT_FALSE(same_bits(before, policy));
+}
+
+// GRPO with the policy and the reference on a device with memory of their own (the CPU as
+// such a device, kernels::make_separate_cpu_backend): the rollouts run over device KV caches
+// (forward_infer, repeat_cache, forward_decode there), the step on the device (train_step);
+// against the host run: the same completions, the loss and the weights to rounding (the
+// rollouts' products take the device's GEMM where the host takes its one-row kernels).
+TEST(Grpo, OnASeparateMemoryDeviceStepsMatchTheHost) {
+  set_num_threads(1);
+  const std::vector<align::GrpoTask> tasks = pick_tasks(4, 6);
+  align::GrpoOptions o = small_options();
+  o.beta = 0.04;
+  model::Model a = toybase::load_toy_sft(), b = toybase::load_toy_sft();
+  model::Model ref_a = toybase::load_toy_sft(), ref_b = toybase::load_toy_sft();
+  const auto dev = kernels::make_separate_cpu_backend();
+  b.set_device(dev);
+  ref_b.set_device(dev);
+  train::AdamW oa = make_opt(a), ob = make_opt(b);
+  auto varied = [](const align::GrpoTask&, const infer::Rollout& r) {
+    int64_t s = 0;
+    for (int32_t t : r.tokens) s += t;
+    return double(s % 3) / 2.0;
+  };
+  for (int step = 0; step < 3; ++step) {
+    std::vector<infer::Rollout> ra, rb;
+    const align::GrpoStepStats sa = align::grpo_step(a, &ref_a, oa, ptrs(tasks), varied, o, step, o.lr, &ra);
+    const align::GrpoStepStats sb = align::grpo_step(b, &ref_b, ob, ptrs(tasks), varied, o, step, o.lr, &rb);
+    ASSERT_EQ(ra.size(), rb.size());
+    for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i].tokens, rb[i].tokens) << "step " << step << " rollout " << i;
+    EXPECT_NEAR(sa.loss, sb.loss, 1e-5 + 1e-4 * std::fabs(sa.loss)) << "step " << step;
+    EXPECT_NEAR(sa.grad_norm, sb.grad_norm, 1e-4 * sa.grad_norm + 1e-7) << "step " << step;
+  }
+  const std::vector<float> pa = params_of(a), pb = params_of(b);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < pa.size(); ++i) {
+    num += double(pa[i] - pb[i]) * (pa[i] - pb[i]);
+    den += double(pa[i]) * pa[i];
+  }
+  EXPECT_LE(std::sqrt(num / den), 1e-5);
+  EXPECT_FALSE(same_bits(params_of(ref_a), b)) << "the policy did not train";
+  EXPECT_TRUE(same_bits(params_of(ref_a), ref_b)) << "the frozen reference moved";
 }
 
 // Check 22 at trainer level: with policy == reference the k3 term and its gradient

@@ -30,7 +30,18 @@ TEST(Backend, ParsesDeviceNames) {
   EXPECT_EQ(c3.index, 3);
   EXPECT_EQ(c3.text(), "cuda:3");
   EXPECT_EQ(parse_device("cpu").text(), "cpu");
-  for (const char* bad : {"", "CPU", "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1a", "tpu", "cuda:99999"}) {
+  EXPECT_TRUE(parse_device("cpu").host());
+  // the CPU as a device of its own (tests of the device path without a GPU)
+  const DeviceSpec sep = parse_device("cpu:separate");
+  EXPECT_EQ(sep.kind, DeviceKind::kCpu);
+  EXPECT_FALSE(sep.host());
+  EXPECT_EQ(sep.text(), "cpu:separate");
+  const auto be = make_backend(sep);
+  EXPECT_NE(be.get(), &cpu_backend());
+  EXPECT_EQ(be->describe().rfind("cpu:separate", 0), 0u) << be->describe();
+  EXPECT_EQ(make_backend(parse_device("cpu")).get(), &cpu_backend());
+  for (const char* bad : {"", "CPU", "gpu", "cuda:", "cuda:-1", "cuda:x", "cuda:1a", "tpu", "cuda:99999", "cpu:",
+                          "cpu:1", "cpu:Separate"}) {
     try {
       parse_device(bad, "--device");
       ADD_FAILURE() << "accepted '" << bad << "'";

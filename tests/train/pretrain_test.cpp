@@ -280,6 +280,51 @@ TEST(Pretrain, ResumeIsBitIdenticalToAStraightRun) {
   EXPECT_THROW(pretrain(second), aji::Error);
 }
 
+// The device path end to end without a GPU: a run on cpu:separate (the CPU as a device with
+// memory of its own: every upload, download and device-side step of --device cuda, the
+// optimizer's included, with the CPU's kernels) is the host run bit for bit — the losses, the
+// validation loss and the checkpoint files — and a run stopped there resumes there exactly.
+// Stage 3 of scripts/device_check.sh compares the same on a GPU (within tolerances).
+TEST(Pretrain, OnASeparateMemoryDeviceTheRunIsTheHostRunBitForBit) {
+  Fixture f;
+  auto host = f.options("host", 9);
+  host.precision = "fp32";  // a device trains in fp32
+  const auto hr = pretrain(host);
+  auto dev = f.options("dev", 9);
+  dev.precision = "fp32";
+  dev.device = "cpu:separate";
+  const auto dr = pretrain(dev);
+  EXPECT_EQ(hr.step_losses, dr.step_losses);
+  EXPECT_EQ(hr.last_val_loss, dr.last_val_loss);
+  EXPECT_LT(dr.step_losses.back(), dr.step_losses.front() - 0.5f) << "the device run did not learn";
+  auto split = f.options("split", 9);
+  split.precision = "fp32";
+  split.device = "cpu:separate";
+  split.stop_after = 4;
+  const auto a = pretrain(split);
+  EXPECT_EQ(a.step, 4);
+  auto rest = f.options("split", 0);
+  rest.config.clear();
+  rest.data_dir.clear();
+  rest.resume = true;
+  rest.device = "cpu:separate";
+  const auto b = pretrain(rest);
+  std::vector<float> joined = a.step_losses;
+  joined.insert(joined.end(), b.step_losses.begin(), b.step_losses.end());
+  EXPECT_EQ(joined, hr.step_losses);
+  const auto ch = list_checkpoints(f.dir.path() / "host"), cd = list_checkpoints(f.dir.path() / "dev"),
+             cs = list_checkpoints(f.dir.path() / "split");
+  ASSERT_FALSE(ch.empty());
+  ASSERT_EQ(ch.back().first, 9);
+  ASSERT_EQ(cd.back().first, 9);
+  ASSERT_EQ(cs.back().first, 9);
+  for (const char* file : {"model.safetensors", "optimizer.bin"}) {
+    const std::string h = aji::read_file(ch.back().second / file);
+    EXPECT_TRUE(h == aji::read_file(cd.back().second / file)) << file;
+    EXPECT_TRUE(h == aji::read_file(cs.back().second / file)) << file << " (resumed)";
+  }
+}
+
 TEST(Pretrain, CtrlCSavesACheckpointAndStops) {
   Fixture f;
   auto o = f.options("sigint", 50);

@@ -50,7 +50,7 @@ void add_device_option(CLI::App* cmd, std::string& device) {
 std::shared_ptr<kernels::Backend> open_inference_device(const std::string& device, const std::string& weights,
                                                         const std::string& kv_cache) {
   const kernels::DeviceSpec spec = kernels::parse_device(device);
-  if (spec.kind == kernels::DeviceKind::kCpu) return nullptr;
+  if (spec.host()) return nullptr;
   if (weights != "fp32" && weights != "f32")
     throw Error("--weights " + weights + " is not built for --device " + device + " yet")
         .fix("use --weights fp32 on the GPU, or drop --device (docs/cuda.md)");

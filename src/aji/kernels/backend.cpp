@@ -18,11 +18,17 @@
 
 namespace aji::kernels {
 
-std::string DeviceSpec::text() const { return kind == DeviceKind::kCpu ? "cpu" : "cuda:" + std::to_string(index); }
+std::string DeviceSpec::text() const {
+  return kind == DeviceKind::kCpu ? (separate ? "cpu:separate" : "cpu") : "cuda:" + std::to_string(index);
+}
 
 DeviceSpec parse_device(const std::string& text, const std::string& source) {
   DeviceSpec s;
   if (text == "cpu") return s;
+  if (text == "cpu:separate") {
+    s.separate = true;
+    return s;
+  }
   if (text == "cuda") {
     s.kind = DeviceKind::kCuda;
     return s;
@@ -37,7 +43,9 @@ DeviceSpec parse_device(const std::string& text, const std::string& source) {
       return s;
     }
   }
-  throw Error("unknown device '" + text + "'").at(source).fix("use cpu, cuda (the first GPU) or cuda:N");
+  throw Error("unknown device '" + text + "'")
+      .at(source)
+      .fix("use cpu, cuda (the first GPU) or cuda:N (or cpu:separate, the CPU as a device of its own, for tests)");
 }
 
 namespace {
@@ -48,7 +56,11 @@ namespace ops = kernels::cpu;
 class CpuBackend final : public Backend {
  public:
   DeviceKind kind() const override { return DeviceKind::kCpu; }
-  std::string describe() const override { return "cpu (" + std::to_string(num_threads()) + " threads)"; }
+  explicit CpuBackend(bool separate = false) : separate_(separate) {}
+  std::string describe() const override {
+    return separate_ ? "cpu:separate (" + std::to_string(num_threads()) + " threads, memory of its own)"
+                     : "cpu (" + std::to_string(num_threads()) + " threads)";
+  }
 
   void* alloc(size_t bytes) override {
     return ::operator new(bytes ? bytes : 1, std::align_val_t(256));
@@ -172,6 +184,9 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for simd schedule(static) num_threads(num_threads()) if (n > 65536)
     for (int64_t i = 0; i < len; ++i) x[i] *= a;
   }
+
+ private:
+  bool separate_ = false;  // make_separate_cpu_backend's: a device with memory of its own
 };
 
 std::filesystem::path executable_dir() {
@@ -244,7 +259,7 @@ Backend& cpu_backend() {
   return backend;
 }
 
-std::shared_ptr<Backend> make_separate_cpu_backend() { return std::make_shared<CpuBackend>(); }
+std::shared_ptr<Backend> make_separate_cpu_backend() { return std::make_shared<CpuBackend>(/*separate=*/true); }
 
 std::string cuda_plugin_search_path() {
   std::string s;
@@ -253,6 +268,7 @@ std::string cuda_plugin_search_path() {
 }
 
 std::shared_ptr<Backend> make_backend(const DeviceSpec& spec) {
+  if (spec.kind == DeviceKind::kCpu && spec.separate) return make_separate_cpu_backend();
   if (spec.kind == DeviceKind::kCpu) return std::shared_ptr<Backend>(&cpu_backend(), [](Backend*) {});
   Plugin& p = plugin();
   if (!p.create)

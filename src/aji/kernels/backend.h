@@ -34,10 +34,16 @@ enum class DeviceKind { kCpu, kCuda };
 struct DeviceSpec {
   DeviceKind kind = DeviceKind::kCpu;
   int index = 0;  // which GPU (cuda:N)
-  std::string text() const;  // "cpu", "cuda:0"
+  // "cpu:separate": the CPU treated as a device with memory of its own
+  // (make_separate_cpu_backend): every upload, download and device-side buffer of the device
+  // path runs, with the CPU's kernels, so its results equal the host path's bit for bit.
+  // For testing a device path end to end where there is no GPU.
+  bool separate = false;
+  bool host() const { return kind == DeviceKind::kCpu && !separate; }  // the plain host path
+  std::string text() const;  // "cpu", "cpu:separate", "cuda:0"
 };
-// "cpu" | "cuda" | "cuda:N" (N >= 0); anything else is an aji::Error naming `source` and the
-// accepted forms.
+// "cpu" | "cpu:separate" | "cuda" | "cuda:N" (N >= 0); anything else is an aji::Error naming
+// `source` and the accepted forms.
 DeviceSpec parse_device(const std::string& text, const std::string& source = "--device");
 
 // One step of AdamW over one contiguous range (train/optimizer.h's arithmetic, per element,
@@ -172,7 +178,8 @@ Backend& cpu_backend();
 // every transfer explicit), so the device path is tested bit for bit without a GPU.
 std::shared_ptr<Backend> make_separate_cpu_backend();
 
-// The backend for `spec`: the CPU one (not owned: a non-deleting pointer), or a CUDA backend
+// The backend for `spec`: the CPU one (not owned: a non-deleting pointer), a separate CPU one
+// (cpu:separate), or a CUDA backend
 // from the plugin. Errors (aji::Error) name what is missing: a binary built without CUDA, the
 // plugin file, a CUDA library it needs, the driver, or the GPU index (with the GPUs found).
 // The plugin is looked for in $AJI_CUDA_PLUGIN, then beside the running executable, then in

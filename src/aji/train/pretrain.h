@@ -62,7 +62,7 @@ struct PretrainOptions {
   double peak_gflops_per_core = 0.0;  // fp32 peak of one core for MFU; 0 = measure it (FMA probe)
   int64_t stop_after = 0;  // end this session after N steps (checkpoint saved); 0 = off
   std::string precision = "auto";  // auto, fp32 or bf16 (trainer_run.h's resolve_precision); saved resolved
-  std::string device = "cpu";      // cpu, cuda or cuda:N (kernels/backend.h): the forward and backward
+  std::string device = "cpu";      // cpu, cuda, cuda:N or cpu:separate (kernels/backend.h): where the steps run
   // Called after every optimizer step with (step, train loss); for tests and front ends.
   std::function<void(int64_t, float)> on_step;
 

@@ -96,7 +96,7 @@ model::Precision apply_run_precision(std::string& requested, const json& saved_o
 
 std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
   const kernels::DeviceSpec spec = kernels::parse_device(device);
-  if (spec.kind == kernels::DeviceKind::kCpu) return nullptr;
+  if (spec.host()) return nullptr;
   const int ranks = dist::world().size();
   if (ranks > 1)
     throw Error("--device " + device + " with " + std::to_string(ranks) +
