@@ -1081,17 +1081,25 @@ Model::WeightsReport Model::use_weights(ops::WeightType type, bool drop_fp32) {
   return rep;
 }
 
-KVCache Model::make_cache(int batch, int max_len) const {
-  if (impl_->device) return make_device_cache(batch, max_len);  // the cache lives where the model runs
+namespace {
+// A cache's shape for `batch` sequences of max_len positions (0 or more than the context: the
+// context), nothing allocated yet.
+KVCache cache_shape(const ModelConfig& c, int batch, int max_len, KVCacheType type) {
   if (batch <= 0) throw Error("KV cache batch must be positive");
-  if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
   KVCache kv;
   kv.batch = batch;
-  kv.max_len = max_len;
-  kv.n_layer = config_.n_layer;
-  kv.kv_width = config_.kv_width();
-  kv.type = kv_cache_;
-  const size_t n = (size_t)kv.n_layer * batch * max_len * kv.kv_width;
+  kv.max_len = max_len <= 0 || max_len > c.max_seq_len ? c.max_seq_len : max_len;
+  kv.n_layer = c.n_layer;
+  kv.kv_width = c.kv_width();
+  kv.type = type;
+  return kv;
+}
+}  // namespace
+
+KVCache Model::make_cache(int batch, int max_len) const {
+  if (impl_->device) return make_device_cache(batch, max_len);  // the cache lives where the model runs
+  KVCache kv = cache_shape(config_, batch, max_len, kv_cache_);
+  const size_t n = (size_t)kv.n_layer * batch * kv.max_len * kv.kv_width;
   if (kv.bf16()) {
     kv.kh.assign(n, 0);
     kv.vh.assign(n, 0);
@@ -1108,19 +1116,12 @@ KVCache Model::make_device_cache(int batch, int max_len) const {
   if (kv_cache_ != KVCacheType::kF32)
     throw Error("a bf16 KV cache is not built for " + I.device->describe() + " yet")
         .fix("use --kv-cache fp32 with --device (docs/cuda.md)");
-  if (batch <= 0) throw Error("KV cache batch must be positive");
-  if (max_len <= 0 || max_len > config_.max_seq_len) max_len = config_.max_seq_len;
-  KVCache kv;
-  kv.batch = batch;
-  kv.max_len = max_len;
-  kv.n_layer = config_.n_layer;
-  kv.kv_width = config_.kv_width();
-  kv.type = KVCacheType::kF32;
-  const size_t bytes = 2 * (size_t)kv.n_layer * batch * max_len * kv.kv_width * sizeof(float);
+  KVCache kv = cache_shape(config_, batch, max_len, KVCacheType::kF32);
+  const size_t bytes = 2 * (size_t)kv.n_layer * batch * kv.max_len * kv.kv_width * sizeof(float);
   size_t free_b = 0, total_b = 0;
   if (I.device->memory_info(free_b, total_b) && bytes > free_b) {
     char buf[160];
-    std::snprintf(buf, sizeof buf, "the KV cache of %d sequences x %d positions needs %.2f GiB on ", batch, max_len,
+    std::snprintf(buf, sizeof buf, "the KV cache of %d sequences x %d positions needs %.2f GiB on ", batch, kv.max_len,
                   bytes / double(1ull << 30));
     char tail[96];
     std::snprintf(tail, sizeof tail, ", but only %.2f GiB of its %.2f GiB is free", free_b / double(1ull << 30),
