@@ -162,14 +162,16 @@ class Model {
   uint16_t* bf16_copy_in_step();
 
   // --- device (kernels/backend.h) ---------------------------------------------------
-  // The backend the training path (forward, the LM-head passes, backward) runs on: the CPU
-  // (the default, over the host buffers) or a device with memory of its own (CUDA), where the
-  // model keeps a device copy of the weights (uploaded by the next forward after any change
-  // through params()/param()/init_weights/params_updated), of the gradients (downloaded when
+  // The backend the model runs on: the CPU (the default, over the host buffers) or a device
+  // with memory of its own (CUDA, cpu:separate), where the model keeps a device copy of the
+  // weights (uploaded by the next pass after any change through params()/param()/init_weights/
+  // params_updated; written there by an optimizer step on the device, device_params_for_step,
+  // and downloaded again when the host next reads them), of the gradients (downloaded when
   // grads() is called, uploaded again before the next backward if the host may have changed
-  // them) and the activations. Everything else reads the host buffers as before: the
-  // optimizer, checkpoints, and inference (forward_infer, decode, extend), which stays on the
-  // CPU. hidden() and d_hidden_buffer() are host copies on a device. Not yet on a device: bf16
+  // them) and the activations. The training path (forward, the LM-head passes, backward) and,
+  // over caches from make_cache, inference (forward_infer, decode, extend) run there;
+  // checkpoints read the host copies. hidden() and d_hidden_buffer() are host copies on a
+  // device. Not yet on a device: bf16
   // precision and per-layer gradient hooks (on_layer_backward, data parallelism): aji::Error.
   void set_device(std::shared_ptr<kernels::Backend> backend);
   kernels::Backend& device() const;
