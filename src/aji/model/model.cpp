@@ -1155,6 +1155,21 @@ void store_kv(KVCache& kv, int l, int b, int pos, const float* krow, const float
   }
 }
 // attention_forward over the cache's layer l (sequence b onwards, dims' batch strides)
+// The dims of attention over a cache: batch sequences of nq new queries at positions p0..
+// (q from the projection rows, QKV wide; out QW wide) against a cache of max_len positions.
+ops::AttnDims cache_dims(const ModelConfig& c, int batch, int nq, int p0, int max_len) {
+  const int64_t QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width();
+  ops::AttnDims dims;
+  dims.B = batch, dims.Tq = nq, dims.Tk = p0 + nq, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
+  dims.q_pos0 = p0;
+  dims.q_bs = nq * QKV;
+  dims.q_ts = QKV;
+  dims.k_bs = dims.v_bs = (int64_t)max_len * KVW;
+  dims.k_ts = dims.v_ts = KVW;
+  dims.o_bs = nq * QW;
+  dims.o_ts = QW;
+  return dims;
+}
 void cache_attention(float* out, const float* q, KVCache& kv, int l, const ops::AttnDims& dims) {
   const size_t at = kv.at(l, 0);
   if (kv.bf16())
@@ -1222,15 +1237,7 @@ void Model::forward_infer(const int32_t* tokens, int batch, int n_new, KVCache& 
   const int pos0 = cache.length;
   ops::embedding_forward(x, tokens, P + I.wte, c.is_gpt2() ? P + I.wpe : nullptr, batch, n_new, (int)C, pos0);
 
-  ops::AttnDims dims;
-  dims.B = batch, dims.Tq = n_new, dims.Tk = pos0 + n_new, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
-  dims.q_pos0 = pos0;
-  dims.q_bs = n_new * QKV;
-  dims.q_ts = QKV;
-  dims.k_bs = dims.v_bs = (int64_t)cache.max_len * KVW;
-  dims.k_ts = dims.v_ts = KVW;
-  dims.o_bs = n_new * QW;
-  dims.o_ts = QW;
+  const ops::AttnDims dims = cache_dims(c, batch, n_new, pos0, cache.max_len);
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerOffsets& Lw = I.layers[l];
@@ -1379,16 +1386,7 @@ const float* Model::extend_layers_device(const int32_t* tokens, int n, KVCache* 
       KVCache& kv = *caches[i];
       const int64_t rs = r0[static_cast<size_t>(i)];
       const int nq = cnt(i), p0 = pos[static_cast<size_t>(rs)];
-      ops::AttnDims dims;
-      dims.B = one_cache ? n : 1, dims.Tq = nq, dims.Tk = p0 + nq, dims.H = c.n_head, dims.KV = c.n_kv_head,
-      dims.hd = c.hd();
-      dims.q_pos0 = p0;
-      dims.q_bs = nq * QKV;
-      dims.q_ts = QKV;
-      dims.k_bs = dims.v_bs = (int64_t)kv.max_len * KVW;
-      dims.k_ts = dims.v_ts = KVW;
-      dims.o_bs = nq * QW;
-      dims.o_ts = QW;
+      const ops::AttnDims dims = cache_dims(c, one_cache ? n : 1, nq, p0, kv.max_len);
       be.attention_forward(atty + rs * QW, nullptr, qkv + rs * QKV, kv.dev->f() + kv.at(l, seq_rows[i]),
                            kv.dev->f() + kv.at(kv.n_layer, 0) + kv.at(l, seq_rows[i]), dims);
     }
@@ -1521,15 +1519,7 @@ const float* Model::extend_layers(const int32_t* tokens, const int* counts, int 
         store_kv(kv, l, 0, p0 + t, row + QW, row + QW + KVW);
       }
       // the sequence's own attention: its nq queries at positions p0.. against its keys
-      ops::AttnDims dims;
-      dims.B = 1, dims.Tq = nq, dims.Tk = p0 + nq, dims.H = c.n_head, dims.KV = c.n_kv_head, dims.hd = c.hd();
-      dims.q_pos0 = p0;
-      dims.q_bs = nq * QKV;
-      dims.q_ts = QKV;
-      dims.k_bs = dims.v_bs = (int64_t)kv.max_len * KVW;
-      dims.k_ts = dims.v_ts = KVW;
-      dims.o_bs = nq * QW;
-      dims.o_ts = QW;
+      const ops::AttnDims dims = cache_dims(c, 1, nq, p0, kv.max_len);
       cache_attention(atty + rs * QW, qkv + rs * QKV, kv, l, dims);
     }
     matmul(x, atty, I.pk(l, &LP::o), W(Lw.o_w), W(Lw.o_b), N, (int)QW, (int)C, lay, true);
@@ -1681,7 +1671,7 @@ void Model::forward_extend(const int32_t* tokens, const int* counts, int n, KVCa
   I.extend_targets.resize((size_t)R);
   std::vector<float> lp((size_t)R);
   const bool on_device = caches[0]->on_device();  // then x is the device's: the head runs there
-  sync_host_params();  // a step on a device may have written the weights there
+  if (!on_device) sync_host_params();  // (only the host's head reads the host weights)
   const float* P = params_.data();
   for (int64_t q0 = 0; q0 < nu; q0 += R) {
     const int64_t rows = std::min(R, nu - q0);
