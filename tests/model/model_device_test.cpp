@@ -32,38 +32,8 @@ using test::same_bits;
 ModelConfig gpt2_config() { return test::tiny_gpt2_config(); }
 ModelConfig llama_config() { return test::tiny_llama_config(); }
 
-struct Batch {
-  int B = 2, T = 12;
-  std::vector<int32_t> tokens, targets, positions, key_start;
-  std::vector<float> weights;
-};
-
-// Two packed rows (segments of 5 and 7 tokens), an ignored target, varied loss weights.
-Batch make_batch(const ModelConfig& c, uint32_t seed, bool packed) {
-  Batch b;
-  std::mt19937 rng(seed);
-  const int N = b.B * b.T;
-  b.tokens.resize(N);
-  b.targets.resize(N);
-  b.weights.resize(N);
-  for (int i = 0; i < N; ++i) {
-    b.tokens[i] = (int32_t)(rng() % c.vocab_size);
-    b.targets[i] = (int32_t)(rng() % c.vocab_size);
-    b.weights[i] = 0.5f + (float)(rng() % 4) * 0.25f;
-  }
-  b.targets[3] = -1;
-  if (packed) {
-    b.positions.resize(N);
-    b.key_start.resize(N);
-    for (int r = 0; r < b.B; ++r)
-      for (int t = 0; t < b.T; ++t) {
-        const int seg0 = t < 5 ? 0 : 5;
-        b.positions[r * b.T + t] = t - seg0;
-        b.key_start[r * b.T + t] = seg0;
-      }
-  }
-  return b;
-}
+using test::Batch;
+using test::make_batch;
 
 struct StepOut {
   std::vector<float> losses, per_token, hidden, grads, params;

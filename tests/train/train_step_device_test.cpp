@@ -36,30 +36,9 @@ using test::same_bits;
 ModelConfig gpt2_config() { return test::tiny_gpt2_config(); }
 ModelConfig llama_config() { return test::tiny_llama_config(); }
 
-struct Batch {
-  int B = 2, T = 12;
-  std::vector<int32_t> tokens, targets, positions, key_start;
-};
-
-// Two packed rows (segments of 5 and 7 tokens), one ignored target.
-Batch make_batch(const ModelConfig& c, uint32_t seed) {
-  Batch b;
-  std::mt19937 rng(seed);
-  const int N = b.B * b.T;
-  b.tokens.resize(N);
-  b.targets.resize(N);
-  b.positions.resize(N);
-  b.key_start.resize(N);
-  for (int i = 0; i < N; ++i) {
-    b.tokens[i] = (int32_t)(rng() % c.vocab_size);
-    b.targets[i] = (int32_t)(rng() % c.vocab_size);
-    const int t = i % b.T, seg0 = t < 5 ? 0 : 5;
-    b.positions[i] = t - seg0;
-    b.key_start[i] = seg0;
-  }
-  b.targets[3] = -1;
-  return b;
-}
+using test::Batch;
+// Two packed rows (segments of 5 and 7 tokens), one ignored target (tests/model/tiny_configs.h).
+Batch make_batch(const ModelConfig& c, uint32_t seed) { return test::make_batch(c, seed, /*packed=*/true); }
 
 std::vector<float> plain(const AlignedFloats& x) { return {x.begin(), x.end()}; }
 
