@@ -150,3 +150,43 @@ TEST(ModelConfig, NumberTooLargeForADoubleIsAClearError) {
     EXPECT_NE(e.describe().find("1e705"), std::string::npos) << e.describe();
   }
 }
+
+// Dimensions that fit an int but whose products do not (4 * n_embd, d_model * 8 / 3,
+// head_dim * n_head) are refused by name before any arithmetic; found by fuzz_model_config
+// (UBSan: signed overflow), inputs kept in fuzz/corpus/model_config/crash-*-overflow.
+TEST(ModelConfig, HugeDimensionsAreAClearErrorNotAnOverflow) {
+  aji::test::TempDir tmp;
+  struct Case {
+    const char* text;
+    const char* names;
+  };
+  const Case cases[] = {
+      {R"({"model_type":"gpt2","vocab_size":10,"n_positions":10,"n_embd":1000000000,"n_layer":1,"n_head":1})", "d_model"},
+      {R"({"arch":"llama","vocab_size":10,"max_seq_len":10,"d_model":1000000000,"n_layer":1,"n_head":1})", "d_model"},
+      {R"({"model_type":"llama","vocab_size":10,"hidden_size":64,"intermediate_size":64,"num_hidden_layers":1,
+           "num_attention_heads":2000000000,"num_key_value_heads":1,"head_dim":2})", "n_head"},
+      {R"({"arch":"gpt2","vocab_size":2000000000,"max_seq_len":10,"d_model":64,"n_layer":1,"n_head":1})", "vocab_size"},
+      {R"({"arch":"llama","vocab_size":10,"max_seq_len":10,"d_model":64,"d_ff":2147483647,"n_layer":1,"n_head":1})", "d_ff"},
+  };
+  int i = 0;
+  for (const Case& c : cases) {
+    const auto p = tmp.path() / ("huge" + std::to_string(i++) + ".json");
+    aji::write_file_atomic(p, c.text);
+    try {
+      aji::model::ModelConfig::load(p);
+      ADD_FAILURE() << "no error for " << c.text;
+    } catch (const aji::Error& e) {
+      EXPECT_NE(e.describe().find(p.string()), std::string::npos) << e.describe();
+      EXPECT_NE(e.describe().find(c.names), std::string::npos) << e.describe();
+      EXPECT_NE(e.describe().find("beyond the largest supported value"), std::string::npos) << e.describe();
+    }
+  }
+  // The largest real configs still load (Llama-3 405B: d_model 16384, d_ff 53248, 126 layers).
+  const auto p = tmp.path() / "big-real.json";
+  aji::write_file_atomic(p, R"({"model_type":"llama","vocab_size":128256,"hidden_size":16384,"intermediate_size":53248,
+                               "num_hidden_layers":126,"num_attention_heads":128,"num_key_value_heads":8,
+                               "max_position_embeddings":131072,"rope_theta":500000.0})");
+  const auto c = aji::model::ModelConfig::load(p);
+  EXPECT_EQ(c.d_model, 16384);
+  EXPECT_GT(c.num_params(), int64_t{400} * 1000 * 1000 * 1000);
+}

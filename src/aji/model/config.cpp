@@ -68,6 +68,22 @@ void ModelConfig::validate(const std::string& source) const {
   need_pos(n_kv_head, "n_kv_head");
   need_pos(d_model, "d_model");
   need_pos(max_seq_len, "max_seq_len");
+  // Upper bounds before any product of dimensions (q_width, ff, the parameter count), so none
+  // of them overflows: each is far beyond any model a machine can hold (the largest published
+  // models use d_model 16384-32768, d_ff 53248-131072, 128 heads, a 256k vocabulary).
+  auto need_at_most = [&](int v, int64_t most, const char* name) {
+    if (v > most)
+      bad(source, std::string(name) + " is " + str(v) + ", beyond the largest supported value " + std::to_string(most),
+          std::string("use a smaller \"") + name + "\"");
+  };
+  need_at_most(vocab_size, int64_t{1} << 24, "vocab_size");
+  need_at_most(n_layer, int64_t{1} << 14, "n_layer");
+  need_at_most(n_head, int64_t{1} << 14, "n_head");
+  need_at_most(n_kv_head, int64_t{1} << 14, "n_kv_head");
+  need_at_most(d_model, int64_t{1} << 18, "d_model");
+  need_at_most(head_dim, int64_t{1} << 14, "head_dim");
+  need_at_most(d_ff, int64_t{1} << 20, "d_ff");
+  need_at_most(max_seq_len, int64_t{1} << 24, "max_seq_len");
   if (head_dim < 0) bad(source, "head_dim must be >= 0 (0 = d_model / n_head)", "remove \"head_dim\" or make it positive");
   if (head_dim == 0 && d_model % n_head != 0)
     bad(source, "n_head (" + str(n_head) + ") does not divide d_model (" + str(d_model) + ")",
@@ -213,7 +229,7 @@ ModelConfig ModelConfig::from_hf_config_json(const json& j, const std::string& s
     c.n_layer = req_int("n_layer");
     c.n_head = req_int("n_head");
     c.n_kv_head = c.n_head;
-    c.d_ff = opt_int("n_inner", 4 * c.d_model);
+    c.d_ff = opt_int("n_inner", 0);  // absent or null: 4 * n_embd (ff())
     c.norm_eps = opt_float("layer_norm_epsilon", 1e-5f);
     c.init_std = opt_float("initializer_range", 0.02f);
     c.tied_embeddings = true;
@@ -242,7 +258,7 @@ ModelConfig ModelConfig::from_hf_config_json(const json& j, const std::string& s
                             ? j["tie_word_embeddings"].get<bool>()
                             : false;
     int hdim = opt_int("head_dim", 0);
-    if (hdim > 0 && hdim * c.n_head != c.d_model) c.head_dim = hdim;
+    if (hdim > 0 && int64_t{hdim} * c.n_head != c.d_model) c.head_dim = hdim;
     c.qk_norm = (type == "qwen3");
     c.bias = false;
     for (const char* k : {"attention_bias", "mlp_bias"})
