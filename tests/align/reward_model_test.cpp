@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <numeric>
 #include <unistd.h>
@@ -19,8 +20,10 @@
 #include "aji/align/reward_model_run.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/train/checkpoint.h"
+#include "kernels/counting_backend.h"
 #include "micro_base.h"
 #include "rm_toy.h"
 #include "test_util.h"
@@ -278,6 +281,37 @@ TEST(RewardModel, ShortRunChangesEveryParameter) {
   EXPECT_EQ(head_nonzero, rm.head.d_model);
   EXPECT_NE(rm.offset, 0.0f);
   EXPECT_NEAR(rm_chosen_mean(rm, data.groups) - rm.offset, 0.0, 1e-5);
+}
+
+// The trunk on a device (a separate CPU backend that counts transfers): the same run as on the
+// host, bit for bit, and a step after the first brings back far less than the weights (the
+// step's parameter groups are built once per run: taking the trunk's params() every step
+// downloaded the weights and re-uploaded them at the next forward).
+TEST(RewardModel, OnADeviceTheRunIsTheHostRunAndStepsMoveNoWeights) {
+  aji::set_num_threads(2);
+  Model policy = aji::toybase::load_toy_sft();
+  const aji::rmtoy::ToyPrefs data = aji::rmtoy::toy_preferences(policy, 24, 4, 33);
+  RmOptions o;
+  o.batch = 8;
+  o.steps = 4;
+  o.lr = 1e-3f;
+  RewardModel host(aji::toybase::load_toy_sft(), int32_t(toy::kPad));
+  const RmTrainResult rh = rm_train(host, data.groups, {}, o);
+
+  RewardModel dev(aji::toybase::load_toy_sft(), int32_t(toy::kPad));
+  auto counting = std::make_shared<aji::test::CountingBackend>(aji::kernels::make_separate_cpu_backend());
+  dev.trunk.set_device(counting);
+  std::vector<size_t> down;
+  RmHooks hooks;
+  hooks.on_step = [&](int64_t, int64_t, const RmStepStats&) { down.push_back(counting->down); };
+  const RmTrainResult rd = rm_train(dev, data.groups, {}, o, hooks);
+  ASSERT_EQ(rd.step_losses.size(), rh.step_losses.size());
+  for (size_t i = 0; i < rh.step_losses.size(); ++i) EXPECT_EQ(rd.step_losses[i], rh.step_losses[i]) << "step " << i;
+  ASSERT_EQ(down.size(), 4u);
+  const size_t weight_bytes = sizeof(float) * dev.trunk.num_params();
+  for (size_t i = 1; i < down.size(); ++i) EXPECT_LT(down[i] - down[i - 1], weight_bytes / 4) << "step " << i + 1;
+  EXPECT_EQ(0, std::memcmp(dev.trunk.params(), host.trunk.params(), weight_bytes));
+  EXPECT_EQ(dev.head.w, host.head.w);
 }
 
 // Stop after k steps, save everything (RM dir + optimizer files + progress JSON), load into

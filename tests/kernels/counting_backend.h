@@ -31,6 +31,7 @@ class CountingBackend : public kernels::Backend {
   void copy(void* dst, const void* src, size_t bytes) override { in_->copy(dst, src, bytes); }
   void copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width,
                  size_t rows) override {
+    ++append_calls;
     in_->copy_rows(dst, dst_pitch, src, src_pitch, width, rows);
   }
   void zero(void* p, size_t bytes) override { in_->zero(p, bytes); }
@@ -95,8 +96,22 @@ class CountingBackend : public kernels::Backend {
                   int pos0, bool inverse, const int32_t* pos, const float* src) override {
     in_->rope_apply(x, c, s, B, T, stride, col, nh, hd, pos0, inverse, pos, src);
   }
+  // Calls of the attention and KV-append ops (attention_forward, attention_cached, kv_append,
+  // copy_rows): what a decode step launches per layer.
+  int64_t attention_calls = 0, append_calls = 0;
+  void kv_append(const kernels::CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
+                 int kvw) override {
+    ++append_calls;
+    in_->kv_append(seqs, n, rows, layer, src, src_ts, kvw);
+  }
+  void attention_cached(float* out, const float* q, const kernels::CachedSeq* seqs, int n, int64_t rows, int layer,
+                        const kernels::AttnDims& d) override {
+    ++attention_calls;
+    in_->attention_cached(out, q, seqs, n, rows, layer, d);
+  }
   void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
                          const kernels::AttnDims& d) override {
+    ++attention_calls;
     in_->attention_forward(out, lse, q, k, v, d);
   }
   void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,

@@ -5,8 +5,10 @@
 // CUDA device (tests/kernels/backend_parity.h).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -368,6 +370,171 @@ TEST(CudaParityAttention, BackwardIsDeterministic) {
       const auto second = d_dqkv.host();
       ASSERT_EQ(first.size(), second.size());
       EXPECT_EQ(0, std::memcmp(first.data(), second.data(), sizeof(float) * first.size()));
+    }
+  }
+}
+
+
+// ---- over KV caches that live apart (Backend::kv_append, attention_cached) ------------------
+
+// Five sequences, each in a cache of its own (the model's layout: 2 layers x 2 rows x max_len
+// positions of keys, then of values; each sequence in row 1 of its cache), with 1-3 new rows
+// at positions 0 .. 63, the new rows of all of them in one fused projection (N, QKV). The CPU
+// (attention_forward per sequence, the host path's call) against the CUDA launches; the
+// appended caches must be equal bit for bit (a copy), and attention within kFp32ParityTol.
+// The attention table holds a subset (as the model gives it the sequences of few rows only),
+// so its row space differs from the output rows.
+TEST(CudaParityAttention, CachedRaggedBatch) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  struct Heads {
+    int H, KV, hd;
+  };
+  uint64_t seed = 7000;
+  for (const Heads hs : {Heads{4, 2, 64}, Heads{4, 1, 48}, Heads{2, 2, 256}, Heads{3, 3, 8}}) {
+    SCOPED_TRACE("H " + std::to_string(hs.H) + " KV " + std::to_string(hs.KV) + " hd " + std::to_string(hs.hd));
+    const int KVW = hs.KV * hs.hd, QW = hs.H * hs.hd, QKV = QW + 2 * KVW;
+    const int n_layer = 2, batch = 2, max_len = 70, layer = 1;
+    const std::vector<int> counts = {1, 3, 1, 2, 1}, pos0 = {0, 5, 17, 40, 63};
+    const int n = (int)counts.size();
+    const size_t cache_floats = 2 * (size_t)n_layer * batch * max_len * KVW;
+    const int64_t layer_stride = (int64_t)batch * max_len * KVW;
+    std::vector<std::vector<float>> host_caches;
+    std::vector<std::unique_ptr<DeviceBuffer<float>>> dev_caches;
+    for (int i = 0; i < n; ++i) {
+      host_caches.push_back(random_vector(cache_floats, seed++));
+      dev_caches.push_back(std::make_unique<DeviceBuffer<float>>(gpu, host_caches.back()));
+    }
+    int64_t N = 0;
+    for (int c : counts) N += c;
+    const std::vector<float> qkv = random_vector((size_t)N * QKV, seed++);
+    // the tables: every sequence (append), then sequences 0, 2, 3, 4 (attention)
+    auto table = [&](bool device) {
+      std::vector<kernels::CachedSeq> t;
+      int64_t row = 0;
+      for (int i = 0; i < n; ++i) {
+        float* base = device ? dev_caches[i]->get() : host_caches[i].data();
+        kernels::CachedSeq e;
+        e.k = base + (size_t)max_len * KVW;  // row 1 of layer 0
+        e.v = e.k + (size_t)n_layer * batch * max_len * KVW;
+        e.layer_stride = layer_stride;
+        e.row0 = e.first = row;
+        e.count = counts[i];
+        e.pos0 = pos0[i];
+        row += counts[i];
+        t.push_back(e);
+      }
+      int64_t first = 0;
+      for (int i : {0, 2, 3, 4}) {
+        kernels::CachedSeq e = t[i];
+        e.first = first;
+        first += e.count;
+        t.push_back(e);
+      }
+      return t;
+    };
+    const std::vector<kernels::CachedSeq> host_table = table(false), dev_table = table(true);
+    const int64_t att_rows = N - counts[1];
+    AttnDims d;
+    d.H = hs.H, d.KV = hs.KV, d.hd = hs.hd;
+    d.q_ts = QKV, d.k_ts = d.v_ts = KVW, d.o_ts = QW;
+    d.Tk = 64;  // the most keys a row of the attention table sees
+    std::vector<float> out_ref((size_t)N * QW, 0.0f);
+    cpu.kv_append(host_table.data(), n, N, layer, qkv.data() + QW, QKV, KVW);
+    cpu.attention_cached(out_ref.data(), qkv.data(), host_table.data() + n, n - 1, att_rows, layer, d);
+
+    DeviceBuffer<kernels::CachedSeq> d_table(gpu, dev_table);
+    DeviceBuffer<float> d_qkv(gpu, qkv);
+    std::vector<float> first;
+    for (int run = 0; run < 2; ++run) {
+      DeviceBuffer<float> d_out(gpu, std::vector<float>((size_t)N * QW, 0.0f));
+      if (run == 0) gpu.kv_append(d_table, n, N, layer, d_qkv.get() + QW, QKV, KVW);
+      gpu.attention_cached(d_out, d_qkv, d_table.get() + n, n - 1, att_rows, layer, d);
+      const std::vector<float> out = d_out.host();
+      EXPECT_LE(rel_l2(out, out_ref), kFp32ParityTol) << "attention_cached";
+      // sequence 1 (not in the attention table) left alone
+      for (int r = 1; r < 4; ++r)
+        for (int e = 0; e < QW; ++e) ASSERT_EQ(out[(size_t)r * QW + e], 0.0f) << "row " << r;
+      if (run == 0)
+        first = out;
+      else
+        EXPECT_EQ(0, std::memcmp(first.data(), out.data(), sizeof(float) * out.size())) << "two runs differ";
+    }
+    for (int i = 0; i < n; ++i) {
+      const std::vector<float> got = dev_caches[i]->host();
+      EXPECT_EQ(0, std::memcmp(got.data(), host_caches[i].data(), sizeof(float) * cache_floats)) << "cache " << i;
+      // the appended rows really are the projection's (the CPU's copy is the reference)
+      const float* krow = host_caches[i].data() + (size_t)max_len * KVW + layer * layer_stride + (size_t)pos0[i] * KVW;
+      int64_t r0 = 0;
+      for (int j = 0; j < i; ++j) r0 += counts[j];
+      EXPECT_EQ(0, std::memcmp(krow, qkv.data() + r0 * QKV + QW, sizeof(float) * KVW)) << "cache " << i;
+    }
+    // the CPU's attention_cached is attention_forward over each sequence's cache
+    for (int i : {0, 3}) {
+      int64_t r0 = 0;
+      for (int j = 0; j < i; ++j) r0 += counts[j];
+      AttnDims one = d;
+      one.B = 1, one.Tq = counts[i], one.Tk = pos0[i] + counts[i], one.q_pos0 = pos0[i];
+      std::vector<float> o((size_t)counts[i] * QW);
+      const float* k = host_table[i].k + layer * layer_stride;
+      const float* v = host_table[i].v + layer * layer_stride;
+      cpu.attention_forward(o.data(), nullptr, qkv.data() + r0 * QKV, k, v, one);
+      EXPECT_EQ(0, std::memcmp(o.data(), out_ref.data() + r0 * QW, sizeof(float) * o.size())) << "sequence " << i;
+    }
+  }
+}
+
+
+// One or two long contexts (a chat at batch 1): too few rows and heads to fill the device, so
+// each row's keys are split over several blocks and the partial results combined (the CUDA
+// launcher chooses the split from d.Tk; on the emulator's 132 multiprocessors, 8 splits at
+// 1000 keys). Against the CPU, and two runs bitwise equal.
+TEST(CudaParityAttention, CachedLongContextSplitsKeys) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  const int H = 2, KV = 1, hd = 64, KVW = KV * hd, QW = H * hd, QKV = QW + 2 * KVW, max_len = 1024;
+  for (const std::vector<int>& pos0 : {std::vector<int>{999}, std::vector<int>{700, 1000}, std::vector<int>{130}}) {
+    SCOPED_TRACE("first position " + std::to_string(pos0[0]));
+    const int n = (int)pos0.size();
+    std::vector<std::vector<float>> caches;
+    std::vector<std::unique_ptr<DeviceBuffer<float>>> dev;
+    for (int i = 0; i < n; ++i) {
+      caches.push_back(random_vector(2 * (size_t)max_len * KVW, 8000 + i));
+      dev.push_back(std::make_unique<DeviceBuffer<float>>(gpu, caches.back()));
+    }
+    const std::vector<float> qkv = random_vector((size_t)n * QKV, 8100);
+    auto table = [&](bool device) {
+      std::vector<kernels::CachedSeq> t;
+      for (int i = 0; i < n; ++i) {
+        kernels::CachedSeq e;
+        e.k = device ? dev[i]->get() : caches[i].data();
+        e.v = e.k + (size_t)max_len * KVW;
+        e.layer_stride = (int64_t)max_len * KVW;
+        e.row0 = e.first = i;
+        e.count = 1;
+        e.pos0 = pos0[i];
+        t.push_back(e);
+      }
+      return t;
+    };
+    AttnDims d;
+    d.H = H, d.KV = KV, d.hd = hd, d.q_ts = QKV, d.k_ts = d.v_ts = KVW, d.o_ts = QW;
+    d.Tk = *std::max_element(pos0.begin(), pos0.end()) + 1;
+    const auto host_table = table(false);
+    std::vector<float> ref = nan_vector((size_t)n * QW);
+    cpu.attention_cached(ref.data(), qkv.data(), host_table.data(), n, n, 0, d);
+    DeviceBuffer<kernels::CachedSeq> d_table(gpu, table(true));
+    DeviceBuffer<float> d_qkv(gpu, qkv);
+    std::vector<float> first;
+    for (int run = 0; run < 2; ++run) {
+      DeviceBuffer<float> d_out(gpu, nan_vector((size_t)n * QW));
+      gpu.attention_cached(d_out, d_qkv, d_table, n, n, 0, d);
+      const auto out = d_out.host();
+      EXPECT_LE(rel_l2(out, ref), kFp32ParityTol);
+      if (run == 0)
+        first = out;
+      else
+        EXPECT_EQ(0, std::memcmp(first.data(), out.data(), sizeof(float) * out.size())) << "two runs differ";
     }
   }
 }

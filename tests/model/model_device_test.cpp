@@ -159,8 +159,11 @@ Decoded decode(Model& m, bool device_cache, int B, int prompt, int steps, test::
     }
     const size_t up0 = counting ? counting->up : 0, down0 = counting ? counting->down : 0;
     m.forward_infer(next.data(), B, 1, cache, logits.data());
-    if (counting) {  // a decode step moves its tokens and positions up and its logits down, nothing else
-      EXPECT_EQ(counting->up - up0, 2 * sizeof(int32_t) * B) << "step " << s;
+    if (counting) {
+      // A decode step moves up its tokens and positions, the caches' table (each sequence
+      // twice: for the append and for the attention) and the indices of the rows the head
+      // reads; its logits down; nothing else (no weights, no cache).
+      EXPECT_EQ(counting->up - up0, (3 * sizeof(int32_t) + 2 * sizeof(kernels::CachedSeq)) * B) << "step " << s;
       EXPECT_EQ(counting->down - down0, sizeof(float) * B * V) << "step " << s;
     }
     d.logits.push_back(logits);
@@ -246,6 +249,47 @@ TEST_P(ModelDevice, ServingPassesOnTheDeviceMatchTheHost) {
   EXPECT_LE(test::rel_l2(b.scored, a.scored), 1e-5);
   EXPECT_EQ(b.scored[2], 0.0f);  // no target there
   EXPECT_EQ(a.argmax, b.argmax);
+}
+
+// Continuous batching on a device: a decode step over sequences in caches of their own makes
+// one attention call and one KV-append call per layer, however many sequences there are (it
+// was one attention and two row copies per sequence per layer); a prompt of more than a few
+// rows still gets the tiled attention on its own. Results equal the host's (above).
+TEST_P(ModelDevice, DecodeOverSeparateCachesIsOneAttentionCallPerLayer) {
+  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+  Model m(c);
+  m.init_weights(37);
+  auto counting = std::make_shared<test::CountingBackend>(kernels::make_separate_cpu_backend());
+  m.set_device(counting);
+  const int V = c.vocab_size, L = c.n_layer;
+  for (const int n : {1, 3, 8}) {
+    SCOPED_TRACE(std::to_string(n) + " sequences");
+    std::vector<KVCache> caches;
+    for (int i = 0; i < n; ++i) caches.push_back(m.make_cache(1, 24));
+    std::vector<KVCache*> ptr;
+    for (KVCache& kv : caches) ptr.push_back(&kv);
+    std::vector<int> counts(static_cast<size_t>(n));
+    std::vector<int32_t> toks;
+    for (int i = 0; i < n; ++i) {
+      counts[static_cast<size_t>(i)] = i % 2 == 0 ? 6 : 2;  // prompts of 6 (tiled) and 2 (few) rows
+      for (int t = 0; t < counts[static_cast<size_t>(i)]; ++t) toks.push_back((int32_t)((i * 5 + t) % V));
+    }
+    std::vector<float> logits((size_t)n * V);
+    counting->attention_calls = counting->append_calls = 0;
+    m.forward_extend(toks.data(), counts.data(), n, ptr.data(), logits.data(), false);
+    const int long_prompts = (n + 1) / 2, few = n / 2;
+    EXPECT_EQ(counting->attention_calls, (int64_t)L * (long_prompts + (few > 0 ? 1 : 0)));
+    EXPECT_EQ(counting->append_calls, (int64_t)L);
+    for (int step = 0; step < 3; ++step) {
+      std::vector<int32_t> next(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) next[static_cast<size_t>(i)] = (int32_t)((step + i) % V);
+      counting->attention_calls = counting->append_calls = 0;
+      m.forward_decode(next.data(), n, ptr.data(), logits.data(), false);
+      EXPECT_EQ(counting->attention_calls, (int64_t)L) << "step " << step;
+      EXPECT_EQ(counting->append_calls, (int64_t)L) << "step " << step;
+    }
+    for (int i = 0; i < n; ++i) EXPECT_EQ(caches[static_cast<size_t>(i)].length, counts[static_cast<size_t>(i)] + 3);
+  }
 }
 
 TEST(ModelDeviceErrors, DeviceCachesAreRefusedWhereTheyAreNotBuilt) {

@@ -219,12 +219,20 @@ void size_optimizers(RewardModel& rm, const RmOptions& o, RmProgress& pg) {
 }
 }  // namespace
 
-RmStepStats rm_step(RewardModel& rm, const std::vector<RmGroup>& groups, const int64_t* idx, int n,
-                    const RmOptions& o, RmProgress& pg, float lr, int64_t step_index) {
-  size_optimizers(rm, o, pg);
+namespace {
+// The step's parameter groups: the trunk (its decay ranges) and the head. Taking the trunk's
+// params() and grads() brings a device's copies to the host and marks them changed, so a loop
+// builds these once (rm_train), not per step.
+std::vector<train::ParamGroup> rm_param_groups(RewardModel& rm, RmProgress& pg) {
   std::vector<train::ParamGroup> pgroups(2);
   pgroups[0] = {rm.trunk.params(), rm.trunk.grads(), &pg.trunk_opt, rm_trunk_ranges(rm.trunk), &rm.trunk};
   pgroups[1] = {rm.head.w.data(), rm.head.grad.data(), &pg.head_opt, {{0, rm.head.w.size(), true}}};
+  return pgroups;
+}
+
+RmStepStats rm_step_in(RewardModel& rm, const std::vector<train::ParamGroup>& pgroups,
+                       const std::vector<RmGroup>& groups, const int64_t* idx, int n, const RmOptions& o,
+                       float lr, int64_t step_index) {
   RmStepStats st;
   const train::StepStats ss = train::train_step(pgroups, lr, o.grad_clip, "Reward-model training", o.run_dir, [&] {
     rm_forward_backward(rm, groups, idx, n, o, st);
@@ -235,6 +243,13 @@ RmStepStats rm_step(RewardModel& rm, const std::vector<RmGroup>& groups, const i
   st.grad_norm = ss.grad_norm;
   st.seconds = ss.seconds;
   return st;
+}
+}  // namespace
+
+RmStepStats rm_step(RewardModel& rm, const std::vector<RmGroup>& groups, const int64_t* idx, int n,
+                    const RmOptions& o, RmProgress& pg, float lr, int64_t step_index) {
+  size_optimizers(rm, o, pg);
+  return rm_step_in(rm, rm_param_groups(rm, pg), groups, idx, n, o, lr, step_index);
 }
 
 // ---- evaluation ---------------------------------------------------------------------------
@@ -334,6 +349,7 @@ RmTrainResult rm_train(RewardModel& rm, const std::vector<RmGroup>& train_all, c
   RmProgress local;
   RmProgress& pg = progress ? *progress : local;
   size_optimizers(rm, o, pg);
+  const std::vector<train::ParamGroup> pgroups = rm_param_groups(rm, pg);
 
   train::LrSchedule sched;
   sched.lr = o.lr;
@@ -358,7 +374,7 @@ RmTrainResult rm_train(RewardModel& rm, const std::vector<RmGroup>& train_all, c
     }
     const std::vector<int64_t> b = train::rank_share(batches[size_t(pg.next_batch++)]);
     const float lr = sched.at(step);
-    const RmStepStats st = rm_step(rm, train, b.data(), int(b.size()), o, pg, lr, step);
+    const RmStepStats st = rm_step_in(rm, pgroups, train, b.data(), int(b.size()), o, lr, step);
     pg.step = step + 1;
     result.steps_done = step + 1;
     if (result.step_losses.empty()) result.first_step = st;

@@ -145,6 +145,30 @@ class CpuBackend final : public Backend {
                           const float* v, const float* out, const float* lse, const AttnDims& d) override {
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  void kv_append(const CachedSeq* seqs, int n, int64_t, int layer, const float* src, int64_t src_ts,
+                 int kvw) override {
+    for (int s = 0; s < n; ++s) {
+      const CachedSeq& e = seqs[s];
+      const int64_t at = layer * e.layer_stride + (int64_t)e.pos0 * kvw;
+      const size_t width = sizeof(float) * static_cast<size_t>(kvw);
+      copy_rows(e.k + at, width, src + e.row0 * src_ts, sizeof(float) * src_ts, width, e.count);
+      copy_rows(e.v + at, width, src + e.row0 * src_ts + kvw, sizeof(float) * src_ts, width, e.count);
+    }
+  }
+  void attention_cached(float* out, const float* q, const CachedSeq* seqs, int n, int64_t, int layer,
+                        const AttnDims& d) override {
+    for (int s = 0; s < n; ++s) {  // the host path's call for one sequence (model.cpp cache_dims)
+      const CachedSeq& e = seqs[s];
+      AttnDims one;
+      one.B = 1, one.Tq = e.count, one.Tk = e.pos0 + e.count, one.H = d.H, one.KV = d.KV, one.hd = d.hd;
+      one.q_pos0 = e.pos0;
+      one.q_ts = d.q_ts, one.q_bs = e.count * d.q_ts;
+      one.k_ts = one.v_ts = d.k_ts;
+      one.o_ts = d.o_ts, one.o_bs = e.count * d.o_ts;
+      ops::attention_forward(out + e.row0 * d.o_ts, nullptr, q + e.row0 * d.q_ts, e.k + layer * e.layer_stride,
+                             e.v + layer * e.layer_stride, one);
+    }
+  }
   void add_inplace(float* a, const float* b, int64_t n) override { ops::add_inplace(a, b, n); }
   double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets, const float* weights,
                                        float grad_scale, int64_t n, int V, float inv_temperature) override {

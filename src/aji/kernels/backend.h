@@ -69,6 +69,23 @@ inline void adamw_element(float& p, float g, float& m, float& v, const AdamWScal
   p = std::fma(p, s.decay_mul, (-s.step_size) * mi / denom);  // torch's addcdiv order
 }
 
+// One sequence of a ragged batch over KV caches that live apart (serving's continuous
+// batching: every request has a cache of its own). Layer l's keys of the sequence start at
+// k + l * layer_stride and its values at v + l * layer_stride (floats; position p is the row
+// of kv width at p * kvw). Its `count` new rows are rows row0 .. row0 + count - 1 of the
+// batch's projection and attention output, at positions pos0 ..; `first` numbers them in the
+// op's own row space: the sum of the counts of the entries before it (so entries are in that
+// order, and `rows` = the last entry's first + count).
+struct CachedSeq {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t layer_stride = 0;
+  int64_t row0 = 0;
+  int64_t first = 0;
+  int32_t count = 0;
+  int32_t pos0 = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -131,6 +148,20 @@ class Backend {
   virtual void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                                   const float* k, const float* v, const float* out, const float* lse,
                                   const AttnDims& d) = 0;
+  // Over KV caches that live apart (CachedSeq; `seqs` is an array of n entries in the
+  // backend's memory, `rows` new rows in all), one call for the whole batch:
+  // kv_append: every entry's new keys and values of layer l (row r of src holds the key at
+  //   src + r * src_ts and the value kvw floats later) into its cache's positions pos0 ...
+  // attention_cached: every entry's new rows (q and out rows row0 .., strides d.q_ts and
+  //   d.o_ts) attend causally over its cache's layer l: row i sees positions 0 .. pos0 + i.
+  //   d gives H, KV, hd, k_ts = v_ts (the kv width) and Tk, the most keys a row sees (a
+  //   device splits long caches over several blocks by it); its B, Tq, q_pos0, batch strides
+  //   and key_start are not read. On the CPU, attention_forward per entry (the host path's
+  //   call); on a device, one launch for all (decode: a block per query row and head).
+  virtual void kv_append(const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
+                         int kvw) = 0;
+  virtual void attention_cached(float* out, const float* q, const CachedSeq* seqs, int n, int64_t rows, int layer,
+                                const AttnDims& d) = 0;
   virtual void add_inplace(float* a, const float* b, int64_t n) = 0;
   virtual double softmax_xent_backward_inplace(float* logits, float* losses, const int32_t* targets,
                                                const float* weights, float grad_scale, int64_t n, int V,
@@ -191,7 +222,7 @@ std::string cuda_plugin_search_path();
 
 // The plugin's entry point (extern "C", libaji_cuda.so) and the interface version it was
 // built against: make_backend refuses a plugin whose version differs (a stale build).
-constexpr int kBackendAbiVersion = 2;
+constexpr int kBackendAbiVersion = 3;
 extern "C" {
 using CudaBackendCreateFn = Backend* (*)(int device_index, char* error, size_t error_size);
 using BackendAbiVersionFn = int (*)();

@@ -1154,7 +1154,11 @@ void store_kv(KVCache& kv, int l, int b, int pos, const float* krow, const float
     std::memcpy(kv.v.data() + at, vrow, sizeof(float) * kv.kv_width);
   }
 }
-// attention_forward over the cache's layer l (sequence b onwards, dims' batch strides)
+// A sequence with this many new rows or fewer (decoding) is attended over its cache by
+// Backend::attention_cached, all such sequences in one call; one with more (a prompt) by the
+// tiled attention_forward on its own.
+constexpr int kCachedAttentionRows = 4;
+
 // The dims of attention over a cache: batch sequences of nq new queries at positions p0..
 // (q from the projection rows, QKV wide; out QW wide) against a cache of max_len positions.
 ops::AttnDims cache_dims(const ModelConfig& c, int batch, int nq, int p0, int max_len) {
@@ -1170,6 +1174,7 @@ ops::AttnDims cache_dims(const ModelConfig& c, int batch, int nq, int p0, int ma
   dims.o_ts = QW;
   return dims;
 }
+// attention_forward over the cache's layer l (sequence b onwards, dims' batch strides)
 void cache_attention(float* out, const float* q, KVCache& kv, int l, const ops::AttnDims& dims) {
   const size_t at = kv.at(l, 0);
   if (kv.bf16())
@@ -1328,9 +1333,39 @@ const float* Model::extend_layers_device(const int32_t* tokens, int n, KVCache* 
   one_cache = one_cache && caches[0]->batch == n;
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), KVW = c.kv_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
-  // (N,C) x, ln; (N,QKV) qkv; (N,QW) atty; (N,FF) fc; (N,F) act; (N) tokens, positions
+  // The caches' table (kernels::CachedSeq): every sequence (for kv_append), then those of a
+  // few new rows (decoding), which attention_cached takes in one launch; a sequence of more
+  // rows (a prompt) gets the tiled kernel on its own, or forward_infer's batch of equal
+  // prompts in one cache one tiled call.
+  std::vector<kernels::CachedSeq> table(static_cast<size_t>(n));
+  int n_few = 0;
+  for (int i = 0; i < n; ++i) {
+    KVCache& kv = *caches[i];
+    kernels::CachedSeq& e = table[static_cast<size_t>(i)];
+    e.k = kv.dev->f() + kv.at(0, seq_rows[i]);
+    e.v = kv.dev->f() + kv.at(kv.n_layer, 0) + kv.at(0, seq_rows[i]);
+    e.layer_stride = static_cast<int64_t>(kv.at(1, 0));
+    e.row0 = e.first = r0[static_cast<size_t>(i)];
+    e.count = cnt(i);
+    e.pos0 = pos[static_cast<size_t>(r0[static_cast<size_t>(i)])];
+  }
+  int64_t few_rows = 0;
+  int few_keys = 0;  // the most keys a row of them sees
+  for (int i = 0; i < n; ++i)
+    if (cnt(i) <= kCachedAttentionRows) {
+      kernels::CachedSeq e = table[static_cast<size_t>(i)];
+      e.first = few_rows;
+      few_rows += e.count;
+      few_keys = std::max(few_keys, e.pos0 + e.count);
+      table.push_back(e);
+      ++n_few;
+    }
+  const size_t table_floats = table.size() * sizeof(kernels::CachedSeq) / sizeof(float);
+  // (n + n_few) table; (N,C) x, ln; (N,QKV) qkv; (N,QW) atty; (N,FF) fc; (N,F) act; (N) tokens, positions
+  kernels::CachedSeq* seqs = nullptr;
   auto carve = [&](Bump& a, float** x, float** ln, float** qkv, float** atty, float** fc, float** act, int32_t** tok,
                    int32_t** ps) {
+    seqs = reinterpret_cast<kernels::CachedSeq*>(a.take(table_floats));
     *x = a.take(N * C);
     *ln = a.take(N * C);
     *qkv = a.take(N * QKV);
@@ -1349,6 +1384,7 @@ const float* Model::extend_layers_device(const int32_t* tokens, int n, KVCache* 
   carve(real, &x, &ln, &qkv, &atty, &fc, &act, &tok, &ps);
   be.to_device(tok, tokens, sizeof(int32_t) * N);
   be.to_device(ps, pos.data(), sizeof(int32_t) * N);
+  be.to_device(seqs, table.data(), sizeof(kernels::CachedSeq) * table.size());
 
   const float* P = device_params();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
@@ -1372,17 +1408,16 @@ const float* Model::extend_layers_device(const int32_t* tokens, int n, KVCache* 
       be.rope_apply(qkv, I.rope_c(), I.rope_s(), (int)N, 1, QKV, 0, c.n_head, c.hd(), 0, false, ps, nullptr);
       be.rope_apply(qkv, I.rope_c(), I.rope_s(), (int)N, 1, QKV, (int)QW, c.n_kv_head, c.hd(), 0, false, ps, nullptr);
     }
-    for (int i = 0; i < n; ++i) {  // each sequence's new keys and values into its cache row
-      KVCache& kv = *caches[i];
-      const int p0 = pos[static_cast<size_t>(r0[static_cast<size_t>(i)])];
-      float* kc = kv.dev->f() + kv.at(l, seq_rows[i]) + (size_t)p0 * KVW;
-      float* vc = kv.dev->f() + kv.at(kv.n_layer, 0) + kv.at(l, seq_rows[i]) + (size_t)p0 * KVW;
-      const float* src = qkv + r0[static_cast<size_t>(i)] * QKV + QW;
-      be.copy_rows(kc, KVW * sizeof(float), src, QKV * sizeof(float), KVW * sizeof(float), cnt(i));
-      be.copy_rows(vc, KVW * sizeof(float), src + KVW, QKV * sizeof(float), KVW * sizeof(float), cnt(i));
-    }
+    // every sequence's new keys and values into its cache row, one call
+    be.kv_append(seqs, n, N, l, qkv + QW, QKV, (int)KVW);
     // attention: sequence i's queries (positions p0..) against its cache row's keys
-    for (int i = 0; i < (one_cache ? 1 : n); ++i) {
+    if (n_few > 0) {
+      ops::AttnDims dims = cache_dims(c, 1, 1, 0, 0);  // heads and strides
+      dims.Tk = few_keys;
+      be.attention_cached(atty, qkv, seqs + n, n_few, few_rows, l, dims);
+    }
+    for (int i = 0; i < (one_cache ? 1 : n) && n_few < n; ++i) {
+      if (cnt(i) <= kCachedAttentionRows) continue;  // done above
       KVCache& kv = *caches[i];
       const int64_t rs = r0[static_cast<size_t>(i)];
       const int nq = cnt(i), p0 = pos[static_cast<size_t>(rs)];
@@ -1407,12 +1442,18 @@ void Model::device_head_rows(const float* x, const int64_t* rows, int64_t m, flo
   Impl& I = *impl_;
   kernels::Backend& be = *I.device;
   const int64_t C = c.d_model, V = c.vocab_size;
-  const size_t need = sizeof(float) * (size_t)m * (2 * C + V);
+  // (m,C) raw, normed; (m,V) logits; (m) the rows' indices
+  const size_t need = sizeof(float) * (size_t)m * (2 * C + V + 1);
   if (I.d_head.bytes < need) I.d_head.ensure(be, need);
   float* raw = I.d_head.f();
   float* normed = raw + m * C;
   float* logits = normed + m * C;
-  for (int64_t r = 0; r < m; ++r) be.copy(raw + r * C, x + rows[r] * C, sizeof(float) * C);
+  int32_t* idx = reinterpret_cast<int32_t*>(logits + m * V);
+  // the rows of x, gathered in one call: an embedding lookup with x as the table
+  std::vector<int32_t> host_idx(static_cast<size_t>(m));
+  for (int64_t r = 0; r < m; ++r) host_idx[static_cast<size_t>(r)] = static_cast<int32_t>(rows[r]);
+  be.to_device(idx, host_idx.data(), sizeof(int32_t) * (size_t)m);
+  be.embedding_forward(raw, idx, x, nullptr, (int)m, 1, (int)C, 0, nullptr);
   const float* P = device_params();
   if (c.is_gpt2())
     be.layernorm_forward(normed, nullptr, nullptr, raw, P + I.lnf_w, I.lnf_b == kNone ? nullptr : P + I.lnf_b, m,

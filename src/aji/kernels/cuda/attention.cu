@@ -15,6 +15,7 @@
 // bits on every run.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -477,6 +478,178 @@ __global__ void __launch_bounds__(kThreads, 1) attention_dkdv_kernel(const Args 
   }
 }
 
+// ---- over KV caches that live apart (backend.h CachedSeq; serving's decode) ----------------
+
+// The entry whose rows [first, first + count) hold row r: the last with first <= r (entries
+// are in row order; one with no rows shares its first with the next and is passed over).
+__device__ __forceinline__ int find_seq(const CachedSeq* seqs, int n, int64_t r) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (seqs[mid].first <= r)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// Block r: the new row r's key and value into its cache's position pos0 + i.
+__global__ void kv_append_kernel(const CachedSeq* seqs, int n, int layer, const float* src, int64_t src_ts, int kvw) {
+  const int64_t r = blockIdx.x;
+  const CachedSeq e = seqs[find_seq(seqs, n, r)];
+  const int i = (int)(r - e.first);
+  const float* s = src + (e.row0 + i) * src_ts;
+  const int64_t at = layer * e.layer_stride + (int64_t)(e.pos0 + i) * kvw;
+  for (int c = threadIdx.x; c < kvw; c += blockDim.x) {
+    e.k[at + c] = s[c];
+    e.v[at + c] = s[kvw + c];
+  }
+}
+
+struct CachedArgs {
+  float* out = nullptr;
+  const float* q = nullptr;
+  const CachedSeq* seqs = nullptr;
+  float* partial = nullptr;  // splits > 1: (rows, H, splits) partial results of 2 + 32 C floats
+  int n = 0, layer = 0, H = 0, group = 1, hd = 0, splits = 1;
+  int64_t q_ts = 0, kv_ts = 0, o_ts = 0;
+  float scale = 1.0f;
+};
+
+// Partial results of one query row over disjoint key ranges, each (m, l, acc[32 C]) at `stride`
+// floats: m the largest score, l the sum of exp(score - m), acc the sum of exp(score - m) v.
+// Combined in order (a fixed order: the same bits on every run) into the same form: M, L and
+// o (unnormalized), the same in every lane.
+template <int C>
+__device__ __forceinline__ void combine_partials(const float* p, int stride, int count, int lane, float* o,
+                                                 float* L, float* M_out) {
+  float M = -INFINITY;
+  for (int w = 0; w < count; ++w) M = fmaxf(M, p[w * stride]);
+  *L = 0.0f;
+#pragma unroll
+  for (int c = 0; c < C; ++c) o[c] = 0.0f;
+  for (int w = 0; w < count; ++w) {
+    const float* pw = p + w * stride;
+    if (pw[0] == -INFINITY) continue;  // a range with no keys
+    const float f = expf(pw[0] - M);
+    *L = fmaf(pw[1], f, *L);
+#pragma unroll
+    for (int c = 0; c < C; ++c) o[c] = fmaf(pw[2 + lane + 32 * c], f, o[c]);
+  }
+  *M_out = M;
+}
+
+// Block (row r, head h, split sp), for a few query rows per sequence (decoding): the tiled
+// kernel above would use one of its 16 rows. The row's keys are cut into `splits` ranges (more
+// than one only when there are too few rows and heads to fill the GPU: long contexts at small
+// batch, flash-decoding); the block's 4 warps take a contiguous quarter of its range each,
+// lanes over the head's dimensions (lane + 32 c, so every key and value row is read
+// coalesced); one key at a time, its score summed by a butterfly, an online softmax. The four
+// warps' results are combined in warp order, then written out (one split) or left as a
+// partial result for attention_combine_kernel.
+template <int C>
+__global__ void __launch_bounds__(kThreads) attention_cached_kernel(const CachedArgs a) {
+  constexpr int kStride = 2 + 32 * C;
+  __shared__ float part[kWarps * kStride];
+  const int64_t unit = blockIdx.x / a.splits;  // r * H + h
+  const int sp = (int)(blockIdx.x % a.splits);
+  const int64_t r = unit / a.H;
+  const int h = (int)(unit % a.H);
+  const CachedSeq e = a.seqs[find_seq(a.seqs, a.n, r)];
+  const int i = (int)(r - e.first);
+  const int64_t row = e.row0 + i;
+  const int n_keys = e.pos0 + i + 1;
+  const int kvh = h / a.group;
+  const int hd = a.hd;
+  const float* qr = a.q + row * a.q_ts + (int64_t)h * hd;
+  const float* kb = e.k + a.layer * e.layer_stride + (int64_t)kvh * hd;
+  const float* vb = e.v + a.layer * e.layer_stride + (int64_t)kvh * hd;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float qv[C], acc[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int d = lane + 32 * c;
+    qv[c] = d < hd ? qr[d] : 0.0f;
+    acc[c] = 0.0f;
+  }
+  const int chunk = (n_keys + a.splits - 1) / a.splits;
+  const int s0 = min(n_keys, sp * chunk), s1 = min(n_keys, s0 + chunk);
+  const int per = (s1 - s0 + kWarps - 1) / kWarps;
+  const int j0 = min(s1, s0 + warp * per), j1 = min(s1, j0 + per);
+  float m = -INFINITY, l = 0.0f;
+  for (int j = j0; j < j1; ++j) {
+    const float* kr = kb + (int64_t)j * a.kv_ts;
+    float s = 0.0f;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hd) s = fmaf(qv[c], kr[d], s);
+    }
+    s = a.scale * warp_sum(s);
+    const float m_new = fmaxf(m, s);
+    const float alpha = expf(m - m_new);  // 0 at the first key (m = -inf)
+    const float p = expf(s - m_new);
+    l = fmaf(l, alpha, p);
+    const float* vr = vb + (int64_t)j * a.kv_ts;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int d = lane + 32 * c;
+      if (d < hd) acc[c] = fmaf(p, vr[d], acc[c] * alpha);
+    }
+    m = m_new;
+  }
+  float* mine = part + warp * kStride;
+  if (lane == 0) {
+    mine[0] = m;
+    mine[1] = l;
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c) mine[2 + lane + 32 * c] = acc[c];
+  __syncthreads();
+  if (warp != 0) return;
+  float o[C], L, M;
+  combine_partials<C>(part, kStride, kWarps, lane, o, &L, &M);
+  if (a.splits > 1) {  // the block's partial result
+    float* dst = a.partial + (unit * a.splits + sp) * kStride;
+    if (lane == 0) {
+      dst[0] = M;
+      dst[1] = L;
+    }
+#pragma unroll
+    for (int c = 0; c < C; ++c) dst[2 + lane + 32 * c] = o[c];
+    return;
+  }
+  const float inv = 1.0f / L;
+  float* orow = a.out + row * a.o_ts + (int64_t)h * hd;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int d = lane + 32 * c;
+    if (d < hd) orow[d] = o[c] * inv;
+  }
+}
+
+// One warp per (row r, head h): the splits' partial results combined in split order.
+template <int C>
+__global__ void attention_combine_kernel(const CachedArgs a) {
+  constexpr int kStride = 2 + 32 * C;
+  const int64_t unit = blockIdx.x;
+  const int64_t r = unit / a.H;
+  const int h = (int)(unit % a.H);
+  const CachedSeq e = a.seqs[find_seq(a.seqs, a.n, r)];
+  const int64_t row = e.row0 + (r - e.first);
+  const int lane = threadIdx.x;
+  float o[C], L, M;
+  combine_partials<C>(a.partial + unit * a.splits * kStride, kStride, a.splits, lane, o, &L, &M);
+  const float inv = 1.0f / L;
+  float* orow = a.out + row * a.o_ts + (int64_t)h * a.hd;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int d = lane + 32 * c;
+    if (d < a.hd) orow[d] = o[c] * inv;
+  }
+}
+
 // ---- launchers ----------------------------------------------------------------------------
 
 Args make_args(const AttnDims& d, const char* op) {
@@ -530,6 +703,17 @@ void launch_dkdv(Context& ctx, const Args& a, int grid) {
   set_smem(attention_dkdv_kernel<C>, smem);
   attention_dkdv_kernel<C><<<grid, kThreads, smem, ctx.stream>>>(a);
   ctx.launched("attention_backward (dk, dv)");
+}
+template <int C>
+void launch_cached(Context& ctx, CachedArgs a, int64_t units) {
+  if (a.splits > 1)
+    a.partial = static_cast<float*>(ctx.workspace(sizeof(float) * (size_t)(units * a.splits) * (2 + 32 * C)));
+  attention_cached_kernel<C><<<checked_grid(units * a.splits, "attention_cached"), kThreads, 0, ctx.stream>>>(a);
+  ctx.launched("attention_cached");
+  if (a.splits > 1) {
+    attention_combine_kernel<C><<<checked_grid(units, "attention_cached"), 32, 0, ctx.stream>>>(a);
+    ctx.launched("attention_cached (combine)");
+  }
 }
 
 // launch<C>(...) with C = ceil(hd / 32), the dimensions per lane
@@ -590,6 +774,33 @@ void attention_backward(Context& ctx, float* dq, float* dk, float* dv, const flo
     const int grid = checked_grid((int64_t)d.B * d.KV * a.n_tiles, "attention_backward");
     AJI_ATTN_DISPATCH(launch_dkdv, ctx, a, grid);
   }
+}
+
+void kv_append(Context& ctx, const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
+               int kvw) {
+  if (n <= 0 || rows <= 0 || kvw <= 0) return;
+  kv_append_kernel<<<checked_grid(rows, "kv_append"), 128, 0, ctx.stream>>>(seqs, n, layer, src, src_ts, kvw);
+  ctx.launched("kv_append");
+}
+
+void attention_cached(Context& ctx, float* out, const float* q, const CachedSeq* seqs, int n, int64_t rows, int layer,
+                      const AttnDims& d) {
+  AttnDims shape;  // the checks of make_args on the heads (B, Tq, Tk are not used here)
+  shape.H = d.H, shape.KV = d.KV, shape.hd = d.hd;
+  const Args checked = make_args(shape, "attention_cached");
+  if (n <= 0 || rows <= 0) return;
+  CachedArgs a;
+  a.out = out, a.q = q, a.seqs = seqs, a.n = n, a.layer = layer;
+  a.H = d.H, a.group = checked.group, a.hd = d.hd;
+  a.q_ts = d.q_ts, a.kv_ts = d.k_ts, a.o_ts = d.o_ts;
+  a.scale = checked.scale;
+  // Rows x heads blocks; where they are fewer than twice the multiprocessors, each row's keys
+  // are split over up to 32 blocks of at least 128 keys (d.Tk: the most keys a row sees).
+  const int64_t units = rows * d.H;
+  const int64_t want = (2 * (int64_t)std::max(ctx.sm_count, 1) + units - 1) / units;
+  const int64_t most = std::max<int64_t>(1, ((int64_t)d.Tk + 127) / 128);
+  a.splits = (int)std::max<int64_t>(1, std::min<int64_t>({want, most, 32}));
+  AJI_ATTN_DISPATCH(launch_cached, ctx, a, units);
 }
 
 #undef AJI_ATTN_DISPATCH

@@ -238,6 +238,16 @@ class CudaBackend final : public Backend {
     bind();
     cuda::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  void kv_append(const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
+                 int kvw) override {
+    bind();
+    cuda::kv_append(ctx_, seqs, n, rows, layer, src, src_ts, kvw);
+  }
+  void attention_cached(float* out, const float* q, const CachedSeq* seqs, int n, int64_t rows, int layer,
+                        const AttnDims& d) override {
+    bind();
+    cuda::attention_cached(ctx_, out, q, seqs, n, rows, layer, d);
+  }
   void add_inplace(float* a, const float* b, int64_t n) override {
     bind();
     cuda::add_inplace(ctx_, a, b, n);

@@ -55,6 +55,11 @@ void attention_forward(Context& ctx, float* out, float* lse, const float* q, con
                        const AttnDims& d);
 void attention_backward(Context& ctx, float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* out, const float* lse, const AttnDims& d);
+// Over KV caches that live apart (backend.h CachedSeq, `seqs` in device memory): one launch each.
+void kv_append(Context& ctx, const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
+               int kvw);
+void attention_cached(Context& ctx, float* out, const float* q, const CachedSeq* seqs, int n, int64_t rows, int layer,
+                      const AttnDims& d);
 
 // ---- norms.cu -----------------------------------------------------------------------------
 void layernorm_forward(Context& ctx, float* out, float* mean, float* rstd, const float* inp, const float* weight,
