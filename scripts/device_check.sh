@@ -14,6 +14,7 @@
 #   3 `aji pretrain --device cuda` end to end on the bundled corpus (tiny config, 30 steps)
 #     beside the same run on the CPU: the loss curves side by side, both runs' speed
 #   4 `aji bench generate --device cuda` on gpt2-124m at batch 1 and 64 (tokens/s)
+#   5 `aji bench train-step --device cuda` on gpt2-124m, B=8 T=1024, fp32 and tf32 (tokens/s)
 # Not yet here (docs/cuda.md lists what is left): NCCL, bf16, throughput against llm.c and
 # PyTorch on GPT-2 124M.
 set -uo pipefail
@@ -109,6 +110,14 @@ timeout 120 "$CARRY/aji" --threads 16 bench generate --config gpt2-124m --batch 
   2>&1 | tail -2
 RESULT[4]=$ok
 
+stage 5 "training step on the GPU: aji bench train-step --device cuda, fp32 and tf32 (gpt2-124m)"
+ok=ok
+for P in fp32 tf32; do
+  timeout 150 "$CARRY/aji" bench train-step --config gpt2-124m --batch 8 --seq 1024 --steps 5 --device cuda \
+    --precision "$P" --json 2>&1 | tail -2 || ok="FAIL ($P)"
+done
+RESULT[5]=$ok
+
 echo
 echo "=== summary"
-for k in 0 1 1b 1c 2 3 4; do printf '  stage %-3s %s\n' "$k" "${RESULT[$k]:-not run}"; done
+for k in 0 1 1b 1c 2 3 4 5; do printf '  stage %-3s %s\n' "$k" "${RESULT[$k]:-not run}"; done

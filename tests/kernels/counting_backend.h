@@ -35,6 +35,8 @@ class CountingBackend : public kernels::Backend {
     in_->copy_rows(dst, dst_pitch, src, src_pitch, width, rows);
   }
   void zero(void* p, size_t bytes) override { in_->zero(p, bytes); }
+  void set_matmul_tf32(bool on) override { in_->set_matmul_tf32(on); }
+  bool matmul_tf32() const override { return in_->matmul_tf32(); }
   void synchronize() override { in_->synchronize(); }
   // What the device reports as its memory: the inner backend's, or fake_free/fake_total when set.
   size_t fake_free = 0, fake_total = 0;

@@ -111,6 +111,76 @@ TEST(CudaParityMatmul, Backward) {
         }
 }
 
+// TF32 products (Backend::set_matmul_tf32, --precision tf32): within TF32's rounding of the
+// CPU's fp32 (an operand keeps 10 mantissa bits: a relative error near 5e-4 per product), and
+// on the emulator equal, to fp32 rounding, to the CPU's products of operands rounded to TF32
+// (and not to the unrounded ones: the rounding took effect). Off again afterwards.
+float round_tf32(float x) {  // to nearest, ties away (cvt.rna.tf32.f32)
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x1000u) & 0xffffe000u;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+std::vector<float> rounded_tf32(std::vector<float> v) {
+  for (float& x : v) x = round_tf32(x);
+  return v;
+}
+constexpr double kTf32Tol = 5e-3;
+
+TEST(CudaParityMatmul, Tf32ProductsAreFp32WithTf32Operands) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  ASSERT_FALSE(gpu.matmul_tf32());
+  gpu.set_matmul_tf32(true);
+  ASSERT_TRUE(gpu.matmul_tf32());
+  uint64_t seed = 9000;
+  for (const MatmulShape& s : {MatmulShape{5, 64, 48}, MatmulShape{64, 1024, 96}, MatmulShape{300, 256, 384}})
+    for (WeightLayout layout : kLayouts) {
+      SCOPED_TRACE("N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) + " OC=" + std::to_string(s.OC) + " " +
+                   layout_name(layout));
+      const auto inp = random_vector((size_t)s.N * s.IC, seed++);
+      const auto w = random_vector((size_t)s.OC * s.IC, seed++);
+      const auto dout = random_vector((size_t)s.N * s.OC, seed++);
+      // forward
+      std::vector<float> ref = nan_vector((size_t)s.N * s.OC), ref_t = ref;
+      cpu.matmul_forward(ref.data(), inp.data(), w.data(), nullptr, s.N, s.IC, s.OC, layout, false);
+      cpu.matmul_forward(ref_t.data(), rounded_tf32(inp).data(), rounded_tf32(w).data(), nullptr, s.N, s.IC, s.OC,
+                         layout, false);
+      DeviceBuffer<float> d_inp(gpu, inp), d_w(gpu, w), d_dout(gpu, dout), d_out(gpu, nan_vector(ref.size()));
+      gpu.matmul_forward(d_out, d_inp, d_w, nullptr, s.N, s.IC, s.OC, layout, false);
+      const auto out = d_out.host();
+      EXPECT_LE(rel_l2(out, ref), kTf32Tol) << "forward";
+      // backward (no bias: its gradient is a column sum in fp32, not a product)
+      std::vector<float> dinp_ref = nan_vector(inp.size()), dw_ref(w.size(), 0.0f);
+      std::vector<float> dinp_t = dinp_ref, dw_t = dw_ref;
+      cpu.matmul_backward(dinp_ref.data(), dw_ref.data(), nullptr, dout.data(), inp.data(), w.data(), s.N, s.IC, s.OC,
+                          layout);
+      cpu.matmul_backward(dinp_t.data(), dw_t.data(), nullptr, rounded_tf32(dout).data(), rounded_tf32(inp).data(),
+                          rounded_tf32(w).data(), s.N, s.IC, s.OC, layout);
+      DeviceBuffer<float> d_dinp(gpu, nan_vector(inp.size())), d_dw(gpu, dw_ref.size());
+      gpu.zero(d_dw, sizeof(float) * dw_ref.size());
+      gpu.matmul_backward(d_dinp, d_dw, nullptr, d_dout, d_inp, d_w, s.N, s.IC, s.OC, layout);
+      const auto dinp = d_dinp.host(), dw = d_dw.host();
+      EXPECT_LE(rel_l2(dinp, dinp_ref), kTf32Tol) << "dinp";
+      EXPECT_LE(rel_l2(dw, dw_ref), kTf32Tol) << "dweight";
+#ifdef AJI_CUDA_EMU
+      EXPECT_LE(rel_l2(out, ref_t), kFp32ParityTol) << "forward, TF32 operands";
+      EXPECT_LE(rel_l2(dinp, dinp_t), kFp32ParityTol) << "dinp, TF32 operands";
+      EXPECT_LE(rel_l2(dw, dw_t), kFp32ParityTol) << "dweight, TF32 operands";
+      EXPECT_GT(rel_l2(out, ref), 1e-5) << "TF32 did not round the operands";
+#endif
+    }
+  gpu.set_matmul_tf32(false);
+  // fp32 again: the products are the CPU's to fp32 rounding (the algorithm cache keys on it)
+  const auto inp = random_vector(64 * 256, 9900), w = random_vector(96 * 256, 9901);
+  std::vector<float> ref(64 * 96);
+  cpu.matmul_forward(ref.data(), inp.data(), w.data(), nullptr, 64, 256, 96, WeightLayout::kOutIn, false);
+  DeviceBuffer<float> d_inp(gpu, inp), d_w(gpu, w), d_out(gpu, nan_vector(ref.size()));
+  gpu.matmul_forward(d_out, d_inp, d_w, nullptr, 64, 256, 96, WeightLayout::kOutIn, false);
+  EXPECT_LE(rel_l2(d_out.host(), ref), kFp32ParityTol);
+}
+
 // Operands at odd float offsets inside larger buffers (4-byte aligned only, as a product on a
 // slice of the fused QKV buffer or a bias inside the parameter block is): the products must not
 // assume cuBLASLt's default 256-byte alignment, and a bias the epilogue cannot take still counts.

@@ -181,6 +181,19 @@ TEST(ModelConfig, HugeDimensionsAreAClearErrorNotAnOverflow) {
       EXPECT_NE(e.describe().find("beyond the largest supported value"), std::string::npos) << e.describe();
     }
   }
+  // Every dimension within its bound, the whole beyond any machine: refused by its size.
+  {
+    const auto p = tmp.path() / "too-many.json";
+    aji::write_file_atomic(p, R"({"arch":"llama","vocab_size":10,"max_seq_len":10,"d_model":262144,"d_ff":1048576,
+                                 "n_layer":1000000,"n_head":16384,"head_dim":16384})");
+    try {
+      aji::model::ModelConfig::load(p);
+      ADD_FAILURE() << "no error";
+    } catch (const aji::Error& e) {
+      EXPECT_NE(e.describe().find("trillion parameters"), std::string::npos) << e.describe();
+      EXPECT_NE(e.describe().find(p.string()), std::string::npos) << e.describe();
+    }
+  }
   // The largest real configs still load (Llama-3 405B: d_model 16384, d_ff 53248, 126 layers).
   const auto p = tmp.path() / "big-real.json";
   aji::write_file_atomic(p, R"({"model_type":"llama","vocab_size":128256,"hidden_size":16384,"intermediate_size":53248,

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "aji/base/error.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
@@ -23,6 +25,7 @@
 #include "aji/train/pretrain.h"
 #include "aji/train/tokenize_data.h"
 #include "aji/train/trainer_run.h"
+#include "model/tiny_configs.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -165,8 +168,37 @@ TEST(Bf16Train, PrecisionChoiceAndFallbackAreSaid) {
     FAIL() << "fp16 accepted";
   } catch (const aji::Error& e) {
     EXPECT_NE(std::string(e.what()).find("fp16"), std::string::npos);
-    EXPECT_NE(e.how_to_fix().find("auto, fp32 or bf16"), std::string::npos);
+    EXPECT_NE(e.how_to_fix().find("auto, fp32, bf16 or tf32"), std::string::npos);
   }
+}
+
+// --precision tf32: the models in fp32 and a CUDA device's TF32 products; anywhere else (the
+// CPU, a separate-memory CPU device) a clear error before the run starts.
+TEST(Bf16Train, Tf32IsForCudaDevicesOnly) {
+  std::string note;
+  EXPECT_EQ(aji::train::resolve_precision("tf32", &note), Precision::kFp32);
+  EXPECT_NE(note.find("TF32"), std::string::npos) << note;
+  std::string requested = "tf32";
+  EXPECT_EQ(aji::train::run_precision(requested, nlohmann::json(), true, true), Precision::kFp32);
+  EXPECT_EQ(requested, "tf32");  // saved as asked
+  aji::model::Model m(aji::test::tiny_llama_config());
+  for (const std::shared_ptr<aji::kernels::Backend>& be :
+       {std::shared_ptr<aji::kernels::Backend>(), aji::kernels::make_separate_cpu_backend()}) {
+    std::string p = "tf32";
+    try {
+      aji::train::apply_run_device(be, p, true, true, "test", {&m});
+      FAIL() << "tf32 accepted on " << (be ? be->describe() : "the CPU");
+    } catch (const aji::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.describe();
+      EXPECT_NE(e.how_to_fix().find("--device cuda"), std::string::npos) << e.describe();
+    }
+    EXPECT_FALSE(m.on_device());  // refused before the model moved
+  }
+  auto be = aji::kernels::make_separate_cpu_backend();
+  std::string p = "fp32";
+  aji::train::apply_run_device(be, p, true, true, "test", {&m});
+  EXPECT_FALSE(be->matmul_tf32());
+  EXPECT_THROW(be->set_matmul_tf32(true), aji::Error);
 }
 
 // `aji pretrain --precision bf16`: a run stopped and resumed equals a straight run bit for

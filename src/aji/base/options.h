@@ -93,8 +93,9 @@ struct OptionInfo {
 // resume since checkpoints hold fp32 master weights.
 inline OptionInfo precision_option() {
   return OptionInfo{"precision",
-                    "auto, fp32 or bf16: bf16 mixed precision (fp32 master weights) needs AVX512-BF16 or AMX; "
-                    "auto = bf16 where the CPU has it",
+                    "auto, fp32, bf16 or tf32: bf16 mixed precision (fp32 master weights) needs AVX512-BF16 or "
+                    "AMX; auto = bf16 where the CPU has it (fp32 on a device); tf32 = fp32 with TF32 matrix "
+                    "products, --device cuda only",
                     Range::any(), OnResume::kChange};
 }
 

@@ -141,7 +141,8 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
   const double t_step = times[times.size() / 2];
   const double tokens_per_step = (double)B * T, flops = cfg.train_flops_per_token(T) * tokens_per_step;
   nlohmann::json j = {{"config", o.config}, {"arch", aji::model::arch_name(cfg.arch)}, {"params", m.num_params()},
-                      {"batch", B}, {"seq", T}, {"device", device->describe()}, {"precision", "fp32"},
+                      {"batch", B}, {"seq", T}, {"device", device->describe()},
+                      {"precision", device->matmul_tf32() ? "tf32" : "fp32"},
                       {"steps", o.steps}, {"step_seconds_median", t_step}, {"step_seconds_min", times.front()},
                       {"tokens_per_second", tokens_per_step / t_step}, {"gflops_per_step", flops / 1e9},
                       {"peak_rss_mib", peak_rss_mib()}, {"loss", loss}};
@@ -149,8 +150,9 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("train step: %s (%s, %.1fM params), B=%d T=%d on %s, fp32, %d timed steps\n", o.config.c_str(),
-              aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, device->describe().c_str(), o.steps);
+  std::printf("train step: %s (%s, %.1fM params), B=%d T=%d on %s, %s, %d timed steps\n", o.config.c_str(),
+              aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, device->describe().c_str(),
+              device->matmul_tf32() ? "fp32 with TF32 products" : "fp32", o.steps);
   std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (forward, backward "
               "and AdamW on the device; no MFU: the device's peak is not measured)\n",
               t_step, times.front(), tokens_per_step / t_step, flops / 1e9 / t_step);
@@ -165,6 +167,8 @@ void run_train_step(const TrainOpts& o) {
   const std::shared_ptr<aji::kernels::Backend> device = aji::train::open_run_device(o.device);
   if (device && o.precision == "bf16")
     throw aji::Error("--precision bf16 is not built for " + device->describe() + " yet").fix("use --precision fp32");
+  aji::train::require_precision_fits_device(o.precision, device.get());
+  if (device) device->set_matmul_tf32(o.precision == "tf32");
   Model m(cfg);
   if (device) {
     m.init_weights(1);
@@ -417,9 +421,10 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
                   "List the matmuls that run slowest inside the step against their time alone");
     cmd->add_option("--peak-gflops", opts.peak_gflops, "fp32 peak for MFU (default: 2 cores nominal)")->capture_default_str();
     cmd->add_option("--precision", opts.precision,
-                    "fp32, bf16 or auto: the training path's products (bf16: fp32 where the CPU has no bf16 products)")
+                    "fp32, bf16, auto or tf32: the training path's products (bf16: fp32 where the CPU has no bf16 "
+                    "products; tf32: TF32 products on a CUDA device)")
         ->capture_default_str()
-        ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
+        ->check(CLI::IsMember({"fp32", "bf16", "auto", "tf32"}));
     cmd->add_option("--device", opts.device, "cpu, cuda or cuda:N: where the step's forward and backward run "
                                              "(docs/cuda.md)")
         ->capture_default_str();

@@ -278,6 +278,12 @@ Plugin& plugin() {
 
 }  // namespace
 
+void Backend::set_matmul_tf32(bool on) {
+  if (on)
+    throw Error("TF32 products are a CUDA feature: " + describe() + " has none")
+        .fix("use --precision fp32 (or auto / bf16 on the CPU), or --precision tf32 with --device cuda");
+}
+
 Backend& cpu_backend() {
   static CpuBackend backend;
   return backend;

@@ -114,6 +114,13 @@ class Backend {
     return false;
   }
 
+  // Matrix products (matmul_forward, matmul_backward) with TF32 operands on a CUDA device's
+  // tensor cores (fp32 accumulation and results; about 3 decimal digits per operand, several
+  // times fp32's throughput): `--precision tf32`. Off by default (fp32 products). A backend
+  // without TF32 (the CPU) refuses `on` with an aji::Error.
+  virtual void set_matmul_tf32(bool on);
+  virtual bool matmul_tf32() const { return false; }
+
   // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                               int IC, int OC, WeightLayout layout, bool accumulate) = 0;

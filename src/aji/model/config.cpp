@@ -77,7 +77,7 @@ void ModelConfig::validate(const std::string& source) const {
           std::string("use a smaller \"") + name + "\"");
   };
   need_at_most(vocab_size, int64_t{1} << 24, "vocab_size");
-  need_at_most(n_layer, int64_t{1} << 14, "n_layer");
+  need_at_most(n_layer, int64_t{1} << 20, "n_layer");
   need_at_most(n_head, int64_t{1} << 14, "n_head");
   need_at_most(n_kv_head, int64_t{1} << 14, "n_kv_head");
   need_at_most(d_model, int64_t{1} << 18, "d_model");
@@ -111,6 +111,14 @@ void ModelConfig::validate(const std::string& source) const {
     if (!(rope_theta > 0.0f)) bad(source, "rope_theta must be positive", "e.g. \"rope_theta\": 10000");
   }
   if ((int64_t)vocab_size * d_model > (int64_t)1 << 34) bad(source, "vocab_size * d_model is too large", "reduce the vocabulary or the width");
+  // The parameter count in double before num_params() counts it in int64: past 10^15 (a
+  // thousand times the largest models) no machine holds the model, and the count could overflow.
+  const double C = d_model, QW = (double)n_head * hd(), KVW = (double)n_kv_head * hd(), F = ff();
+  const double total = (double)n_layer * (C * (QW + 2 * KVW) + QW * C + 3 * F * C + 4 * C) +
+                       2.0 * vocab_size * C + (double)max_seq_len * C;
+  if (total > 1e15)
+    bad(source, "this model would have about " + std::to_string((long long)(total / 1e12)) + " trillion parameters",
+        "use fewer layers, heads or a smaller width");
 }
 
 int64_t ModelConfig::num_params() const {

@@ -370,6 +370,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     std::string p = o.precision;  // resolved again (with its note) below
     const bool bf16 = !device &&  // a device trains in fp32 (apply_run_device)
                       run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true) == model::Precision::kBf16;
+    require_precision_fits_device(p, device.get());  // tf32 off a CUDA device: before any work
     MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16);
     need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
     require_memory_on(need,

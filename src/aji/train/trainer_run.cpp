@@ -51,8 +51,10 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
     }
   } else if (requested == "fp32") {
     why = "fp32";
+  } else if (requested == "tf32") {  // the models in fp32; apply_run_device turns the device's TF32 on
+    why = "fp32 with TF32 matrix products (a CUDA device's tensor cores)";
   } else {
-    throw Error("--precision " + requested + " is not a precision").fix("use auto, fp32 or bf16");
+    throw Error("--precision " + requested + " is not a precision").fix("use auto, fp32, bf16 or tf32 (CUDA)");
   }
   if (note) *note = "precision: " + why;
   return p;
@@ -72,7 +74,7 @@ model::Precision run_precision(std::string& requested, const nlohmann::json& sav
     }
   }
   const model::Precision p = resolve_precision(requested, note);
-  requested = model::precision_name(p);
+  if (requested != "tf32") requested = model::precision_name(p);
   if (resumed && saved != requested && !quiet)
     std::fprintf(stderr, "note: the run trained in %s until now, this session trains in %s (checkpoints hold fp32 "
                  "master weights, so both read them)\n", saved.c_str(), requested.c_str());
@@ -105,6 +107,14 @@ std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
   return kernels::make_backend(spec);
 }
 
+void require_precision_fits_device(const std::string& precision, const kernels::Backend* be) {
+  if (precision == "tf32" && (!be || be->kind() != kernels::DeviceKind::kCuda))
+    throw Error(std::string("--precision tf32 is for CUDA devices (TF32 tensor-core products); this run is on ") +
+                (be ? be->describe() : std::string("the CPU")))
+        .fix("add --device cuda, or use --precision fp32, bf16 or auto on the CPU (a resumed run keeps its "
+             "saved precision unless --precision is given)");
+}
+
 void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
                       bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
   const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
@@ -113,7 +123,10 @@ void apply_run_device(const std::string& device, std::string& precision, const s
 
 void apply_run_device(const std::shared_ptr<kernels::Backend>& be, std::string& precision, bool precision_given,
                       bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
+  require_precision_fits_device(precision, be.get());
+  const bool tf32 = precision == "tf32";
   if (!be) return;
+  be->set_matmul_tf32(tf32);
   bool bf16 = false;
   for (model::Model* m : models) bf16 = bf16 || (m && m->precision() == model::Precision::kBf16);
   if (bf16) {
@@ -128,8 +141,8 @@ void apply_run_device(const std::shared_ptr<kernels::Backend>& be, std::string& 
       m->set_device(be);
     }
   if (!quiet) {
-    std::printf("%s: device: %s (forward, backward and the optimizer step; fp32)\n", stage,
-                be->describe().c_str());
+    std::printf("%s: device: %s (forward, backward and the optimizer step; %s)\n", stage, be->describe().c_str(),
+                tf32 ? "fp32 with TF32 matrix products" : "fp32");
     std::fflush(stdout);
   }
 }

@@ -1,7 +1,8 @@
 // A stand-in cuBLASLt for the CUDA emulator (README.md): the calls matmul.cu makes, checked
 // the way the real library checks them (descriptor attributes and sizes, layouts against each
 // other, workspace size, pointer alignment against the chosen algorithm, C == D), and the
-// product computed in column-major order with an fma per term. It is not cuBLASLt: its
+// product computed in column-major order with an fma per term (CUBLAS_COMPUTE_32F_FAST_TF32: of
+// the operands rounded to TF32). It is not cuBLASLt: its
 // heuristics, algorithms and rounding order are not the real library's.
 // AJI_CUDA_EMU_BIAS_MODE=1 makes it offer no algorithm for the bias epilogue, =2 refuse it
 // (NOT_SUPPORTED), to exercise matmul.cu's fallback.
@@ -36,6 +37,17 @@ struct FakePref {
 FakeDesc* D_(cublasLtMatmulDesc_t d) { return reinterpret_cast<FakeDesc*>(d); }
 FakeLayout* L_(cublasLtMatrixLayout_t d) { return reinterpret_cast<FakeLayout*>(d); }
 FakePref* P_(cublasLtMatmulPreference_t d) { return reinterpret_cast<FakePref*>(d); }
+// CUBLAS_COMPUTE_32F_FAST_TF32: the operands rounded to TF32 (10 explicit mantissa bits, to
+// nearest, ties away from zero as cvt.rna.tf32.f32 does), products accumulated in fp32.
+float to_tf32(float x) {
+  if (!std::isfinite(x)) return x;
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u = (u + 0x1000u) & 0xffffe000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
 uint32_t align_of(const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   uint32_t al = 256;
@@ -44,7 +56,8 @@ uint32_t align_of(const void* p) {
 }
 bool valid(const FakeDesc* d, const FakeLayout* a, const FakeLayout* b, const FakeLayout* c, const FakeLayout* dd,
            uint64_t* m, uint64_t* n, uint64_t* k) {
-  if (d->compute != CUBLAS_COMPUTE_32F || d->scale != CUDA_R_32F) return false;
+  if ((d->compute != CUBLAS_COMPUTE_32F && d->compute != CUBLAS_COMPUTE_32F_FAST_TF32) || d->scale != CUDA_R_32F)
+    return false;
   for (auto* l : {a, b, c, dd})
     if (l->type != CUDA_R_32F || l->ld < (int64_t)std::max<uint64_t>(1, l->rows)) return false;
   *m = dd->rows, *n = dd->cols;
@@ -179,13 +192,14 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   const int64_t lda = L_(al)->ld, ldb = L_(bl)->ld, ldc = L_(cl)->ld, ldd = L_(dl)->ld;
   const bool bias = d->epi == CUBLASLT_EPILOGUE_BIAS;
   const float* bv = static_cast<const float*>(d->bias);
+  const bool tf32 = d->compute == CUBLAS_COMPUTE_32F_FAST_TF32;
   for (uint64_t j = 0; j < n; ++j)
     for (uint64_t i = 0; i < m; ++i) {
       float acc = 0.0f;
       for (uint64_t p = 0; p < k; ++p) {
         const float x = d->ta == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda];
         const float y = d->tb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb];
-        acc = std::fma(x, y, acc);
+        acc = tf32 ? std::fma(to_tf32(x), to_tf32(y), acc) : std::fma(x, y, acc);
       }
       float r = alpha * acc;
       if (beta != 0.0f) r += beta * cc[i + j * ldc];

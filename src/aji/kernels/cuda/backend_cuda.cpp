@@ -238,6 +238,8 @@ class CudaBackend final : public Backend {
     bind();
     cuda::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  void set_matmul_tf32(bool on) override { ctx_.tf32 = on; }
+  bool matmul_tf32() const override { return ctx_.tf32; }
   void kv_append(const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,
                  int kvw) override {
     bind();

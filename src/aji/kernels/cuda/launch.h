@@ -32,6 +32,7 @@ struct Context {
   size_t lt_workspace_bytes = 0;
   int sm_count = 0;
   bool sync_each_op = false;  // AJI_CUDA_SYNC=1
+  bool tf32 = false;          // matmuls on TF32 tensor cores (Backend::set_matmul_tf32)
 
   // Device scratch of at least `bytes` (256-byte aligned), valid until the next call (one
   // buffer, grown on demand after waiting for the stream; never freed inside a step once large

@@ -1,5 +1,7 @@
 // Matrix products of the CUDA backend: cuBLASLt in fp32 (CUBLAS_COMPUTE_32F, no TF32), so a
-// product is the CPU's to rounding; the bias gradient is a deterministic column sum.
+// product is the CPU's to rounding; the bias gradient is a deterministic column sum. With
+// ctx.tf32 (Backend::set_matmul_tf32, --precision tf32) CUBLAS_COMPUTE_32F_FAST_TF32: the
+// operands rounded to TF32 on the tensor cores, fp32 accumulation and output.
 //
 // cuBLASLt is column-major and our matrices are row-major: a row-major (R, C) matrix is the
 // column-major (C, R) one, its transpose, with the same leading dimension. So each product
@@ -148,7 +150,7 @@ struct CachedAlgo {
   bool found = false;
   cublasLtMatmulAlgo_t algo{};
 };
-using AlgoKey = std::array<int64_t, 18>;
+using AlgoKey = std::array<int64_t, 19>;
 std::mutex g_algo_mutex;
 std::map<AlgoKey, CachedAlgo> g_algos;
 
@@ -165,7 +167,8 @@ std::string describe(const Gemm& g, const char* what) {
 // algorithm is an aji::Error naming the shape.
 bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   MatmulDesc desc;
-  AJI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.h, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasComputeType_t compute = ctx.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  AJI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.h, compute, CUDA_R_32F));
   const int32_t ta = g.ta, tb = g.tb;
   AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
@@ -186,7 +189,8 @@ bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
 
   const uint32_t al_a = alignment_of(g.A), al_b = alignment_of(g.B), al_d = alignment_of(g.D);
   const uint32_t al_bias = g.bias ? alignment_of(g.bias) : 0;
-  const AlgoKey key{ctx.device,
+  const AlgoKey key{(int64_t)compute,
+                    ctx.device,
                     ctx.sm_count,
                     (int64_t) reinterpret_cast<uintptr_t>(ctx.lt),
                     (int64_t)ctx.lt_workspace_bytes,
@@ -238,7 +242,8 @@ bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   }
   if (!chosen.found) {
     if (may_fail) return false;
-    throw Error("cuBLASLt found no fp32 (CUBLAS_COMPUTE_32F) algorithm for " + describe(g, what));
+    throw Error(std::string("cuBLASLt found no ") + (ctx.tf32 ? "TF32 (CUBLAS_COMPUTE_32F_FAST_TF32)" : "fp32 (CUBLAS_COMPUTE_32F)") +
+                " algorithm for " + describe(g, what));
   }
   const float alpha = 1.0f;
   AJI_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, desc.h, &alpha, g.A, a.h, g.B, b.h, &g.beta, g.D, d.h, g.D, d.h,
