@@ -228,6 +228,42 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
   EXPECT_NE(bad.find("MPI_Abort"), std::string::npos) << bad;
 }
 
+// Data parallelism with a device: two ranks, each training on a device with memory of its
+// own (--device cpu:separate: the device path with the CPU's kernels), their gradients
+// averaged through the host. The run is the two host ranks' run bit for bit (fp32: a device
+// trains in fp32), and a device run stopped after 2 steps resumes in one process on the host.
+TEST(DistMpirun, PretrainOnTwoRanksWithADeviceIsTheHostRunBitForBit) {
+  if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  TempDir dir;
+  const fs::path d = dir.path();
+  const fs::path data = make_pretrain_data(d);
+  const std::string common = " pretrain --config " + (d / "micro.json").string() + " --data " + data.string() +
+                             " --steps 4 --seq-len 16 --eval-every 2 --sample-every 0 --save-every 0 --peak-gflops 1" +
+                             " --precision fp32 --batch-size 2 --total-batch-tokens 64";
+  auto run = [&](const std::string& prefix, const std::string& args) {
+    std::string text;
+    const int rc = aji::test::run_command(prefix + common + " " + args + " 2>&1", &text);
+    EXPECT_EQ(rc, 0) << prefix << common << " " << args << "\n" << text;
+    return text;
+  };
+  run(mpirun(2), "-q --out " + (d / "host").string());
+  const std::string shown = run(mpirun(2), "--device cpu:separate --out " + (d / "dev").string());
+  EXPECT_EQ(count(shown, "data parallel: 2 ranks"), 1) << shown;
+  const std::vector<double> a = losses(d / "host"), b = losses(d / "dev");
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(max_abs_diff(weights(d / "host"), weights(d / "dev")), 0.0);
+
+  run(mpirun(2), "-q --device cpu:separate --stop-after 2 --out " + (d / "elastic").string());
+  std::string resumed;
+  ASSERT_EQ(aji::test::run_command(single() + " -q pretrain --resume --device cpu --out " + (d / "elastic").string() +
+                                       " 2>&1",
+                                   &resumed),
+            0)
+      << resumed;
+  expect_same_run(d / "host", d / "elastic", 4);
+}
+
 // Several hosts for real: two network namespaces joined by a bridge (tests/train/netns_hosts.sh),
 // one rank in each, mpirun starting its daemons inside them through OpenMPI's rsh launcher hook,
 // and the ranks exchanging gradients over TCP only (--mca btl tcp,self: no shared memory), the

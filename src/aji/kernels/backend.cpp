@@ -145,6 +145,11 @@ class CpuBackend final : public Backend {
                           const float* v, const float* out, const float* lse, const AttnDims& d) override {
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  void set_matmul_tf32(bool on) override {
+    if (on)
+      throw Error("TF32 products are a CUDA feature: " + describe() + " has none")
+          .fix("use --precision fp32 (or auto / bf16 on the CPU), or --precision tf32 with --device cuda");
+  }
   void kv_append(const CachedSeq* seqs, int n, int64_t, int layer, const float* src, int64_t src_ts,
                  int kvw) override {
     for (int s = 0; s < n; ++s) {
@@ -277,12 +282,6 @@ Plugin& plugin() {
 }
 
 }  // namespace
-
-void Backend::set_matmul_tf32(bool on) {
-  if (on)
-    throw Error("TF32 products are a CUDA feature: " + describe() + " has none")
-        .fix("use --precision fp32 (or auto / bf16 on the CPU), or --precision tf32 with --device cuda");
-}
 
 Backend& cpu_backend() {
   static CpuBackend backend;

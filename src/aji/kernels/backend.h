@@ -117,8 +117,10 @@ class Backend {
   // Matrix products (matmul_forward, matmul_backward) with TF32 operands on a CUDA device's
   // tensor cores (fp32 accumulation and results; about 3 decimal digits per operand, several
   // times fp32's throughput): `--precision tf32`. Off by default (fp32 products). A backend
-  // without TF32 (the CPU) refuses `on` with an aji::Error.
-  virtual void set_matmul_tf32(bool on);
+  // without TF32 (the CPU) refuses `on` with an aji::Error. (Pure, as every out-of-line
+  // member would be: Backend must have no key function, or the plugin would need its
+  // typeinfo from the aji binary; Backend.CudaPluginLoadsAndReportsAMissingDriver checks.)
+  virtual void set_matmul_tf32(bool on) = 0;
   virtual bool matmul_tf32() const { return false; }
 
   // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------

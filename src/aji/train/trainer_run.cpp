@@ -96,15 +96,27 @@ model::Precision apply_run_precision(std::string& requested, const json& saved_o
   return p;
 }
 
+namespace {
+// This process's rank among the ranks on its machine: the launcher's variable (Open MPI,
+// MPICH's Hydra, Slurm), else the global rank.
+int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* s = std::getenv(v); s && *s) {
+      char* end = nullptr;
+      const long r = std::strtol(s, &end, 10);
+      if (end && *end == '\0' && r >= 0 && r < 1 << 20) return static_cast<int>(r);
+    }
+  return dist::world().rank();
+}
+}  // namespace
+
 std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
   const kernels::DeviceSpec spec = kernels::parse_device(device);
   if (spec.host()) return nullptr;
-  const int ranks = dist::world().size();
-  if (ranks > 1)
-    throw Error("--device " + device + " with " + std::to_string(ranks) +
-                " ranks: data-parallel training on a device is not built yet")
-        .fix("run one process with --device " + device + ", or several on the CPU (docs/cuda.md)");
-  return kernels::make_backend(spec);
+  kernels::DeviceSpec use = spec;
+  if (dist::world().size() > 1 && spec.kind == kernels::DeviceKind::kCuda && device == "cuda")
+    use.index = local_rank();  // one GPU per rank on each machine: cuda:<local rank>
+  return kernels::make_backend(use);
 }
 
 void require_precision_fits_device(const std::string& precision, const kernels::Backend* be) {
@@ -296,14 +308,18 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     // The first step of a stepping phase starts every rank from rank 0's parameters (equal
     // anyway when every rank initialised from the same seed or loaded the same checkpoint).
     for (const ParamGroup& g : groups)
-      if (g.params && synced_params().insert(g.params).second)
+      if (g.params && synced_params().insert(g.params).second) {
+        if (g.model && g.model->on_device()) g.model->params();  // the device's weights to the host first
         for (const Span& s : spans_of({g})) {
           comm.broadcast(s.params, s.size, 0);
-          if (g.model) g.model->params_updated();
+          if (g.model) g.model->params_updated();  // uploaded again before the next forward
         }
+      }
   }
   for (const Span& s : spans) {
-    AJI_CHECK(!s.device_model || comm.size() == 1, "train_step: data parallelism on a device is not built");
+    if (s.device_model && comm.size() > 1 && zero1_requested())
+      throw Error("ZeRO-1 (AJI_ZERO1) with a device is not built: AdamW's moments stay whole on each device")
+          .fix("unset AJI_ZERO1, or train on the CPU");
     s.backend().zero(s.backend_grads(), s.size * sizeof(float));
   }
   StepStats st;
@@ -325,6 +341,7 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
   if (!ov.started.empty()) {
     // The blocks the backward started; the rest of every span now, then all of it at once.
     for (const Span& s : spans) {
+      AJI_CHECK(!s.device_model, "train_step: overlapped reductions are for host gradients only");
       std::vector<std::pair<float*, size_t>> in;
       for (const auto& p : ov.started)
         if (p.first >= s.grads && p.first + p.second <= s.grads + s.size) in.push_back(p);
@@ -346,14 +363,18 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
   } else if (comm.size() > 1) {
     if (weight != 1 && weight != 0) {
       const float w = static_cast<float>(weight);
-      for (const Span& s : spans)
-        for (size_t i = 0; i < s.size; ++i) s.grads[i] *= w;
+      for (const Span& s : spans) s.backend().scale(s.backend_grads(), w, s.size);
       st.loss *= weight;
     }
     // Data parallelism: each rank computed the gradient of its part of the batch; their
     // mean is the gradient of the whole batch (dist.h). Before the norm, so clipping,
-    // the divergence stop and AdamW see the same numbers on every rank.
-    for (const Span& s : spans) comm.allreduce_mean(s.grads, s.size);
+    // the divergence stop and AdamW see the same numbers on every rank. A device's gradients
+    // go through the host (MPI over host memory; NCCL would keep them on the GPUs).
+    for (const Span& s : spans) {
+      if (s.device_model) s.backend().to_host(s.grads, s.backend_grads(), s.size * sizeof(float));
+      comm.allreduce_mean(s.grads, s.size);
+      if (s.device_model) s.backend().to_device(s.backend_grads(), s.grads, s.size * sizeof(float));
+    }
     double loss = st.loss;
     comm.allreduce_sum(&loss, 1);
     st.loss = loss / comm.size();
@@ -450,7 +471,7 @@ std::vector<int64_t> rank_share(const std::vector<int64_t>& items) {
 
 void overlap_next_backward(model::Model& model) {
   dist::Communicator& comm = dist::world();
-  if (comm.size() <= 1 || !overlap_enabled() || share_weight() != 1.0) return;
+  if (comm.size() <= 1 || !overlap_enabled() || share_weight() != 1.0 || model.on_device()) return;
   overlap().model = &model;
   // An untied LM head's gradient is final already (the loss ran before this backward).
   if (const model::ParamTensor* head = model.find_tensor("lm_head.weight")) {

@@ -164,8 +164,10 @@ model::Precision apply_run_precision(std::string& requested, const nlohmann::jso
 // ---- device (kernels/backend.h, --device) ----------------------------------------------------
 
 // The backend a trainer's --device names: null for "cpu" (the host path), else the device
-// (an aji::Error naming what is missing: the plugin, a library, the driver, the GPU). A device
-// with several ranks (mpirun) is refused: data parallelism on a device is not built yet.
+// (an aji::Error naming what is missing: the plugin, a library, the driver, the GPU). With
+// several ranks (mpirun), "cuda" is each rank's own GPU, cuda:<its rank on its machine>; an
+// explicit cuda:N is taken as given. train_step then averages the ranks' gradients through
+// the host (MPI; not NCCL yet).
 std::shared_ptr<kernels::Backend> open_run_device(const std::string& device);
 // A trainer's --device set on every model it trains or runs forward on (call after
 // apply_run_precision): "cpu" changes nothing. On a device the models train in fp32 (bf16 is
