@@ -292,6 +292,20 @@ TEST_P(ModelDevice, DecodeOverSeparateCachesIsOneAttentionCallPerLayer) {
   }
 }
 
+// After a step on the device wrote the weights, the host copy is stale: declaring host writes
+// (params_updated) before params() brought it back is refused, so stale weights are never
+// uploaded over trained ones; after params() it is fine.
+TEST(ModelDeviceErrors, HostWritesDeclaredOverStaleWeightsAreRefused) {
+  Model m(llama_config());
+  m.init_weights(41);
+  m.set_device(kernels::make_separate_cpu_backend());
+  m.params_updated();  // the host copy is current: fine
+  m.device_params_for_step();  // a step on the device will write the weights
+  EXPECT_THROW(m.params_updated(), Error);
+  m.params();  // brought back
+  EXPECT_NO_THROW(m.params_updated());
+}
+
 TEST(ModelDeviceErrors, DeviceCachesAreRefusedWhereTheyAreNotBuilt) {
   const ModelConfig c = llama_config();
   Model m(c);

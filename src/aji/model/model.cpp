@@ -360,6 +360,14 @@ void Model::sync_host_params() const {
 
 float* Model::device_grads_for_step() { return device_grads(); }
 
+void Model::params_updated(bool copy_kept) {
+  AJI_CHECK(!host_params_stale_,
+            "params_updated: the host copy of the weights is stale (a step on the device wrote them); take "
+            "params() before writing them");
+  params_changed_ = !copy_kept;
+  device_params_stale_ = true;
+}
+
 float* Model::device_params_for_step() {
   Impl& I = *impl_;
   if (!I.device) return params();

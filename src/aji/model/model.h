@@ -152,10 +152,10 @@ class Model {
   Precision precision() const { return precision_; }
   // The weights were written through a pointer obtained earlier (an optimizer step).
   // copy_kept: the writer also rounded every weight it wrote into bf16_copy_in_step().
-  void params_updated(bool copy_kept = false) {
-    params_changed_ = !copy_kept;
-    device_params_stale_ = true;
-  }
+  // On a device, after a step there wrote the weights, the host copy is stale until params()
+  // brings it back: declaring host writes then is an internal error (aji::Error), not an
+  // upload of stale weights over the trained ones.
+  void params_updated(bool copy_kept = false);
   // The bf16 copy of the weights while it equals them rounded (bf16 precision, a forward()
   // since the last change), for an optimizer that rounds each weight it writes into it as it
   // goes and then calls params_updated(true); null otherwise (the next forward() refreshes).
