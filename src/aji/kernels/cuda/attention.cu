@@ -540,6 +540,17 @@ __device__ __forceinline__ void combine_partials(const float* p, int stride, int
   *M_out = M;
 }
 
+// orow[d] = o[c] / L for this lane's dimensions d = lane + 32 c < hd.
+template <int C>
+__device__ __forceinline__ void write_normalized(float* orow, const float* o, float L, int hd, int lane) {
+  const float inv = 1.0f / L;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int d = lane + 32 * c;
+    if (d < hd) orow[d] = o[c] * inv;
+  }
+}
+
 // Block (row r, head h, split sp), for a few query rows per sequence (decoding): the tiled
 // kernel above would use one of its 16 rows. The row's keys are cut into `splits` ranges (more
 // than one only when there are too few rows and heads to fill the GPU: long contexts at small
@@ -620,13 +631,7 @@ __global__ void __launch_bounds__(kThreads) attention_cached_kernel(const Cached
     for (int c = 0; c < C; ++c) dst[2 + lane + 32 * c] = o[c];
     return;
   }
-  const float inv = 1.0f / L;
-  float* orow = a.out + row * a.o_ts + (int64_t)h * hd;
-#pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const int d = lane + 32 * c;
-    if (d < hd) orow[d] = o[c] * inv;
-  }
+  write_normalized<C>(a.out + row * a.o_ts + (int64_t)h * hd, o, L, hd, lane);
 }
 
 // One warp per (row r, head h): the splits' partial results combined in split order.
@@ -641,13 +646,7 @@ __global__ void attention_combine_kernel(const CachedArgs a) {
   const int lane = threadIdx.x;
   float o[C], L, M;
   combine_partials<C>(a.partial + unit * a.splits * kStride, kStride, a.splits, lane, o, &L, &M);
-  const float inv = 1.0f / L;
-  float* orow = a.out + row * a.o_ts + (int64_t)h * a.hd;
-#pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const int d = lane + 32 * c;
-    if (d < a.hd) orow[d] = o[c] * inv;
-  }
+  write_normalized<C>(a.out + row * a.o_ts + (int64_t)h * a.hd, o, L, a.hd, lane);
 }
 
 // ---- launchers ----------------------------------------------------------------------------
