@@ -110,9 +110,9 @@ timeout 120 "$CARRY/aji" --threads 16 bench generate --config gpt2-124m --batch 
   2>&1 | tail -2
 RESULT[4]=$ok
 
-stage 5 "training step on the GPU: aji bench train-step --device cuda, fp32 and tf32 (gpt2-124m)"
+stage 5 "training step on the GPU: aji bench train-step --device cuda, fp32, tf32 and bf16 (gpt2-124m)"
 ok=ok
-for P in fp32 tf32; do
+for P in fp32 tf32 bf16; do
   timeout 150 "$CARRY/aji" bench train-step --config gpt2-124m --batch 8 --seq 1024 --steps 5 --device cuda \
     --precision "$P" --json 2>&1 | tail -2 || ok="FAIL ($P)"
 done

@@ -37,6 +37,16 @@ class CountingBackend : public kernels::Backend {
   void zero(void* p, size_t bytes) override { in_->zero(p, bytes); }
   void set_matmul_tf32(bool on) override { in_->set_matmul_tf32(on); }
   bool matmul_tf32() const override { return in_->matmul_tf32(); }
+  bool bf16_products() const override { return in_->bf16_products(); }
+  void round_to_bf16(uint16_t* dst, const float* src, size_t n) override { in_->round_to_bf16(dst, src, n); }
+  void matmul_forward_bf16(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N, int IC,
+                           int OC, kernels::WeightLayout l, bool acc) override {
+    in_->matmul_forward_bf16(out, inp, w, bias, N, IC, OC, l, acc);
+  }
+  void matmul_backward_bf16(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                            const uint16_t* w, int64_t N, int IC, int OC, kernels::WeightLayout l) override {
+    in_->matmul_backward_bf16(dinp, dw, db, dout, inp, w, N, IC, OC, l);
+  }
   void synchronize() override { in_->synchronize(); }
   // What the device reports as its memory: the inner backend's, or fake_free/fake_total when set.
   size_t fake_free = 0, fake_total = 0;

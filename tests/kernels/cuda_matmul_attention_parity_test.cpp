@@ -181,6 +181,77 @@ TEST(CudaParityMatmul, Tf32ProductsAreFp32WithTf32Operands) {
   EXPECT_LE(rel_l2(d_out.host(), ref), kFp32ParityTol);
 }
 
+// bf16 products (--precision bf16: Backend::matmul_forward_bf16 / matmul_backward_bf16): the
+// weight's bf16 copy (round_to_bf16, the same bits on both devices), the activation operand
+// (inp, dout) rounded to bf16 by the op, fp32 accumulation. A product of two bf16 values is
+// exact in fp32, so the devices differ only in the order of the fp32 sums: within the fp32
+// tolerance of the CPU's bf16 products (kernels/cpu/bf16_gemm.h), and (checked on the emulator,
+// whose sums are plain) measurably apart from the fp32 products.
+TEST(CudaParityMatmul, Bf16ProductsAreTheCpusBf16Products) {
+  AJI_CUDA_OR_SKIP(gpu);
+  Backend& cpu = kernels::cpu_backend();
+  // round_to_bf16: bit for bit, ties to even, NaN kept a NaN, infinities, signed zero, the
+  // largest finite value (to infinity). (Not subnormal inputs: the CPU's AVX512-BF16
+  // conversion flushes them to zero, its scalar tail and CUDA keep them.)
+  {
+    std::vector<float> x = random_vector(1000, 8000, 3.0f);
+    const uint32_t specials[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u, 0xff800000u, 0x80000000u,
+                                 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xbf808000u, 0x40490fdbu};
+    for (uint32_t u : specials) {
+      float f;
+      std::memcpy(&f, &u, 4);
+      x.push_back(f);
+    }
+    std::vector<uint16_t> ref(x.size());
+    cpu.round_to_bf16(ref.data(), x.data(), x.size());
+    DeviceBuffer<float> d_x(gpu, x);
+    DeviceBuffer<uint16_t> d_r(gpu, x.size());
+    gpu.round_to_bf16(d_r, d_x, x.size());
+    EXPECT_EQ(d_r.host(), ref) << "round_to_bf16";
+  }
+  uint64_t seed = 8100;
+  for (const MatmulShape& s : kGemmShapes)
+    for (WeightLayout layout : kLayouts)
+      for (bool with_bias : {false, true}) {
+        const bool accumulate = with_bias;  // both ways, over the shapes
+        SCOPED_TRACE("N=" + std::to_string(s.N) + " IC=" + std::to_string(s.IC) + " OC=" + std::to_string(s.OC) +
+                     " " + layout_name(layout) + (with_bias ? " bias, accumulate" : ""));
+        const size_t n_w = (size_t)s.OC * s.IC, n_out = (size_t)s.N * s.OC, n_in = (size_t)s.N * s.IC;
+        const auto inp = random_vector(n_in, seed++), w = random_vector(n_w, seed++);
+        const auto bias = random_vector((size_t)s.OC, seed++), dout = random_vector(n_out, seed++);
+        const auto out0 = accumulate ? random_vector(n_out, seed++) : nan_vector(n_out);
+        const auto dw0 = random_vector(n_w, seed++), db0 = random_vector((size_t)s.OC, seed++);
+        std::vector<uint16_t> w16(n_w);
+        cpu.round_to_bf16(w16.data(), w.data(), n_w);
+        // the CPU's bf16 products, and its fp32 ones (to see the rounding take effect)
+        std::vector<float> ref = out0, ref32 = out0, dinp_ref = nan_vector(n_in), dw_ref = dw0, db_ref = db0;
+        const float* b = with_bias ? bias.data() : nullptr;
+        cpu.matmul_forward_bf16(ref.data(), inp.data(), w16.data(), b, s.N, s.IC, s.OC, layout, accumulate);
+        cpu.matmul_forward(ref32.data(), inp.data(), w.data(), b, s.N, s.IC, s.OC, layout, accumulate);
+        cpu.matmul_backward_bf16(dinp_ref.data(), dw_ref.data(), with_bias ? db_ref.data() : nullptr, dout.data(),
+                                 inp.data(), w16.data(), s.N, s.IC, s.OC, layout);
+        DeviceBuffer<float> d_inp(gpu, inp), d_bias(gpu, bias), d_dout(gpu, dout), d_out(gpu, out0),
+            d_dinp(gpu, nan_vector(n_in)), d_dw(gpu, dw0), d_db(gpu, db0), d_w(gpu, w);
+        DeviceBuffer<uint16_t> d_w16(gpu, n_w);
+        gpu.round_to_bf16(d_w16, d_w, n_w);
+        ASSERT_EQ(d_w16.host(), w16);
+        gpu.matmul_forward_bf16(d_out, d_inp, d_w16, with_bias ? d_bias.get() : nullptr, s.N, s.IC, s.OC, layout,
+                                accumulate);
+        gpu.matmul_backward_bf16(d_dinp, d_dw, with_bias ? d_db.get() : nullptr, d_dout, d_inp, d_w16, s.N, s.IC,
+                                 s.OC, layout);
+        const auto out = d_out.host();
+        EXPECT_LE(rel_l2(out, ref), kFp32ParityTol) << "forward";
+        EXPECT_LE(rel_l2(d_dinp.host(), dinp_ref), kFp32ParityTol) << "dinp";
+        EXPECT_LE(rel_l2(d_dw.host(), dw_ref), kFp32ParityTol) << "dweight";
+        if (with_bias) {
+          EXPECT_LE(rel_l2(d_db.host(), db_ref), kFp32ParityTol) << "dbias";
+        }
+        if (s.IC >= 32) {
+          EXPECT_GT(rel_l2(out, ref32), 1e-4) << "the products were not bf16";
+        }
+      }
+}
+
 // Operands at odd float offsets inside larger buffers (4-byte aligned only, as a product on a
 // slice of the fused QKV buffer or a bias inside the parameter block is): the products must not
 // assume cuBLASLt's default 256-byte alignment, and a bias the epilogue cannot take still counts.

@@ -25,6 +25,7 @@
 #include "aji/train/pretrain.h"
 #include "aji/train/tokenize_data.h"
 #include "aji/train/trainer_run.h"
+#include "kernels/counting_backend.h"
 #include "model/tiny_configs.h"
 #include "test_util.h"
 
@@ -186,7 +187,7 @@ TEST(Bf16Train, Tf32IsForCudaDevicesOnly) {
        {std::shared_ptr<aji::kernels::Backend>(), aji::kernels::make_separate_cpu_backend()}) {
     std::string p = "tf32";
     try {
-      aji::train::apply_run_device(be, p, true, true, "test", {&m});
+      aji::train::apply_run_device(be, p, true, "test", {&m});
       FAIL() << "tf32 accepted on " << (be ? be->describe() : "the CPU");
     } catch (const aji::Error& e) {
       EXPECT_NE(std::string(e.what()).find("CUDA"), std::string::npos) << e.describe();
@@ -196,9 +197,36 @@ TEST(Bf16Train, Tf32IsForCudaDevicesOnly) {
   }
   auto be = aji::kernels::make_separate_cpu_backend();
   std::string p = "fp32";
-  aji::train::apply_run_device(be, p, true, true, "test", {&m});
+  aji::train::apply_run_device(be, p, true, "test", {&m});
   EXPECT_FALSE(be->matmul_tf32());
   EXPECT_THROW(be->set_matmul_tf32(true), aji::Error);
+}
+
+// With a device the device decides what `auto` and `bf16` give (Backend::bf16_products: a
+// CUDA GPU of compute capability 8.0+), not the CPU; apply_run_device keeps the precision.
+TEST(Bf16Train, TheRunsDeviceDecidesThePrecision) {
+  struct Device : aji::test::CountingBackend {
+    bool has;
+    explicit Device(bool h) : CountingBackend(aji::kernels::make_separate_cpu_backend()), has(h) {}
+    bool bf16_products() const override { return has; }
+  };
+  const auto yes = std::make_shared<Device>(true), none = std::make_shared<Device>(false);
+  std::string note;
+  EXPECT_EQ(aji::train::resolve_precision("auto", &note, yes.get()), Precision::kBf16);
+  EXPECT_NE(note.find("bf16 mixed precision (the default on test device"), std::string::npos) << note;
+  EXPECT_EQ(aji::train::resolve_precision("bf16", &note, yes.get()), Precision::kBf16);
+  EXPECT_EQ(aji::train::resolve_precision("auto", &note, none.get()), Precision::kFp32);
+  EXPECT_NE(note.find("test device"), std::string::npos) << note;
+  EXPECT_NE(note.find("has no native bf16 products"), std::string::npos) << note;
+  EXPECT_EQ(aji::train::resolve_precision("bf16", &note, none.get()), Precision::kFp32);
+  EXPECT_NE(note.find("compute capability 8.0"), std::string::npos) << note;
+  EXPECT_NE(note.find("falls back to fp32"), std::string::npos) << note;
+  EXPECT_EQ(aji::train::resolve_precision("fp32", &note, yes.get()), Precision::kFp32);
+  aji::model::Model m(aji::test::tiny_llama_config());
+  m.set_precision(Precision::kBf16);
+  aji::train::apply_run_device(yes, "bf16", /*quiet=*/true, "test", {&m});
+  EXPECT_TRUE(m.on_device());
+  EXPECT_EQ(m.precision(), Precision::kBf16);
 }
 
 // `aji pretrain --precision bf16`: a run stopped and resumed equals a straight run bit for

@@ -17,6 +17,7 @@
 #include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/model/config.h"
 #include "aji/tokenizer/tokenizer.h"
 #include "aji/train/checkpoint.h"
@@ -288,7 +289,7 @@ TEST(Pretrain, ResumeIsBitIdenticalToAStraightRun) {
 TEST(Pretrain, OnASeparateMemoryDeviceTheRunIsTheHostRunBitForBit) {
   Fixture f;
   auto host = f.options("host", 9);
-  host.precision = "fp32";  // a device trains in fp32
+  host.precision = "fp32";  // (bf16 on the device path: the next test)
   const auto hr = pretrain(host);
   auto dev = f.options("dev", 9);
   dev.precision = "fp32";
@@ -323,6 +324,29 @@ TEST(Pretrain, OnASeparateMemoryDeviceTheRunIsTheHostRunBitForBit) {
     EXPECT_TRUE(h == aji::read_file(cd.back().second / file)) << file;
     EXPECT_TRUE(h == aji::read_file(cs.back().second / file)) << file << " (resumed)";
   }
+}
+
+// bf16 mixed precision on the device path: `auto` resolves for the device (cpu:separate runs
+// the CPU's bf16 products), and the run is the host's bf16 run bit for bit: the device rounds
+// its own weights and the products' inputs to the bits the host keeps.
+TEST(Pretrain, Bf16OnASeparateMemoryDeviceIsTheHostRunBitForBit) {
+  Fixture f;
+  auto host = f.options("host16", 6);
+  host.precision = "auto";
+  const auto hr = pretrain(host);
+  auto dev = f.options("dev16", 6);
+  dev.precision = "auto";
+  dev.device = "cpu:separate";
+  const auto dr = pretrain(dev);
+  EXPECT_EQ(hr.step_losses, dr.step_losses);
+  EXPECT_EQ(hr.last_val_loss, dr.last_val_loss);
+  const std::string saved = aji::read_file(f.dir.path() / "dev16" / "run.json");
+  EXPECT_NE(saved.find(aji::kernels::cpu::bf16_supported() ? "\"bf16\"" : "\"fp32\""), std::string::npos) << saved;
+  const auto ch = list_checkpoints(f.dir.path() / "host16"), cd = list_checkpoints(f.dir.path() / "dev16");
+  ASSERT_FALSE(ch.empty());
+  ASSERT_FALSE(cd.empty());
+  EXPECT_TRUE(aji::read_file(ch.back().second / "model.safetensors") ==
+              aji::read_file(cd.back().second / "model.safetensors"));
 }
 
 TEST(Pretrain, CtrlCSavesACheckpointAndStops) {

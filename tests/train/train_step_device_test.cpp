@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -61,11 +62,16 @@ StepStats step(Model& m, const std::vector<ParamGroup>& groups, uint32_t seed, i
 
 class TrainStepDevice : public ::testing::TestWithParam<bool> {};  // param: llama (else gpt2)
 
-TEST_P(TrainStepDevice, SeparateMemoryStepsBitForBitAsTheHostAndMovesOnlyTheInputs) {
-  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+// In bf16 precision too: the host's AdamW rounds the weights it writes into the bf16 copy as
+// it goes, the device rounds its weights again before the next forward (Backend::round_to_bf16,
+// on the device: no upload), the same bits either way.
+void steps_bit_for_bit_and_moves_only_the_inputs(bool llama, model::Precision precision) {
+  const ModelConfig c = llama ? llama_config() : gpt2_config();
   Model host(c), dev(c);
   host.init_weights(3);
   dev.init_weights(3);
+  host.set_precision(precision);
+  dev.set_precision(precision);
   auto counting = std::make_shared<test::CountingBackend>(kernels::make_separate_cpu_backend());
   dev.set_device(counting);
   AdamW opt_h(host.num_params(), AdamWConfig{}), opt_d(dev.num_params(), AdamWConfig{});
@@ -109,6 +115,14 @@ TEST_P(TrainStepDevice, SeparateMemoryStepsBitForBitAsTheHostAndMovesOnlyTheInpu
   // Inference after device training reads the downloaded weights.
   const Batch b = make_batch(c, 99);
   EXPECT_TRUE(same_bits(host.token_logprobs(b.tokens.data(), b.T), dev.token_logprobs(b.tokens.data(), b.T)));
+}
+
+TEST_P(TrainStepDevice, SeparateMemoryStepsBitForBitAsTheHostAndMovesOnlyTheInputs) {
+  steps_bit_for_bit_and_moves_only_the_inputs(GetParam(), model::Precision::kFp32);
+}
+
+TEST_P(TrainStepDevice, Bf16OnSeparateMemoryStepsBitForBitAsTheHost) {
+  steps_bit_for_bit_and_moves_only_the_inputs(GetParam(), model::Precision::kBf16);
 }
 
 // A model that leaves the device mid-run (set_device(nullptr)) takes its weights along, and
@@ -242,6 +256,67 @@ TEST_P(TrainStepDevice, CudaStepsMatchTheCpuAndTwoRunsAreEqual) {
   EXPECT_LE(test::rel_l2(host_params(cuda), host_params(cpu)), 1e-4);
   EXPECT_LE(test::rel_l2(plain(o2.v()), plain(o1.v())), 1e-3);
   EXPECT_TRUE(same_bits(host_params(cuda), host_params(cuda2))) << "two CUDA runs' weights differ";
+}
+
+// The CPU as CUDA computes bf16 precision: bf16 matrix products, attention in fp32 (the CUDA
+// attention kernel's products are fp32; AttnDims::bf16_products is a request a backend may
+// decline). The reference for CUDA's bf16 steps.
+class Fp32AttentionCpu : public test::CountingBackend {
+ public:
+  Fp32AttentionCpu() : CountingBackend(kernels::make_separate_cpu_backend()) {}
+  void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v,
+                         const kernels::AttnDims& d) override {
+    kernels::AttnDims f = d;
+    f.bf16_products = false;
+    CountingBackend::attention_forward(out, lse, q, k, v, f);
+  }
+  void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                          const float* v, const float* out, const float* lse, const kernels::AttnDims& d) override {
+    kernels::AttnDims f = d;
+    f.bf16_products = false;
+    CountingBackend::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, f);
+  }
+};
+
+// bf16 precision on CUDA (Backend::matmul_forward_bf16 / matmul_backward_bf16 over the device's
+// bf16 copy of the weights): the CPU's bf16 steps with fp32 attention to fp32 summation order
+// (the products' operands are the same bf16 values), far from the fp32 steps' bits, and two
+// CUDA runs bitwise equal.
+TEST_P(TrainStepDevice, CudaBf16StepsMatchTheCpusBf16AndTwoRunsAreEqual) {
+  AJI_CUDA_OR_SKIP(gpu);
+  const ModelConfig c = GetParam() ? llama_config() : gpt2_config();
+  std::shared_ptr<kernels::Backend> shared(&gpu, [](kernels::Backend*) {});
+  ASSERT_TRUE(gpu.bf16_products());
+  Model cpu(c), cuda(c), cuda2(c), cuda32(c);
+  for (Model* m : {&cpu, &cuda, &cuda2, &cuda32}) m->init_weights(8);
+  for (Model* m : {&cpu, &cuda, &cuda2}) m->set_precision(model::Precision::kBf16);
+  cpu.set_device(std::make_shared<Fp32AttentionCpu>());
+  cuda.set_device(shared);
+  cuda2.set_device(shared);
+  cuda32.set_device(shared);
+  AdamW o1(cpu.num_params(), AdamWConfig{}), o2(cpu.num_params(), AdamWConfig{}), o3(cpu.num_params(), AdamWConfig{}),
+      o4(cpu.num_params(), AdamWConfig{});
+  const std::vector<ParamGroup> g1 = {ParamGroup::whole_model(cpu, o1)}, g2 = {ParamGroup::whole_model(cuda, o2)},
+                                g3 = {ParamGroup::whole_model(cuda2, o3)}, g4 = {ParamGroup::whole_model(cuda32, o4)};
+  double fp32_gap = 0, loss_gap = 0, norm_gap = 0;
+  for (int s = 0; s < 8; ++s) {
+    const StepStats a = step(cpu, g1, 60 + s, s), b = step(cuda, g2, 60 + s, s), d = step(cuda2, g3, 60 + s, s),
+                    f = step(cuda32, g4, 60 + s, s);
+    EXPECT_NEAR(a.loss, b.loss, 1e-4 * std::fabs(a.loss)) << "step " << s;
+    EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-3 * a.grad_norm) << "step " << s;
+    EXPECT_EQ(b.loss, d.loss) << "two CUDA runs, step " << s;
+    EXPECT_EQ(b.grad_norm, d.grad_norm) << "two CUDA runs, step " << s;
+    fp32_gap = std::max(fp32_gap, std::fabs(f.loss - b.loss) / std::fabs(f.loss));
+    loss_gap = std::max(loss_gap, std::fabs(a.loss - b.loss) / std::fabs(a.loss));
+    norm_gap = std::max(norm_gap, std::fabs(a.grad_norm - b.grad_norm) / a.grad_norm);
+  }
+  const double weight_gap = test::rel_l2(host_params(cuda), host_params(cpu));
+  std::printf("bf16, CUDA vs the CPU over 8 steps: loss %.2e, gradient norm %.2e, weights %.2e (relative); "
+              "CUDA bf16 vs CUDA fp32 loss %.2e\n",
+              loss_gap, norm_gap, weight_gap, fp32_gap);
+  EXPECT_LE(weight_gap, 5e-4);  // AdamW turns tiny gradient differences into step-sized ones
+  EXPECT_TRUE(same_bits(host_params(cuda), host_params(cuda2))) << "two CUDA runs' weights differ";
+  EXPECT_GT(fp32_gap, 1e-5) << "the bf16 steps were fp32 steps";
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, TrainStepDevice, ::testing::Values(false, true),

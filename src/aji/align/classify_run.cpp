@@ -286,9 +286,10 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   }
   model::Model model = train::load_model(model_dir);
   // Training (and validation) in the run's precision; the test report below in fp32.
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet,
-                             "classify", {&model});
-  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "classify", {&model});
+                             "classify", {&model}, run_device.get());
+  train::apply_run_device(run_device, o.precision, o.quiet, "classify", {&model});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   const ClassifierInput input = input_for(tok, model.config(), o.max_len);

@@ -148,9 +148,10 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   model::Model policy = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &policy_dir);
   model::Model reference = train::load_model(ref_dir);
   // The policy and the frozen reference in the same precision: their log-ratios start at 0.
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
-                             in.given, o.quiet, "dpo", {&policy, &reference});
-  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "dpo", {&policy, &reference});
+                             in.given, o.quiet, "dpo", {&policy, &reference}, run_device.get());
+  train::apply_run_device(run_device, o.precision, o.quiet, "dpo", {&policy, &reference});
   const fs::path tok_path = train::require_tokenizer_file(ref_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -180,9 +180,10 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   model::Model reference = train::load_model(o.model);  // frozen: no gradients, saved nowhere
   // The policy's and the reference's training forwards in the same precision (the k3 KL term
   // starts at 0); rollouts run the inference path (fp32) either way.
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
-                             in.given, trun.quiet(), "grpo", {&policy, &reference});
-  train::apply_run_device(o.device, o.precision, in.given, trun.quiet(), "grpo", {&policy, &reference});
+                             in.given, trun.quiet(), "grpo", {&policy, &reference}, run_device.get());
+  train::apply_run_device(run_device, o.precision, trun.quiet(), "grpo", {&policy, &reference});
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),

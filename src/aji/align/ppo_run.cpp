@@ -188,9 +188,10 @@ PpoRunResult run_ppo(const PpoRunOptions& in, const PpoReward& reward) {
   head.grad.assign(head.w.size(), 0.0f);
   // Policy, frozen reference and value trunk in one precision (the old log-probs and the
   // trained ones come from the same forward); rollouts and the reward function as they are.
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, ckpt ? trun.section().value("options", json::object()) : json(), in.given,
-                             trun.quiet(), "ppo", {&policy, &ref, &value});
-  train::apply_run_device(o.device, o.precision, in.given, trun.quiet(), "ppo", {&policy, &ref, &value});
+                             trun.quiet(), "ppo", {&policy, &ref, &value}, run_device.get());
+  train::apply_run_device(run_device, o.precision, trun.quiet(), "ppo", {&policy, &ref, &value});
   if (policy.config().vocab_size != ref.config().vocab_size)
     throw Error("the checkpoint's policy does not match --model").at(ckpt ? ckpt->string() : o.model.string());
   if (value.config().vocab_size != ref.config().vocab_size)

@@ -177,9 +177,10 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
                         "lower --micro-rows or --max-len, or use a smaller model", o.device);
   RewardModel rm = resume_ckpt ? load_reward_model(*resume_ckpt) : RewardModel(train::load_model(model_dir));
   // Training steps in the run's precision; scoring (evaluations, the offset) stays fp32.
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet, "rm",
-                             {&rm.trunk});
-  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "rm", {&rm.trunk});
+                             {&rm.trunk}, run_device.get());
+  train::apply_run_device(run_device, o.precision, o.quiet, "rm", {&rm.trunk});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -145,10 +145,10 @@ SftRunResult run_sft(const SftRunOptions& in) {
   model::Model model = train::load_model(model_src, &model_dir);
   std::string precision_note;
   const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end();
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   model.set_precision(train::run_precision(o.precision, resume_ckpt ? saved_options_of(trun.section()) : json(),
-                                           precision_given, o.quiet, &precision_note));
-  train::apply_run_device(o.device, o.precision, in.given, o.quiet, "sft", {&model});
-  if (model.on_device()) precision_note = "precision: fp32 (the CUDA backend trains in fp32 for now)";
+                                           precision_given, o.quiet, &precision_note, run_device.get()));
+  train::apply_run_device(run_device, o.precision, o.quiet, "sft", {&model});
   const fs::path tok_path = train::require_tokenizer_file(model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);
   require_chat_tokens(tok);

@@ -94,8 +94,8 @@ struct OptionInfo {
 inline OptionInfo precision_option() {
   return OptionInfo{"precision",
                     "auto, fp32, bf16 or tf32: bf16 mixed precision (fp32 master weights) needs AVX512-BF16 or "
-                    "AMX; auto = bf16 where the CPU has it (fp32 on a device); tf32 = fp32 with TF32 matrix "
-                    "products, --device cuda only",
+                    "AMX (on a CUDA GPU: compute capability 8.0+); auto = bf16 where the run's CPU or device has "
+                    "it; tf32 = fp32 with TF32 matrix products, --device cuda only",
                     Range::any(), OnResume::kChange};
 }
 

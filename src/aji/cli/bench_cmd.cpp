@@ -142,7 +142,7 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
   const double tokens_per_step = (double)B * T, flops = cfg.train_flops_per_token(T) * tokens_per_step;
   nlohmann::json j = {{"config", o.config}, {"arch", aji::model::arch_name(cfg.arch)}, {"params", m.num_params()},
                       {"batch", B}, {"seq", T}, {"device", device->describe()},
-                      {"precision", device->matmul_tf32() ? "tf32" : "fp32"},
+                      {"precision", device->matmul_tf32() ? "tf32" : aji::model::precision_name(m.precision())},
                       {"steps", o.steps}, {"step_seconds_median", t_step}, {"step_seconds_min", times.front()},
                       {"tokens_per_second", tokens_per_step / t_step}, {"gflops_per_step", flops / 1e9},
                       {"peak_rss_mib", peak_rss_mib()}, {"loss", loss}};
@@ -152,7 +152,10 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
   }
   std::printf("train step: %s (%s, %.1fM params), B=%d T=%d on %s, %s, %d timed steps\n", o.config.c_str(),
               aji::model::arch_name(cfg.arch), m.num_params() / 1e6, B, T, device->describe().c_str(),
-              device->matmul_tf32() ? "fp32 with TF32 products" : "fp32", o.steps);
+              device->matmul_tf32()                          ? "fp32 with TF32 products"
+              : m.precision() == aji::model::Precision::kBf16 ? "bf16 mixed precision"
+                                                              : "fp32",
+              o.steps);
   std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (forward, backward "
               "and AdamW on the device; no MFU: the device's peak is not measured)\n",
               t_step, times.front(), tokens_per_step / t_step, flops / 1e9 / t_step);
@@ -165,13 +168,13 @@ void run_train_step(const TrainOpts& o) {
   if (T > cfg.max_seq_len) throw aji::Error("--seq " + std::to_string(T) + " exceeds the config's max_seq_len").fix("lower --seq");
   if (o.steps < 1) throw aji::Error("--steps must be at least 1");
   const std::shared_ptr<aji::kernels::Backend> device = aji::train::open_run_device(o.device);
-  if (device && o.precision == "bf16")
-    throw aji::Error("--precision bf16 is not built for " + device->describe() + " yet").fix("use --precision fp32");
   aji::train::require_precision_fits_device(o.precision, device.get());
   if (device) device->set_matmul_tf32(o.precision == "tf32");
   Model m(cfg);
   if (device) {
     m.init_weights(1);
+    std::string note;  // bf16 where the device has bf16 products (Backend::bf16_products)
+    m.set_precision(aji::train::resolve_precision(o.precision, &note, device.get()));
     run_train_step_device(o, m, device, B, T);
     return;
   }

@@ -14,6 +14,7 @@
 
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
+#include "aji/kernels/cpu/bf16_gemm.h"
 #include "aji/kernels/cpu/ops.h"
 
 namespace aji::kernels {
@@ -90,6 +91,18 @@ class CpuBackend final : public Backend {
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int64_t N, int IC, int OC, WeightLayout layout) override {
     ops::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, layout);
+  }
+  bool bf16_products() const override { return ops::bf16_supported(); }
+  void round_to_bf16(uint16_t* dst, const float* src, size_t n) override {
+    ops::round_to_bf16(dst, src, static_cast<int64_t>(n));
+  }
+  void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf16, const float* bias, int64_t N,
+                           int IC, int OC, WeightLayout layout, bool accumulate) override {
+    ops::matmul_forward_bf16(out, inp, weight_bf16, bias, N, IC, OC, layout, accumulate);
+  }
+  void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) override {
+    ops::matmul_backward_bf16(dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T, int C,
                          int pos0, const int32_t* positions) override {

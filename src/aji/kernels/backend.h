@@ -123,6 +123,22 @@ class Backend {
   virtual void set_matmul_tf32(bool on) = 0;
   virtual bool matmul_tf32() const { return false; }
 
+  // ---- bf16 products (--precision bf16: docs/bf16.md) --------------------------------------
+  // Whether this backend runs bf16 products natively (the CPU: AVX512-BF16 or AMX through
+  // oneDNN; CUDA: compute capability 8.0 or later, bf16 tensor cores). The ops below work
+  // either way; this only decides `--precision auto`.
+  virtual bool bf16_products() const = 0;
+  // dst[i] = bf16(src[i]) rounded to nearest even (NaN stays NaN): the weights' bf16 copy.
+  virtual void round_to_bf16(uint16_t* dst, const float* src, size_t n) = 0;
+  // matmul_forward / matmul_backward with bf16 products (kernels/cpu/bf16_gemm.h's contracts):
+  // inp and dout are rounded to bf16 (nearest even) as the product reads them, the weight is
+  // its bf16 copy (round_to_bf16 of the fp32 weight), accumulation and results fp32; the bias
+  // and its gradient fp32 (from the unrounded dout).
+  virtual void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf16, const float* bias,
+                                   int64_t N, int IC, int OC, WeightLayout layout, bool accumulate) = 0;
+  virtual void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                                    const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) = 0;
+
   // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                               int IC, int OC, WeightLayout layout, bool accumulate) = 0;
@@ -231,7 +247,7 @@ std::string cuda_plugin_search_path();
 
 // The plugin's entry point (extern "C", libaji_cuda.so) and the interface version it was
 // built against: make_backend refuses a plugin whose version differs (a stale build).
-constexpr int kBackendAbiVersion = 3;
+constexpr int kBackendAbiVersion = 4;
 extern "C" {
 using CudaBackendCreateFn = Backend* (*)(int device_index, char* error, size_t error_size);
 using BackendAbiVersionFn = int (*)();

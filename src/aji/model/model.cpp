@@ -154,8 +154,11 @@ struct Model::Impl {
     return h_logits.data();
   }
 
-  // bf16 copy of every parameter (same offsets as params()), for Precision::kBf16
+  // bf16 copy of every parameter (same offsets as params()), for Precision::kBf16: on the
+  // host, or (d_w16) in the device's memory, refreshed there by Backend::round_to_bf16
   AlignedVector<uint16_t> w16;
+  DeviceMem d_w16;
+  const uint16_t* w16p() const { return device ? static_cast<const uint16_t*>(d_w16.p) : w16.data(); }
 
   // inference arena
   std::vector<float> infer;
@@ -332,6 +335,8 @@ void Model::set_device(std::shared_ptr<kernels::Backend> backend) {
   I.d_grads.reset();
   I.d_arena.reset();
   I.d_rope.reset();
+  I.d_w16.reset();
+  params_changed_ = true;  // the bf16 copy (bf16 precision) is made again where the model now runs
   I.device = std::move(backend);
   I.have_forward = false;  // activations live in the other device's memory
   I.cap_N = 0;
@@ -429,6 +434,7 @@ void Model::set_precision(Precision p) {
   if (p == Precision::kFp32) {
     impl_->w16.clear();
     impl_->w16.shrink_to_fit();
+    impl_->d_w16.reset();
   }
 }
 
@@ -529,30 +535,30 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
         throw Error("key_start[" + std::to_string(r / T) + "," + std::to_string(r % T) + "] = " +
                     std::to_string(key_start[r]) + " is outside [0, t]");
   Impl& I = *impl_;
-  if (I.device && precision_ == Precision::kBf16)
-    throw Error("bf16 precision is not built for " + I.device->describe() + " yet")
-        .fix("use --precision fp32 on this device (docs/cuda.md)");
   kernels::Backend& be = I.be();
   const int64_t C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff();
   const int64_t FF = c.is_gpt2() ? F : 2 * F;
   // (re)carve the arena when N grows; slices depend on N only
   I.logits_rows = std::max<int64_t>(16, std::min<int64_t>(N, (8 << 20) / c.vocab_size));
   const bool bf16 = precision_ == Precision::kBf16;
+  // The products' inputs kept in bf16 (the norms' outputs, the FFN activation): on the CPU. A
+  // device keeps them fp32 and rounds them as its bf16 product reads them (the same bits).
+  const bool kept16 = bf16 && !I.device;
   auto carve = [&](Bump& a, const int64_t N) {  // slices for N rows
     I.la.resize(c.n_layer);
     for (int l = 0; l < c.n_layer; ++l) {
       LayerActs& L = I.la[l];
       L.resid_in = a.take(N * C);
-      L.ln1 = bf16 ? nullptr : a.take(N * C);
-      L.ln1_16 = bf16 ? a.take_bf16(N * C) : nullptr;
+      L.ln1 = kept16 ? nullptr : a.take(N * C);
+      L.ln1_16 = kept16 ? a.take_bf16(N * C) : nullptr;
       L.ln1_mean = a.take(N);
       L.ln1_rstd = a.take(N);
       L.qkv = a.take(N * QKV);
       L.atty = a.take(N * QW);
       L.lse = a.take(N * c.n_head);
       L.resid_mid = a.take(N * C);
-      L.ln2 = bf16 ? nullptr : a.take(N * C);
-      L.ln2_16 = bf16 ? a.take_bf16(N * C) : nullptr;
+      L.ln2 = kept16 ? nullptr : a.take(N * C);
+      L.ln2_16 = kept16 ? a.take_bf16(N * C) : nullptr;
       L.ln2_mean = a.take(N);
       L.ln2_rstd = a.take(N);
       L.fc = a.take(N * FF);
@@ -562,8 +568,8 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
     I.lnf_mean = a.take(N);
     I.lnf_rstd = a.take(N);
     I.qkv_work = c.is_gpt2() ? nullptr : a.take(N * QKV);
-    I.act = bf16 ? nullptr : a.take(N * F);
-    I.act16 = bf16 ? a.take_bf16(N * F) : nullptr;
+    I.act = kept16 ? nullptr : a.take(N * F);
+    I.act16 = kept16 ? a.take_bf16(N * F) : nullptr;
     I.d_resid = a.take(N * C);
     I.d_tmp = a.take(N * C);
     I.d_qkv = a.take(N * QKV);
@@ -621,22 +627,30 @@ void Model::forward(const int32_t* tokens, int B, int T, const int32_t* position
   const float* P = device_params();
   const WeightLayout lay = c.is_gpt2() ? WeightLayout::kInOut : WeightLayout::kOutIn;
   auto W = [&](size_t o) -> const float* { return o == kNone ? nullptr : P + o; };
-  if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change (the CPU only)
-    I.w16.resize(params_.size());
-    ops::round_to_bf16(I.w16.data(), params_.data(), (int64_t)params_.size());
+  if (bf16 && params_changed_) {  // the bf16 copy of the weights, after every change
+    if (I.device) {
+      I.d_w16.ensure(*I.device, params_.size() * sizeof(uint16_t));
+      be.round_to_bf16(static_cast<uint16_t*>(I.d_w16.p), P, params_.size());
+    } else {
+      I.w16.resize(params_.size());
+      ops::round_to_bf16(I.w16.data(), params_.data(), (int64_t)params_.size());
+    }
     params_changed_ = false;
   }
+  const uint16_t* w16 = bf16 ? I.w16p() : nullptr;
   // out (N,OC) (+)= inp (N,IC) x the weight at offset w (+ bias), in this model's precision;
-  // inp fp32, or an input kept in bf16 (bf16 precision only)
+  // inp fp32, or an input kept in bf16 (bf16 precision on the CPU only)
   auto matmul = [&](float* out, const auto* inp, size_t w, const float* bias, int IC, int OC, bool acc) {
-    if (bf16)  // (a bf16 input exists only then)
-      ops::matmul_forward_bf16(out, inp, I.w16.data() + w, bias, N, IC, OC, lay, acc);
-    else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
+    if constexpr (kBf16Input<std::remove_pointer_t<decltype(inp)>>)
+      ops::matmul_forward_bf16(out, inp, w16 + w, bias, N, IC, OC, lay, acc);
+    else if (bf16)
+      be.matmul_forward_bf16(out, inp, w16 + w, bias, N, IC, OC, lay, acc);
+    else
       be.matmul_forward(out, inp, P + w, bias, N, IC, OC, lay, acc);
   };
-  // A product input forward keeps: use(the fp32 buffer), or use(its bf16 one) in bf16 precision.
+  // A product input forward keeps: use(the fp32 buffer), or use(its bf16 one) (kept16).
   auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
-    if (bf16)
+    if (kept16)
       use(b16);
     else
       use(f32);
@@ -774,7 +788,8 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
   kernels::Backend& be = I.be();
   float* dW = with_grad ? device_grads() + I.lm_head : nullptr;
   const float* Wlm = device_params() + I.lm_head;
-  const uint16_t* Wlm16 = precision_ == Precision::kBf16 ? I.w16.data() + I.lm_head : nullptr;  // set by forward()
+  const uint16_t* Wlm16 = precision_ == Precision::kBf16 ? I.w16p() + I.lm_head : nullptr;  // set by forward()
+  const bool host16 = Wlm16 && !I.device;  // the CPU's bf16 loss kernel (dlogits written as bf16)
   // On a device: the targets, weights and per-token losses in its memory; log-probs are picked
   // on the host from each chunk's logits.
   const int32_t* tg = targets;
@@ -794,10 +809,10 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
     const int64_t R = std::min(I.logits_rows, N - r0);
     const float* h = I.hidden + r0 * C;
     if (Wlm16)
-      ops::matmul_forward_bf16(I.logits, h, Wlm16, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn);
+      be.matmul_forward_bf16(I.logits, h, Wlm16, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn, false);
     else
       be.matmul_forward(I.logits, h, Wlm, nullptr, R, (int)C, (int)V, WeightLayout::kOutIn, false);
-    if (with_grad && Wlm16) {
+    if (with_grad && host16) {
       // dlogits rounded to bf16 by the loss kernel over the logits' own rows (2V apart): the
       // bits the product would round them to, without a second pass over them
       total += ops::softmax_xent_backward_inplace_bf16(I.logits, ce_out ? ce_out + r0 : nullptr, targets + r0,
@@ -808,7 +823,12 @@ double Model::lm_head_pass(const int32_t* targets, const float* weights, float g
     } else if (with_grad) {
       total += be.softmax_xent_backward_inplace(I.logits, ce ? ce + r0 : nullptr, tg + r0, wt ? wt + r0 : nullptr,
                                                 grad_scale, R, (int)V, inv_temp);
-      be.matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V, WeightLayout::kOutIn);
+      if (Wlm16)  // a device in bf16: the fp32 dlogits rounded as the product reads them
+        be.matmul_backward_bf16(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm16, R, (int)C, (int)V,
+                                WeightLayout::kOutIn);
+      else
+        be.matmul_backward(I.d_hidden + r0 * C, dW, nullptr, I.logits, h, Wlm, R, (int)C, (int)V,
+                           WeightLayout::kOutIn);
     } else if (logprob_out || entropy_out) {
       const float* logits = I.logits;
       if (I.device) {
@@ -871,7 +891,7 @@ void Model::lm_head_logprob_backward(const int32_t* targets, const float* d_logp
 
 uint16_t* Model::bf16_copy_in_step() {
   Impl& I = *impl_;
-  if (precision_ != Precision::kBf16 || params_changed_ || I.w16.size() != params_.size()) return nullptr;
+  if (I.device || precision_ != Precision::kBf16 || params_changed_ || I.w16.size() != params_.size()) return nullptr;
   return I.w16.data();
 }
 
@@ -905,16 +925,20 @@ void Model::backward(const float* d_hidden, int first_layer) {
   // the weight products of forward(), backwards, in the same precision (the bf16 copy of
   // the weights is the one forward() used)
   const bool bf16 = precision_ == Precision::kBf16;
-  // inp fp32, or an input forward() kept in bf16 (bf16 precision only)
+  const bool kept16 = bf16 && !I.device;  // forward() kept the products' inputs in bf16 (the CPU)
+  const uint16_t* w16 = bf16 ? I.w16p() : nullptr;
+  // inp fp32, or an input forward() kept in bf16 (bf16 precision on the CPU only)
   auto matmul_bwd = [&](float* dinp, size_t w, float* dbias, const float* dout, const auto* inp, int IC, int OC) {
-    if (bf16)  // (a bf16 input exists only then)
-      ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, I.w16.data() + w, N, IC, OC, lay);
-    else if constexpr (!kBf16Input<std::remove_pointer_t<decltype(inp)>>)
+    if constexpr (kBf16Input<std::remove_pointer_t<decltype(inp)>>)
+      ops::matmul_backward_bf16(dinp, G + w, dbias, dout, inp, w16 + w, N, IC, OC, lay);
+    else if (bf16)
+      be.matmul_backward_bf16(dinp, G + w, dbias, dout, inp, w16 + w, N, IC, OC, lay);
+    else
       be.matmul_backward(dinp, G + w, dbias, dout, inp, P + w, N, IC, OC, lay);
   };
-  // forward()'s kept product input: its fp32 buffer, or its bf16 one in bf16 precision
+  // forward()'s kept product input: its fp32 buffer, or its bf16 one (kept16)
   auto kept = [&](float* f32, uint16_t* b16, const auto& use) {
-    if (bf16)
+    if (kept16)
       use(b16);
     else
       use(f32);
@@ -944,11 +968,11 @@ void Model::backward(const float* d_hidden, int first_layer) {
       ffn_activation(be, c, x, A.fc, N);
       matmul_bwd(I.d_act, Lw.proj_w, Gb(Lw.proj_b), I.d_resid, x, (int)F, (int)C);
     });
-    if (bf16 && !c.is_gpt2() && Lw.fc_b == kNone) {
+    if (kept16 && !c.is_gpt2() && Lw.fc_b == kNone) {
       // SwiGLU's gradient written as the bf16 bits the product reads (in d_fc's memory)
       uint16_t* d_fc16 = reinterpret_cast<uint16_t*>(I.d_fc);
       ops::swiglu_backward(d_fc16, I.d_act, A.fc, N, (int)F);
-      ops::matmul_backward_bf16(I.d_tmp, G + Lw.fc_w, d_fc16, A.ln2_16, I.w16.data() + Lw.fc_w, N, (int)C, (int)FF,
+      ops::matmul_backward_bf16(I.d_tmp, G + Lw.fc_w, d_fc16, A.ln2_16, w16 + Lw.fc_w, N, (int)C, (int)FF,
                                 lay);
     } else {
       if (c.is_gpt2())

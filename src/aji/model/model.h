@@ -171,8 +171,9 @@ class Model {
   // them) and the activations. The training path (forward, the LM-head passes, backward) and,
   // over caches from make_cache, inference (forward_infer, decode, extend) run there;
   // checkpoints read the host copies. hidden() and d_hidden_buffer() are host copies on a
-  // device. Not yet on a device: bf16
-  // precision and per-layer gradient hooks (on_layer_backward, data parallelism): aji::Error.
+  // device. bf16 precision on a device: its own bf16 copy of the weights (Backend::round_to_bf16
+  // after every change) and bf16 products (Backend::matmul_forward_bf16), the activations fp32.
+  // Not yet on a device: per-layer gradient hooks (on_layer_backward, data parallelism): aji::Error.
   void set_device(std::shared_ptr<kernels::Backend> backend);
   kernels::Backend& device() const;
   bool on_device() const;  // a device with memory of its own

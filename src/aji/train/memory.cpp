@@ -26,7 +26,8 @@ std::string MemoryEstimate::describe() const {
   return s + ")";
 }
 
-MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int64_t tokens, bool bf16) {
+MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int64_t tokens, bool bf16,
+                               bool on_device) {
   MemoryEstimate m;
   const double P = double(c.num_params()), N = double(std::max<int64_t>(tokens, 1));
   m.weights = 4.0 * P;
@@ -34,8 +35,9 @@ MemoryEstimate training_memory(const model::ModelConfig& c, int64_t trained, int
   m.optimizer = 8.0 * double(trained);
   // The floats Model::forward carves for N positions (model.cpp, the training arena).
   const double C = c.d_model, QKV = c.qkv_width(), QW = c.q_width(), F = c.ff(), FF = c.is_gpt2() ? F : 2 * F;
-  // In bf16 the norms' outputs (2C a layer) and the activation (F) are kept as bf16: half.
-  const double kept = bf16 ? 0.5 : 1.0;
+  // In bf16 the norms' outputs (2C a layer) and the activation (F) are kept as bf16 (half) on
+  // the CPU; a device keeps them fp32 and rounds them into a scratch as its product reads them.
+  const double kept = bf16 && !on_device ? 0.5 : 1.0;
   const double per_layer = 2 * C + kept * 2 * C + 4 + QKV + QW + c.n_head + FF;
   const double rest = 2 * C + 2 + (c.is_gpt2() ? 0 : QKV) + kept * F + 2 * C + QKV + FF + F + QW + C;
   const double logits_rows = std::max(16.0, std::min(N, double(8 << 20) / c.vocab_size));

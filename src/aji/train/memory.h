@@ -25,8 +25,10 @@ struct MemoryEstimate {
 // whose head is trained separately); `tokens` = rows x T positions of one micro-batch.
 // bf16 (--precision bf16): plus the bf16 copy of the weights (2 bytes per parameter) and the
 // bf16 copies of the largest product's input and output gradient (kernels/cpu/bf16_gemm.cpp).
+// on_device: the training path runs on a device (Model::set_device), which keeps the bf16
+// products' inputs in fp32 (rounded as the product reads them).
 MemoryEstimate training_memory(const model::ModelConfig& config, int64_t trained_params, int64_t tokens,
-                               bool bf16 = false);
+                               bool bf16 = false, bool on_device = false);
 
 // Bytes this process may still allocate: the smallest of /proc/meminfo's MemAvailable, the
 // cgroup (v2) limit minus usage, and AJI_MEMORY_LIMIT_MB when set (a cap; tests use it).

@@ -368,10 +368,11 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   }
   {
     std::string p = o.precision;  // resolved again (with its note) below
-    const bool bf16 = !device &&  // a device trains in fp32 (apply_run_device)
-                      run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true) == model::Precision::kBf16;
+    const bool bf16 = run_precision(p, saved_opts, o.given.count("precision") > 0, /*quiet=*/true, nullptr,
+                                    device.get()) == model::Precision::kBf16;
     require_precision_fits_device(p, device.get());  // tf32 off a CUDA device: before any work
-    MemoryEstimate need = training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16);
+    MemoryEstimate need =
+        training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16, /*on_device=*/device != nullptr);
     need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
     require_memory_on(need,
                    "training this model (" + fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) +
@@ -436,16 +437,12 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
   // fp32 and the reverse.
   std::string precision_note;
   model::Precision precision =
-      run_precision(o.precision, saved_opts, o.given.count("precision") > 0, o.quiet, &precision_note);
+      run_precision(o.precision, saved_opts, o.given.count("precision") > 0, o.quiet, &precision_note, device.get());
 
   model::Model model(cfg);
   model.set_precision(precision);
-  // A device (--device): the forward and backward run there, in fp32 (printed below).
-  apply_run_device(device, o.precision, o.given.count("precision") > 0, /*quiet=*/true, "pretrain", {&model});
-  if (model.precision() != precision) {
-    precision = model.precision();
-    precision_note = "precision: fp32 (bf16 is not built for the CUDA backend yet)";
-  }
+  // A device (--device): the forward, backward and optimizer step run there (printed below).
+  apply_run_device(device, o.precision, /*quiet=*/true, "pretrain", {&model});
   AdamW optimizer(model.num_params(), {o.beta1, o.beta2, o.eps, o.weight_decay});
   const std::vector<ParamGroup> groups = {ParamGroup::whole_model(model, optimizer)};
 

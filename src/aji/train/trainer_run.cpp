@@ -32,22 +32,28 @@ ParamGroup ParamGroup::whole_model(model::Model& model, AdamW& opt) {
   return {model.params(), model.grads(), &opt, all_parameter_ranges(model), &model};
 }
 
-model::Precision resolve_precision(const std::string& requested, std::string* note) {
-  const bool native = kernels::cpu::bf16_supported();
+model::Precision resolve_precision(const std::string& requested, std::string* note, const kernels::Backend* device) {
+  // Where the training path runs decides: the CPU (oneDNN's ISA) or the device (Backend::bf16_products).
+  const bool native = device ? device->bf16_products() : kernels::cpu::bf16_supported();
+  const std::string where = device ? device->describe() : std::string("this CPU");
+  const std::string what = device ? std::string("bf16 tensor cores (compute capability 8.0 or later)")
+                                  : std::string("AVX512-BF16 or AMX");
+  const std::string isa = device ? std::string() : std::string(", oneDNN ISA ") + kernels::cpu::bf16_isa_name();
   std::string why;
   model::Precision p = model::Precision::kFp32;
   if (requested == "auto") {
     p = native ? model::Precision::kBf16 : model::Precision::kFp32;
-    why = native ? std::string("bf16 mixed precision (the default on this CPU: ") + kernels::cpu::bf16_isa_name() + ")"
-                 : std::string("fp32 (the default: this CPU has no native bf16 products, oneDNN ISA ") +
-                       kernels::cpu::bf16_isa_name() + ")";
+    why = native ? "bf16 mixed precision (the default on " + where + (device ? "" : ": " + std::string(kernels::cpu::bf16_isa_name())) + ")"
+                 : "fp32 (the default: " + where + " has no native bf16 products" + isa + ")";
   } else if (requested == "bf16") {
     if (native) {
       p = model::Precision::kBf16;
-      why = std::string("bf16 mixed precision (") + kernels::cpu::bf16_isa_name() + ")";
+      why = "bf16 mixed precision (" + (device ? where : std::string(kernels::cpu::bf16_isa_name())) + ")";
     } else {
-      why = std::string("fp32: --precision bf16 asked, but this CPU has no native bf16 products (oneDNN ISA ") +
-            kernels::cpu::bf16_isa_name() + "; bf16 needs AVX512-BF16 or AMX), so the run falls back to fp32";
+      if (isa.empty()) why = "fp32: --precision bf16 asked, but " + where + " has no native bf16 products (bf16 needs " +
+                             what + "), so the run falls back to fp32";
+      else why = "fp32: --precision bf16 asked, but " + where + " has no native bf16 products (" + isa.substr(2) +
+                 "; bf16 needs " + what + "), so the run falls back to fp32";
     }
   } else if (requested == "fp32") {
     why = "fp32";
@@ -61,7 +67,7 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
 }
 
 model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
-                               std::string* note) {
+                               std::string* note, const kernels::Backend* device) {
   const bool resumed = saved_options.is_object();
   std::string saved;  // what the run trained in until now (a run from before the option: fp32)
   if (resumed) {
@@ -73,7 +79,7 @@ model::Precision run_precision(std::string& requested, const nlohmann::json& sav
       saved = it->is_string() ? it->get<std::string>() : it->dump();
     }
   }
-  const model::Precision p = resolve_precision(requested, note);
+  const model::Precision p = resolve_precision(requested, note, device);
   if (requested != "tf32") requested = model::precision_name(p);
   if (resumed && saved != requested && !quiet)
     std::fprintf(stderr, "note: the run trained in %s until now, this session trains in %s (checkpoints hold fp32 "
@@ -83,10 +89,10 @@ model::Precision run_precision(std::string& requested, const nlohmann::json& sav
 
 model::Precision apply_run_precision(std::string& requested, const json& saved_options,
                                      const std::vector<std::string>& given_flags, bool quiet, const char* stage,
-                                     std::initializer_list<model::Model*> models) {
+                                     std::initializer_list<model::Model*> models, const kernels::Backend* device) {
   const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
   std::string note;
-  const model::Precision p = run_precision(requested, saved_options, given, quiet, &note);
+  const model::Precision p = run_precision(requested, saved_options, given, quiet, &note, device);
   for (model::Model* m : models)
     if (m) m->set_precision(p);
   if (!quiet) {
@@ -127,34 +133,21 @@ void require_precision_fits_device(const std::string& precision, const kernels::
              "saved precision unless --precision is given)");
 }
 
-void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
-                      bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
-  const bool given = std::find(given_flags.begin(), given_flags.end(), "--precision") != given_flags.end();
-  apply_run_device(open_run_device(device), precision, given, quiet, stage, models);
-}
-
-void apply_run_device(const std::shared_ptr<kernels::Backend>& be, std::string& precision, bool precision_given,
-                      bool quiet, const char* stage, std::initializer_list<model::Model*> models) {
+void apply_run_device(const std::shared_ptr<kernels::Backend>& be, const std::string& precision, bool quiet,
+                      const char* stage, std::initializer_list<model::Model*> models) {
   require_precision_fits_device(precision, be.get());
   const bool tf32 = precision == "tf32";
   if (!be) return;
   be->set_matmul_tf32(tf32);
   bool bf16 = false;
-  for (model::Model* m : models) bf16 = bf16 || (m && m->precision() == model::Precision::kBf16);
-  if (bf16) {
-    if (precision_given && precision == "bf16")
-      throw Error("--precision bf16 is not built for " + be->describe() + " yet")
-          .fix("use --precision fp32 on this device (docs/cuda.md)");
-    precision = "fp32";
-  }
   for (model::Model* m : models)
     if (m) {
-      m->set_precision(model::Precision::kFp32);
+      bf16 = bf16 || m->precision() == model::Precision::kBf16;
       m->set_device(be);
     }
   if (!quiet) {
     std::printf("%s: device: %s (forward, backward and the optimizer step; %s)\n", stage, be->describe().c_str(),
-                tf32 ? "fp32 with TF32 matrix products" : "fp32");
+                tf32 ? "fp32 with TF32 matrix products" : bf16 ? "bf16 mixed precision" : "fp32");
     std::fflush(stdout);
   }
 }

@@ -140,12 +140,14 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
 // ---- precision (model.h's Precision, --precision) ----------------------------------------
 
 // The training-path precision for a requested "auto", "fp32", "bf16" or "tf32" (anything else
-// is an aji::Error naming the choices): "auto" is bf16 where the CPU runs bf16 products
-// natively (AVX512-BF16 or AMX, kernels/cpu/bf16_gemm.h), else fp32; "bf16" on a CPU without
-// them falls back to fp32; "tf32" is fp32 for the models (apply_run_device then turns on a
-// CUDA device's TF32 products, and refuses anything else). *note (if not null) gets one line
-// saying which and why, for the start of a run.
-model::Precision resolve_precision(const std::string& requested, std::string* note = nullptr);
+// is an aji::Error naming the choices): "auto" is bf16 where the training path runs bf16
+// products natively — the CPU with AVX512-BF16 or AMX (kernels/cpu/bf16_gemm.h), or `device`
+// when given (Backend::bf16_products: a CUDA GPU of compute capability 8.0 or later) — else
+// fp32; "bf16" where they are not native falls back to fp32; "tf32" is fp32 for the models
+// (apply_run_device then turns on a CUDA device's TF32 products, and refuses anything else).
+// *note (if not null) gets one line saying which and why, for the start of a run.
+model::Precision resolve_precision(const std::string& requested, std::string* note = nullptr,
+                                   const kernels::Backend* device = nullptr);
 // A trainer's --precision on a fresh or resumed run: saved_options are the run's saved
 // settings (not an object on a fresh run), given whether --precision was passed this session.
 // A run saved before --precision existed trained in fp32 and continues so unless asked. The
@@ -153,14 +155,16 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
 // a note (unless quiet). Writes the resolved name ("fp32"/"bf16", or "tf32" as asked) back
 // into `requested`.
 model::Precision run_precision(std::string& requested, const nlohmann::json& saved_options, bool given, bool quiet,
-                               std::string* note = nullptr);
+                               std::string* note = nullptr, const kernels::Backend* device = nullptr);
 // A trainer's session precision (run_precision: the run's saved options, the flags given this
 // session) set on every model it trains or runs forward on (policy, frozen reference, value
 // and reward trunks), so their forward passes agree; prints "<stage>: precision: ..." unless
-// quiet. saved_options: the run's saved options on resume, else null.
+// quiet. saved_options: the run's saved options on resume, else null. device: the run's
+// device (open_run_device; null = the CPU), which decides what "auto" and "bf16" give.
 model::Precision apply_run_precision(std::string& requested, const nlohmann::json& saved_options,
                                      const std::vector<std::string>& given_flags, bool quiet, const char* stage,
-                                     std::initializer_list<model::Model*> models);
+                                     std::initializer_list<model::Model*> models,
+                                     const kernels::Backend* device = nullptr);
 // ---- device (kernels/backend.h, --device) ----------------------------------------------------
 
 // The backend a trainer's --device names: null for "cpu" (the host path), else the device
@@ -169,21 +173,16 @@ model::Precision apply_run_precision(std::string& requested, const nlohmann::jso
 // explicit cuda:N is taken as given. train_step then averages the ranks' gradients through
 // the host (MPI; not NCCL yet).
 std::shared_ptr<kernels::Backend> open_run_device(const std::string& device);
-// A trainer's --device set on every model it trains or runs forward on (call after
-// apply_run_precision): "cpu" changes nothing. On a device the models train in fp32 (bf16 is
-// not built there): an explicit --precision bf16 is an error, "auto"'s bf16 becomes fp32,
-// written back into `precision` (the run's saved setting); "tf32" turns on the device's TF32
-// matrix products (Backend::set_matmul_tf32) and is an error anywhere but on a CUDA device.
-// Prints "<stage>: device: ..." unless quiet.
-void apply_run_device(const std::string& device, std::string& precision, const std::vector<std::string>& given_flags,
-                      bool quiet, const char* stage, std::initializer_list<model::Model*> models);
 // --precision tf32 anywhere but on a CUDA device (be null: the CPU) is an aji::Error with the
-// fix; every other precision fits every device (apply_run_device adapts bf16).
+// fix; every other precision fits every device (resolve_precision adapts bf16 to it).
 void require_precision_fits_device(const std::string& precision, const kernels::Backend* be);
-// The same with the device already open (open_run_device; null = the CPU, nothing changes) and
-// whether --precision was given this session: the one place the fp32-on-a-device rule lives.
-void apply_run_device(const std::shared_ptr<kernels::Backend>& device, std::string& precision, bool precision_given,
-                      bool quiet, const char* stage, std::initializer_list<model::Model*> models);
+// A trainer's device (open_run_device; null = the CPU: nothing changes) set on every model it
+// trains or runs forward on, after apply_run_precision resolved the precision for that device
+// (the models keep it: fp32, or bf16 mixed precision, Backend::matmul_forward_bf16); "tf32"
+// turns on the device's TF32 matrix products (Backend::set_matmul_tf32) and is an error
+// anywhere but on a CUDA device. Prints "<stage>: device: ..." unless quiet.
+void apply_run_device(const std::shared_ptr<kernels::Backend>& device, const std::string& precision, bool quiet,
+                      const char* stage, std::initializer_list<model::Model*> models);
 
 // For its lifetime the model's training forward runs in fp32 (then the precision it had): an
 // evaluation whose numbers must be what the saved model gives, e.g. a classifier's test report.

@@ -2,7 +2,8 @@
 // the way the real library checks them (descriptor attributes and sizes, layouts against each
 // other, workspace size, pointer alignment against the chosen algorithm, C == D), and the
 // product computed in column-major order with an fma per term (CUBLAS_COMPUTE_32F_FAST_TF32: of
-// the operands rounded to TF32). It is not cuBLASLt: its
+// the operands rounded to TF32; CUDA_R_16BF operands: of their values widened to fp32). It is
+// not cuBLASLt: its
 // heuristics, algorithms and rounding order are not the real library's.
 // AJI_CUDA_EMU_BIAS_MODE=1 makes it offer no algorithm for the bias epilogue, =2 refuse it
 // (NOT_SUPPORTED), to exercise matmul.cu's fallback.
@@ -58,8 +59,13 @@ bool valid(const FakeDesc* d, const FakeLayout* a, const FakeLayout* b, const Fa
            uint64_t* m, uint64_t* n, uint64_t* k) {
   if ((d->compute != CUBLAS_COMPUTE_32F && d->compute != CUBLAS_COMPUTE_32F_FAST_TF32) || d->scale != CUDA_R_32F)
     return false;
+  // A and B both fp32, or both bf16 (CUDA_R_16BF; not with the TF32 compute type); C, D fp32
+  if (a->type != b->type || (a->type != CUDA_R_32F && a->type != CUDA_R_16BF)) return false;
+  if (a->type == CUDA_R_16BF && d->compute != CUBLAS_COMPUTE_32F) return false;
+  for (auto* l : {c, dd})
+    if (l->type != CUDA_R_32F) return false;
   for (auto* l : {a, b, c, dd})
-    if (l->type != CUDA_R_32F || l->ld < (int64_t)std::max<uint64_t>(1, l->rows)) return false;
+    if (l->ld < (int64_t)std::max<uint64_t>(1, l->rows)) return false;
   *m = dd->rows, *n = dd->cols;
   *k = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
   const uint64_t am = d->ta == CUBLAS_OP_N ? a->rows : a->cols;
@@ -185,8 +191,15 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     if (align_of(ptrs[i]) < algo->data[i]) return CUBLAS_STATUS_NOT_SUPPORTED;  // misaligned for the algorithm
   if (C != D) return CUBLAS_STATUS_NOT_SUPPORTED;  // aji always runs in place
   const float alpha = *static_cast<const float*>(alpha_p), beta = *static_cast<const float*>(beta_p);
-  const float* a = static_cast<const float*>(A);
-  const float* b = static_cast<const float*>(B);
+  // element i of A or B as fp32 (a bf16 element widened: its 16 bits are fp32's high half)
+  const bool bf16 = L_(al)->type == CUDA_R_16BF;
+  auto elem = [bf16](const void* base, uint64_t i) -> float {
+    if (!bf16) return static_cast<const float*>(base)[i];
+    const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(base)[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
   const float* cc = static_cast<const float*>(C);
   float* dd = static_cast<float*>(D);
   const int64_t lda = L_(al)->ld, ldb = L_(bl)->ld, ldc = L_(cl)->ld, ldd = L_(dl)->ld;
@@ -197,8 +210,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
     for (uint64_t i = 0; i < m; ++i) {
       float acc = 0.0f;
       for (uint64_t p = 0; p < k; ++p) {
-        const float x = d->ta == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda];
-        const float y = d->tb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb];
+        const float x = elem(A, d->ta == CUBLAS_OP_N ? i + p * lda : p + i * lda);
+        const float y = elem(B, d->tb == CUBLAS_OP_N ? p + j * ldb : j + p * ldb);
         acc = tf32 ? std::fma(to_tf32(x), to_tf32(y), acc) : std::fma(x, y, acc);
       }
       float r = alpha * acc;

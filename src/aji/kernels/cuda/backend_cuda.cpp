@@ -238,6 +238,18 @@ class CudaBackend final : public Backend {
     bind();
     cuda::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  bool bf16_products() const override { return prop_.major >= 8; }  // Ampere and later: bf16 tensor cores
+  void round_to_bf16(uint16_t* dst, const float* src, size_t n) override {
+    cuda::round_to_bf16(ctx_, dst, src, n);
+  }
+  void matmul_forward_bf16(float* out, const float* inp, const uint16_t* weight_bf16, const float* bias, int64_t N,
+                           int IC, int OC, WeightLayout layout, bool accumulate) override {
+    cuda::matmul_forward_bf16(ctx_, out, inp, weight_bf16, bias, N, IC, OC, layout, accumulate);
+  }
+  void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                            const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) override {
+    cuda::matmul_backward_bf16(ctx_, dinp, dweight, dbias, dout, inp, weight_bf16, N, IC, OC, layout);
+  }
   void set_matmul_tf32(bool on) override { ctx_.tf32 = on; }
   bool matmul_tf32() const override { return ctx_.tf32; }
   void kv_append(const CachedSeq* seqs, int n, int64_t rows, int layer, const float* src, int64_t src_ts,

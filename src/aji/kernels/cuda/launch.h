@@ -1,6 +1,7 @@
 // The CUDA backend's kernels, as host functions that queue work on the context's stream
 // (llm.c's layout: one file per concern, each op a launcher over device pointers).
-//   matmul.cu     cuBLASLt products (fp32, CUBLAS_COMPUTE_32F: the CPU's results to rounding)
+//   matmul.cu     cuBLASLt products (fp32, CUBLAS_COMPUTE_32F: the CPU's results to rounding;
+//                 TF32 or bf16 operands when asked)
 //   attention.cu  causal GQA attention in query tiles with the log-sum-exp, and its backward
 //   norms.cu      LayerNorm, RMSNorm, per-head RMSNorm (QK-norm), forward and backward
 //   pointwise.cu  embeddings, GELU, SwiGLU, RoPE, residual add, scale
@@ -50,6 +51,13 @@ void matmul_forward(Context& ctx, float* out, const float* inp, const float* wei
                     int IC, int OC, WeightLayout layout, bool accumulate);
 void matmul_backward(Context& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int IC, int OC, WeightLayout layout);
+// bf16 products (backend.h's contracts): the weight's bf16 copy, inp/dout rounded to bf16 in
+// the workspace, fp32 accumulation and results.
+void round_to_bf16(Context& ctx, uint16_t* dst, const float* src, size_t n);
+void matmul_forward_bf16(Context& ctx, float* out, const float* inp, const uint16_t* weight_bf16, const float* bias,
+                         int64_t N, int IC, int OC, WeightLayout layout, bool accumulate);
+void matmul_backward_bf16(Context& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout);
 
 // ---- attention.cu -------------------------------------------------------------------------
 void attention_forward(Context& ctx, float* out, float* lse, const float* q, const float* k, const float* v,

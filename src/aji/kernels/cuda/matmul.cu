@@ -1,7 +1,11 @@
 // Matrix products of the CUDA backend: cuBLASLt in fp32 (CUBLAS_COMPUTE_32F, no TF32), so a
 // product is the CPU's to rounding; the bias gradient is a deterministic column sum. With
 // ctx.tf32 (Backend::set_matmul_tf32, --precision tf32) CUBLAS_COMPUTE_32F_FAST_TF32: the
-// operands rounded to TF32 on the tensor cores, fp32 accumulation and output.
+// operands rounded to TF32 on the tensor cores, fp32 accumulation and output. The bf16
+// products (matmul_forward_bf16 / matmul_backward_bf16, --precision bf16) take the weight's
+// bf16 copy and round the activation operand (inp, dout) to bf16 into the workspace first,
+// then run cuBLASLt with bf16 A and B, fp32 accumulation (CUBLAS_COMPUTE_32F) and fp32 C/D:
+// the CPU's bf16_gemm.h contract (round to nearest even, fp32 sums, fp32 bias).
 //
 // cuBLASLt is column-major and our matrices are row-major: a row-major (R, C) matrix is the
 // column-major (C, R) one, its transpose, with the same leading dimension. So each product
@@ -71,6 +75,20 @@ __global__ void colsum_finish_kernel(float* dbias, const float* partial, int row
   dbias[c] += s;
 }
 
+// dst[i] = bf16(src[i]), round to nearest even, NaN stays a quiet NaN: base/half.cpp's
+// f32_to_bf16 bit for bit (so the devices' bf16 copies of the weights are the same bits).
+__device__ __forceinline__ uint16_t bf16_rne(float f) {
+  uint32_t x = __float_as_uint(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+__global__ void round_bf16_kernel(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    dst[i] = bf16_rne(src[i]);
+}
+
 int elementwise_blocks(int64_t n, int threads) {
   const int64_t blocks = (n + threads - 1) / threads;
   return (int)std::min<int64_t>(std::max<int64_t>(blocks, 1), int64_t(1) << 20);  // grid-stride beyond
@@ -80,6 +98,13 @@ void bias_rows(Context& ctx, float* out, const float* bias, int64_t N, int OC, b
   const int threads = 256;
   bias_rows_kernel<<<elementwise_blocks(N * (int64_t)OC, threads), threads, 0, ctx.stream>>>(out, bias, N, OC, keep);
   ctx.launched("matmul_forward (bias)");
+}
+
+void round_bf16(Context& ctx, uint16_t* dst, const float* src, int64_t n, const char* what) {
+  if (n <= 0) return;
+  const int threads = 256;
+  round_bf16_kernel<<<elementwise_blocks(n, threads), threads, 0, ctx.stream>>>(dst, src, n);
+  ctx.launched(what);
 }
 
 // dbias (OC) += column sums of dout (N,OC), in a fixed order (no atomics).
@@ -136,9 +161,10 @@ struct Preference {
 struct Gemm {
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
   int64_t m = 0, n = 0, k = 0;
-  const float* A = nullptr;
+  cudaDataType_t ab_type = CUDA_R_32F;  // A's and B's elements: fp32, or CUDA_R_16BF (bf16 products)
+  const void* A = nullptr;
   int64_t lda = 0;
-  const float* B = nullptr;
+  const void* B = nullptr;
   int64_t ldb = 0;
   float* D = nullptr;
   int64_t ldd = 0;
@@ -150,12 +176,12 @@ struct CachedAlgo {
   bool found = false;
   cublasLtMatmulAlgo_t algo{};
 };
-using AlgoKey = std::array<int64_t, 19>;
+using AlgoKey = std::array<int64_t, 20>;
 std::mutex g_algo_mutex;
 std::map<AlgoKey, CachedAlgo> g_algos;
 
 std::string describe(const Gemm& g, const char* what) {
-  return std::string(what) + ": column-major m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+  return std::string(what) + (g.ab_type == CUDA_R_16BF ? " (bf16 operands)" : "") + ": column-major m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
          " k=" + std::to_string(g.k) + " op(A)=" + (g.ta == CUBLAS_OP_T ? "T" : "N") +
          " op(B)=" + (g.tb == CUBLAS_OP_T ? "T" : "N") + " lda=" + std::to_string(g.lda) +
          " ldb=" + std::to_string(g.ldb) + " ldd=" + std::to_string(g.ldd) + " beta=" + std::to_string(g.beta) +
@@ -167,7 +193,8 @@ std::string describe(const Gemm& g, const char* what) {
 // algorithm is an aji::Error naming the shape.
 bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   MatmulDesc desc;
-  const cublasComputeType_t compute = ctx.tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const bool bf16 = g.ab_type == CUDA_R_16BF;  // bf16 operands: fp32 accumulation (TF32 is moot)
+  const cublasComputeType_t compute = ctx.tf32 && !bf16 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   AJI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.h, compute, CUDA_R_32F));
   const int32_t ta = g.ta, tb = g.tb;
   AJI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.h, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
@@ -183,13 +210,14 @@ bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   const uint64_t a_rows = g.ta == CUBLAS_OP_N ? g.m : g.k, a_cols = g.ta == CUBLAS_OP_N ? g.k : g.m;
   const uint64_t b_rows = g.tb == CUBLAS_OP_N ? g.k : g.n, b_cols = g.tb == CUBLAS_OP_N ? g.n : g.k;
   Layout a, b, d;
-  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a.h, CUDA_R_32F, a_rows, a_cols, g.lda));
-  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b.h, CUDA_R_32F, b_rows, b_cols, g.ldb));
+  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a.h, g.ab_type, a_rows, a_cols, g.lda));
+  AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b.h, g.ab_type, b_rows, b_cols, g.ldb));
   AJI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.h, CUDA_R_32F, (uint64_t)g.m, (uint64_t)g.n, g.ldd));
 
   const uint32_t al_a = alignment_of(g.A), al_b = alignment_of(g.B), al_d = alignment_of(g.D);
   const uint32_t al_bias = g.bias ? alignment_of(g.bias) : 0;
   const AlgoKey key{(int64_t)compute,
+                    (int64_t)g.ab_type,
                     ctx.device,
                     ctx.sm_count,
                     (int64_t) reinterpret_cast<uintptr_t>(ctx.lt),
@@ -242,7 +270,9 @@ bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   }
   if (!chosen.found) {
     if (may_fail) return false;
-    throw Error(std::string("cuBLASLt found no ") + (ctx.tf32 ? "TF32 (CUBLAS_COMPUTE_32F_FAST_TF32)" : "fp32 (CUBLAS_COMPUTE_32F)") +
+    throw Error(std::string("cuBLASLt found no ") +
+                (bf16 ? "bf16 (CUDA_R_16BF operands, CUBLAS_COMPUTE_32F)"
+                      : ctx.tf32 ? "TF32 (CUBLAS_COMPUTE_32F_FAST_TF32)" : "fp32 (CUBLAS_COMPUTE_32F)") +
                 " algorithm for " + describe(g, what));
   }
   const float alpha = 1.0f;
@@ -252,20 +282,15 @@ bool lt_matmul(Context& ctx, const Gemm& g, const char* what, bool may_fail) {
   return true;
 }
 
-}  // namespace
-
-// out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += (inp x W + bias).
+// out (N,OC) = inp (N,IC) x W (+ bias (OC)); accumulate: out += (inp x W + bias); inp and W
+// of element type t (fp32, or bf16 for the bf16 products).
 // Column-major, out^T (OC,N) = op(A) (OC,IC) x inp^T (IC,N), inp^T being inp as stored (ld IC):
 //   kOutIn: W (OC,IC) row-major is (IC,OC) column-major (ld IC): op(A) = T.
 //   kInOut: W (IC,OC) row-major is (OC,IC) column-major (ld OC): op(A) = N.
-void matmul_forward(Context& ctx, float* out, const float* inp, const float* weight, const float* bias, int64_t N,
-                    int IC, int OC, WeightLayout layout, bool accumulate) {
-  if (N <= 0 || OC <= 0) return;
-  if (IC <= 0) {  // an empty product: out = (out if accumulating, else 0) + bias
-    bias_rows(ctx, out, bias, N, OC, accumulate);
-    return;
-  }
+void forward_gemm(Context& ctx, float* out, const void* inp, const void* weight, cudaDataType_t t, const float* bias,
+                  int64_t N, int IC, int OC, WeightLayout layout, bool accumulate, const char* what) {
   Gemm g;
+  g.ab_type = t;
   g.m = OC;
   g.n = N;
   g.k = IC;
@@ -288,54 +313,122 @@ void matmul_forward(Context& ctx, float* out, const float* inp, const float* wei
   // wants a 16-byte aligned vector; otherwise (or without an algorithm for it) a second pass.
   if (bias && alignment_of(bias) >= 16) {
     g.bias = bias;
-    if (lt_matmul(ctx, g, "matmul_forward", true)) return;
+    if (lt_matmul(ctx, g, what, true)) return;
     g.bias = nullptr;
   }
-  lt_matmul(ctx, g, "matmul_forward", false);
+  lt_matmul(ctx, g, what, false);
   if (bias) bias_rows(ctx, out, bias, N, OC, true);
+}
+
+// dweight += dout^T inp (kOutIn) or inp^T dout (kInOut), operands of element type t.
+void dweight_gemm(Context& ctx, float* dweight, const void* dout, const void* inp, cudaDataType_t t, int64_t N, int IC,
+                  int OC, WeightLayout layout, const char* what) {
+  Gemm g;
+  g.ab_type = t;
+  g.beta = 1.0f;
+  if (layout == WeightLayout::kOutIn) {
+    // dW (OC,IC) += dout^T inp  ->  column-major dW^T (IC,OC) = inp^T (IC,N) x dout (N,OC)
+    g.m = IC, g.n = OC, g.k = N;
+    g.ta = CUBLAS_OP_N, g.A = inp, g.lda = IC;    // inp^T: (IC,N) column-major
+    g.tb = CUBLAS_OP_T, g.B = dout, g.ldb = OC;   // dout^T stored (OC,N) column-major, transposed
+    g.D = dweight, g.ldd = IC;
+  } else {
+    // dW (IC,OC) += inp^T dout  ->  column-major dW^T (OC,IC) = dout^T (OC,N) x inp (N,IC)
+    g.m = OC, g.n = IC, g.k = N;
+    g.ta = CUBLAS_OP_N, g.A = dout, g.lda = OC;   // dout^T: (OC,N) column-major
+    g.tb = CUBLAS_OP_T, g.B = inp, g.ldb = IC;    // inp^T stored (IC,N) column-major, transposed
+    g.D = dweight, g.ldd = OC;
+  }
+  lt_matmul(ctx, g, what, false);
+}
+
+// dinp (N,IC) = dout (N,OC) x op(W) (overwrite), operands of element type t; OC > 0.
+void dinp_gemm(Context& ctx, float* dinp, const void* dout, const void* weight, cudaDataType_t t, int64_t N, int IC,
+               int OC, WeightLayout layout, const char* what) {
+  Gemm g;
+  g.ab_type = t;
+  g.beta = 0.0f;
+  g.m = IC, g.n = N, g.k = OC;
+  // column-major dinp^T (IC,N) = op(W) (IC,OC) x dout^T (OC,N)
+  if (layout == WeightLayout::kOutIn) {
+    g.ta = CUBLAS_OP_N, g.A = weight, g.lda = IC;  // W (OC,IC) row-major = (IC,OC) column-major
+  } else {
+    g.ta = CUBLAS_OP_T, g.A = weight, g.lda = OC;  // W (IC,OC) row-major = (OC,IC) column-major
+  }
+  g.tb = CUBLAS_OP_N, g.B = dout, g.ldb = OC;
+  g.D = dinp, g.ldd = IC;
+  lt_matmul(ctx, g, what, false);
+}
+
+size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace
+
+void matmul_forward(Context& ctx, float* out, const float* inp, const float* weight, const float* bias, int64_t N,
+                    int IC, int OC, WeightLayout layout, bool accumulate) {
+  if (N <= 0 || OC <= 0) return;
+  if (IC <= 0) {  // an empty product: out = (out if accumulating, else 0) + bias
+    bias_rows(ctx, out, bias, N, OC, accumulate);
+    return;
+  }
+  forward_gemm(ctx, out, inp, weight, CUDA_R_32F, bias, N, IC, OC, layout, accumulate, "matmul_forward");
 }
 
 // dinp (N,IC) = dout (N,OC) x W^T-or-W (overwrite, skipped if null); dweight += ; dbias += .
 void matmul_backward(Context& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int64_t N, int IC, int OC, WeightLayout layout) {
   if (N <= 0 || IC < 0 || OC < 0) return;  // nothing to add, no rows to write
-  if (dweight && IC > 0 && OC > 0) {
-    Gemm g;
-    g.beta = 1.0f;
-    if (layout == WeightLayout::kOutIn) {
-      // dW (OC,IC) += dout^T inp  ->  column-major dW^T (IC,OC) = inp^T (IC,N) x dout (N,OC)
-      g.m = IC, g.n = OC, g.k = N;
-      g.ta = CUBLAS_OP_N, g.A = inp, g.lda = IC;    // inp^T: (IC,N) column-major
-      g.tb = CUBLAS_OP_T, g.B = dout, g.ldb = OC;   // dout^T stored (OC,N) column-major, transposed
-      g.D = dweight, g.ldd = IC;
-    } else {
-      // dW (IC,OC) += inp^T dout  ->  column-major dW^T (OC,IC) = dout^T (OC,N) x inp (N,IC)
-      g.m = OC, g.n = IC, g.k = N;
-      g.ta = CUBLAS_OP_N, g.A = dout, g.lda = OC;   // dout^T: (OC,N) column-major
-      g.tb = CUBLAS_OP_T, g.B = inp, g.ldb = IC;    // inp^T stored (IC,N) column-major, transposed
-      g.D = dweight, g.ldd = OC;
-    }
-    lt_matmul(ctx, g, "matmul_backward (dweight)", false);
-  }
+  if (dweight && IC > 0 && OC > 0)
+    dweight_gemm(ctx, dweight, dout, inp, CUDA_R_32F, N, IC, OC, layout, "matmul_backward (dweight)");
   if (dinp && IC > 0) {
-    if (OC == 0) {
+    if (OC == 0)
       AJI_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)N * (size_t)IC, ctx.stream));
-    } else {
-      Gemm g;
-      g.beta = 0.0f;
-      g.m = IC, g.n = N, g.k = OC;
-      // column-major dinp^T (IC,N) = op(W) (IC,OC) x dout^T (OC,N)
-      if (layout == WeightLayout::kOutIn) {
-        g.ta = CUBLAS_OP_N, g.A = weight, g.lda = IC;  // W (OC,IC) row-major = (IC,OC) column-major
-      } else {
-        g.ta = CUBLAS_OP_T, g.A = weight, g.lda = OC;  // W (IC,OC) row-major = (OC,IC) column-major
-      }
-      g.tb = CUBLAS_OP_N, g.B = dout, g.ldb = OC;
-      g.D = dinp, g.ldd = IC;
-      lt_matmul(ctx, g, "matmul_backward (dinp)", false);
-    }
+    else
+      dinp_gemm(ctx, dinp, dout, weight, CUDA_R_32F, N, IC, OC, layout, "matmul_backward (dinp)");
   }
   if (dbias && OC > 0) bias_grad(ctx, dbias, dout, N, OC);
+}
+
+void round_to_bf16(Context& ctx, uint16_t* dst, const float* src, size_t n) {
+  round_bf16(ctx, dst, src, (int64_t)n, "round_to_bf16");
+}
+
+// The bf16 products: inp rounded into the workspace, the weight's bf16 copy, fp32 out.
+void matmul_forward_bf16(Context& ctx, float* out, const float* inp, const uint16_t* weight_bf16, const float* bias,
+                         int64_t N, int IC, int OC, WeightLayout layout, bool accumulate) {
+  if (N <= 0 || OC <= 0) return;
+  if (IC <= 0) {
+    bias_rows(ctx, out, bias, N, OC, accumulate);
+    return;
+  }
+  uint16_t* inp16 = static_cast<uint16_t*>(ctx.workspace(sizeof(uint16_t) * (size_t)N * (size_t)IC));
+  round_bf16(ctx, inp16, inp, N * (int64_t)IC, "matmul_forward_bf16 (inp to bf16)");
+  forward_gemm(ctx, out, inp16, weight_bf16, CUDA_R_16BF, bias, N, IC, OC, layout, accumulate,
+               "matmul_forward_bf16");
+}
+
+// dbias from the fp32 dout first (its partial sums use the workspace), then dout and inp
+// rounded into one workspace for the two bf16 products.
+void matmul_backward_bf16(Context& ctx, float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                          const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) {
+  if (N <= 0 || IC < 0 || OC < 0) return;
+  if (dbias && OC > 0) bias_grad(ctx, dbias, dout, N, OC);
+  const bool want_dw = dweight && IC > 0 && OC > 0, want_dinp = dinp && IC > 0 && OC > 0;
+  if (dinp && IC > 0 && OC == 0)
+    AJI_CUDA_CHECK(cudaMemsetAsync(dinp, 0, sizeof(float) * (size_t)N * (size_t)IC, ctx.stream));
+  if (!want_dw && !want_dinp) return;
+  const size_t dout_bytes = round_up_256(sizeof(uint16_t) * (size_t)N * (size_t)OC);
+  const size_t inp_bytes = want_dw ? sizeof(uint16_t) * (size_t)N * (size_t)IC : 0;
+  char* ws = static_cast<char*>(ctx.workspace(dout_bytes + inp_bytes));
+  uint16_t* dout16 = reinterpret_cast<uint16_t*>(ws);
+  round_bf16(ctx, dout16, dout, N * (int64_t)OC, "matmul_backward_bf16 (dout to bf16)");
+  if (want_dw) {
+    uint16_t* inp16 = reinterpret_cast<uint16_t*>(ws + dout_bytes);
+    round_bf16(ctx, inp16, inp, N * (int64_t)IC, "matmul_backward_bf16 (inp to bf16)");
+    dweight_gemm(ctx, dweight, dout16, inp16, CUDA_R_16BF, N, IC, OC, layout, "matmul_backward_bf16 (dweight)");
+  }
+  if (want_dinp)
+    dinp_gemm(ctx, dinp, dout16, weight_bf16, CUDA_R_16BF, N, IC, OC, layout, "matmul_backward_bf16 (dinp)");
 }
 
 }  // namespace aji::kernels::cuda
