@@ -37,6 +37,10 @@ class CountingBackend : public kernels::Backend {
   void zero(void* p, size_t bytes) override { in_->zero(p, bytes); }
   void set_matmul_tf32(bool on) override { in_->set_matmul_tf32(on); }
   bool matmul_tf32() const override { return in_->matmul_tf32(); }
+  std::string collective_id(std::string* why_not) override { return in_->collective_id(why_not); }
+  void join_collective(const std::string& id, int rank, int size) override { in_->join_collective(id, rank, size); }
+  bool in_collective() const override { return in_->in_collective(); }
+  void allreduce_mean(float* data, size_t n) override { in_->allreduce_mean(data, n); }
   bool bf16_products() const override { return in_->bf16_products(); }
   void round_to_bf16(uint16_t* dst, const float* src, size_t n) override { in_->round_to_bf16(dst, src, n); }
   void matmul_forward_bf16(float* out, const float* inp, const uint16_t* w, const float* bias, int64_t N, int IC,

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "aji/base/error.h"
 #include "aji/kernels/backend.h"
 #include "aji/kernels/cpu/ops.h"
 #include "kernels/backend_parity.h"
@@ -347,6 +348,51 @@ TEST(CudaParityPointwise, AddInplaceAndScale) {
     gpu.scale(d_s, 0.37f, (size_t)n);
     EXPECT_EQ(d_s.host(), s);
   }
+}
+
+// ---- collectives (NCCL) -------------------------------------------------------------------------
+
+// The device's collective (backend.h; kernels/cuda/nccl.cpp): a communicator of one rank (all
+// one GPU allows: NCCL refuses two ranks on one GPU), joined with the id it made; its
+// allreduce_mean leaves the data as it is, in place, and a second join is refused. (On the
+// emulator the stand-in NCCL of tests/kernels/cuda_emu/nccl_emu.cpp; several ranks need
+// several GPUs: never run.)
+TEST(CudaParityCollective, OneRankJoinsNcclAndAveragesInPlace) {
+  AJI_CUDA_OR_SKIP(gpu);
+  std::string why;
+  const std::string id = gpu.collective_id(&why);
+  if (id.empty()) GTEST_SKIP() << "no NCCL here: " << why;
+  EXPECT_EQ(id.size(), 128u) << "NCCL_UNIQUE_ID_BYTES";
+  EXPECT_THROW(gpu.join_collective(id.substr(1), 0, 1), Error);  // a truncated id
+  EXPECT_THROW(gpu.join_collective(id, 1, 1), Error);             // a rank outside the job
+  if (!gpu.in_collective()) gpu.join_collective(id, 0, 1);
+  ASSERT_TRUE(gpu.in_collective());
+  EXPECT_THROW(gpu.join_collective(id, 0, 1), Error);
+  const auto x = randn(10007, 900);
+  DeviceBuffer<float> d_x(gpu, x);
+  gpu.allreduce_mean(d_x, x.size());
+  EXPECT_EQ(d_x.host(), x);  // the mean over one rank
+  gpu.allreduce_mean(d_x, 0);
+  EXPECT_EQ(d_x.host(), x);
+}
+
+// The CPU's: the plain CPU has none (its trainers reduce their host buffers), cpu:separate
+// joins the host communicator, whose allreduce_mean works on its memory in place.
+TEST(CudaParityCollective, CpuDevicesCollectives) {
+  std::string why;
+  EXPECT_EQ(cpu().collective_id(&why), "");
+  EXPECT_FALSE(why.empty());
+  const auto sep = kernels::make_separate_cpu_backend();
+  const std::string id = sep->collective_id(&why);
+  ASSERT_FALSE(id.empty());
+  EXPECT_THROW(sep->join_collective(id, 0, 2), Error);  // not the host communicator's job
+  EXPECT_THROW(sep->join_collective("x", 0, 1), Error);
+  sep->join_collective(id, 0, 1);
+  ASSERT_TRUE(sep->in_collective());
+  const auto x = randn(333, 901);
+  DeviceBuffer<float> d_x(*sep, x);
+  sep->allreduce_mean(d_x, x.size());
+  EXPECT_EQ(d_x.host(), x);
 }
 
 // ---- softmax cross-entropy -------------------------------------------------------------------

@@ -197,6 +197,7 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
   EXPECT_EQ(count(shown, "step     1/4 | loss"), 1) << shown;
   EXPECT_EQ(count(shown, "done: 4 steps"), 1) << shown;
   EXPECT_EQ(count(shown, "data parallel: 2 ranks"), 1) << shown;
+  EXPECT_EQ(count(shown, "averaged through the host"), 0) << shown;  // the devices' collective
 
   // Elastic resume: 2 ranks stop after 2 steps; one process continues the same run.
   run(mpirun(2), "-q --batch-size 2 --total-batch-tokens 64 --stop-after 2 --out " + (d / "elastic").string());
@@ -230,8 +231,9 @@ TEST(DistMpirun, PretrainOnTwoRanksMatchesOneProcessAndResumesOnOne) {
 
 // Data parallelism with a device: two ranks, each training on a device with memory of its
 // own (--device cpu:separate: the device path with the CPU's kernels), their gradients
-// averaged through the host. The run is the two host ranks' run bit for bit (fp32: a device
-// trains in fp32), and a device run stopped after 2 steps resumes in one process on the host.
+// averaged on the devices (the devices' collective: MPI over cpu:separate's memory in place,
+// where GPUs use NCCL; train_step's device branch). The run is the two host ranks' run bit
+// for bit, and a device run stopped after 2 steps resumes in one process on the host.
 TEST(DistMpirun, PretrainOnTwoRanksWithADeviceIsTheHostRunBitForBit) {
   if (const std::string why = skip_reason(); !why.empty()) GTEST_SKIP() << why;
   TempDir dir;
@@ -253,6 +255,16 @@ TEST(DistMpirun, PretrainOnTwoRanksWithADeviceIsTheHostRunBitForBit) {
   ASSERT_EQ(a.size(), 4u);
   EXPECT_EQ(a, b);
   EXPECT_EQ(max_abs_diff(weights(d / "host"), weights(d / "dev")), 0.0);
+  // The same through the host (download, MPI, upload), as where the devices have no collective
+  // (no NCCL; AJI_DEVICE_COLLECTIVE=0): said once, the same run.
+  std::string through_host = mpirun(2);
+  const size_t at = through_host.find(" -x AJI_THREADS=1");
+  ASSERT_NE(at, std::string::npos) << through_host;
+  through_host.insert(at, " -x AJI_DEVICE_COLLECTIVE=0");
+  const std::string said = run(through_host, "--device cpu:separate --out " + (d / "via-host").string());
+  EXPECT_EQ(count(said, "averaged through the host (MPI): AJI_DEVICE_COLLECTIVE=0"), 1) << said;
+  EXPECT_EQ(losses(d / "via-host"), a);
+  EXPECT_EQ(max_abs_diff(weights(d / "host"), weights(d / "via-host")), 0.0);
 
   run(mpirun(2), "-q --device cpu:separate --stop-after 2 --out " + (d / "elastic").string());
   std::string resumed;

@@ -14,6 +14,8 @@
 #include "aji/base/io.h"
 #include "aji/base/rng.h"
 #include "aji/base/threads.h"
+#include "aji/base/dist.h"
+#include "aji/kernels/backend.h"
 #include "aji/model/model.h"
 #include "aji/train/checkpoint.h"
 #include "aji/train/safetensors.h"
@@ -308,4 +310,21 @@ TEST(TrainerRun, TrainStepClipsOverEveryGroupLikeClipGradNorm) {
                  return 1.0;
                }, 1),
                aji::Error);
+}
+
+// The ranks' devices join one collective (join_device_collective: rank 0's id broadcast by the
+// host communicator): cpu:separate joins the host communicator; a plain CPU has none, and
+// GPUs named one by one (cuda:N) are not trusted to NCCL — both said, the same on every rank.
+TEST(TrainerRun, DevicesJoinTheJobsCollectiveOrSayWhyNot) {
+  aji::dist::Communicator& comm = aji::dist::world();  // one process here
+  const auto sep = aji::kernels::make_separate_cpu_backend();
+  EXPECT_EQ(join_device_collective(*sep, comm, /*gpus_named=*/false), "");
+  EXPECT_TRUE(sep->in_collective());
+  const auto named = aji::kernels::make_separate_cpu_backend();
+  const std::string why = join_device_collective(*named, comm, /*gpus_named=*/true);
+  EXPECT_NE(why.find("cuda:N"), std::string::npos) << why;
+  EXPECT_FALSE(named->in_collective());
+  const std::string cpu_why = join_device_collective(aji::kernels::cpu_backend(), comm, false);
+  EXPECT_FALSE(cpu_why.empty());
+  EXPECT_FALSE(aji::kernels::cpu_backend().in_collective());
 }

@@ -12,6 +12,7 @@
 #include <new>
 #include <vector>
 
+#include "aji/base/dist.h"
 #include "aji/base/error.h"
 #include "aji/base/threads.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
@@ -91,6 +92,24 @@ class CpuBackend final : public Backend {
   void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                        const float* weight, int64_t N, int IC, int OC, WeightLayout layout) override {
     ops::matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, layout);
+  }
+  // cpu:separate's memory is host memory: the host communicator (MPI) averages it in place,
+  // as NCCL does a GPU's. The plain CPU has no device buffers (its trainers reduce the host's).
+  std::string collective_id(std::string* why_not) override {
+    if (separate_) return "host communicator";
+    if (why_not) *why_not = "the CPU reduces its host buffers itself";
+    return {};
+  }
+  void join_collective(const std::string& id, int rank, int size) override {
+    if (!separate_ || id != "host communicator" || size != dist::world().size() || rank != dist::world().rank())
+      throw Error("join_collective: " + describe() + " joins only the host communicator's job, as itself (rank " +
+                  std::to_string(rank) + " of " + std::to_string(size) + ", id '" + id + "')");
+    joined_ = true;
+  }
+  bool in_collective() const override { return joined_; }
+  void allreduce_mean(float* data, size_t n) override {
+    AJI_CHECK(joined_, "allreduce_mean on a backend that joined no collective");
+    dist::world().allreduce_mean(data, n);
   }
   bool bf16_products() const override { return ops::bf16_supported(); }
   void round_to_bf16(uint16_t* dst, const float* src, size_t n) override {
@@ -229,6 +248,7 @@ class CpuBackend final : public Backend {
 
  private:
   bool separate_ = false;  // make_separate_cpu_backend's: a device with memory of its own
+  bool joined_ = false;    // join_collective (the host communicator)
 };
 
 std::filesystem::path executable_dir() {

@@ -139,6 +139,20 @@ class Backend {
   virtual void matmul_backward_bf16(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                                     const uint16_t* weight_bf16, int64_t N, int IC, int OC, WeightLayout layout) = 0;
 
+  // ---- collectives over the job's devices (data parallelism, base/dist.h) -----------------
+  // Gradients averaged where they are: NCCL between CUDA devices (one GPU per rank), the host
+  // communicator itself on cpu:separate (its memory is host memory, so MPI reads it in place).
+  // Rank 0 calls collective_id (NCCL's unique id as bytes; "" where the backend has none, with
+  // the reason in *why_not), the host communicator broadcasts it, and every rank calls
+  // join_collective(id, its rank, the number of ranks) (open_run_device does all of it).
+  // Then allreduce_mean(data, n), in place over the ranks' buffers in the backend's memory:
+  // the sum over the ranks times 1/size, dist.h's arithmetic, the same bits on every rank.
+  // Without a collective the trainers average through the host (download, MPI, upload).
+  virtual std::string collective_id(std::string* why_not) = 0;
+  virtual void join_collective(const std::string& id, int rank, int size) = 0;
+  virtual bool in_collective() const = 0;
+  virtual void allreduce_mean(float* data, size_t n) = 0;
+
   // ---- ops: kernels/cpu/ops.h's contracts (fp32) ------------------------------------------
   virtual void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N,
                               int IC, int OC, WeightLayout layout, bool accumulate) = 0;

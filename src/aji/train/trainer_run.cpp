@@ -120,9 +120,38 @@ std::shared_ptr<kernels::Backend> open_run_device(const std::string& device) {
   const kernels::DeviceSpec spec = kernels::parse_device(device);
   if (spec.host()) return nullptr;
   kernels::DeviceSpec use = spec;
-  if (dist::world().size() > 1 && spec.kind == kernels::DeviceKind::kCuda && device == "cuda")
+  dist::Communicator& comm = dist::world();
+  if (comm.size() > 1 && spec.kind == kernels::DeviceKind::kCuda && device == "cuda")
     use.index = local_rank();  // one GPU per rank on each machine: cuda:<local rank>
-  return kernels::make_backend(use);
+  std::shared_ptr<kernels::Backend> be = kernels::make_backend(use);
+  if (comm.size() > 1) join_device_collective(*be, comm, spec.kind == kernels::DeviceKind::kCuda && device != "cuda");
+  return be;
+}
+
+std::string join_device_collective(kernels::Backend& be, dist::Communicator& comm, bool gpus_named) {
+  // Every rank takes the same branch: rank 0 decides and broadcasts (an id, or "" and why).
+  std::string id, why;
+  if (comm.rank() == 0) {
+    const char* env = std::getenv("AJI_DEVICE_COLLECTIVE");
+    if (env && std::string(env) == "0")
+      why = "AJI_DEVICE_COLLECTIVE=0";
+    else if (gpus_named)
+      why = "NCCL needs a GPU of its own for each rank: with an explicit cuda:N, use --device cuda (each rank "
+            "then takes cuda:<its rank on its machine>)";
+    else
+      id = be.collective_id(&why);
+  }
+  std::string message = id.empty() ? "\x01" + why : id;  // one broadcast: the id, or a mark and the reason
+  comm.broadcast(message);
+  if (!message.empty() && message[0] == '\x01') {
+    why = message.substr(1);
+    if (comm.rank() == 0)
+      std::fprintf(stderr, "note: data parallel on %s: the gradients are averaged through the host (MPI): %s\n",
+                   be.describe().c_str(), why.c_str());
+    return why;
+  }
+  be.join_collective(message, comm.rank(), comm.size());
+  return {};
 }
 
 void require_precision_fits_device(const std::string& precision, const kernels::Backend* be) {
@@ -362,8 +391,13 @@ StepStats train_step(const std::vector<ParamGroup>& groups, float lr, double max
     // Data parallelism: each rank computed the gradient of its part of the batch; their
     // mean is the gradient of the whole batch (dist.h). Before the norm, so clipping,
     // the divergence stop and AdamW see the same numbers on every rank. A device's gradients
-    // go through the host (MPI over host memory; NCCL would keep them on the GPUs).
+    // are averaged where they are when the devices share a collective (NCCL between GPUs:
+    // open_run_device), else through the host (download, MPI, upload).
     for (const Span& s : spans) {
+      if (s.device_model && s.backend().in_collective()) {
+        s.backend().allreduce_mean(s.backend_grads(), s.size);
+        continue;
+      }
       if (s.device_model) s.backend().to_host(s.grads, s.backend_grads(), s.size * sizeof(float));
       comm.allreduce_mean(s.grads, s.size);
       if (s.device_model) s.backend().to_device(s.backend_grads(), s.grads, s.size * sizeof(float));

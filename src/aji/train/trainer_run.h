@@ -76,6 +76,9 @@
 namespace aji::kernels {
 class Backend;
 }
+namespace aji::dist {
+class Communicator;
+}
 namespace aji::model {
 class Model;
 enum class Precision;
@@ -170,9 +173,15 @@ model::Precision apply_run_precision(std::string& requested, const nlohmann::jso
 // The backend a trainer's --device names: null for "cpu" (the host path), else the device
 // (an aji::Error naming what is missing: the plugin, a library, the driver, the GPU). With
 // several ranks (mpirun), "cuda" is each rank's own GPU, cuda:<its rank on its machine>; an
-// explicit cuda:N is taken as given. train_step then averages the ranks' gradients through
-// the host (MPI; not NCCL yet).
+// explicit cuda:N is taken as given. With several ranks the devices join one collective
+// (join_device_collective: NCCL between the GPUs) and train_step averages the gradients on
+// them; where they cannot (no NCCL, an explicit cuda:N), through the host (MPI), said once.
 std::shared_ptr<kernels::Backend> open_run_device(const std::string& device);
+// Every rank of `comm` joins its device `be` to the job's collective (backend.h: rank 0 makes
+// the id, comm broadcasts it); gpus_named: the ranks' GPUs were named (cuda:N), which NCCL
+// cannot be trusted with (two ranks on one GPU). Returns "" when joined, else why not (the
+// same on every rank; rank 0 prints it as a note).
+std::string join_device_collective(kernels::Backend& be, dist::Communicator& comm, bool gpus_named);
 // --precision tf32 anywhere but on a CUDA device (be null: the CPU) is an aji::Error with the
 // fix; every other precision fits every device (resolve_precision adapts bf16 to it).
 void require_precision_fits_device(const std::string& precision, const kernels::Backend* be);

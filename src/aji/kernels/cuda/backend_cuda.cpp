@@ -84,6 +84,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaSetDevice(ctx_.device);
     if (ctx_.stream) cudaStreamSynchronize(ctx_.stream);
+    cuda::nccl_leave(nccl_);
     if (totals_) cudaFree(totals_);
     if (ctx_.workspace_) cudaFree(ctx_.workspace_);
     if (ctx_.lt_workspace) cudaFree(ctx_.lt_workspace);
@@ -238,6 +239,18 @@ class CudaBackend final : public Backend {
     bind();
     cuda::attention_backward(ctx_, dq, dk, dv, dout, q, k, v, out, lse, d);
   }
+  // NCCL between the ranks' GPUs (nccl.cpp).
+  std::string collective_id(std::string* why_not) override { return cuda::nccl_unique_id(why_not); }
+  void join_collective(const std::string& id, int rank, int size) override {
+    bind();
+    if (nccl_) throw Error("join_collective: " + describe_ + " is in a collective already");
+    nccl_ = cuda::nccl_join(ctx_, id, rank, size);
+  }
+  bool in_collective() const override { return nccl_ != nullptr; }
+  void allreduce_mean(float* data, size_t n) override {
+    bind();
+    cuda::nccl_allreduce_mean(ctx_, nccl_, data, n);
+  }
   bool bf16_products() const override { return prop_.major >= 8; }  // Ampere and later: bf16 tensor cores
   void round_to_bf16(uint16_t* dst, const float* src, size_t n) override {
     cuda::round_to_bf16(ctx_, dst, src, n);
@@ -302,6 +315,7 @@ class CudaBackend final : public Backend {
   Context ctx_;
   cudaDeviceProp prop_{};
   double* totals_ = nullptr;  // device: a reduction's result on its way to the host
+  cuda::NcclComm* nccl_ = nullptr;  // join_collective's communicator (nccl.cpp)
   std::string describe_;
 };
 

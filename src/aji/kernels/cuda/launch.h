@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "aji/kernels/backend.h"
 #include "aji/kernels/op_types.h"
@@ -112,5 +113,15 @@ void sum_squares(Context& ctx, double* total_dev, const float* x, size_t n);
 // Queues sum x (n doubles, fixed order: one block, strided partials, a fixed tree) into
 // *total_dev: the last pass of every reduction that returns a number (loss.cu, sum_squares).
 void sum_doubles(Context& ctx, double* total_dev, const double* x, int64_t n);
+
+// ---- nccl.cpp ------------------------------------------------------------------------------
+// The job's NCCL communicator (backend.h's collectives): NCCL opened at run time; a missing
+// library is "" from nccl_unique_id with the reason, an error from nccl_join.
+struct NcclComm;
+std::string nccl_unique_id(std::string* why_not);
+std::string nccl_version();  // "2.28.9", or "" without NCCL
+NcclComm* nccl_join(Context& ctx, const std::string& id, int rank, int size);
+void nccl_allreduce_mean(Context& ctx, NcclComm* c, float* data, size_t n);
+void nccl_leave(NcclComm* c) noexcept;
 
 }  // namespace aji::kernels::cuda

@@ -1,0 +1,141 @@
+// NCCL for the CUDA backend's collectives (backend.h collective_id / join_collective /
+// allreduce_mean: data parallelism with one GPU per rank, the gradients averaged on the GPUs).
+// libnccl is opened at run time (dlopen libnccl.so.2, the first time a job of several ranks
+// asks for it), so the plugin loads, and one-GPU runs work, on machines without NCCL; there
+// the trainers average through the host (MPI) and say why. On the CUDA emulator (tests) the
+// stand-in of tests/kernels/cuda_emu/nccl_emu.cpp is linked in instead.
+#include <cuda_runtime.h>
+#include <nccl.h>
+#ifndef AJI_CUDA_EMU
+#include <dlfcn.h>
+#endif
+
+#include <cstring>
+#include <string>
+
+#include "aji/base/error.h"
+#include "aji/kernels/cuda/check.h"
+#include "aji/kernels/cuda/launch.h"
+
+namespace aji::kernels::cuda {
+namespace {
+
+// The NCCL entry points aji calls, resolved once.
+struct NcclApi {
+  decltype(&ncclGetVersion) get_version = nullptr;
+  decltype(&ncclGetUniqueId) get_unique_id = nullptr;
+  decltype(&ncclCommInitRank) comm_init_rank = nullptr;
+  decltype(&ncclAllReduce) all_reduce = nullptr;
+  decltype(&ncclCommDestroy) comm_destroy = nullptr;
+  decltype(&ncclGetErrorString) error_string = nullptr;
+  std::string missing;  // why NCCL cannot be used ("" when it can)
+  int version = 0;      // e.g. 22809 for 2.28.9
+};
+
+const NcclApi& nccl() {
+  static const NcclApi api = [] {
+    NcclApi a;
+#ifdef AJI_CUDA_EMU
+    a.get_version = &ncclGetVersion;
+    a.get_unique_id = &ncclGetUniqueId;
+    a.comm_init_rank = &ncclCommInitRank;
+    a.all_reduce = &ncclAllReduce;
+    a.comm_destroy = &ncclCommDestroy;
+    a.error_string = &ncclGetErrorString;
+#else
+    void* h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+      const char* e = dlerror();
+      a.missing = std::string("NCCL is not installed (libnccl.so.2: ") + (e ? e : "not found") + ")";
+      return a;
+    }
+    auto sym = [&](const char* name) {
+      void* p = dlsym(h, name);
+      if (!p && a.missing.empty()) a.missing = std::string("libnccl.so.2 has no ") + name + " (too old a NCCL)";
+      return p;
+    };
+    a.get_version = reinterpret_cast<decltype(a.get_version)>(sym("ncclGetVersion"));
+    a.get_unique_id = reinterpret_cast<decltype(a.get_unique_id)>(sym("ncclGetUniqueId"));
+    a.comm_init_rank = reinterpret_cast<decltype(a.comm_init_rank)>(sym("ncclCommInitRank"));
+    a.all_reduce = reinterpret_cast<decltype(a.all_reduce)>(sym("ncclAllReduce"));
+    a.comm_destroy = reinterpret_cast<decltype(a.comm_destroy)>(sym("ncclCommDestroy"));
+    a.error_string = reinterpret_cast<decltype(a.error_string)>(sym("ncclGetErrorString"));
+    if (!a.missing.empty()) return a;
+#endif
+    if (a.get_version(&a.version) != ncclSuccess) a.missing = "ncclGetVersion failed";
+    return a;
+  }();
+  return api;
+}
+
+std::string version_text(int v) {  // 22809 -> "2.28.9" (NCCL >= 2.9's code: major*10000 + minor*100 + patch)
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
+void check(ncclResult_t r, const char* what) {
+  if (r == ncclSuccess) return;
+  throw Error(std::string("NCCL error in ") + what + ": " + nccl().error_string(r) + " (code " + std::to_string(r) +
+              ")")
+      .fix("NCCL_DEBUG=INFO prints NCCL's own account; each rank needs a GPU of its own (--device cuda with mpirun "
+           "picks cuda:<local rank>)");
+}
+
+}  // namespace
+
+struct NcclComm {
+  ncclComm_t comm = nullptr;
+  int size = 1;
+};
+
+std::string nccl_unique_id(std::string* why_not) {
+  const NcclApi& a = nccl();
+  if (!a.missing.empty()) {
+    if (why_not) *why_not = a.missing;
+    return {};
+  }
+  ncclUniqueId id;
+  check(a.get_unique_id(&id), "ncclGetUniqueId");
+  return std::string(id.internal, sizeof id.internal);
+}
+
+std::string nccl_version() { return nccl().missing.empty() ? version_text(nccl().version) : std::string(); }
+
+NcclComm* nccl_join(Context& ctx, const std::string& id, int rank, int size) {
+  const NcclApi& a = nccl();
+  if (!a.missing.empty()) throw Error("this rank cannot join the job's NCCL communicator: " + a.missing);
+  if (id.size() != sizeof(ncclUniqueId))
+    throw Error("join_collective: an NCCL id is " + std::to_string(sizeof(ncclUniqueId)) + " bytes, not " +
+                std::to_string(id.size()) + " (rank 0 and this rank run different builds?)");
+  if (size < 1 || rank < 0 || rank >= size)
+    throw Error("join_collective: rank " + std::to_string(rank) + " of " + std::to_string(size));
+  ncclUniqueId uid;
+  std::memcpy(uid.internal, id.data(), sizeof uid.internal);
+  AJI_CUDA_CHECK(cudaSetDevice(ctx.device));
+  auto* c = new NcclComm;
+  c->size = size;
+  const ncclResult_t r = a.comm_init_rank(&c->comm, size, uid, rank);
+  if (r != ncclSuccess) {
+    delete c;
+    check(r, "ncclCommInitRank");
+  }
+  return c;
+}
+
+// The sum over the ranks (NCCL: every rank receives the same reduced bits), then the one float
+// multiplication by 1/size of dist.h's allreduce_mean, on the stream after it.
+void nccl_allreduce_mean(Context& ctx, NcclComm* c, float* data, size_t n) {
+  if (!c) throw Error("allreduce_mean: this device joined no NCCL communicator");
+  if (n == 0) return;
+  check(nccl().all_reduce(data, data, n, ncclFloat32, ncclSum, c->comm, ctx.stream), "ncclAllReduce");
+  ctx.launched("ncclAllReduce");
+  if (c->size > 1) scale(ctx, data, 1.0f / static_cast<float>(c->size), n);
+}
+
+void nccl_leave(NcclComm* c) noexcept {
+  if (!c) return;
+  if (c->comm) nccl().comm_destroy(c->comm);
+  delete c;
+}
+
+}  // namespace aji::kernels::cuda
