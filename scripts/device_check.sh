@@ -112,9 +112,12 @@ RESULT[4]=$ok
 
 stage 5 "training step on the GPU: aji bench train-step --device cuda, fp32, tf32 and bf16 (gpt2-124m)"
 ok=ok
-for P in fp32 tf32 bf16; do
+# MFU against the GEMM ceiling measured in the run, and against H100/H200 SXM's dense peaks
+# (fp32 67, TF32 495, bf16 989 TFLOP/s)
+for PP in fp32:67 tf32:495 bf16:989; do
+  P=${PP%%:*}
   timeout 150 "$CARRY/aji" bench train-step --config gpt2-124m --batch 8 --seq 1024 --steps 5 --device cuda \
-    --precision "$P" --json 2>&1 | tail -2 || ok="FAIL ($P)"
+    --precision "$P" --device-peak-tflops "${PP##*:}" --json 2>&1 | tail -2 || ok="FAIL ($P)"
 done
 RESULT[5]=$ok
 

@@ -136,3 +136,32 @@ TEST(BenchCli, TrainStepOnAMissingDeviceSaysWhatIsMissing) {
   if (rc == 0) GTEST_SKIP() << "a CUDA device is here: " << out;
   EXPECT_THAT(out, testing::HasSubstr("device cuda:0 is not available"));
 }
+
+// train-step on a device (cpu:separate here: the device path with the CPU's kernels) reports
+// MFU against the device's GEMM ceiling measured in the same run, and against a nominal peak
+// when given; neither is absurd.
+TEST(BenchCli, TrainStepOnADeviceReportsMfuAgainstItsMeasuredGemmCeiling) {
+  aji::test::TempDir dir;
+  auto cfg = dir.path() / "small.json";
+  aji::write_file_atomic(cfg, kSmall);
+  std::string out;
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench train-step --config " + cfg.string() +
+                                       " --batch 2 --seq 32 --steps 2 --device cpu:separate --precision fp32"
+                                       " --device-peak-tflops 1 --json 2>&1",
+                                   &out),
+            0)
+      << out;
+  const auto j = nlohmann::json::parse(out.substr(out.find('{')));
+  EXPECT_GT(j.at("gemm_ceiling_gflops").get<double>(), 0.0);
+  const double mfu = j.at("mfu_vs_gemm_ceiling").get<double>();
+  EXPECT_GT(mfu, 0.0);
+  EXPECT_LE(mfu, 1.0) << "an MFU above 100% is a bug";
+  EXPECT_GT(j.at("mfu_vs_device_peak").get<double>(), 0.0);
+  EXPECT_EQ(j.at("device_peak_tflops").get<double>(), 1.0);
+  ASSERT_EQ(aji::test::run_command(std::string(AJI_BINARY) + " --threads 1 bench train-step --config " + cfg.string() +
+                                       " --batch 2 --seq 32 --steps 1 --device cpu:separate 2>&1",
+                                   &out),
+            0)
+      << out;
+  EXPECT_THAT(out, testing::HasSubstr("of this device's GEMM ceiling"));
+}

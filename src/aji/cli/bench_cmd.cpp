@@ -100,14 +100,59 @@ struct TrainOpts {
   int batch = 8, seq = 0, steps = 3;
   bool json = false, floor = true, gemm_detail = false;
   double peak_gflops = 294.0;
+  double device_peak_tflops = 0;  // --device-peak-tflops: a device's nominal peak, for a second MFU
   std::string precision = "fp32";
   std::string device = "cpu";
 };
 
+// The device's GEMM ceiling for a step's products: GFLOP/s of the step's widest product, out
+// (N,OC) = inp (N,IC) x W, in the step's precision (fp32, TF32 or bf16 products as the backend
+// is set), on random data, timed over repetitions after a warm-up (at least 0.25 s or 200).
+double device_gemm_ceiling_gflops(aji::kernels::Backend& be, bool bf16, int64_t N, int IC, int OC) {
+  aji::Rng rng(7);
+  std::vector<float> host((size_t)std::max<int64_t>(N * IC, (int64_t)IC * OC));
+  for (auto& x : host) x = rng.uniform_float() - 0.5f;
+  aji::kernels::DeviceMem inp, w, w16, out;
+  inp.ensure(be, sizeof(float) * (size_t)(N * IC));
+  w.ensure(be, sizeof(float) * (size_t)IC * OC);
+  out.ensure(be, sizeof(float) * (size_t)(N * OC));
+  be.to_device(inp.p, host.data(), sizeof(float) * (size_t)(N * IC));
+  be.to_device(w.p, host.data(), sizeof(float) * (size_t)IC * OC);
+  if (bf16) {
+    w16.ensure(be, sizeof(uint16_t) * (size_t)IC * OC);
+    be.round_to_bf16(static_cast<uint16_t*>(w16.p), w.f(), (size_t)IC * OC);
+  }
+  auto product = [&] {
+    if (bf16)
+      be.matmul_forward_bf16(out.f(), inp.f(), static_cast<const uint16_t*>(w16.p), nullptr, N, IC, OC,
+                             aji::kernels::WeightLayout::kOutIn, false);
+    else
+      be.matmul_forward(out.f(), inp.f(), w.f(), nullptr, N, IC, OC, aji::kernels::WeightLayout::kOutIn, false);
+  };
+  product();  // warm-up: the algorithm's choice, the workspace
+  be.synchronize();
+  int reps = 0;
+  const auto t0 = Clock::now();
+  double t = 0;
+  while (reps < 200 && (reps < 3 || t < 0.25)) {
+    product();
+    ++reps;
+    if (reps % 4 == 0 || reps < 4) {
+      be.synchronize();
+      t = seconds_since(t0);
+    }
+  }
+  be.synchronize();
+  t = seconds_since(t0);
+  return 2.0 * (double)N * IC * OC * reps / t / 1e9;
+}
+
 // train-step on a device (--device cuda): the trainers' step (train/trainer_run.h train_step:
 // zero, forward, loss, backward, the gradient norm and clipping, AdamW, all on the device) timed
-// as a whole, tokens/s and the achieved GFLOP/s; no GEMM floor, op breakdown or MFU (the
-// device's peak is not measured here).
+// as a whole, tokens/s and the achieved GFLOP/s; MFU against the device's GEMM ceiling measured
+// in the same run (device_gemm_ceiling_gflops: the step's widest product, in its precision), and
+// against --device-peak-tflops when given (e.g. 989 for an H100/H200's dense bf16); no GEMM
+// floor or op breakdown.
 void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<aji::kernels::Backend>& device, int B,
                            int T) {
   const ModelConfig& cfg = m.config();
@@ -140,12 +185,24 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
   std::sort(times.begin(), times.end());
   const double t_step = times[times.size() / 2];
   const double tokens_per_step = (double)B * T, flops = cfg.train_flops_per_token(T) * tokens_per_step;
+  // the ceiling: the FFN's up (or gate/up) product of this step, the widest of the layers'
+  const bool bf16 = m.precision() == aji::model::Precision::kBf16;
+  const int FF = cfg.is_gpt2() ? cfg.ff() : 2 * cfg.ff();
+  const double ceiling = device_gemm_ceiling_gflops(*device, bf16, (int64_t)B * T, cfg.d_model, FF);
+  const double achieved = flops / 1e9 / t_step;
+  const double mfu_ceiling = achieved / ceiling;
+  const double mfu_nominal = o.device_peak_tflops > 0 ? achieved / (o.device_peak_tflops * 1e3) : 0.0;
   nlohmann::json j = {{"config", o.config}, {"arch", aji::model::arch_name(cfg.arch)}, {"params", m.num_params()},
                       {"batch", B}, {"seq", T}, {"device", device->describe()},
                       {"precision", device->matmul_tf32() ? "tf32" : aji::model::precision_name(m.precision())},
                       {"steps", o.steps}, {"step_seconds_median", t_step}, {"step_seconds_min", times.front()},
                       {"tokens_per_second", tokens_per_step / t_step}, {"gflops_per_step", flops / 1e9},
-                      {"peak_rss_mib", peak_rss_mib()}, {"loss", loss}};
+                      {"peak_rss_mib", peak_rss_mib()}, {"loss", loss},
+                      {"gemm_ceiling_gflops", ceiling}, {"mfu_vs_gemm_ceiling", mfu_ceiling}};
+  if (o.device_peak_tflops > 0) {
+    j["device_peak_tflops"] = o.device_peak_tflops;
+    j["mfu_vs_device_peak"] = mfu_nominal;
+  }
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -157,8 +214,15 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
                                                               : "fp32",
               o.steps);
   std::printf("  step %.4f s wall (median; min %.4f)  ->  %.0f tokens/s, %.1f GFLOP/s achieved (forward, backward "
-              "and AdamW on the device; no MFU: the device's peak is not measured)\n",
-              t_step, times.front(), tokens_per_step / t_step, flops / 1e9 / t_step);
+              "and AdamW on the device)\n",
+              t_step, times.front(), tokens_per_step / t_step, achieved);
+  std::printf("  MFU %.1f%% of this device's GEMM ceiling, %.1f GFLOP/s measured now (a %lld x %d x %d product in "
+              "the step's precision)",
+              100 * mfu_ceiling, ceiling, (long long)B * T, cfg.d_model, FF);
+  if (o.device_peak_tflops > 0)
+    std::printf("; %.1f%% of the %.0f TFLOP/s given by --device-peak-tflops", 100 * mfu_nominal,
+                o.device_peak_tflops);
+  std::printf("\n");
   std::printf("  peak host RSS %.0f MiB, loss %.4f\n", peak_rss_mib(), loss);
 }
 
@@ -423,6 +487,10 @@ aji::cli::CommandRegistrar reg(900, [](CLI::App& app) {
     cmd->add_flag("--gemm-detail", opts.gemm_detail,
                   "List the matmuls that run slowest inside the step against their time alone");
     cmd->add_option("--peak-gflops", opts.peak_gflops, "fp32 peak for MFU (default: 2 cores nominal)")->capture_default_str();
+    cmd->add_option("--device-peak-tflops", opts.device_peak_tflops,
+                    "with --device: the device's nominal peak in the step's precision (e.g. 989 for an H100/H200's "
+                    "dense bf16), for an MFU beside the one against the GEMM ceiling measured in the run")
+        ->check(CLI::Range(0.0, 1e6));
     cmd->add_option("--precision", opts.precision,
                     "fp32, bf16, auto or tf32: the training path's products (bf16: fp32 where the CPU has no bf16 "
                     "products; tf32: TF32 products on a CUDA device)")
