@@ -220,7 +220,7 @@ void run_train_step_device(const TrainOpts& o, Model& m, const std::shared_ptr<a
               "the step's precision)",
               100 * mfu_ceiling, ceiling, (long long)B * T, cfg.d_model, FF);
   if (o.device_peak_tflops > 0)
-    std::printf("; %.1f%% of the %.0f TFLOP/s given by --device-peak-tflops", 100 * mfu_nominal,
+    std::printf("; %.1f%% of the %g TFLOP/s given by --device-peak-tflops", 100 * mfu_nominal,
                 o.device_peak_tflops);
   std::printf("\n");
   std::printf("  peak host RSS %.0f MiB, loss %.4f\n", peak_rss_mib(), loss);
