@@ -43,17 +43,17 @@ model::Precision resolve_precision(const std::string& requested, std::string* no
   model::Precision p = model::Precision::kFp32;
   if (requested == "auto") {
     p = native ? model::Precision::kBf16 : model::Precision::kFp32;
-    why = native ? "bf16 mixed precision (the default on " + where + (device ? "" : ": " + std::string(kernels::cpu::bf16_isa_name())) + ")"
+    const std::string cpu_isa = device ? std::string() : ": " + std::string(kernels::cpu::bf16_isa_name());
+    why = native ? "bf16 mixed precision (the default on " + where + cpu_isa + ")"
                  : "fp32 (the default: " + where + " has no native bf16 products" + isa + ")";
   } else if (requested == "bf16") {
     if (native) {
       p = model::Precision::kBf16;
       why = "bf16 mixed precision (" + (device ? where : std::string(kernels::cpu::bf16_isa_name())) + ")";
     } else {
-      if (isa.empty()) why = "fp32: --precision bf16 asked, but " + where + " has no native bf16 products (bf16 needs " +
-                             what + "), so the run falls back to fp32";
-      else why = "fp32: --precision bf16 asked, but " + where + " has no native bf16 products (" + isa.substr(2) +
-                 "; bf16 needs " + what + "), so the run falls back to fp32";
+      const std::string detail = isa.empty() ? std::string() : isa.substr(2) + "; ";  // "oneDNN ISA ...; "
+      why = "fp32: --precision bf16 asked, but " + where + " has no native bf16 products (" + detail + "bf16 needs " +
+            what + "), so the run falls back to fp32";
     }
   } else if (requested == "fp32") {
     why = "fp32";

@@ -181,7 +181,8 @@ std::mutex g_algo_mutex;
 std::map<AlgoKey, CachedAlgo> g_algos;
 
 std::string describe(const Gemm& g, const char* what) {
-  return std::string(what) + (g.ab_type == CUDA_R_16BF ? " (bf16 operands)" : "") + ": column-major m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
+  return std::string(what) + (g.ab_type == CUDA_R_16BF ? " (bf16 operands)" : "") +
+         ": column-major m=" + std::to_string(g.m) + " n=" + std::to_string(g.n) +
          " k=" + std::to_string(g.k) + " op(A)=" + (g.ta == CUBLAS_OP_T ? "T" : "N") +
          " op(B)=" + (g.tb == CUBLAS_OP_T ? "T" : "N") + " lda=" + std::to_string(g.lda) +
          " ldb=" + std::to_string(g.ldb) + " ldd=" + std::to_string(g.ldd) + " beta=" + std::to_string(g.beta) +
