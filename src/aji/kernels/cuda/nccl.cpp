@@ -4,11 +4,9 @@
 // asks for it), so the plugin loads, and one-GPU runs work, on machines without NCCL; there
 // the trainers average through the host (MPI) and say why. On the CUDA emulator (tests) the
 // stand-in of tests/kernels/cuda_emu/nccl_emu.cpp is linked in instead.
+// Built without NCCL's header (AJI_HAVE_NCCL unset: the CUDA toolkit does not ship NCCL), the
+// plugin has no device collectives and says so; the trainers then average through the host.
 #include <cuda_runtime.h>
-#include <nccl.h>
-#ifndef AJI_CUDA_EMU
-#include <dlfcn.h>
-#endif
 
 #include <cstring>
 #include <string>
@@ -16,6 +14,35 @@
 #include "aji/base/error.h"
 #include "aji/kernels/cuda/check.h"
 #include "aji/kernels/cuda/launch.h"
+
+#if !AJI_HAVE_NCCL
+
+namespace aji::kernels::cuda {
+
+struct NcclComm {};
+
+std::string nccl_unique_id(std::string* why_not) {
+  if (why_not) *why_not = "this CUDA plugin was built without NCCL's header (nccl.h; libnccl-dev)";
+  return {};
+}
+std::string nccl_version() { return {}; }
+NcclComm* nccl_join(Context&, const std::string&, int, int) {
+  throw Error("this CUDA plugin was built without NCCL (nccl.h was not found at build time)")
+      .fix("install NCCL's development files (libnccl-dev) and rebuild, or train one process per machine");
+}
+void nccl_allreduce_mean(Context&, NcclComm*, float*, size_t) {
+  throw Error("allreduce_mean: this CUDA plugin was built without NCCL");
+}
+void nccl_leave(NcclComm*) noexcept {}
+
+}  // namespace aji::kernels::cuda
+
+#else
+
+#include <nccl.h>
+#ifndef AJI_CUDA_EMU
+#include <dlfcn.h>
+#endif
 
 namespace aji::kernels::cuda {
 namespace {
@@ -139,3 +166,5 @@ void nccl_leave(NcclComm* c) noexcept {
 }
 
 }  // namespace aji::kernels::cuda
+
+#endif  // AJI_HAVE_NCCL
