@@ -113,7 +113,7 @@ TEST(TrainMemory, OnADeviceTheDeviceMustHoldItAllAndTheHostTheCopies) {
   dev.fake_total = size_t(4 * need.total());
   dev.fake_free = size_t(0.5 * need.total());
   try {
-    aji::train::require_memory_on(need, "training this", "lower --batch-size", &dev);
+    aji::train::require_memory(need, "training this", "lower --batch-size", &dev);
     ADD_FAILURE() << "no error";
   } catch (const aji::Error& e) {
     const std::string w = e.what();
@@ -125,15 +125,15 @@ TEST(TrainMemory, OnADeviceTheDeviceMustHoldItAllAndTheHostTheCopies) {
     EXPECT_EQ(dev.up + dev.down, 0u) << "the check moved data";
   }
   dev.fake_free = size_t(1.1 * need.total());
-  EXPECT_NO_THROW(aji::train::require_memory_on(need, "training this", "lower --batch-size", &dev));
+  EXPECT_NO_THROW(aji::train::require_memory(need, "training this", "lower --batch-size", &dev));
   // The host: not the activations (they live on the device), but the copies.
   const double copies = need.total() - need.activations;
   ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string((copies + 0.5 * need.activations) / 1048576.0).c_str(), 1);
-  EXPECT_THROW(aji::train::require_memory_on(need, "training this", "x", nullptr), aji::Error);
-  EXPECT_NO_THROW(aji::train::require_memory_on(need, "training this", "x", &dev));
+  EXPECT_THROW(aji::train::require_memory(need, "training this", "x", nullptr), aji::Error);
+  EXPECT_NO_THROW(aji::train::require_memory(need, "training this", "x", &dev));
   ::setenv("AJI_MEMORY_LIMIT_MB", std::to_string(0.5 * copies / 1048576.0).c_str(), 1);
   try {
-    aji::train::require_memory_on(need, "training this", "x", &dev);
+    aji::train::require_memory(need, "training this", "x", &dev);
     ADD_FAILURE() << "no error";
   } catch (const aji::Error& e) {
     EXPECT_NE(std::string(e.what()).find("on the host but only"), std::string::npos) << e.describe();

@@ -272,21 +272,24 @@ ClassifyRunResult run_classify_train(const ClassifyRunOptions& in) {
   const model::ModelConfig cfg = train::load_model_config(model_dir);
   const bool head_only = o.train.trainable.kind == TrainableBlocks::Kind::kHead;
   const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);  // (null: the CPU)
   {
     train::MemoryEstimate need =
         train::training_memory(cfg, head_only ? 0 : cfg.num_params(), int64_t(std::max(o.train.batch, 16)) * len,
-                               train::resolve_precision(o.precision) == model::Precision::kBf16);
+                               train::resolve_precision(o.precision, nullptr, run_device.get()) ==
+                                   model::Precision::kBf16,
+                               run_device != nullptr);
     if (head_only) need.grads = 0;  // the frozen trunk only runs forward
     train::require_memory(need,
-                   "training a classifier on this model (" + std::to_string(cfg.num_params()) +
-                       " parameters) with batches of " + std::to_string(std::max(o.train.batch, 16)) + " x " +
-                       std::to_string(len) + " tokens",
-                   "lower --batch-size or --max-len, train fewer blocks (--trainable last:1 or head), or use a "
-                   "smaller model", o.device);
+                             "training a classifier on this model (" + std::to_string(cfg.num_params()) +
+                                 " parameters) with batches of " + std::to_string(std::max(o.train.batch, 16)) +
+                                 " x " + std::to_string(len) + " tokens",
+                             "lower --batch-size or --max-len, train fewer blocks (--trainable last:1 or head), or "
+                             "use a smaller model",
+                             run_device.get());
   }
   model::Model model = train::load_model(model_dir);
   // Training (and validation) in the run's precision; the test report below in fp32.
-  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet,
                              "classify", {&model}, run_device.get());
   train::apply_run_device(run_device, o.precision, o.quiet, "classify", {&model});

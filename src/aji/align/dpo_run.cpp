@@ -135,20 +135,22 @@ DpoRunResult run_dpo(const DpoRunOptions& in) {
   const fs::path ref_dir = train::resolve_model_dir(o.model);
   refuse_reward_model(ref_dir, o.model);
   const model::ModelConfig cfg = train::load_model_config(ref_dir);
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);  // (null: the CPU)
   {
     const int64_t pairs_at_once = o.train.micro_batch > 0 ? std::min(o.train.micro_batch, o.train.batch) : o.train.batch;
-    const bool bf16 = train::resolve_precision(o.precision) == model::Precision::kBf16;
-    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), 2 * pairs_at_once * cfg.max_seq_len, bf16);
+    const bool bf16 = train::resolve_precision(o.precision, nullptr, run_device.get()) == model::Precision::kBf16;
+    train::MemoryEstimate need = train::training_memory(cfg, cfg.num_params(), 2 * pairs_at_once * cfg.max_seq_len, bf16,
+                                                        run_device != nullptr);
     if (bf16) need.extra += double(cfg.num_params()) * 2;  // the reference's bf16 copy
     need.extra += double(cfg.num_params()) * 4;  // the frozen reference: weights only
-    train::require_memory(need, "DPO on this model (" + std::to_string(cfg.num_params()) + " parameters, policy + reference)",
-                          "lower --batch-size or use --micro-batch", o.device);
+    train::require_memory(need,
+                             "DPO on this model (" + std::to_string(cfg.num_params()) + " parameters, policy + reference)",
+                             "lower --batch-size or use --micro-batch", run_device.get());
   }
   fs::path policy_dir;
   model::Model policy = train::load_model(resume_ckpt ? *resume_ckpt : o.model, &policy_dir);
   model::Model reference = train::load_model(ref_dir);
   // The policy and the frozen reference in the same precision: their log-ratios start at 0.
-  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().value("options", json::object()) : json(),
                              in.given, o.quiet, "dpo", {&policy, &reference}, run_device.get());
   train::apply_run_device(run_device, o.precision, o.quiet, "dpo", {&policy, &reference});

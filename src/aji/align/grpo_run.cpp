@@ -187,11 +187,12 @@ GrpoRunResult run_grpo(const GrpoRunOptions& in) {
   {
     const int64_t T = policy.config().max_seq_len;
     train::require_memory(train::training_memory(policy.config(), (int64_t)policy.num_params(),
-                                                 (int64_t)o.group_size * o.prompts_per_step * T,
-                                                 policy.precision() == model::Precision::kBf16),
-                          "GRPO on this model (" + std::to_string(policy.num_params()) + " parameters, " +
-                              std::to_string(o.group_size * o.prompts_per_step) + " completions per step)",
-                          "lower --group-size or --prompts-per-step, or use a smaller model", o.device);
+                                                    (int64_t)o.group_size * o.prompts_per_step * T,
+                                                    policy.precision() == model::Precision::kBf16,
+                                                    run_device != nullptr),
+                             "GRPO on this model (" + std::to_string(policy.num_params()) + " parameters, " +
+                                 std::to_string(o.group_size * o.prompts_per_step) + " completions per step)",
+                             "lower --group-size or --prompts-per-step, or use a smaller model", run_device.get());
   }
   const fs::path tok_path = train::require_tokenizer_file(given_model_dir);
   tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(tok_path);

@@ -169,15 +169,17 @@ RmRunResult run_rm_train(const RmRunOptions& in) {
   }
   const model::ModelConfig cfg = train::load_model_config(model_dir);
   const int len = o.max_len > 0 ? std::min(o.max_len, cfg.max_seq_len) : cfg.max_seq_len;
-  train::require_memory(train::training_memory(cfg, cfg.num_params(), int64_t(o.train.micro_rows) * len,
-                                               train::resolve_precision(o.precision) == model::Precision::kBf16),
-                        "training a reward model on this model (" + std::to_string(cfg.num_params()) +
-                            " parameters) with forwards of " + std::to_string(o.train.micro_rows) + " x " +
-                            std::to_string(len) + " tokens",
-                        "lower --micro-rows or --max-len, or use a smaller model", o.device);
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);  // (null: the CPU)
+  train::require_memory(
+      train::training_memory(cfg, cfg.num_params(), int64_t(o.train.micro_rows) * len,
+                             train::resolve_precision(o.precision, nullptr, run_device.get()) ==
+                                 model::Precision::kBf16,
+                             run_device != nullptr),
+      "training a reward model on this model (" + std::to_string(cfg.num_params()) + " parameters) with forwards of " +
+          std::to_string(o.train.micro_rows) + " x " + std::to_string(len) + " tokens",
+      "lower --micro-rows or --max-len, or use a smaller model", run_device.get());
   RewardModel rm = resume_ckpt ? load_reward_model(*resume_ckpt) : RewardModel(train::load_model(model_dir));
   // Training steps in the run's precision; scoring (evaluations, the offset) stays fp32.
-  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   train::apply_run_precision(o.precision, resume_ckpt ? trun.section().at("settings") : json(), in.given, o.quiet, "rm",
                              {&rm.trunk}, run_device.get());
   train::apply_run_device(run_device, o.precision, o.quiet, "rm", {&rm.trunk});

@@ -136,16 +136,18 @@ SftRunResult run_sft(const SftRunOptions& in) {
   const fs::path model_src = resume_ckpt ? *resume_ckpt : o.model;
   const model::ModelConfig cfg = train::load_model_config(train::resolve_model_dir(model_src));
   const int64_t T_max = std::min(o.train.T(cfg.max_seq_len), cfg.max_seq_len);
+  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);  // (null: the CPU)
   require_memory(training_memory(cfg, cfg.num_params(), T_max,
-                                 train::resolve_precision(o.precision) == model::Precision::kBf16),
-                 "fine-tuning this model (" +
-                 std::to_string(cfg.num_params()) + " parameters)",
-                 "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)", o.device);
+                                    train::resolve_precision(o.precision, nullptr, run_device.get()) ==
+                                        model::Precision::kBf16,
+                                    run_device != nullptr),
+                    "fine-tuning this model (" + std::to_string(cfg.num_params()) + " parameters)",
+                    "use a smaller model, or free memory (AdamW keeps two more copies of every parameter)",
+                    run_device.get());
   fs::path model_dir;
   model::Model model = train::load_model(model_src, &model_dir);
   std::string precision_note;
   const bool precision_given = std::find(in.given.begin(), in.given.end(), "--precision") != in.given.end();
-  const std::shared_ptr<kernels::Backend> run_device = train::open_run_device(o.device);
   model.set_precision(train::run_precision(o.precision, resume_ckpt ? saved_options_of(trun.section()) : json(),
                                            precision_given, o.quiet, &precision_note, run_device.get()));
   train::apply_run_device(run_device, o.precision, o.quiet, "sft", {&model});
@@ -194,9 +196,11 @@ SftRunResult run_sft(const SftRunOptions& in) {
   {
     const int64_t rows_per_batch = std::min<int64_t>(o.train.batch, std::max<int64_t>(n_rows, 1));
     require_memory(training_memory(model.config(), (int64_t)model.num_params(), rows_per_batch * T,
-                                   model.precision() == model::Precision::kBf16),
-                   "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) + " tokens",
-                   "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len", o.device);
+                                      model.precision() == model::Precision::kBf16, run_device != nullptr),
+                      "a micro-batch of " + std::to_string(rows_per_batch) + " rows x " + std::to_string(T) +
+                          " tokens",
+                      "lower --batch-size (and raise --grad-accum to keep the step's size) or --seq-len",
+                      run_device.get());
   }
   {  // every rank the same settings on the same data (a rank that differs: a clear error)
     json same = saved_options_json(o);

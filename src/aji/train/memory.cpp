@@ -7,7 +7,7 @@
 #include <string>
 
 #include "aji/base/error.h"
-#include "aji/train/trainer_run.h"
+#include "aji/kernels/backend.h"
 
 namespace aji::train {
 
@@ -76,8 +76,8 @@ double available_memory_bytes() {
   return avail;
 }
 
-void require_memory_on(const MemoryEstimate& need, const std::string& what, const std::string& fix,
-                       kernels::Backend* device) {
+void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix,
+                    kernels::Backend* device) {
   MemoryEstimate host = need;
   size_t free_b = 0, total_b = 0;
   if (device && device->memory_info(free_b, total_b)) {
@@ -92,12 +92,6 @@ void require_memory_on(const MemoryEstimate& need, const std::string& what, cons
   throw Error(what + " needs about " + host.describe() + (device ? " on the host" : "") + " but only " + gib(avail) +
               " GiB is available")
       .fix(fix);
-}
-
-void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix,
-                    const std::string& device) {
-  const std::shared_ptr<kernels::Backend> be = open_run_device(device);  // null for the CPU
-  require_memory_on(need, what, fix, be.get());
 }
 
 }  // namespace aji::train

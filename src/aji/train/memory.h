@@ -37,15 +37,12 @@ double available_memory_bytes();
 
 // Throws aji::Error "<what> needs about <estimate> but only <n> GiB is available" with `fix`
 // (e.g. "lower --batch-size") when `need` does not fit in available_memory_bytes().
-// On a device (`device`: a trainer's --device, not "cpu"; opened here, so a missing device is
-// refused as open_run_device refuses it): the whole estimate must fit in the device's free
-// memory ("... on cuda:0 NVIDIA H200 ..., only <n> GiB of its <total> is free"), checked
-// before the run allocates anything there, and the host, which keeps copies of the weights,
-// gradients and AdamW moments but not the activations, must hold those.
+// On a device (the trainer's open device, open_run_device; null = the host alone): the whole
+// estimate must fit in the device's free memory ("... on cuda:0 NVIDIA H200 ..., only <n> GiB
+// of its <total> is free"), checked before the run allocates anything there, and the host,
+// which keeps copies of the weights, gradients and AdamW moments but not the activations,
+// must hold those.
 void require_memory(const MemoryEstimate& need, const std::string& what, const std::string& fix,
-                    const std::string& device = "cpu");
-// The same against an open device (null: the host alone).
-void require_memory_on(const MemoryEstimate& need, const std::string& what, const std::string& fix,
-                       kernels::Backend* device);
+                    kernels::Backend* device = nullptr);
 
 }  // namespace aji::train

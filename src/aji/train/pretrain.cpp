@@ -374,7 +374,7 @@ PretrainResult pretrain(const PretrainOptions& opt_in) {
     MemoryEstimate need =
         training_memory(cfg, cfg.num_params(), static_cast<int64_t>(B) * T, bf16, /*on_device=*/device != nullptr);
     need.extra = 4.0 * 64.0 * cfg.vocab_size;  // the logits of an evaluation batch
-    require_memory_on(need,
+    require_memory(need,
                    "training this model (" + fmt("%.0fM", static_cast<double>(cfg.num_params()) / 1e6) +
                        " parameters, a " + std::to_string(B) + "x" + std::to_string(T) + " micro-batch)",
                    "lower --batch-size (keep the batch with --total-batch-tokens: gradient accumulation) or "
