@@ -86,8 +86,10 @@ int main(int argc, char** argv) {
       aji::model::Model m(cfg);
       m.init_weights(seed);
       m.set_precision(bf16_products ? aji::model::Precision::kBf16 : aji::model::Precision::kFp32);
-      if (v != "fp32")  // the initial weights are bf16 too
-        for (size_t i = 0; i < m.num_params(); ++i) m.params()[i] = aji::bf16_to_f32(aji::f32_to_bf16(m.params()[i]));
+      if (v != "fp32") {  // the initial weights are bf16 too
+        float* p0 = m.params();
+        for (size_t i = 0; i < m.num_params(); ++i) p0[i] = aji::bf16_to_f32(aji::f32_to_bf16(p0[i]));
+      }
       aji::train::AdamW opt(m.num_params(), {0.9f, 0.95f, 1e-8f, 0.1f});
       const std::vector<aji::train::ParamGroup> groups = {aji::train::ParamGroup::whole_model(m, opt)};
       aji::train::LrSchedule sched;

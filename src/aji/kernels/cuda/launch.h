@@ -119,7 +119,6 @@ void sum_doubles(Context& ctx, double* total_dev, const double* x, int64_t n);
 // library is "" from nccl_unique_id with the reason, an error from nccl_join.
 struct NcclComm;
 std::string nccl_unique_id(std::string* why_not);
-std::string nccl_version();  // "2.28.9", or "" without NCCL
 NcclComm* nccl_join(Context& ctx, const std::string& id, int rank, int size);
 void nccl_allreduce_mean(Context& ctx, NcclComm* c, float* data, size_t n);
 void nccl_leave(NcclComm* c) noexcept;

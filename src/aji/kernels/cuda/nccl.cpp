@@ -25,7 +25,6 @@ std::string nccl_unique_id(std::string* why_not) {
   if (why_not) *why_not = "this CUDA plugin was built without NCCL's header (nccl.h; libnccl-dev)";
   return {};
 }
-std::string nccl_version() { return {}; }
 NcclComm* nccl_join(Context&, const std::string&, int, int) {
   throw Error("this CUDA plugin was built without NCCL (nccl.h was not found at build time)")
       .fix("install NCCL's development files (libnccl-dev) and rebuild, or train one process per machine");
@@ -56,7 +55,6 @@ struct NcclApi {
   decltype(&ncclCommDestroy) comm_destroy = nullptr;
   decltype(&ncclGetErrorString) error_string = nullptr;
   std::string missing;  // why NCCL cannot be used ("" when it can)
-  int version = 0;      // e.g. 22809 for 2.28.9
 };
 
 const NcclApi& nccl() {
@@ -90,14 +88,11 @@ const NcclApi& nccl() {
     a.error_string = reinterpret_cast<decltype(a.error_string)>(sym("ncclGetErrorString"));
     if (!a.missing.empty()) return a;
 #endif
-    if (a.get_version(&a.version) != ncclSuccess) a.missing = "ncclGetVersion failed";
+    int version = 0;  // a first call: the library answers
+    if (a.get_version(&version) != ncclSuccess) a.missing = "ncclGetVersion failed";
     return a;
   }();
   return api;
-}
-
-std::string version_text(int v) {  // 22809 -> "2.28.9" (NCCL >= 2.9's code: major*10000 + minor*100 + patch)
-  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
 }
 
 void check(ncclResult_t r, const char* what) {
@@ -125,8 +120,6 @@ std::string nccl_unique_id(std::string* why_not) {
   check(a.get_unique_id(&id), "ncclGetUniqueId");
   return std::string(id.internal, sizeof id.internal);
 }
-
-std::string nccl_version() { return nccl().missing.empty() ? version_text(nccl().version) : std::string(); }
 
 NcclComm* nccl_join(Context& ctx, const std::string& id, int rank, int size) {
   const NcclApi& a = nccl();
