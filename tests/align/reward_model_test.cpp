@@ -14,6 +14,8 @@
 #include <numeric>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "aji/align/conversation.h"
 #include "aji/align/render.h"
 #include "aji/align/reward_model.h"
@@ -392,6 +394,22 @@ TEST(RewardModel, DirectoryRoundTripAndRefusals) {
   } catch (const aji::Error& e) {
     EXPECT_NE(std::string(e.what()).find("reward model"), std::string::npos) << e.what();
     EXPECT_FALSE(e.how_to_fix().empty());
+  }
+  // An offset beyond a float's range would make every reward infinite: refused by name.
+  {
+    const fs::path f = dir / "rm" / aji::align::kRewardModelFile;
+    std::ifstream in(f);
+    nlohmann::json j = nlohmann::json::parse(in);
+    in.close();
+    j["offset"] = 1e39;
+    std::ofstream(f) << j.dump();
+    try {
+      load_reward_model(dir / "rm");
+      ADD_FAILURE() << "an offset of 1e39 was accepted";
+    } catch (const aji::Error& e) {
+      EXPECT_NE(e.describe().find("offset"), std::string::npos) << e.describe();
+      EXPECT_NE(e.describe().find(f.string()), std::string::npos) << e.describe();
+    }
   }
   fs::remove_all(dir);
 }

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <nlohmann/json.hpp>
 
 #include "aji/base/atomic_file.h"
@@ -149,6 +151,29 @@ TEST(ModelConfig, NumberTooLargeForADoubleIsAClearError) {
     EXPECT_NE(e.describe().find(p.string()), std::string::npos) << e.describe();
     EXPECT_NE(e.describe().find("1e705"), std::string::npos) << e.describe();
   }
+}
+
+// A number that fits a double but not a float ("rope_theta": 1e39) became infinity, passed
+// the positivity check, and was written back as null: the run's own config.json could not be
+// read again (found by fuzz_model_config in CI). Now refused by name when read.
+TEST(ModelConfig, NumberBeyondAFloatIsRefusedNotSavedAsNull) {
+  for (const char* key : {"rope_theta", "norm_eps", "init_std"}) {
+    json j = {{"arch", "llama"}, {"vocab_size", 64}, {"n_layer", 1}, {"n_head", 2},
+              {"d_model", 8},    {"d_ff", 16},       {"max_seq_len", 16}};
+    j[key] = 1e39;
+    const std::string err = error_of(j);
+    EXPECT_THAT(err, testing::HasSubstr(key)) << key;
+    EXPECT_THAT(err, testing::HasSubstr("beyond the largest supported value")) << err;
+  }
+  // The largest float still reads, and the config round-trips.
+  json j = {{"arch", "llama"}, {"vocab_size", 64}, {"n_layer", 1},     {"n_head", 2},
+            {"d_model", 8},    {"d_ff", 16},       {"max_seq_len", 16}, {"rope_theta", 3.0e38}};
+  const ModelConfig c = ModelConfig::from_json(j);
+  EXPECT_EQ(ModelConfig::from_json(c.to_json()).to_json(), c.to_json());
+  // A config built in code with an infinite theta fails validation, not the next load.
+  ModelConfig bad = c;
+  bad.rope_theta = std::numeric_limits<float>::infinity();
+  EXPECT_THROW(bad.validate(), aji::Error);
 }
 
 // Dimensions that fit an int but whose products do not (4 * n_embd, d_model * 8 / 3,

@@ -451,6 +451,10 @@ RewardModel load_reward_model(const fs::path& dir) {
   RewardModel rm(std::move(m), json_int_or<int>(j, "pad_id", 0, "\"pad_id\"", f.string()));
   rm.head = train::load_scalar_head(dir / kScoreHeadFile, cfg.d_model);
   rm.offset = j["offset"].get<float>();
+  if (!std::isfinite(rm.offset))  // 1e39 fits a double, not a float: every reward would be infinite
+    throw Error("broken reward model file: \"offset\" is " + j["offset"].dump() + ", not a finite float")
+        .at(f.string())
+        .fix("write the reward model again with `aji rm train`");
   rm.info = j;
   return rm;
 }

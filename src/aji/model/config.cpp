@@ -44,9 +44,16 @@ T get_num(const json& j, const char* key, const std::string& source) {
           std::string("use a smaller \"") + key + "\"");
     return static_cast<T>(v.get<int64_t>());
   } else {
-    if (!std::isfinite(v.get<double>()))
+    const double d = v.get<double>();
+    if (!std::isfinite(d))
       bad(source, std::string("\"") + key + "\" must be a finite number, got " + v.dump(), "write a finite number");
-    return static_cast<T>(v.get<double>());
+    // A double beyond the type's range (1e39 for a float) would become infinity here, pass a
+    // positivity check, and be saved as null: a config that loads once and never again.
+    if (std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
+      bad(source, std::string("\"") + key + "\" is " + v.dump() + ", beyond the largest supported value " +
+                      json(static_cast<double>(std::numeric_limits<T>::max())).dump(),
+          std::string("use a smaller \"") + key + "\"");
+    return static_cast<T>(d);
   }
 }
 
@@ -108,7 +115,7 @@ void ModelConfig::validate(const std::string& source) const {
     if (d_ff == 0) bad(source, "llama needs the MLP width d_ff", "set \"d_ff\", e.g. about 8/3 * d_model rounded to a multiple of 64 (" + str(((d_model * 8 / 3) + 63) / 64 * 64) + ")");
     if (hd() % 2 != 0) bad(source, "RoPE needs an even head size, got " + str(hd()), "change d_model / n_head (or head_dim) to an even number");
     if (bias) bad(source, "the llama family in aji has no biases", "set \"bias\": false");
-    if (!(rope_theta > 0.0f)) bad(source, "rope_theta must be positive", "e.g. \"rope_theta\": 10000");
+    if (!(rope_theta > 0.0f) || !std::isfinite(rope_theta)) bad(source, "rope_theta must be a positive number", "e.g. \"rope_theta\": 10000");
   }
   if ((int64_t)vocab_size * d_model > (int64_t)1 << 34) bad(source, "vocab_size * d_model is too large", "reduce the vocabulary or the width");
   // The parameter count in double before num_params() counts it in int64: past 10^15 (a
