@@ -273,6 +273,10 @@ using Key = std::tuple<char, char, int64_t, int64_t, int64_t, int64_t, int64_t, 
 struct Cached {
   dnnl::memory::desc a, b, c, bias;
   dnnl::matmul prim;
+  // oneDNN has no bf16 matmul on this CPU (an AVX2-only x86-64-v3 CPU, e.g. AMD Zen 3): the
+  // product runs as fp32 sgemm on the operands widened to fp32 (exactly: a bf16 value is an
+  // fp32 value), so it is the same sum of the same bf16 products, in fp32, slower.
+  bool widen = false;
 };
 
 struct Runtime {
@@ -312,18 +316,39 @@ Cached& primitive_for(const Key& key) {
     const dnnl::matmul::primitive_desc pd(d, attr, rt.engine);
     p->prim = dnnl::matmul(pd);
   } catch (const dnnl::error& e) {
-    throw Error(std::string("oneDNN could not create a bf16 matmul (") + e.what() + ") for M=" + std::to_string(M) +
-                " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    if (bf16_supported())
+      throw Error(std::string("oneDNN could not create a bf16 matmul (") + e.what() + ") for M=" + std::to_string(M) +
+                  " N=" + std::to_string(N) + " K=" + std::to_string(K));
+    p->widen = true;
   }
   Cached& ref = *p;
   rt.cache.emplace(key, std::move(p));
   return ref;
 }
 
+// A stored bf16 operand (rows of cols values, ld apart) widened to fp32 with the same ld.
+void widen_operand(std::vector<float>& out, const uint16_t* x, int64_t rows, int64_t cols, int64_t ld) {
+  out.assign((size_t)((rows - 1) * ld + cols), 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[(size_t)(r * ld + c)] = bf16_to_f32(x[r * ld + c]);
+}
+
+void run_widened(char ta, char tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
+                 int64_t ldb, bool accumulate, float* C, int64_t ldc, const float* bias) {
+  thread_local std::vector<float> a, b;
+  widen_operand(a, A, ta == 'N' ? M : K, ta == 'N' ? K : M, lda);
+  widen_operand(b, B, tb == 'N' ? K : N, tb == 'N' ? N : K, ldb);
+  sgemm(ta, tb, M, N, K, 1.0f, a.data(), lda, b.data(), ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+  if (bias)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += bias[j];
+}
+
 void run_gemm(char ta, char tb, int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B,
               int64_t ldb, bool accumulate, float* C, int64_t ldc, const float* bias) {
   const Key key{ta, tb, M, N, K, lda, ldb, ldc, accumulate, bias != nullptr, omp_get_max_threads()};
   Cached& p = primitive_for(key);
+  if (p.widen) return run_widened(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, bias);
   Runtime& rt = runtime();
   dnnl::memory a(p.a, rt.engine, const_cast<uint16_t*>(A));
   dnnl::memory b(p.b, rt.engine, const_cast<uint16_t*>(B));

@@ -5,8 +5,10 @@
 // goes through oneDNN's matmul primitive, which dispatches at run time to AVX512-BF16
 // (`vdpbf16ps`, AMD Zen 4 / Intel Cooper Lake) or AMX (Sapphire Rapids and later); the
 // binary itself needs only x86-64-v3. A CPU without either still computes the same
-// numbers on oneDNN's slower paths (bf16_supported() is false there: the trainers then
-// stay in fp32, see train/trainer_run.h's resolve_precision).
+// products: on oneDNN's slower bf16 paths (AVX-512 without BF16), or, where oneDNN has no
+// bf16 matmul (AVX2 only, e.g. AMD Zen 3), as fp32 sgemm on the operands widened to fp32.
+// bf16_supported() is false there: the trainers then stay in fp32, see
+// train/trainer_run.h's resolve_precision.
 //
 // Primitives are created once per (shape, strides, bias, accumulate, threads) and cached:
 // creating one costs far more than running a small product.
