@@ -21,6 +21,9 @@ using ops::WeightType;
 
 namespace {
 
+// Every row kernel this build has: the CPU's best (AVX-512 where it has it), AVX2, portable.
+constexpr ops::PackedIsa kIsas[] = {ops::PackedIsa::kBest, ops::PackedIsa::kAvx2, ops::PackedIsa::kPortable};
+
 std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 g(seed);
   std::normal_distribution<float> d(0.0f, scale);
@@ -88,7 +91,7 @@ void check_product(WeightType t, int N, int OC, int IC, bool bias_on, bool accum
   // Many rows on a CPU with native bf16 products: bf16 activations times the weights rounded
   // to bf16 (q8_0's d*q carries 8 significant bits there), fp32 accumulation.
   const bool bf16_gemm = !row_kernel && ops::bf16_supported() &&
-                         std::string(ops::packed_kernel_isa(WeightType::kBF16)) != "portable";
+                         std::string(ops::packed_kernel_isa(WeightType::kBF16)) == "avx512-bf16";
   std::vector<double> wq = wr;
   if (bf16_gemm)
     for (auto& v : wq) v = aji::bf16_to_f32(aji::f32_to_bf16(static_cast<float>(v)));
@@ -152,8 +155,9 @@ TEST(Lowbit, Q8BlockRoundsLikeGgml) {
   // the split form (AVX-512 where the CPU has it: the activations of every q8_0 product) on
   // blocks full of ties (x/d = k + 0.5 exactly, both signs), values just below a tie, zeros,
   // and random scales, against the scalar block form, value for value
-  for (bool portable : {false, true}) {
-    ops::packed_force_portable(portable);
+  for (ops::PackedIsa isa : kIsas) {
+    const int portable = static_cast<int>(isa);  // 0 best, 1 avx2, 2 portable
+    ops::packed_force_isa(isa);
     constexpr int kBlocks = 64;
     std::vector<float> t(kBlocks * 32);
     const auto u = randn(t.size(), 12);
@@ -174,18 +178,18 @@ TEST(Lowbit, Q8BlockRoundsLikeGgml) {
     std::vector<uint16_t> d2(kBlocks);
     ops::quantize_q8_0_split(t.data(), t.size(), q2.data(), d2.data());
     for (int b = 0; b < kBlocks; ++b) {
-      EXPECT_EQ(std::memcmp(ref.data() + b * 34, &d2[b], 2), 0) << "block " << b << " portable " << portable;
-      EXPECT_EQ(std::memcmp(ref.data() + b * 34 + 2, q2.data() + b * 32, 32), 0) << "block " << b << " portable " << portable;
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34, &d2[b], 2), 0) << "block " << b << " isa " << portable;
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34 + 2, q2.data() + b * 32, 32), 0) << "block " << b << " isa " << portable;
     }
   }
-  ops::packed_force_portable(false);
+  ops::packed_force_isa(ops::PackedIsa::kBest);
 }
 
 TEST(Lowbit, ProductsMatchFp64OnDequantizedWeights) {
   aji::set_num_threads(1);
-  for (bool portable : {false, true}) {
-    SCOPED_TRACE(portable ? "portable" : ops::packed_kernel_isa(WeightType::kQ8_0));
-    ops::packed_force_portable(portable);
+  for (ops::PackedIsa isa : kIsas) {
+    ops::packed_force_isa(isa);
+    SCOPED_TRACE(std::string(ops::packed_kernel_isa(WeightType::kBF16)) + " / " + ops::packed_kernel_isa(WeightType::kQ8_0));
     for (WeightType t : {WeightType::kBF16, WeightType::kQ8_0}) {
       const std::vector<int> ics = t == WeightType::kBF16 ? std::vector<int>{1, 31, 33, 100, 768}
                                                           : std::vector<int>{32, 64, 96, 544, 768};
@@ -199,7 +203,7 @@ TEST(Lowbit, ProductsMatchFp64OnDequantizedWeights) {
       check_product(t, 40, 300, 96, true, true, WeightLayout::kInOut);
     }
   }
-  ops::packed_force_portable(false);
+  ops::packed_force_isa(ops::PackedIsa::kBest);
   // the dequantize + sgemm path with its panel filled by two threads (256 x 160 >= the
   // parallel threshold)
   aji::set_num_threads(2);
@@ -211,8 +215,9 @@ TEST(Lowbit, ProductsMatchFp64OnDequantizedWeights) {
 TEST(Lowbit, RowsAreTheSameBitsAloneOrInABatch) {
   for (int threads : {1, 2}) {
     aji::set_num_threads(threads);
-    for (bool portable : {false, true}) {
-      ops::packed_force_portable(portable);
+    for (ops::PackedIsa isa : kIsas) {
+      ops::packed_force_isa(isa);
+      const std::string portable = ops::packed_kernel_isa(WeightType::kQ8_0);
       for (WeightType t : {WeightType::kBF16, WeightType::kQ8_0}) {
         const int OC = 257, IC = 160;
         const auto w = randn(static_cast<size_t>(OC) * IC, 5, 0.05f);
@@ -230,12 +235,12 @@ TEST(Lowbit, RowsAreTheSameBitsAloneOrInABatch) {
         for (int r = 0; r < N; ++r) {
           ops::packed_matmul_forward(one.data(), x.data() + static_cast<size_t>(r) * IC, p, b.data(), 1);
           EXPECT_EQ(std::memcmp(one.data(), all.data() + static_cast<size_t>(r) * OC, sizeof(float) * OC), 0)
-              << ops::weight_type_name(t) << " row " << r << " threads " << threads << " portable " << portable;
+              << ops::weight_type_name(t) << " row " << r << " threads " << threads << " kernel " << portable;
         }
       }
     }
   }
-  ops::packed_force_portable(false);
+  ops::packed_force_isa(ops::PackedIsa::kBest);
   aji::set_num_threads(1);
 }
 

@@ -15,6 +15,7 @@
 #include "aji/base/threads.h"
 #include "aji/kernels/cpu/avx512.h"
 #include "aji/kernels/cpu/ops.h"
+#include "aji/kernels/cpu/small_gemm.h"
 
 namespace ops = aji::kernels::cpu;
 using ops::WeightLayout;
@@ -66,7 +67,7 @@ void check(WeightLayout layout, Shape s, int threads) {
         ops::matmul_forward_rows(got.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
         ASSERT_EQ(std::memcmp(got.data(), alone.data(), sizeof(float) * got.size()), 0)
             << "N " << n << " IC " << s.IC << " OC " << s.OC << " accumulate " << accumulate << " bias " << (b != nullptr);
-        if (n > ops::kFewRows || !__builtin_cpu_supports("avx512f")) continue;
+        if (n > ops::kFewRows) continue;
         std::vector<float> mf(start.begin(), start.begin() + static_cast<ptrdiff_t>(n) * s.OC);
         ops::matmul_forward(mf.data(), x.data(), w.data(), b, n, s.IC, s.OC, layout, accumulate);
         ASSERT_EQ(std::memcmp(mf.data(), alone.data(), sizeof(float) * mf.size()), 0) << "matmul_forward, N " << n;
@@ -77,18 +78,49 @@ void check(WeightLayout layout, Shape s, int threads) {
 
 }  // namespace
 
+// The CPU's kernels, then the AVX2 ones (the same on a CPU without AVX-512).
 TEST(SmallGemm, RowsEqualTheirOneRowResultAndAnFp64Reference) {
-  for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut})
-    for (Shape s : {Shape{16, 4}, Shape{37, 5}, Shape{384, 33}, Shape{1, 3}, Shape{100, 70}}) {
-      SCOPED_TRACE(testing::Message() << (layout == WeightLayout::kOutIn ? "OutIn" : "InOut") << " IC " << s.IC
-                                      << " OC " << s.OC);
-      check(layout, s, 1);
-    }
+  for (bool avx2 : {false, true}) {
+    ops::small_rows_force_avx2(avx2);
+    for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut})
+      for (Shape s : {Shape{16, 4}, Shape{37, 5}, Shape{384, 33}, Shape{1, 3}, Shape{100, 70}}) {
+        SCOPED_TRACE(testing::Message() << ops::small_rows_isa() << (layout == WeightLayout::kOutIn ? " OutIn" : " InOut")
+                                        << " IC " << s.IC << " OC " << s.OC);
+        check(layout, s, 1);
+      }
+  }
+  ops::small_rows_force_avx2(false);
 }
 
 TEST(SmallGemm, TheSameBitsWithTwoThreads) {
   // large enough that the product is split over threads (parallel_worth: 32768 elements)
-  for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) check(layout, Shape{384, 200}, 2);
+  for (bool avx2 : {false, true}) {
+    ops::small_rows_force_avx2(avx2);
+    SCOPED_TRACE(ops::small_rows_isa());
+    for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut}) check(layout, Shape{384, 200}, 2);
+  }
+  ops::small_rows_force_avx2(false);
+}
+
+// The AVX2 tiles are the AVX-512 ones' chains in 256-bit halves: the same bits, so a model
+// decodes the same tokens on either CPU.
+TEST(SmallGemm, Avx2KernelsGiveTheAvx512Bits) {
+  if (!__builtin_cpu_supports("avx512f")) GTEST_SKIP() << "this CPU has no AVX-512F: only the AVX2 kernels run here";
+  for (WeightLayout layout : {WeightLayout::kOutIn, WeightLayout::kInOut})
+    for (Shape s : {Shape{37, 5}, Shape{384, 33}, Shape{1, 3}, Shape{100, 70}})
+      for (int n : {1, 3, 16, 70})
+        for (bool accumulate : {false, true}) {
+          const auto w = randn(static_cast<size_t>(s.IC) * s.OC, 31 + s.IC);
+          const auto x = randn(static_cast<size_t>(n) * s.IC, 32 + n);
+          const auto bias = randn(static_cast<size_t>(s.OC), 33);
+          std::vector<float> wide(static_cast<size_t>(n) * s.OC, 0.5f), narrow = wide;
+          ops::matmul_forward_rows(wide.data(), x.data(), w.data(), bias.data(), n, s.IC, s.OC, layout, accumulate);
+          ops::small_rows_force_avx2(true);
+          ops::matmul_forward_rows(narrow.data(), x.data(), w.data(), bias.data(), n, s.IC, s.OC, layout, accumulate);
+          ops::small_rows_force_avx2(false);
+          ASSERT_EQ(std::memcmp(wide.data(), narrow.data(), sizeof(float) * wide.size()), 0)
+              << (layout == WeightLayout::kOutIn ? "OutIn" : "InOut") << " IC " << s.IC << " OC " << s.OC << " N " << n;
+        }
 }
 
 // The four-at-once sum of the register tiles' epilogue is hsum512's sum of each, bit for bit

@@ -12,23 +12,27 @@
 #include "aji/kernels/cpu/avx512.h"
 #include "aji/kernels/cpu/parallel.h"
 #include "aji/kernels/cpu/bf16_gemm.h"
+#include "aji/kernels/cpu/vec_math.h"
 
 namespace aji::kernels::cpu {
 
 namespace {
-bool g_force_portable = false;
+PackedIsa g_isa = PackedIsa::kBest;  // tests: packed_force_isa
 
 bool cpu_bf16() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                          __builtin_cpu_supports("avx512bf16");
-  return ok && !g_force_portable;
+  return ok && g_isa == PackedIsa::kBest;
 }
 bool cpu_vnni() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512vl");
-  return ok && !g_force_portable;
+  return ok && g_isa == PackedIsa::kBest;
 }
+// AVX2 + FMA + F16C: the binary's baseline (x86-64-v3), so always, unless a test asks for
+// the portable loops.
+bool cpu_avx2() { return g_isa != PackedIsa::kPortable; }
 
 inline float bf16_bits_to_f32(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;
@@ -112,6 +116,41 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void quantize_blocks_avx512
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kQ8BlockSize + 16), _mm512_maskz_cvtepi32_epi8(0xFFFF, qi[1]));
   }
 }
+// The same on AVX2 (the binary's baseline), the same numbers by the same argument: 8 lanes
+// at a time, the int32 results packed to int8 with saturation that never applies (|q| <= 127).
+void quantize_blocks_avx2(const float* x, size_t nblocks, int8_t* q, uint16_t* dbits) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (size_t b = 0; b < nblocks; ++b) {
+    const float* xb = x + b * kQ8BlockSize;
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(xb + 8 * i);
+      m = _mm256_max_ps(m, _mm256_and_ps(v[i], absmask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    dbits[b] = f32_to_f16(d);
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i qi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 s = _mm256_mul_ps(v[i], vid);
+      const __m256 av = _mm256_and_ps(s, absmask);
+      const __m256 t = _mm256_round_ps(av, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 up = _mm256_cmp_ps(_mm256_sub_ps(av, t), half, _CMP_GE_OQ);
+      const __m256 r = _mm256_add_ps(t, _mm256_and_ps(up, one));
+      qi[i] = _mm256_cvttps_epi32(_mm256_or_ps(r, _mm256_andnot_ps(absmask, s)));  // copysign(r, s)
+    }
+    // packs work within 128-bit lanes: [0 lo, 1 lo, 0 hi, 1 hi] -> [0 lo, 1 lo, 2 lo, 3 lo, 0 hi, ...]
+    const __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+    const __m256i ordered = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kQ8BlockSize), ordered);
+  }
+}
 bool cpu_avx512bw() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512dq");
@@ -121,7 +160,8 @@ bool cpu_avx512bw() {
 
 void quantize_q8_0_split(const float* x, size_t n, int8_t* q, uint16_t* d) {
   AJI_CHECK(n % kQ8BlockSize == 0, "quantize_q8_0_split: n is not a multiple of 32");
-  if (cpu_avx512bw() && !g_force_portable) return quantize_blocks_avx512(x, n / kQ8BlockSize, q, d);
+  if (cpu_avx512bw() && g_isa == PackedIsa::kBest) return quantize_blocks_avx512(x, n / kQ8BlockSize, q, d);
+  if (cpu_avx2()) return quantize_blocks_avx2(x, n / kQ8BlockSize, q, d);
   for (size_t b = 0; b < n / kQ8BlockSize; ++b) quantize_block(x + b * kQ8BlockSize, q + b * kQ8BlockSize, d + b);
 }
 
@@ -207,8 +247,10 @@ namespace {
 
 struct Prepared {
   std::vector<uint16_t> xb;
+  std::vector<float> xf;   // AVX2 bf16: (N, IC16) fp32, each chunk of 16 even then odd
   std::vector<int32_t> cx;
   std::vector<int8_t> xq;
+  std::vector<uint8_t> xa;  // AVX2 q8_0: |xq|
   std::vector<uint16_t> dxh;
   std::vector<float> dx, dxe;
 };
@@ -431,6 +473,160 @@ AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedW
 }
 #undef AJI_VNNI_TARGET
 
+// ---- AVX2 + FMA + F16C: every CPU the binary runs on (x86-64-v3) ---------------------------
+// bf16: the activations prepared as fp32 (their bf16-rounded values, xf (N, IC16), IC16 = IC
+// rounded up to 16, zero padded), each 16-element chunk stored even elements then odd. A
+// weight chunk of 16 bf16 loaded as 8 32-bit lanes holds w[2i] in lane i's low half and
+// w[2i+1] in its high half, so lane << 16 is w[2i] as fp32 and lane & 0xFFFF0000 is w[2i+1]:
+// no conversion instructions. Output (r, o) is two chains over the chunks in order,
+// e = fma(x_even, w_even, e) and d = fma(x_odd, w_odd, d) (a last partial chunk of the
+// weight read through a zero-padded copy), then hsum_halves(e, d) + bias (+ out): the same
+// operations whatever R and O are (batch invariance). (Running the even chains over all
+// chunks, then the odd ones, to free registers for 4 x 3 tiles, as the fp32 tiles do,
+// measured 0.90-0.96x as fast on AMD Zen 3: the weight's shift or mask done twice.)
+constexpr int kAvx2Bf16Rows = 3, kAvx2Bf16Outs = 2;  // 12 accumulators + 4 weight vectors
+
+template <int R, int O>
+[[gnu::always_inline]] inline void bf16_chunk_avx2(__m256 (&e)[R][O], __m256 (&d)[R][O], const uint16_t* const (&wp)[O],
+                                                   const float* xr, int64_t xstride) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 we[O], wd[O];
+  for (int o = 0; o < O; ++o) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp[o]));
+    we[o] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    wd[o] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+  }
+  for (int r = 0; r < R; ++r) {
+    const __m256 xe = _mm256_loadu_ps(xr + r * xstride), xo = _mm256_loadu_ps(xr + r * xstride + 8);
+    for (int o = 0; o < O; ++o) {
+      e[r][o] = _mm256_fmadd_ps(xe, we[o], e[r][o]);
+      d[r][o] = _mm256_fmadd_ps(xo, wd[o], d[r][o]);
+    }
+  }
+}
+
+template <int R, int O>
+void bf16_tile_avx2(float* out, const float* xf, int IC16, const uint16_t* w, int IC, int OC, int64_t r0, int o0,
+                    const float* bias, bool accumulate) {
+  __m256 e[R][O], d[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) e[r][o] = d[r][o] = _mm256_setzero_ps();
+  const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
+  const float* xr = xf + r0 * IC16;
+  const int nfull = IC / 16, rem = IC % 16;
+  for (int k = 0; k < nfull; ++k) {
+    const uint16_t* wp[O];
+    for (int o = 0; o < O; ++o) wp[o] = wo + static_cast<int64_t>(o) * IC + k * 16;
+    bf16_chunk_avx2<R, O>(e, d, wp, xr + k * 16, IC16);
+  }
+  if (rem) {
+    alignas(32) uint16_t tail[O][16] = {};
+    const uint16_t* wp[O];
+    for (int o = 0; o < O; ++o) {
+      std::memcpy(tail[o], wo + static_cast<int64_t>(o) * IC + nfull * 16, sizeof(uint16_t) * rem);
+      wp[o] = tail[o];
+    }
+    bf16_chunk_avx2<R, O>(e, d, wp, xr + nfull * 16, IC16);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) finish(out, OC, r0 + r, o0 + o, hsum_halves(e[r][o], d[r][o]), bias, accumulate);
+}
+
+using Bf16Avx2Fn = void (*)(float*, const float*, int, const uint16_t*, int, int, int64_t, int, const float*, bool);
+template <int R>
+constexpr Bf16Avx2Fn bf16_avx2_for(int o) {
+  return o == 1 ? bf16_tile_avx2<R, 1> : bf16_tile_avx2<R, 2>;
+}
+
+void bf16_rows_avx2(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
+                    bool accumulate) {
+  static const Bf16Avx2Fn table[kAvx2Bf16Rows][kAvx2Bf16Outs] = {
+      {bf16_avx2_for<1>(1), bf16_avx2_for<1>(2)},
+      {bf16_avx2_for<2>(1), bf16_avx2_for<2>(2)},
+      {bf16_avx2_for<3>(1), bf16_avx2_for<3>(2)},
+  };
+  const int OC = w.rows(), IC = w.cols(), IC16 = (IC + 15) / 16 * 16;
+  const float* xf = P.xf.data();
+  if (N == 1) {  // one row: one weight row after another, a single stream (as bf16_rows_avx512)
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+    for (int o = 0; o < OC; ++o) bf16_tile_avx2<1, 1>(out, xf, IC16, w.bf16(), IC, OC, 0, o, bias, accumulate);
+    return;
+  }
+  for_tiles<kAvx2Bf16Rows, kAvx2Bf16Outs>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
+    table[nr - 1][no - 1](out, xf, IC16, w.bf16(), IC, OC, r0, static_cast<int>(o0), bias, accumulate);
+  });
+}
+
+// q8_0: ggml's AVX2 block dot. The weight's stored bytes (int8 + 128) xor 0x80 are the int8
+// values; vpmaddubsw takes the activation's magnitudes |x| (prepared, unsigned) and the
+// weight with the activation's sign (vpsignb), so each product is x w exactly and a pair's
+// sum is at most 2 * 127 * 127 (no int16 saturation: both sides are within +-127); vpmaddwd
+// by ones gives 8 int32 lanes of 4 products each, exact in fp32. Output (r, o) is one chain
+// over the blocks in order, acc = fma(float(isum), d_w[b] * d_x[b], acc), then hsum8 + bias
+// (+ out): the same operations whatever R and O are.
+constexpr int kAvx2Q8Rows = 4, kAvx2Q8Outs = 2;  // 8 accumulators + 2 weight vectors + the row's
+
+template <int R, int O>
+void q8_tile_avx2(float* out, const Prepared& P, const PackedWeight& w, int64_t r0, int o0, const float* bias,
+                  bool accumulate) {
+  const int OC = w.rows(), IC = w.cols(), nb = IC / 32;
+  __m256 acc[R][O];
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm256_setzero_ps();
+  const uint8_t* wo = w.qu() + static_cast<int64_t>(o0) * IC;
+  const uint16_t* dr = w.d() + static_cast<int64_t>(o0) * nb;
+  const int8_t* xq = P.xq.data() + r0 * IC;
+  const uint8_t* xa = P.xa.data() + r0 * IC;
+  const float* dx = P.dx.data() + r0 * nb;
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  for (int b = 0; b < nb; ++b) {
+    __m256i wv[O];
+    float dw[O];
+    for (int o = 0; o < O; ++o) {
+      wv[o] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wo + o * IC + b * 32)), flip);
+      dw[o] = _cvtsh_ss(dr[o * nb + b]);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256i xs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * IC + b * 32));
+      const __m256i xm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xa + r * IC + b * 32));
+      const float dxr = dx[r * nb + b];
+      for (int o = 0; o < O; ++o) {
+        const __m256i is = _mm256_madd_epi16(_mm256_maddubs_epi16(xm, _mm256_sign_epi8(wv[o], xs)), ones);
+        acc[r][o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(dw[o] * dxr), acc[r][o]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int o = 0; o < O; ++o) finish(out, OC, r0 + r, o0 + o, vm::hsum8(acc[r][o]), bias, accumulate);
+}
+
+using Q8Avx2Fn = void (*)(float*, const Prepared&, const PackedWeight&, int64_t, int, const float*, bool);
+template <int R>
+constexpr Q8Avx2Fn q8_avx2_for(int o) {
+  return o == 1 ? q8_tile_avx2<R, 1> : q8_tile_avx2<R, 2>;
+}
+
+void q8_rows_avx2(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N, bool accumulate) {
+  static const Q8Avx2Fn table[kAvx2Q8Rows][kAvx2Q8Outs] = {
+      {q8_avx2_for<1>(1), q8_avx2_for<1>(2)},
+      {q8_avx2_for<2>(1), q8_avx2_for<2>(2)},
+      {q8_avx2_for<3>(1), q8_avx2_for<3>(2)},
+      {q8_avx2_for<4>(1), q8_avx2_for<4>(2)},
+  };
+  const int OC = w.rows(), IC = w.cols();
+  if (N == 1) {
+    // One row: one weight row after another, a single stream. Unlike q8_rows_avx512 (tiles of
+    // 4 weight rows there), tiles of 4 measured 1.26x (llama-17m) and 1.55x (llama-small)
+    // slower on AMD Zen 3: four interleaved streams through memory.
+#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
+    for (int o = 0; o < OC; ++o) q8_tile_avx2<1, 1>(out, P, w, 0, o, bias, accumulate);
+    return;
+  }
+  for_tiles<kAvx2Q8Rows, kAvx2Q8Outs>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
+    table[nr - 1][no - 1](out, P, w, r0, static_cast<int>(o0), bias, accumulate);
+  });
+}
+
 // Portable: the same formats in plain loops (each row on its own: batch-invariant).
 void bf16_rows_portable(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
                         bool accumulate) {
@@ -470,7 +666,19 @@ void q8_rows_portable(float* out, const Prepared& P, const PackedWeight& w, cons
   }
 }
 
-void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, bool vnni) {
+enum class RowIsa { kAvx512, kAvx2, kPortable };
+
+void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, RowIsa isa) {
+  if (t == WeightType::kBF16 && isa == RowIsa::kAvx2) {
+    const int IC16 = (IC + 15) / 16 * 16;
+    P.xf.assign(static_cast<size_t>(N) * IC16, 0.0f);
+    for (int64_t r = 0; r < N; ++r)
+      for (int k = 0; k < IC; ++k) {
+        const int j = k % 16;
+        P.xf[r * IC16 + (k - j) + (j % 2) * 8 + j / 2] = bf16_bits_to_f32(f32_to_bf16(inp[r * IC + k]));
+      }
+    return;
+  }
   if (t == WeightType::kBF16) {
     const int ICp = (IC + 31) / 32 * 32;
     P.xb.resize(static_cast<size_t>(N) * ICp);
@@ -486,7 +694,11 @@ void prepare(Prepared& P, const float* inp, int64_t N, int IC, WeightType t, boo
   P.dx.resize(static_cast<size_t>(N) * nb);
   for (int64_t r = 0; r < N; ++r) quantize_q8_0_split(inp + r * IC, IC, P.xq.data() + r * IC, P.dxh.data() + r * nb);
   for (size_t i = 0; i < P.dx.size(); ++i) P.dx[i] = f16_to_f32(P.dxh[i]);
-  if (!vnni) return;
+  if (isa == RowIsa::kAvx2) {
+    P.xa.resize(P.xq.size());
+    for (size_t i = 0; i < P.xq.size(); ++i) P.xa[i] = static_cast<uint8_t>(std::abs(static_cast<int>(P.xq[i])));
+  }
+  if (isa != RowIsa::kAvx512) return;
   P.dxe.assign(static_cast<size_t>(N) * npair * 16, 0.0f);
   P.cx.assign(static_cast<size_t>(N) * npair * 16, 0);
   for (int64_t r = 0; r < N; ++r)
@@ -559,28 +771,25 @@ void packed_matmul_forward(float* out, const float* inp, const PackedWeight& w, 
     return;
   }
   static thread_local Prepared P;
-  if (w.type() == WeightType::kBF16) {
-    prepare(P, inp, N, w.cols(), w.type(), false);
-    if (cpu_bf16())
-      bf16_rows_avx512(out, P, w, bias, N, accumulate);
-    else
-      bf16_rows_portable(out, P, w, bias, N, accumulate);
-  } else {
-    const bool vnni = cpu_vnni();
-    prepare(P, inp, N, w.cols(), w.type(), vnni);
-    if (vnni)
-      q8_rows_avx512(out, P, w, bias, N, accumulate);
-    else
-      q8_rows_portable(out, P, w, bias, N, accumulate);
+  const bool bf16 = w.type() == WeightType::kBF16;
+  const RowIsa isa = (bf16 ? cpu_bf16() : cpu_vnni()) ? RowIsa::kAvx512 : cpu_avx2() ? RowIsa::kAvx2 : RowIsa::kPortable;
+  prepare(P, inp, N, w.cols(), w.type(), isa);
+  switch (isa) {
+    case RowIsa::kAvx512:
+      return bf16 ? bf16_rows_avx512(out, P, w, bias, N, accumulate) : q8_rows_avx512(out, P, w, bias, N, accumulate);
+    case RowIsa::kAvx2:
+      return bf16 ? bf16_rows_avx2(out, P, w, bias, N, accumulate) : q8_rows_avx2(out, P, w, bias, N, accumulate);
+    case RowIsa::kPortable:
+      return bf16 ? bf16_rows_portable(out, P, w, bias, N, accumulate) : q8_rows_portable(out, P, w, bias, N, accumulate);
   }
 }
 
 const char* packed_kernel_isa(WeightType t) {
-  if (t == WeightType::kBF16) return cpu_bf16() ? "avx512-bf16" : "portable";
-  if (t == WeightType::kQ8_0) return cpu_vnni() ? "avx512-vnni" : "portable";
+  if (t == WeightType::kBF16) return cpu_bf16() ? "avx512-bf16" : cpu_avx2() ? "avx2" : "portable";
+  if (t == WeightType::kQ8_0) return cpu_vnni() ? "avx512-vnni" : cpu_avx2() ? "avx2" : "portable";
   return "fp32";
 }
 
-void packed_force_portable(bool on) { g_force_portable = on; }
+void packed_force_isa(PackedIsa isa) { g_isa = isa; }
 
 }  // namespace aji::kernels::cpu

@@ -22,8 +22,9 @@
 // carries 8-bit activations); elsewhere the weight is dequantized to fp32 in panels of
 // output rows and multiplied with dnnl_sgemm (fp32 activations). Both measured faster than
 // the row kernel there.
-// Runtime dispatch: AVX512-BF16 / AVX512-VNNI when the CPU has them, else portable loops
-// (same formats, fp32 arithmetic; batch-invariant too). The binary needs only x86-64-v3.
+// Runtime dispatch: AVX512-BF16 / AVX512-VNNI when the CPU has them, else AVX2 + FMA + F16C
+// (the binary's x86-64-v3 baseline: bf16 widened to fp32 by shifts and FMAs; q8_0 with
+// ggml's AVX2 vpmaddubsw block dot); portable loops only for tests. Each batch-invariant.
 #pragma once
 
 #include <cstddef>
@@ -83,9 +84,12 @@ class PackedWeight {
 void packed_matmul_forward(float* out, const float* inp, const PackedWeight& w, const float* bias, int64_t N,
                            bool accumulate = false);
 
-// Which row kernel runs on this CPU: "avx512-bf16", "avx512-vnni" or "portable" per type.
+// Which row kernel runs on this CPU: "avx512-bf16" / "avx512-vnni" where the CPU has them,
+// else "avx2" (the binary's baseline), or "portable" when a test forces it.
 const char* packed_kernel_isa(WeightType t);
-// Tests: force the portable kernels (true) or the CPU's best (false).
-void packed_force_portable(bool on);
+// Tests: the CPU's best kernels (kBest), the AVX2 ones even on an AVX-512 CPU (kAvx2), or the
+// portable loops (kPortable).
+enum class PackedIsa { kBest, kAvx2, kPortable };
+void packed_force_isa(PackedIsa isa);
 
 }  // namespace aji::kernels::cpu

@@ -137,12 +137,10 @@ void reduce_rows(float* acc, int C, int64_t N, RowFn fn) {
 void matmul_forward_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
                          WeightLayout layout, bool accumulate) {
   Prof prof(OpKind::kGemm);
-  if (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
-                                     : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate))
-    return;
-  for (int64_t r0 = 0; r0 < N; r0 += kFewRows)  // a CPU without AVX-512: the portable few-row loop
-    matmul_forward(out + r0 * OC, inp + r0 * IC, weight, bias, std::min<int64_t>(kFewRows, N - r0), IC, OC, layout,
-                   accumulate);
+  if (layout == WeightLayout::kOutIn)
+    small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate);
+  else
+    small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate);
 }
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,
@@ -151,41 +149,11 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   if (N <= kFewRows) {
     // A few rows (token-by-token decoding): stream each weight element once. A GEMM library
     // packs the whole weight on every call, as costly as the product itself here. Each row's
-    // result is the one it gets alone (matmul_forward_rows); below, the portable loop for a
-    // CPU without AVX-512.
-    if (layout == WeightLayout::kOutIn ? small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate)
-                                       : small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate))
-      return;
-    if (layout == WeightLayout::kOutIn) {
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-      for (int o = 0; o < OC; ++o) {
-        const float* w = weight + (int64_t)o * IC;
-        for (int64_t r = 0; r < N; ++r) {
-          const float v = vm::dot(inp + r * IC, w, IC) + (bias ? bias[o] : 0.0f);
-          out[r * OC + o] = accumulate ? out[r * OC + o] + v : v;
-        }
-      }
-    } else {
-      constexpr int kCols = 64;
-      const int n_blocks = (OC + kCols - 1) / kCols;
-#pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-      for (int cb = 0; cb < n_blocks; ++cb) {
-        const int c0 = cb * kCols, nc = std::min(kCols, OC - c0);
-        float acc[kFewRows][kCols] = {};
-        for (int k = 0; k < IC; ++k) {
-          const float* w = weight + (int64_t)k * OC + c0;
-          for (int64_t r = 0; r < N; ++r) {
-            const float x = inp[r * IC + k];
-            for (int j = 0; j < nc; ++j) acc[r][j] += x * w[j];
-          }
-        }
-        for (int64_t r = 0; r < N; ++r)
-          for (int j = 0; j < nc; ++j) {
-            const float v = acc[r][j] + (bias ? bias[c0 + j] : 0.0f);
-            out[r * OC + c0 + j] = accumulate ? out[r * OC + c0 + j] + v : v;
-          }
-      }
-    }
+    // result is the one it gets alone (matmul_forward_rows).
+    if (layout == WeightLayout::kOutIn)
+      small_rows_outin(out, inp, weight, bias, N, IC, OC, accumulate);
+    else
+      small_rows_inout(out, inp, weight, bias, N, IC, OC, accumulate);
     return;
   }
   float beta = accumulate ? 1.0f : 0.0f;

@@ -28,7 +28,7 @@ void sgemm(char trans_a, char trans_b, int64_t M, int64_t N, int64_t K, float al
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 // Rows up to which matmul_forward streams each weight once (the small-row kernels of
-// small_gemm.h, or on a CPU without AVX-512 a dot product per row and output); larger N go
+// small_gemm.h: AVX-512F tiles, or AVX2 ones with the same bits); larger N go
 // to the GEMM library. Kept at 4 although the kernels beat oneDNN's sgemm up to 64 rows
 // (bench/engine_ops_bench BM_SmallRows, tiny's 384 -> 1152 product, 1 thread: 113-126
 // GFLOP/s at 4-32 rows against 40-114): a training or reference forward of 5-32 rows would
@@ -41,7 +41,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
                     WeightLayout layout, bool accumulate = false);
 // matmul_forward with every row computed exactly as matmul_forward computes it alone (N = 1),
 // whatever N is and whatever the other rows hold (batch-invariant decoding): the small-row
-// kernels (small_gemm.h) on a CPU with AVX-512, else the portable one-row loop in groups.
+// kernels (small_gemm.h), AVX-512F where the CPU has it, else AVX2 (the same bits).
 // matmul_forward itself does the same up to kFewRows rows and hands larger N to the GEMM
 // library, whose blocking depends on N.
 void matmul_forward_rows(float* out, const float* inp, const float* weight, const float* bias, int64_t N, int IC, int OC,

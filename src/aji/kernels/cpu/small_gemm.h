@@ -13,13 +13,18 @@
 
 namespace aji::kernels::cpu {
 
+// AVX-512F tiles where the CPU has it, else AVX2 ones with the same bits (each 16-lane chain
+// as two 256-bit halves).
+//
 // out (N,OC) (+)= inp (N,IC) W^T (+ bias), W stored (OC,IC); any N (rows in blocks of 64, the
-// weight streamed once per block). Returns false (nothing written) when this CPU lacks
-// AVX-512F; the caller then takes its portable path.
-bool small_rows_outin(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
+// weight streamed once per block).
+void small_rows_outin(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
                       bool accumulate);
 // out (N,OC) (+)= inp (N,IC) W (+ bias), W stored (IC,OC) (GPT-2's Conv1D). As above.
-bool small_rows_inout(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
+void small_rows_inout(float* out, const float* inp, const float* w, const float* bias, int64_t N, int IC, int OC,
                       bool accumulate);
+// "avx512f" or "avx2": the kernels that run. Tests: the AVX2 ones even on an AVX-512 CPU.
+const char* small_rows_isa();
+void small_rows_force_avx2(bool on);
 
 }  // namespace aji::kernels::cpu
