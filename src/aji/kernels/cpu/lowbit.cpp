@@ -81,6 +81,16 @@ void quantize_q8_0(const float* x, size_t n, uint8_t* out) {
 }
 
 namespace {
+// The end of a block's quantization from the maximum |x| of 4 lanes: d = amax/127, stored
+// fp16; returns 1/d (0 for an all-zero block), as quantize_block computes them.
+inline float block_scale(__m128 m4, uint16_t* dbits) {
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+  const float d = amax / 127.0f;
+  *dbits = f32_to_f16(d);
+  return d != 0.0f ? 1.0f / d : 0.0f;
+}
+
 // quantize_block on AVX-512, the same numbers: max|x| is exact in any order, d and 1/d are
 // the same scalar operations, x * id the same product, and round-half-away-from-zero
 // (roundf) is t + (|v| - t >= 0.5) with t = trunc(|v|), |v| - t exact, the sign put back.
@@ -94,14 +104,9 @@ __attribute__((target("avx512f,avx512bw,avx512dq"))) void quantize_blocks_avx512
     const __m512 a0 = _mm512_and_ps(x0, absmask), a1 = _mm512_and_ps(x1, absmask);
     const __m512 m16 = _mm512_maskz_max_ps(0xFFFF, a0, a1);
     const __m128 z = _mm_setzero_ps();
-    __m128 m4 = _mm_max_ps(_mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 0), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 1)),
-                           _mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 2), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 3)));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    dbits[b] = f32_to_f16(d);
-    const __m512 vid = _mm512_set1_ps(id);
+    const __m128 m4 = _mm_max_ps(_mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 0), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 1)),
+                                 _mm_max_ps(_mm512_mask_extractf32x4_ps(z, 0xF, m16, 2), _mm512_mask_extractf32x4_ps(z, 0xF, m16, 3)));
+    const __m512 vid = _mm512_set1_ps(block_scale(m4, dbits + b));
     __m512i qi[2];
     for (int h = 0; h < 2; ++h) {
       const __m512 v = _mm512_mul_ps(h ? x1 : x0, vid);
@@ -128,13 +133,7 @@ void quantize_blocks_avx2(const float* x, size_t nblocks, int8_t* q, uint16_t* d
       v[i] = _mm256_loadu_ps(xb + 8 * i);
       m = _mm256_max_ps(m, _mm256_and_ps(v[i], absmask));
     }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    dbits[b] = f32_to_f16(d);
-    const __m256 vid = _mm256_set1_ps(id);
+    const __m256 vid = _mm256_set1_ps(block_scale(_mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1)), dbits + b));
     __m256i qi[4];
     for (int i = 0; i < 4; ++i) {
       const __m256 s = _mm256_mul_ps(v[i], vid);
