@@ -480,43 +480,40 @@ AJI_VNNI_TARGET void q8_rows_avx512(float* out, const Prepared& P, const PackedW
 // no conversion instructions. Output (r, o) is two chains over the chunks in order,
 // e = fma(x_even, w_even, e) and d = fma(x_odd, w_odd, d) (a last partial chunk of the
 // weight read through a zero-padded copy), then hsum_halves(e, d) + bias (+ out): the same
-// operations whatever R and O are (batch invariance). (Running the even chains over all
-// chunks, then the odd ones, to free registers for 4 x 3 tiles, as the fp32 tiles do,
-// measured 0.90-0.96x as fast on AMD Zen 3: the weight's shift or mask done twice.)
-constexpr int kAvx2Bf16Rows = 3, kAvx2Bf16Outs = 2;  // 12 accumulators + 4 weight vectors
+// operations whatever R and O are (batch invariance). A tile runs the even chains over all
+// chunks, then the odd ones (independent chains: the same bits as side by side), leaving
+// registers for 2 rows x 4 outputs: half the re-reads of the activations (from L2 at batch
+// 16) of 3 x 2 tiles with both chains side by side, 1.11x (1 thread) and 1.39x (2 threads)
+// faster at batch 16 on llama-small, AMD Zen 3 (4 x 3 tiles: 0.90-0.96x, registers spilled).
+constexpr int kAvx2Bf16Rows = 2, kAvx2Bf16Outs = 4;  // 8 accumulators + 4 weight vectors + 1 input
 
-template <int R, int O>
-[[gnu::always_inline]] inline void bf16_chunk_avx2(__m256 (&e)[R][O], __m256 (&d)[R][O], const uint16_t* const (&wp)[O],
-                                                   const float* xr, int64_t xstride) {
-  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
-  __m256 we[O], wd[O];
+// One pass (H = 0: even elements, w << 16; H = 1: odd ones, w & 0xFFFF0000) over chunk k's
+// 16 weights of each of the O rows at wp[o].
+template <int H, int R, int O>
+[[gnu::always_inline]] inline void bf16_chunk_avx2(__m256 (&acc)[R][O], const uint16_t* const (&wp)[O], const float* xr,
+                                                   int64_t xstride) {
+  __m256 wv[O];
   for (int o = 0; o < O; ++o) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp[o]));
-    we[o] = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
-    wd[o] = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+    wv[o] = _mm256_castsi256_ps(H == 0 ? _mm256_slli_epi32(v, 16)
+                                       : _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xFFFF0000u))));
   }
   for (int r = 0; r < R; ++r) {
-    const __m256 xe = _mm256_loadu_ps(xr + r * xstride), xo = _mm256_loadu_ps(xr + r * xstride + 8);
-    for (int o = 0; o < O; ++o) {
-      e[r][o] = _mm256_fmadd_ps(xe, we[o], e[r][o]);
-      d[r][o] = _mm256_fmadd_ps(xo, wd[o], d[r][o]);
-    }
+    const __m256 xv = _mm256_loadu_ps(xr + r * xstride + 8 * H);
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm256_fmadd_ps(xv, wv[o], acc[r][o]);
   }
 }
 
-template <int R, int O>
-void bf16_tile_avx2(float* out, const float* xf, int IC16, const uint16_t* w, int IC, int OC, int64_t r0, int o0,
-                    const float* bias, bool accumulate) {
-  __m256 e[R][O], d[R][O];
+template <int H, int R, int O>
+[[gnu::always_inline]] inline void bf16_pass_avx2(__m256 (&acc)[R][O], const float* xr, int IC16, const uint16_t* wo,
+                                                  int IC) {
   for (int r = 0; r < R; ++r)
-    for (int o = 0; o < O; ++o) e[r][o] = d[r][o] = _mm256_setzero_ps();
-  const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
-  const float* xr = xf + r0 * IC16;
+    for (int o = 0; o < O; ++o) acc[r][o] = _mm256_setzero_ps();
   const int nfull = IC / 16, rem = IC % 16;
   for (int k = 0; k < nfull; ++k) {
     const uint16_t* wp[O];
     for (int o = 0; o < O; ++o) wp[o] = wo + static_cast<int64_t>(o) * IC + k * 16;
-    bf16_chunk_avx2<R, O>(e, d, wp, xr + k * 16, IC16);
+    bf16_chunk_avx2<H, R, O>(acc, wp, xr + k * 16, IC16);
   }
   if (rem) {
     alignas(32) uint16_t tail[O][16] = {};
@@ -525,30 +522,62 @@ void bf16_tile_avx2(float* out, const float* xf, int IC16, const uint16_t* w, in
       std::memcpy(tail[o], wo + static_cast<int64_t>(o) * IC + nfull * 16, sizeof(uint16_t) * rem);
       wp[o] = tail[o];
     }
-    bf16_chunk_avx2<R, O>(e, d, wp, xr + nfull * 16, IC16);
+    bf16_chunk_avx2<H, R, O>(acc, wp, xr + nfull * 16, IC16);
   }
+}
+
+template <int R, int O>
+void bf16_tile_avx2(float* out, const float* xf, int IC16, const uint16_t* w, int IC, int OC, int64_t r0, int o0,
+                    const float* bias, bool accumulate) {
+  const uint16_t* wo = w + static_cast<int64_t>(o0) * IC;
+  const float* xr = xf + r0 * IC16;
+  __m256 e[R][O], d[R][O];
+  bf16_pass_avx2<0, R, O>(e, xr, IC16, wo, IC);
+  bf16_pass_avx2<1, R, O>(d, xr, IC16, wo, IC);
   for (int r = 0; r < R; ++r)
     for (int o = 0; o < O; ++o) finish(out, OC, r0 + r, o0 + o, hsum_halves(e[r][o], d[r][o]), bias, accumulate);
+}
+
+// One row against weight row o with both chains side by side (four loads in flight on one
+// stream): the same chains, so the same bits as any tile; for one row, the two-pass tile
+// read memory 1.25x slower (llama-17m and llama-small, 1 thread, AMD Zen 3).
+void bf16_row_avx2(float* out, const float* xf, const uint16_t* w, int IC, int o, const float* bias, bool accumulate) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 e = _mm256_setzero_ps(), d = _mm256_setzero_ps();
+  const uint16_t* wo = w + static_cast<int64_t>(o) * IC;
+  const int nfull = IC / 16, rem = IC % 16;
+  for (int k = 0; k < nfull; ++k) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wo + k * 16));
+    e = _mm256_fmadd_ps(_mm256_loadu_ps(xf + k * 16), _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), e);
+    d = _mm256_fmadd_ps(_mm256_loadu_ps(xf + k * 16 + 8), _mm256_castsi256_ps(_mm256_and_si256(v, hi)), d);
+  }
+  if (rem) {
+    alignas(32) uint16_t tail[16] = {};
+    std::memcpy(tail, wo + nfull * 16, sizeof(uint16_t) * rem);
+    const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
+    e = _mm256_fmadd_ps(_mm256_loadu_ps(xf + nfull * 16), _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), e);
+    d = _mm256_fmadd_ps(_mm256_loadu_ps(xf + nfull * 16 + 8), _mm256_castsi256_ps(_mm256_and_si256(v, hi)), d);
+  }
+  finish(out, 0, 0, o, hsum_halves(e, d), bias, accumulate);
 }
 
 using Bf16Avx2Fn = void (*)(float*, const float*, int, const uint16_t*, int, int, int64_t, int, const float*, bool);
 template <int R>
 constexpr Bf16Avx2Fn bf16_avx2_for(int o) {
-  return o == 1 ? bf16_tile_avx2<R, 1> : bf16_tile_avx2<R, 2>;
+  return o == 1 ? bf16_tile_avx2<R, 1> : o == 2 ? bf16_tile_avx2<R, 2> : o == 3 ? bf16_tile_avx2<R, 3> : bf16_tile_avx2<R, 4>;
 }
 
 void bf16_rows_avx2(float* out, const Prepared& P, const PackedWeight& w, const float* bias, int64_t N,
                     bool accumulate) {
   static const Bf16Avx2Fn table[kAvx2Bf16Rows][kAvx2Bf16Outs] = {
-      {bf16_avx2_for<1>(1), bf16_avx2_for<1>(2)},
-      {bf16_avx2_for<2>(1), bf16_avx2_for<2>(2)},
-      {bf16_avx2_for<3>(1), bf16_avx2_for<3>(2)},
+      {bf16_avx2_for<1>(1), bf16_avx2_for<1>(2), bf16_avx2_for<1>(3), bf16_avx2_for<1>(4)},
+      {bf16_avx2_for<2>(1), bf16_avx2_for<2>(2), bf16_avx2_for<2>(3), bf16_avx2_for<2>(4)},
   };
   const int OC = w.rows(), IC = w.cols(), IC16 = (IC + 15) / 16 * 16;
   const float* xf = P.xf.data();
   if (N == 1) {  // one row: one weight row after another, a single stream (as bf16_rows_avx512)
 #pragma omp parallel for if (parallel_worth((int64_t)OC * IC)) schedule(static)
-    for (int o = 0; o < OC; ++o) bf16_tile_avx2<1, 1>(out, xf, IC16, w.bf16(), IC, OC, 0, o, bias, accumulate);
+    for (int o = 0; o < OC; ++o) bf16_row_avx2(out, xf, w.bf16(), IC, o, bias, accumulate);
     return;
   }
   for_tiles<kAvx2Bf16Rows, kAvx2Bf16Outs>(N, OC, (int64_t)OC * IC, [&](int nr, int no, int64_t r0, int64_t o0) {
