@@ -156,8 +156,8 @@ TEST(Lowbit, Q8BlockRoundsLikeGgml) {
   // blocks full of ties (x/d = k + 0.5 exactly, both signs), values just below a tie, zeros,
   // and random scales, against the scalar block form, value for value
   for (ops::PackedIsa isa : kIsas) {
-    const int portable = static_cast<int>(isa);  // 0 best, 1 avx2, 2 portable
     ops::packed_force_isa(isa);
+    const std::string kernel = ops::packed_kernel_isa(WeightType::kQ8_0);
     constexpr int kBlocks = 64;
     std::vector<float> t(kBlocks * 32);
     const auto u = randn(t.size(), 12);
@@ -178,8 +178,8 @@ TEST(Lowbit, Q8BlockRoundsLikeGgml) {
     std::vector<uint16_t> d2(kBlocks);
     ops::quantize_q8_0_split(t.data(), t.size(), q2.data(), d2.data());
     for (int b = 0; b < kBlocks; ++b) {
-      EXPECT_EQ(std::memcmp(ref.data() + b * 34, &d2[b], 2), 0) << "block " << b << " isa " << portable;
-      EXPECT_EQ(std::memcmp(ref.data() + b * 34 + 2, q2.data() + b * 32, 32), 0) << "block " << b << " isa " << portable;
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34, &d2[b], 2), 0) << "block " << b << " kernel " << kernel;
+      EXPECT_EQ(std::memcmp(ref.data() + b * 34 + 2, q2.data() + b * 32, 32), 0) << "block " << b << " kernel " << kernel;
     }
   }
   ops::packed_force_isa(ops::PackedIsa::kBest);
@@ -217,7 +217,7 @@ TEST(Lowbit, RowsAreTheSameBitsAloneOrInABatch) {
     aji::set_num_threads(threads);
     for (ops::PackedIsa isa : kIsas) {
       ops::packed_force_isa(isa);
-      const std::string portable = ops::packed_kernel_isa(WeightType::kQ8_0);
+      const std::string kernel = ops::packed_kernel_isa(WeightType::kQ8_0);
       for (WeightType t : {WeightType::kBF16, WeightType::kQ8_0}) {
         const int OC = 257, IC = 160;
         const auto w = randn(static_cast<size_t>(OC) * IC, 5, 0.05f);
@@ -235,7 +235,7 @@ TEST(Lowbit, RowsAreTheSameBitsAloneOrInABatch) {
         for (int r = 0; r < N; ++r) {
           ops::packed_matmul_forward(one.data(), x.data() + static_cast<size_t>(r) * IC, p, b.data(), 1);
           EXPECT_EQ(std::memcmp(one.data(), all.data() + static_cast<size_t>(r) * OC, sizeof(float) * OC), 0)
-              << ops::weight_type_name(t) << " row " << r << " threads " << threads << " kernel " << portable;
+              << ops::weight_type_name(t) << " row " << r << " threads " << threads << " kernel " << kernel;
         }
       }
     }
